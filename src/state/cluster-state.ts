@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import * as Y from 'yjs';
+import { DOC_NAMES, type DocName, Origin } from './names.js';
+import type { UpdateLog } from './update-log.js';
+
+/** An update that failed validation; the live document was not touched. */
+export class InvalidUpdateError extends Error {
+  constructor(
+    readonly doc: DocName,
+    readonly reason: string,
+  ) {
+    super(`invalid update for document "${doc}": ${reason}`);
+    this.name = 'InvalidUpdateError';
+  }
+}
+
+export interface ClusterStateOptions {
+  logger: Logger;
+  /** Durable log. Without one the state is memory-only (documented for ephemeral sim nodes). */
+  log?: UpdateLog;
+  /** Compact a document's log into a snapshot once its tail holds this many entries. */
+  compactEvery?: number;
+  /** Largest update accepted from a peer, in bytes. */
+  maxUpdateBytes?: number;
+}
+
+export type UpdateListener = (doc: DocName, update: Uint8Array, origin: unknown) => void;
+
+export const DEFAULT_MAX_UPDATE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The org's three Yjs documents with their durable log.
+ *
+ * Every update, whatever its origin, is appended to the log inside the
+ * document's `update` event, which Yjs fires before `transact` returns: a
+ * local write has therefore reached the disk before the writer gets control
+ * back (acknowledgement) and before the replicator, which is notified after
+ * the log, publishes it.
+ */
+export class ClusterState {
+  private readonly docs: Record<DocName, Y.Doc>;
+  private readonly listeners = new Set<UpdateListener>();
+  private readonly digests = new Map<DocName, string>();
+  private readonly logger: Logger;
+  private readonly log: UpdateLog | undefined;
+  private readonly compactEvery: number;
+  readonly maxUpdateBytes: number;
+
+  constructor(options: ClusterStateOptions) {
+    this.logger = options.logger;
+    this.log = options.log;
+    this.compactEvery = options.compactEvery ?? 1000;
+    this.maxUpdateBytes = options.maxUpdateBytes ?? DEFAULT_MAX_UPDATE_BYTES;
+    const docs = {} as Record<DocName, Y.Doc>;
+    for (const name of DOC_NAMES) {
+      const doc = new Y.Doc({ gc: true });
+      docs[name] = doc;
+      this.restore(name, doc);
+      doc.on('update', (update: Uint8Array, origin: unknown) => this.onUpdate(name, update, origin));
+    }
+    this.docs = docs;
+  }
+
+  doc(name: DocName): Y.Doc {
+    return this.docs[name];
+  }
+
+  /** Runs `fn` as one local transaction on `name`; returns once it is durable. */
+  transactLocal<T>(name: DocName, fn: (doc: Y.Doc) => T): T {
+    let result!: T;
+    this.docs[name].transact((tr) => {
+      result = fn(tr.doc);
+    }, Origin.local);
+    return result;
+  }
+
+  /** Subscribes to every update applied to any document (after it is durable). */
+  onChange(listener: UpdateListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Checks that `update` is a well-formed Yjs update without touching the
+   * live document. Yjs has no integrity check of its own: a truncated update
+   * can apply partly before throwing, so it is fully decoded first.
+   * Byte flips that still decode are caught by the envelope checksum.
+   */
+  validateUpdate(name: DocName, update: Uint8Array): void {
+    if (!(update instanceof Uint8Array)) throw new InvalidUpdateError(name, 'update is not bytes');
+    if (update.byteLength === 0) throw new InvalidUpdateError(name, 'update is empty');
+    if (update.byteLength > this.maxUpdateBytes) {
+      throw new InvalidUpdateError(name, `update is ${update.byteLength} bytes, limit ${this.maxUpdateBytes}`);
+    }
+    try {
+      Y.decodeUpdate(update);
+    } catch (err) {
+      throw new InvalidUpdateError(name, `malformed Yjs update (${(err as Error).message})`);
+    }
+  }
+
+  /** Validates, then applies an update received from a peer. */
+  applyRemote(name: DocName, update: Uint8Array, origin: string = Origin.remote): void {
+    this.validateUpdate(name, update);
+    Y.applyUpdate(this.docs[name], update, origin);
+  }
+
+  encodeStateVector(name: DocName): Uint8Array {
+    return Y.encodeStateVector(this.docs[name]);
+  }
+
+  /** Everything this node has that a peer with state vector `remoteSv` lacks. */
+  encodeDiff(name: DocName, remoteSv?: Uint8Array): Uint8Array {
+    return Y.encodeStateAsUpdate(this.docs[name], remoteSv);
+  }
+
+  /**
+   * A short digest of the document's state: state vector plus delete set.
+   * The state vector alone misses deletions (a Y.Map delete adds no clock),
+   * so two documents with equal digests hold the same content.
+   */
+  digest(name: DocName): string {
+    const cached = this.digests.get(name);
+    if (cached) return cached;
+    const snapshot = Y.encodeSnapshot(Y.snapshot(this.docs[name]));
+    const value = createHash('sha256').update(snapshot).digest('hex').slice(0, 16);
+    this.digests.set(name, value);
+    return value;
+  }
+
+  digestsAll(): Record<DocName, string> {
+    const out = {} as Record<DocName, string>;
+    for (const name of DOC_NAMES) out[name] = this.digest(name);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    for (const name of DOC_NAMES) this.docs[name].destroy();
+    await this.log?.close();
+  }
+
+  private restore(name: DocName, doc: Y.Doc): void {
+    if (!this.log) return;
+    const updates = this.log.load(name);
+    if (updates.length === 0) return;
+    doc.transact(() => {
+      for (const update of updates) Y.applyUpdate(doc, update, Origin.load);
+    }, Origin.load);
+    this.logger.debug({ doc: name, entries: updates.length }, 'restored document from disk');
+  }
+
+  private onUpdate(name: DocName, update: Uint8Array, origin: unknown): void {
+    this.digests.delete(name);
+    if (this.log && origin !== Origin.load) {
+      this.log.append(name, update);
+      if (this.log.tailLength(name) >= this.compactEvery) {
+        this.log.compact(name, Y.encodeStateAsUpdate(this.docs[name]));
+      }
+    }
+    for (const listener of this.listeners) {
+      try {
+        listener(name, update, origin);
+      } catch (err) {
+        this.logger.error({ err, doc: name }, 'update listener failed');
+      }
+    }
+  }
+}

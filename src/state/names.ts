@@ -1,0 +1,20 @@
+/** The three replicated documents every org holds (docs/protocol.md, "Documents"). */
+export const DOC_NAMES = ['enrollment', 'workloads', 'observed'] as const;
+export type DocName = (typeof DOC_NAMES)[number];
+
+export function isDocName(value: unknown): value is DocName {
+  return typeof value === 'string' && (DOC_NAMES as readonly string[]).includes(value);
+}
+
+/**
+ * Yjs transaction origins. The replicator publishes only `local` updates;
+ * `remote` (gossip) and `sync` (anti-entropy) updates are persisted but not
+ * re-published, and `load` marks the replay of the durable log at start-up.
+ */
+export const Origin = {
+  local: 'silo:local',
+  remote: 'silo:remote',
+  sync: 'silo:sync',
+  load: 'silo:load',
+} as const;
+export type OriginName = (typeof Origin)[keyof typeof Origin];

@@ -1,0 +1,18 @@
+import type { DocName } from './names.js';
+
+/**
+ * Durable storage of a document's updates: a snapshot plus an append-only
+ * tail. `append` is synchronous and returns only once the update is on disk,
+ * so that the caller may acknowledge or publish right after it.
+ */
+export interface UpdateLog {
+  /** The snapshot (if any) followed by every update appended after it, in order. */
+  load(doc: DocName): Uint8Array[];
+  /** Durably appends one update. Throws if the write did not reach the store. */
+  append(doc: DocName, update: Uint8Array): void;
+  /** Number of tail entries written since the last snapshot. */
+  tailLength(doc: DocName): number;
+  /** Replaces the snapshot with `snapshot` and drops the tail it covers, atomically. */
+  compact(doc: DocName, snapshot: Uint8Array): void;
+  close(): Promise<void>;
+}
