@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseToml } from 'smol-toml';
+import type { z } from 'zod';
+import { type AgentConfig, AgentConfigSchema } from './schema.js';
+
+/** A config problem: names the file, the key and what is wrong with it. */
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`${source}: invalid configuration\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const SECTIONS = new Set(['node', 'gossip', 'overlay', 'storage', 'api', 'services', 'log']);
+const ENV_PREFIX = 'SILO_';
+
+/**
+ * Environment overrides: `SILO_<SECTION>_<KEY>=value` sets `<section>.<key>`
+ * (e.g. `SILO_GOSSIP_DEAD_AFTER=5s`), `SILO_ORG` sets `org`. Values that parse
+ * as JSON (numbers, booleans, arrays) are taken as such, others as strings.
+ * Variables the agent reads itself (SILO_CONFIG, ...) are not config keys and
+ * are ignored here.
+ */
+export function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, Record<string, unknown> | unknown> = {};
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
+    const rest = name.slice(ENV_PREFIX.length).toLowerCase();
+    if (rest === 'org') {
+      out.org = raw;
+      continue;
+    }
+    const underscore = rest.indexOf('_');
+    if (underscore < 0) continue;
+    const section = rest.slice(0, underscore);
+    if (!SECTIONS.has(section)) continue;
+    const key = rest.slice(underscore + 1);
+    const table = (out[section] ?? {}) as Record<string, unknown>;
+    table[key] = parseEnvValue(raw);
+    out[section] = table;
+  }
+  return out;
+}
+
+function parseEnvValue(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const current = out[key];
+    out[key] = isTable(current) && isTable(value) ? merge(current, value) : value;
+  }
+  return out;
+}
+
+export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.map((issue) => {
+    const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    if (issue.code === 'unrecognized_keys') return `${key}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    return `${key}: ${issue.message}`;
+  });
+}
+
+/** Validates an already-parsed config object (from a file, a test or the demo). */
+export function parseAgentConfig(raw: unknown, source: string, env: NodeJS.ProcessEnv = {}): AgentConfig {
+  const base = isTable(raw) ? raw : {};
+  const result = AgentConfigSchema.safeParse(merge(base, envOverrides(env)));
+  if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues));
+  return result.data;
+}
+
+/** Reads, parses and validates an agent config file with environment overrides. */
+export function loadAgentConfig(file: string, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(file, [`cannot read file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`]);
+  }
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (err) {
+    throw new ConfigError(file, [`TOML syntax error: ${(err as Error).message.split('\n')[0]}`]);
+  }
+  return parseAgentConfig(raw, file, env);
+}

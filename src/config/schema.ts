@@ -1,0 +1,121 @@
+import { z } from 'zod';
+import { NodeIdSchema } from '../state/schemas.js';
+import { parseDuration } from './duration.js';
+
+/** A duration option: "1s", "500ms", "2m" or a number of milliseconds. */
+const Duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const NodeSection = z
+  .object({
+    id: NodeIdSchema,
+    data_dir: z.string().min(1).default('/var/lib/silo'),
+    /** The node's identity and enrollment bundle (written by `silo node init` / `silo ca sign`). */
+    identity_dir: z.string().min(1).optional(),
+  })
+  .strict();
+
+const GossipSection = z
+  .object({
+    transport: z.enum(['tcp', 'memory']).default('tcp'),
+    listen: z.array(z.string().min(1)).default(['/ip4/0.0.0.0/tcp/7946']),
+    bootstrap: z.array(z.string().min(1)).default([]),
+    batch: Duration.default(5),
+    heartbeat: Duration.default(1000),
+    suspect_after: Duration.default(3000),
+    dead_after: Duration.default(10_000),
+    sync_interval: Duration.default(10_000),
+    sync_grace: Duration.default(2000),
+    max_update_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(4 * 1024 * 1024),
+  })
+  .strict();
+
+const OverlaySection = z
+  .object({
+    mode: z.enum(['none', 'wireguard']).default('none'),
+    interface: z.string().regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'interface name: up to 15 chars [a-zA-Z0-9_.-]').optional(),
+    listen_port: z.number().int().min(1).max(65535).default(51820),
+  })
+  .strict();
+
+const StorageSection = z
+  .object({
+    compact_every: z.number().int().positive().default(1000),
+    durability: z.enum(['sync', 'nosync']).default('sync'),
+  })
+  .strict();
+
+const ApiSection = z
+  .object({
+    /** Unix socket of the control API (mode 0600). Default: <data_dir>/silo.sock. */
+    socket: z.string().min(1).optional(),
+    /** Optional loopback TCP listener "127.0.0.1:7947"; requires token_file. */
+    tcp: z.string().optional(),
+    token_file: z.string().optional(),
+  })
+  .strict();
+
+const ServicesSection = z
+  .object({
+    sandbox: z.enum(['auto', 'bubblewrap', 'none']).default('auto'),
+    fence_after: Duration.default(6000),
+    checkpoint_interval: Duration.default(30_000),
+    replicas: z.number().int().min(0).default(1),
+    max_parallel: z.number().int().positive().default(1),
+  })
+  .strict();
+
+const LogSection = z
+  .object({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    pretty: z.enum(['auto', 'always', 'never']).default('auto'),
+  })
+  .strict();
+
+export const AgentConfigSchema = z
+  .object({
+    org: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'org name: lowercase letters, digits and "-"'),
+    node: NodeSection,
+    gossip: GossipSection.prefault({}),
+    overlay: OverlaySection.prefault({}),
+    storage: StorageSection.prefault({}),
+    api: ApiSection.prefault({}),
+    services: ServicesSection.prefault({}),
+    log: LogSection.prefault({}),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const g = config.gossip;
+    if (!(g.suspect_after < g.dead_after)) {
+      ctx.addIssue({ code: 'custom', path: ['gossip', 'suspect_after'], message: 'must be less than gossip.dead_after' });
+    }
+    if (!(g.heartbeat < g.suspect_after)) {
+      ctx.addIssue({ code: 'custom', path: ['gossip', 'heartbeat'], message: 'must be less than gossip.suspect_after' });
+    }
+    if (!(config.services.fence_after < g.dead_after)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['services', 'fence_after'],
+        message: 'must be less than gossip.dead_after (a cut-off holder must fence itself before others take over)',
+      });
+    }
+    if (config.api.tcp && !config.api.token_file) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'token_file'], message: 'required when api.tcp is set' });
+    }
+    if (config.overlay.mode === 'wireguard' && !config.overlay.interface) {
+      ctx.addIssue({ code: 'custom', path: ['overlay', 'interface'], message: 'required when overlay.mode = "wireguard"' });
+    }
+  });
+
+export type AgentConfig = z.output<typeof AgentConfigSchema>;
+export type AgentConfigInput = z.input<typeof AgentConfigSchema>;

@@ -1,0 +1,120 @@
+import { z } from 'zod';
+
+/**
+ * Validated record shapes of the three documents (docs/protocol.md,
+ * "Documents"). Records are stored as plain JSON values inside Y.Maps: a
+ * record is signed or written as a whole, so nested Y types would only add
+ * merge points that no writer wants.
+ */
+
+export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const WORKLOAD_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export const NodeIdSchema = z.string().regex(NODE_ID_PATTERN, 'node id: lowercase letters, digits and "-", 1-63 chars');
+export const WorkloadNameSchema = z
+  .string()
+  .regex(WORKLOAD_NAME_PATTERN, 'workload name: lowercase letters, digits, "-" and "_", 1-63 chars');
+const Base64 = z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, 'base64');
+const Ipv4 = z.ipv4();
+const Labels = z.record(z.string().min(1).max(63), z.string().max(253));
+
+export const CapacitySchema = z.object({
+  cpus: z.number().positive(),
+  memoryMb: z.number().int().positive(),
+  scratchMb: z.number().int().nonnegative(),
+});
+export type Capacity = z.infer<typeof CapacitySchema>;
+
+/** What the org CA signs when it enrolls a node (everything but `cert`). */
+export const EnrollmentRecordSchema = z.object({
+  nodeId: NodeIdSchema,
+  peerId: z.string().min(1),
+  wgPublicKey: Base64.length(44),
+  overlayIp: Ipv4,
+  endpoints: z.array(z.string().min(1)).max(16),
+  capacity: CapacitySchema,
+  labels: Labels,
+  issuedAt: z.number().int().nonnegative(),
+});
+export type EnrollmentRecord = z.infer<typeof EnrollmentRecordSchema>;
+
+/** An enrollment record with the CA's Ed25519 signature over its canonical encoding. */
+export const SignedEnrollmentSchema = EnrollmentRecordSchema.extend({ cert: Base64 });
+export type SignedEnrollment = z.infer<typeof SignedEnrollmentSchema>;
+
+export const RevocationBodySchema = z.object({
+  nodeId: NodeIdSchema,
+  revokedAt: z.number().int().nonnegative(),
+  reason: z.string().max(500),
+});
+export type RevocationBody = z.infer<typeof RevocationBodySchema>;
+export const RevocationSchema = RevocationBodySchema.extend({ cert: Base64 });
+export type Revocation = z.infer<typeof RevocationSchema>;
+
+/** Operator drain flag for a node (enrollment document, map `draining`). */
+export const DrainFlagSchema = z.object({
+  draining: z.boolean(),
+  at: z.number().int().nonnegative(),
+  by: z.string().max(200),
+});
+export type DrainFlag = z.infer<typeof DrainFlagSchema>;
+
+export const RestartPolicySchema = z.enum(['always', 'on-failure', 'never']);
+export const ScratchClassSchema = z.enum(['persistent', 'volatile']);
+export const PartitionPolicySchema = z.enum(['stop', 'keep']);
+
+/** A workload as the reconciler reads it (workloads document, map `specs`). */
+export const WorkloadSpecSchema = z.object({
+  name: WorkloadNameSchema,
+  tier: z.string().min(1).max(63),
+  image: z.string().min(1).max(253),
+  imageDigest: z.string().regex(/^sha256:[0-9a-f]{64}$/, 'image digest: sha256:<64 hex>'),
+  imageSignature: Base64,
+  /** Path of the program inside the image to run. */
+  command: z.string().min(1),
+  args: z.array(z.string()),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()),
+  scratchMb: z.number().int().positive(),
+  scratchClass: ScratchClassSchema,
+  network: z.enum(['overlay', 'host', 'none']),
+  cpus: z.number().positive(),
+  memoryMb: z.number().int().positive(),
+  restart: RestartPolicySchema,
+  notificationFd: z.number().int().min(3).max(255).optional(),
+  stopSignal: z.string().regex(/^SIG[A-Z0-9]+$/),
+  stopTimeoutMs: z.number().int().positive(),
+  startTimeoutMs: z.number().int().positive(),
+  /** Program inside the image run before every start (MetalOS-style generator). */
+  generator: z.string().min(1).optional(),
+  constraints: Labels,
+  onPartition: PartitionPolicySchema,
+  /** Bumped on every change of the spec; a change restarts the service. */
+  revision: z.number().int().positive(),
+});
+export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
+
+export const PhaseSchema = z.enum(['pending', 'pulling', 'starting', 'running', 'stopping', 'released', 'failed']);
+export type Phase = z.infer<typeof PhaseSchema>;
+
+export const SnapshotRefSchema = z.object({
+  digest: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+  at: z.number().int().nonnegative(),
+});
+export type SnapshotRef = z.infer<typeof SnapshotRefSchema>;
+
+/** One workload's status on one node (observed document, `nodes/<nodeId>/<workload>`). */
+export const ObservedStatusSchema = z.object({
+  phase: PhaseSchema,
+  since: z.number().int().nonnegative(),
+  revision: z.number().int().nonnegative(),
+  restarts: z.number().int().nonnegative(),
+  lastExit: z
+    .object({ code: z.number().int().nullable(), signal: z.string().nullable(), at: z.number().int() })
+    .nullable(),
+  reason: z.string().max(2000).nullable(),
+  sandbox: z.enum(['bubblewrap', 'none']).nullable(),
+  scratchUsedMb: z.number().nonnegative().nullable(),
+  snapshot: SnapshotRefSchema.nullable(),
+});
+export type ObservedStatus = z.infer<typeof ObservedStatusSchema>;
