@@ -1,0 +1,132 @@
+import { gossipsub } from '@chainsafe/libp2p-gossipsub';
+import { createTopicScoreParams } from '@chainsafe/libp2p-gossipsub/score';
+import type { GossipSub } from '@chainsafe/libp2p-gossipsub';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { type Identify, identify } from '@libp2p/identify';
+import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
+import { memory } from '@libp2p/memory';
+import { type Ping, ping } from '@libp2p/ping';
+import { preSharedKey } from '@libp2p/pnet';
+import { tcp } from '@libp2p/tcp';
+import { type Libp2p, type Libp2pOptions, createLibp2p } from 'libp2p';
+import { DEFAULT_MAX_UPDATE_BYTES } from '../state/cluster-state.js';
+
+/** The services every silo libp2p node runs. */
+// A type alias, not an interface: libp2p's ServiceMap needs an index signature.
+export type GossipServices = {
+  identify: Identify;
+  ping: Ping;
+  pubsub: GossipSub;
+};
+
+/** A silo libp2p node. Callers outside src/gossip use this alias instead of libp2p's types. */
+export type GossipNode = Libp2p<GossipServices>;
+
+/** Re-exported so that other folders can name these shapes without importing libp2p. */
+export type { ConnectionGater, PrivateKey };
+
+export type TransportKind = 'tcp' | 'memory';
+
+/** Gossipsub mesh degree. Defaults suit clusters of a few to a few dozen nodes. */
+export interface MeshDegree {
+  D: number;
+  Dlo: number;
+  Dhi: number;
+}
+
+export const DEFAULT_MESH_DEGREE: MeshDegree = { D: 6, Dlo: 4, Dhi: 10 };
+
+/**
+ * Largest gossipsub RPC accepted from a peer. It must hold one envelope of
+ * the largest update ClusterState accepts plus signature and framing, so an
+ * oversize envelope reaches our validator (and is counted) rather than
+ * killing the peer's stream.
+ */
+export const DEFAULT_MAX_RPC_BYTES = DEFAULT_MAX_UPDATE_BYTES + 64 * 1024;
+
+export interface GossipNodeOptions {
+  transport: TransportKind;
+  /** Listen multiaddrs, e.g. `/ip4/127.0.0.1/tcp/0` or `/memory/node-1`. */
+  listen: string[];
+  /** The node's libp2p identity (Ed25519, see keys.ts). */
+  privateKey: PrivateKey;
+  /** Enrollment gate and/or test blocklist; passed to libp2p unchanged. */
+  connectionGater?: ConnectionGater;
+  /** libp2p private-network key (the `/key/swarm/psk/1.0.0/` file format, see @libp2p/pnet). */
+  psk?: Uint8Array;
+  /** @libp2p/memory per-listener latency in ms (a throughput cap per chunk, see DESIGN section 9). */
+  memoryLatencyMs?: number;
+  mesh?: Partial<MeshDegree>;
+  /** Gossipsub heartbeat (mesh maintenance and IHAVE gossip), ms. */
+  gossipHeartbeatMs?: number;
+  /** Topics whose invalid messages lower the sender's peer score (the document and liveness topics). */
+  scoredTopics?: string[];
+  maxRpcBytes?: number;
+  /** Defaults to true; false leaves the node stopped so the caller can register handlers first. */
+  start?: boolean;
+}
+
+/**
+ * Score parameters. Only invalid deliveries count: a Reject costs the
+ * propagating peer 10 * (rejects)^2, decaying by 0.9 per second, so one bad
+ * message takes it out of our mesh for ~20 s and three graylist it.
+ * Mesh-delivery and time-in-mesh terms are off: our topics are quiet most of
+ * the time and a quiet peer is not a bad one. IP colocation is off too:
+ * every node is enrolled, and in tests and the simulator all nodes share one
+ * IP, which otherwise drives scores negative once a node has more than 10
+ * connections and leaves it meshless (DESIGN section 9).
+ */
+function scoreParams(topics: string[]) {
+  const perTopic = createTopicScoreParams({
+    topicWeight: 1,
+    timeInMeshWeight: 0,
+    firstMessageDeliveriesWeight: 0,
+    meshMessageDeliveriesWeight: 0,
+    meshFailurePenaltyWeight: 0,
+    invalidMessageDeliveriesWeight: -10,
+    invalidMessageDeliveriesDecay: 0.9,
+  });
+  return {
+    IPColocationFactorWeight: 0,
+    topics: Object.fromEntries(topics.map((topic) => [topic, perTopic])),
+  };
+}
+
+export async function createGossipNode(options: GossipNodeOptions): Promise<GossipNode> {
+  const mesh = { ...DEFAULT_MESH_DEGREE, ...options.mesh };
+  const transports: NonNullable<Libp2pOptions<GossipServices>['transports']> =
+    options.transport === 'tcp' ? [tcp()] : [memory({ latency: options.memoryLatencyMs ?? 0 })];
+  const init: Libp2pOptions<GossipServices> = {
+    privateKey: options.privateKey,
+    start: options.start ?? true,
+    addresses: { listen: options.listen },
+    transports,
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        emitSelf: false,
+        allowPublishToZeroTopicPeers: true,
+        fallbackToFloodsub: false,
+        // A self-published message goes to every subscribed peer, not only
+        // the mesh: a write reaches direct peers in one hop even when the
+        // mesh is still forming or thin.
+        floodPublish: true,
+        D: mesh.D,
+        Dlo: mesh.Dlo,
+        Dhi: mesh.Dhi,
+        Dout: Math.min(2, Math.floor(mesh.D / 2), mesh.Dlo - 1),
+        heartbeatInterval: options.gossipHeartbeatMs ?? 1000,
+        scoreParams: scoreParams(options.scoredTopics ?? []),
+        maxInboundDataLength: options.maxRpcBytes ?? DEFAULT_MAX_RPC_BYTES,
+      }) as (components: unknown) => GossipSub,
+    },
+  };
+  if (options.connectionGater) init.connectionGater = options.connectionGater;
+  if (options.psk) init.connectionProtector = preSharedKey({ psk: options.psk });
+  return createLibp2p(init);
+}

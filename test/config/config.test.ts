@@ -1,0 +1,92 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { parseDuration } from '../../src/config/duration.js';
+import { ConfigError, envOverrides, loadAgentConfig } from '../../src/config/load.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'silo-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeConfig(name: string, text: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return file;
+}
+
+function expectConfigError(fn: () => unknown, ...fragments: string[]): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    for (const fragment of fragments) assert.match(err.message, new RegExp(fragment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    return err;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('agent config', () => {
+  test('the shipped config/agent.toml is valid and matches the built-in defaults', () => {
+    const shipped = loadAgentConfig('config/agent.toml', {});
+    const minimal = loadAgentConfig(writeConfig('minimal.toml', 'org = "example"\n[node]\nid = "node-1"\n'), {});
+    assert.deepEqual(shipped, minimal);
+    assert.equal(shipped.gossip.dead_after, 10_000);
+    assert.equal(shipped.gossip.heartbeat, 1000);
+    assert.equal(shipped.services.fence_after, 6000);
+  });
+
+  test('environment overrides win over the file and are validated', () => {
+    const file = writeConfig('env.toml', 'org = "example"\n[node]\nid = "node-1"\n');
+    const config = loadAgentConfig(file, { SILO_GOSSIP_DEAD_AFTER: '20s', SILO_LOG_LEVEL: 'debug', SILO_ORG: 'other' });
+    assert.equal(config.gossip.dead_after, 20_000);
+    assert.equal(config.log.level, 'debug');
+    assert.equal(config.org, 'other');
+    expectConfigError(() => loadAgentConfig(file, { SILO_GOSSIP_HEARTBEAT: 'often' }), file, 'gossip.heartbeat', 'duration');
+  });
+
+  test('variables outside the config namespace are ignored', () => {
+    assert.deepEqual(envOverrides({ SILO_CONFIG: '/x', PATH: '/bin', SILO_NOSUCH_KEY: '1' }), {});
+  });
+
+  test('errors name the file, the key and the problem', () => {
+    const file = writeConfig('bad.toml', 'org = "Bad Org"\n[node]\nid = "node-1"\nbogus = 1\n[gossip]\nheartbeat = "5s"\n');
+    const err = expectConfigError(() => loadAgentConfig(file, {}), file, 'org:', 'node: unknown key(s) "bogus"');
+    assert.ok(err.problems.some((p) => p.startsWith('gossip.heartbeat: must be less than gossip.suspect_after')));
+  });
+
+  test('timing rules: fence_after < dead_after, suspect_after < dead_after', () => {
+    const file = writeConfig(
+      'timing.toml',
+      'org = "o"\n[node]\nid = "n"\n[gossip]\ndead_after = "5s"\n[services]\nfence_after = "5s"\n',
+    );
+    expectConfigError(() => loadAgentConfig(file, {}), 'services.fence_after: must be less than gossip.dead_after');
+  });
+
+  test('missing file, TOML syntax error and missing required keys', () => {
+    expectConfigError(() => loadAgentConfig(join(dir, 'nope.toml'), {}), 'nope.toml', 'cannot read file (ENOENT)');
+    const broken = writeConfig('broken.toml', 'org = "x\n');
+    expectConfigError(() => loadAgentConfig(broken, {}), broken, 'TOML syntax error');
+    const empty = writeConfig('empty.toml', '');
+    expectConfigError(() => loadAgentConfig(empty, {}), 'org:', 'node:');
+  });
+
+  test('api.tcp requires a token file; wireguard mode requires an interface', () => {
+    const file = writeConfig(
+      'api.toml',
+      'org = "o"\n[node]\nid = "n"\n[api]\ntcp = "127.0.0.1:7947"\n[overlay]\nmode = "wireguard"\n',
+    );
+    expectConfigError(() => loadAgentConfig(file, {}), 'api.token_file: required', 'overlay.interface: required');
+  });
+
+  test('durations', () => {
+    assert.equal(parseDuration('500ms'), 500);
+    assert.equal(parseDuration('1.5s'), 1500);
+    assert.equal(parseDuration('2m'), 120_000);
+    assert.equal(parseDuration(250), 250);
+    assert.throws(() => parseDuration('-1s'), /expected a duration/);
+    assert.throws(() => parseDuration('10 parsecs'), /expected a duration/);
+    assert.throws(() => parseDuration(-5), /expected a duration/);
+  });
+});
