@@ -49,7 +49,12 @@ export interface EnvelopeExpectations {
   maxBytes: number;
 }
 
-export function encodeEnvelope(fields: { org: string; doc: DocName; from: string; update: Uint8Array }): Uint8Array {
+export function encodeEnvelope(fields: {
+  org: string;
+  doc: DocName;
+  from: string;
+  update: Uint8Array;
+}): Uint8Array {
   const envelope: Envelope = {
     v: ENVELOPE_VERSION,
     org: fields.org,
@@ -87,11 +92,13 @@ export function decodeEnvelope(bytes: Uint8Array, expect: EnvelopeExpectations):
   if (typeof org !== 'string') return reject('malformed', 'org is not a string');
   if (org !== expect.org) return reject('wrong-org', `org "${org.slice(0, 64)}"`);
   if (typeof doc !== 'string') return reject('malformed', 'doc is not a string');
-  if (doc !== expect.doc || !isDocName(doc)) return reject('wrong-doc', `doc "${doc.slice(0, 64)}" on the ${expect.doc} topic`);
+  if (doc !== expect.doc || !isDocName(doc))
+    return reject('wrong-doc', `doc "${doc.slice(0, 64)}" on the ${expect.doc} topic`);
   if (typeof from !== 'string' || from.length === 0 || from.length > MAX_NODE_ID_LENGTH) {
     return reject('malformed', 'from is not a node id');
   }
-  if (!(update instanceof Uint8Array) || update.byteLength === 0) return reject('malformed', 'update is not bytes');
+  if (!(update instanceof Uint8Array) || update.byteLength === 0)
+    return reject('malformed', 'update is not bytes');
   if (!isUint32(crc)) return reject('malformed', 'crc is not a uint32');
   const actual = crc32(update);
   if (actual !== crc) return reject('bad-checksum', `crc ${crc} != ${actual}`);

@@ -1,6 +1,6 @@
+import type { GossipSub } from '@chainsafe/libp2p-gossipsub';
 import { gossipsub } from '@chainsafe/libp2p-gossipsub';
 import { createTopicScoreParams } from '@chainsafe/libp2p-gossipsub/score';
-import type { GossipSub } from '@chainsafe/libp2p-gossipsub';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { type Identify, identify } from '@libp2p/identify';
@@ -9,7 +9,7 @@ import { memory } from '@libp2p/memory';
 import { type Ping, ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
-import { type Libp2p, type Libp2pOptions, createLibp2p } from 'libp2p';
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { DEFAULT_MAX_UPDATE_BYTES } from '../state/cluster-state.js';
 
 /** The services every silo libp2p node runs. */

@@ -144,10 +144,23 @@ export class ClusterState {
     if (!this.log) return;
     const updates = this.log.load(name);
     if (updates.length === 0) return;
+    let skipped = 0;
     doc.transact(() => {
-      for (const update of updates) Y.applyUpdate(doc, update, Origin.load);
+      for (const update of updates) {
+        // A checksummed entry that is still no valid Yjs update (a bug, not
+        // bit rot) is skipped rather than failing the start: peers re-supply
+        // its content through sync.
+        try {
+          this.validateUpdate(name, update);
+        } catch (err) {
+          skipped++;
+          this.logger.error({ err, doc: name }, 'skipping an undecodable entry of the durable log');
+          continue;
+        }
+        Y.applyUpdate(doc, update, Origin.load);
+      }
     }, Origin.load);
-    this.logger.debug({ doc: name, entries: updates.length }, 'restored document from disk');
+    this.logger.debug({ doc: name, entries: updates.length, skipped }, 'restored document from disk');
   }
 
   private onUpdate(name: DocName, update: Uint8Array, origin: unknown): void {

@@ -1,0 +1,168 @@
+import '../src/util/polyfill.js';
+import os from 'node:os';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { GossipLayer, docTopic } from '../src/gossip/index.js';
+import { ClusterState } from '../src/state/cluster-state.js';
+
+/**
+ * Write-to-all latency of the gossip layer: N real agents' gossip layers
+ * (libp2p over loopback TCP, StrictSign, one process), sequential writes on
+ * round-robin nodes, each timed from the local transaction until every
+ * other node has applied it. Also reports envelope bytes per write and
+ * node start-up time. Prints JSON.
+ *
+ *   npx tsx bench/gossip-latency.ts [--nodes 5] [--writes 200] [--warmup-ms 3000]
+ */
+
+const ORG = 'bench';
+const logger = pino({ level: 'silent' });
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1);
+  return sorted[Math.max(0, i)]!;
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+interface BenchNode {
+  state: ClusterState;
+  registry: Registry;
+  gossip: GossipLayer;
+}
+
+async function metric(registry: Registry, name: string): Promise<number> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return 0;
+  return (await m.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
+async function main(): Promise<void> {
+  const n = arg('nodes', 5);
+  const writes = arg('writes', 200);
+  const warmupMs = arg('warmup-ms', 3000);
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+
+  const nodes: BenchNode[] = [];
+  const startupMs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const state = new ClusterState({ logger });
+    const registry = new Registry();
+    const bootstrap = nodes.length > 0 ? [nodes[0]!.gossip.multiaddrs()[0]!] : [];
+    const gossip = await GossipLayer.create({ org: ORG, nodeId: `n${i}`, state, logger, registry, bootstrap });
+    await gossip.start();
+    startupMs.push(performance.now() - t0);
+    nodes.push({ state, registry, gossip });
+  }
+  const firstPeerStart = performance.now();
+  await waitUntil(() => nodes.every((x) => x.gossip.peers().length >= Math.min(n - 1, 1)), 30_000);
+  const firstConnectMs = performance.now() - firstPeerStart;
+  await new Promise((r) => setTimeout(r, warmupMs));
+
+  const topic = docTopic(ORG, 'workloads');
+  const meshSizes = nodes.map((x) => x.gossip.meshPeers(topic).length);
+  const connections = nodes.map((x) => x.gossip.peers().length);
+
+  // arrivals[key] = number of other nodes that have applied the write.
+  const pending = new Map<string, { remaining: number; done: () => void }>();
+  for (const node of nodes) {
+    node.state
+      .doc('workloads')
+      .getMap('specs')
+      .observe((event) => {
+        if (event.transaction.local) return;
+        for (const key of event.keysChanged) {
+          const entry = pending.get(key);
+          if (entry && --entry.remaining === 0) entry.done();
+        }
+      });
+  }
+
+  const bytesBefore = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')));
+  const envelopesBefore = await Promise.all(
+    nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')),
+  );
+  loop.enable();
+  const latencies: number[] = [];
+  let timeouts = 0;
+  const payload = { image: 'registry/app', digest: `sha256:${'ab'.repeat(32)}`, cpus: 1, memoryMb: 256 };
+  for (let i = 0; i < writes; i++) {
+    const key = `w${i}`;
+    const writer = nodes[i % n]!;
+    const arrived = new Promise<void>((resolve) => pending.set(key, { remaining: n - 1, done: resolve }));
+    const t0 = performance.now();
+    writer.state.transactLocal('workloads', (doc) => doc.getMap('specs').set(key, { ...payload, i }));
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000));
+    if ((await Promise.race([arrived, timer])) === 'timeout') timeouts++;
+    else latencies.push(performance.now() - t0);
+    pending.delete(key);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  loop.disable();
+  const bytesAfter = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')));
+  const envelopesAfter = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')));
+  const bytes = bytesAfter.reduce((s, b, i) => s + b - bytesBefore[i]!, 0);
+  const envelopes = envelopesAfter.reduce((s, e, i) => s + e - envelopesBefore[i]!, 0);
+  const meshless = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_meshless_events_total')));
+
+  const stopT0 = performance.now();
+  await Promise.all(nodes.map((x) => x.gossip.stop()));
+  const stopMs = performance.now() - stopT0;
+
+  latencies.sort((a, b) => a - b);
+  const startSorted = [...startupMs].sort((a, b) => a - b);
+  const result = {
+    bench: 'gossip-latency',
+    transport: 'tcp loopback, one process',
+    nodes: n,
+    writes,
+    cpus: os.cpus().length,
+    loadavg1m: round(os.loadavg()[0]!),
+    writeToAllMs: {
+      p50: round(percentile(latencies, 50)),
+      p90: round(percentile(latencies, 90)),
+      p99: round(percentile(latencies, 99)),
+      max: round(latencies.at(-1) ?? Number.NaN),
+      min: round(latencies[0] ?? Number.NaN),
+      timeouts,
+    },
+    envelopeBytesPerWrite: round(bytes / Math.max(1, envelopes)),
+    envelopesPerWrite: round(envelopes / writes),
+    nodeStartupMs: {
+      p50: round(percentile(startSorted, 50)),
+      max: round(startSorted.at(-1)!),
+      all: startupMs.map(round),
+    },
+    firstConnectionMs: round(firstConnectMs),
+    stopAllMs: round(stopMs),
+    meshPeersAfterWarmup: meshSizes,
+    connectionsAfterWarmup: connections,
+    meshlessEvents: meshless.reduce((a, b) => a + b, 0),
+    eventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6) },
+  };
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const t0 = Date.now();
+  while (!condition()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

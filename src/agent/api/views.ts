@@ -1,0 +1,116 @@
+import type { Liveness, MemberView } from '../../gossip/index.js';
+import type { DocName } from '../../state/names.js';
+import type { DrainFlag, ObservedStatus, Phase, SignedEnrollment, WorkloadSpec } from '../../state/schemas.js';
+import type { NodeAgent } from '../node-agent.js';
+import type { PeerDigests } from '../peer-digests.js';
+
+/**
+ * The JSON shapes of the control API's listings (docs/api.md), built from
+ * the agent's typed views. Pure reads: nothing here writes a document.
+ */
+
+export interface NodeRow {
+  nodeId: string;
+  /** This is the node that answered. */
+  self: boolean;
+  peerId: string;
+  overlayIp: string;
+  endpoints: string[];
+  capacity: SignedEnrollment['capacity'];
+  labels: Record<string, string>;
+  issuedAt: number;
+  /** As this node's failure detector sees it; "unknown" until a heartbeat was heard. */
+  liveness: Liveness | 'unknown';
+  /** ms since the last heartbeat (0 for self, null when never heard). */
+  lastSeenAgoMs: number | null;
+  incarnation: number | null;
+  draining: boolean;
+  drain: DrainFlag | null;
+  revoked: { revokedAt: number; reason: string } | null;
+  /** Document digests from the node's latest heartbeat (our own for self). */
+  digests: Record<DocName, string> | null;
+}
+
+export function nodeRows(agent: NodeAgent, peerDigests: PeerDigests | undefined, now = Date.now()): NodeRow[] {
+  const members = new Map<string, MemberView>(agent.gossip.detector.view().map((m) => [m.nodeId, m]));
+  const drainFlags = agent.enrollment.drainFlags();
+  return agent.enrollment.list().map((record) => {
+    const self = record.nodeId === agent.nodeId;
+    const member = members.get(record.nodeId);
+    const revocation = agent.enrollment.revocation(record.nodeId);
+    // A revocation only counts against records issued at or before it (re-enrollment).
+    const revoked =
+      revocation && revocation.revokedAt >= record.issuedAt
+        ? { revokedAt: revocation.revokedAt, reason: revocation.reason }
+        : null;
+    const drain = drainFlags.get(record.nodeId) ?? null;
+    return {
+      nodeId: record.nodeId,
+      self,
+      peerId: record.peerId,
+      overlayIp: record.overlayIp,
+      endpoints: record.endpoints,
+      capacity: record.capacity,
+      labels: record.labels,
+      issuedAt: record.issuedAt,
+      liveness: self ? 'alive' : (member?.state ?? 'unknown'),
+      lastSeenAgoMs: self ? 0 : member ? Math.max(0, now - member.lastSeenAt) : null,
+      incarnation: self ? agent.gossip.incarnation : (member?.incarnation ?? null),
+      draining: drain?.draining === true,
+      drain,
+      revoked,
+      digests: self ? agent.state.digestsAll() : (peerDigests?.get(record.nodeId)?.digests ?? null),
+    };
+  });
+}
+
+/** Phases in which a node holds (runs or is bringing up or down) a workload. */
+const HOLDING: readonly Phase[] = ['running', 'starting', 'pulling', 'stopping'];
+/** Which status speaks for a workload when several nodes report one: the lowest rank wins. */
+const RANK: Record<Phase, number> = {
+  running: 0,
+  starting: 1,
+  pulling: 2,
+  stopping: 3,
+  failed: 4,
+  released: 5,
+  pending: 6,
+};
+
+export interface WorkloadRow {
+  name: string;
+  spec: WorkloadSpec;
+  /** The node running (or starting, or stopping) it; null when none does. */
+  holder: string | null;
+  /** The most telling phase reported by any node; "pending" when no node reported one. */
+  phase: Phase;
+  restarts: number;
+  reason: string | null;
+  /** Every node's report, by node id. */
+  statuses: Record<string, ObservedStatus>;
+}
+
+export function workloadRows(agent: NodeAgent): WorkloadRow[] {
+  const observed = agent.observed.listAll();
+  return agent.workloads.list().map((spec) => workloadRow(spec, observed));
+}
+
+export function workloadRow(spec: WorkloadSpec, observed: Map<string, Map<string, ObservedStatus>>): WorkloadRow {
+  const statuses: Record<string, ObservedStatus> = {};
+  let best: { nodeId: string; status: ObservedStatus } | null = null;
+  for (const [nodeId, byName] of observed) {
+    const status = byName.get(spec.name);
+    if (!status) continue;
+    statuses[nodeId] = status;
+    if (best === null || RANK[status.phase] < RANK[best.status.phase]) best = { nodeId, status };
+  }
+  return {
+    name: spec.name,
+    spec,
+    holder: best && HOLDING.includes(best.status.phase) ? best.nodeId : null,
+    phase: best?.status.phase ?? 'pending',
+    restarts: best?.status.restarts ?? 0,
+    reason: best?.status.reason ?? null,
+    statuses,
+  };
+}

@@ -1,0 +1,154 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { chmod, rm } from 'node:fs/promises';
+import type { ServerResponse } from 'node:http';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { ImageStore } from '../reconciler/image-store.js';
+import { InvalidRecordError } from '../state/record-check.js';
+import type { RouteContext } from './api/context.js';
+import { ApiError, codeForStatus, errorBody } from './api/errors.js';
+import { registerClusterRoutes } from './api/routes-cluster.js';
+import { registerImageRoutes } from './api/routes-images.js';
+import { registerStreamRoutes } from './api/routes-streams.js';
+import { registerWorkloadRoutes } from './api/routes-workloads.js';
+import { prepareSocketPath } from './api/unix-socket.js';
+import type { NodeAgent } from './node-agent.js';
+import type { PeerDigests } from './peer-digests.js';
+
+export const DEFAULT_MAX_IMAGE_BYTES = 2 * 1024 * 1024 * 1024;
+
+export interface ControlApiOptions {
+  agent: NodeAgent;
+  logger: Logger;
+  /** Unix socket of the API (created 0600; only the agent's user can connect). */
+  socketPath: string;
+  /** Optional loopback TCP listener; every request must carry `Authorization: Bearer <token>`. */
+  tcp?: { host: string; port: number; token: string };
+  dataDir: string;
+  caPublicKey?: string;
+  overlayCidr?: string;
+  images?: ImageStore;
+  peerDigests?: PeerDigests;
+  maxImageBytes?: number;
+}
+
+/**
+ * The agent's local control API (docs/api.md): HTTP + JSON over a unix
+ * socket, and optionally over loopback TCP with a bearer token. The socket
+ * is trusted by file mode alone, like docker's or containerd's.
+ */
+export class ControlApi {
+  readonly socketPath: string;
+  /** The TCP address actually bound (port 0 in the options picks a free one). */
+  tcpAddress: { host: string; port: number } | null = null;
+  private readonly apps: FastifyInstance[];
+  private readonly streams: Set<ServerResponse>;
+  private readonly logger: Logger;
+
+  private constructor(
+    private readonly options: ControlApiOptions,
+    ctx: RouteContext,
+  ) {
+    this.socketPath = options.socketPath;
+    // Both listeners share the context's set of open streams, so close() ends them all.
+    this.streams = ctx.streams;
+    this.logger = options.logger.child({ component: 'api' });
+    this.apps = [buildApp(ctx, this.logger, null)];
+    if (options.tcp) this.apps.push(buildApp(ctx, this.logger, options.tcp.token));
+  }
+
+  static async start(options: ControlApiOptions): Promise<ControlApi> {
+    const streams = new Set<ServerResponse>();
+    const ctx: RouteContext = {
+      agent: options.agent,
+      dataDir: options.dataDir,
+      caPublicKey: options.caPublicKey,
+      overlayCidr: options.overlayCidr,
+      images: options.images,
+      peerDigests: options.peerDigests,
+      maxImageBytes: options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
+      streams,
+    };
+    const api = new ControlApi(options, ctx);
+    try {
+      await api.listen();
+    } catch (err) {
+      await api.close();
+      throw err;
+    }
+    return api;
+  }
+
+  private async listen(): Promise<void> {
+    const [unixApp, tcpApp] = this.apps;
+    await prepareSocketPath(this.socketPath);
+    await unixApp!.listen({ path: this.socketPath });
+    // Before anything else can matter: only the agent's user may use the socket.
+    await chmod(this.socketPath, 0o600);
+    if (tcpApp && this.options.tcp) {
+      await tcpApp.listen({ host: this.options.tcp.host, port: this.options.tcp.port });
+      const address = tcpApp.server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : this.options.tcp.port;
+      this.tcpAddress = { host: this.options.tcp.host, port };
+    }
+    this.logger.info({ socket: this.socketPath, tcp: this.tcpAddress }, 'control API listening');
+  }
+
+  /** Ends open streams, stops accepting, removes the socket file. */
+  async close(): Promise<void> {
+    for (const res of this.streams) res.end();
+    this.streams.clear();
+    await Promise.all(this.apps.map((app) => app.close().catch(() => undefined)));
+    await rm(this.socketPath, { force: true });
+  }
+}
+
+function buildApp(ctx: RouteContext, logger: Logger, token: string | null): FastifyInstance {
+  const app = Fastify({
+    // Requests are logged at debug by the hook below; fastify's own info-level lines would flood the agent log.
+    logger: false,
+    forceCloseConnections: true,
+  });
+  if (token !== null) {
+    const expected = digestOf(token);
+    app.addHook('onRequest', async (request, reply) => {
+      const header = request.headers.authorization ?? '';
+      const match = /^Bearer (.+)$/.exec(header);
+      // Compare fixed-length digests: timing reveals neither the token nor its length.
+      if (!match || !timingSafeEqual(digestOf(match[1]!), expected)) {
+        reply.header('www-authenticate', 'Bearer realm="silo"');
+        reply.status(401).send(errorBody('unauthorized', 'missing or wrong bearer token'));
+        return reply;
+      }
+    });
+  }
+  app.addHook('onResponse', async (request, reply) => {
+    logger.debug({ method: request.method, url: request.url, status: reply.statusCode }, 'api request');
+  });
+  app.setErrorHandler((err: FastifyError | Error, request, reply) => {
+    if (err instanceof ApiError) {
+      return reply.status(err.status).send(errorBody(err.code, err.message));
+    }
+    if (err instanceof InvalidRecordError) {
+      return reply.status(400).send(errorBody('bad_request', err.message));
+    }
+    const status = (err as FastifyError).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      return reply.status(status).send(errorBody(codeForStatus(status), err.message));
+    }
+    logger.error({ err, method: request.method, url: request.url }, 'api request failed');
+    return reply.status(500).send(errorBody('internal', `internal error: ${err.message}`));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.status(404).send(errorBody('not_found', `no such route: ${request.method} ${request.url.split('?')[0]}`));
+  });
+  registerClusterRoutes(app, ctx);
+  registerWorkloadRoutes(app, ctx);
+  registerStreamRoutes(app, ctx);
+  registerImageRoutes(app, ctx);
+  return app;
+}
+
+function digestOf(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}

@@ -1,0 +1,230 @@
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import { enrollmentGater } from '../gossip/gater.js';
+import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from '../gossip/index.js';
+import type { EnrollmentBundle } from '../identity/bundle.js';
+import { signatureHooks } from '../identity/enrollment-verifier.js';
+import { ClusterState } from '../state/cluster-state.js';
+import { EnrollmentView } from '../state/enrollment-view.js';
+import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
+import { DOC_NAMES, type DocName } from '../state/names.js';
+import { ObservedView } from '../state/observed-view.js';
+import type { InvalidRecordHandler } from '../state/record-check.js';
+import { WorkloadsView } from '../state/workloads-view.js';
+import { EnrollmentTrust } from './trust.js';
+
+/** Gossip settings the agent passes through (identity and state are the agent's own). */
+export type AgentGossipOptions = Omit<GossipLayerOptions, 'org' | 'nodeId' | 'state' | 'logger' | 'registry'>;
+
+export interface NodeAgentOptions {
+  org: string;
+  nodeId: string;
+  /** Directory of the durable store. Without it the agent keeps its state in memory only. */
+  dataDir?: string;
+  durability?: Durability;
+  compactEvery?: number;
+  maxUpdateBytes?: number;
+  gossip?: AgentGossipOptions;
+  logger: Logger;
+  /** Metrics of this agent. A fresh registry when absent: agents in one process never share one. */
+  registry?: Registry;
+  onInvalidRecord?: InvalidRecordHandler;
+  /**
+   * The node's enrollment bundle. With it, only active enrolled nodes may
+   * connect or publish (docs/security.md); without it (tests of the
+   * replication layer alone, the simulator) every peer is admitted.
+   */
+  trust?: { bundle: EnrollmentBundle };
+}
+
+/** The collaborators one agent is built from (tests and the simulator may build them themselves). */
+export interface NodeAgentComponents {
+  org: string;
+  nodeId: string;
+  logger: Logger;
+  registry: Registry;
+  state: ClusterState;
+  enrollment: EnrollmentView;
+  workloads: WorkloadsView;
+  observed: ObservedView;
+  gossip: GossipLayer;
+  trust?: EnrollmentTrust;
+}
+
+export interface AgentStatus {
+  org: string;
+  nodeId: string;
+  peerId: string;
+  incarnation: number;
+  startedAt: number | null;
+  addrs: string[];
+  peers: number;
+  digests: Record<DocName, string>;
+  members: MemberView[];
+}
+
+/**
+ * The composition root of one node: state (Yjs documents on an lmdb log),
+ * typed views, and the gossip layer. Everything is handed in through
+ * `components`, so the simulator and tests can run many agents in one
+ * process and swap a transport; `NodeAgent.create` builds the usual set.
+ */
+export class NodeAgent {
+  readonly org: string;
+  readonly nodeId: string;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly state: ClusterState;
+  readonly enrollment: EnrollmentView;
+  readonly workloads: WorkloadsView;
+  readonly observed: ObservedView;
+  readonly gossip: GossipLayer;
+  readonly trust: EnrollmentTrust | undefined;
+  private startedAt: number | null = null;
+
+  constructor(components: NodeAgentComponents) {
+    this.org = components.org;
+    this.nodeId = components.nodeId;
+    this.logger = components.logger;
+    this.registry = components.registry;
+    this.state = components.state;
+    this.enrollment = components.enrollment;
+    this.workloads = components.workloads;
+    this.observed = components.observed;
+    this.gossip = components.gossip;
+    this.trust = components.trust;
+    this.trust?.onRevoked((peerIds) => {
+      for (const peerId of peerIds) {
+        this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
+          this.logger.warn({ err, peerId }, 'closing connections of a revoked peer failed');
+        });
+      }
+    });
+  }
+
+  static async create(options: NodeAgentOptions): Promise<NodeAgent> {
+    const registry = options.registry ?? new Registry();
+    const logger = options.logger.child({ node: options.nodeId });
+    const log = options.dataDir
+      ? LmdbUpdateLog.open({
+          path: join(options.dataDir, 'state'),
+          logger: logger.child({ component: 'store' }),
+          registry,
+          durability: options.durability,
+        })
+      : undefined;
+    const state = new ClusterState({
+      logger: logger.child({ component: 'state' }),
+      log,
+      compactEvery: options.compactEvery,
+      maxUpdateBytes: options.maxUpdateBytes,
+    });
+    try {
+      const viewOptions = {
+        state,
+        logger: logger.child({ component: 'views' }),
+        registry,
+        onInvalid: options.onInvalidRecord,
+      };
+      const bundle = options.trust?.bundle;
+      if (bundle) checkBundleMatches(bundle, options);
+      const enrollment = new EnrollmentView({
+        ...viewOptions,
+        ...(bundle ? signatureHooks(bundle.caPublicKey) : {}),
+      });
+      const trust = bundle ? new EnrollmentTrust({ bundle, enrollment, logger, registry }) : undefined;
+      const gossip = await GossipLayer.create({
+        ...options.gossip,
+        org: options.org,
+        nodeId: options.nodeId,
+        state,
+        logger,
+        registry,
+        ...(trust
+          ? {
+              connectionGater: enrollmentGater({
+                isPeerAllowed: trust.isPeerAllowed,
+                onDenied: (_peerId, stage) => trust.countDenied(stage),
+              }),
+              isSenderAllowed: trust.isSenderAllowed,
+            }
+          : {}),
+      });
+      return new NodeAgent({
+        org: options.org,
+        nodeId: options.nodeId,
+        logger,
+        registry,
+        state,
+        enrollment,
+        workloads: new WorkloadsView(viewOptions),
+        observed: new ObservedView({ ...viewOptions, nodeId: options.nodeId }),
+        gossip,
+        trust,
+      });
+    } catch (err) {
+      await state.close();
+      throw err;
+    }
+  }
+
+  async start(): Promise<void> {
+    if (this.startedAt !== null) return;
+    const began = performance.now();
+    // Our own record goes into the document before the first connection, so
+    // every peer we sync with learns it from us too.
+    this.trust?.start();
+    await this.gossip.start();
+    this.startedAt = Date.now();
+    this.logger.info(
+      { peerId: this.gossip.peerId, incarnation: this.gossip.incarnation, ms: Math.round(performance.now() - began) },
+      'agent started',
+    );
+  }
+
+  /** Stops gossip, then closes the store (every acknowledged write is already on disk). */
+  async stop(): Promise<void> {
+    if (this.startedAt !== null) {
+      this.startedAt = null;
+      this.trust?.stop();
+      await this.gossip.stop();
+    }
+    await this.state.close();
+    this.logger.info('agent stopped');
+  }
+
+  status(): AgentStatus {
+    return {
+      org: this.org,
+      nodeId: this.nodeId,
+      peerId: this.gossip.peerId,
+      incarnation: this.gossip.incarnation,
+      startedAt: this.startedAt,
+      addrs: this.gossip.multiaddrs(),
+      peers: this.gossip.peers().length,
+      digests: this.state.digestsAll(),
+      members: this.gossip.detector.view(),
+    };
+  }
+
+  /** True when every document's digest equals `other`'s. */
+  sameStateAs(other: NodeAgent): boolean {
+    return DOC_NAMES.every((name) => this.state.digest(name) === other.state.digest(name));
+  }
+}
+
+/** A bundle must belong to this org, this node id and this libp2p key, or nobody would admit us. */
+function checkBundleMatches(bundle: EnrollmentBundle, options: NodeAgentOptions): void {
+  const problems: string[] = [];
+  if (bundle.org !== options.org) problems.push(`bundle is for org "${bundle.org}", agent runs org "${options.org}"`);
+  if (bundle.record.nodeId !== options.nodeId) {
+    problems.push(`bundle is for node "${bundle.record.nodeId}", agent runs node "${options.nodeId}"`);
+  }
+  const key = options.gossip?.privateKey;
+  if (!key) problems.push('an enrolled agent needs its libp2p key (gossip.privateKey)');
+  else if (peerIdOf(key) !== bundle.record.peerId) {
+    problems.push(`bundle names peer ${bundle.record.peerId}, the node key is ${peerIdOf(key)}`);
+  }
+  if (problems.length > 0) throw new Error(`enrollment bundle does not match this agent: ${problems.join('; ')}`);
+}

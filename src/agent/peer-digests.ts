@@ -1,0 +1,113 @@
+import type { Message } from '@libp2p/interface';
+import { decodeHeartbeat } from '../gossip/heartbeat.js';
+import { type GossipLayer, livenessTopic } from '../gossip/index.js';
+import type { ClusterState } from '../state/cluster-state.js';
+import { DOC_NAMES, type DocName } from '../state/names.js';
+
+/** What the last accepted heartbeat of a peer said about its documents. */
+export interface PeerDigestView {
+  nodeId: string;
+  digests: Record<DocName, string>;
+  /** Local time the heartbeat arrived. */
+  receivedAt: number;
+  /** Documents whose digest differs from ours right now. */
+  differing: DocName[];
+  /** Local time since when this peer has been seen differing (null when in sync). */
+  differingSince: number | null;
+}
+
+export interface ConvergenceEstimate {
+  /** Every peer heard from recently shows our digests. */
+  converged: boolean;
+  /**
+   * How long the longest-standing difference has lasted, ms: a lower bound of
+   * the time the cluster takes to agree on the present state, refreshed on
+   * every heartbeat. 0 when converged.
+   */
+  lagMs: number;
+  peers: Array<{ nodeId: string; inSync: boolean; differing: DocName[]; heardAgoMs: number }>;
+}
+
+export interface PeerDigestsOptions {
+  org: string;
+  state: ClusterState;
+  gossip: GossipLayer;
+  /** Heartbeats older than this are left out of the estimate (their sender is likely gone). */
+  staleAfterMs: number;
+  now?: () => number;
+}
+
+/**
+ * Follows the liveness topic (read-only: the liveness service validates and
+ * answers for it) and keeps each peer's latest document digests, so the
+ * control API can say whether this node agrees with the others and for how
+ * long it has not. The gossip layer keeps these digests private; this is a
+ * second listener rather than a change to it.
+ */
+export class PeerDigests {
+  private readonly topic: string;
+  private readonly state: ClusterState;
+  private readonly gossip: GossipLayer;
+  private readonly org: string;
+  private readonly staleAfterMs: number;
+  private readonly now: () => number;
+  private readonly peers = new Map<string, { digests: Record<DocName, string>; receivedAt: number }>();
+  private readonly differingSince = new Map<string, number>();
+  private readonly onMessage = (event: CustomEvent<Message>): void => this.observe(event.detail);
+
+  constructor(options: PeerDigestsOptions) {
+    this.org = options.org;
+    this.topic = livenessTopic(options.org);
+    this.state = options.state;
+    this.gossip = options.gossip;
+    this.staleAfterMs = options.staleAfterMs;
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    this.gossip.node.services.pubsub.addEventListener('message', this.onMessage);
+  }
+
+  stop(): void {
+    this.gossip.node.services.pubsub.removeEventListener('message', this.onMessage);
+  }
+
+  /** The latest digests of `nodeId`, if a heartbeat was heard. */
+  get(nodeId: string): PeerDigestView | undefined {
+    const peer = this.peers.get(nodeId);
+    if (!peer) return undefined;
+    const differing = this.compare(nodeId, peer.digests);
+    return { nodeId, ...peer, differing, differingSince: this.differingSince.get(nodeId) ?? null };
+  }
+
+  estimate(): ConvergenceEstimate {
+    const now = this.now();
+    const peers: ConvergenceEstimate['peers'] = [];
+    let lagMs = 0;
+    for (const [nodeId, peer] of [...this.peers].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const heardAgoMs = now - peer.receivedAt;
+      if (heardAgoMs > this.staleAfterMs) continue;
+      const differing = this.compare(nodeId, peer.digests);
+      if (differing.length > 0) lagMs = Math.max(lagMs, now - (this.differingSince.get(nodeId) ?? now));
+      peers.push({ nodeId, inSync: differing.length === 0, differing, heardAgoMs });
+    }
+    return { converged: peers.every((p) => p.inSync), lagMs, peers };
+  }
+
+  private observe(message: Message): void {
+    if (message.topic !== this.topic) return;
+    const decoded = decodeHeartbeat(message.data, this.org);
+    if (!decoded.ok) return;
+    const { nodeId, digests } = decoded.heartbeat;
+    this.peers.set(nodeId, { digests, receivedAt: this.now() });
+    this.compare(nodeId, digests);
+  }
+
+  /** Docs that differ from ours; keeps the "differing since" clock of the peer up to date. */
+  private compare(nodeId: string, digests: Record<DocName, string>): DocName[] {
+    const differing = DOC_NAMES.filter((doc) => digests[doc] !== this.state.digest(doc));
+    if (differing.length === 0) this.differingSince.delete(nodeId);
+    else if (!this.differingSince.has(nodeId)) this.differingSince.set(nodeId, this.now());
+    return differing;
+  }
+}

@@ -1,0 +1,224 @@
+import { mkdir, readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { AgentConfig } from '../config/schema.js';
+import type { EnrollmentBundle } from '../identity/bundle.js';
+import { verifyEnrollmentBundle } from '../identity/ca.js';
+import { fileExists, KeyFileError } from '../identity/key-files.js';
+import {
+  loadEnrollmentBundle,
+  loadNodeIdentity,
+  NODE_FILES,
+  type NodeIdentity,
+  x25519WgKeys,
+} from '../identity/node-identity.js';
+import { ORG_FILES, parsePnetKey } from '../identity/org.js';
+import { ImageStore } from '../reconciler/image-store.js';
+import { createLogger } from '../util/logger.js';
+import { ControlApi } from './control-api.js';
+import { NodeAgent } from './node-agent.js';
+import { PeerDigests } from './peer-digests.js';
+
+/**
+ * A problem the operator fixes in files (config, identity, bundle, token):
+ * the CLI exits with code 3 and prints the message, which names the file
+ * and, where one exists, the `silo` command that creates what is missing.
+ */
+export class AgentSetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AgentSetupError';
+  }
+}
+
+export interface RunningAgent {
+  agent: NodeAgent;
+  api: ControlApi;
+  config: AgentConfig;
+  logger: Logger;
+  /** Closes the API, stops the agent and closes its store. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartAgentOptions {
+  /** Defaults to a logger built from `config.log`. */
+  logger?: Logger;
+}
+
+export function identityDirOf(config: AgentConfig): string {
+  return config.node.identity_dir ?? join(config.node.data_dir, 'identity');
+}
+
+export function socketPathOf(config: AgentConfig): string {
+  return config.api.socket ?? join(config.node.data_dir, 'silo.sock');
+}
+
+/** Builds one agent from its config (identity and bundle from the identity dir), starts it and its control API. */
+export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}): Promise<RunningAgent> {
+  const logger = options.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty });
+  const identityDir = identityDirOf(config);
+  const identity = await loadIdentity(identityDir, config);
+  const bundle = await loadBundle(identityDir, config, identity);
+  const psk = await loadPnetKey(identityDir);
+  const tcp = await loadTcpListener(config);
+  const dataDir = config.node.data_dir;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (config.overlay.mode === 'wireguard') {
+    logger.warn('overlay.mode = "wireguard": this agent does not manage the overlay yet; libp2p uses gossip.listen as is');
+  }
+
+  const agent = await NodeAgent.create({
+    org: config.org,
+    nodeId: config.node.id,
+    dataDir,
+    durability: config.storage.durability,
+    compactEvery: config.storage.compact_every,
+    maxUpdateBytes: config.gossip.max_update_bytes,
+    logger,
+    trust: { bundle },
+    gossip: {
+      privateKey: identity.libp2pPrivateKey,
+      transport: config.gossip.transport,
+      listen: config.gossip.listen,
+      bootstrap: [...new Set([...config.gossip.bootstrap, ...bundle.seedPeers])],
+      psk,
+      batchMs: config.gossip.batch,
+      heartbeatMs: config.gossip.heartbeat,
+      suspectAfterMs: config.gossip.suspect_after,
+      deadAfterMs: config.gossip.dead_after,
+      syncIntervalMs: config.gossip.sync_interval,
+      syncGraceMs: config.gossip.sync_grace,
+    },
+  });
+  const peerDigests = new PeerDigests({
+    org: config.org,
+    state: agent.state,
+    gossip: agent.gossip,
+    staleAfterMs: config.gossip.suspect_after,
+  });
+  let api: ControlApi | null = null;
+  try {
+    await agent.start();
+    peerDigests.start();
+    api = await ControlApi.start({
+      agent,
+      logger,
+      socketPath: socketPathOf(config),
+      tcp,
+      dataDir,
+      caPublicKey: bundle.caPublicKey,
+      overlayCidr: bundle.overlayCidr,
+      images: new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
+      peerDigests,
+    });
+  } catch (err) {
+    peerDigests.stop();
+    await agent.stop().catch(() => undefined);
+    throw err;
+  }
+  const startedApi = api;
+  let stopping: Promise<void> | null = null;
+  return {
+    agent,
+    api: startedApi,
+    config,
+    logger,
+    stop() {
+      stopping ??= (async () => {
+        await startedApi.close();
+        peerDigests.stop();
+        await agent.stop();
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function loadIdentity(dir: string, config: AgentConfig): Promise<NodeIdentity> {
+  if (!(await fileExists(join(dir, NODE_FILES.info)))) {
+    throw new AgentSetupError(
+      `no node identity in ${dir} (${NODE_FILES.info} is missing): create it with ` +
+        `\`silo node init --dir ${dir} --id ${config.node.id}\``,
+    );
+  }
+  let identity: NodeIdentity;
+  try {
+    identity = await loadNodeIdentity(dir, { wgKeys: x25519WgKeys });
+  } catch (err) {
+    if (err instanceof KeyFileError) throw new AgentSetupError(`node identity: ${err.message}`);
+    throw err;
+  }
+  if (identity.nodeId !== config.node.id) {
+    throw new AgentSetupError(
+      `${join(dir, NODE_FILES.info)} is the identity of node "${identity.nodeId}", the config says node.id = "${config.node.id}"`,
+    );
+  }
+  return identity;
+}
+
+async function loadBundle(dir: string, config: AgentConfig, identity: NodeIdentity): Promise<EnrollmentBundle> {
+  const path = join(dir, NODE_FILES.enrollment);
+  let bundle: EnrollmentBundle | null;
+  try {
+    bundle = await loadEnrollmentBundle(dir);
+  } catch (err) {
+    if (err instanceof KeyFileError) throw new AgentSetupError(`enrollment bundle: ${err.message}`);
+    throw err;
+  }
+  if (bundle === null) {
+    throw new AgentSetupError(
+      `node "${config.node.id}" is not enrolled: ${path} is missing. Have the org CA sign the request ` +
+        `(\`silo ca sign --org <orgdir> ${join(dir, 'request.json')} -o ${path}\`)`,
+    );
+  }
+  const failure = verifyEnrollmentBundle(bundle, { org: config.org });
+  if (failure !== null) throw new AgentSetupError(`${path}: bundle refused (${failure.reason}): ${failure.message}`);
+  const problems: string[] = [];
+  if (bundle.record.nodeId !== identity.nodeId) problems.push(`it enrolls node "${bundle.record.nodeId}"`);
+  if (bundle.record.peerId !== identity.peerId) problems.push(`its peer id ${bundle.record.peerId} is not this node's key`);
+  if (bundle.record.wgPublicKey !== identity.wgPublicKey) problems.push("its WireGuard key is not this node's key");
+  if (problems.length > 0) {
+    throw new AgentSetupError(`${path} does not belong to the identity in ${dir}: ${problems.join('; ')}`);
+  }
+  return bundle;
+}
+
+/** The org's libp2p private-network key, when the operator copied it next to the bundle. */
+async function loadPnetKey(dir: string): Promise<Uint8Array | undefined> {
+  const path = join(dir, ORG_FILES.pnetKey);
+  if (!(await fileExists(path))) return undefined;
+  const bytes = new Uint8Array(await readFile(path));
+  try {
+    parsePnetKey(bytes);
+  } catch (err) {
+    throw new AgentSetupError(`${path}: ${(err as Error).message}`);
+  }
+  return bytes;
+}
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** `api.tcp` ("127.0.0.1:7947") and its token; only loopback: the API can change the whole org's state. */
+async function loadTcpListener(config: AgentConfig): Promise<{ host: string; port: number; token: string } | undefined> {
+  const spec = config.api.tcp;
+  if (spec === undefined || spec === '') return undefined;
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec);
+  const host = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  if (!match || host === undefined || !(port >= 0 && port <= 65535)) {
+    throw new AgentSetupError(`api.tcp = "${spec}": expected "127.0.0.1:<port>"`);
+  }
+  const loopback = LOOPBACK_HOSTS.has(host) || (isIP(host) === 4 && host.startsWith('127.'));
+  if (!loopback) throw new AgentSetupError(`api.tcp = "${spec}": only loopback addresses are allowed`);
+  const tokenFile = config.api.token_file;
+  if (!tokenFile) throw new AgentSetupError('api.token_file is required when api.tcp is set');
+  let token: string;
+  try {
+    token = (await readFile(tokenFile, 'utf8')).trim();
+  } catch (err) {
+    throw new AgentSetupError(`api.token_file ${tokenFile}: cannot read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  if (token.length < 16) throw new AgentSetupError(`api.token_file ${tokenFile}: token shorter than 16 characters`);
+  return { host: host === 'localhost' ? '127.0.0.1' : host, port, token };
+}

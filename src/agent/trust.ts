@@ -1,0 +1,139 @@
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { EnrollmentBundle } from '../identity/bundle.js';
+import { computeActiveNodes, type EnrollmentView as ActiveNodes } from '../identity/enrollment-verifier.js';
+import type { EnrollmentView } from '../state/enrollment-view.js';
+import type { SignedEnrollment } from '../state/schemas.js';
+
+export interface EnrollmentTrustOptions {
+  bundle: EnrollmentBundle;
+  enrollment: EnrollmentView;
+  logger: Logger;
+  registry: Registry;
+}
+
+type RevokedListener = (peerIds: string[]) => void;
+
+/**
+ * Who may talk to this node: the org's active enrolled nodes, computed from
+ * the enrollment document by src/identity's rules (valid CA signature, not
+ * revoked, no duplicate overlay IP / peer id / WireGuard key) and recomputed
+ * on every change of the document. The connection gater and the gossip
+ * sender checks read it on every call.
+ *
+ * Bootstrap: until the document names an active node other than this one,
+ * the seed peers of the enrollment bundle (CA-signed, so as trusted as a
+ * record) are admitted too, so that the first sync can happen at all.
+ */
+export class EnrollmentTrust {
+  readonly caPublicKey: string;
+  readonly self: SignedEnrollment;
+  private readonly bundle: EnrollmentBundle;
+  private readonly enrollment: EnrollmentView;
+  private readonly logger: Logger;
+  private readonly seedPeerIds: Set<string>;
+  private readonly listeners = new Set<RevokedListener>();
+  private readonly activeGauge: Gauge;
+  private readonly rejectedGauge: Gauge;
+  private readonly deniedTotal: Counter<'stage'>;
+  private current: ActiveNodes;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(options: EnrollmentTrustOptions) {
+    this.bundle = options.bundle;
+    this.caPublicKey = options.bundle.caPublicKey;
+    this.self = options.bundle.record;
+    this.enrollment = options.enrollment;
+    this.logger = options.logger.child({ component: 'trust' });
+    this.seedPeerIds = new Set(options.bundle.seedPeers.map(peerIdOfMultiaddr).filter((id) => id !== null));
+    this.activeGauge = new Gauge({
+      name: 'silo_enrollment_active_nodes',
+      help: 'Enrolled nodes with a valid CA signature, not revoked',
+      registers: [options.registry],
+    });
+    this.rejectedGauge = new Gauge({
+      name: 'silo_enrollment_rejected_records',
+      help: 'Enrollment records ignored (bad signature, revoked, duplicate IP/peer/key)',
+      registers: [options.registry],
+    });
+    this.deniedTotal = new Counter({
+      name: 'silo_connections_denied_total',
+      help: 'Connections refused because the peer is not an active enrolled node',
+      labelNames: ['stage'],
+      registers: [options.registry],
+    });
+    this.current = this.compute();
+  }
+
+  /** Publishes our own signed record (idempotent) and follows the document from now on. */
+  start(): void {
+    const existing = this.enrollment.rawEntries('nodes').find(([key]) => key === this.self.nodeId)?.[1];
+    if (JSON.stringify(existing) !== JSON.stringify(this.self)) this.enrollment.put(this.self);
+    this.refresh();
+    this.unsubscribe = this.enrollment.onChange(() => this.refresh());
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = null;
+  }
+
+  /** The active enrolled nodes right now. */
+  active(): ActiveNodes {
+    return this.current;
+  }
+
+  isPeerAllowed = (peerId: string): boolean => {
+    if (this.current.byPeerId.has(peerId)) return true;
+    return this.bootstrapping() && this.seedPeerIds.has(peerId);
+  };
+
+  /** A gossip message claiming to come from `nodeId` must be signed by that node's enrolled peer id. */
+  isSenderAllowed = (peerId: string, nodeId: string): boolean => {
+    return this.current.byNodeId.get(nodeId)?.peerId === peerId;
+  };
+
+  countDenied(stage: string): void {
+    this.deniedTotal.inc({ stage });
+  }
+
+  /** Called with the peer ids that lost their admission (revoked or superseded). */
+  onRevoked(listener: RevokedListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private bootstrapping(): boolean {
+    return !this.current.active.some((record) => record.nodeId !== this.self.nodeId);
+  }
+
+  private compute(): ActiveNodes {
+    return computeActiveNodes({
+      caPublicKey: this.caPublicKey,
+      overlayCidr: this.bundle.overlayCidr,
+      records: this.enrollment.rawEntries('nodes'),
+      revocations: this.enrollment.rawEntries('revocations'),
+    });
+  }
+
+  private refresh(): void {
+    const before = this.current;
+    this.current = this.compute();
+    this.activeGauge.set(this.current.active.length);
+    this.rejectedGauge.set(this.current.rejectedRecords.length);
+    const lost = [...before.byPeerId.keys()].filter((peerId) => !this.current.byPeerId.has(peerId));
+    for (const rejection of this.current.rejectedRecords) {
+      if (!before.rejectedRecords.some((r) => r.key === rejection.key && r.reason === rejection.reason)) {
+        this.logger.warn({ node: rejection.key, reason: rejection.reason }, rejection.message);
+      }
+    }
+    if (lost.length === 0) return;
+    this.logger.warn({ peers: lost }, 'peers lost their enrollment; closing their connections');
+    for (const listener of this.listeners) listener(lost);
+  }
+}
+
+function peerIdOfMultiaddr(addr: string): string | null {
+  const match = /\/p2p\/([^/]+)/.exec(addr);
+  return match?.[1] ?? null;
+}

@@ -1,0 +1,291 @@
+import { randomUUID } from 'node:crypto';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { multiaddr } from '@multiformats/multiaddr';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { ClusterState } from '../state/cluster-state.js';
+import { composeGaters, PeerBlocklist } from './blocklist.js';
+import { FailureDetector } from './failure-detector.js';
+import { generateNodeKey } from './keys.js';
+import { LivenessService } from './liveness.js';
+import { MeshRepair } from './mesh-repair.js';
+import {
+  type ConnectionGater,
+  createGossipNode,
+  DEFAULT_MESH_DEGREE,
+  type GossipNode,
+  type MeshDegree,
+  type PrivateKey,
+  type TransportKind,
+} from './node.js';
+import { Redialer } from './redial.js';
+import { Replicator, type SenderCheck } from './replicator.js';
+import { AntiEntropy, type SyncResult } from './sync.js';
+import { orgTopics } from './topics.js';
+
+export { PeerBlocklist } from './blocklist.js';
+export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js';
+export { FailureDetector } from './failure-detector.js';
+export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
+export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
+export type { ConnectionGater, GossipNode, PrivateKey, SenderCheck, SyncResult, TransportKind };
+
+export interface GossipLayerOptions {
+  org: string;
+  /** This node's enrollment id (what envelopes and heartbeats carry as `from` / `nodeId`). */
+  nodeId: string;
+  state: ClusterState;
+  logger: Logger;
+  registry: Registry;
+  /** libp2p identity; a fresh Ed25519 key when absent (ephemeral nodes). */
+  privateKey?: PrivateKey;
+  transport?: TransportKind;
+  /** Defaults to `/ip4/127.0.0.1/tcp/0` (tcp) or `/memory/<random>` (memory). */
+  listen?: string[];
+  /** Seed peers, full multiaddrs with `/p2p/<peer id>`. */
+  bootstrap?: string[];
+  /** Enrollment gate (src/gossip/gater.ts); composed with the layer's blocklist. */
+  connectionGater?: ConnectionGater;
+  psk?: Uint8Array;
+  memoryLatencyMs?: number;
+  mesh?: Partial<MeshDegree>;
+  gossipHeartbeatMs?: number;
+  batchMs?: number;
+  isSenderAllowed?: SenderCheck;
+  heartbeatMs?: number;
+  suspectAfterMs?: number;
+  deadAfterMs?: number;
+  syncGraceMs?: number;
+  syncIntervalMs?: number;
+  syncTimeoutMs?: number;
+  incarnation?: number;
+  /** Local clock for liveness (injectable so the simulator can skew it). */
+  now?: () => number;
+  targetConnections?: number;
+  redialIntervalMs?: number;
+  redialBackoffMaxMs?: number;
+  meshCheckIntervalMs?: number;
+}
+
+export interface ConnectionInfo {
+  peerId: string;
+  remoteAddr: string;
+  direction: 'inbound' | 'outbound';
+  status: string;
+}
+
+/**
+ * Everything behind libp2p, composed: the node, the replicator (document ⇄
+ * topic), anti-entropy sync, liveness with its failure detector, redial and
+ * mesh repair. The rest of silo talks to gossip only through this class.
+ */
+export class GossipLayer {
+  readonly detector: FailureDetector;
+  readonly blocklist: PeerBlocklist;
+  readonly node: GossipNode;
+  private readonly logger: Logger;
+  private readonly replicator: Replicator;
+  private readonly sync: AntiEntropy;
+  private readonly liveness: LivenessService;
+  private readonly redial: Redialer;
+  private readonly meshRepair: MeshRepair;
+  private started = false;
+
+  private constructor(node: GossipNode, blocklist: PeerBlocklist, options: GossipLayerOptions) {
+    this.node = node;
+    this.blocklist = blocklist;
+    this.logger = options.logger.child({ component: 'gossip', peer: node.peerId.toString() });
+    const common = { node, logger: this.logger, registry: options.registry };
+    this.detector = new FailureDetector({
+      now: options.now,
+      suspectAfterMs: options.suspectAfterMs,
+      deadAfterMs: options.deadAfterMs,
+    });
+    this.replicator = new Replicator({
+      ...common,
+      state: options.state,
+      org: options.org,
+      nodeId: options.nodeId,
+      batchMs: options.batchMs,
+      isSenderAllowed: options.isSenderAllowed,
+    });
+    this.sync = new AntiEntropy({
+      ...common,
+      state: options.state,
+      intervalMs: options.syncIntervalMs,
+      timeoutMs: options.syncTimeoutMs,
+    });
+    this.liveness = new LivenessService({
+      ...common,
+      state: options.state,
+      org: options.org,
+      nodeId: options.nodeId,
+      detector: this.detector,
+      now: options.now,
+      heartbeatMs: options.heartbeatMs,
+      syncGraceMs: options.syncGraceMs,
+      incarnation: options.incarnation,
+      isSenderAllowed: options.isSenderAllowed,
+      requestSync: (peerId) => void this.sync.syncWith(peerId),
+      onPeerAddrs: (_peerId, addrs) => {
+        let learned = false;
+        for (const addr of addrs) learned = this.redial.addAddress(addr) || learned;
+        // A peer heard of for the first time is dialed now if we are below target.
+        if (learned) this.redial.check();
+      },
+    });
+    this.redial = new Redialer({
+      ...common,
+      bootstrap: options.bootstrap,
+      targetConnections: options.targetConnections,
+      checkIntervalMs: options.redialIntervalMs,
+      backoffMaxMs: options.redialBackoffMaxMs,
+      isBlocked: (peerId) => blocklist.has(peerId),
+    });
+    const topics = orgTopics(options.org);
+    this.meshRepair = new MeshRepair({
+      ...common,
+      topics: { ...topics.docs, liveness: topics.liveness },
+      minMeshPeers: options.mesh?.Dlo ?? DEFAULT_MESH_DEGREE.Dlo,
+      requestSync: (peerId) => void this.sync.syncWith(peerId),
+      checkIntervalMs: options.meshCheckIntervalMs,
+      graceMs: Math.round(1.5 * (options.gossipHeartbeatMs ?? 1000)),
+    });
+  }
+
+  /** Builds the layer with its libp2p node (not yet started). */
+  static async create(options: GossipLayerOptions): Promise<GossipLayer> {
+    const transport = options.transport ?? 'tcp';
+    const blocklist = new PeerBlocklist();
+    const gater = options.connectionGater
+      ? composeGaters(blocklist.gater(), options.connectionGater)
+      : blocklist.gater();
+    const privateKey = options.privateKey ?? (await generateNodeKey());
+    const listen =
+      options.listen ??
+      (transport === 'tcp' ? ['/ip4/127.0.0.1/tcp/0'] : [`/memory/${options.nodeId}-${randomUUID().slice(0, 8)}`]);
+    const node = await createGossipNode({
+      transport,
+      listen,
+      privateKey,
+      connectionGater: gater,
+      psk: options.psk,
+      memoryLatencyMs: options.memoryLatencyMs,
+      mesh: options.mesh,
+      gossipHeartbeatMs: options.gossipHeartbeatMs,
+      scoredTopics: orgTopics(options.org).all,
+      start: false,
+    });
+    return new GossipLayer(node, blocklist, options);
+  }
+
+  get peerId(): string {
+    return this.node.peerId.toString();
+  }
+
+  get incarnation(): number {
+    return this.liveness.incarnation;
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    // The sync handler and connect listeners go in before the node listens,
+    // so the first inbound connection already finds them.
+    await this.sync.start();
+    await this.node.start();
+    this.replicator.start();
+    this.liveness.start();
+    this.meshRepair.start();
+    this.redial.start();
+    this.logger.info({ addrs: this.multiaddrs() }, 'gossip layer started');
+  }
+
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.redial.stop();
+    this.meshRepair.stop();
+    this.liveness.stop();
+    await this.replicator.stop();
+    await this.sync.stop();
+    await this.node.stop();
+  }
+
+  /** Connected peer ids. */
+  peers(): string[] {
+    return this.node.getPeers().map((p) => p.toString());
+  }
+
+  connectionInfo(): ConnectionInfo[] {
+    return this.node.getConnections().map((c) => ({
+      peerId: c.remotePeer.toString(),
+      remoteAddr: c.remoteAddr.toString(),
+      direction: c.direction,
+      status: c.status,
+    }));
+  }
+
+  /** Our listen addresses, each ending in `/p2p/<peer id>`. */
+  multiaddrs(): string[] {
+    return this.node.getMultiaddrs().map((a) => a.toString());
+  }
+
+  /** Dials `addr` (a multiaddr with `/p2p/<id>`), remembers it for redial, returns the peer id. */
+  async dial(addr: string): Promise<string> {
+    const ma = multiaddr(addr);
+    this.redial.addAddress(ma);
+    const connection = await this.node.dial(ma);
+    return connection.remotePeer.toString();
+  }
+
+  async closeConnectionsTo(peerId: string): Promise<void> {
+    await this.node.hangUp(peerIdFromString(peerId));
+  }
+
+  /** Partition: refuse `peerId` from now on and drop the connections we have. */
+  async block(peerId: string): Promise<void> {
+    this.blocklist.add(peerId);
+    await this.closeConnectionsTo(peerId);
+  }
+
+  /** Heal: allow `peerId` again and let redial reconnect without waiting out its backoff. */
+  unblock(peerId: string): void {
+    this.blocklist.delete(peerId);
+    this.redial.resetBackoff(peerId);
+    this.redial.check();
+  }
+
+  syncWith(peerId: string): Promise<SyncResult> {
+    return this.sync.syncWith(peerId);
+  }
+
+  /** The libp2p peer id that signs `nodeId`'s heartbeats, once one was heard. */
+  peerIdOfNode(nodeId: string): string | undefined {
+    return this.liveness.peerIdOf(nodeId);
+  }
+
+  /** Publishes until every local update queued so far has been handed to gossipsub. */
+  flush(): Promise<void> {
+    return this.replicator.drain();
+  }
+
+  /** Topics whose mesh is thin beyond the grace right now. */
+  thinTopics(): string[] {
+    return this.meshRepair.thinTopics();
+  }
+
+  /** Peers in our mesh for `topic`. */
+  meshPeers(topic: string): string[] {
+    return this.node.services.pubsub.getMeshPeers(topic);
+  }
+
+  /**
+   * Escape hatch for tests and fault injection: publishes arbitrary bytes on
+   * any topic, bypassing the envelope. Never used by silo itself.
+   */
+  async publishRaw(topic: string, bytes: Uint8Array): Promise<number> {
+    const result = await this.node.services.pubsub.publish(topic, bytes);
+    return result.recipients.length;
+  }
+}

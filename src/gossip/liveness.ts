@@ -1,0 +1,274 @@
+import { type Message, TopicValidatorResult } from '@libp2p/interface';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ClusterState } from '../state/cluster-state.js';
+import { DOC_NAMES } from '../state/names.js';
+import type { FailureDetector } from './failure-detector.js';
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  type Heartbeat,
+  type HeartbeatRejection,
+  MAX_HEARTBEAT_ADDRS,
+} from './heartbeat.js';
+import { ThrottledLog } from './log-throttle.js';
+import type { GossipNode } from './node.js';
+import { allowAnySender, type SenderCheck } from './replicator.js';
+import { livenessTopic } from './topics.js';
+
+export interface LivenessOptions {
+  node: GossipNode;
+  state: ClusterState;
+  org: string;
+  nodeId: string;
+  logger: Logger;
+  registry: Registry;
+  detector: FailureDetector;
+  /** Local clock, the same one the detector uses (injectable for the simulator). */
+  now?: () => number;
+  heartbeatMs?: number;
+  /** How long a peer's digests may differ from ours before we sync with it, ms. */
+  syncGraceMs?: number;
+  /**
+   * This process's incarnation. Defaults to the wall-clock start time; an
+   * agent that persists state should pass max(previous + 1, Date.now()) so
+   * that it grows even if the clock steps back.
+   */
+  incarnation?: number;
+  isSenderAllowed?: SenderCheck;
+  /** Called with the libp2p peer id of a node whose digests stayed different for longer than the grace. */
+  requestSync: (peerId: string) => void;
+  /** Called with the dialable addresses (each ending in `/p2p/<signer>`) a fresh heartbeat advertised. */
+  onPeerAddrs?: (peerId: string, addrs: Multiaddr[]) => void;
+}
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
+export const DEFAULT_SYNC_GRACE_MS = 2000;
+
+type HeartbeatReject = HeartbeatRejection | 'unsigned' | 'sender-not-allowed' | 'impersonation';
+
+class LivenessMetrics {
+  readonly sent: Counter;
+  readonly received: Counter;
+  readonly stale: Counter;
+  readonly rejects: Counter<'reason'>;
+  readonly digestSyncs: Counter;
+  readonly members: Gauge<'state'>;
+
+  constructor(registry: Registry, detector: FailureDetector) {
+    const registers = [registry];
+    this.sent = new Counter({
+      name: 'silo_liveness_heartbeats_sent_total',
+      help: 'Heartbeats published',
+      registers,
+    });
+    this.received = new Counter({
+      name: 'silo_liveness_heartbeats_received_total',
+      help: 'Fresh heartbeats accepted',
+      registers,
+    });
+    this.stale = new Counter({
+      name: 'silo_liveness_heartbeats_stale_total',
+      help: 'Heartbeats ignored because a newer one from the node was already seen',
+      registers,
+    });
+    this.rejects = new Counter({
+      name: 'silo_liveness_heartbeats_rejected_total',
+      help: 'Heartbeats rejected by the topic validator, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.digestSyncs = new Counter({
+      name: 'silo_liveness_digest_syncs_total',
+      help: 'Syncs requested because a peer digest differed for longer than the grace',
+      registers,
+    });
+    this.members = new Gauge({
+      name: 'silo_liveness_members',
+      help: 'Known nodes by failure-detector state',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        for (const state of ['alive', 'suspect', 'dead'] as const)
+          this.set({ state }, detector.nodesIn(state).length);
+      },
+    });
+  }
+}
+
+/**
+ * Publishes this node's heartbeat on the liveness topic, feeds received
+ * heartbeats to the failure detector, and asks for a sync with a peer
+ * whose document digests have differed from ours for longer than a grace.
+ */
+export class LivenessService {
+  readonly incarnation: number;
+  private readonly node: GossipNode;
+  private readonly state: ClusterState;
+  private readonly org: string;
+  private readonly nodeId: string;
+  private readonly logger: Logger;
+  private readonly rejectLog: ThrottledLog;
+  private readonly metrics: LivenessMetrics;
+  private readonly detector: FailureDetector;
+  private readonly now: () => number;
+  private readonly heartbeatMs: number;
+  private readonly syncGraceMs: number;
+  private readonly isSenderAllowed: SenderCheck;
+  private readonly requestSync: (peerId: string) => void;
+  private readonly onPeerAddrs: ((peerId: string, addrs: Multiaddr[]) => void) | undefined;
+  private readonly topic: string;
+  /** nodeId → libp2p peer id that signed its latest heartbeat. */
+  private readonly peerIds = new Map<string, string>();
+  /** nodeId → local time its digests were first seen differing from ours. */
+  private readonly mismatchSince = new Map<string, number>();
+  private seq = 0;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private running = false;
+
+  constructor(options: LivenessOptions) {
+    this.node = options.node;
+    this.state = options.state;
+    this.org = options.org;
+    this.nodeId = options.nodeId;
+    this.logger = options.logger.child({ component: 'liveness' });
+    this.rejectLog = new ThrottledLog(this.logger);
+    this.detector = options.detector;
+    this.metrics = new LivenessMetrics(options.registry, this.detector);
+    this.now = options.now ?? Date.now;
+    this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.syncGraceMs = options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS;
+    this.incarnation = options.incarnation ?? Date.now();
+    this.isSenderAllowed = options.isSenderAllowed ?? allowAnySender;
+    this.requestSync = options.requestSync;
+    this.onPeerAddrs = options.onPeerAddrs;
+    this.topic = livenessTopic(this.org);
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const pubsub = this.node.services.pubsub;
+    pubsub.topicValidators.set(this.topic, (_peer, message) => this.validate(message));
+    pubsub.subscribe(this.topic);
+    this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.heartbeatTimer.unref();
+    // The detector is ticked well inside a heartbeat so that a transition
+    // is noticed soon after its deadline passes.
+    const tickMs = Math.max(20, Math.min(250, Math.floor(this.detector.suspectAfterMs / 4)));
+    this.tickTimer = setInterval(() => this.detector.tick(), tickMs);
+    this.tickTimer.unref();
+    void this.beat();
+  }
+
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.tickTimer);
+    const pubsub = this.node.services.pubsub;
+    pubsub.unsubscribe(this.topic);
+    pubsub.topicValidators.delete(this.topic);
+  }
+
+  /** The libp2p peer id that signed `nodeId`'s latest heartbeat. */
+  peerIdOf(nodeId: string): string | undefined {
+    return this.peerIds.get(nodeId);
+  }
+
+  private async beat(): Promise<void> {
+    if (!this.running) return;
+    const heartbeat: Omit<Heartbeat, 'v'> = {
+      org: this.org,
+      nodeId: this.nodeId,
+      incarnation: this.incarnation,
+      seq: this.seq++,
+      digests: this.state.digestsAll(),
+      sentAt: Date.now(),
+      addrs: this.node
+        .getMultiaddrs()
+        .slice(0, MAX_HEARTBEAT_ADDRS)
+        .map((a) => a.toString()),
+    };
+    try {
+      await this.node.services.pubsub.publish(this.topic, encodeHeartbeat(heartbeat));
+      this.metrics.sent.inc();
+    } catch (err) {
+      if (this.running) this.rejectLog.warn('publish', { err }, 'heartbeat publish failed');
+    }
+  }
+
+  private validate(message: Message): TopicValidatorResult {
+    if (message.type !== 'signed') return this.reject('unsigned', undefined, 'message is not signed');
+    const signer = message.from.toString();
+    const decoded = decodeHeartbeat(message.data, this.org);
+    if (!decoded.ok) return this.reject(decoded.reason, signer, decoded.detail);
+    const { heartbeat } = decoded;
+    if (heartbeat.nodeId === this.nodeId) {
+      // Gossipsub never hands us our own messages, so this is another
+      // process using our node id.
+      return this.reject('impersonation', signer, 'heartbeat claims our node id');
+    }
+    if (!this.isSenderAllowed(signer, heartbeat.nodeId)) {
+      return this.reject('sender-not-allowed', signer, `node "${heartbeat.nodeId}"`);
+    }
+    if (!this.detector.observe(heartbeat.nodeId, heartbeat.incarnation, heartbeat.seq)) {
+      this.metrics.stale.inc();
+      return TopicValidatorResult.Ignore;
+    }
+    this.metrics.received.inc();
+    this.peerIds.set(heartbeat.nodeId, signer);
+    this.learnAddrs(heartbeat, signer);
+    this.compareDigests(heartbeat, signer);
+    return TopicValidatorResult.Accept;
+  }
+
+  private learnAddrs(heartbeat: Heartbeat, signer: string): void {
+    if (!this.onPeerAddrs || heartbeat.addrs.length === 0) return;
+    const usable: Multiaddr[] = [];
+    for (const text of heartbeat.addrs) {
+      try {
+        const ma = multiaddr(text);
+        const owner = ma.getPeerId();
+        // Only addresses of the signer itself: a heartbeat cannot point us at someone else.
+        if (owner === null) usable.push(ma.encapsulate(`/p2p/${signer}`));
+        else if (owner === signer) usable.push(ma);
+      } catch {
+        // An address this libp2p version cannot parse is skipped, not fatal.
+      }
+    }
+    if (usable.length > 0) this.onPeerAddrs(signer, usable);
+  }
+
+  private compareDigests(heartbeat: Heartbeat, signer: string): void {
+    const ours = this.state.digestsAll();
+    const differs = DOC_NAMES.some((doc) => heartbeat.digests[doc] !== ours[doc]);
+    if (!differs) {
+      this.mismatchSince.delete(heartbeat.nodeId);
+      return;
+    }
+    const now = this.now();
+    const since = this.mismatchSince.get(heartbeat.nodeId);
+    if (since === undefined) {
+      this.mismatchSince.set(heartbeat.nodeId, now);
+      return;
+    }
+    if (now - since >= this.syncGraceMs) {
+      // Restart the grace so that a lasting difference (e.g. one side
+      // cannot apply the other's update) costs one sync per grace, not one
+      // per heartbeat.
+      this.mismatchSince.set(heartbeat.nodeId, now);
+      this.metrics.digestSyncs.inc();
+      this.logger.debug({ node: heartbeat.nodeId, peer: signer }, 'digests differ beyond grace; syncing');
+      this.requestSync(signer);
+    }
+  }
+
+  private reject(reason: HeartbeatReject, signer: string | undefined, detail: string): TopicValidatorResult {
+    this.metrics.rejects.inc({ reason });
+    this.rejectLog.warn(`${reason}:${signer}`, { reason, peer: signer, detail }, 'rejected heartbeat');
+    return TopicValidatorResult.Reject;
+  }
+}

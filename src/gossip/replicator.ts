@@ -1,0 +1,261 @@
+import { type Message, type PeerId, TopicValidatorResult } from '@libp2p/interface';
+import type { Logger } from 'pino';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import * as Y from 'yjs';
+import type { ClusterState } from '../state/cluster-state.js';
+import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
+import {
+  decodeEnvelope,
+  ENVELOPE_OVERHEAD_BYTES,
+  type EnvelopeRejection,
+  encodeEnvelope,
+} from './envelope.js';
+import { ThrottledLog } from './log-throttle.js';
+import type { GossipNode } from './node.js';
+import { docTopic } from './topics.js';
+
+/** Decides whether a message signed by libp2p peer `peerId` may carry updates from node `nodeId`. */
+export type SenderCheck = (peerId: string, nodeId: string) => boolean;
+
+export const allowAnySender: SenderCheck = () => true;
+
+/** Why a received document message was rejected: an envelope defect or one found after decoding. */
+export type ReplicationRejection = EnvelopeRejection | 'unsigned' | 'sender-not-allowed' | 'invalid-update';
+
+export interface ReplicatorOptions {
+  node: GossipNode;
+  state: ClusterState;
+  org: string;
+  nodeId: string;
+  logger: Logger;
+  registry: Registry;
+  /** How long local updates are collected before one merged publish, ms. */
+  batchMs?: number;
+  isSenderAllowed?: SenderCheck;
+}
+
+export const DEFAULT_BATCH_MS = 5;
+
+class ReplicatorMetrics {
+  readonly updatesOut: Counter<'doc'>;
+  readonly bytesOut: Counter<'doc'>;
+  readonly updatesIn: Counter<'doc'>;
+  readonly bytesIn: Counter<'doc'>;
+  readonly rejects: Counter<'reason'>;
+  readonly publishFailures: Counter<'reason'>;
+  readonly batchSize: Histogram;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.updatesOut = new Counter({
+      name: 'silo_gossip_updates_published_total',
+      help: 'Envelopes published (each may merge several local updates)',
+      labelNames: ['doc'],
+      registers,
+    });
+    this.bytesOut = new Counter({
+      name: 'silo_gossip_published_bytes_total',
+      help: 'Envelope bytes published (before gossipsub framing and signature)',
+      labelNames: ['doc'],
+      registers,
+    });
+    this.updatesIn = new Counter({
+      name: 'silo_gossip_updates_received_total',
+      help: 'Envelopes received, validated and applied',
+      labelNames: ['doc'],
+      registers,
+    });
+    this.bytesIn = new Counter({
+      name: 'silo_gossip_received_bytes_total',
+      help: 'Envelope bytes received and applied',
+      labelNames: ['doc'],
+      registers,
+    });
+    this.rejects = new Counter({
+      name: 'silo_gossip_rejected_total',
+      help: 'Document messages rejected by the topic validator, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.publishFailures = new Counter({
+      name: 'silo_gossip_publish_failures_total',
+      help: 'Local batches that could not be published (sync carries them later)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.batchSize = new Histogram({
+      name: 'silo_gossip_publish_batch_updates',
+      help: 'Local updates merged into one published envelope',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
+  }
+}
+
+interface PendingBatch {
+  updates: Uint8Array[];
+  bytes: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Document ⇄ topic. Publishes local updates (batched, merged, enveloped)
+ * and validates + applies updates from the document topics inside the
+ * gossipsub topic validator, so a message is forwarded only once it has
+ * been applied here and a malformed one is never forwarded at all.
+ */
+export class Replicator {
+  private readonly node: GossipNode;
+  private readonly state: ClusterState;
+  private readonly org: string;
+  private readonly nodeId: string;
+  private readonly logger: Logger;
+  private readonly rejectLog: ThrottledLog;
+  private readonly metrics: ReplicatorMetrics;
+  private readonly batchMs: number;
+  private readonly isSenderAllowed: SenderCheck;
+  private readonly topics: Record<DocName, string>;
+  private readonly maxEnvelopeBytes: number;
+  private readonly pending = new Map<DocName, PendingBatch>();
+  private readonly inflight = new Set<Promise<void>>();
+  private unsubscribeState: (() => void) | undefined;
+  private running = false;
+
+  constructor(options: ReplicatorOptions) {
+    this.node = options.node;
+    this.state = options.state;
+    this.org = options.org;
+    this.nodeId = options.nodeId;
+    this.logger = options.logger.child({ component: 'replicator' });
+    this.rejectLog = new ThrottledLog(this.logger);
+    this.metrics = new ReplicatorMetrics(options.registry);
+    this.batchMs = options.batchMs ?? DEFAULT_BATCH_MS;
+    this.isSenderAllowed = options.isSenderAllowed ?? allowAnySender;
+    this.maxEnvelopeBytes = this.state.maxUpdateBytes + ENVELOPE_OVERHEAD_BYTES;
+    const topics = {} as Record<DocName, string>;
+    for (const doc of DOC_NAMES) topics[doc] = docTopic(this.org, doc);
+    this.topics = topics;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const pubsub = this.node.services.pubsub;
+    for (const doc of DOC_NAMES) {
+      const topic = this.topics[doc];
+      // The validator is registered before subscribing so that no message
+      // on the topic is ever accepted unchecked.
+      pubsub.topicValidators.set(topic, (peer, message) => this.validate(doc, peer, message));
+      pubsub.subscribe(topic);
+    }
+    this.unsubscribeState = this.state.onChange((doc, update, origin) => {
+      if (origin === Origin.local) this.enqueue(doc, update);
+    });
+  }
+
+  /** Publishes what is still batched, then leaves the topics. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.unsubscribeState?.();
+    for (const doc of DOC_NAMES) this.flush(doc);
+    await Promise.allSettled([...this.inflight]);
+    const pubsub = this.node.services.pubsub;
+    for (const doc of DOC_NAMES) {
+      pubsub.unsubscribe(this.topics[doc]);
+      pubsub.topicValidators.delete(this.topics[doc]);
+    }
+  }
+
+  /** Resolves once every batch queued so far has been handed to gossipsub. */
+  async drain(): Promise<void> {
+    for (const doc of DOC_NAMES) this.flush(doc);
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  private enqueue(doc: DocName, update: Uint8Array): void {
+    let batch = this.pending.get(doc);
+    if (!batch) {
+      batch = { updates: [], bytes: 0, timer: undefined };
+      this.pending.set(doc, batch);
+    }
+    batch.updates.push(update);
+    batch.bytes += update.byteLength;
+    // A batch is cut early when it nears the size peers accept, so that a
+    // burst of writes never merges into one envelope they must reject.
+    if (batch.bytes >= this.state.maxUpdateBytes / 2) {
+      this.flush(doc);
+    } else if (!batch.timer) {
+      batch.timer = setTimeout(() => this.flush(doc), this.batchMs);
+    }
+  }
+
+  private flush(doc: DocName): void {
+    const batch = this.pending.get(doc);
+    if (!batch || batch.updates.length === 0) return;
+    this.pending.delete(doc);
+    if (batch.timer) clearTimeout(batch.timer);
+    const update = batch.updates.length === 1 ? batch.updates[0]! : Y.mergeUpdates(batch.updates);
+    this.metrics.batchSize.observe(batch.updates.length);
+    if (update.byteLength > this.state.maxUpdateBytes) {
+      this.metrics.publishFailures.inc({ reason: 'oversize' });
+      this.logger.error(
+        { doc, bytes: update.byteLength, limit: this.state.maxUpdateBytes },
+        'local update exceeds the size peers accept; not published',
+      );
+      return;
+    }
+    const envelope = encodeEnvelope({ org: this.org, doc, from: this.nodeId, update });
+    const publishing = this.node.services.pubsub.publish(this.topics[doc], envelope).then(
+      () => {
+        this.metrics.updatesOut.inc({ doc });
+        this.metrics.bytesOut.inc({ doc }, envelope.byteLength);
+      },
+      (err: unknown) => {
+        // Not fatal: the update is durable locally and anti-entropy sync
+        // delivers it to peers that missed it.
+        this.metrics.publishFailures.inc({ reason: 'publish-error' });
+        this.logger.warn({ err, doc }, 'publish failed');
+      },
+    );
+    this.inflight.add(publishing);
+    void publishing.finally(() => this.inflight.delete(publishing));
+  }
+
+  private validate(doc: DocName, _propagationSource: PeerId, message: Message): TopicValidatorResult {
+    // StrictSign makes gossipsub drop unsigned messages before us; checked
+    // again because the sender check below needs the signer.
+    if (message.type !== 'signed') return this.reject('unsigned', doc, undefined, 'message is not signed');
+    const signer = message.from.toString();
+    const decoded = decodeEnvelope(message.data, { org: this.org, doc, maxBytes: this.maxEnvelopeBytes });
+    if (!decoded.ok) return this.reject(decoded.reason, doc, signer, decoded.detail);
+    const { envelope } = decoded;
+    if (!this.isSenderAllowed(signer, envelope.from)) {
+      return this.reject('sender-not-allowed', doc, signer, `node "${envelope.from}"`);
+    }
+    try {
+      // applyRemote validates the whole update before Yjs sees it.
+      this.state.applyRemote(doc, envelope.update, Origin.remote);
+    } catch (err) {
+      return this.reject('invalid-update', doc, signer, (err as Error).message);
+    }
+    this.metrics.updatesIn.inc({ doc });
+    this.metrics.bytesIn.inc({ doc }, message.data.byteLength);
+    return TopicValidatorResult.Accept;
+  }
+
+  private reject(
+    reason: ReplicationRejection,
+    doc: DocName,
+    signer: string | undefined,
+    detail: string,
+  ): TopicValidatorResult {
+    this.metrics.rejects.inc({ reason });
+    this.rejectLog.warn(
+      `${reason}:${signer}`,
+      { reason, doc, peer: signer, detail },
+      'rejected document message',
+    );
+    return TopicValidatorResult.Reject;
+  }
+}

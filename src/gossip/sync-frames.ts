@@ -1,0 +1,70 @@
+import * as Y from 'yjs';
+import { type DocName, isDocName } from '../state/names.js';
+import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
+
+/**
+ * Frames of `/silo/sync/1` (docs/protocol.md, "Anti-entropy sync"). Each
+ * frame is one msgpack map, sent length-prefixed (unsigned varint).
+ */
+export const FrameType = {
+  /** y-protocols sync step 1: "here is my state vector for `doc`". */
+  step1: 1,
+  /** y-protocols sync step 2: "here is everything you lack in `doc`". */
+  step2: 2,
+  /** The responder already runs a session with the initiator and declines this one. */
+  busy: 3,
+} as const;
+
+export type SyncFrame =
+  | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array }
+  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array }
+  | { t: typeof FrameType.busy };
+
+/** A frame that breaks the protocol; the session is aborted and nothing of the frame is applied. */
+export class SyncProtocolError extends Error {
+  constructor(
+    readonly kind: 'malformed' | 'invalid-update' | 'oversize',
+    detail: string,
+  ) {
+    super(detail);
+    this.name = 'SyncProtocolError';
+  }
+}
+
+export function encodeFrame(frame: SyncFrame): Uint8Array {
+  return packMessage(frame);
+}
+
+export function decodeFrame(bytes: Uint8Array): SyncFrame {
+  let value: unknown;
+  try {
+    value = unpackMessage(bytes);
+  } catch (err) {
+    throw new SyncProtocolError('malformed', `frame is not msgpack: ${(err as Error).message}`);
+  }
+  if (!isPlainRecord(value)) throw new SyncProtocolError('malformed', 'frame is not a msgpack map');
+  const { t, doc } = value;
+  if (t === FrameType.busy) return { t };
+  if (t !== FrameType.step1 && t !== FrameType.step2) {
+    throw new SyncProtocolError('malformed', `unknown frame type ${String(t)}`);
+  }
+  if (!isDocName(doc))
+    throw new SyncProtocolError('malformed', `unknown document ${String(doc).slice(0, 64)}`);
+  if (t === FrameType.step1) {
+    const { sv } = value;
+    if (!(sv instanceof Uint8Array)) throw new SyncProtocolError('malformed', 'step1 sv is not bytes');
+    try {
+      // Decoded here so that a garbage state vector is a protocol error,
+      // not an exception inside encodeDiff.
+      Y.decodeStateVector(sv);
+    } catch (err) {
+      throw new SyncProtocolError('malformed', `step1 sv does not decode: ${(err as Error).message}`);
+    }
+    return { t, doc, sv };
+  }
+  const { update } = value;
+  if (!(update instanceof Uint8Array) || update.byteLength === 0) {
+    throw new SyncProtocolError('malformed', 'step2 update is not bytes');
+  }
+  return { t, doc, update };
+}

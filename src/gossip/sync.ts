@@ -1,0 +1,340 @@
+import type { PeerId, Stream } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import * as lp from 'it-length-prefixed';
+import type { Logger } from 'pino';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { ClusterState } from '../state/cluster-state.js';
+import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
+import { FrameQueue } from './frame-queue.js';
+import { ThrottledLog } from './log-throttle.js';
+import type { GossipNode } from './node.js';
+import { decodeFrame, encodeFrame, FrameType, type SyncFrame, SyncProtocolError } from './sync-frames.js';
+import { SYNC_PROTOCOL } from './topics.js';
+
+export type SyncResult =
+  | 'ok'
+  /** The peer already runs a session with us. */
+  | 'busy'
+  | 'timeout'
+  /** The peer sent a frame that breaks the protocol. */
+  | 'malformed'
+  /** The peer sent an update that failed validation. */
+  | 'invalid-update'
+  /** A frame (received or to be sent) exceeded the frame limit. */
+  | 'oversize'
+  /** The peer does not speak /silo/sync/1. */
+  | 'unsupported'
+  /** Dial or stream failure. */
+  | 'error'
+  | 'stopped';
+
+export interface AntiEntropyOptions {
+  node: GossipNode;
+  state: ClusterState;
+  logger: Logger;
+  registry: Registry;
+  /** A session with a random connected peer every this many ms; 0 disables. */
+  intervalMs?: number;
+  /** Whole-session deadline, ms. */
+  timeoutMs?: number;
+}
+
+export const DEFAULT_SYNC_INTERVAL_MS = 30_000;
+export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
+/** Frame room around an update (msgpack map keys, type tag, doc name). */
+const FRAME_OVERHEAD_BYTES = 1024;
+
+/**
+ * Stream chunks as plain bytes. libp2p and it-length-prefixed depend on
+ * different uint8arraylist versions whose types do not unify.
+ */
+async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) yield chunk.subarray();
+}
+
+class SyncMetrics {
+  readonly sessions: Counter<'direction' | 'result'>;
+  readonly bytes: Counter<'direction'>;
+  readonly duration: Histogram<'direction'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.sessions = new Counter({
+      name: 'silo_sync_sessions_total',
+      help: 'Anti-entropy sessions by direction (inbound/outbound) and result',
+      labelNames: ['direction', 'result'],
+      registers,
+    });
+    this.bytes = new Counter({
+      name: 'silo_sync_bytes_total',
+      help: 'Anti-entropy frame bytes (without length prefixes) by direction (in/out)',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'silo_sync_session_seconds',
+      help: 'Anti-entropy session duration',
+      labelNames: ['direction'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
+      registers,
+    });
+  }
+}
+
+type Direction = 'inbound' | 'outbound';
+
+interface Session {
+  direction: Direction;
+  done: Promise<SyncResult>;
+}
+
+/**
+ * Anti-entropy over `/silo/sync/1`: the Yjs state-vector exchange
+ * (y-protocols step 1 / step 2) in both directions in one session, at most
+ * one session per peer at a time. Gossip loses messages to partitions and
+ * late joins; this closes the gap.
+ */
+export class AntiEntropy {
+  private readonly node: GossipNode;
+  private readonly state: ClusterState;
+  private readonly logger: Logger;
+  private readonly problemLog: ThrottledLog;
+  private readonly metrics: SyncMetrics;
+  private readonly intervalMs: number;
+  private readonly timeoutMs: number;
+  private readonly maxFrameBytes: number;
+  private readonly sessions = new Map<string, Session>();
+  private readonly untracked = new Set<Promise<SyncResult>>();
+  private readonly openStreams = new Set<Stream>();
+  private interval: NodeJS.Timeout | undefined;
+  private running = false;
+
+  constructor(options: AntiEntropyOptions) {
+    this.node = options.node;
+    this.state = options.state;
+    this.logger = options.logger.child({ component: 'sync' });
+    this.problemLog = new ThrottledLog(this.logger);
+    this.metrics = new SyncMetrics(options.registry);
+    this.intervalMs = options.intervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
+    this.maxFrameBytes = this.state.maxUpdateBytes + FRAME_OVERHEAD_BYTES;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await this.node.handle(SYNC_PROTOCOL, ({ stream, connection }) => {
+      this.onInbound(stream, connection.remotePeer.toString());
+    });
+    this.node.addEventListener('peer:connect', this.onPeerConnect);
+    if (this.intervalMs > 0) {
+      this.interval = setInterval(() => void this.syncWithRandomPeer(), this.intervalMs);
+      this.interval.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.interval);
+    this.node.removeEventListener('peer:connect', this.onPeerConnect);
+    await this.node.unhandle(SYNC_PROTOCOL).catch(() => undefined);
+    // Sessions in flight end now rather than at their timeout.
+    for (const stream of this.openStreams) stream.abort(new Error('sync stopping'));
+    await Promise.allSettled([...[...this.sessions.values()].map((s) => s.done), ...this.untracked]);
+  }
+
+  /**
+   * Runs one session with `peer`, or joins the one already running.
+   * Resolves with the result; never rejects.
+   */
+  syncWith(peer: PeerId | string): Promise<SyncResult> {
+    const key = peer.toString();
+    const existing = this.sessions.get(key);
+    if (existing) return existing.done;
+    if (!this.running) return Promise.resolve('stopped');
+    const done = this.runOutbound(typeof peer === 'string' ? peer : peer.toString()).finally(() => {
+      if (this.sessions.get(key)?.done === done) this.sessions.delete(key);
+    });
+    this.sessions.set(key, { direction: 'outbound', done });
+    return done;
+  }
+
+  /** A session with a random connected peer; undefined when there is none. */
+  async syncWithRandomPeer(): Promise<SyncResult | undefined> {
+    const peers = this.node.getPeers();
+    if (peers.length === 0) return undefined;
+    const peer = peers[Math.floor(Math.random() * peers.length)]!;
+    return this.syncWith(peer);
+  }
+
+  /** Peers with a session running right now. */
+  activePeers(): string[] {
+    return [...this.sessions.keys()];
+  }
+
+  private readonly onPeerConnect = (event: CustomEvent<PeerId>): void => {
+    const peer = event.detail;
+    // The dialing side starts the session, so a new connection costs one
+    // session rather than two crossing ones.
+    const dialedByUs = this.node.getConnections(peer).some((c) => c.direction === 'outbound');
+    if (dialedByUs) void this.syncWith(peer);
+  };
+
+  private async runOutbound(peer: string): Promise<SyncResult> {
+    let stream: Stream;
+    try {
+      stream = await this.node.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, {
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      const result: SyncResult = (err as Error).name === 'UnsupportedProtocolError' ? 'unsupported' : 'error';
+      this.record('outbound', result);
+      if (result === 'error')
+        this.problemLog.warn(`dial:${peer}`, { err, peer }, 'could not open a sync stream');
+      return result;
+    }
+    return this.session(stream, peer, 'outbound');
+  }
+
+  private onInbound(stream: Stream, peer: string): void {
+    const existing = this.sessions.get(peer);
+    // Two sessions may cross (both sides dialed). Of the two, the one
+    // started by the lower peer id goes ahead and the other is declined,
+    // decided identically on both sides.
+    const localWins = existing?.direction === 'outbound' && this.node.peerId.toString() < peer;
+    if (!this.running || existing?.direction === 'inbound' || localWins) {
+      this.record('inbound', 'busy');
+      void this.decline(stream);
+      return;
+    }
+    const done = this.session(stream, peer, 'inbound');
+    if (existing) {
+      this.untracked.add(done);
+      void done.finally(() => this.untracked.delete(done));
+      return;
+    }
+    const tracked = done.finally(() => {
+      if (this.sessions.get(peer)?.done === tracked) this.sessions.delete(peer);
+    });
+    this.sessions.set(peer, { direction: 'inbound', done: tracked });
+  }
+
+  private async decline(stream: Stream): Promise<void> {
+    try {
+      await stream.sink([lp.encode.single(encodeFrame({ t: FrameType.busy })).subarray()]);
+      await stream.close();
+    } catch (err) {
+      stream.abort(err as Error);
+    }
+  }
+
+  /** One exchange, identical on both sides: send step 1 for every document, answer each step 1 with a step 2. */
+  private async session(stream: Stream, peer: string, direction: Direction): Promise<SyncResult> {
+    const startedAt = performance.now();
+    this.openStreams.add(stream);
+    const outbox = new FrameQueue<Uint8Array>();
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stream.abort(new Error('sync session timed out'));
+    }, this.timeoutMs);
+    const send = (frame: SyncFrame): void => {
+      const bytes = encodeFrame(frame);
+      if (bytes.byteLength > this.maxFrameBytes) {
+        throw new SyncProtocolError('oversize', `local ${frame.t} frame is ${bytes.byteLength} bytes`);
+      }
+      bytesOut += bytes.byteLength;
+      outbox.push(bytes);
+    };
+    const sending = stream.sink(lp.encode(outbox, { maxDataLength: this.maxFrameBytes }));
+    // Errors of the write side surface through the read side (the stream is aborted).
+    sending.catch(() => undefined);
+    const awaitingStep1 = new Set<DocName>(DOC_NAMES);
+    const awaitingStep2 = new Set<DocName>(DOC_NAMES);
+    let result: SyncResult;
+    try {
+      for (const doc of DOC_NAMES) send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc) });
+      let declined = false;
+      for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: this.maxFrameBytes })) {
+        const bytes = chunk.subarray();
+        bytesIn += bytes.byteLength;
+        const frame = decodeFrame(bytes);
+        if (frame.t === FrameType.busy) {
+          const nothingYet =
+            awaitingStep1.size === DOC_NAMES.length && awaitingStep2.size === DOC_NAMES.length;
+          if (direction !== 'outbound' || !nothingYet) {
+            throw new SyncProtocolError('malformed', 'unexpected busy frame');
+          }
+          declined = true;
+          break;
+        }
+        if (frame.t === FrameType.step1) {
+          if (!awaitingStep1.delete(frame.doc)) {
+            throw new SyncProtocolError('malformed', `second step1 for ${frame.doc}`);
+          }
+          send({ t: FrameType.step2, doc: frame.doc, update: this.state.encodeDiff(frame.doc, frame.sv) });
+          if (awaitingStep1.size === 0) outbox.end();
+        } else {
+          if (!awaitingStep2.delete(frame.doc)) {
+            throw new SyncProtocolError('malformed', `second step2 for ${frame.doc}`);
+          }
+          try {
+            this.state.applyRemote(frame.doc, frame.update, Origin.sync);
+          } catch (err) {
+            throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
+          }
+        }
+        if (awaitingStep1.size === 0 && awaitingStep2.size === 0) break;
+      }
+      if (declined) {
+        result = 'busy';
+        if (!outbox.isEnded) outbox.end();
+        await stream.close();
+      } else {
+        if (awaitingStep1.size > 0 || awaitingStep2.size > 0) {
+          throw new SyncProtocolError('malformed', 'stream ended before the exchange completed');
+        }
+        await sending;
+        await stream.close();
+        result = 'ok';
+      }
+    } catch (err) {
+      if (!outbox.isEnded) outbox.end();
+      stream.abort(err instanceof Error ? err : new Error(String(err)));
+      result = this.classify(err, timedOut);
+      if (result !== 'stopped') {
+        this.problemLog.warn(
+          `${result}:${peer}`,
+          { peer, direction, result, err: (err as Error).message },
+          'sync session failed',
+        );
+      }
+    } finally {
+      clearTimeout(timer);
+      this.openStreams.delete(stream);
+    }
+    this.metrics.bytes.inc({ direction: 'in' }, bytesIn);
+    this.metrics.bytes.inc({ direction: 'out' }, bytesOut);
+    this.metrics.duration.observe({ direction }, (performance.now() - startedAt) / 1000);
+    this.record(direction, result);
+    if (result === 'ok') this.logger.debug({ peer, direction, bytesIn, bytesOut }, 'sync session done');
+    return result;
+  }
+
+  private classify(err: unknown, timedOut: boolean): SyncResult {
+    if (timedOut) return 'timeout';
+    if (err instanceof SyncProtocolError) return err.kind;
+    const name = (err as Error | undefined)?.name;
+    if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError') return 'oversize';
+    if (name === 'InvalidMessageLengthError') return 'malformed';
+    if (!this.running) return 'stopped';
+    return 'error';
+  }
+
+  private record(direction: Direction, result: SyncResult): void {
+    this.metrics.sessions.inc({ direction, result });
+  }
+}

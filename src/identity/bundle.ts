@@ -1,0 +1,75 @@
+import { multiaddr } from '@multiformats/multiaddr';
+import { z } from 'zod';
+import { CapacitySchema, EnrollmentRecordSchema, SignedEnrollmentSchema } from '../state/schemas.js';
+import { formatIssues } from './issues.js';
+import { OrgNameSchema, OverlayCidrSchema } from './org.js';
+
+/**
+ * The two JSON documents exchanged at enrollment (docs/protocol.md,
+ * "Enrollment records, certificates and revocations"):
+ * - the request a node produces for the operator: its ids and public keys,
+ * - the bundle the org CA hands back: the signed record plus what the node
+ *   needs to join (CA public key, org name, overlay CIDR, seed peers).
+ */
+
+export const MultiaddrStringSchema = z.string().superRefine((value, ctx) => {
+  try {
+    multiaddr(value);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `not a multiaddr: ${(err as Error).message}` });
+  }
+});
+
+export const EnrollmentRequestSchema = z.strictObject({
+  nodeId: EnrollmentRecordSchema.shape.nodeId,
+  peerId: EnrollmentRecordSchema.shape.peerId,
+  wgPublicKey: EnrollmentRecordSchema.shape.wgPublicKey,
+  endpoints: EnrollmentRecordSchema.shape.endpoints,
+  capacity: CapacitySchema,
+  labels: EnrollmentRecordSchema.shape.labels,
+});
+export type EnrollmentRequest = z.infer<typeof EnrollmentRequestSchema>;
+
+export const EnrollmentBundleSchema = z.strictObject({
+  v: z.literal(1),
+  org: OrgNameSchema,
+  overlayCidr: OverlayCidrSchema,
+  caPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'Ed25519 public key: 44 chars of base64'),
+  seedPeers: z.array(MultiaddrStringSchema).max(64),
+  record: z.strictObject(SignedEnrollmentSchema.shape),
+});
+export type EnrollmentBundle = z.infer<typeof EnrollmentBundleSchema>;
+
+export class EnrollmentFormatError extends Error {
+  constructor(what: string, detail: string) {
+    super(`malformed ${what}: ${detail}`);
+    this.name = 'EnrollmentFormatError';
+  }
+}
+
+/** Validate an enrollment request (parsed JSON or JSON text). */
+export function parseEnrollmentRequest(input: unknown): EnrollmentRequest {
+  return parseWith(EnrollmentRequestSchema, input, 'enrollment request');
+}
+
+/**
+ * Validate the shape of an enrollment bundle (parsed JSON or JSON text).
+ * Shape only: `verifyEnrollmentBundle` (ca.ts) checks the signature.
+ */
+export function parseEnrollmentBundle(input: unknown): EnrollmentBundle {
+  return parseWith(EnrollmentBundleSchema, input, 'enrollment bundle');
+}
+
+function parseWith<T>(schema: z.ZodType<T>, input: unknown, what: string): T {
+  let value = input;
+  if (typeof input === 'string') {
+    try {
+      value = JSON.parse(input) as unknown;
+    } catch (err) {
+      throw new EnrollmentFormatError(what, `not JSON (${(err as Error).message})`);
+    }
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) throw new EnrollmentFormatError(what, formatIssues(result.error.issues));
+  return result.data;
+}

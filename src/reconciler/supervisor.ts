@@ -1,0 +1,561 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ObservedStatus, Phase } from '../state/schemas.js';
+import { killCgroupMembers } from './limits.js';
+import { RotatingLog } from './log-rotation.js';
+import { isSameProcessAlive, killQuietly, readProcStat, waitUntilGone } from './proc.js';
+import { type LaunchPlan, parseBwrapStatusLine, type SandboxKind } from './sandbox.js';
+
+/**
+ * s6-style supervision of one service at one spec revision:
+ *  - before every start `prepare()` runs (fresh RUNTIME, generator) and yields the launch plan;
+ *  - readiness: a newline on `notificationFd`, else at spawn; none within `startTimeoutMs` = failure;
+ *  - after an exit: restart per policy with exponential backoff (reset once the service stayed
+ *    up for `resetAfterMs`); `crashLoopDeaths` exits within `crashLoopWindowMs` = failed;
+ *    exit code 125 = permanent failure, never restarted;
+ *  - stop: the stop signal to the service's main process, `stopTimeoutMs`, then SIGKILL to
+ *    everything it started (process group, bwrap's namespace, cgroups): no orphans;
+ *  - stdout/stderr into LOGS_DIRECTORY/current with size-based rotation;
+ *  - a pid file (`supervise/pid`) so that a restarted agent can reap a leftover copy.
+ */
+
+export type RestartPolicy = 'always' | 'on-failure' | 'never';
+
+/** Exit code a service uses to say "do not restart me, ever" (s6's permanent failure). */
+export const PERMANENT_FAILURE_EXIT_CODE = 125;
+
+export interface SupervisorTuning {
+  backoffBaseMs: number;
+  backoffCapMs: number;
+  /** A run that stayed ready this long resets the backoff to its base. */
+  resetAfterMs: number;
+  /** This many exits within `crashLoopWindowMs` = crash loop (phase failed). */
+  crashLoopDeaths: number;
+  crashLoopWindowMs: number;
+  logMaxBytes: number;
+  logKeep: number;
+}
+
+export const DEFAULT_SUPERVISOR_TUNING: SupervisorTuning = {
+  backoffBaseMs: 1000,
+  backoffCapMs: 60_000,
+  resetAfterMs: 30_000,
+  crashLoopDeaths: 5,
+  crashLoopWindowMs: 60_000,
+  logMaxBytes: 1024 * 1024,
+  logKeep: 5,
+};
+
+export interface SupervisorOptions {
+  name: string;
+  revision: number;
+  sandbox: SandboxKind;
+  restart: RestartPolicy;
+  stopSignal: string;
+  stopTimeoutMs: number;
+  startTimeoutMs: number;
+  notificationFd?: number;
+  logsDir: string;
+  /** `<service>/supervise`: holds the pid file. */
+  superviseDir: string;
+  /**
+   * Runs before every start (fresh RUNTIME, generator; `log` appends to the service log);
+   * a rejection fails that start and its message becomes the reason.
+   */
+  prepare: (log: (chunk: Buffer) => void) => Promise<LaunchPlan>;
+  /** cgroups the service runs in: recorded in the pid file, emptied after every exit. */
+  cgroupDirs?: readonly string[];
+  tuning?: Partial<SupervisorTuning>;
+  logger: Logger;
+}
+
+export type StatusListener = (status: ObservedStatus) => void;
+
+interface Run {
+  child: ChildProcess;
+  pid: number;
+  startTime: string | undefined;
+  /** The service's pid when it runs under bwrap (bwrap itself is `pid`). */
+  childPid: number | null;
+  childStartTime: string | undefined;
+  readyAt: number | null;
+  readinessTimer: NodeJS.Timeout | null;
+  /** Set when the supervisor killed the run because it failed (readiness timeout). */
+  failure: string | null;
+  exited: Promise<void>;
+}
+
+type LastExit = NonNullable<ObservedStatus['lastExit']>;
+
+export class Supervisor {
+  private readonly tuning: SupervisorTuning;
+  private readonly logger: Logger;
+  private readonly log: RotatingLog;
+  private readonly listeners = new Set<StatusListener>();
+  private status: ObservedStatus;
+  private run: Run | null = null;
+  private backoffTimer: NodeJS.Timeout | null = null;
+  private consecutiveFailures = 0;
+  private deaths: number[] = [];
+  private stopping: Promise<void> | null = null;
+  private started = false;
+  private finished = false;
+
+  constructor(private readonly options: SupervisorOptions) {
+    this.tuning = { ...DEFAULT_SUPERVISOR_TUNING, ...options.tuning };
+    this.logger = options.logger.child({ component: 'supervisor', service: options.name });
+    this.log = new RotatingLog({
+      dir: options.logsDir,
+      maxBytes: this.tuning.logMaxBytes,
+      keep: this.tuning.logKeep,
+    });
+    this.status = {
+      phase: 'pending',
+      since: Date.now(),
+      revision: options.revision,
+      restarts: 0,
+      lastExit: null,
+      reason: null,
+      sandbox: options.sandbox,
+      scratchUsedMb: null,
+      snapshot: null,
+    };
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get revision(): number {
+    return this.options.revision;
+  }
+
+  /** Current status (a copy). */
+  current(): ObservedStatus {
+    return { ...this.status };
+  }
+
+  /** pid of the service's main process (inside bwrap: the service itself), or null. */
+  servicePid(): number | null {
+    return this.run === null ? null : (this.run.childPid ?? this.run.pid);
+  }
+
+  /** True once the supervisor will never start the service again (stopped, failed, exited for good). */
+  isFinished(): boolean {
+    return this.finished;
+  }
+
+  onStatus(listener: StatusListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    void this.launch();
+  }
+
+  /**
+   * Stop for good: cancel any pending restart, stop the running process
+   * (signal, timeout, SIGKILL) and end in `phase` (released unless told otherwise).
+   */
+  stop(reason = 'stopped', phase: Phase = 'released'): Promise<void> {
+    if (this.stopping === null) this.stopping = this.stopNow(reason, phase);
+    return this.stopping;
+  }
+
+  private async stopNow(reason: string, phase: Phase): Promise<void> {
+    this.clearBackoff();
+    const run = this.run;
+    if (run !== null) {
+      this.setStatus({ phase: 'stopping', reason });
+      await this.terminate(run);
+    }
+    this.finish(phase, reason);
+  }
+
+  // ---- starting -----------------------------------------------------------
+
+  private async launch(): Promise<void> {
+    if (this.stopping !== null) return;
+    this.setStatus({ phase: 'starting', reason: this.status.restarts > 0 ? this.status.reason : null });
+    let plan: LaunchPlan;
+    try {
+      plan = await this.options.prepare((chunk) => this.log.write(chunk));
+    } catch (err) {
+      if (this.stopping !== null) return;
+      this.logger.warn({ err: (err as Error).message }, 'start failed before spawn');
+      this.afterDeath({ failure: `start failed: ${(err as Error).message}`, exit: null });
+      return;
+    }
+    if (this.stopping !== null) return;
+    this.spawnRun(plan);
+  }
+
+  private spawnRun(plan: LaunchPlan): void {
+    const { notificationFd } = this.options;
+    const stdio: ('ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
+    for (const fd of [notificationFd, plan.statusFd]) {
+      if (fd === undefined || fd === null) continue;
+      while (stdio.length <= fd) stdio.push('ignore');
+      stdio[fd] = 'pipe';
+    }
+    // detached: the service leads its own process group, so SIGKILL to -pid reaches everything it forked.
+    const child = spawn(plan.file, plan.args, { env: plan.env, cwd: plan.cwd, stdio, detached: true });
+    let markExited!: () => void;
+    const exited = new Promise<void>((resolve) => {
+      markExited = resolve;
+    });
+    if (child.pid === undefined) {
+      // Synchronous spawn failure: 'error' follows on the next tick and 'exit' never fires.
+      child.once('error', (err) => {
+        markExited();
+        this.afterDeath({ failure: `spawn failed: ${err.message}`, exit: null });
+      });
+      return;
+    }
+    const run: Run = {
+      child,
+      pid: child.pid,
+      startTime: readProcStat(child.pid)?.startTime,
+      childPid: null,
+      childStartTime: undefined,
+      readyAt: null,
+      readinessTimer: null,
+      failure: null,
+      exited,
+    };
+    this.run = run;
+    this.logger.info(
+      { pid: run.pid, sandbox: plan.kind, revision: this.options.revision },
+      'service spawned',
+    );
+    void this.writePidFile(run);
+
+    child.stdout?.on('data', (chunk: Buffer) => this.log.write(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => this.log.write(chunk));
+    if (plan.statusFd !== null) this.watchBwrapStatus(run, child.stdio[plan.statusFd] as Readable | null);
+
+    if (notificationFd === undefined) {
+      this.markReady(run);
+    } else {
+      this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
+    }
+
+    let settled = false;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (settled) return;
+      settled = true;
+      void this.onRunExit(run, code, signal, plan.kind).finally(markExited);
+    };
+    child.once('exit', onExit);
+    child.once('error', (err) => {
+      this.logger.warn({ err: err.message }, 'child process error');
+      // An 'error' without a pid-ful exit (e.g. kill failure) is not a death; exit still follows.
+      if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+    });
+  }
+
+  private watchReadiness(run: Run, stream: Readable | null): void {
+    if (stream === null) {
+      this.markReady(run);
+      return;
+    }
+    stream.on('data', (chunk: Buffer) => {
+      if (run.readyAt === null && chunk.includes(0x0a)) this.markReady(run);
+    });
+    stream.on('error', () => undefined);
+    run.readinessTimer = setTimeout(() => {
+      if (run.readyAt !== null || this.run !== run || this.stopping !== null) return;
+      run.failure = `not ready within ${this.options.startTimeoutMs / 1000} s (no newline on fd ${this.options.notificationFd})`;
+      this.logger.warn(run.failure);
+      void this.terminate(run);
+    }, this.options.startTimeoutMs);
+  }
+
+  private watchBwrapStatus(run: Run, stream: Readable | null): void {
+    if (stream === null) return;
+    let buffered = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (text: string) => {
+      buffered += text;
+      let newline = buffered.indexOf('\n');
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        const status = parseBwrapStatusLine(line);
+        if (status !== null && 'childPid' in status && run.childPid === null)
+          this.adoptChildPid(run, status.childPid);
+        newline = buffered.indexOf('\n');
+      }
+    });
+    stream.on('error', () => undefined);
+  }
+
+  private adoptChildPid(run: Run, childPid: number): void {
+    // Only trust a pid that really is bwrap's child: signalling an arbitrary pid would be a hole.
+    const stat = readProcStat(childPid);
+    if (stat === null || stat.ppid !== run.pid) {
+      this.logger.warn({ childPid, bwrapPid: run.pid }, 'ignoring bwrap child-pid that is not its child');
+      return;
+    }
+    run.childPid = childPid;
+    run.childStartTime = stat.startTime;
+    void this.writePidFile(run);
+  }
+
+  private markReady(run: Run): void {
+    if (this.run !== run || run.readyAt !== null || this.stopping !== null) return;
+    run.readyAt = Date.now();
+    if (run.readinessTimer !== null) clearTimeout(run.readinessTimer);
+    this.setStatus({ phase: 'running', reason: null });
+  }
+
+  // ---- exits and restarts -------------------------------------------------
+
+  private async onRunExit(
+    run: Run,
+    rawCode: number | null,
+    rawSignal: NodeJS.Signals | null,
+    kind: SandboxKind,
+  ): Promise<void> {
+    if (run.readinessTimer !== null) clearTimeout(run.readinessTimer);
+    const { code, signal } = decodeExit(rawCode, rawSignal, kind);
+    const exit: LastExit = { code, signal, at: Date.now() };
+    await this.killRemnants(run);
+    // 'exit' can come before the last output was read: let the pipes drain (bounded, since
+    // with the remnants killed nobody holds them open any more), then close them.
+    const drained = new Promise<void>((resolve) => run.child.once('close', () => resolve()));
+    await Promise.race([drained, sleep(2000)]);
+    for (const fd of run.child.stdio) fd?.destroy();
+    if (this.run === run) this.run = null;
+    await rm(this.pidFile(), { force: true });
+    this.logger.info({ code, signal, pid: run.pid }, 'service exited');
+    this.setStatus({ lastExit: exit });
+    if (this.stopping !== null) return; // stopNow finishes
+    this.afterDeath({
+      failure: run.failure,
+      exit,
+      uptimeMs: run.readyAt === null ? 0 : exit.at - run.readyAt,
+    });
+  }
+
+  private afterDeath(death: { failure: string | null; exit: LastExit | null; uptimeMs?: number }): void {
+    const { restart } = this.options;
+    const { exit } = death;
+    const what = death.failure ?? (exit === null ? 'start failed' : describeExit(exit));
+    if (exit?.code === PERMANENT_FAILURE_EXIT_CODE) {
+      this.finish('failed', `${what}: permanent failure, not restarted`);
+      return;
+    }
+    const clean = death.failure === null && exit !== null && exit.code === 0 && exit.signal === null;
+    if (restart === 'never' || (restart === 'on-failure' && clean)) {
+      this.finish(clean ? 'released' : 'failed', `${what}; restart policy "${restart}"`);
+      return;
+    }
+    const now = Date.now();
+    this.deaths = this.deaths.filter((at) => now - at < this.tuning.crashLoopWindowMs);
+    this.deaths.push(now);
+    if (this.deaths.length >= this.tuning.crashLoopDeaths) {
+      this.finish(
+        'failed',
+        `crash loop: ${this.deaths.length} exits within ${this.tuning.crashLoopWindowMs / 1000} s (last: ${what})`,
+      );
+      return;
+    }
+    if ((death.uptimeMs ?? 0) >= this.tuning.resetAfterMs) this.consecutiveFailures = 0;
+    this.consecutiveFailures++;
+    const delay = Math.min(
+      this.tuning.backoffCapMs,
+      this.tuning.backoffBaseMs * 2 ** Math.min(this.consecutiveFailures - 1, 30),
+    );
+    this.setStatus({ phase: 'starting', reason: `restarting in ${delay / 1000} s after ${what}` });
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = null;
+      if (this.stopping !== null) return;
+      this.setStatus({ restarts: this.status.restarts + 1 });
+      void this.launch();
+    }, delay);
+  }
+
+  private finish(phase: Phase, reason: string): void {
+    this.clearBackoff();
+    this.finished = true;
+    this.log.close();
+    this.setStatus({ phase, reason });
+    this.logger.info({ phase, reason }, 'supervision ended');
+  }
+
+  private clearBackoff(): void {
+    if (this.backoffTimer !== null) clearTimeout(this.backoffTimer);
+    this.backoffTimer = null;
+  }
+
+  // ---- stopping -----------------------------------------------------------
+
+  /** Stop signal to the service, `stopTimeoutMs`, then SIGKILL to all of it; resolves once it exited. */
+  private async terminate(run: Run): Promise<void> {
+    const target = run.childPid ?? run.pid;
+    const signal = this.options.stopSignal as NodeJS.Signals;
+    this.logger.info({ pid: target, signal }, 'stopping service');
+    killQuietly(target, signal);
+    const timedOut = await Promise.race([
+      run.exited.then(() => false),
+      sleep(this.options.stopTimeoutMs).then(() => true),
+    ]);
+    if (timedOut) {
+      this.logger.warn({ pid: target, timeoutMs: this.options.stopTimeoutMs }, 'stop timeout: SIGKILL');
+      await this.killRemnants(run);
+    }
+    await run.exited;
+  }
+
+  /** SIGKILL whatever the run left behind: its process group, bwrap's child, the cgroups. */
+  private async killRemnants(run: Run): Promise<void> {
+    killQuietly(-run.pid, 'SIGKILL');
+    if (run.childPid !== null && isSameProcessAlive(run.childPid, run.childStartTime)) {
+      killQuietly(run.childPid, 'SIGKILL');
+    }
+    if (this.options.cgroupDirs !== undefined && this.options.cgroupDirs.length > 0) {
+      await killCgroupMembers(this.options.cgroupDirs);
+    }
+  }
+
+  // ---- pid file -----------------------------------------------------------
+
+  private pidFile(): string {
+    return join(this.options.superviseDir, 'pid');
+  }
+
+  private async writePidFile(run: Run): Promise<void> {
+    if (run.startTime === undefined) return;
+    const record: PidRecord = {
+      name: this.options.name,
+      revision: this.options.revision,
+      pid: run.pid,
+      startTime: run.startTime,
+      childPid: run.childPid,
+      childStartTime: run.childStartTime ?? null,
+      cgroupDirs: [...(this.options.cgroupDirs ?? [])],
+      writtenAt: Date.now(),
+    };
+    const temp = `${this.pidFile()}.tmp`;
+    try {
+      await writeFile(temp, `${JSON.stringify(record)}\n`, { mode: 0o644 });
+      // The run may have ended while writing: never leave a record of a dead run behind.
+      if (this.run === run) await rename(temp, this.pidFile());
+      else await rm(temp, { force: true });
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'pid file not written');
+    }
+  }
+
+  // ---- status -------------------------------------------------------------
+
+  private setStatus(change: Partial<ObservedStatus>): void {
+    const phaseChanged = change.phase !== undefined && change.phase !== this.status.phase;
+    this.status = { ...this.status, ...change };
+    if (phaseChanged) this.status.since = Date.now();
+    if (this.status.reason !== null && this.status.reason.length > 2000) {
+      this.status.reason = `${this.status.reason.slice(0, 1997)}...`;
+    }
+    const snapshot = this.current();
+    for (const listener of this.listeners) {
+      try {
+        listener(snapshot);
+      } catch (err) {
+        this.logger.error({ err: (err as Error).message }, 'status listener threw');
+      }
+    }
+  }
+}
+
+/** bwrap reports a child killed by signal N as exit code 128+N: turn that back into a signal. */
+function decodeExit(
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  kind: SandboxKind,
+): { code: number | null; signal: string | null } {
+  if (kind === 'bubblewrap' && code !== null && code > 128 && code <= 128 + 64) {
+    const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];
+    if (name !== undefined) return { code: null, signal: name };
+  }
+  return { code, signal };
+}
+
+function describeExit(exit: LastExit): string {
+  return exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+// ---- orphan reaping -------------------------------------------------------
+
+const PidRecordSchema = z.object({
+  name: z.string(),
+  revision: z.number(),
+  pid: z.number().int().positive(),
+  startTime: z.string().regex(/^\d+$/),
+  childPid: z.number().int().positive().nullable(),
+  childStartTime: z.string().regex(/^\d+$/).nullable(),
+  cgroupDirs: z.array(z.string()),
+  writtenAt: z.number(),
+});
+type PidRecord = z.infer<typeof PidRecordSchema>;
+
+export interface ReapedService {
+  name: string;
+  pid: number;
+  /** True when the recorded process was still alive and has been killed. */
+  killed: boolean;
+}
+
+/**
+ * After an agent restart: kill every service copy a previous agent left
+ * running (recorded in `<dataDir>/services/<name>/supervise/pid`, matched by
+ * pid AND start time so a reused pid is never hit), and remove the records.
+ * Run it before starting anything, so exactly one copy runs afterwards.
+ */
+export async function reapOrphans(dataDir: string, logger?: Logger): Promise<ReapedService[]> {
+  const servicesDir = join(dataDir, 'services');
+  const names = await readdir(servicesDir).catch(() => [] as string[]);
+  const reaped: ReapedService[] = [];
+  for (const name of names) {
+    const file = join(servicesDir, name, 'supervise', 'pid');
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch {
+      continue;
+    }
+    let record: PidRecord;
+    try {
+      record = PidRecordSchema.parse(JSON.parse(text));
+    } catch {
+      logger?.warn({ file }, 'unreadable pid file removed');
+      await rm(file, { force: true });
+      continue;
+    }
+    const alive = isSameProcessAlive(record.pid, record.startTime);
+    const childAlive =
+      record.childPid !== null && isSameProcessAlive(record.childPid, record.childStartTime ?? '');
+    if (alive) killQuietly(-record.pid, 'SIGKILL');
+    if (alive) killQuietly(record.pid, 'SIGKILL');
+    if (childAlive && record.childPid !== null) killQuietly(record.childPid, 'SIGKILL');
+    await killCgroupMembers(record.cgroupDirs);
+    if (alive) await waitUntilGone(record.pid, record.startTime, 5000);
+    if (childAlive && record.childPid !== null) {
+      await waitUntilGone(record.childPid, record.childStartTime ?? undefined, 5000);
+    }
+    await rm(file, { force: true });
+    reaped.push({ name, pid: record.pid, killed: alive || childAlive });
+    if (alive || childAlive)
+      logger?.warn({ service: name, pid: record.pid }, 'killed a service left by a previous agent');
+  }
+  return reaped;
+}

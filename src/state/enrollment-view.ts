@@ -1,0 +1,168 @@
+import type * as Y from 'yjs';
+import type { ClusterState } from './cluster-state.js';
+import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
+import {
+  type DrainFlag,
+  DrainFlagSchema,
+  NodeIdSchema,
+  type Revocation,
+  RevocationSchema,
+  type SignedEnrollment,
+  SignedEnrollmentSchema,
+} from './schemas.js';
+
+export interface EnrollmentViewOptions extends ViewOptions {
+  /**
+   * Signature check of an enrollment record: null when valid, else the
+   * reason. Records it rejects are skipped and reported (src/identity
+   * supplies it). Without it every schema-valid record is returned.
+   */
+  verify?: (record: SignedEnrollment) => string | null;
+  /** The same for revocations: an unsigned revocation must not revoke anyone. */
+  verifyRevocation?: (record: Revocation) => string | null;
+}
+
+/**
+ * Typed access to the enrollment document (docs/protocol.md, "Documents"):
+ * `nodes` (nodeId → SignedEnrollment), `revocations` (nodeId → Revocation),
+ * `draining` (nodeId → DrainFlag), each value a plain object.
+ */
+export class EnrollmentView {
+  private readonly state: ClusterState;
+  private readonly check: RecordChecker;
+  private readonly verify: EnrollmentViewOptions['verify'];
+  private readonly verifyRevocation: EnrollmentViewOptions['verifyRevocation'];
+  private readonly options: EnrollmentViewOptions;
+
+  constructor(options: EnrollmentViewOptions) {
+    this.options = options;
+    this.state = options.state;
+    this.check = new RecordChecker('enrollment', options);
+    this.verify = options.verify;
+    this.verifyRevocation = options.verifyRevocation;
+  }
+
+  private get doc(): Y.Doc {
+    return this.state.doc('enrollment');
+  }
+
+  private map(name: 'nodes' | 'revocations' | 'draining'): Y.Map<unknown> {
+    return this.doc.getMap(name);
+  }
+
+  /** Writes (or replaces) a node's signed record; durable on return. Does not check the signature. */
+  put(record: SignedEnrollment): SignedEnrollment {
+    const key = typeof record?.nodeId === 'string' ? record.nodeId : '?';
+    const valid = this.check.require('nodes', key, record, SignedEnrollmentSchema);
+    this.state.transactLocal('enrollment', () => this.map('nodes').set(valid.nodeId, valid));
+    return valid;
+  }
+
+  /** The node's record if present, schema-valid and verified. */
+  get(nodeId: string): SignedEnrollment | undefined {
+    return this.readNode(nodeId, this.map('nodes').get(nodeId));
+  }
+
+  /** Every schema-valid, verified record, sorted by node id. Revoked nodes included (see `active`). */
+  list(): SignedEnrollment[] {
+    const out: SignedEnrollment[] = [];
+    for (const [key, value] of [...this.map('nodes').entries()].sort(byKey)) {
+      const record = this.readNode(key, value);
+      if (record) out.push(record);
+    }
+    return out;
+  }
+
+  /** `list()` without revoked nodes. */
+  active(): SignedEnrollment[] {
+    const revoked = new Set(this.revocations().map((r) => r.nodeId));
+    return this.list().filter((record) => !revoked.has(record.nodeId));
+  }
+
+  /** Records a signed revocation; durable on return. Does not check the signature. */
+  revoke(revocation: Revocation): Revocation {
+    const key = typeof revocation?.nodeId === 'string' ? revocation.nodeId : '?';
+    const valid = this.check.require('revocations', key, revocation, RevocationSchema);
+    this.state.transactLocal('enrollment', () => this.map('revocations').set(valid.nodeId, valid));
+    return valid;
+  }
+
+  revocation(nodeId: string): Revocation | undefined {
+    return this.readRevocation(nodeId, this.map('revocations').get(nodeId));
+  }
+
+  isRevoked(nodeId: string): boolean {
+    return this.revocation(nodeId) !== undefined;
+  }
+
+  /** Every valid, verified revocation, sorted by node id. */
+  revocations(): Revocation[] {
+    const out: Revocation[] = [];
+    for (const [key, value] of [...this.map('revocations').entries()].sort(byKey)) {
+      const record = this.readRevocation(key, value);
+      if (record) out.push(record);
+    }
+    return out;
+  }
+
+  /** Sets the operator drain flag of `nodeId` (`draining: false` clears it, keeping who and when). */
+  setDraining(nodeId: string, flag: DrainFlag): DrainFlag {
+    const id = this.check.require('draining', String(nodeId), nodeId, NodeIdSchema);
+    const valid = this.check.require('draining', id, flag, DrainFlagSchema);
+    this.state.transactLocal('enrollment', () => this.map('draining').set(id, valid));
+    return valid;
+  }
+
+  /** Valid drain flags by node id (flags with `draining: false` included), in node id order. */
+  drainFlags(): Map<string, DrainFlag> {
+    const out = new Map<string, DrainFlag>();
+    for (const [key, value] of [...this.map('draining').entries()].sort(byKey)) {
+      if (!this.check.key('draining', key, value, NodeIdSchema)) continue;
+      const flag = this.check.parse('draining', key, value, DrainFlagSchema);
+      if (flag) out.set(key, flag);
+    }
+    return out;
+  }
+
+  isDraining(nodeId: string): boolean {
+    const value = this.map('draining').get(nodeId);
+    if (value === undefined) return false;
+    return this.check.parse('draining', nodeId, value, DrainFlagSchema)?.draining === true;
+  }
+
+  /**
+   * The raw entries of `nodes` or `revocations`, unchecked, for
+   * computeActiveNodes (src/identity), which applies the full rules
+   * (signature, revocation, duplicate IP/peer/key) in one pass.
+   */
+  rawEntries(map: 'nodes' | 'revocations'): [string, unknown][] {
+    return [...this.map(map).entries()].sort(byKey);
+  }
+
+  /** Calls `listener` after every transaction that changed any of the three maps. */
+  onChange(listener: (origin: unknown) => void): () => void {
+    const maps = [this.map('nodes'), this.map('revocations'), this.map('draining')];
+    return onMapsChange(this.doc, maps, this.options.logger, listener);
+  }
+
+  private readNode(key: string, value: unknown): SignedEnrollment | undefined {
+    if (value === undefined) return undefined;
+    const record = this.check.parse('nodes', key, value, SignedEnrollmentSchema, (r) =>
+      r.nodeId === key ? null : `record of node ${JSON.stringify(r.nodeId)} stored under another node's key`,
+    );
+    if (!record || !this.check.verified('nodes', key, value, record, this.verify)) return undefined;
+    return record;
+  }
+
+  private readRevocation(key: string, value: unknown): Revocation | undefined {
+    if (value === undefined) return undefined;
+    const record = this.check.parse('revocations', key, value, RevocationSchema, (r) =>
+      r.nodeId === key
+        ? null
+        : `revocation of node ${JSON.stringify(r.nodeId)} stored under another node's key`,
+    );
+    if (!record || !this.check.verified('revocations', key, value, record, this.verifyRevocation))
+      return undefined;
+    return record;
+  }
+}

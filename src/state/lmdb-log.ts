@@ -1,0 +1,419 @@
+import { type Database, open, type RootDatabase } from 'lmdb';
+import type { Logger } from 'pino';
+import type { Counter, Histogram, Registry } from 'prom-client';
+import { storePathProblem } from './lmdb-preflight.js';
+import {
+  decodeFrame,
+  docRange,
+  encodeFrame,
+  encodeQuarantined,
+  parseTailSeq,
+  type QuarantineKind,
+  quarantineKey,
+  snapshotKey,
+  tailKey,
+} from './log-frame.js';
+import { counterIn, histogramIn } from './metric-registry.js';
+import { DOC_NAMES, type DocName } from './names.js';
+import type { UpdateLog } from './update-log.js';
+
+/** Version of the byte layout in docs/protocol.md, "Durable storage (lmdb)". Bump on any change. */
+export const STORE_FORMAT_VERSION = 1;
+
+/**
+ * - `sync` (default): every commit is fdatasync'ed before `append` returns;
+ *   survives SIGKILL, kernel crash and power loss.
+ * - `nosync`: lmdb's MDB_NOSYNC. Commits still reach the OS page cache before
+ *   `append` returns, so a killed process loses nothing, but a kernel crash
+ *   or power loss may lose recent commits. For the simulator and benchmarks
+ *   that run many agents on one disk.
+ */
+export type Durability = 'sync' | 'nosync';
+
+export interface LmdbUpdateLogOptions {
+  /** Directory of the store (holds data.mdb and lock.mdb); created if missing. */
+  path: string;
+  logger: Logger;
+  registry: Registry;
+  durability?: Durability;
+}
+
+/** The store could not be opened; names the path and why. */
+export class StoreOpenError extends Error {
+  constructor(
+    readonly path: string,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(`cannot open silo store at ${path}: ${reason}`, options);
+    this.name = 'StoreOpenError';
+  }
+}
+
+type Bytes = Uint8Array;
+type BinaryDb = Database<Bytes, Bytes>;
+
+const DB_NAMES = ['meta', 'snapshots', 'tail', 'quarantine'] as const;
+const FORMAT_KEY = new TextEncoder().encode('format');
+
+interface DocCursor {
+  /** Seq the next appended entry gets; strictly above every seq in the tail and the snapshot's. */
+  nextSeq: number;
+  /** Tail entries since the last snapshot. */
+  tailCount: number;
+}
+
+interface BadEntry {
+  db: BinaryDb;
+  key: Bytes;
+  value: Bytes;
+  kind: QuarantineKind;
+  seq: number;
+  reason: string;
+}
+
+interface LogMetrics {
+  appends: Counter<'doc'>;
+  appendBytes: Counter<'doc'>;
+  appendSeconds: Histogram<'durability'>;
+  compactions: Counter<'doc'>;
+  corrupt: Counter<'doc' | 'kind'>;
+  loadSeconds: Histogram<'doc'>;
+}
+
+/**
+ * The durable update log of one node, in one lmdb environment.
+ *
+ * Every write is its own synchronous lmdb transaction (`transactionSync`,
+ * which commits with fdatasync unless `durability` is `nosync`). lmdb-js's
+ * `putSync` outside a transaction and its async `put` do NOT wait for the
+ * flush when `overlappingSync` is on (its default on Linux), so the store
+ * opens with `overlappingSync: false` and only ever writes through
+ * `transactionSync`.
+ */
+export class LmdbUpdateLog implements UpdateLog {
+  readonly path: string;
+  readonly durability: Durability;
+  private readonly logger: Logger;
+  private readonly metrics: LogMetrics;
+  private readonly root: RootDatabase<Bytes, Bytes>;
+  private readonly meta: BinaryDb;
+  private readonly snapshots: BinaryDb;
+  private readonly tail: BinaryDb;
+  private readonly quarantine: BinaryDb;
+  private readonly cursors = {} as Record<DocName, DocCursor>;
+  private closed = false;
+
+  /** Opens (or creates) the store synchronously; lmdb-js opens environments without awaiting. */
+  static open(options: LmdbUpdateLogOptions): LmdbUpdateLog {
+    return new LmdbUpdateLog(options);
+  }
+
+  constructor(options: LmdbUpdateLogOptions) {
+    this.path = options.path;
+    this.durability = options.durability ?? 'sync';
+    if (this.durability !== 'sync' && this.durability !== 'nosync') {
+      throw new TypeError(`durability must be "sync" or "nosync", got ${JSON.stringify(options.durability)}`);
+    }
+    this.logger = options.logger.child({ component: 'lmdb-log' });
+    this.metrics = createMetrics(options.registry);
+    const problem = storePathProblem(this.path);
+    if (problem !== null) throw new StoreOpenError(this.path, problem);
+    try {
+      this.root = open<Bytes, Bytes>(this.path, {
+        keyEncoding: 'binary',
+        encoding: 'binary',
+        overlappingSync: false,
+        noSync: this.durability === 'nosync',
+      });
+    } catch (err) {
+      throw new StoreOpenError(this.path, `lmdb refused it (${messageOf(err)})`, { cause: err });
+    }
+    try {
+      checkNoForeignDatabases(this.root, this.path);
+      const dbOptions = { keyEncoding: 'binary', encoding: 'binary' } as const;
+      this.meta = this.root.openDB<Bytes, Bytes>('meta', dbOptions);
+      this.snapshots = this.root.openDB<Bytes, Bytes>('snapshots', dbOptions);
+      this.tail = this.root.openDB<Bytes, Bytes>('tail', dbOptions);
+      this.quarantine = this.root.openDB<Bytes, Bytes>('quarantine', dbOptions);
+      this.checkFormatVersion();
+      for (const doc of DOC_NAMES) this.cursors[doc] = this.scanCursor(doc);
+    } catch (err) {
+      void this.root.close().catch(() => {});
+      if (err instanceof StoreOpenError) throw err;
+      throw new StoreOpenError(this.path, messageOf(err), { cause: err });
+    }
+    this.logger.debug({ path: this.path, durability: this.durability }, 'opened store');
+  }
+
+  load(doc: DocName): Uint8Array[] {
+    this.ensureOpen();
+    const end = this.metrics.loadSeconds.startTimer({ doc });
+    const updates: Uint8Array[] = [];
+    const bad: BadEntry[] = [];
+    let covered = 0;
+    const snapshot = this.snapshots.get(snapshotKey(doc));
+    if (snapshot !== undefined) {
+      const frame = decodeFrame(snapshot);
+      if (frame.ok) {
+        updates.push(frame.payload);
+        covered = frame.seq;
+      } else {
+        bad.push({
+          db: this.snapshots,
+          key: snapshotKey(doc),
+          value: snapshot,
+          kind: 'snapshot',
+          seq: 0,
+          reason: frame.reason,
+        });
+      }
+    }
+    let tailCount = 0;
+    const stale: Bytes[] = [];
+    for (const { key, value } of this.tail.getRange(docRange(doc))) {
+      const keySeq = parseTailSeq(doc, key);
+      const frame = decodeFrame(value);
+      if (keySeq === null) {
+        bad.push({ db: this.tail, key, value, kind: 'tail', seq: 0, reason: 'malformed key' });
+      } else if (!frame.ok) {
+        bad.push({ db: this.tail, key, value, kind: 'tail', seq: keySeq, reason: frame.reason });
+      } else if (frame.seq !== keySeq) {
+        bad.push({
+          db: this.tail,
+          key,
+          value,
+          kind: 'tail',
+          seq: keySeq,
+          reason: `entry says seq ${frame.seq}`,
+        });
+      } else if (frame.seq <= covered) {
+        // Compaction removes the covered tail in the snapshot's own
+        // transaction, so this needs a store edited by hand; harmless, as
+        // the snapshot already holds the entry.
+        stale.push(new Uint8Array(key));
+      } else {
+        updates.push(frame.payload);
+        tailCount++;
+      }
+    }
+    this.cursors[doc].tailCount = tailCount;
+    if (bad.length > 0) this.quarantineEntries(doc, bad);
+    if (stale.length > 0) this.dropStale(doc, stale);
+    end();
+    return updates;
+  }
+
+  append(doc: DocName, update: Uint8Array): void {
+    this.ensureOpen();
+    if (!(update instanceof Uint8Array)) throw new TypeError(`append to ${doc}: update must be a Uint8Array`);
+    const cursor = this.cursors[doc];
+    const frame = encodeFrame(cursor.nextSeq, update);
+    const end = this.metrics.appendSeconds.startTimer({ durability: this.durability });
+    try {
+      this.tail.transactionSync(() => {
+        this.tail.putSync(tailKey(doc, cursor.nextSeq), frame);
+      });
+    } catch (err) {
+      throw new Error(`silo store ${this.path}: append to ${doc} failed: ${messageOf(err)}`, { cause: err });
+    }
+    end();
+    cursor.nextSeq++;
+    cursor.tailCount++;
+    this.metrics.appends.inc({ doc });
+    this.metrics.appendBytes.inc({ doc }, update.byteLength);
+  }
+
+  tailLength(doc: DocName): number {
+    return this.cursors[doc].tailCount;
+  }
+
+  /**
+   * `snapshot` must hold every update appended so far (ClusterState passes
+   * the full document state right after an append). The snapshot is written
+   * and the whole tail removed in one transaction: a crash leaves either the
+   * old snapshot with its tail or the new snapshot alone.
+   */
+  compact(doc: DocName, snapshot: Uint8Array): void {
+    this.ensureOpen();
+    if (!(snapshot instanceof Uint8Array))
+      throw new TypeError(`compact ${doc}: snapshot must be a Uint8Array`);
+    const covered = this.cursors[doc].nextSeq - 1;
+    const frame = encodeFrame(covered, snapshot);
+    let removed = 0;
+    try {
+      this.tail.transactionSync(() => {
+        this.snapshots.putSync(snapshotKey(doc), frame);
+        const { start } = docRange(doc);
+        const keys = Array.from(
+          this.tail.getKeys({ start, end: tailKey(doc, covered + 1) }),
+          (k) => new Uint8Array(k),
+        );
+        for (const key of keys) this.tail.removeSync(key);
+        removed = keys.length;
+      });
+    } catch (err) {
+      throw new Error(`silo store ${this.path}: compaction of ${doc} failed: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+    this.cursors[doc].tailCount = 0;
+    this.metrics.compactions.inc({ doc });
+    this.logger.debug({ doc, removed, snapshotBytes: snapshot.byteLength, covered }, 'compacted');
+  }
+
+  /** Entries moved aside by `load` because they failed verification (for operators and tests). */
+  quarantined(doc?: DocName): { key: Uint8Array; value: Uint8Array }[] {
+    this.ensureOpen();
+    const range = doc ? docRange(doc) : {};
+    return Array.from(this.quarantine.getRange(range), ({ key, value }) => ({
+      key: new Uint8Array(key),
+      value: new Uint8Array(value),
+    }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.root.close();
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new Error(`silo store ${this.path} is closed`);
+  }
+
+  private checkFormatVersion(): void {
+    const stored = this.meta.get(FORMAT_KEY);
+    if (stored === undefined) {
+      const used = [this.snapshots, this.tail, this.quarantine].some(
+        (db) => db.getKeysCount({ limit: 1 }) > 0,
+      );
+      if (used) throw new StoreOpenError(this.path, 'it holds entries but no format version');
+      const value = new Uint8Array(4);
+      new DataView(value.buffer).setUint32(0, STORE_FORMAT_VERSION);
+      this.meta.transactionSync(() => {
+        this.meta.putSync(FORMAT_KEY, value);
+      });
+      return;
+    }
+    const version =
+      stored.byteLength === 4 ? new DataView(stored.buffer, stored.byteOffset, 4).getUint32(0) : undefined;
+    if (version !== STORE_FORMAT_VERSION) {
+      throw new StoreOpenError(
+        this.path,
+        `it was written in store format version ${version ?? `<${stored.byteLength} bytes>`}, ` +
+          `this build reads version ${STORE_FORMAT_VERSION}`,
+      );
+    }
+  }
+
+  private scanCursor(doc: DocName): DocCursor {
+    let last = 0;
+    let count = 0;
+    for (const key of this.tail.getKeys(docRange(doc))) {
+      const seq = parseTailSeq(doc, key);
+      if (seq !== null && seq > last) last = seq;
+      count++;
+    }
+    const snapshot = this.snapshots.get(snapshotKey(doc));
+    const frame = snapshot === undefined ? undefined : decodeFrame(snapshot);
+    if (frame?.ok && frame.seq > last) last = frame.seq;
+    return { nextSeq: last + 1, tailCount: count };
+  }
+
+  /**
+   * Moves entries that failed verification to the `quarantine` db. The
+   * document loads without them (peers re-supply the content by sync), and
+   * the store keeps opening: a failure here is logged, never thrown.
+   */
+  private quarantineEntries(doc: DocName, bad: BadEntry[]): void {
+    const at = Date.now();
+    for (const entry of bad) {
+      this.metrics.corrupt.inc({ doc, kind: entry.kind });
+      this.logger.error(
+        { doc, kind: entry.kind, seq: entry.seq, bytes: entry.value.byteLength, reason: entry.reason },
+        'corrupt store entry quarantined; its content will be re-supplied by peers through sync',
+      );
+    }
+    try {
+      this.root.transactionSync(() => {
+        for (const entry of bad) {
+          const value = encodeQuarantined(entry.reason, entry.value);
+          this.quarantine.putSync(quarantineKey(doc, entry.kind, entry.seq, at), value);
+          entry.db.removeSync(entry.key);
+        }
+      });
+    } catch (err) {
+      this.logger.error(
+        { err, doc },
+        'could not move corrupt entries to quarantine; they stay and are skipped',
+      );
+    }
+  }
+
+  private dropStale(doc: DocName, keys: Bytes[]): void {
+    this.logger.warn({ doc, entries: keys.length }, 'removing tail entries already covered by the snapshot');
+    try {
+      this.tail.transactionSync(() => {
+        for (const key of keys) this.tail.removeSync(key);
+      });
+    } catch (err) {
+      this.logger.error({ err, doc }, 'could not remove stale tail entries; they are skipped');
+    }
+  }
+}
+
+function createMetrics(registry: Registry): LogMetrics {
+  return {
+    appends: counterIn(registry, {
+      name: 'silo_state_log_appends_total',
+      help: 'Updates appended to the durable log',
+      labelNames: ['doc'],
+    }),
+    appendBytes: counterIn(registry, {
+      name: 'silo_state_log_append_bytes_total',
+      help: 'Bytes of updates appended to the durable log (payload, without frame header)',
+      labelNames: ['doc'],
+    }),
+    appendSeconds: histogramIn(registry, {
+      name: 'silo_state_log_append_seconds',
+      help: 'Time for one durable append, commit and flush included',
+      labelNames: ['durability'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+    }),
+    compactions: counterIn(registry, {
+      name: 'silo_state_log_compactions_total',
+      help: 'Snapshots written, each replacing the tail it covers',
+      labelNames: ['doc'],
+    }),
+    corrupt: counterIn(registry, {
+      name: 'silo_state_log_corrupt_entries_total',
+      help: 'Store entries that failed verification at load and were quarantined',
+      labelNames: ['doc', 'kind'],
+    }),
+    loadSeconds: histogramIn(registry, {
+      name: 'silo_state_log_load_seconds',
+      help: 'Time to read and verify one document (snapshot and tail) at start-up',
+      labelNames: ['doc'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
+    }),
+  };
+}
+
+/** A valid lmdb environment written by another program has other databases or keys in its root. */
+function checkNoForeignDatabases(root: RootDatabase<Bytes, Bytes>, path: string): void {
+  const known = new Set<string>(DB_NAMES);
+  for (const key of root.getKeys()) {
+    const name = Buffer.from(key).toString('utf8').replace(/\0$/, '');
+    if (!known.has(name)) {
+      throw new StoreOpenError(
+        path,
+        `it is an lmdb store of another program (root key ${JSON.stringify(name)})`,
+      );
+    }
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,206 @@
+import type { Logger } from 'pino';
+import type { Counter, Registry } from 'prom-client';
+import * as Y from 'yjs';
+import type { z } from 'zod';
+import type { ClusterState } from './cluster-state.js';
+import { counterIn } from './metric-registry.js';
+import type { DocName } from './names.js';
+
+/**
+ * Shared by the typed views: checks what a Y.Map holds against a zod schema
+ * and reports what does not fit. The maps are written by every enrolled
+ * node, so a reader must expect anything in them (a number, a nested Y.Map,
+ * a record from a newer version) and skip it without throwing.
+ */
+
+export interface InvalidRecord {
+  doc: DocName;
+  map: string;
+  key: string;
+  reason: string;
+  /** `invalid`: fails the schema. `unverified`: schema-valid but rejected by a verify hook. */
+  kind: 'invalid' | 'unverified';
+}
+
+export type InvalidRecordHandler = (record: InvalidRecord) => void;
+
+/** What every view takes. */
+export interface ViewOptions {
+  state: ClusterState;
+  logger: Logger;
+  registry: Registry;
+  /** Called once per distinct bad value (after logging and counting). */
+  onInvalid?: InvalidRecordHandler;
+}
+
+/** A writer was handed a record that does not match its schema; nothing was written. */
+export class InvalidRecordError extends Error {
+  constructor(
+    readonly doc: DocName,
+    readonly map: string,
+    readonly key: string,
+    readonly reason: string,
+  ) {
+    super(`invalid ${doc}/${map} record ${JSON.stringify(key)}: ${reason}`);
+    this.name = 'InvalidRecordError';
+  }
+}
+
+export function describeZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(record)'}: ${issue.message}`)
+    .join('; ');
+}
+
+/** Code-point order, the same on every node (Y.Map iteration order is not). */
+export function byKey<T>(a: [string, T], b: [string, T]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+export class RecordChecker {
+  private readonly logger: Logger;
+  private readonly invalidTotal: Counter<'doc' | 'map'>;
+  private readonly unverifiedTotal: Counter<'doc' | 'map'>;
+  private readonly onInvalid: InvalidRecordHandler | undefined;
+  /**
+   * Last bad value reported per map/key. Level-triggered readers list the
+   * maps on every change; without this a single bad value would be logged
+   * and counted on every read. A changed value under the key is reported
+   * anew.
+   */
+  private readonly reported = new Map<string, unknown>();
+
+  constructor(
+    readonly doc: DocName,
+    options: ViewOptions,
+  ) {
+    this.logger = options.logger.child({ component: `${doc}-view` });
+    this.onInvalid = options.onInvalid;
+    this.invalidTotal = counterIn(options.registry, {
+      name: 'silo_state_invalid_records_total',
+      help: 'Distinct values in a document map that failed schema validation and were skipped by readers',
+      labelNames: ['doc', 'map'],
+    });
+    this.unverifiedTotal = counterIn(options.registry, {
+      name: 'silo_state_unverified_records_total',
+      help: 'Distinct schema-valid records rejected by a verify hook (e.g. a bad CA signature) and skipped',
+      labelNames: ['doc', 'map'],
+    });
+  }
+
+  /**
+   * `value` parsed by `schema` (a fresh copy: callers may not mutate the
+   * document through it), or undefined after reporting why not.
+   * `keyCheck` ties the key to the record (e.g. a node's record under
+   * another node's id is invalid); it returns a reason or null.
+   */
+  parse<T>(
+    map: string,
+    key: string,
+    value: unknown,
+    schema: z.ZodType<T>,
+    keyCheck?: (record: T) => string | null,
+  ): T | undefined {
+    if (value instanceof Y.AbstractType) {
+      this.report(map, key, value, 'a nested Yjs type where a plain record belongs', 'invalid');
+      return undefined;
+    }
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      this.report(map, key, value, describeZodError(result.error), 'invalid');
+      return undefined;
+    }
+    const keyProblem = keyCheck?.(result.data) ?? null;
+    if (keyProblem !== null) {
+      this.report(map, key, value, keyProblem, 'invalid');
+      return undefined;
+    }
+    // Forget a bad value once the key holds another one. The same value may
+    // still be pending a verify rejection, which must not be re-reported.
+    const id = slot(map, key);
+    if (this.reported.has(id) && !Object.is(this.reported.get(id), value)) this.reported.delete(id);
+    return result.data;
+  }
+
+  /**
+   * Checks a map key on its own (e.g. a node id), reporting a bad one.
+   * `subject` is the part checked when `key` is a path (`node/workload`).
+   */
+  key(map: string, key: string, value: unknown, schema: z.ZodType<string>, subject: string = key): boolean {
+    const result = schema.safeParse(subject);
+    if (result.success) return true;
+    this.report(map, key, value, `bad key: ${describeZodError(result.error)}`, 'invalid');
+    return false;
+  }
+
+  /** Applies a verify hook; reports and returns false on rejection. */
+  verified<T>(
+    map: string,
+    key: string,
+    value: unknown,
+    record: T,
+    verify?: (record: T) => string | null,
+  ): boolean {
+    if (!verify) return true;
+    let reason: string | null;
+    try {
+      reason = verify(record);
+    } catch (err) {
+      reason = `verifier threw: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (reason === null) return true;
+    this.report(map, key, value, reason, 'unverified');
+    return false;
+  }
+
+  report(map: string, key: string, value: unknown, reason: string, kind: InvalidRecord['kind']): void {
+    const id = slot(map, key);
+    if (this.reported.has(id) && Object.is(this.reported.get(id), value)) return;
+    this.reported.set(id, value);
+    (kind === 'invalid' ? this.invalidTotal : this.unverifiedTotal).inc({ doc: this.doc, map });
+    this.logger.warn({ doc: this.doc, map, key, reason, kind }, 'skipping bad record in replicated document');
+    try {
+      this.onInvalid?.({ doc: this.doc, map, key, reason, kind });
+    } catch (err) {
+      this.logger.error({ err }, 'onInvalid handler failed');
+    }
+  }
+
+  /** Validates a record for a writer; throws InvalidRecordError instead of reporting. */
+  require<T>(map: string, key: string, value: unknown, schema: z.ZodType<T>): T {
+    const result = schema.safeParse(value);
+    if (!result.success) throw new InvalidRecordError(this.doc, map, key, describeZodError(result.error));
+    return result.data;
+  }
+}
+
+/**
+ * Calls `listener` once after every transaction that changed one of `maps`
+ * (deep changes included), with the transaction origin. Listener errors are
+ * logged, not thrown: Yjs would otherwise raise them out of the writer's
+ * `transact` after the write was already durable.
+ */
+export function onMapsChange(
+  doc: Y.Doc,
+  maps: Y.Map<unknown>[],
+  logger: Logger,
+  listener: (origin: unknown) => void,
+): () => void {
+  const watched = new Set<unknown>(maps);
+  const handler = (tr: Y.Transaction): void => {
+    // changedParentTypes holds every changed type and all its ancestors, so
+    // a change inside a nested map shows up under its top-level map.
+    if (![...tr.changedParentTypes.keys()].some((type) => watched.has(type))) return;
+    try {
+      listener(tr.origin);
+    } catch (err) {
+      logger.error({ err }, 'view change listener failed');
+    }
+  };
+  doc.on('afterTransaction', handler);
+  return () => doc.off('afterTransaction', handler);
+}
+
+function slot(map: string, key: string): string {
+  return `${map}\u0000${key}`;
+}

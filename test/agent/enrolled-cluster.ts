@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NodeAgent } from '../../src/agent/node-agent.js';
+import type { EnrollmentBundle } from '../../src/identity/bundle.js';
+import { issueEnrollment } from '../../src/identity/ca.js';
+import {
+  createNodeIdentity,
+  enrollmentRequest,
+  type NodeIdentity,
+  x25519WgKeys,
+} from '../../src/identity/node-identity.js';
+import { createOrg, type Org } from '../../src/identity/org.js';
+import { silentLogger } from '../../src/util/logger.js';
+
+export const ORG_NAME = 'acme';
+
+/** Small timings so tests finish quickly. */
+export const FAST_GOSSIP = {
+  heartbeatMs: 200,
+  suspectAfterMs: 600,
+  deadAfterMs: 1500,
+  syncGraceMs: 600,
+  syncIntervalMs: 2000,
+  redialIntervalMs: 200,
+  redialBackoffMaxMs: 1000,
+  meshCheckIntervalMs: 300,
+};
+
+export interface EnrolledNode {
+  nodeId: string;
+  identity: NodeIdentity;
+  bundle: EnrollmentBundle;
+  dataDir: string;
+}
+
+/** An org with a CA, and helpers that enroll and start agents on loopback with durable stores. */
+export class EnrolledCluster {
+  readonly org: Org = createOrg({ name: ORG_NAME, overlayCidr: '10.77.0.0/24' });
+  readonly root = mkdtempSync(join(tmpdir(), 'silo-agent-'));
+  readonly agents = new Map<string, NodeAgent>();
+  private readonly allocated: string[] = [];
+
+  async enroll(nodeId: string, seedPeers: string[] = []): Promise<EnrolledNode> {
+    const identity = await createNodeIdentity(nodeId, { wgKeys: x25519WgKeys });
+    const request = enrollmentRequest(identity, {
+      endpoints: [],
+      capacity: { cpus: 2, memoryMb: 2048, scratchMb: 4096 },
+      labels: {},
+    });
+    const bundle = issueEnrollment(this.org, request, { allocatedIps: this.allocated, seedPeers });
+    this.allocated.push(bundle.record.overlayIp);
+    return { nodeId, identity, bundle, dataDir: join(this.root, nodeId) };
+  }
+
+  async start(node: EnrolledNode, bootstrap: string[] = []): Promise<NodeAgent> {
+    const agent = await NodeAgent.create({
+      org: ORG_NAME,
+      nodeId: node.nodeId,
+      dataDir: node.dataDir,
+      logger: silentLogger(),
+      trust: { bundle: node.bundle },
+      gossip: { ...FAST_GOSSIP, privateKey: node.identity.libp2pPrivateKey, bootstrap },
+    });
+    await agent.start();
+    this.agents.set(node.nodeId, agent);
+    return agent;
+  }
+
+  async stop(nodeId: string): Promise<void> {
+    const agent = this.agents.get(nodeId);
+    this.agents.delete(nodeId);
+    await agent?.stop();
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.agents.keys()].map((id) => this.stop(id)));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export async function waitFor(what: string, condition: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

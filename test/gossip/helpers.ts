@@ -1,0 +1,122 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { GossipLayer, type GossipLayerOptions } from '../../src/gossip/index.js';
+import { ClusterState } from '../../src/state/cluster-state.js';
+import { DOC_NAMES } from '../../src/state/names.js';
+
+export const ORG = 'testorg';
+export const silentLogger = pino({ level: 'silent' });
+
+export interface TestNode {
+  nodeId: string;
+  state: ClusterState;
+  registry: Registry;
+  gossip: GossipLayer;
+}
+
+export type NodeOverrides = Partial<
+  Omit<GossipLayerOptions, 'org' | 'nodeId' | 'state' | 'logger' | 'registry'>
+> & {
+  maxUpdateBytes?: number;
+};
+
+/** Small timings so tests finish quickly; real libp2p over loopback TCP. */
+export const FAST: NodeOverrides = {
+  heartbeatMs: 200,
+  suspectAfterMs: 600,
+  deadAfterMs: 1500,
+  syncGraceMs: 600,
+  syncIntervalMs: 2000,
+  redialIntervalMs: 200,
+  redialBackoffMaxMs: 1000,
+  meshCheckIntervalMs: 300,
+};
+
+export async function startNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
+  const { maxUpdateBytes, ...gossipOverrides } = overrides;
+  const state = new ClusterState({ logger: silentLogger, maxUpdateBytes });
+  const registry = new Registry();
+  const gossip = await GossipLayer.create({
+    org: ORG,
+    nodeId,
+    state,
+    logger: silentLogger,
+    registry,
+    ...FAST,
+    ...gossipOverrides,
+  });
+  await gossip.start();
+  return { nodeId, state, registry, gossip };
+}
+
+/** Starts `n` nodes; each dials the first node, so the cluster is connected from the start. */
+export async function startCluster(n: number, overrides: NodeOverrides = {}): Promise<TestNode[]> {
+  const nodes: TestNode[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const bootstrap = nodes.length > 0 ? [nodes[0]!.gossip.multiaddrs()[0]!] : [];
+      nodes.push(await startNode(`node-${i}`, { bootstrap, ...overrides }));
+    }
+  } catch (err) {
+    await stopAll(nodes);
+    throw err;
+  }
+  return nodes;
+}
+
+export async function stopAll(nodes: TestNode[]): Promise<void> {
+  await Promise.allSettled(nodes.map((n) => stopNode(n)));
+}
+
+export async function stopNode(node: TestNode): Promise<void> {
+  await node.gossip.stop();
+  await node.state.close();
+}
+
+export async function waitFor(
+  what: string,
+  condition: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+  pollMs = 25,
+): Promise<number> {
+  const started = Date.now();
+  while (true) {
+    if (await condition()) return Date.now() - started;
+    if (Date.now() - started > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+
+export function digestsEqual(nodes: TestNode[]): boolean {
+  const first = nodes[0]!.state.digestsAll();
+  return nodes.every((n) => {
+    const d = n.state.digestsAll();
+    return DOC_NAMES.every((doc) => d[doc] === first[doc]);
+  });
+}
+
+/** Writes `key = value` into the workloads document's `specs` map on `node`. */
+export function writeSpec(node: TestNode, key: string, value: unknown): void {
+  node.state.transactLocal('workloads', (doc) => doc.getMap('specs').set(key, value));
+}
+
+export function readSpec(node: TestNode, key: string): unknown {
+  return node.state.doc('workloads').getMap('specs').get(key);
+}
+
+export async function metricValue(
+  node: TestNode,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const metric = node.registry.getSingleMetric(name);
+  if (!metric) return 0;
+  const { values } = await metric.get();
+  let total = 0;
+  for (const v of values) {
+    const vl = v.labels as Record<string, string | number>;
+    if (Object.entries(labels).every(([k, val]) => String(vl[k]) === val)) total += v.value;
+  }
+  return total;
+}

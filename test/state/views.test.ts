@@ -1,0 +1,358 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Registry } from 'prom-client';
+import * as Y from 'yjs';
+import { ClusterState } from '../../src/state/cluster-state.js';
+import { EnrollmentView } from '../../src/state/enrollment-view.js';
+import { Origin } from '../../src/state/names.js';
+import { ObservedView } from '../../src/state/observed-view.js';
+import { type InvalidRecord, InvalidRecordError } from '../../src/state/record-check.js';
+import type { SignedEnrollment } from '../../src/state/schemas.js';
+import { WorkloadsView } from '../../src/state/workloads-view.js';
+import { drainFlag, enrollmentRecord, observedStatus, workloadSpec } from '../fixtures/state-records.js';
+import { metricValue, quietLogger } from '../fixtures/state-store.js';
+
+function setup(extra: { verify?: (r: SignedEnrollment) => string | null } = {}) {
+  const state = new ClusterState({ logger: quietLogger });
+  const registry = new Registry();
+  const invalid: InvalidRecord[] = [];
+  const options = { state, logger: quietLogger, registry, onInvalid: (r: InvalidRecord) => invalid.push(r) };
+  return {
+    state,
+    registry,
+    invalid,
+    enrollment: new EnrollmentView({ ...options, ...extra }),
+    workloads: new WorkloadsView(options),
+    observed: new ObservedView({ ...options, nodeId: 'node-a' }),
+  };
+}
+
+/**
+ * Writes raw values into a document the way a misbehaving peer would: in its
+ * own Y.Doc, delivered as a remote update.
+ */
+function fromPeer(
+  state: ClusterState,
+  doc: 'enrollment' | 'workloads' | 'observed',
+  write: (d: Y.Doc) => void,
+) {
+  const peer = new Y.Doc();
+  Y.applyUpdate(peer, state.encodeDiff(doc));
+  const sv = Y.encodeStateVector(peer);
+  peer.transact(() => write(peer));
+  state.applyRemote(doc, Y.encodeStateAsUpdate(peer, sv), Origin.remote);
+}
+
+const invalidTotal = (registry: Registry, labels: Record<string, string> = {}) =>
+  metricValue(registry, 'silo_state_invalid_records_total', labels);
+
+describe('EnrollmentView', () => {
+  test('put, get, list, revoke, drain', () => {
+    const { enrollment } = setup();
+    enrollment.put(enrollmentRecord('node-b', 2));
+    enrollment.put(enrollmentRecord('node-a', 1));
+    assert.deepEqual(
+      enrollment.list().map((r) => r.nodeId),
+      ['node-a', 'node-b'],
+    );
+    assert.equal(enrollment.get('node-a')?.overlayIp, '10.0.0.2');
+    assert.equal(enrollment.get('node-z'), undefined);
+    assert.equal(enrollment.isRevoked('node-b'), false);
+    enrollment.revoke({ nodeId: 'node-b', revokedAt: 5, reason: 'lost', cert: 'c2ln' });
+    assert.equal(enrollment.isRevoked('node-b'), true);
+    assert.deepEqual(
+      enrollment.active().map((r) => r.nodeId),
+      ['node-a'],
+    );
+    enrollment.setDraining('node-a', drainFlag(7));
+    enrollment.setDraining('node-b', drainFlag(8, false));
+    assert.equal(enrollment.isDraining('node-a'), true);
+    assert.equal(enrollment.isDraining('node-b'), false);
+    assert.deepEqual([...enrollment.drainFlags().keys()], ['node-a', 'node-b']);
+  });
+
+  test('returned records are copies: mutating them does not touch the document', () => {
+    const { enrollment } = setup();
+    enrollment.put(enrollmentRecord('node-a'));
+    const record = enrollment.get('node-a');
+    assert.ok(record);
+    record.labels.zone = 'mutated';
+    assert.equal(enrollment.get('node-a')?.labels.zone, 'a');
+  });
+
+  test('writers reject invalid records with a clear error and write nothing', () => {
+    const { enrollment, state } = setup();
+    const before = state.digest('enrollment');
+    assert.throws(
+      () => enrollment.put({ ...enrollmentRecord('node-a'), wgPublicKey: 'short' }),
+      (err: unknown) =>
+        err instanceof InvalidRecordError &&
+        /enrollment\/nodes record "node-a": wgPublicKey/.test(err.message),
+    );
+    assert.throws(
+      () =>
+        enrollment.put({ ...enrollmentRecord('node-a'), capacity: { cpus: -1, memoryMb: 1, scratchMb: 0 } }),
+      /capacity\.cpus/,
+    );
+    assert.throws(() => enrollment.put(null as unknown as SignedEnrollment), InvalidRecordError);
+    assert.throws(() => enrollment.setDraining('Not A Node', drainFlag(1)), /draining record "Not A Node"/);
+    assert.throws(
+      () => enrollment.revoke({ nodeId: 'node-a', revokedAt: -1, reason: '', cert: 'c2ln' }),
+      /revokedAt/,
+    );
+    assert.equal(state.digest('enrollment'), before);
+  });
+
+  test('garbage from a peer is skipped, counted once per value, and never thrown', async () => {
+    const { enrollment, state, registry, invalid } = setup();
+    enrollment.put(enrollmentRecord('node-a'));
+    fromPeer(state, 'enrollment', (d) => {
+      const nodes = d.getMap('nodes');
+      nodes.set('node-n', 42);
+      nodes.set('node-m', new Y.Map());
+      nodes.set('node-o', enrollmentRecord('node-other'));
+      nodes.set('node-p', { ...enrollmentRecord('node-p'), overlayIp: '999.1.1.1' });
+      nodes.set('node-q', null);
+      d.getMap('revocations').set('node-a', 'revoked!');
+      d.getMap('draining').set('BAD KEY', drainFlag(1));
+      d.getMap('draining').set('node-a', { draining: 'yes' });
+    });
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(
+        enrollment.list().map((r) => r.nodeId),
+        ['node-a'],
+      );
+      assert.equal(enrollment.isRevoked('node-a'), false);
+      assert.deepEqual([...enrollment.drainFlags().keys()], []);
+      assert.equal(enrollment.isDraining('node-a'), false);
+      assert.equal(enrollment.get('node-m'), undefined);
+    }
+    assert.equal(await invalidTotal(registry, { doc: 'enrollment', map: 'nodes' }), 5);
+    assert.equal(await invalidTotal(registry, { doc: 'enrollment', map: 'revocations' }), 1);
+    assert.equal(await invalidTotal(registry, { doc: 'enrollment', map: 'draining' }), 2);
+    assert.equal(invalid.length, 8);
+    const byKey = new Map(invalid.map((r) => [r.key, r.reason]));
+    assert.match(byKey.get('node-m') ?? '', /nested Yjs type/);
+    assert.match(byKey.get('node-o') ?? '', /another node's key/);
+    assert.match(byKey.get('node-p') ?? '', /overlayIp/);
+    assert.match(byKey.get('BAD KEY') ?? '', /bad key/);
+    // A new bad value under a reported key is reported again.
+    fromPeer(state, 'enrollment', (d) => d.getMap('nodes').set('node-n', 'still bad'));
+    enrollment.list();
+    assert.equal(await invalidTotal(registry, { doc: 'enrollment', map: 'nodes' }), 6);
+  });
+
+  test('the verify hook filters records and reports rejects once', async () => {
+    const { enrollment, registry, invalid } = setup({
+      verify: (r) => (r.cert === 'Z29vZA==' ? null : 'bad CA signature'),
+    });
+    enrollment.put({ ...enrollmentRecord('node-a'), cert: 'Z29vZA==' });
+    enrollment.put({ ...enrollmentRecord('node-b'), cert: 'YmFk' });
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(
+        enrollment.list().map((r) => r.nodeId),
+        ['node-a'],
+      );
+      assert.equal(enrollment.get('node-b'), undefined);
+    }
+    assert.equal(await metricValue(registry, 'silo_state_unverified_records_total', { map: 'nodes' }), 1);
+    assert.equal(await invalidTotal(registry), 0);
+    assert.deepEqual(invalid, [
+      { doc: 'enrollment', map: 'nodes', key: 'node-b', reason: 'bad CA signature', kind: 'unverified' },
+    ]);
+  });
+
+  test('a throwing verifier counts as a rejection, not a crash', () => {
+    const { enrollment, invalid } = setup({
+      verify: () => {
+        throw new Error('boom');
+      },
+    });
+    enrollment.put(enrollmentRecord('node-a'));
+    assert.deepEqual(enrollment.list(), []);
+    assert.match(invalid[0]?.reason ?? '', /verifier threw: boom/);
+  });
+});
+
+describe('WorkloadsView', () => {
+  test('put bumps the revision on change only; get, list, delete', () => {
+    const { workloads } = setup();
+    assert.equal(workloads.put(workloadSpec('web')).revision, 1);
+    assert.equal(workloads.put(workloadSpec('web', { revision: 99 })).revision, 1, 'unchanged spec: no bump');
+    assert.equal(workloads.put(workloadSpec('web', { cpus: 2 })).revision, 2);
+    assert.equal(workloads.put(workloadSpec('web', { cpus: 3 })).revision, 3);
+    workloads.put(workloadSpec('db'));
+    assert.deepEqual(
+      workloads.list().map((s) => [s.name, s.revision]),
+      [
+        ['db', 1],
+        ['web', 3],
+      ],
+    );
+    assert.equal(workloads.get('web')?.cpus, 3);
+    assert.equal(workloads.delete('web'), true);
+    assert.equal(workloads.delete('web'), false);
+    assert.equal(workloads.get('web'), undefined);
+  });
+
+  test('writers reject invalid specs with a clear error', () => {
+    const { workloads } = setup();
+    assert.throws(
+      () => workloads.put(workloadSpec('web', { imageDigest: 'md5:abc' })),
+      (err: unknown) =>
+        err instanceof InvalidRecordError && /workloads\/specs record "web": imageDigest/.test(err.message),
+    );
+    assert.throws(() => workloads.put(workloadSpec('Web Server')), /name: workload name/);
+    assert.throws(() => workloads.put(workloadSpec('web', { env: { 'BAD-NAME': 'x' } })), /env/);
+    assert.throws(() => workloads.delete('../etc'), InvalidRecordError);
+    assert.deepEqual(workloads.list(), []);
+  });
+
+  test('garbage from a peer is skipped and counted; a valid put over it starts at revision 1', async () => {
+    const { workloads, state, registry } = setup();
+    workloads.put(workloadSpec('ok'));
+    fromPeer(state, 'workloads', (d) => {
+      const specs = d.getMap('specs');
+      specs.set('num', 7);
+      specs.set('arr', [1, 2, 3]);
+      specs.set('nested', new Y.Map([['name', 'nested']]));
+      specs.set('wrong', { ...workloadSpec('right'), revision: 1 });
+      specs.set('bytes', new Uint8Array([1, 2]));
+      specs.set('norev', workloadSpec('norev'));
+    });
+    assert.deepEqual(
+      workloads.list().map((s) => s.name),
+      ['ok'],
+    );
+    assert.equal(await invalidTotal(registry, { doc: 'workloads', map: 'specs' }), 6);
+    assert.equal(workloads.put(workloadSpec('num')).revision, 1);
+    assert.deepEqual(
+      workloads.list().map((s) => s.name),
+      ['num', 'ok'],
+    );
+  });
+});
+
+describe('ObservedView', () => {
+  test('a node writes its own statuses; reads cover every node', () => {
+    const { observed, state } = setup();
+    observed.setStatus('node-a', 'web', observedStatus(1));
+    observed.setStatus('node-a', 'db', observedStatus(2, { phase: 'starting' }));
+    assert.ok(state.doc('observed').getMap('nodes').get('node-a') instanceof Y.Map);
+    // Another node's entry, as replicated from it.
+    const other = new ObservedView({
+      state,
+      logger: quietLogger,
+      registry: new Registry(),
+      nodeId: 'node-b',
+    });
+    other.setStatus('node-b', 'web', observedStatus(3, { phase: 'released' }));
+    assert.equal(observed.get('node-a', 'db')?.phase, 'starting');
+    assert.deepEqual([...observed.listForNode('node-a').keys()], ['db', 'web']);
+    assert.deepEqual(
+      [...observed.listAll()].map(([node, statuses]) => [node, [...statuses.keys()]]),
+      [
+        ['node-a', ['db', 'web']],
+        ['node-b', ['web']],
+      ],
+    );
+    assert.equal(observed.remove('node-a', 'db'), true);
+    assert.equal(observed.remove('node-a', 'db'), false);
+    assert.equal(observed.get('node-a', 'db'), undefined);
+  });
+
+  test('writing or removing for another node, and invalid statuses, throw clear errors', () => {
+    const { observed } = setup();
+    assert.throws(
+      () => observed.setStatus('node-b', 'web', observedStatus(1)),
+      /may not set a status for node "node-b"/,
+    );
+    assert.throws(() => observed.remove('node-b', 'web'), /may not remove a status/);
+    assert.throws(
+      () => observed.setStatus('node-a', 'web', observedStatus(1, { phase: 'exploded' as 'running' })),
+      (err: unknown) => err instanceof InvalidRecordError && /node-a\/web.*phase/.test(err.message),
+    );
+    assert.throws(() => observed.setStatus('node-a', 'Bad Name', observedStatus(1)), /workload name/);
+    assert.throws(
+      () =>
+        new ObservedView({
+          state: new ClusterState({ logger: quietLogger }),
+          logger: quietLogger,
+          registry: new Registry(),
+          nodeId: 'Node A',
+        }),
+      InvalidRecordError,
+    );
+  });
+
+  test('garbage from peers is skipped and counted; a garbage own entry is replaced on write', async () => {
+    const { observed, state, registry } = setup();
+    observed.setStatus('node-a', 'web', observedStatus(1));
+    fromPeer(state, 'observed', (d) => {
+      const nodes = d.getMap('nodes');
+      nodes.set('node-x', 5);
+      nodes.set('node-y', { web: observedStatus(1) });
+      const inner = new Y.Map<unknown>();
+      nodes.set('node-z', inner);
+      inner.set('web', observedStatus(2));
+      inner.set('db', { phase: 'running' });
+      inner.set('nested', new Y.Map());
+      inner.set('BAD', observedStatus(2));
+    });
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(
+        [...observed.listAll()].map(([node, statuses]) => [node, [...statuses.keys()]]),
+        [
+          ['node-a', ['web']],
+          ['node-z', ['web']],
+        ],
+      );
+      assert.deepEqual([...observed.listForNode('node-x').keys()], []);
+      assert.equal(observed.get('node-y', 'web'), undefined);
+    }
+    assert.equal(await invalidTotal(registry, { doc: 'observed', map: 'nodes' }), 5);
+
+    // A peer overwrote this node's own entry with garbage: the next write replaces it.
+    fromPeer(state, 'observed', (d) => d.getMap('nodes').set('node-a', 'garbage'));
+    assert.deepEqual([...observed.listForNode('node-a').keys()], []);
+    observed.setStatus('node-a', 'db', observedStatus(9));
+    assert.deepEqual([...observed.listForNode('node-a').keys()], ['db']);
+  });
+});
+
+describe('onChange', () => {
+  test('fires once per transaction that touches the view, deep and remote changes included', () => {
+    const { state, workloads, observed, enrollment } = setup();
+    const seen = { workloads: [] as unknown[], observed: [] as unknown[], enrollment: [] as unknown[] };
+    const offW = workloads.onChange((origin) => seen.workloads.push(origin));
+    observed.onChange((origin) => seen.observed.push(origin));
+    enrollment.onChange((origin) => seen.enrollment.push(origin));
+
+    workloads.put(workloadSpec('web'));
+    observed.setStatus('node-a', 'web', observedStatus(1)); // creates the inner map
+    observed.setStatus('node-a', 'web', observedStatus(2)); // deep change only
+    state.transactLocal('enrollment', (d) => {
+      d.getMap('nodes').set('node-a', 1);
+      d.getMap('draining').set('node-a', 2);
+    });
+    state.transactLocal('workloads', (d) => d.getMap('unrelated').set('x', 1));
+    fromPeer(state, 'workloads', (d) => d.getMap('specs').delete('web'));
+
+    assert.deepEqual(seen.workloads, [Origin.local, Origin.remote]);
+    assert.deepEqual(seen.observed, [Origin.local, Origin.local]);
+    assert.deepEqual(seen.enrollment, [Origin.local]);
+    offW();
+    workloads.put(workloadSpec('db'));
+    assert.equal(seen.workloads.length, 2);
+  });
+
+  test('a throwing listener does not fail the write', () => {
+    const { workloads } = setup();
+    workloads.onChange(() => {
+      throw new Error('listener bug');
+    });
+    assert.equal(workloads.put(workloadSpec('web')).revision, 1);
+    assert.equal(workloads.get('web')?.revision, 1);
+  });
+});
