@@ -3,7 +3,7 @@ import os from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { GossipLayer, docTopic } from '../src/gossip/index.js';
+import { docTopic, GossipLayer } from '../src/gossip/index.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 
 /**
@@ -57,7 +57,14 @@ async function main(): Promise<void> {
     const state = new ClusterState({ logger });
     const registry = new Registry();
     const bootstrap = nodes.length > 0 ? [nodes[0]!.gossip.multiaddrs()[0]!] : [];
-    const gossip = await GossipLayer.create({ org: ORG, nodeId: `n${i}`, state, logger, registry, bootstrap });
+    const gossip = await GossipLayer.create({
+      org: ORG,
+      nodeId: `n${i}`,
+      state,
+      logger,
+      registry,
+      bootstrap,
+    });
     await gossip.start();
     startupMs.push(performance.now() - t0);
     nodes.push({ state, registry, gossip });
@@ -86,7 +93,9 @@ async function main(): Promise<void> {
       });
   }
 
-  const bytesBefore = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')));
+  const bytesBefore = await Promise.all(
+    nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')),
+  );
   const envelopesBefore = await Promise.all(
     nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')),
   );
@@ -107,11 +116,17 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 5));
   }
   loop.disable();
-  const bytesAfter = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')));
-  const envelopesAfter = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')));
+  const bytesAfter = await Promise.all(
+    nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')),
+  );
+  const envelopesAfter = await Promise.all(
+    nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')),
+  );
   const bytes = bytesAfter.reduce((s, b, i) => s + b - bytesBefore[i]!, 0);
   const envelopes = envelopesAfter.reduce((s, e, i) => s + e - envelopesBefore[i]!, 0);
-  const meshless = await Promise.all(nodes.map((x) => metric(x.registry, 'silo_gossip_meshless_events_total')));
+  const meshless = await Promise.all(
+    nodes.map((x) => metric(x.registry, 'silo_gossip_meshless_events_total')),
+  );
 
   const stopT0 = performance.now();
   await Promise.all(nodes.map((x) => x.gossip.stop()));

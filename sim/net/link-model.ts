@@ -227,6 +227,8 @@ export class LinkChannel<T> {
   private arm(): void {
     if (this.cancelTimer !== undefined || this.pending === 0) return;
     const wait = (this.queue[this.head] as Pending<T>).at - this.model.now();
+    // biome-ignore lint/suspicious/noExplicitAny: debug
+    (this as any).dbg = { armedAt: this.model.now(), wait };
     if (wait <= 0) {
       const handle = setImmediate(() => this.fire());
       this.cancelTimer = () => clearImmediate(handle);
@@ -242,6 +244,8 @@ export class LinkChannel<T> {
   }
 
   private fire(): void {
+    // biome-ignore lint/suspicious/noExplicitAny: debug
+    (this as any).firedAt = this.model.now();
     this.cancelTimer = undefined;
     const due = this.model.now() + TIMER_SLACK_MS;
     while (!this.closed && !this.held && this.head < this.queue.length) {

@@ -94,9 +94,10 @@ async function main(): Promise<void> {
     const live = (net as any).live as Set<any>;
     let stuck = 0, pend = 0, inb = 0;
     for (const pair of live) {
-      for (const ch of [pair.forward, pair.backward]) { if (ch.pending > 0 && Math.random() < 0.2) console.log(ch.from, ch.to, ch.pending, ch.queue[ch.head].at - performance.now(), ch.held, ch.closed, ch.queue[ch.head].item.kind); pend += ch.pending; if (ch.pending > 0 && ch.cancelTimer === undefined) stuck++; }
+      for (const ch of [pair.forward, pair.backward]) { if (ch.pending > 0 && Math.random() < 0.2) console.log(ch.from, ch.to, ch.pending, ch.queue[ch.head].at - performance.now(), ch.held, ch.closed, ch.queue[ch.head].item.kind, performance.now() - ch.dbg.armedAt, ch.dbg.wait, performance.now() - ch.firedAt); pend += ch.pending; if (ch.pending > 0 && ch.cancelTimer === undefined) stuck++; }
       inb += pair.dialerEnd.inbound.pending + pair.listenerEnd.inbound.pending;
     }
+    const res = process.getActiveResourcesInfo(); const c: Record<string, number> = {}; for (const r of res) c[r] = (c[r] ?? 0) + 1; console.log(c, process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection'));
     console.log('live', live.size, 'pending', pend, 'stuck', stuck, 'inbound buffered', inb);
     for (const node of nodes.slice(0, 5)) {
       const ps = node.services.pubsub;

@@ -4,10 +4,12 @@ import { Packr, Unpackr } from 'msgpackr';
  * msgpack as docs/protocol.md defines it: plain maps, arrays, strings,
  * numbers and bin; no msgpackr records or structured clones. Decoding
  * refuses records too, so a peer cannot plant record definitions that
- * would change how later messages decode.
+ * would change how later messages decode. 64-bit integers decode as
+ * numbers (msgpackr itself writes large integers as float64; other
+ * encoders may use uint64, which must not turn into a BigInt).
  */
 const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false });
+const unpackr = new Unpackr({ useRecords: false, int64AsType: 'number' });
 
 export function packMessage(value: unknown): Uint8Array {
   return packr.pack(value);

@@ -163,7 +163,9 @@ export class GossipLayer {
     const privateKey = options.privateKey ?? (await generateNodeKey());
     const listen =
       options.listen ??
-      (transport === 'tcp' ? ['/ip4/127.0.0.1/tcp/0'] : [`/memory/${options.nodeId}-${randomUUID().slice(0, 8)}`]);
+      (transport === 'tcp'
+        ? ['/ip4/127.0.0.1/tcp/0']
+        : [`/memory/${options.nodeId}-${randomUUID().slice(0, 8)}`]);
     const node = await createGossipNode({
       transport,
       listen,

@@ -3,7 +3,6 @@ import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ObservedStatus, Phase } from '../state/schemas.js';
@@ -89,6 +88,8 @@ interface Run {
   /** Set when the supervisor killed the run because it failed (readiness timeout). */
   failure: string | null;
   exited: Promise<void>;
+  /** All of the child's stdio closed (its output fully read). */
+  closed: Promise<void>;
 }
 
 type LastExit = NonNullable<ObservedStatus['lastExit']>;
@@ -231,6 +232,7 @@ export class Supervisor {
       readinessTimer: null,
       failure: null,
       exited,
+      closed: new Promise<void>((resolve) => child.once('close', () => resolve())),
     };
     this.run = run;
     this.logger.info(
@@ -332,8 +334,7 @@ export class Supervisor {
     await this.killRemnants(run);
     // 'exit' can come before the last output was read: let the pipes drain (bounded, since
     // with the remnants killed nobody holds them open any more), then close them.
-    const drained = new Promise<void>((resolve) => run.child.once('close', () => resolve()));
-    await Promise.race([drained, sleep(2000)]);
+    await settleWithin(run.closed, 2000);
     for (const fd of run.child.stdio) fd?.destroy();
     if (this.run === run) this.run = null;
     await rm(this.pidFile(), { force: true });
@@ -406,11 +407,8 @@ export class Supervisor {
     const signal = this.options.stopSignal as NodeJS.Signals;
     this.logger.info({ pid: target, signal }, 'stopping service');
     killQuietly(target, signal);
-    const timedOut = await Promise.race([
-      run.exited.then(() => false),
-      sleep(this.options.stopTimeoutMs).then(() => true),
-    ]);
-    if (timedOut) {
+    const exitedInTime = await settleWithin(run.exited, this.options.stopTimeoutMs);
+    if (!exitedInTime) {
       this.logger.warn({ pid: target, timeoutMs: this.options.stopTimeoutMs }, 'stop timeout: SIGKILL');
       await this.killRemnants(run);
     }
@@ -474,6 +472,19 @@ export class Supervisor {
         this.logger.error({ err: (err as Error).message }, 'status listener threw');
       }
     }
+  }
+}
+
+/** Wait for `promise` at most `ms`; true when it settled in time. The timer never outlives the wait. */
+async function settleWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

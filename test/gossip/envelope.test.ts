@@ -24,7 +24,10 @@ function validEnvelope(): Uint8Array {
 describe('gossip envelope', () => {
   test('round-trips', () => {
     const update = sampleUpdate();
-    const decoded = decodeEnvelope(encodeEnvelope({ org: 'acme', doc: 'workloads', from: 'node-1', update }), expect);
+    const decoded = decodeEnvelope(
+      encodeEnvelope({ org: 'acme', doc: 'workloads', from: 'node-1', update }),
+      expect,
+    );
     assert.ok(decoded.ok);
     assert.equal(decoded.envelope.from, 'node-1');
     assert.deepEqual(new Uint8Array(decoded.envelope.update), update);
@@ -43,8 +46,16 @@ describe('gossip envelope', () => {
       ['a msgpack array', pack([1, 2, 3]), 'malformed'],
       ['wrong version', pack({ ...fields, v: 2, crc: 0 }), 'wrong-version'],
       ['missing version', pack({ org: 'acme' }), 'wrong-version'],
-      ['wrong org', encodeEnvelope({ org: 'evil', doc: 'workloads', from: 'x', update: sampleUpdate() }), 'wrong-org'],
-      ['wrong doc', encodeEnvelope({ org: 'acme', doc: 'observed', from: 'x', update: sampleUpdate() }), 'wrong-doc'],
+      [
+        'wrong org',
+        encodeEnvelope({ org: 'evil', doc: 'workloads', from: 'x', update: sampleUpdate() }),
+        'wrong-org',
+      ],
+      [
+        'wrong doc',
+        encodeEnvelope({ org: 'acme', doc: 'observed', from: 'x', update: sampleUpdate() }),
+        'wrong-doc',
+      ],
       ['unknown doc', pack({ ...fields, doc: 'nope', crc: 0 }), 'wrong-doc'],
       ['oversize', new Uint8Array(expect.maxBytes + 1), 'oversize'],
       ['flipped byte in update', flipped, 'bad-checksum'],

@@ -7,7 +7,8 @@ function setup() {
   let clock = 1_000_000;
   const detector = new FailureDetector({ now: () => clock, suspectAfterMs: 3000, deadAfterMs: 10_000 });
   const events: [Liveness, LivenessEvent][] = [];
-  for (const state of ['alive', 'suspect', 'dead'] as const) detector.on(state, (e) => events.push([state, e]));
+  for (const state of ['alive', 'suspect', 'dead'] as const)
+    detector.on(state, (e) => events.push([state, e]));
   return {
     detector,
     events,
@@ -52,7 +53,12 @@ describe('FailureDetector', () => {
     assert.equal(detector.state('a'), 'suspect');
     assert.equal(detector.observe('a', 5, 11), true);
     assert.equal(detector.state('a'), 'alive');
-    assert.deepEqual(events.at(-1)?.[1], { nodeId: 'a', incarnation: 5, previous: 'suspect', rejoined: false });
+    assert.deepEqual(events.at(-1)?.[1], {
+      nodeId: 'a',
+      incarnation: 5,
+      previous: 'suspect',
+      rejoined: false,
+    });
   });
 
   test('dead then a higher incarnation: alive again, rejoined', () => {
@@ -62,7 +68,10 @@ describe('FailureDetector', () => {
     assert.equal(detector.state('a'), 'dead');
     assert.equal(detector.observe('a', 6, 0), true);
     assert.equal(detector.state('a'), 'alive');
-    assert.deepEqual(events.at(-1), ['alive', { nodeId: 'a', incarnation: 6, previous: 'dead', rejoined: true }]);
+    assert.deepEqual(events.at(-1), [
+      'alive',
+      { nodeId: 'a', incarnation: 6, previous: 'dead', rejoined: true },
+    ]);
   });
 
   test('dead then the same incarnation (a healed partition): alive, not rejoined', () => {
@@ -70,14 +79,20 @@ describe('FailureDetector', () => {
     detector.observe('a', 5, 1);
     advance(11_000);
     detector.observe('a', 5, 12);
-    assert.deepEqual(events.at(-1), ['alive', { nodeId: 'a', incarnation: 5, previous: 'dead', rejoined: false }]);
+    assert.deepEqual(events.at(-1), [
+      'alive',
+      { nodeId: 'a', incarnation: 5, previous: 'dead', rejoined: false },
+    ]);
   });
 
   test('a restart faster than suspectAfter is still reported', () => {
     const { detector, events } = setup();
     detector.observe('a', 5, 1);
     detector.observe('a', 7, 0);
-    assert.deepEqual(events.at(-1), ['alive', { nodeId: 'a', incarnation: 7, previous: 'alive', rejoined: true }]);
+    assert.deepEqual(events.at(-1), [
+      'alive',
+      { nodeId: 'a', incarnation: 7, previous: 'alive', rejoined: true },
+    ]);
   });
 
   test('skewed clocks: only differences of the local clock count', () => {

@@ -22,7 +22,11 @@ describe('liveness', () => {
     await waitFor('everyone alive everywhere', () =>
       nodes.every((n) => n.gossip.detector.nodesIn('alive').length === 2),
     );
-    assert.equal(a.gossip.peerIdOfNode(victim.nodeId), victim.gossip.peerId, 'nodeId → peerId from the signed sender');
+    assert.equal(
+      a.gossip.peerIdOfNode(victim.nodeId),
+      victim.gossip.peerId,
+      'nodeId → peerId from the signed sender',
+    );
     const firstIncarnation = a.gossip.detector.view().find((m) => m.nodeId === victim.nodeId)!.incarnation;
     assert.equal(firstIncarnation, victim.gossip.incarnation);
 
@@ -50,8 +54,13 @@ describe('liveness', () => {
       const deadAfter = seen[name]![1]!.at - stoppedAt;
       // The deadline is deadAfter + one heartbeat; the slack covers a busy
       // event loop (all nodes share one process on a shared machine).
-      assert.ok(deadAfter <= bound + 1500, `${name} declared dead ${deadAfter} ms after stop (bound ${bound} ms)`);
-      t.diagnostic(`${name}: dead ${deadAfter} ms after stop (deadAfter ${FAST.deadAfterMs} + heartbeat ${FAST.heartbeatMs})`);
+      assert.ok(
+        deadAfter <= bound + 1500,
+        `${name} declared dead ${deadAfter} ms after stop (bound ${bound} ms)`,
+      );
+      t.diagnostic(
+        `${name}: dead ${deadAfter} ms after stop (deadAfter ${FAST.deadAfterMs} + heartbeat ${FAST.heartbeatMs})`,
+      );
     }
 
     // Incarnations are start timestamps: make sure the restart gets a later one.
@@ -83,8 +92,9 @@ describe('liveness', () => {
     a.state.doc('workloads').transact(() => {
       a.state.doc('workloads').getMap('specs').set('hidden', 1);
     }, 'test:not-published');
-    await waitFor('b to get the unpublished change via a heartbeat-triggered sync', () =>
-      b.state.doc('workloads').getMap('specs').get('hidden') === 1,
+    await waitFor(
+      'b to get the unpublished change via a heartbeat-triggered sync',
+      () => b.state.doc('workloads').getMap('specs').get('hidden') === 1,
     );
     const triggered =
       (await metricValue(a, 'silo_liveness_digest_syncs_total')) +

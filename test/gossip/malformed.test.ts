@@ -47,9 +47,7 @@ async function injector(target: TestNode): Promise<GossipNode> {
 async function inject(target: TestNode, topic: string, bytes: Uint8Array): Promise<GossipNode> {
   const node = await injector(target);
   await waitFor('the target subscription to reach the injector', () =>
-    node.services.pubsub
-      .getSubscribers(topic)
-      .some((p) => p.toString() === target.gossip.peerId),
+    node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === target.gossip.peerId),
   );
   const result = await node.services.pubsub.publish(topic, bytes);
   assert.ok(result.recipients.length > 0, 'the injector sent its message');
@@ -83,21 +81,48 @@ describe('malformed gossip messages', () => {
     const cases: [string, Uint8Array, string][] = [
       ['random bytes', garbage, 'malformed'],
       ['truncated', valid.subarray(0, valid.byteLength - 7), 'malformed'],
-      ['wrong version', pack({ v: 2, org: ORG, doc: 'workloads', from: 'x', update: goodUpdate, crc: 0 }), 'wrong-version'],
-      ['wrong org', encodeEnvelope({ org: 'other', doc: 'workloads', from: 'x', update: goodUpdate }), 'wrong-org'],
-      ['wrong doc', encodeEnvelope({ org: ORG, doc: 'enrollment', from: 'x', update: goodUpdate }), 'wrong-doc'],
+      [
+        'wrong version',
+        pack({ v: 2, org: ORG, doc: 'workloads', from: 'x', update: goodUpdate, crc: 0 }),
+        'wrong-version',
+      ],
+      [
+        'wrong org',
+        encodeEnvelope({ org: 'other', doc: 'workloads', from: 'x', update: goodUpdate }),
+        'wrong-org',
+      ],
+      [
+        'wrong doc',
+        encodeEnvelope({ org: ORG, doc: 'enrollment', from: 'x', update: goodUpdate }),
+        'wrong-doc',
+      ],
       [
         'oversize',
-        encodeEnvelope({ org: ORG, doc: 'workloads', from: 'x', update: new Uint8Array(MAX_UPDATE_BYTES + 2048) }),
+        encodeEnvelope({
+          org: ORG,
+          doc: 'workloads',
+          from: 'x',
+          update: new Uint8Array(MAX_UPDATE_BYTES + 2048),
+        }),
         'oversize',
       ],
       ['flipped byte in update', flipped, 'bad-checksum'],
-      ['checksummed but not a Yjs update', encodeEnvelope({ org: ORG, doc: 'workloads', from: 'x', update: badYjs }), 'invalid-update'],
-      ['not enrolled', encodeEnvelope({ org: ORG, doc: 'workloads', from: 'intruder', update: goodUpdate }), 'sender-not-allowed'],
+      [
+        'checksummed but not a Yjs update',
+        encodeEnvelope({ org: ORG, doc: 'workloads', from: 'x', update: badYjs }),
+        'invalid-update',
+      ],
+      [
+        'not enrolled',
+        encodeEnvelope({ org: ORG, doc: 'workloads', from: 'intruder', update: goodUpdate }),
+        'sender-not-allowed',
+      ],
     ];
     for (const [name, bytes, reason] of cases) {
       injectors.push(await inject(target, topic, bytes));
-      const expected = cases.slice(0, cases.findIndex((c) => c[0] === name) + 1).filter((c) => c[2] === reason).length;
+      const expected = cases
+        .slice(0, cases.findIndex((c) => c[0] === name) + 1)
+        .filter((c) => c[2] === reason).length;
       await waitFor(`${name} to be rejected as ${reason}`, async () => {
         return (await metricValue(target, 'silo_gossip_rejected_total', { reason })) >= expected;
       });
@@ -135,11 +160,18 @@ describe('malformed gossip messages', () => {
     assert.equal(readSpec(target, 'm'), undefined);
     assert.equal(readSpec(target, 't'), undefined);
     for (const other of [writer, third]) {
-      assert.equal(await metricValue(other, 'silo_gossip_rejected_total'), 0, 'rejected messages are not forwarded');
+      assert.equal(
+        await metricValue(other, 'silo_gossip_rejected_total'),
+        0,
+        'rejected messages are not forwarded',
+      );
     }
 
     writeSpec(writer, 'after', 2);
-    await waitFor('replication after the attack', () => readSpec(target, 'after') === 2 && readSpec(third, 'after') === 2);
+    await waitFor(
+      'replication after the attack',
+      () => readSpec(target, 'after') === 2 && readSpec(third, 'after') === 2,
+    );
     assert.ok(digestsEqual(nodes));
   });
 });

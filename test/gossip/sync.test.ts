@@ -13,7 +13,11 @@ import { metricValue, readSpec, startNode, stopNode, type TestNode, waitFor, wri
 const MAX_UPDATE_BYTES = 64 * 1024;
 
 async function rawClient(): Promise<GossipNode> {
-  return createGossipNode({ transport: 'tcp', listen: ['/ip4/127.0.0.1/tcp/0'], privateKey: await generateNodeKey() });
+  return createGossipNode({
+    transport: 'tcp',
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    privateKey: await generateNodeKey(),
+  });
 }
 
 async function openSync(client: GossipNode, server: TestNode) {
@@ -84,10 +88,17 @@ describe('/silo/sync/1', () => {
         for await (const c of stream.source) yield c.subarray();
       })(),
     )) {
-      const msg = unpack(frame.subarray()) as { t: number; doc: string; sv?: Uint8Array; update?: Uint8Array };
+      const msg = unpack(frame.subarray()) as {
+        t: number;
+        doc: string;
+        sv?: Uint8Array;
+        update?: Uint8Array;
+      };
       if (msg.t === 1) {
         step1++;
-        outbox.push(pack({ t: 2, doc: msg.doc, update: Y.encodeStateAsUpdate(clientDocs[msg.doc]!, msg.sv) }));
+        outbox.push(
+          pack({ t: 2, doc: msg.doc, update: Y.encodeStateAsUpdate(clientDocs[msg.doc]!, msg.sv) }),
+        );
         if (step1 === 3) done = true;
         wake?.();
       } else if (msg.t === 2) {
@@ -120,14 +131,24 @@ describe('/silo/sync/1', () => {
     const cases: [string, Uint8Array[], string][] = [
       ['not msgpack', [lp.encode.single(Uint8Array.from([0xc1, 0x00])).subarray()], 'malformed'],
       ['unknown frame type', [framed({ t: 7, doc: 'workloads' })], 'malformed'],
-      ['duplicate step 1', [framed({ t: 1, doc: 'workloads', sv: emptySv }), framed({ t: 1, doc: 'workloads', sv: emptySv })], 'malformed'],
-      ['truncated Yjs update', [framed({ t: 2, doc: 'workloads', update: goodUpdate.subarray(0, goodUpdate.length - 2) })], 'invalid-update'],
+      [
+        'duplicate step 1',
+        [framed({ t: 1, doc: 'workloads', sv: emptySv }), framed({ t: 1, doc: 'workloads', sv: emptySv })],
+        'malformed',
+      ],
+      [
+        'truncated Yjs update',
+        [framed({ t: 2, doc: 'workloads', update: goodUpdate.subarray(0, goodUpdate.length - 2) })],
+        'invalid-update',
+      ],
       // A length prefix announcing a 10 MB frame: refused before it is read.
       ['oversize frame', [Uint8Array.from([0x80, 0xad, 0xe2, 0x04]), new Uint8Array(64)], 'oversize'],
       ['session cut short', [framed({ t: 1, doc: 'workloads', sv: emptySv })], 'malformed'],
     ];
     for (const [name, chunks, result] of cases) {
-      const expected = cases.slice(0, cases.findIndex((c) => c[0] === name) + 1).filter((c) => c[2] === result).length;
+      const expected = cases
+        .slice(0, cases.findIndex((c) => c[0] === name) + 1)
+        .filter((c) => c[2] === result).length;
       await sendRaw(client, server, chunks);
       await waitFor(`${name} counted as ${result}`, async () => (await sessions(server, result)) >= expected);
     }

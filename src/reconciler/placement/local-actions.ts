@@ -231,8 +231,22 @@ function decideAsHolder(
   persistent: boolean,
 ): LocalAction | undefined {
   const { workload, view, nodeId } = ctx;
-  const staysHere = target === nodeId || target === null; // pending: nowhere better to go, so keep it
-  if (!staysHere && target !== null) {
+  if (target === null) {
+    // Placement found no place (the holder drains or lost eligibility and no
+    // other node fits): a running process keeps running rather than stop with
+    // nowhere to go, but nothing is started here.
+    if (my.phase === 'pulling') {
+      return { kind: 'yield', workload, winner: null, reason: 'no placement: claim dropped' };
+    }
+    if (my.phase === 'released' || my.phase === 'failed') {
+      return { kind: 'wait', workload, reason: 'no node can take it', retryAt: null };
+    }
+    if ((my.phase === 'running' || my.phase === 'starting') && spec.revision > my.revision) {
+      return { kind: 'restart', workload, fromRevision: my.revision, toRevision: spec.revision };
+    }
+    return undefined;
+  }
+  if (target !== nodeId) {
     if (my.phase === 'pulling')
       return { kind: 'yield', workload, winner: null, reason: `placement moved it to ${target}` };
     if (my.phase === 'stopping' || my.phase === 'released') return undefined;
