@@ -230,8 +230,12 @@ export class LinkChannel<T> {
     // biome-ignore lint/suspicious/noExplicitAny: debug
     (this as any).dbg = { armedAt: this.model.now(), wait };
     if (wait <= 0) {
-      const handle = setImmediate(() => this.fire());
-      this.cancelTimer = () => clearImmediate(handle);
+      // biome-ignore lint/suspicious/noExplicitAny: debug
+      const g = globalThis as any; g.__sched = (g.__sched ?? 0) + 1;
+      const handle = setTimeout(() => { g.__ran = (g.__ran ?? 0) + 1; try { this.fire(); } catch (e) { console.log('FIRE THREW', e); throw e; } }, 0);
+      // biome-ignore lint/suspicious/noExplicitAny: debug
+      (this as any).handle = handle;
+      this.cancelTimer = () => clearTimeout(handle);
     } else {
       const handle = setTimeout(() => this.fire(), wait);
       this.cancelTimer = () => clearTimeout(handle);

@@ -140,7 +140,9 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
     return reply.status(500).send(errorBody('internal', `internal error: ${err.message}`));
   });
   app.setNotFoundHandler((request, reply) => {
-    reply.status(404).send(errorBody('not_found', `no such route: ${request.method} ${request.url.split('?')[0]}`));
+    reply
+      .status(404)
+      .send(errorBody('not_found', `no such route: ${request.method} ${request.url.split('?')[0]}`));
   });
   registerClusterRoutes(app, ctx);
   registerWorkloadRoutes(app, ctx);

@@ -12,6 +12,8 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import { WorkloadsView } from '../state/workloads-view.js';
+import type { OverlayManager } from '../overlay/overlay-manager.js';
+import { OverlaySync } from './overlay-sync.js';
 import { EnrollmentTrust } from './trust.js';
 
 /** Gossip settings the agent passes through (identity and state are the agent's own). */
@@ -36,6 +38,12 @@ export interface NodeAgentOptions {
    * replication layer alone, the simulator) every peer is admitted.
    */
   trust?: { bundle: EnrollmentBundle };
+  /**
+   * The WireGuard overlay (overlay.mode = "wireguard"); needs `trust`. Brought
+   * up before gossip starts (libp2p listens on the overlay address) and kept
+   * equal to the active enrolled nodes.
+   */
+  overlay?: OverlayManager;
 }
 
 /** The collaborators one agent is built from (tests and the simulator may build them themselves). */
@@ -50,6 +58,7 @@ export interface NodeAgentComponents {
   observed: ObservedView;
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
+  overlay?: OverlaySync;
 }
 
 export interface AgentStatus {
@@ -81,6 +90,7 @@ export class NodeAgent {
   readonly observed: ObservedView;
   readonly gossip: GossipLayer;
   readonly trust: EnrollmentTrust | undefined;
+  private readonly overlay: OverlaySync | undefined;
   private startedAt: number | null = null;
 
   constructor(components: NodeAgentComponents) {
@@ -94,6 +104,7 @@ export class NodeAgent {
     this.observed = components.observed;
     this.gossip = components.gossip;
     this.trust = components.trust;
+    this.overlay = components.overlay;
     this.trust?.onRevoked((peerIds) => {
       for (const peerId of peerIds) {
         this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
@@ -134,6 +145,9 @@ export class NodeAgent {
         ...(bundle ? signatureHooks(bundle.caPublicKey) : {}),
       });
       const trust = bundle ? new EnrollmentTrust({ bundle, enrollment, logger, registry }) : undefined;
+      if (options.overlay && !trust) throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
+      const overlay =
+        options.overlay && trust ? new OverlaySync({ overlay: options.overlay, trust, logger }) : undefined;
       const gossip = await GossipLayer.create({
         ...options.gossip,
         org: options.org,
@@ -162,6 +176,7 @@ export class NodeAgent {
         observed: new ObservedView({ ...viewOptions, nodeId: options.nodeId }),
         gossip,
         trust,
+        overlay,
       });
     } catch (err) {
       await state.close();
@@ -175,6 +190,7 @@ export class NodeAgent {
     // Our own record goes into the document before the first connection, so
     // every peer we sync with learns it from us too.
     this.trust?.start();
+    await this.overlay?.start();
     await this.gossip.start();
     this.startedAt = Date.now();
     this.logger.info(
@@ -189,6 +205,7 @@ export class NodeAgent {
       this.startedAt = null;
       this.trust?.stop();
       await this.gossip.stop();
+      await this.overlay?.stop();
     }
     await this.state.close();
     this.logger.info('agent stopped');

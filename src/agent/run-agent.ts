@@ -55,7 +55,10 @@ export function socketPathOf(config: AgentConfig): string {
 }
 
 /** Builds one agent from its config (identity and bundle from the identity dir), starts it and its control API. */
-export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}): Promise<RunningAgent> {
+export async function startAgent(
+  config: AgentConfig,
+  options: StartAgentOptions = {},
+): Promise<RunningAgent> {
   const logger = options.logger ?? createLogger({ level: config.log.level, pretty: config.log.pretty });
   const identityDir = identityDirOf(config);
   const identity = await loadIdentity(identityDir, config);
@@ -65,7 +68,9 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
   const dataDir = config.node.data_dir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   if (config.overlay.mode === 'wireguard') {
-    logger.warn('overlay.mode = "wireguard": this agent does not manage the overlay yet; libp2p uses gossip.listen as is');
+    logger.warn(
+      'overlay.mode = "wireguard": this agent does not manage the overlay yet; libp2p uses gossip.listen as is',
+    );
   }
 
   const agent = await NodeAgent.create({
@@ -157,7 +162,11 @@ async function loadIdentity(dir: string, config: AgentConfig): Promise<NodeIdent
   return identity;
 }
 
-async function loadBundle(dir: string, config: AgentConfig, identity: NodeIdentity): Promise<EnrollmentBundle> {
+async function loadBundle(
+  dir: string,
+  config: AgentConfig,
+  identity: NodeIdentity,
+): Promise<EnrollmentBundle> {
   const path = join(dir, NODE_FILES.enrollment);
   let bundle: EnrollmentBundle | null;
   try {
@@ -173,11 +182,14 @@ async function loadBundle(dir: string, config: AgentConfig, identity: NodeIdenti
     );
   }
   const failure = verifyEnrollmentBundle(bundle, { org: config.org });
-  if (failure !== null) throw new AgentSetupError(`${path}: bundle refused (${failure.reason}): ${failure.message}`);
+  if (failure !== null)
+    throw new AgentSetupError(`${path}: bundle refused (${failure.reason}): ${failure.message}`);
   const problems: string[] = [];
   if (bundle.record.nodeId !== identity.nodeId) problems.push(`it enrolls node "${bundle.record.nodeId}"`);
-  if (bundle.record.peerId !== identity.peerId) problems.push(`its peer id ${bundle.record.peerId} is not this node's key`);
-  if (bundle.record.wgPublicKey !== identity.wgPublicKey) problems.push("its WireGuard key is not this node's key");
+  if (bundle.record.peerId !== identity.peerId)
+    problems.push(`its peer id ${bundle.record.peerId} is not this node's key`);
+  if (bundle.record.wgPublicKey !== identity.wgPublicKey)
+    problems.push("its WireGuard key is not this node's key");
   if (problems.length > 0) {
     throw new AgentSetupError(`${path} does not belong to the identity in ${dir}: ${problems.join('; ')}`);
   }
@@ -200,7 +212,9 @@ async function loadPnetKey(dir: string): Promise<Uint8Array | undefined> {
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
 
 /** `api.tcp` ("127.0.0.1:7947") and its token; only loopback: the API can change the whole org's state. */
-async function loadTcpListener(config: AgentConfig): Promise<{ host: string; port: number; token: string } | undefined> {
+async function loadTcpListener(
+  config: AgentConfig,
+): Promise<{ host: string; port: number; token: string } | undefined> {
   const spec = config.api.tcp;
   if (spec === undefined || spec === '') return undefined;
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(spec);
@@ -217,8 +231,11 @@ async function loadTcpListener(config: AgentConfig): Promise<{ host: string; por
   try {
     token = (await readFile(tokenFile, 'utf8')).trim();
   } catch (err) {
-    throw new AgentSetupError(`api.token_file ${tokenFile}: cannot read (${(err as NodeJS.ErrnoException).code})`);
+    throw new AgentSetupError(
+      `api.token_file ${tokenFile}: cannot read (${(err as NodeJS.ErrnoException).code})`,
+    );
   }
-  if (token.length < 16) throw new AgentSetupError(`api.token_file ${tokenFile}: token shorter than 16 characters`);
+  if (token.length < 16)
+    throw new AgentSetupError(`api.token_file ${tokenFile}: token shorter than 16 characters`);
   return { host: host === 'localhost' ? '127.0.0.1' : host, port, token };
 }

@@ -33,6 +33,7 @@ export class EnrollmentTrust {
   private readonly logger: Logger;
   private readonly seedPeerIds: Set<string>;
   private readonly listeners = new Set<RevokedListener>();
+  private readonly changeListeners = new Set<() => void>();
   private readonly activeGauge: Gauge;
   private readonly rejectedGauge: Gauge;
   private readonly deniedTotal: Counter<'stage'>;
@@ -103,6 +104,12 @@ export class EnrollmentTrust {
     return () => this.listeners.delete(listener);
   }
 
+  /** Called after every recomputation of the active set (cheap consumers may ignore no-op changes). */
+  onActiveChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
   private bootstrapping(): boolean {
     return !this.current.active.some((record) => record.nodeId !== this.self.nodeId);
   }
@@ -121,6 +128,7 @@ export class EnrollmentTrust {
     this.current = this.compute();
     this.activeGauge.set(this.current.active.length);
     this.rejectedGauge.set(this.current.rejectedRecords.length);
+    for (const listener of this.changeListeners) listener();
     const lost = [...before.byPeerId.keys()].filter((peerId) => !this.current.byPeerId.has(peerId));
     for (const rejection of this.current.rejectedRecords) {
       if (!before.rejectedRecords.some((r) => r.key === rejection.key && r.reason === rejection.reason)) {

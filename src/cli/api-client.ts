@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { type IncomingMessage, request as httpRequest, type RequestOptions } from 'node:http';
+import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import type { Readable } from 'node:stream';
 import { CliError, EXIT, type ExitCode, inputError } from './errors.js';
 
@@ -19,7 +19,10 @@ export interface ConnectionFlags {
 }
 
 /** --socket / --url / --token-file, with $SILO_SOCKET and the default socket as fallbacks. */
-export async function connectionFrom(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Promise<Connection> {
+export async function connectionFrom(
+  flags: ConnectionFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Connection> {
   if (flags.url !== undefined) {
     let url: URL;
     try {
@@ -27,23 +30,29 @@ export async function connectionFrom(flags: ConnectionFlags, env: NodeJS.Process
     } catch {
       throw inputError(`--url "${flags.url}" is not a URL (expected http://127.0.0.1:<port>)`);
     }
-    if (url.protocol !== 'http:') throw inputError(`--url "${flags.url}": only http:// (loopback) is supported`);
+    if (url.protocol !== 'http:')
+      throw inputError(`--url "${flags.url}": only http:// (loopback) is supported`);
     let token: string | undefined;
     if (flags.tokenFile !== undefined) {
       try {
         token = (await readFile(flags.tokenFile, 'utf8')).trim();
       } catch (err) {
-        throw inputError(`--token-file ${flags.tokenFile}: cannot read (${(err as NodeJS.ErrnoException).code})`);
+        throw inputError(
+          `--token-file ${flags.tokenFile}: cannot read (${(err as NodeJS.ErrnoException).code})`,
+        );
       }
     }
     return { url, token };
   }
-  if (flags.tokenFile !== undefined) throw inputError('--token-file goes with --url (the unix socket needs no token)');
+  if (flags.tokenFile !== undefined)
+    throw inputError('--token-file goes with --url (the unix socket needs no token)');
   return { socketPath: flags.socket ?? env.SILO_SOCKET ?? DEFAULT_SOCKET };
 }
 
 export function describeConnection(connection: Connection): string {
-  return connection.socketPath !== undefined ? `socket ${connection.socketPath}` : `url ${connection.url?.origin}`;
+  return connection.socketPath !== undefined
+    ? `socket ${connection.socketPath}`
+    : `url ${connection.url?.origin}`;
 }
 
 interface ErrorBody {
@@ -149,7 +158,10 @@ export class ApiClient {
       case 'ENOTSOCK':
       case 'ECONNRESET':
       case 'EHOSTUNREACH':
-        return new CliError(`cannot reach the agent (${err.code}): is the agent running? ${where}`, EXIT.unreachable);
+        return new CliError(
+          `cannot reach the agent (${err.code}): is the agent running? ${where}`,
+          EXIT.unreachable,
+        );
       case 'EACCES':
       case 'EPERM':
         return new CliError(

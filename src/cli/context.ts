@@ -1,5 +1,5 @@
 import { type Command, Option } from 'commander';
-import { ApiClient, connectionFrom, type ConnectionFlags } from './api-client.js';
+import { ApiClient, type ConnectionFlags, connectionFrom } from './api-client.js';
 
 /** Where the CLI writes; tests hand in their own. */
 export interface CliIo {
@@ -56,7 +56,14 @@ export function withJson(command: Command): Command {
 /** --socket / --url / --token-file for commands that talk to an agent. */
 export function withConnection(command: Command): Command {
   return command
-    .option('--socket <path>', 'control API socket of the agent (default: $SILO_SOCKET or /var/lib/silo/silo.sock)')
-    .addOption(new Option('--url <url>', 'control API over loopback TCP, e.g. http://127.0.0.1:7947').conflicts('socket'))
+    .option(
+      '--socket <path>',
+      'control API socket of the agent (default: $SILO_SOCKET or /var/lib/silo/silo.sock)',
+    )
+    .addOption(
+      new Option('--url <url>', 'control API over loopback TCP, e.g. http://127.0.0.1:7947').conflicts(
+        'socket',
+      ),
+    )
     .option('--token-file <file>', 'bearer token for --url');
 }

@@ -1,5 +1,5 @@
-import { ConfigError } from '../config/load.js';
 import { AgentSetupError } from '../agent/run-agent.js';
+import { ConfigError } from '../config/load.js';
 import { EnrollmentFormatError } from '../identity/bundle.js';
 import { KeyFileError } from '../identity/key-files.js';
 import { ImageBuildError } from '../reconciler/image.js';

@@ -332,6 +332,7 @@ export class Supervisor {
     const { code, signal } = decodeExit(rawCode, rawSignal, kind);
     const exit: LastExit = { code, signal, at: Date.now() };
     await this.killRemnants(run);
+    if (run.childPid !== null) await waitUntilGone(run.childPid, run.childStartTime, 5000);
     // 'exit' can come before the last output was read: let the pipes drain (bounded, since
     // with the remnants killed nobody holds them open any more), then close them.
     await settleWithin(run.closed, 2000);

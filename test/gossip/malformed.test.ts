@@ -44,14 +44,12 @@ async function injector(target: TestNode): Promise<GossipNode> {
   return node;
 }
 
-async function inject(target: TestNode, topic: string, bytes: Uint8Array): Promise<GossipNode> {
-  const node = await injector(target);
+async function inject(node: GossipNode, target: TestNode, topic: string, bytes: Uint8Array): Promise<void> {
   await waitFor('the target subscription to reach the injector', () =>
     node.services.pubsub.getSubscribers(topic).some((p) => p.toString() === target.gossip.peerId),
   );
   const result = await node.services.pubsub.publish(topic, bytes);
   assert.ok(result.recipients.length > 0, 'the injector sent its message');
-  return node;
 }
 
 describe('malformed gossip messages', () => {
@@ -118,15 +116,6 @@ describe('malformed gossip messages', () => {
         'sender-not-allowed',
       ],
     ];
-    for (const [name, bytes, reason] of cases) {
-      injectors.push(await inject(target, topic, bytes));
-      const expected = cases
-        .slice(0, cases.findIndex((c) => c[0] === name) + 1)
-        .filter((c) => c[2] === reason).length;
-      await waitFor(`${name} to be rejected as ${reason}`, async () => {
-        return (await metricValue(target, 'silo_gossip_rejected_total', { reason })) >= expected;
-      });
-    }
     const hbTopic = livenessTopic(ORG);
     const hbCases: [Uint8Array, string][] = [
       [randomBytes(64), 'malformed'],
@@ -144,8 +133,20 @@ describe('malformed gossip messages', () => {
       ],
     ];
     hbCases[0]![0][0] = 0x05;
+    // Injectors connect in parallel; each then sends exactly one message.
+    injectors.push(...(await Promise.all([...cases, ...hbCases].map(() => injector(target)))));
+    let next = 0;
+    for (const [name, bytes, reason] of cases) {
+      await inject(injectors[next++]!, target, topic, bytes);
+      const expected = cases
+        .slice(0, cases.findIndex((c) => c[0] === name) + 1)
+        .filter((c) => c[2] === reason).length;
+      await waitFor(`${name} to be rejected as ${reason}`, async () => {
+        return (await metricValue(target, 'silo_gossip_rejected_total', { reason })) >= expected;
+      });
+    }
     for (const [bytes, reason] of hbCases) {
-      injectors.push(await inject(target, hbTopic, bytes));
+      await inject(injectors[next++]!, target, hbTopic, bytes);
       await waitFor(`heartbeat rejected as ${reason}`, async () => {
         return (await metricValue(target, 'silo_liveness_heartbeats_rejected_total', { reason })) >= 1;
       });

@@ -64,9 +64,7 @@ describe('decideLocalActions: starting a new workload', () => {
     assert.deepEqual(actions(target, claimed(NOW - 1000)), [
       { kind: 'wait', workload: 'db', reason: 'claim settling', retryAt: NOW + 2000 },
     ]);
-    assert.deepEqual(actions(target, claimed(NOW - 3000)), [
-      { kind: 'start', workload: 'db', revision: 1, restore: { from: 'local' } },
-    ]);
+    assert.deepEqual(actions(target, claimed(NOW - 3000)), [{ kind: 'start', workload: 'db', revision: 1 }]);
     for (const id of others) assert.deepEqual(actions(id, claimed(NOW - 3000)), []);
   });
 
@@ -99,9 +97,7 @@ describe('decideLocalActions: starting a new workload', () => {
     assert.deepEqual(actions(target, view), [
       { kind: 'yield', workload: 'db', winner: other, reason: `${other}'s claim wins (pulling)` },
     ]);
-    assert.deepEqual(actions(other, view), [
-      { kind: 'start', workload: 'db', revision: 1, restore: { from: 'local' } },
-    ]);
+    assert.deepEqual(actions(other, view), [{ kind: 'start', workload: 'db', revision: 1 }]);
   });
 
   test('revision bump restarts in place; a removed spec stops; a leftover is forgotten', () => {
@@ -191,12 +187,7 @@ describe('decideLocalActions: planned moves (drain)', () => {
     };
     assert.deepEqual(
       actions(t1, view(claimed)).find((a) => a.workload === 'w-1'),
-      {
-        kind: 'start',
-        workload: 'w-1',
-        revision: 1,
-        restore: { from: 'snapshot', nodeId: 'n-a', snapshot: SNAPSHOT },
-      },
+      { kind: 'start', workload: 'w-1', revision: 1 },
     );
     // Still in flight: n-a keeps its snapshot and w-2 waits.
     assert.deepEqual(actions('n-a', view(claimed)), [
@@ -228,6 +219,38 @@ describe('decideLocalActions: planned moves (drain)', () => {
       actions('n-a', { ...lonely, observed: { 'n-a': { db: status('running', NOW - 60_000) } } }),
       [],
     );
+  });
+
+  test('with nowhere to go, a released workload is not restarted on its draining holder', () => {
+    const lonely = { specs: [db], nodes: [makeNode('n-a', { draining: true })], liveness: alive(['n-a']) };
+    const observed = { 'n-a': { db: status('released', NOW - 10, { snapshot: SNAPSHOT }) } };
+    assert.deepEqual(actions('n-a', { ...lonely, observed }), [
+      { kind: 'wait', workload: 'db', reason: 'no node can take it', retryAt: null },
+    ]);
+  });
+
+  test('the newest release is restored, not a leftover of an older move', () => {
+    const older = { ...SNAPSHOT, digest: `sha256:${'ee'.repeat(32)}` };
+    const target = topOf('db', ['n-b', 'n-c']);
+    const leftover = target === 'n-b' ? 'n-c' : 'n-b';
+    const view: ViewOptions = {
+      specs: [db],
+      nodes: [makeNode('n-a', { draining: true }), makeNode('n-b'), makeNode('n-c')],
+      liveness: alive(THREE),
+      observed: {
+        'n-a': { db: status('released', NOW - 100, { snapshot: SNAPSHOT }) },
+        [leftover]: { db: status('released', NOW - 900_000, { snapshot: older }) },
+      },
+    };
+    assert.deepEqual(actions(target, view), [
+      {
+        kind: 'claim',
+        workload: 'db',
+        revision: 1,
+        restore: { from: 'snapshot', nodeId: 'n-a', snapshot: SNAPSHOT },
+        takeoverFrom: null,
+      },
+    ]);
   });
 
   test('a persistent workload released without a snapshot is not started empty', () => {
@@ -333,14 +356,7 @@ describe('decideLocalActions: partitions and takeover', () => {
       ...ready,
       observed: { 'n-a': { db: held }, [target]: { db: status('pulling', NOW - 3000) } },
     };
-    assert.deepEqual(actions(target, claimed), [
-      {
-        kind: 'start',
-        workload: 'db',
-        revision: 1,
-        restore: { from: 'checkpoint', nodeId: 'n-a', snapshot: SNAPSHOT },
-      },
-    ]);
+    assert.deepEqual(actions(target, claimed), [{ kind: 'start', workload: 'db', revision: 1 }]);
   });
 
   test('asymmetric partition: the holder still has an acknowledged quorum, so it is not attested dead and keeps running', () => {

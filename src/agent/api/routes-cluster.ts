@@ -44,10 +44,13 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
   app.post('/v1/enrollments', async (request, reply) => {
     const caPublicKey = requireCa(ctx);
     const checked = checkEnrollmentRecord(caPublicKey, request.body);
-    if (!checked.ok) throw badRequest(`enrollment record refused (${checked.failure.reason}): ${checked.failure.message}`);
+    if (!checked.ok)
+      throw badRequest(`enrollment record refused (${checked.failure.reason}): ${checked.failure.message}`);
     const record = checked.value;
     if (ctx.overlayCidr && !isHostInCidr(parseOverlayCidr(ctx.overlayCidr), parseIpv4(record.overlayIp))) {
-      throw badRequest(`overlay IP ${record.overlayIp} is not a host address of the org's ${ctx.overlayCidr}`);
+      throw badRequest(
+        `overlay IP ${record.overlayIp} is not a host address of the org's ${ctx.overlayCidr}`,
+      );
     }
     for (const other of agent.enrollment.active()) {
       if (other.nodeId === record.nodeId) continue;
@@ -71,7 +74,8 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
   app.post('/v1/revocations', async (request, reply) => {
     const caPublicKey = requireCa(ctx);
     const checked = checkRevocation(caPublicKey, request.body);
-    if (!checked.ok) throw badRequest(`revocation refused (${checked.failure.reason}): ${checked.failure.message}`);
+    if (!checked.ok)
+      throw badRequest(`revocation refused (${checked.failure.reason}): ${checked.failure.message}`);
     const revocation = checked.value;
     requireEnrolled(revocation.nodeId);
     const before = agent.enrollment.revocation(revocation.nodeId);
@@ -92,7 +96,10 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
 
 function requireCa(ctx: RouteContext): string {
   if (!ctx.caPublicKey) {
-    throw new ApiError('internal', 'this agent runs without an org CA key (no enrollment bundle); cannot verify');
+    throw new ApiError(
+      'internal',
+      'this agent runs without an org CA key (no enrollment bundle); cannot verify',
+    );
   }
   return ctx.caPublicKey;
 }

@@ -23,7 +23,10 @@ export class SocketPathError extends Error {
  */
 export async function prepareSocketPath(path: string): Promise<void> {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new SocketPathError(path, `path is longer than ${MAX_SOCKET_PATH_BYTES} bytes (a unix socket limit)`);
+    throw new SocketPathError(
+      path,
+      `path is longer than ${MAX_SOCKET_PATH_BYTES} bytes (a unix socket limit)`,
+    );
   }
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const info = await lstat(path).catch((err: NodeJS.ErrnoException) => {
@@ -33,7 +36,10 @@ export async function prepareSocketPath(path: string): Promise<void> {
   if (info === null) return;
   if (!info.isSocket()) throw new SocketPathError(path, 'exists and is not a socket; refusing to replace it');
   if (await isListening(path)) {
-    throw new SocketPathError(path, 'another process is listening on it (is another agent running on this data dir?)');
+    throw new SocketPathError(
+      path,
+      'another process is listening on it (is another agent running on this data dir?)',
+    );
   }
   await unlink(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;

@@ -1,6 +1,12 @@
 import type { Liveness, MemberView } from '../../gossip/index.js';
 import type { DocName } from '../../state/names.js';
-import type { DrainFlag, ObservedStatus, Phase, SignedEnrollment, WorkloadSpec } from '../../state/schemas.js';
+import type {
+  DrainFlag,
+  ObservedStatus,
+  Phase,
+  SignedEnrollment,
+  WorkloadSpec,
+} from '../../state/schemas.js';
 import type { NodeAgent } from '../node-agent.js';
 import type { PeerDigests } from '../peer-digests.js';
 
@@ -31,7 +37,11 @@ export interface NodeRow {
   digests: Record<DocName, string> | null;
 }
 
-export function nodeRows(agent: NodeAgent, peerDigests: PeerDigests | undefined, now = Date.now()): NodeRow[] {
+export function nodeRows(
+  agent: NodeAgent,
+  peerDigests: PeerDigests | undefined,
+  now = Date.now(),
+): NodeRow[] {
   const members = new Map<string, MemberView>(agent.gossip.detector.view().map((m) => [m.nodeId, m]));
   const drainFlags = agent.enrollment.drainFlags();
   return agent.enrollment.list().map((record) => {
@@ -95,7 +105,10 @@ export function workloadRows(agent: NodeAgent): WorkloadRow[] {
   return agent.workloads.list().map((spec) => workloadRow(spec, observed));
 }
 
-export function workloadRow(spec: WorkloadSpec, observed: Map<string, Map<string, ObservedStatus>>): WorkloadRow {
+export function workloadRow(
+  spec: WorkloadSpec,
+  observed: Map<string, Map<string, ObservedStatus>>,
+): WorkloadRow {
   const statuses: Record<string, ObservedStatus> = {};
   let best: { nodeId: string; status: ObservedStatus } | null = null;
   for (const [nodeId, byName] of observed) {

@@ -47,7 +47,9 @@ export async function applyManifest(client: ApiClient, options: ApplyOptions): P
     if (imagePath !== null) {
       const info = await stat(imagePath).catch(() => null);
       if (info === null) {
-        throw inputError(`${options.manifestFile}: image: ${imagePath} does not exist (expected an image directory or tar)`);
+        throw inputError(
+          `${options.manifestFile}: image: ${imagePath} does not exist (expected an image directory or tar)`,
+        );
       }
       if (info.isDirectory()) {
         scratch = await mkdtemp(join(tmpdir(), 'silo-apply-'));
@@ -68,7 +70,8 @@ export async function applyManifest(client: ApiClient, options: ApplyOptions): P
             'already in the cluster, or set image to a directory or .tar path',
         );
       }
-      if (!DIGEST_PATTERN.test(options.digest)) throw inputError(`--digest "${options.digest}": expected sha256:<64 hex>`);
+      if (!DIGEST_PATTERN.test(options.digest))
+        throw inputError(`--digest "${options.digest}": expected sha256:<64 hex>`);
       digest = options.digest;
     }
     const signature = signImageDigest(org.caPrivateKey, digest);
@@ -135,12 +138,18 @@ export function registerApplyCommands(program: Command, ctx: CliContext): void {
   });
 
   withConnection(
-    withJson(program.command('delete').description('stop and remove a service').argument('<name>', 'workload name')),
+    withJson(
+      program.command('delete').description('stop and remove a service').argument('<name>', 'workload name'),
+    ),
   ).action(async (name: string, flags: JsonFlag & ConnectionFlags) => {
     const client = await ctx.client(flags);
-    const result = await client.request<{ deleted: string }>('DELETE', `/v1/workloads/${encodeURIComponent(name)}`, {
-      timeoutMs: 30_000,
-    });
+    const result = await client.request<{ deleted: string }>(
+      'DELETE',
+      `/v1/workloads/${encodeURIComponent(name)}`,
+      {
+        timeoutMs: 30_000,
+      },
+    );
     ctx.print(flags, result, () => `deleted "${result.deleted}"`);
   });
 }

@@ -38,7 +38,9 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
     request = JSON.parse(await readFile(options.requestFile, 'utf8'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw inputError(`${options.requestFile}: ${code ? `cannot read (${code})` : `not JSON (${(err as Error).message})`}`);
+    throw inputError(
+      `${options.requestFile}: ${code ? `cannot read (${code})` : `not JSON (${(err as Error).message})`}`,
+    );
   }
   const issued = await issuedRecords(options.orgDir);
   const nodeId = (request as { nodeId?: unknown } | null)?.nodeId;
@@ -74,7 +76,9 @@ async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollme
       const record = SignedEnrollmentSchema.parse(JSON.parse(await readFile(join(dir, name), 'utf8')));
       out.set(record.nodeId, record);
     } catch (err) {
-      throw inputError(`${join(dir, name)}: not a signed enrollment record (${(err as Error).message.split('\n')[0]})`);
+      throw inputError(
+        `${join(dir, name)}: not a signed enrollment record (${(err as Error).message.split('\n')[0]})`,
+      );
     }
   }
   return out;
@@ -101,12 +105,23 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         .description('sign an enrollment request into the bundle the node starts with')
         .argument('<request.json>', 'the request written by `silo node init`')
         .requiredOption('--org <orgdir>', 'org directory (org.json, ca.key)')
-        .requiredOption('-o, --output <bundle.json>', 'where to write the bundle (the node reads <identity dir>/enrollment.json)')
-        .option('--seed <multiaddr>', 'a peer the node dials first (with /p2p/<peer id>); repeatable', collect, [])
+        .requiredOption(
+          '-o, --output <bundle.json>',
+          'where to write the bundle (the node reads <identity dir>/enrollment.json)',
+        )
+        .option(
+          '--seed <multiaddr>',
+          'a peer the node dials first (with /p2p/<peer id>); repeatable',
+          collect,
+          [],
+        )
         .option('--overlay-ip <ip>', 'a specific overlay IP instead of the lowest free one'),
     ),
   )
-    .addHelpText('after', '\nWith --socket or --url the signed record is also registered with that running agent,\nso the cluster admits the new node before it first connects.')
+    .addHelpText(
+      'after',
+      '\nWith --socket or --url the signed record is also registered with that running agent,\nso the cluster admits the new node before it first connects.',
+    )
     .action(async (requestFile: string, flags: SignFlags) => {
       const result = await signRequest({
         orgDir: flags.org,
@@ -124,13 +139,21 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
       const { record } = result.bundle;
       ctx.print(
         flags,
-        { nodeId: record.nodeId, overlayIp: record.overlayIp, bundle: result.out, registered, pnetKey: result.pnetKey },
+        {
+          nodeId: record.nodeId,
+          overlayIp: record.overlayIp,
+          bundle: result.out,
+          registered,
+          pnetKey: result.pnetKey,
+        },
         () =>
           [
             `enrolled node "${record.nodeId}" with overlay IP ${record.overlayIp}`,
             `bundle: ${result.out} (install it as <identity dir>/enrollment.json)`,
             ...(registered ? ['registered with the running cluster'] : []),
-            ...(result.pnetKey ? [`the org is a private network: also copy ${result.pnetKey} into the identity dir`] : []),
+            ...(result.pnetKey
+              ? [`the org is a private network: also copy ${result.pnetKey} into the identity dir`]
+              : []),
           ].join('\n'),
       );
     });
@@ -153,17 +176,23 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
       throw inputError((err as Error).message);
     }
     const client = await ctx.client(flags);
-    const result = await client.request<{ revocation: Revocation; changed: boolean }>('POST', '/v1/revocations', {
-      json: revocation,
-      timeoutMs: 30_000,
-    });
+    const result = await client.request<{ revocation: Revocation; changed: boolean }>(
+      'POST',
+      '/v1/revocations',
+      {
+        json: revocation,
+        timeoutMs: 30_000,
+      },
+    );
     await writeFileAtomic(
       join(flags.org, REVOKED_DIR, `${nodeId}.json`),
       `${JSON.stringify(result.revocation, null, 2)}\n`,
       PUBLIC_FILE_MODE,
     );
     ctx.print(flags, result, () =>
-      result.changed ? `revoked node "${nodeId}"` : `node "${nodeId}" was already revoked (kept the earlier revocation)`,
+      result.changed
+        ? `revoked node "${nodeId}"`
+        : `node "${nodeId}" was already revoked (kept the earlier revocation)`,
     );
   });
 }

@@ -50,7 +50,9 @@ export async function initNode(options: InitNodeOptions): Promise<InitNodeResult
   if (await fileExists(join(options.dir, NODE_FILES.info))) {
     identity = await loadNodeIdentity(options.dir, { wgKeys: x25519WgKeys });
     if (identity.nodeId !== options.id) {
-      throw inputError(`${options.dir} already holds the identity of node "${identity.nodeId}", not "${options.id}"`);
+      throw inputError(
+        `${options.dir} already holds the identity of node "${identity.nodeId}", not "${options.id}"`,
+      );
     }
   } else {
     try {
@@ -123,11 +125,19 @@ export function registerNodeCommands(program: Command, ctx: CliContext): void {
     node
       .command('init')
       .description('create the node identity (libp2p and WireGuard keys) and its enrollment request')
-      .requiredOption('--dir <identitydir>', 'identity directory (the agent reads <data_dir>/identity by default)')
+      .requiredOption(
+        '--dir <identitydir>',
+        'identity directory (the agent reads <data_dir>/identity by default)',
+      )
       .requiredOption('--id <nodeId>', 'node id, unique in the org')
       .option('--endpoint <endpoint>', 'wg://host:port or a libp2p multiaddr; repeatable', collect, [])
       .option('--cpus <n>', 'CPUs offered to services', positiveNumber, availableParallelism())
-      .option('--memory-mb <n>', 'memory offered to services, MiB', positiveNumber, Math.floor(totalmem() / 2 ** 20))
+      .option(
+        '--memory-mb <n>',
+        'memory offered to services, MiB',
+        positiveNumber,
+        Math.floor(totalmem() / 2 ** 20),
+      )
       .option('--scratch-mb <n>', 'scratch space offered to services, MiB', nonNegativeInt, 10_240)
       .option('--label <key=value>', 'placement label; repeatable', label, {})
       .option('-o, --output <file>', `where to write the request (default <dir>/${REQUEST_FILE})`),

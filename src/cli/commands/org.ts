@@ -29,7 +29,11 @@ export async function initOrg(options: InitOrgOptions): Promise<InitOrgResult> {
     throw inputError((err as Error).message);
   }
   await saveOrg(options.dir, org, { overwrite: options.force === true });
-  return { dir: options.dir, org: org.info, pnetKey: org.pnetKey ? join(options.dir, ORG_FILES.pnetKey) : null };
+  return {
+    dir: options.dir,
+    org: org.info,
+    pnetKey: org.pnetKey ? join(options.dir, ORG_FILES.pnetKey) : null,
+  };
 }
 
 export function registerOrgCommands(program: Command, ctx: CliContext): void {
@@ -43,18 +47,22 @@ export function registerOrgCommands(program: Command, ctx: CliContext): void {
       .option('--cidr <cidr>', 'overlay network of the org', DEFAULT_OVERLAY_CIDR)
       .option('--pnet', 'also create a libp2p private-network key (swarm.key)')
       .option('--force', 'overwrite an existing org in --dir (orphans every enrolled node)'),
-  ).action(async (flags: { dir: string; name: string; cidr: string; pnet?: boolean; force?: boolean } & JsonFlag) => {
-    const result = await initOrg(flags);
-    ctx.print(flags, result, () =>
-      [
-        `created org "${result.org.name}" in ${result.dir}`,
-        `  overlay CIDR   ${result.org.overlayCidr}`,
-        `  CA public key  ${result.org.caPublicKey}`,
-        ...(result.pnetKey
-          ? [`  pnet key       ${result.pnetKey} (copy it into every node's identity dir)`]
-          : []),
-        `keep ${join(result.dir, ORG_FILES.caKey)} secret: it enrolls nodes and signs images`,
-      ].join('\n'),
-    );
-  });
+  ).action(
+    async (
+      flags: { dir: string; name: string; cidr: string; pnet?: boolean; force?: boolean } & JsonFlag,
+    ) => {
+      const result = await initOrg(flags);
+      ctx.print(flags, result, () =>
+        [
+          `created org "${result.org.name}" in ${result.dir}`,
+          `  overlay CIDR   ${result.org.overlayCidr}`,
+          `  CA public key  ${result.org.caPublicKey}`,
+          ...(result.pnetKey
+            ? [`  pnet key       ${result.pnetKey} (copy it into every node's identity dir)`]
+            : []),
+          `keep ${join(result.dir, ORG_FILES.caKey)} secret: it enrolls nodes and signs images`,
+        ].join('\n'),
+      );
+    },
+  );
 }

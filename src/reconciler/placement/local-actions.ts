@@ -67,10 +67,16 @@ export type Restore =
   | { from: 'empty'; lostStateOf: string };
 
 export type LocalAction =
-  /** Write the claim (phase `pulling`), then fetch the image and, per `restore`, the state. */
+  /**
+   * Write the claim (phase `pulling`), then fetch and verify the image and,
+   * per `restore`, fetch, verify and unpack the state into STATE_DIRECTORY.
+   */
   | { kind: 'claim'; workload: string; revision: number; restore: Restore; takeoverFrom: string | null }
-  /** The claim has settled unchallenged: run the process (phase `starting`, then `running`). */
-  | { kind: 'start'; workload: string; revision: number; restore: Restore }
+  /**
+   * The claim has settled unchallenged: once the pull begun by `claim` has
+   * finished, run the process (phase `starting`, then `running`).
+   */
+  | { kind: 'start'; workload: string; revision: number }
   /** The spec changed: stop and start again in place (the state directory stays). */
   | { kind: 'restart'; workload: string; fromRevision: number; toRevision: number }
   /** Planned move away: stop, snapshot STATE_DIRECTORY if persistent, write `released {snapshot}`. */
@@ -271,7 +277,7 @@ function decideAsHolder(
     case 'pulling': {
       const settleAt = my.since + view.timing.claimSettleMs;
       if (view.now < settleAt) return { kind: 'wait', workload, reason: 'claim settling', retryAt: settleAt };
-      return { kind: 'start', workload, revision: spec.revision, restore: restoreFor(ctx, persistent) };
+      return { kind: 'start', workload, revision: spec.revision };
     }
     case 'starting':
     case 'running':
@@ -369,13 +375,22 @@ function claimIfLeased(
   return { kind: 'claim', workload: ctx.workload, revision: spec.revision, restore, takeoverFrom };
 }
 
-/** Where the state of a workload this node claims or starts comes from. */
+/**
+ * Where the state of a workload this node claims comes from: the best
+ * released snapshot (claims are ordered best first, so a newer release wins
+ * over a leftover from an older move); else, after an unplanned takeover,
+ * the dead holder's last checkpoint, if any; else this node's own directory.
+ */
 function restoreFor(ctx: WorkloadContext, persistent: boolean): Restore {
   if (!persistent) return { from: 'none' };
-  const others = ctx.claims.filter((claim) => claim.nodeId !== ctx.nodeId);
-  const released = others.find((claim) => claim.phase === 'released' && claim.snapshot !== null);
-  if (released?.snapshot) return { from: 'snapshot', nodeId: released.nodeId, snapshot: released.snapshot };
-  const dead = others.find((claim) => claim.stale && holdRank(claim.phase, claim.snapshot) >= 2);
+  const released = ctx.claims.find((claim) => claim.phase === 'released' && claim.snapshot !== null);
+  if (released?.snapshot) {
+    if (released.nodeId === ctx.nodeId) return { from: 'local' };
+    return { from: 'snapshot', nodeId: released.nodeId, snapshot: released.snapshot };
+  }
+  const dead = ctx.claims.find(
+    (claim) => claim.nodeId !== ctx.nodeId && claim.stale && holdRank(claim.phase, claim.snapshot) >= 2,
+  );
   if (dead?.snapshot) return { from: 'checkpoint', nodeId: dead.nodeId, snapshot: dead.snapshot };
   if (dead) return { from: 'empty', lostStateOf: dead.nodeId };
   return { from: 'local' };

@@ -1,0 +1,144 @@
+import type { Command } from 'commander';
+import type { NodeRow, WorkloadRow } from '../../agent/api/views.js';
+import type { AgentStatus } from '../../agent/node-agent.js';
+import type { ConvergenceEstimate } from '../../agent/peer-digests.js';
+import type { ConnectionFlags } from '../api-client.js';
+import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
+import { ago, duration, shortDigest, shortDigests, table } from '../format.js';
+
+export type StatusResponse = AgentStatus & { now: number; convergence: ConvergenceEstimate | null };
+
+type Flags = JsonFlag & ConnectionFlags;
+
+export function renderStatus(status: StatusResponse): string {
+  const c = status.convergence;
+  const convergence =
+    c === null ? 'unknown' : c.converged ? 'converged' : `differs from peers for ${duration(c.lagMs)}`;
+  const lines = [
+    `node         ${status.nodeId} (org ${status.org})`,
+    `peer id      ${status.peerId}`,
+    `up since     ${status.startedAt === null ? '-' : new Date(status.startedAt).toISOString()}`,
+    `listening    ${status.addrs.join(' ') || '-'}`,
+    `connections  ${status.peers}`,
+    `digests      ${Object.entries(status.digests)
+      .map(([doc, d]) => `${doc}=${d}`)
+      .join(' ')}`,
+    `convergence  ${convergence}`,
+  ];
+  if (status.members.length > 0) {
+    lines.push(
+      '',
+      table(
+        ['MEMBER', 'LIVENESS', 'LAST HEARD', 'IN SYNC'],
+        status.members.map((m) => {
+          const peer = c?.peers.find((p) => p.nodeId === m.nodeId);
+          return [
+            m.nodeId,
+            m.state,
+            ago(status.now - m.lastSeenAt),
+            peer === undefined ? '-' : peer.inSync ? 'yes' : `no (${peer.differing.join(',')})`,
+          ];
+        }),
+      ),
+    );
+  }
+  return lines.join('\n');
+}
+
+export function renderNodes(nodes: NodeRow[]): string {
+  if (nodes.length === 0) return 'no enrolled nodes';
+  return table(
+    ['NODE', 'LIVENESS', 'OVERLAY IP', 'CPUS', 'MEM MB', 'DRAINING', 'REVOKED', 'LAST HEARD', 'DIGESTS'],
+    nodes.map((n) => [
+      n.self ? `${n.nodeId}*` : n.nodeId,
+      n.liveness,
+      n.overlayIp,
+      String(n.capacity.cpus),
+      String(n.capacity.memoryMb),
+      n.draining ? 'yes' : 'no',
+      n.revoked ? 'yes' : 'no',
+      ago(n.lastSeenAgoMs),
+      shortDigests(n.digests),
+    ]),
+  );
+}
+
+export function renderWorkloads(workloads: WorkloadRow[]): string {
+  if (workloads.length === 0) return 'no workloads';
+  return table(
+    ['NAME', 'REV', 'PHASE', 'HOLDER', 'RESTARTS', 'IMAGE', 'REASON'],
+    workloads.map((w) => [
+      w.name,
+      String(w.spec.revision),
+      w.phase,
+      w.holder ?? '-',
+      String(w.restarts),
+      `${w.spec.image}@${shortDigest(w.spec.imageDigest)}`,
+      w.reason ?? '',
+    ]),
+  );
+}
+
+function renderWorkload(w: WorkloadRow): string {
+  const s = w.spec;
+  const lines = [
+    `name        ${w.name} (revision ${s.revision})`,
+    `phase       ${w.phase}${w.holder ? ` on ${w.holder}` : ''}${w.reason ? ` (${w.reason})` : ''}`,
+    `image       ${s.image} ${s.imageDigest}`,
+    `command     ${[s.command, ...s.args].join(' ')}`,
+    `resources   ${s.cpus} cpu, ${s.memoryMb} MiB, scratch ${s.scratchMb} MiB ${s.scratchClass}`,
+    `restart     ${s.restart}, restarts ${w.restarts}`,
+  ];
+  const statuses = Object.entries(w.statuses);
+  if (statuses.length > 0) {
+    lines.push(
+      '',
+      table(
+        ['NODE', 'PHASE', 'REV', 'RESTARTS', 'SINCE', 'SANDBOX'],
+        statuses.map(([nodeId, st]) => [
+          nodeId,
+          st.phase,
+          String(st.revision),
+          String(st.restarts),
+          new Date(st.since).toISOString(),
+          st.sandbox ?? '-',
+        ]),
+      ),
+    );
+  }
+  return lines.join('\n');
+}
+
+export function registerQueryCommands(program: Command, ctx: CliContext): void {
+  withConnection(
+    withJson(program.command('status').description("this agent's status and convergence")),
+  ).action(async (flags: Flags) => {
+    const status = await (await ctx.client(flags)).get<StatusResponse>('/v1/status');
+    ctx.print(flags, status, () => renderStatus(status));
+  });
+
+  withConnection(
+    withJson(program.command('nodes').description('enrolled nodes with liveness, drain and revocation')),
+  ).action(async (flags: Flags) => {
+    const { nodes } = await (await ctx.client(flags)).get<{ nodes: NodeRow[] }>('/v1/nodes');
+    ctx.print(flags, { nodes }, () => renderNodes(nodes));
+  });
+
+  withConnection(
+    withJson(
+      program
+        .command('workloads')
+        .description('services with their holder and phase (one service in detail with a name)')
+        .argument('[name]', 'show this workload in detail'),
+    ),
+  ).action(async (name: string | undefined, flags: Flags) => {
+    const client = await ctx.client(flags);
+    if (name !== undefined) {
+      const row = await client.get<WorkloadRow>(`/v1/workloads/${encodeURIComponent(name)}`);
+      ctx.print(flags, row, () => renderWorkload(row));
+      return;
+    }
+    const { workloads } = await client.get<{ workloads: WorkloadRow[] }>('/v1/workloads');
+    ctx.print(flags, { workloads }, () => renderWorkloads(workloads));
+  });
+}

@@ -1,0 +1,110 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { readProcStat } from '../../src/reconciler/proc.js';
+import { SANDBOX_PATHS } from '../../src/reconciler/sandbox.js';
+import { makeHarness, readLines, sandboxSkipReason, waitForFile, waitForStatus } from './helpers.js';
+
+function haveBwrap(): boolean {
+  try {
+    execFileSync('bwrap', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const skip = sandboxSkipReason(haveBwrap());
+
+describe('sandbox (bubblewrap, root)', { skip }, () => {
+  test('read-only root, writable service directories, uid 65534, readiness fd, graceful stop via child-pid', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap', limitsEnabled: true });
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'probe', command: 'bin/probe.sh', args: ['5'], notificationFd: 5, env: { MODE: 'test' } }),
+    );
+    const running = await waitForStatus(h.runtime, 'probe', (s) => s.phase === 'running', 'running');
+    assert.equal(running.sandbox, 'bubblewrap');
+    const state = h.serviceDir('probe', 'state');
+    // Writing to / (and /etc) fails; writing to the four directories works.
+    assert.equal((await readFile(join(state, 'root'), 'utf8')).trim(), 'readonly');
+    assert.equal((await readFile(join(state, 'etc'), 'utf8')).trim(), 'readonly');
+    assert.equal((await readFile(join(state, 'dirs'), 'utf8')).trim(), 'writable');
+    await assert.rejects(stat('/silo-root-write-test'), { code: 'ENOENT' });
+    assert.equal((await readFile(join(state, 'uid'), 'utf8')).trim(), '65534');
+    // Own pid namespace, service as pid 1; the status reports its host pid (bwrap's child).
+    assert.equal((await readFile(join(state, 'pid'), 'utf8')).trim(), '1');
+    assert.ok(running.pid !== null);
+    assert.match(readProcStat(running.pid)?.startTime ?? '', /^\d+$/);
+    const env = Object.fromEntries((await readLines(join(state, 'env'))).map((l) => l.split(/=(.*)/s).slice(0, 2)));
+    assert.equal(env['RUNTIME_DIRECTORY'], SANDBOX_PATHS.runtime);
+    assert.equal(env['STATE_DIRECTORY'], SANDBOX_PATHS.state);
+    assert.equal(env['CACHE_DIRECTORY'], SANDBOX_PATHS.cache);
+    assert.equal(env['LOGS_DIRECTORY'], SANDBOX_PATHS.logs);
+    assert.equal(env['MODE'], 'test');
+    assert.equal((await readFile(join(state, 'cwd'), 'utf8')).trim(), SANDBOX_PATHS.state);
+    // The files it wrote belong to the sandbox user.
+    assert.equal((await stat(join(state, 'uid'))).uid, 65534);
+    // Limits this host can enforce are reported.
+    assert.ok(running.limits !== null);
+    assert.ok(running.limits.nofile !== null && running.limits.nofile > 0);
+
+    const stopped = await h.runtime.stop('probe');
+    assert.equal(stopped?.phase, 'released');
+    assert.deepEqual({ code: stopped?.lastExit?.code, signal: stopped?.lastExit?.signal }, { code: 0, signal: null });
+    assert.equal(await readFile(join(state, 'stopped'), 'utf8'), 'graceful\n');
+    await assert.rejects(stat(h.serviceDir('probe', 'runtime')), { code: 'ENOENT' });
+  });
+
+  test('network "none" gets its own network namespace with only loopback', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap' });
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'isolated', command: 'bin/probe.sh', args: ['5'], notificationFd: 5, network: 'none' }),
+    );
+    await waitForStatus(h.runtime, 'isolated', (s) => s.phase === 'running', 'running');
+    const interfaces = (await readLines(join(h.serviceDir('isolated', 'state'), 'netdev')))
+      .slice(2)
+      .map((line) => line.trim().split(':')[0]);
+    assert.deepEqual(interfaces, ['lo']);
+  });
+
+  test('a service ignoring the stop signal is SIGKILLed after stop_timeout (pid 1 in its namespace)', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap' });
+    await h.runtime.ensureRunning(h.spec({ name: 'stubborn', command: 'bin/stubborn.sh', stopTimeoutMs: 300 }));
+    const running = await waitForStatus(h.runtime, 'stubborn', (s) => s.phase === 'running', 'running');
+    await waitForFile(join(h.serviceDir('stubborn', 'state'), 'runs'));
+    const runningStart = readProcStat(running.pid ?? 0)?.startTime;
+    assert.ok(runningStart !== undefined);
+    const stopped = await h.runtime.stop('stubborn');
+    assert.equal(stopped?.lastExit?.signal, 'SIGKILL');
+    // Gone (a zombie awaiting its reaper counts as gone: it runs nothing).
+    const left = readProcStat(running.pid ?? 0);
+    assert.ok(left === null || left.state === 'Z' || left.startTime !== runningStart, JSON.stringify(left));
+  });
+
+  test('crash, restart and exit 125 semantics hold inside the sandbox', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap', tuning: { crashLoopDeaths: 3 } });
+    await h.runtime.ensureRunning(h.spec({ name: 'crash', command: 'bin/crash.sh', args: ['7'] }));
+    const failed = await waitForStatus(h.runtime, 'crash', (s) => s.phase === 'failed', 'crash loop');
+    assert.match(failed.reason ?? '', /crash loop: 3 exits .*exit code 7/);
+    await h.runtime.ensureRunning(h.spec({ name: 'perm', command: 'bin/crash.sh', args: ['125'] }));
+    const permanent = await waitForStatus(h.runtime, 'perm', (s) => s.phase === 'failed', 'failed');
+    assert.match(permanent.reason ?? '', /exit code 125: permanent failure/);
+  });
+
+  test('memory limit (cgroup v1) is enforced when this host allows it', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap', limitsEnabled: true });
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'memhog', command: 'bin/memhog.sh', memoryMb: 64, restart: 'never' }),
+    );
+    const done = await waitForStatus(h.runtime, 'memhog', (s) => s.phase === 'released', 'exited');
+    if (done.limits?.memory !== 'cgroup-v1') {
+      t.skip(`memory cgroup not available here: ${done.limits?.notes.join('; ')}`);
+      return;
+    }
+    // tail tried to buffer 400 MB under a 64 MB limit and was OOM-killed (128 + 9).
+    assert.equal((await readFile(join(h.serviceDir('memhog', 'state'), 'memhog'), 'utf8')).trim(), '137');
+  });
+});
