@@ -227,15 +227,13 @@ export class LinkChannel<T> {
   private arm(): void {
     if (this.cancelTimer !== undefined || this.pending === 0) return;
     const wait = (this.queue[this.head] as Pending<T>).at - this.model.now();
-    // biome-ignore lint/suspicious/noExplicitAny: debug
-    (this as any).dbg = { armedAt: this.model.now(), wait };
     if (wait <= 0) {
       // biome-ignore lint/suspicious/noExplicitAny: debug
       const g = globalThis as any; g.__sched = (g.__sched ?? 0) + 1;
-      const handle = setTimeout(() => { g.__ran = (g.__ran ?? 0) + 1; try { this.fire(); } catch (e) { console.log('FIRE THREW', e); throw e; } }, 0);
+      const handle = setImmediate(() => { g.__ran = (g.__ran ?? 0) + 1; this.fire(); });
       // biome-ignore lint/suspicious/noExplicitAny: debug
-      (this as any).handle = handle;
-      this.cancelTimer = () => clearTimeout(handle);
+      (this as any).handle = handle; (this as any).armedAt = performance.now();
+      this.cancelTimer = () => clearImmediate(handle);
     } else {
       const handle = setTimeout(() => this.fire(), wait);
       this.cancelTimer = () => clearTimeout(handle);
@@ -248,8 +246,6 @@ export class LinkChannel<T> {
   }
 
   private fire(): void {
-    // biome-ignore lint/suspicious/noExplicitAny: debug
-    (this as any).firedAt = this.model.now();
     this.cancelTimer = undefined;
     const due = this.model.now() + TIMER_SLACK_MS;
     while (!this.closed && !this.held && this.head < this.queue.length) {

@@ -87,8 +87,12 @@ async function main(): Promise<void> {
   const cpuBeforeWarmUp = process.cpuUsage();
   const stopProf = process.env.PROBE_PROFILE ? await (await import('./_prof.js')).startProfile() : undefined;
   if (process.env.PROBE_TRACE) {
+    const { createRequire } = await import('node:module');
+    const req = createRequire(import.meta.url);
+    const tb = req('internal/test/binding').internalBinding('timers');
     for (let i = 0; i < 15; i++) {
       await sleep(1000);
+      console.log('immediateInfo', [...tb.immediateInfo], process.getActiveResourcesInfo().filter((r) => r === 'Immediate').length);
       const subs = nodes.reduce((n, node) => n + node.services.pubsub.getSubscribers(TOPIC).length, 0);
       const peers = nodes.reduce((n, node) => n + node.services.pubsub.getPeers().length, 0);
       const ml = nodes.filter((node) => node.services.pubsub.getMeshPeers(TOPIC).length === 0).length;
@@ -103,7 +107,7 @@ async function main(): Promise<void> {
     const live = (net as any).live as Set<any>;
     let stuck = 0, pend = 0, inb = 0;
     for (const pair of live) {
-      for (const ch of [pair.forward, pair.backward]) { if (ch.pending > 0 && Math.random() < 0.1) { const h = ch.handle; console.log(h._destroyed, h._idleTimeout, typeof h._onTimeout, h._idleStart, h._idleNext === null, h._idlePrev === null, h._repeat, performance.now()); } if (false) console.log(ch.from, ch.to, ch.pending, ch.queue[ch.head].at - performance.now(), ch.held, ch.closed, ch.queue[ch.head].item.kind, performance.now() - ch.dbg.armedAt, ch.dbg.wait, performance.now() - ch.firedAt); pend += ch.pending; if (ch.pending > 0 && ch.cancelTimer === undefined) stuck++; }
+      for (const ch of [pair.forward, pair.backward]) { if (ch.pending > 0 && Math.random() < 0.1) { const h = ch.handle; console.log('IMM', h.constructor.name, h._destroyed, typeof h._onImmediate, h._idleNext === null, h._idlePrev === null, h.hasRef(), performance.now() - ch.armedAt); } if (false) console.log(ch.from, ch.to, ch.pending, ch.queue[ch.head].at - performance.now(), ch.held, ch.closed, ch.queue[ch.head].item.kind, performance.now() - ch.dbg.armedAt, ch.dbg.wait, performance.now() - ch.firedAt); pend += ch.pending; if (ch.pending > 0 && ch.cancelTimer === undefined) stuck++; }
       inb += pair.dialerEnd.inbound.pending + pair.listenerEnd.inbound.pending;
     }
     const res = process.getActiveResourcesInfo(); const c: Record<string, number> = {}; for (const r of res) c[r] = (c[r] ?? 0) + 1; console.log(c, process.listenerCount('uncaughtException'), process.listenerCount('unhandledRejection'));

@@ -84,6 +84,9 @@ interface Run {
   childPid: number | null;
   childStartTime: string | undefined;
   readyAt: number | null;
+  /** The newline arrived on notification_fd. */
+  notified: boolean;
+  waitsForChildPid: boolean;
   readinessTimer: NodeJS.Timeout | null;
   /** Set when the supervisor killed the run because it failed (readiness timeout). */
   failure: string | null;
@@ -229,6 +232,8 @@ export class Supervisor {
       childPid: null,
       childStartTime: undefined,
       readyAt: null,
+      notified: false,
+      waitsForChildPid: false,
       readinessTimer: null,
       failure: null,
       exited,
@@ -245,11 +250,12 @@ export class Supervisor {
     child.stderr?.on('data', (chunk: Buffer) => this.log.write(chunk));
     if (plan.statusFd !== null) this.watchBwrapStatus(run, child.stdio[plan.statusFd] as Readable | null);
 
-    if (notificationFd === undefined) {
-      this.markReady(run);
-    } else {
-      this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
-    }
+    // Ready = the newline on notification_fd (if declared) AND, under bwrap, the service's own
+    // pid known (child-pid on the status fd), so a running status never names bwrap.
+    run.waitsForChildPid = plan.statusFd !== null;
+    if (notificationFd !== undefined) this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
+    this.maybeReady(run);
+    if (run.readyAt === null) this.armReadinessTimer(run);
 
     let settled = false;
     const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
@@ -266,20 +272,33 @@ export class Supervisor {
   }
 
   private watchReadiness(run: Run, stream: Readable | null): void {
-    if (stream === null) {
-      this.markReady(run);
-      return;
-    }
+    if (stream === null) return;
     stream.on('data', (chunk: Buffer) => {
-      if (run.readyAt === null && chunk.includes(0x0a)) this.markReady(run);
+      if (!run.notified && chunk.includes(0x0a)) {
+        run.notified = true;
+        this.maybeReady(run);
+      }
     });
     stream.on('error', () => undefined);
+  }
+
+  private armReadinessTimer(run: Run): void {
     run.readinessTimer = setTimeout(() => {
       if (run.readyAt !== null || this.run !== run || this.stopping !== null) return;
-      run.failure = `not ready within ${this.options.startTimeoutMs / 1000} s (no newline on fd ${this.options.notificationFd})`;
+      const missing =
+        this.options.notificationFd !== undefined && !run.notified
+          ? `no newline on fd ${this.options.notificationFd}`
+          : 'bwrap reported no child pid';
+      run.failure = `not ready within ${this.options.startTimeoutMs / 1000} s (${missing})`;
       this.logger.warn(run.failure);
       void this.terminate(run);
     }, this.options.startTimeoutMs);
+  }
+
+  private maybeReady(run: Run): void {
+    const notified = this.options.notificationFd === undefined || run.notified;
+    const pidKnown = !run.waitsForChildPid || run.childPid !== null;
+    if (notified && pidKnown) this.markReady(run);
   }
 
   private watchBwrapStatus(run: Run, stream: Readable | null): void {
@@ -311,6 +330,7 @@ export class Supervisor {
     run.childPid = childPid;
     run.childStartTime = stat.startTime;
     void this.writePidFile(run);
+    this.maybeReady(run);
   }
 
   private markReady(run: Run): void {

@@ -350,6 +350,14 @@ describe('decideLocalActions: partitions and takeover', () => {
       restore: { from: 'empty', lostStateOf: 'n-a' },
       takeoverFrom: 'n-a',
     });
+    // A dead holder that had crash-looped it: its state is on its disk too, and lost.
+    assert.deepEqual(actions(target, { ...ready, observed: { 'n-a': { db: status('failed', 1) } } })[0], {
+      kind: 'claim',
+      workload: 'db',
+      revision: 1,
+      restore: { from: 'empty', lostStateOf: 'n-a' },
+      takeoverFrom: 'n-a',
+    });
     for (const id of majority.filter((id) => id !== target)) assert.deepEqual(actions(id, ready), []);
     // The claim settles and starts from the same checkpoint; the dead holder's record does not block it.
     const claimed: ViewOptions = {

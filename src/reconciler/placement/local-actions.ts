@@ -125,6 +125,8 @@ export function evaluateView(nodeId: string, view: LocalView): ViewEvaluation {
 }
 
 const ACTIVE = new Set(['pulling', 'starting', 'running']);
+/** Phases in which a node's STATE_DIRECTORY holds the workload's live state. */
+const HAD_STATE = new Set(['starting', 'running', 'stopping', 'failed']);
 
 /**
  * What THIS node should do now, one entry per workload it is involved in
@@ -388,8 +390,9 @@ function restoreFor(ctx: WorkloadContext, persistent: boolean): Restore {
     if (released.nodeId === ctx.nodeId) return { from: 'local' };
     return { from: 'snapshot', nodeId: released.nodeId, snapshot: released.snapshot };
   }
+  // The dead node that ran it (or crash-looped it): its state is on its disk.
   const dead = ctx.claims.find(
-    (claim) => claim.nodeId !== ctx.nodeId && claim.stale && holdRank(claim.phase, claim.snapshot) >= 2,
+    (claim) => claim.nodeId !== ctx.nodeId && claim.stale && HAD_STATE.has(claim.phase),
   );
   if (dead?.snapshot) return { from: 'checkpoint', nodeId: dead.nodeId, snapshot: dead.snapshot };
   if (dead) return { from: 'empty', lostStateOf: dead.nodeId };
