@@ -30,6 +30,7 @@ const mib = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
 const collect = () => (globalThis as { gc?: () => void }).gc?.();
 
 async function main(): Promise<void> {
+  if (process.env.PROBE_KEEPER) setInterval(() => {}, 5);
   const net = new SimNetwork({ seed: 'scale-probe', defaultLatencyMs: latencyMs, defaultJitterMs: latencyMs / 4 });
   const prng = net.prng.fork('probe');
   collect();
@@ -96,7 +97,7 @@ async function main(): Promise<void> {
       const subs = nodes.reduce((n, node) => n + node.services.pubsub.getSubscribers(TOPIC).length, 0);
       const peers = nodes.reduce((n, node) => n + node.services.pubsub.getPeers().length, 0);
       const ml = nodes.filter((node) => node.services.pubsub.getMeshPeers(TOPIC).length === 0).length;
-      console.log(`t=${i + 1}s peers ${peers} subs ${subs} meshless ${ml} ran ${(globalThis as any).__ran}`);
+      console.log(`t=${i + 1}s peers ${peers} subs ${subs} meshless ${ml} ran ${(globalThis as any).__ran} ${JSON.stringify((globalThis as any).__hist)}`);
     }
   }
   await sleep(WARM_UP_MS);

@@ -28,6 +28,18 @@ export type { ConnectionGater, PrivateKey };
 
 export type TransportKind = 'tcp' | 'memory';
 
+/**
+ * libp2p connection-manager limits. libp2p's defaults (5 inbound
+ * connection attempts per second per remote IP, 10 pending inbound, 300
+ * connections) suit an overlay where every peer has its own IP; tests and
+ * tools that put many peers on 127.0.0.1 raise the per-host rate.
+ */
+export interface ConnectionLimits {
+  inboundPerHostPerSecond?: number;
+  maxIncomingPending?: number;
+  maxConnections?: number;
+}
+
 /** Gossipsub mesh degree. Defaults suit clusters of a few to a few dozen nodes. */
 export interface MeshDegree {
   D: number;
@@ -63,6 +75,7 @@ export interface GossipNodeOptions {
   /** Topics whose invalid messages lower the sender's peer score (the document and liveness topics). */
   scoredTopics?: string[];
   maxRpcBytes?: number;
+  connectionLimits?: ConnectionLimits;
   /** Defaults to true; false leaves the node stopped so the caller can register handlers first. */
   start?: boolean;
 }
@@ -126,6 +139,18 @@ export async function createGossipNode(options: GossipNodeOptions): Promise<Goss
       }) as (components: unknown) => GossipSub,
     },
   };
+  const limits = options.connectionLimits;
+  if (limits) {
+    init.connectionManager = {
+      ...(limits.inboundPerHostPerSecond !== undefined && {
+        inboundConnectionThreshold: limits.inboundPerHostPerSecond,
+      }),
+      ...(limits.maxIncomingPending !== undefined && {
+        maxIncomingPendingConnections: limits.maxIncomingPending,
+      }),
+      ...(limits.maxConnections !== undefined && { maxConnections: limits.maxConnections }),
+    };
+  }
   if (options.connectionGater) init.connectionGater = options.connectionGater;
   if (options.psk) init.connectionProtector = preSharedKey({ psk: options.psk });
   return createLibp2p(init);

@@ -283,12 +283,18 @@ export class ServiceRuntime {
     }
     const owner: Owner | undefined =
       choice.kind === 'bubblewrap' ? { uid: SANDBOX_UID, gid: SANDBOX_GID } : undefined;
-    await prepareDirs(dirs, owner);
-    entry.limits = await this.limiter.setup(`${this.instanceId}-${spec.name}`, {
-      cpus: spec.cpus,
-      memoryMb: spec.memoryMb,
-    });
-    const limits = entry.limits;
+    let limits: LimitSetup;
+    try {
+      await prepareDirs(dirs, owner);
+      limits = await this.limiter.setup(`${this.instanceId}-${spec.name}`, {
+        cpus: spec.cpus,
+        memoryMb: spec.memoryMb,
+      });
+    } catch (err) {
+      this.setStatus(entry, { phase: 'failed', reason: `cannot prepare: ${(err as Error).message}` });
+      return this.view(entry);
+    }
+    entry.limits = limits;
 
     const supervisor = new Supervisor({
       name: spec.name,

@@ -253,7 +253,9 @@ export class Supervisor {
     // Ready = the newline on notification_fd (if declared) AND, under bwrap, the service's own
     // pid known (child-pid on the status fd), so a running status never names bwrap.
     run.waitsForChildPid = plan.statusFd !== null;
-    if (notificationFd !== undefined) this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
+    if (notificationFd !== undefined) {
+      this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
+    }
     this.maybeReady(run);
     if (run.readyAt === null) this.armReadinessTimer(run);
 
@@ -312,8 +314,9 @@ export class Supervisor {
         const line = buffered.slice(0, newline);
         buffered = buffered.slice(newline + 1);
         const status = parseBwrapStatusLine(line);
-        if (status !== null && 'childPid' in status && run.childPid === null)
+        if (status !== null && 'childPid' in status && run.childPid === null) {
           this.adoptChildPid(run, status.childPid);
+        }
         newline = buffered.indexOf('\n');
       }
     });

@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Registry } from 'prom-client';
-import { BlobExchange, BlobFetchError, type BlobSource, fileBlobSource } from '../../src/gossip/blob-exchange.js';
+import {
+  BlobExchange,
+  BlobFetchError,
+  type BlobSource,
+  fileBlobSource,
+} from '../../src/gossip/blob-exchange.js';
 import { silentLogger, startCluster, stopAll, type TestNode, waitFor } from './helpers.js';
 
 const PROTOCOL = '/silo/test-blob/1';
@@ -73,7 +78,9 @@ describe('blob exchange', () => {
 
   test('unknown digest, malformed digest and over-limit blobs get typed errors', async () => {
     const peer = nodes[0]!.gossip.peerId;
-    await assert.rejects(client.fetch(peer, `sha256:${'0'.repeat(64)}`, join(dir, 'x')), { code: 'not-found' });
+    await assert.rejects(client.fetch(peer, `sha256:${'0'.repeat(64)}`, join(dir, 'x')), {
+      code: 'not-found',
+    });
     await assert.rejects(client.fetch(peer, 'md5:abc', join(dir, 'x')), { code: 'malformed' });
     const small = new BlobExchange({
       node: nodes[1]!.gossip.node,

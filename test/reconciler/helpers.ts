@@ -4,7 +4,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
-import { type Ed25519KeyPair, generateEd25519KeyPair, publicKeyToBase64 } from '../../src/identity/ed25519.js';
+import {
+  type Ed25519KeyPair,
+  generateEd25519KeyPair,
+  publicKeyToBase64,
+} from '../../src/identity/ed25519.js';
 import { signImageDigest } from '../../src/identity/image-signing.js';
 import { buildImage } from '../../src/reconciler/image.js';
 import { ImageStore } from '../../src/reconciler/image-store.js';

@@ -57,7 +57,7 @@ async function craftTar(file: string, entries: { header: TarHeader; body?: strin
   const pack = tar.pack();
   const chunks: Buffer[] = [];
   pack.on('data', (chunk: unknown) => chunks.push(chunk as Buffer));
-  const ended = new Promise((resolve) => pack.on('end', resolve));
+  const ended = new Promise<void>((resolve) => pack.on('end', () => resolve()));
   for (const { header, body } of entries) {
     await new Promise<void>((resolve, reject) =>
       pack.entry({ mode: 0o644, ...header }, body ?? '', (err) => (err ? reject(err) : resolve())),
@@ -142,7 +142,10 @@ describe('reproducible image build', () => {
     });
     await rm(join(tree, 'abs'));
     await symlink('../../outside', join(tree, 'bin', 'escape'));
-    await assert.rejects(buildImage(tree, join(work, 'esc.tar')), /bin\/escape: symlink target "..\/..\/outside" leaves the image/);
+    await assert.rejects(
+      buildImage(tree, join(work, 'esc.tar')),
+      /bin\/escape: symlink target "..\/..\/outside" leaves the image/,
+    );
     await rm(join(tree, 'bin', 'escape'));
     execFileSync('mkfifo', [join(tree, 'fifo')]);
     await assert.rejects(buildImage(tree, join(work, 'fifo.tar')), /fifo: unsupported file type/);
@@ -156,7 +159,12 @@ describe('image store', () => {
   async function store(t: { after(fn: () => Promise<void>): void }) {
     const dataDir = await tempDir(t);
     const ca = generateEd25519KeyPair();
-    const images = new ImageStore({ dataDir, caPublicKey: ca.publicKey, logger: silentLogger(), registry: new Registry() });
+    const images = new ImageStore({
+      dataDir,
+      caPublicKey: ca.publicKey,
+      logger: silentLogger(),
+      registry: new Registry(),
+    });
     const tarFile = join(dataDir, 'toolbox.tar');
     const built = await buildImage(TOOLBOX_DIR, tarFile);
     return { dataDir, ca, images, tarFile, digest: built.digest };
@@ -174,7 +182,10 @@ describe('image store', () => {
     assert.equal(rootfs, join(dataDir, 'images', 'unpacked', hex));
     assert.equal((await stat(join(rootfs, 'bin', 'crash.sh'))).mode & 0o777, 0o755);
     assert.equal((await stat(join(rootfs, 'README'))).mode & 0o777, 0o644);
-    assert.equal(await readFile(join(rootfs, 'README'), 'utf8'), await readFile(join(TOOLBOX_DIR, 'README'), 'utf8'));
+    assert.equal(
+      await readFile(join(rootfs, 'README'), 'utf8'),
+      await readFile(join(TOOLBOX_DIR, 'README'), 'utf8'),
+    );
     // Unpacking again reuses the tree.
     assert.equal(await images.unpack(digest), rootfs);
     // The registry counts verifications.
@@ -203,7 +214,10 @@ describe('image store', () => {
     await handle.close();
     const tampered = await images.verify(digest, signImageDigest(ca.privateKey, digest));
     assert.equal(!tampered.ok && tampered.code, 'tampered');
-    assert.match(!tampered.ok ? tampered.reason : '', /stored tar hashes to sha256:[0-9a-f]{64} \(tampered or corrupt; removed\)/);
+    assert.match(
+      !tampered.ok ? tampered.reason : '',
+      /stored tar hashes to sha256:[0-9a-f]{64} \(tampered or corrupt; removed\)/,
+    );
     assert.equal(await images.has(digest), false);
     const missing = await images.verify(digest, signImageDigest(ca.privateKey, digest));
     assert.equal(!missing.ok && missing.code, 'missing');
@@ -225,7 +239,11 @@ describe('image store', () => {
     const h = await makeHarness(t);
     const otherCa = generateEd25519KeyPair();
     await h.runtime.ensureRunning(
-      h.spec({ name: 'forged', command: 'bin/crash.sh', imageSignature: signImageDigest(otherCa.privateKey, h.digest) }),
+      h.spec({
+        name: 'forged',
+        command: 'bin/crash.sh',
+        imageSignature: signImageDigest(otherCa.privateKey, h.digest),
+      }),
     );
     const forged = h.runtime.status('forged');
     assert.equal(forged?.phase, 'failed');
@@ -257,7 +275,11 @@ describe('image store', () => {
 describe('safe unpack', () => {
   const hostile: [string, { header: TarHeader; body?: string }[], RegExp][] = [
     ['parent traversal', [{ header: { name: '../evil', type: 'file' }, body: 'x' }], /"\.\." in image path/],
-    ['nested traversal', [{ header: { name: 'a/../../evil', type: 'file' }, body: 'x' }], /"\.\." in image path/],
+    [
+      'nested traversal',
+      [{ header: { name: 'a/../../evil', type: 'file' }, body: 'x' }],
+      /"\.\." in image path/,
+    ],
     ['absolute path', [{ header: { name: '/tmp/evil', type: 'file' }, body: 'x' }], /absolute path in image/],
     [
       'write through a symlink',
@@ -267,10 +289,26 @@ describe('safe unpack', () => {
       ],
       /parent link is not a directory/,
     ],
-    ['escaping symlink', [{ header: { name: 'link', type: 'symlink', linkname: '../../etc' } }], /leaves the image/],
-    ['absolute symlink', [{ header: { name: 'link', type: 'symlink', linkname: '/etc' } }], /absolute symlink target/],
-    ['hard link', [{ header: { name: 'hard', type: 'link', linkname: '/etc/passwd' } }], /unsupported entry type link/],
-    ['device', [{ header: { name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 } }], /unsupported entry type/],
+    [
+      'escaping symlink',
+      [{ header: { name: 'link', type: 'symlink', linkname: '../../etc' } }],
+      /leaves the image/,
+    ],
+    [
+      'absolute symlink',
+      [{ header: { name: 'link', type: 'symlink', linkname: '/etc' } }],
+      /absolute symlink target/,
+    ],
+    [
+      'hard link',
+      [{ header: { name: 'hard', type: 'link', linkname: '/etc/passwd' } }],
+      /unsupported entry type link/,
+    ],
+    [
+      'device',
+      [{ header: { name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 } }],
+      /unsupported entry type/,
+    ],
     [
       'duplicate file over a symlink',
       [

@@ -22,7 +22,8 @@ function copiesOf(marker: string): number[] {
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
       const stat = readProcStat(Number(entry));
-      if (cmdline.split('\0').includes(marker) && stat !== null && stat.state !== 'Z') pids.push(Number(entry));
+      if (cmdline.split('\0').includes(marker) && stat !== null && stat.state !== 'Z')
+        pids.push(Number(entry));
     } catch {
       // raced with its exit
     }
@@ -122,41 +123,39 @@ describe('orphan reaping after an agent restart', () => {
     await assert.rejects(stat(join(supervise, 'pid')), { code: 'ENOENT' });
   });
 
-  test(
-    'a sandboxed service left by a SIGKILLed agent is reaped too: exactly one copy afterwards',
-    { skip: sandboxSkipReason(haveBwrap()) },
-    async (t) => {
-      const h = await makeHarness(t, { sandbox: 'bubblewrap' });
-      const marker = `orphan-${randomBytes(4).toString('hex')}`;
-      t.after(() => {
-        for (const pid of copiesOf(marker)) killQuietly(pid, 'SIGKILL');
-      });
-      const spec = h.spec({ name: 'boxed', command: 'bin/forever.sh', args: [marker] });
-      const { agent, status } = await startChildAgent({
-        dataDir: h.dataDir,
-        caPublicKey: h.caPublicKey,
-        spec,
-        sandbox: 'bubblewrap',
-      });
-      t.after(() => killAgent(agent));
-      assert.equal(status.sandbox, 'bubblewrap');
-      assert.ok(status.pid !== null);
-      await killAgent(agent);
-      // bwrap dies with its agent, but the service (pid 1 of its namespace, uid 65534) does not:
-      // the parent-death signal from bwrap's capability-less monitor is not permitted against
-      // another uid. The pid file names it; the next agent reaps it.
-      await h.runtime.ensureRunning(spec);
-      const fresh = await waitForStatus(h.runtime, 'boxed', (s) => s.phase === 'running', 'running');
-      assert.ok(fresh.pid !== null && fresh.pid !== status.pid);
-      assert.ok(!isSameProcessAlive(status.pid));
-      // Every live process carrying the marker belongs to the new run: its service and its bwrap.
-      const freshParent = readProcStat(fresh.pid)?.ppid;
-      const copies = copiesOf(marker);
-      assert.ok(copies.includes(fresh.pid));
-      assert.ok(
-        copies.every((pid) => pid === fresh.pid || pid === freshParent),
-        `copies ${copies.map((pid) => JSON.stringify(readProcStat(pid)))} vs service ${fresh.pid} (bwrap ${freshParent}), old ${status.pid}`,
-      );
-    },
-  );
+  test('a sandboxed service left by a SIGKILLed agent is reaped too: exactly one copy afterwards', {
+    skip: sandboxSkipReason(haveBwrap()),
+  }, async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap' });
+    const marker = `orphan-${randomBytes(4).toString('hex')}`;
+    t.after(() => {
+      for (const pid of copiesOf(marker)) killQuietly(pid, 'SIGKILL');
+    });
+    const spec = h.spec({ name: 'boxed', command: 'bin/forever.sh', args: [marker] });
+    const { agent, status } = await startChildAgent({
+      dataDir: h.dataDir,
+      caPublicKey: h.caPublicKey,
+      spec,
+      sandbox: 'bubblewrap',
+    });
+    t.after(() => killAgent(agent));
+    assert.equal(status.sandbox, 'bubblewrap');
+    assert.ok(status.pid !== null);
+    await killAgent(agent);
+    // bwrap dies with its agent, but the service (pid 1 of its namespace, uid 65534) does not:
+    // the parent-death signal from bwrap's capability-less monitor is not permitted against
+    // another uid. The pid file names it; the next agent reaps it.
+    await h.runtime.ensureRunning(spec);
+    const fresh = await waitForStatus(h.runtime, 'boxed', (s) => s.phase === 'running', 'running');
+    assert.ok(fresh.pid !== null && fresh.pid !== status.pid);
+    assert.ok(!isSameProcessAlive(status.pid));
+    // Every live process carrying the marker belongs to the new run: its service and its bwrap.
+    const freshParent = readProcStat(fresh.pid)?.ppid;
+    const copies = copiesOf(marker);
+    assert.ok(copies.includes(fresh.pid));
+    assert.ok(
+      copies.every((pid) => pid === fresh.pid || pid === freshParent),
+      `copies ${copies.map((pid) => JSON.stringify(readProcStat(pid)))} vs service ${fresh.pid} (bwrap ${freshParent}), old ${status.pid}`,
+    );
+  });
 });

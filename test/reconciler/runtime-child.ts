@@ -22,7 +22,12 @@ interface ChildConfig {
 const config = JSON.parse(process.argv[2] ?? '{}') as ChildConfig;
 const logger = silentLogger();
 const registry = new Registry();
-const imageStore = new ImageStore({ dataDir: config.dataDir, caPublicKey: config.caPublicKey, logger, registry });
+const imageStore = new ImageStore({
+  dataDir: config.dataDir,
+  caPublicKey: config.caPublicKey,
+  logger,
+  registry,
+});
 const runtime = new ServiceRuntime({
   dataDir: config.dataDir,
   imageStore,

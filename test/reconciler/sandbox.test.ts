@@ -23,7 +23,13 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
   test('read-only root, writable service directories, uid 65534, readiness fd, graceful stop via child-pid', async (t) => {
     const h = await makeHarness(t, { sandbox: 'bubblewrap', limitsEnabled: true });
     await h.runtime.ensureRunning(
-      h.spec({ name: 'probe', command: 'bin/probe.sh', args: ['5'], notificationFd: 5, env: { MODE: 'test' } }),
+      h.spec({
+        name: 'probe',
+        command: 'bin/probe.sh',
+        args: ['5'],
+        notificationFd: 5,
+        env: { MODE: 'test' },
+      }),
     );
     const running = await waitForStatus(h.runtime, 'probe', (s) => s.phase === 'running', 'running');
     assert.equal(running.sandbox, 'bubblewrap');
@@ -38,7 +44,9 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
     assert.equal((await readFile(join(state, 'pid'), 'utf8')).trim(), '1');
     assert.ok(running.pid !== null);
     assert.match(readProcStat(running.pid)?.startTime ?? '', /^\d+$/);
-    const env = Object.fromEntries((await readLines(join(state, 'env'))).map((l) => l.split(/=(.*)/s).slice(0, 2)));
+    const env = Object.fromEntries(
+      (await readLines(join(state, 'env'))).map((l) => l.split(/=(.*)/s).slice(0, 2)),
+    );
     assert.equal(env['RUNTIME_DIRECTORY'], SANDBOX_PATHS.runtime);
     assert.equal(env['STATE_DIRECTORY'], SANDBOX_PATHS.state);
     assert.equal(env['CACHE_DIRECTORY'], SANDBOX_PATHS.cache);
@@ -53,9 +61,27 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
 
     const stopped = await h.runtime.stop('probe');
     assert.equal(stopped?.phase, 'released');
-    assert.deepEqual({ code: stopped?.lastExit?.code, signal: stopped?.lastExit?.signal }, { code: 0, signal: null });
+    assert.deepEqual(
+      { code: stopped?.lastExit?.code, signal: stopped?.lastExit?.signal },
+      { code: 0, signal: null },
+    );
     assert.equal(await readFile(join(state, 'stopped'), 'utf8'), 'graceful\n');
     await assert.rejects(stat(h.serviceDir('probe', 'runtime')), { code: 'ENOENT' });
+  });
+
+  test('the generator runs sandboxed too and writes into RUNTIME for the service', async (t) => {
+    const h = await makeHarness(t, { sandbox: 'bubblewrap' });
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'gen', command: 'bin/dirs.sh', generator: 'bin/generator.sh' }),
+    );
+    const copied = JSON.parse(await waitForFile(join(h.serviceDir('gen', 'state'), 'generated-copy.json')));
+    assert.equal(copied.sandbox, 'bubblewrap');
+    assert.deepEqual(copied.directories, {
+      runtime: SANDBOX_PATHS.runtime,
+      state: SANDBOX_PATHS.state,
+      cache: SANDBOX_PATHS.cache,
+      logs: SANDBOX_PATHS.logs,
+    });
   });
 
   test('network "none" gets its own network namespace with only loopback', async (t) => {
@@ -72,7 +98,9 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
 
   test('a service ignoring the stop signal is SIGKILLed after stop_timeout (pid 1 in its namespace)', async (t) => {
     const h = await makeHarness(t, { sandbox: 'bubblewrap' });
-    await h.runtime.ensureRunning(h.spec({ name: 'stubborn', command: 'bin/stubborn.sh', stopTimeoutMs: 300 }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'stubborn', command: 'bin/stubborn.sh', stopTimeoutMs: 300 }),
+    );
     const running = await waitForStatus(h.runtime, 'stubborn', (s) => s.phase === 'running', 'running');
     await waitForFile(join(h.serviceDir('stubborn', 'state'), 'runs'));
     const runningStart = readProcStat(running.pid ?? 0)?.startTime;

@@ -95,9 +95,14 @@ describe('scratch directories', () => {
     const h = await makeHarness(t, { quota: { intervalMs: 50, graceMs: 200 } });
     const events: RuntimeEvent['type'][] = [];
     h.runtime.onEvent((event) => events.push(event.type));
-    await h.runtime.ensureRunning(h.spec({ name: 'hog', command: 'bin/hog.sh', args: ['2048'], scratchMb: 1 }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'hog', command: 'bin/hog.sh', args: ['2048'], scratchMb: 1 }),
+    );
     const failed = await waitForStatus(h.runtime, 'hog', (s) => s.phase === 'failed', 'stopped for quota');
-    assert.match(failed.reason ?? '', /^scratch quota exceeded: 2\.\d MB used of 1\.0 MB for more than 0\.2 s$/);
+    assert.match(
+      failed.reason ?? '',
+      /^scratch quota exceeded: 2\.\d MB used of 1\.0 MB for more than 0\.2 s$/,
+    );
     assert.ok((failed.scratchUsedMb ?? 0) >= 2);
     assert.deepEqual(events, ['scratch-over-quota', 'scratch-quota-exceeded']);
     // STATE is kept (the data is the service's), RUNTIME is gone.
@@ -111,7 +116,10 @@ describe('log rotation', () => {
   test('files never exceed maxBytes, lines are kept whole, only K rotated files remain', async (t) => {
     const dir = await tempDir(t);
     const log = new RotatingLog({ dir, maxBytes: 100, keep: 2 });
-    const lines = Array.from({ length: 30 }, (_, i) => `line ${String(i).padStart(2, '0')} ${'.'.repeat(20)}\n`);
+    const lines = Array.from(
+      { length: 30 },
+      (_, i) => `line ${String(i).padStart(2, '0')} ${'.'.repeat(20)}\n`,
+    );
     // One big write and many small ones behave the same.
     log.write(Buffer.from(lines.slice(0, 15).join('')));
     for (const line of lines.slice(15)) log.write(Buffer.from(line));
@@ -135,7 +143,9 @@ describe('log rotation', () => {
     const log = new RotatingLog({ dir, maxBytes: 10, keep: 5 });
     log.write(Buffer.from('abcdefghijklmnopqrstuvwxy\n'));
     log.close();
-    const parts = await Promise.all(['current.2', 'current.1', 'current'].map((f) => readFile(join(dir, f), 'utf8')));
+    const parts = await Promise.all(
+      ['current.2', 'current.1', 'current'].map((f) => readFile(join(dir, f), 'utf8')),
+    );
     assert.equal(parts.join(''), 'abcdefghijklmnopqrstuvwxy\n');
     assert.throws(() => new RotatingLog({ dir, maxBytes: 0, keep: 1 }), /maxBytes/);
   });

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ObservedStatusSchema } from '../../src/state/schemas.js';
 import { isSameProcessAlive, processGroupMembers } from '../../src/reconciler/proc.js';
+import { ObservedStatusSchema } from '../../src/state/schemas.js';
 import { makeHarness, readLines, waitForFile, waitForStatus } from './helpers.js';
 
 describe('supervisor (plain processes)', () => {
@@ -13,7 +13,10 @@ describe('supervisor (plain processes)', () => {
     const spec = h.spec({ name: 'ready', command: 'bin/ready.sh', args: ['5'], notificationFd: 5 });
     const seen: string[] = [];
     h.runtime.onStatus((s) => {
-      assert.ok(ObservedStatusSchema.safeParse(s).success, `status matches ObservedStatus: ${JSON.stringify(s)}`);
+      assert.ok(
+        ObservedStatusSchema.safeParse(s).success,
+        `status matches ObservedStatus: ${JSON.stringify(s)}`,
+      );
       if (seen.at(-1) !== s.phase) seen.push(s.phase);
     });
     await h.runtime.ensureRunning(spec);
@@ -48,7 +51,8 @@ describe('supervisor (plain processes)', () => {
     // The restart announced after each exit (keyed by that exit).
     const announced = new Map<number, string>();
     h.runtime.onStatus((s) => {
-      if (s.reason?.startsWith('restarting') === true && s.lastExit !== null) announced.set(s.lastExit.at, s.reason);
+      if (s.reason?.startsWith('restarting') === true && s.lastExit !== null)
+        announced.set(s.lastExit.at, s.reason);
     });
     await h.runtime.ensureRunning(h.spec({ name: 'crasher', command: 'bin/crash.sh', args: ['3'] }));
     const failed = await waitForStatus(h.runtime, 'crasher', (s) => s.phase === 'failed', 'crash loop');
@@ -59,20 +63,30 @@ describe('supervisor (plain processes)', () => {
     });
     assert.equal(failed.restarts, 5);
     // The delay doubles per consecutive failure and stops at the cap.
-    assert.deepEqual([...announced.values()], [
-      'restarting in 0.02 s after exit code 3',
-      'restarting in 0.04 s after exit code 3',
-      'restarting in 0.08 s after exit code 3',
-      'restarting in 0.08 s after exit code 3',
-      'restarting in 0.08 s after exit code 3',
-    ]);
+    assert.deepEqual(
+      [...announced.values()],
+      [
+        'restarting in 0.02 s after exit code 3',
+        'restarting in 0.04 s after exit code 3',
+        'restarting in 0.08 s after exit code 3',
+        'restarting in 0.08 s after exit code 3',
+        'restarting in 0.08 s after exit code 3',
+      ],
+    );
     assert.equal((await readLines(join(h.serviceDir('crasher', 'state'), 'runs'))).length, 6);
     // Failed is sticky for this revision: ensureRunning does not start it again...
     await h.runtime.ensureRunning(h.spec({ name: 'crasher', command: 'bin/crash.sh', args: ['3'] }));
     assert.equal(h.runtime.status('crasher')?.phase, 'failed');
     // ...a new revision does.
-    await h.runtime.ensureRunning(h.spec({ name: 'crasher', command: 'bin/crash.sh', args: ['0', '30'], revision: 2 }));
-    await waitForStatus(h.runtime, 'crasher', (s) => s.phase === 'running' && s.revision === 2, 'revision 2 running');
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'crasher', command: 'bin/crash.sh', args: ['0', '30'], revision: 2 }),
+    );
+    await waitForStatus(
+      h.runtime,
+      'crasher',
+      (s) => s.phase === 'running' && s.revision === 2,
+      'revision 2 running',
+    );
   });
 
   test('exit code 125 is a permanent failure: never restarted', async (t) => {
@@ -88,9 +102,15 @@ describe('supervisor (plain processes)', () => {
 
   test('restart policies: on-failure does not restart a clean exit; never does not restart a failure', async (t) => {
     const h = await makeHarness(t);
-    await h.runtime.ensureRunning(h.spec({ name: 'clean', command: 'bin/crash.sh', args: ['0'], restart: 'on-failure' }));
-    await h.runtime.ensureRunning(h.spec({ name: 'once', command: 'bin/crash.sh', args: ['2'], restart: 'never' }));
-    await h.runtime.ensureRunning(h.spec({ name: 'retry', command: 'bin/crash.sh', args: ['2'], restart: 'on-failure' }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'clean', command: 'bin/crash.sh', args: ['0'], restart: 'on-failure' }),
+    );
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'once', command: 'bin/crash.sh', args: ['2'], restart: 'never' }),
+    );
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'retry', command: 'bin/crash.sh', args: ['2'], restart: 'on-failure' }),
+    );
     const clean = await waitForStatus(h.runtime, 'clean', (s) => s.phase === 'released', 'released');
     assert.match(clean.reason ?? '', /exit code 0; restart policy "on-failure"/);
     const once = await waitForStatus(h.runtime, 'once', (s) => s.phase === 'failed', 'failed');
@@ -106,7 +126,10 @@ describe('supervisor (plain processes)', () => {
     const stopped = await h.runtime.stop('graceful');
     assert.equal(stopped?.phase, 'released');
     assert.equal(stopped?.reason, 'stopped');
-    assert.deepEqual({ code: stopped?.lastExit?.code, signal: stopped?.lastExit?.signal }, { code: 0, signal: null });
+    assert.deepEqual(
+      { code: stopped?.lastExit?.code, signal: stopped?.lastExit?.signal },
+      { code: 0, signal: null },
+    );
     assert.equal(await readFile(join(h.serviceDir('graceful', 'state'), 'stopped'), 'utf8'), 'graceful\n');
     assert.ok(running.pid !== null && !isSameProcessAlive(running.pid));
     // A stopped service comes back when asked for again (level-triggered), same revision.
@@ -116,7 +139,9 @@ describe('supervisor (plain processes)', () => {
 
   test('a service ignoring SIGTERM is SIGKILLed after stop_timeout, children included', async (t) => {
     const h = await makeHarness(t);
-    await h.runtime.ensureRunning(h.spec({ name: 'stubborn', command: 'bin/stubborn.sh', stopTimeoutMs: 300 }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'stubborn', command: 'bin/stubborn.sh', stopTimeoutMs: 300 }),
+    );
     const running = await waitForStatus(h.runtime, 'stubborn', (s) => s.phase === 'running', 'running');
     await waitForFile(join(h.serviceDir('stubborn', 'state'), 'runs'));
     const stopped = await h.runtime.stop('stubborn');
@@ -133,16 +158,24 @@ describe('supervisor (plain processes)', () => {
     await h.runtime.ensureRunning(spec);
     const state = h.serviceDir('dirs', 'state');
     // cache-file is the last thing each run writes: three lines = three complete runs.
-    await waitForFile(join(h.serviceDir('dirs', 'cache'), 'cache-file'), (text) => text.split('\n').length > 3);
+    await waitForFile(
+      join(h.serviceDir('dirs', 'cache'), 'cache-file'),
+      (text) => text.split('\n').length > 3,
+    );
     await h.runtime.stop('dirs');
     // Every run saw an empty RUNTIME although each left a file there.
     const listings = await readLines(join(state, 'runtime-listings'));
     assert.ok(listings.length >= 3);
-    assert.ok(listings.every((line) => line === '[]'), listings.join(','));
+    assert.ok(
+      listings.every((line) => line === '[]'),
+      listings.join(','),
+    );
     // STATE and CACHE persisted across the restarts.
     assert.ok((await readLines(join(h.serviceDir('dirs', 'cache'), 'cache-file'))).length >= 3);
     await assert.rejects(stat(h.serviceDir('dirs', 'runtime')), { code: 'ENOENT' });
-    const env = Object.fromEntries((await readLines(join(state, 'env'))).map((l) => l.split(/=(.*)/s).slice(0, 2)));
+    const env = Object.fromEntries(
+      (await readLines(join(state, 'env'))).map((l) => l.split(/=(.*)/s).slice(0, 2)),
+    );
     assert.equal(env['RUNTIME_DIRECTORY'], h.serviceDir('dirs', 'runtime'));
     assert.equal(env['STATE_DIRECTORY'], state);
     assert.equal(env['CACHE_DIRECTORY'], h.serviceDir('dirs', 'cache'));
@@ -159,7 +192,9 @@ describe('supervisor (plain processes)', () => {
 
   test('generator: runs before every start with the runtime config on stdin; failure fails the start', async (t) => {
     const h = await makeHarness(t);
-    await h.runtime.ensureRunning(h.spec({ name: 'gen', command: 'bin/dirs.sh', generator: 'bin/generator.sh' }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'gen', command: 'bin/dirs.sh', generator: 'bin/generator.sh' }),
+    );
     const state = h.serviceDir('gen', 'state');
     const copied = JSON.parse(await waitForFile(join(state, 'generated-copy.json')));
     assert.equal(copied.service, 'gen');
@@ -179,7 +214,10 @@ describe('supervisor (plain processes)', () => {
       }),
     );
     const failed = await waitForStatus(h.runtime, 'badgen', (s) => s.phase === 'failed', 'failed');
-    assert.match(failed.reason ?? '', /start failed: generator failed \(exit code 4\): generator says no: missing config/);
+    assert.match(
+      failed.reason ?? '',
+      /start failed: generator failed \(exit code 4\): generator says no: missing config/,
+    );
     // The service itself never ran.
     assert.deepEqual(await readLines(join(h.serviceDir('badgen', 'state'), 'runs')), []);
   });
@@ -192,7 +230,12 @@ describe('supervisor (plain processes)', () => {
     const again = await h.runtime.ensureRunning(h.spec({ name: 'rev', command: 'bin/graceful.sh' }));
     assert.equal(again.pid, first.pid);
     await h.runtime.ensureRunning(h.spec({ name: 'rev', command: 'bin/graceful.sh', revision: 2 }));
-    const second = await waitForStatus(h.runtime, 'rev', (s) => s.phase === 'running' && s.revision === 2, 'rev 2');
+    const second = await waitForStatus(
+      h.runtime,
+      'rev',
+      (s) => s.phase === 'running' && s.revision === 2,
+      'rev 2',
+    );
     assert.notEqual(second.pid, first.pid);
     assert.ok(first.pid !== null && !isSameProcessAlive(first.pid));
     assert.equal(await readFile(join(h.serviceDir('rev', 'state'), 'stopped'), 'utf8'), 'graceful\n');
@@ -200,7 +243,9 @@ describe('supervisor (plain processes)', () => {
 
   test('stdout/stderr go to LOGS_DIRECTORY/current with size-based rotation keeping K files', async (t) => {
     const h = await makeHarness(t, { tuning: { logMaxBytes: 2000, logKeep: 3 } });
-    await h.runtime.ensureRunning(h.spec({ name: 'noisy', command: 'bin/noisy.sh', args: ['200'], restart: 'never' }));
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'noisy', command: 'bin/noisy.sh', args: ['200'], restart: 'never' }),
+    );
     await waitForStatus(h.runtime, 'noisy', (s) => s.phase === 'released', 'exited');
     const logs = h.serviceDir('noisy', 'logs');
     assert.deepEqual((await readdir(logs)).sort(), ['current', 'current.1', 'current.2', 'current.3']);
@@ -225,9 +270,46 @@ describe('supervisor (plain processes)', () => {
     await assert.rejects(stat(file), { code: 'ENOENT' });
   });
 
+  test('reported resource limits are the ones in force, and the cgroups go away at stop', async (t) => {
+    const h = await makeHarness(t, { limitsEnabled: true });
+    await h.runtime.ensureRunning(
+      h.spec({ name: 'limited', command: 'bin/graceful.sh', cpus: 0.5, memoryMb: 48 }),
+    );
+    const running = await waitForStatus(h.runtime, 'limited', (s) => s.phase === 'running', 'running');
+    assert.ok(running.pid !== null && running.limits !== null);
+    // Past the limits wrapper (which joins the cgroups, then execs the service).
+    await waitForFile(join(h.serviceDir('limited', 'state'), 'runs'));
+    const limits = running.limits;
+    const procLimits = await readFile(`/proc/${running.pid}/limits`, 'utf8');
+    const nofile = procLimits
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'))
+      ?.trim()
+      .split(/\s+/);
+    assert.deepEqual(nofile?.slice(3, 5), [String(limits.nofile), String(limits.nofile)]);
+    const cgroups = await readFile(`/proc/${running.pid}/cgroup`, 'utf8');
+    const memoryLine = cgroups.split('\n').find((l) => l.split(':')[1]?.split(',').includes('memory'));
+    if (limits.memory === 'cgroup-v1') {
+      assert.match(memoryLine ?? '', /\/silo-[0-9a-f]{8}-limited$/);
+      const dir = join('/sys/fs/cgroup/memory', memoryLine?.split(':')[2] ?? '');
+      assert.equal(
+        (await readFile(join(dir, 'memory.limit_in_bytes'), 'utf8')).trim(),
+        String(48 * 1024 * 1024),
+      );
+      await h.runtime.stop('limited');
+      await assert.rejects(stat(dir), { code: 'ENOENT' });
+    } else {
+      t.diagnostic(`memory limit here: ${limits.memory} (${limits.notes.join('; ')})`);
+      assert.match(procLimits, new RegExp(`Max address space\\s+${48 * 1024 * 1024}\\s`));
+    }
+  });
+
   test('invalid specs are refused with the field named', async (t) => {
     const h = await makeHarness(t);
-    await assert.rejects(h.runtime.ensureRunning({ ...h.spec({ name: 'x', command: 'bin/crash.sh' }), scratchMb: -1 }), /scratchMb/);
+    await assert.rejects(
+      h.runtime.ensureRunning({ ...h.spec({ name: 'x', command: 'bin/crash.sh' }), scratchMb: -1 }),
+      /scratchMb/,
+    );
     await h.runtime.ensureRunning(h.spec({ name: 'nocmd', command: 'bin/does-not-exist.sh' }));
     assert.match(h.runtime.status('nocmd')?.reason ?? '', /bin\/does-not-exist\.sh: not found in the image/);
     assert.equal(h.runtime.status('nocmd')?.phase, 'failed');

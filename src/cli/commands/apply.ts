@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { signImageDigest } from '../../identity/image-signing.js';
 import { loadOrg } from '../../identity/org.js';
@@ -18,6 +18,8 @@ export interface ApplyOptions {
   orgDir: string;
   /** For a manifest whose `image` is a name: the digest of an image already in the cluster. */
   digest?: string;
+  /** An image directory or tar to use instead of the one the manifest names (the spec keeps the manifest's image name). */
+  image?: string;
   /** Progress notes ("building image ..."). */
   onProgress?: (text: string) => void;
 }
@@ -38,7 +40,10 @@ export interface ApplyResult {
  * image and the org key have all been checked.
  */
 export async function applyManifest(client: ApiClient, options: ApplyOptions): Promise<ApplyResult> {
-  const { manifest, imagePath } = await loadManifest(options.manifestFile);
+  const loaded = await loadManifest(options.manifestFile);
+  const { manifest } = loaded;
+  const imagePath = options.image !== undefined ? resolve(options.image) : loaded.imagePath;
+  const imageSource = options.image !== undefined ? '--image' : `${options.manifestFile}: image:`;
   const org = await loadOrg(options.orgDir);
   let scratch: string | null = null;
   try {
@@ -110,6 +115,7 @@ async function hasImage(client: ApiClient, digest: string): Promise<boolean> {
 interface ApplyFlags extends JsonFlag, ConnectionFlags {
   org: string;
   digest?: string;
+  image?: string;
 }
 
 export function registerApplyCommands(program: Command, ctx: CliContext): void {
@@ -120,6 +126,7 @@ export function registerApplyCommands(program: Command, ctx: CliContext): void {
         .description('run a service: build/sign/upload its image and write its spec')
         .argument('<manifest.toml>', 'service manifest (docs/services.md)')
         .requiredOption('--org <orgdir>', 'org directory: its CA key signs the image')
+        .option('--image <path>', "an image directory or tar to use instead of the manifest's image")
         .option('--digest <sha256:hex>', 'for a manifest whose image is a name: the image digest to run'),
     ),
   ).action(async (manifestFile: string, flags: ApplyFlags) => {
@@ -128,6 +135,7 @@ export function registerApplyCommands(program: Command, ctx: CliContext): void {
       manifestFile,
       orgDir: flags.org,
       digest: flags.digest,
+      image: flags.image,
       onProgress: flags.json ? undefined : (text) => ctx.note(`${text} ...`),
     });
     ctx.print(flags, result, () =>

@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
+import { loadManifest } from '../../reconciler/manifest.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { type ClusterSnapshot, DemoCluster } from '../demo/cluster.js';
 import { renderSnapshot, summarize } from '../demo/live-view.js';
@@ -113,7 +114,8 @@ async function runDemo(ctx: CliContext, flags: DemoFlags): Promise<number> {
       }
       await pause(Math.min(REFRESH_MS, Math.max(0, until - Date.now())));
     }
-    last = await cluster.snapshot();
+    // After Ctrl-C the terminal has signalled the agents too: the last view before it is the one to report.
+    if (!stopRequested) last = await cluster.snapshot();
   } catch (err) {
     if (!stopRequested) {
       failure = messageOf(err);
@@ -138,6 +140,8 @@ async function runDemo(ctx: CliContext, flags: DemoFlags): Promise<number> {
     ctx.io.err(`silo: demo failed: ${failure}\n`);
     return EXIT.failure;
   }
+  // Ctrl-C is the normal way to end the demo; a timed run must end healthy.
+  if (stopRequested) return EXIT.ok;
   return summary.converged && summary.alive === summary.nodes ? EXIT.ok : EXIT.failure;
 }
 
@@ -155,9 +159,14 @@ async function applyExample(
   }
   progress.step('applying the example service (config/examples/counter)');
   try {
+    const { imagePath } = await loadManifest(EXAMPLE_MANIFEST);
+    // The example ships its image as a tree; build it when the tar the manifest names was not built yet.
+    const tree = join(dirname(EXAMPLE_MANIFEST), 'image');
+    const image = imagePath !== null && !existsSync(imagePath) && existsSync(tree) ? tree : undefined;
     const result = await applyManifest(first.client, {
       manifestFile: EXAMPLE_MANIFEST,
       orgDir: cluster.orgDir,
+      image,
     });
     progress.done(`revision ${result.revision}`);
   } catch (err) {

@@ -1,0 +1,516 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { NodeRow, WorkloadRow } from '../../src/agent/api/views.js';
+import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
+import {
+  type AgentProcess,
+  agentToml,
+  BIN,
+  silo,
+  siloProcess,
+  startAgentProcess,
+  tempDir,
+  waitFor,
+} from './helpers.js';
+
+/**
+ * The `silo` command end to end: a cluster of two agents, each a `silo agent`
+ * child process, set up with the CLI's own org/node/ca commands; then every
+ * command's happy path, --json, and bad input with its documented exit code.
+ */
+
+const TOKEN = 'cli-test-token-0123456789';
+
+interface Node {
+  id: string;
+  dir: string;
+  identityDir: string;
+  socket: string;
+  config: string;
+  port: number;
+  peerId: string;
+  agent?: AgentProcess;
+}
+
+describe('silo CLI against running agents', () => {
+  let dir: string;
+  let remove: () => Promise<void>;
+  let orgDir: string;
+  let apiPort: number;
+  let orgJson: { org: { name: string; caPublicKey: string } };
+  const nodes: Node[] = [];
+  const n = (i: number): Node => nodes[i]!;
+  const sock = (i = 0): string[] => ['--socket', n(i).socket];
+
+  async function digests(i = 0): Promise<Record<string, string>> {
+    const res = await silo(['status', '--json', ...sock(i)]);
+    assert.equal(res.code, 0, res.stderr);
+    return (JSON.parse(res.stdout) as { digests: Record<string, string> }).digests;
+  }
+
+  before(async () => {
+    ({ dir, remove } = await tempDir());
+    orgDir = join(dir, 'org');
+    const org = await silo([
+      'org',
+      'init',
+      '--dir',
+      orgDir,
+      '--name',
+      'clitest',
+      '--cidr',
+      '10.60.0.0/24',
+      '--json',
+    ]);
+    assert.equal(org.code, 0, org.stderr);
+    orgJson = JSON.parse(org.stdout);
+    const ports = await freeLoopbackPorts(3);
+    apiPort = ports[2]!;
+    await writeFile(join(dir, 'token'), `${TOKEN}\n`, { mode: 0o600 });
+    for (const [i, id] of ['n1', 'n2'].entries()) {
+      const nodeDir = join(dir, id);
+      const identityDir = join(nodeDir, 'identity');
+      const port = ports[i]!;
+      const init = await silo([
+        'node',
+        'init',
+        '--dir',
+        identityDir,
+        '--id',
+        id,
+        '--endpoint',
+        `/ip4/127.0.0.1/tcp/${port}`,
+        '--cpus',
+        '1',
+        '--memory-mb',
+        '256',
+        '--scratch-mb',
+        '512',
+        '--label',
+        'zone=a',
+        '--json',
+      ]);
+      assert.equal(init.code, 0, init.stderr);
+      const { peerId } = JSON.parse(init.stdout) as { peerId: string };
+      const config = join(nodeDir, 'agent.toml');
+      const socket = join(nodeDir, 'silo.sock');
+      await writeFile(
+        config,
+        agentToml({
+          org: 'clitest',
+          node: { id, data_dir: nodeDir },
+          gossip: {
+            listen: [`/ip4/127.0.0.1/tcp/${port}`],
+            heartbeat: '500ms',
+            suspect_after: '2s',
+            dead_after: '8s',
+          },
+          services: { fence_after: '4s' },
+          api: {
+            socket,
+            ...(i === 0 ? { tcp: `127.0.0.1:${apiPort}`, token_file: join(dir, 'token') } : {}),
+          },
+          log: { level: 'warn', pretty: 'never' },
+        }),
+      );
+      nodes.push({ id, dir: nodeDir, identityDir, socket, config, port, peerId });
+    }
+    // n1 first, alone; n2 is signed with n1 as its seed and registered with the running n1.
+    let sign = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(n(0).identityDir, 'request.json'),
+      '-o',
+      join(n(0).identityDir, 'enrollment.json'),
+    ]);
+    assert.equal(sign.code, 0, sign.stderr);
+    n(0).agent = await startAgentProcess(n(0).config, n(0).socket);
+    const seed = `/ip4/127.0.0.1/tcp/${n(0).port}/p2p/${n(0).peerId}`;
+    sign = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(n(1).identityDir, 'request.json'),
+      '-o',
+      join(n(1).identityDir, 'enrollment.json'),
+      '--seed',
+      seed,
+      ...sock(0),
+      '--json',
+    ]);
+    assert.equal(sign.code, 0, sign.stderr);
+    assert.equal((JSON.parse(sign.stdout) as { registered: boolean }).registered, true);
+    n(1).agent = await startAgentProcess(n(1).config, n(1).socket);
+    await waitFor('both nodes alive and converged', async () => {
+      const rows = await Promise.all(
+        [0, 1].map(async (i) => {
+          const res = await silo(['nodes', '--json', ...sock(i)]);
+          return (JSON.parse(res.stdout) as { nodes: NodeRow[] }).nodes;
+        }),
+      );
+      const [a, b] = await Promise.all([digests(0), digests(1)]);
+      return (
+        rows.every((list) => list.length === 2 && list.every((r) => r.liveness === 'alive')) &&
+        JSON.stringify(a) === JSON.stringify(b)
+      );
+    });
+  });
+
+  after(async () => {
+    for (const node of nodes) await node.agent?.stop();
+    await remove?.();
+  });
+
+  test('org init / node init / ca sign wrote what the agents run on', async () => {
+    assert.equal(orgJson.org.name, 'clitest');
+    const bundle = JSON.parse(await readFile(join(n(1).identityDir, 'enrollment.json'), 'utf8'));
+    assert.equal(bundle.caPublicKey, orgJson.org.caPublicKey);
+    assert.deepEqual(bundle.seedPeers, [`/ip4/127.0.0.1/tcp/${n(0).port}/p2p/${n(0).peerId}`]);
+    assert.equal(bundle.record.overlayIp, '10.60.0.2', 'second node gets the next overlay IP');
+    assert.ok(existsSync(join(orgDir, 'issued', 'n2.json')));
+  });
+
+  test('identity and CA commands refuse bad input with exit code 3 (2 for a bad flag value)', async () => {
+    const again = await silo(['org', 'init', '--dir', orgDir, '--name', 'clitest']);
+    assert.equal(again.code, 3);
+    assert.match(again.stderr, /refusing to overwrite/);
+    const badCidr = await silo([
+      'org',
+      'init',
+      '--dir',
+      join(dir, 'org2'),
+      '--name',
+      'x',
+      '--cidr',
+      '10.0.0.1/33',
+    ]);
+    assert.equal(badCidr.code, 3);
+    const badId = await silo(['node', 'init', '--dir', join(dir, 'bad'), '--id', 'Bad_Id']);
+    assert.equal(badId.code, 3);
+    assert.match(badId.stderr, /invalid node id "Bad_Id"/);
+    const badCpus = await silo(['node', 'init', '--dir', join(dir, 'bad'), '--id', 'x', '--cpus', 'many']);
+    assert.equal(badCpus.code, 2);
+    assert.match(badCpus.stderr, /--cpus/);
+    await writeFile(join(dir, 'garbage.json'), '{"nodeId": ');
+    const badRequest = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(dir, 'garbage.json'),
+      '-o',
+      join(dir, 'b.json'),
+    ]);
+    assert.equal(badRequest.code, 3);
+    assert.match(badRequest.stderr, /garbage\.json: not JSON/);
+    assert.ok(!existsSync(join(dir, 'b.json')), 'nothing written');
+    const noOrg = await silo([
+      'ca',
+      'sign',
+      '--org',
+      join(dir, 'none'),
+      join(n(0).identityDir, 'request.json'),
+      '-o',
+      join(dir, 'b.json'),
+    ]);
+    assert.equal(noOrg.code, 3);
+    assert.match(noOrg.stderr, /org info is missing/);
+  });
+
+  test('status, nodes: human and --json (real binary: one JSON document, exit 0)', async () => {
+    const human = await silo(['status', ...sock()]);
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, /node {9}n1 \(org clitest\)/);
+    assert.match(human.stdout, /n2 {2,}alive/);
+
+    const json = await siloProcess(['status', '--json', ...sock()]);
+    assert.equal(json.code, 0, json.stderr);
+    const status = JSON.parse(json.stdout) as { nodeId: string; convergence: { converged: boolean } };
+    assert.equal(status.nodeId, 'n1');
+    assert.equal(typeof status.convergence.converged, 'boolean');
+
+    const list = await silo(['nodes', ...sock(1)]);
+    assert.equal(list.code, 0);
+    assert.match(list.stdout, /^NODE +LIVENESS/);
+    assert.match(list.stdout, /n2\* +alive +10\.60\.0\.2/);
+    const rows = JSON.parse((await silo(['nodes', '--json', ...sock(1)])).stdout) as { nodes: NodeRow[] };
+    assert.deepEqual(
+      rows.nodes.map((r) => [r.nodeId, r.liveness, r.self]),
+      [
+        ['n1', 'alive', false],
+        ['n2', 'alive', true],
+      ],
+    );
+  });
+
+  test('apply builds, signs and uploads the image, writes the spec; every node sees it', async () => {
+    const svc = join(dir, 'svc');
+    await mkdir(join(svc, 'image', 'bin'), { recursive: true });
+    await writeFile(join(svc, 'image', 'bin', 'counter'), '#!/bin/sh\nwhile true; do sleep 1; done\n', {
+      mode: 0o755,
+    });
+    await writeFile(
+      join(svc, 'manifest.toml'),
+      'name = "counter"\nimage = "./image"\ncommand = "/bin/counter"\nscratch_class = "volatile"\n',
+    );
+    const applied = await silo(['apply', join(svc, 'manifest.toml'), '--org', orgDir, '--json', ...sock()]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const result = JSON.parse(applied.stdout) as {
+      name: string;
+      revision: number;
+      changed: boolean;
+      uploaded: boolean;
+      imageDigest: string;
+    };
+    assert.deepEqual(
+      [result.name, result.revision, result.changed, result.uploaded],
+      ['counter', 1, true, true],
+    );
+    assert.ok(
+      existsSync(join(n(0).dir, 'images', 'sha256', result.imageDigest.slice(7))),
+      'image in the agent store',
+    );
+
+    const again = await silo(['apply', join(svc, 'manifest.toml'), '--org', orgDir, ...sock()]);
+    assert.equal(again.code, 0);
+    assert.equal(again.stdout, '"counter" unchanged (revision 1)\n');
+
+    // A tar image.
+    const built = await silo(['image', 'build', join(svc, 'image'), '-o', join(svc, 'counter.tar')]);
+    assert.equal(built.code, 0);
+    assert.equal(built.stdout.trim(), result.imageDigest, 'image build is reproducible');
+    await writeFile(
+      join(svc, 'tar.toml'),
+      'name = "counter-tar"\nimage = "counter.tar"\ncommand = "/bin/counter"\n',
+    );
+    const tarApplied = await silo(['apply', join(svc, 'tar.toml'), '--org', orgDir, ...sock()]);
+    assert.equal(tarApplied.code, 0, tarApplied.stderr);
+    assert.match(tarApplied.stdout, /applied "counter-tar" \(revision 1/);
+
+    const list = await silo(['workloads', ...sock()]);
+    assert.match(list.stdout, /counter +1 +pending +- +0 +image@/);
+    const detail = JSON.parse(
+      (await silo(['workloads', 'counter', '--json', ...sock()])).stdout,
+    ) as WorkloadRow;
+    assert.equal(detail.spec.command, '/bin/counter');
+    assert.equal(detail.spec.scratchClass, 'volatile');
+    await waitFor('the spec on n2', async () => {
+      const res = await silo(['workloads', '--json', ...sock(1)]);
+      const rows = (JSON.parse(res.stdout) as { workloads: WorkloadRow[] }).workloads;
+      return rows.some((w) => w.name === 'counter' && w.spec.imageDigest === result.imageDigest);
+    });
+  });
+
+  test('a bad manifest exits 3 with the precise problem and changes nothing', async () => {
+    const before = await digests();
+    const file = join(dir, 'bad.toml');
+    await writeFile(file, 'name = "bad"\nimage = "./image"\ncommand = "/x"\nmemroy_mb = 64\n');
+    const res = await silo(['apply', file, '--org', orgDir, ...sock()]);
+    assert.equal(res.code, 3);
+    assert.equal(res.stderr, `silo: ${file}: memroy_mb: unknown field (did you mean "memory_mb"?)\n`);
+    assert.equal(res.stdout, '');
+    const noImage = join(dir, 'noimage.toml');
+    await writeFile(noImage, 'name = "bad"\nimage = "./missing"\ncommand = "/x"\n');
+    const missing = await silo(['apply', noImage, '--org', orgDir, ...sock()]);
+    assert.equal(missing.code, 3);
+    assert.match(missing.stderr, /image: .*missing does not exist/);
+    assert.deepEqual(await digests(), before);
+  });
+
+  test('usage errors exit 2 (real binary)', async () => {
+    const flag = await siloProcess(['status', '--bogus', ...sock()]);
+    assert.equal(flag.code, 2);
+    assert.match(flag.stderr, /^silo: unknown option '--bogus'/);
+    const command = await siloProcess(['frobnicate']);
+    assert.equal(command.code, 2);
+    assert.match(command.stderr, /unknown command 'frobnicate'/);
+    const missing = await silo(['apply', join(dir, 'x.toml')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /required option '--org <orgdir>'/);
+  });
+
+  test('an unreachable agent exits 4 with a hint (real binary)', async () => {
+    const socket = join(dir, 'nobody.sock');
+    const res = await siloProcess(['workloads', '--socket', socket]);
+    assert.equal(res.code, 4);
+    assert.equal(
+      res.stderr,
+      `silo: cannot reach the agent (ENOENT): is the agent running? socket ${socket}\n`,
+    );
+    assert.ok(!res.stderr.includes('    at '), 'no stack trace');
+    const viaEnv = await siloProcess(['status'], { SILO_SOCKET: socket });
+    assert.equal(viaEnv.code, 4);
+    assert.match(viaEnv.stderr, /nobody\.sock/);
+  });
+
+  test('loopback TCP: the right token works, a wrong one exits 6', async () => {
+    const url = `http://127.0.0.1:${apiPort}`;
+    const ok = await silo(['status', '--json', '--url', url, '--token-file', join(dir, 'token')]);
+    assert.equal(ok.code, 0, ok.stderr);
+    await writeFile(join(dir, 'wrong'), 'not-the-token\n');
+    const before = await digests();
+    const wrong = await silo(['drain', 'n2', '--url', url, '--token-file', join(dir, 'wrong')]);
+    assert.equal(wrong.code, 6);
+    assert.match(wrong.stderr, /^silo: unauthorized: missing or wrong bearer token/);
+    const none = await silo(['status', '--url', url]);
+    assert.equal(none.code, 6);
+    assert.deepEqual(await digests(), before, 'nothing changed');
+  });
+
+  test('unknown workloads and nodes exit 5 and change nothing', async () => {
+    const before = await digests();
+    for (const args of [
+      ['delete', 'ghost'],
+      ['workloads', 'ghost'],
+      ['logs', 'ghost'],
+      ['drain', 'ghost'],
+    ]) {
+      const res = await silo([...args, ...sock()]);
+      assert.equal(res.code, 5, `${args.join(' ')}: ${res.stderr}`);
+      assert.match(res.stderr, /^silo: unknown (workload|node) "ghost"/);
+    }
+    const badName = await silo(['delete', 'Not A Name', ...sock()]);
+    assert.equal(badName.code, 3);
+    assert.deepEqual(await digests(), before);
+  });
+
+  test('drain and undrain reach every node', async () => {
+    const drained = await silo(['drain', 'n2', '--by', 'tester', '--json', ...sock()]);
+    assert.equal(drained.code, 0);
+    assert.equal((JSON.parse(drained.stdout) as { draining: boolean }).draining, true);
+    await waitFor('drain flag on n2', async () => {
+      const rows = (JSON.parse((await silo(['nodes', '--json', ...sock(1)])).stdout) as { nodes: NodeRow[] })
+        .nodes;
+      return rows.find((r) => r.nodeId === 'n2')?.drain?.by === 'tester';
+    });
+    const undrained = await silo(['undrain', 'n2', ...sock(1)]);
+    assert.equal(undrained.stdout, 'node "n2" is no longer draining\n');
+  });
+
+  test('logs: tail, --json, and -f follows the file (real binary, Ctrl-C ends it)', async () => {
+    const logs = join(n(0).dir, 'services', 'counter', 'logs');
+    await mkdir(logs, { recursive: true });
+    await writeFile(join(logs, 'current'), 'a\nb\nc\n');
+    assert.equal((await silo(['logs', 'counter', ...sock()])).stdout, 'a\nb\nc\n');
+    assert.equal((await silo(['logs', 'counter', '-n', '1', ...sock()])).stdout, 'c\n');
+    assert.deepEqual(JSON.parse((await silo(['logs', 'counter', '--json', ...sock()])).stdout), {
+      workload: 'counter',
+      lines: ['a', 'b', 'c'],
+    });
+    const elsewhere = await silo(['logs', 'counter', ...sock(1)]);
+    assert.equal(elsewhere.code, 5);
+    assert.match(elsewhere.stderr, /no log of "counter" on node n2/);
+    assert.equal((await silo(['logs', 'counter', '-f', '--json', ...sock()])).code, 2);
+
+    const child = spawn(process.execPath, [BIN, 'logs', 'counter', '-f', '-n', '1', ...sock()], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const followed = new Promise<void>((resolve) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out === 'c\n') void appendFile(join(logs, 'current'), 'd\n');
+        if (out.includes('d\n')) resolve();
+      });
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    await followed;
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    clearTimeout(timer);
+    assert.equal(out, 'c\nd\n');
+  });
+
+  test('image build and image sign', async () => {
+    const src = join(dir, 'img');
+    await mkdir(src, { recursive: true });
+    await writeFile(join(src, 'hello'), 'hi\n');
+    const built = await silo(['image', 'build', src, '-o', join(dir, 'img.tar'), '--json']);
+    assert.equal(built.code, 0);
+    const { digest } = JSON.parse(built.stdout) as { digest: string };
+    assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+    const signed = await silo(['image', 'sign', '--org', orgDir, digest, '--json']);
+    assert.equal(signed.code, 0);
+    assert.match((JSON.parse(signed.stdout) as { signature: string }).signature, /^[A-Za-z0-9+/]{86}==$/);
+    assert.equal((await silo(['image', 'sign', '--org', orgDir, 'sha256:123'])).code, 3);
+    assert.equal((await silo(['image', 'build', join(dir, 'nope'), '-o', join(dir, 'x.tar')])).code, 3);
+  });
+
+  test('delete removes a workload everywhere', async () => {
+    const res = await silo(['delete', 'counter-tar', ...sock()]);
+    assert.equal(res.code, 0);
+    assert.equal(res.stdout, 'deleted "counter-tar"\n');
+    await waitFor('deletion on n2', async () => {
+      const rows = (
+        JSON.parse((await silo(['workloads', '--json', ...sock(1)])).stdout) as { workloads: WorkloadRow[] }
+      ).workloads;
+      return !rows.some((w) => w.name === 'counter-tar');
+    });
+  });
+
+  test('the agent refuses to start without identity or bundle (exit 3, names the fix)', async () => {
+    const base = join(dir, 'n3');
+    const config = join(base, 'agent.toml');
+    await mkdir(base, { recursive: true });
+    await writeFile(
+      config,
+      agentToml({
+        org: 'clitest',
+        node: { id: 'n3', data_dir: base },
+        api: { socket: join(base, 's.sock') },
+      }),
+    );
+    const noIdentity = await siloProcess(['agent', '--config', config]);
+    assert.equal(noIdentity.code, 3);
+    assert.match(
+      noIdentity.stderr,
+      /no node identity in .*identity .*`silo node init --dir .*identity --id n3`/,
+    );
+    assert.equal((await silo(['node', 'init', '--dir', join(base, 'identity'), '--id', 'n3'])).code, 0);
+    const noBundle = await siloProcess(['agent', '--config', config]);
+    assert.equal(noBundle.code, 3);
+    assert.match(
+      noBundle.stderr,
+      /node "n3" is not enrolled: .*enrollment\.json is missing.*`silo ca sign --org <orgdir>/,
+    );
+    await writeFile(config, 'org = "clitest"\n[node]\nid = "n3"\nbogus = 1\n');
+    const badConfig = await siloProcess(['agent', '--config', config]);
+    assert.equal(badConfig.code, 3);
+    assert.match(badConfig.stderr, /invalid configuration: node: unknown key\(s\) "bogus"/);
+  });
+
+  test('ca revoke: the agent verifies and records the signed revocation', async () => {
+    const res = await silo([
+      'ca',
+      'revoke',
+      '--org',
+      orgDir,
+      'n2',
+      '--reason',
+      'retired',
+      '--json',
+      ...sock(),
+    ]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal((JSON.parse(res.stdout) as { changed: boolean }).changed, true);
+    const rows = (JSON.parse((await silo(['nodes', '--json', ...sock()])).stdout) as { nodes: NodeRow[] })
+      .nodes;
+    assert.equal(rows.find((r) => r.nodeId === 'n2')?.revoked?.reason, 'retired');
+    assert.equal((await silo(['ca', 'revoke', '--org', orgDir, 'ghost', ...sock()])).code, 5);
+  });
+
+  test('SIGTERM stops an agent cleanly: exit 0, socket removed', async () => {
+    const code = await n(1).agent?.stop();
+    assert.equal(code, 0, n(1).agent?.log());
+    assert.ok(!existsSync(n(1).socket));
+  });
+});
