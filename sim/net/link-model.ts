@@ -228,12 +228,7 @@ export class LinkChannel<T> {
     if (this.cancelTimer !== undefined || this.pending === 0) return;
     const wait = (this.queue[this.head] as Pending<T>).at - this.model.now();
     if (wait <= 0) {
-      // biome-ignore lint/suspicious/noExplicitAny: debug
-      const g = globalThis as any; g.__sched = (g.__sched ?? 0) + 1;
-      const t0 = performance.now();
-      const handle = setImmediate(() => { g.__ran = (g.__ran ?? 0) + 1; const d = performance.now() - t0; g.__hist = g.__hist ?? {}; const b = d < 1 ? '<1' : d < 10 ? '<10' : d < 100 ? '<100' : d < 500 ? '<500' : '>=500'; g.__hist[b] = (g.__hist[b] ?? 0) + 1; this.fire(); });
-      // biome-ignore lint/suspicious/noExplicitAny: debug
-      (this as any).handle = handle; (this as any).armedAt = performance.now();
+      const handle = setImmediate(() => this.fire());
       this.cancelTimer = () => clearImmediate(handle);
     } else {
       const handle = setTimeout(() => this.fire(), wait);

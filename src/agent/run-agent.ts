@@ -19,18 +19,9 @@ import { createLogger } from '../util/logger.js';
 import { ControlApi } from './control-api.js';
 import { NodeAgent } from './node-agent.js';
 import { PeerDigests } from './peer-digests.js';
+import { AgentSetupError } from './setup-error.js';
 
-/**
- * A problem the operator fixes in files (config, identity, bundle, token):
- * the CLI exits with code 3 and prints the message, which names the file
- * and, where one exists, the `silo` command that creates what is missing.
- */
-export class AgentSetupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'AgentSetupError';
-  }
-}
+export { AgentSetupError } from './setup-error.js';
 
 export interface RunningAgent {
   agent: NodeAgent;

@@ -1,4 +1,4 @@
-import { AgentSetupError } from '../agent/run-agent.js';
+import { AgentSetupError } from '../agent/setup-error.js';
 import { ConfigError } from '../config/load.js';
 import { EnrollmentFormatError } from '../identity/bundle.js';
 import { KeyFileError } from '../identity/key-files.js';

@@ -11,6 +11,7 @@ import { LivenessService } from './liveness.js';
 import { MeshRepair } from './mesh-repair.js';
 import {
   type ConnectionGater,
+  type ConnectionLimits,
   createGossipNode,
   DEFAULT_MESH_DEGREE,
   type GossipNode,
@@ -28,7 +29,15 @@ export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js'
 export { FailureDetector } from './failure-detector.js';
 export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
 export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
-export type { ConnectionGater, GossipNode, PrivateKey, SenderCheck, SyncResult, TransportKind };
+export type {
+  ConnectionGater,
+  ConnectionLimits,
+  GossipNode,
+  PrivateKey,
+  SenderCheck,
+  SyncResult,
+  TransportKind,
+};
 
 export interface GossipLayerOptions {
   org: string;
@@ -48,6 +57,7 @@ export interface GossipLayerOptions {
   connectionGater?: ConnectionGater;
   psk?: Uint8Array;
   memoryLatencyMs?: number;
+  connectionLimits?: ConnectionLimits;
   mesh?: Partial<MeshDegree>;
   gossipHeartbeatMs?: number;
   batchMs?: number;
@@ -173,6 +183,7 @@ export class GossipLayer {
       connectionGater: gater,
       psk: options.psk,
       memoryLatencyMs: options.memoryLatencyMs,
+      connectionLimits: options.connectionLimits,
       mesh: options.mesh,
       gossipHeartbeatMs: options.gossipHeartbeatMs,
       scoredTopics: orgTopics(options.org).all,

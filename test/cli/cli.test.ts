@@ -294,6 +294,18 @@ describe('silo CLI against running agents', () => {
     const tarApplied = await silo(['apply', join(svc, 'tar.toml'), '--org', orgDir, ...sock()]);
     assert.equal(tarApplied.code, 0, tarApplied.stderr);
     assert.match(tarApplied.stdout, /applied "counter-tar" \(revision 1/);
+    // --image replaces the manifest's image: the same tree builds to the same digest, so nothing changes.
+    const override = await silo([
+      'apply',
+      join(svc, 'tar.toml'),
+      '--image',
+      join(svc, 'image'),
+      '--org',
+      orgDir,
+      ...sock(),
+    ]);
+    assert.equal(override.code, 0, override.stderr);
+    assert.equal(override.stdout, '"counter-tar" unchanged (revision 1)\n');
 
     const list = await silo(['workloads', ...sock()]);
     assert.match(list.stdout, /counter +1 +pending +- +0 +image@/);

@@ -123,6 +123,14 @@ describe('heartbeat codec', () => {
     }
   });
 
+  test('64-bit integer encodings decode as numbers', () => {
+    // msgpackr writes large integers as float64; another encoder may use (u)int64.
+    const decoded = decodeHeartbeat(pack({ ...hb, v: 1, incarnation: BigInt(hb.incarnation), seq: 7n }), 'acme');
+    assert.ok(decoded.ok);
+    assert.equal(decoded.heartbeat.incarnation, hb.incarnation);
+    assert.equal(decoded.heartbeat.seq, 7);
+  });
+
   test('addrs may be absent', () => {
     const { addrs: _addrs, ...withoutAddrs } = hb;
     const decoded = decodeHeartbeat(pack({ v: 1, ...withoutAddrs }), 'acme');

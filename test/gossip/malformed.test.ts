@@ -58,6 +58,8 @@ describe('malformed gossip messages', () => {
     const nodes = await startCluster(3, {
       maxUpdateBytes: MAX_UPDATE_BYTES,
       isSenderAllowed: (_peerId, nodeId) => nodeId !== 'intruder',
+      // All injectors connect from 127.0.0.1 at once; libp2p's default allows 5 per second per host.
+      connectionLimits: { inboundPerHostPerSecond: 100 },
     });
     t.after(async () => {
       await Promise.allSettled(injectors.map((n) => n.stop()));

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { startAgent } from '../../agent/run-agent.js';
 import { loadAgentConfig } from '../../config/load.js';
 import type { CliContext } from '../context.js';
 
@@ -12,6 +11,8 @@ export function registerAgentCommand(program: Command, ctx: CliContext): void {
     .requiredOption('--config <file>', 'agent config (TOML); see config/agent.toml')
     .action(async (flags: { config: string }) => {
       const config = loadAgentConfig(flags.config, ctx.env);
+      // Loaded on demand: the agent (libp2p, lmdb) is a second of start-up every other command would pay.
+      const { startAgent } = await import('../../agent/run-agent.js');
       const running = await startAgent(config);
       const signal = await new Promise<string>((resolve) => {
         for (const name of STOP_SIGNALS) process.once(name, () => resolve(name));

@@ -52,9 +52,7 @@ export async function applyManifest(client: ApiClient, options: ApplyOptions): P
     if (imagePath !== null) {
       const info = await stat(imagePath).catch(() => null);
       if (info === null) {
-        throw inputError(
-          `${options.manifestFile}: image: ${imagePath} does not exist (expected an image directory or tar)`,
-        );
+        throw inputError(`${imageSource} ${imagePath} does not exist (expected an image directory or tar)`);
       }
       if (info.isDirectory()) {
         scratch = await mkdtemp(join(tmpdir(), 'silo-apply-'));

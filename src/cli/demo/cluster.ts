@@ -231,7 +231,7 @@ export class DemoCluster {
     try {
       const child = spawn(process.execPath, [BIN, 'agent', '--config', node.configFile], {
         stdio: ['ignore', log, log],
-        env: { ...process.env, SILO_DEBUG: process.env.SILO_DEBUG ?? '' },
+        env: agentEnv(process.env),
       });
       node.child = child;
       node.exit = null;
@@ -289,6 +289,13 @@ function agentToml(options: {
     services: { sandbox: 'auto' },
     log: { level: 'info', pretty: 'never' },
   })}\n`;
+}
+
+/** The demo's own config files decide; SILO_<SECTION>_<KEY> overrides meant for a real agent would not apply. */
+function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(env).filter(([name]) => !name.startsWith('SILO_') || name === 'SILO_DEBUG'),
+  );
 }
 
 function sleep(ms: number): Promise<void> {
