@@ -5,6 +5,7 @@ import { enrollmentGater } from '../gossip/gater.js';
 import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from '../gossip/index.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
+import type { OverlayManager } from '../overlay/overlay-manager.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
 import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
@@ -12,7 +13,6 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import { WorkloadsView } from '../state/workloads-view.js';
-import type { OverlayManager } from '../overlay/overlay-manager.js';
 import { OverlaySync } from './overlay-sync.js';
 import { EnrollmentTrust } from './trust.js';
 
@@ -145,7 +145,8 @@ export class NodeAgent {
         ...(bundle ? signatureHooks(bundle.caPublicKey) : {}),
       });
       const trust = bundle ? new EnrollmentTrust({ bundle, enrollment, logger, registry }) : undefined;
-      if (options.overlay && !trust) throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
+      if (options.overlay && !trust)
+        throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
       const overlay =
         options.overlay && trust ? new OverlaySync({ overlay: options.overlay, trust, logger }) : undefined;
       const gossip = await GossipLayer.create({
@@ -194,7 +195,11 @@ export class NodeAgent {
     await this.gossip.start();
     this.startedAt = Date.now();
     this.logger.info(
-      { peerId: this.gossip.peerId, incarnation: this.gossip.incarnation, ms: Math.round(performance.now() - began) },
+      {
+        peerId: this.gossip.peerId,
+        incarnation: this.gossip.incarnation,
+        ms: Math.round(performance.now() - began),
+      },
       'agent started',
     );
   }
@@ -234,7 +239,8 @@ export class NodeAgent {
 /** A bundle must belong to this org, this node id and this libp2p key, or nobody would admit us. */
 function checkBundleMatches(bundle: EnrollmentBundle, options: NodeAgentOptions): void {
   const problems: string[] = [];
-  if (bundle.org !== options.org) problems.push(`bundle is for org "${bundle.org}", agent runs org "${options.org}"`);
+  if (bundle.org !== options.org)
+    problems.push(`bundle is for org "${bundle.org}", agent runs org "${options.org}"`);
   if (bundle.record.nodeId !== options.nodeId) {
     problems.push(`bundle is for node "${bundle.record.nodeId}", agent runs node "${options.nodeId}"`);
   }
@@ -243,5 +249,6 @@ function checkBundleMatches(bundle: EnrollmentBundle, options: NodeAgentOptions)
   else if (peerIdOf(key) !== bundle.record.peerId) {
     problems.push(`bundle names peer ${bundle.record.peerId}, the node key is ${peerIdOf(key)}`);
   }
-  if (problems.length > 0) throw new Error(`enrollment bundle does not match this agent: ${problems.join('; ')}`);
+  if (problems.length > 0)
+    throw new Error(`enrollment bundle does not match this agent: ${problems.join('; ')}`);
 }

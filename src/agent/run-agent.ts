@@ -2,18 +2,22 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
 import type { AgentConfig } from '../config/schema.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { verifyEnrollmentBundle } from '../identity/ca.js';
+import { parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import { fileExists, KeyFileError } from '../identity/key-files.js';
 import {
   loadEnrollmentBundle,
   loadNodeIdentity,
   NODE_FILES,
   type NodeIdentity,
+  wgPrivateKeyPath,
   x25519WgKeys,
 } from '../identity/node-identity.js';
 import { ORG_FILES, parsePnetKey } from '../identity/org.js';
+import { OverlayManager } from '../overlay/overlay-manager.js';
 import { ImageStore } from '../reconciler/image-store.js';
 import { createLogger } from '../util/logger.js';
 import { ControlApi } from './control-api.js';
@@ -58,11 +62,11 @@ export async function startAgent(
   const tcp = await loadTcpListener(config);
   const dataDir = config.node.data_dir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  if (config.overlay.mode === 'wireguard') {
-    logger.warn(
-      'overlay.mode = "wireguard": this agent does not manage the overlay yet; libp2p uses gossip.listen as is',
-    );
-  }
+  const registry = new Registry();
+  const overlay =
+    config.overlay.mode === 'wireguard'
+      ? overlayManagerFor(config, bundle, identityDir, logger, registry)
+      : undefined;
 
   const agent = await NodeAgent.create({
     org: config.org,
@@ -72,11 +76,13 @@ export async function startAgent(
     compactEvery: config.storage.compact_every,
     maxUpdateBytes: config.gossip.max_update_bytes,
     logger,
+    registry,
     trust: { bundle },
+    overlay,
     gossip: {
       privateKey: identity.libp2pPrivateKey,
       transport: config.gossip.transport,
-      listen: config.gossip.listen,
+      listen: overlay ? overlayListenAddrs(config, bundle) : config.gossip.listen,
       bootstrap: [...new Set([...config.gossip.bootstrap, ...bundle.seedPeers])],
       psk,
       batchMs: config.gossip.batch,
@@ -229,4 +235,39 @@ async function loadTcpListener(
   if (token.length < 16)
     throw new AgentSetupError(`api.token_file ${tokenFile}: token shorter than 16 characters`);
   return { host: host === 'localhost' ? '127.0.0.1' : host, port, token };
+}
+
+/**
+ * overlay.mode = "wireguard": silo brings up its own WireGuard interface with
+ * the bundle's overlay IP, and libp2p listens only there, so gossip never
+ * leaves the overlay.
+ */
+function overlayManagerFor(
+  config: AgentConfig,
+  bundle: EnrollmentBundle,
+  identityDir: string,
+  logger: Logger,
+  registry: Registry,
+): OverlayManager {
+  const interfaceName = config.overlay.interface;
+  if (!interfaceName) throw new AgentSetupError('overlay.mode = "wireguard" needs overlay.interface');
+  return new OverlayManager({
+    interfaceName,
+    listenPort: config.overlay.listen_port,
+    privateKeyFile: wgPrivateKeyPath(identityDir),
+    overlayIp: bundle.record.overlayIp,
+    overlayPrefix: parseOverlayCidr(bundle.overlayCidr).prefix,
+    logger: logger.child({ component: 'overlay' }),
+    registry,
+  });
+}
+
+/** The TCP ports of gossip.listen, bound to the overlay IP instead of the configured host. */
+function overlayListenAddrs(config: AgentConfig, bundle: EnrollmentBundle): string[] {
+  const ports = config.gossip.listen
+    .map((addr) => /\/tcp\/(\d+)/.exec(addr)?.[1])
+    .filter((port): port is string => port !== undefined);
+  return [...new Set(ports.length > 0 ? ports : ['7946'])].map(
+    (port) => `/ip4/${bundle.record.overlayIp}/tcp/${port}`,
+  );
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { EnrollmentBundle } from '../identity/bundle.js';
-import { computeActiveNodes, type EnrollmentView as ActiveNodes } from '../identity/enrollment-verifier.js';
+import { type EnrollmentView as ActiveNodes, computeActiveNodes } from '../identity/enrollment-verifier.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { SignedEnrollment } from '../state/schemas.js';
 
@@ -66,10 +66,18 @@ export class EnrollmentTrust {
     this.current = this.compute();
   }
 
-  /** Publishes our own signed record (idempotent) and follows the document from now on. */
+  /**
+   * Publishes our own signed record and the bundle's seed records (when the
+   * document has none for them yet), then follows the document. Records are
+   * CA-signed, so carrying them is harmless; the seeds' records let the gate
+   * and the overlay admit the seeds before the first sync.
+   */
   start(): void {
-    const existing = this.enrollment.rawEntries('nodes').find(([key]) => key === this.self.nodeId)?.[1];
-    if (JSON.stringify(existing) !== JSON.stringify(this.self)) this.enrollment.put(this.self);
+    const present = new Map(this.enrollment.rawEntries('nodes'));
+    if (JSON.stringify(present.get(this.self.nodeId)) !== JSON.stringify(this.self)) this.enrollment.put(this.self);
+    for (const seed of this.bundle.seedRecords) {
+      if (!present.has(seed.nodeId) && seed.nodeId !== this.self.nodeId) this.enrollment.put(seed);
+    }
     this.refresh();
     this.unsubscribe = this.enrollment.onChange(() => this.refresh());
   }

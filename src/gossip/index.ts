@@ -75,6 +75,8 @@ export interface GossipLayerOptions {
   redialIntervalMs?: number;
   redialBackoffMaxMs?: number;
   meshCheckIntervalMs?: number;
+  /** How long a mesh may stay thin before it counts; default 1.5 gossipsub heartbeats. */
+  meshGraceMs?: number;
 }
 
 export interface ConnectionInfo {
@@ -159,7 +161,7 @@ export class GossipLayer {
       minMeshPeers: options.mesh?.Dlo ?? DEFAULT_MESH_DEGREE.Dlo,
       requestSync: (peerId) => void this.sync.syncWith(peerId),
       checkIntervalMs: options.meshCheckIntervalMs,
-      graceMs: Math.round(1.5 * (options.gossipHeartbeatMs ?? 1000)),
+      graceMs: options.meshGraceMs ?? Math.round(1.5 * (options.gossipHeartbeatMs ?? 1000)),
     });
   }
 

@@ -36,6 +36,13 @@ export const EnrollmentBundleSchema = z.strictObject({
   overlayCidr: OverlayCidrSchema,
   caPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'Ed25519 public key: 44 chars of base64'),
   seedPeers: z.array(MultiaddrStringSchema).max(64),
+  /**
+   * The CA-signed records of the seed nodes. The new node puts them into its
+   * enrollment document at start, so its gate admits the seeds and its
+   * WireGuard overlay has them as peers before the first sync (which, with
+   * overlay.mode = "wireguard", can only run over the overlay).
+   */
+  seedRecords: z.array(z.strictObject(SignedEnrollmentSchema.shape)).max(64).default([]),
   record: z.strictObject(SignedEnrollmentSchema.shape),
 });
 export type EnrollmentBundle = z.infer<typeof EnrollmentBundleSchema>;

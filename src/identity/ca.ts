@@ -192,6 +192,8 @@ export interface IssueOptions {
   issuedAt?: number;
   /** libp2p multiaddrs (with /p2p/<peerId>) of nodes the new node should dial first. */
   seedPeers?: string[];
+  /** Signed records of the seed nodes (see EnrollmentBundle.seedRecords). */
+  seedRecords?: SignedEnrollment[];
 }
 
 /** Sign an enrollment request into the bundle handed back to the node. */
@@ -219,6 +221,7 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
     overlayCidr: org.info.overlayCidr,
     caPublicKey: org.info.caPublicKey,
     seedPeers,
+    seedRecords: options.seedRecords ?? [],
     record,
   };
 }

@@ -125,7 +125,10 @@ describe('heartbeat codec', () => {
 
   test('64-bit integer encodings decode as numbers', () => {
     // msgpackr writes large integers as float64; another encoder may use (u)int64.
-    const decoded = decodeHeartbeat(pack({ ...hb, v: 1, incarnation: BigInt(hb.incarnation), seq: 7n }), 'acme');
+    const decoded = decodeHeartbeat(
+      pack({ ...hb, v: 1, incarnation: BigInt(hb.incarnation), seq: 7n }),
+      'acme',
+    );
     assert.ok(decoded.ok);
     assert.equal(decoded.heartbeat.incarnation, hb.incarnation);
     assert.equal(decoded.heartbeat.seq, 7);

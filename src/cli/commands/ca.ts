@@ -53,6 +53,7 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       allocatedIps,
       overlayIp: options.overlayIp ?? previous?.overlayIp,
       seedPeers: options.seeds,
+      seedRecords: seedRecordsOf(options.seeds, issued),
     });
   } catch (err) {
     throw inputError(`${options.requestFile}: ${(err as Error).message}`);
@@ -65,6 +66,12 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
   await writeFileAtomic(options.out, `${JSON.stringify(bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
   const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
   return { bundle, out: options.out, pnetKey: (await fileExists(pnetPath)) ? pnetPath : null };
+}
+
+/** The issued records of the nodes the seed multiaddrs point at (by their /p2p/ peer id). */
+function seedRecordsOf(seeds: string[], issued: Map<string, SignedEnrollment>): SignedEnrollment[] {
+  const peerIds = new Set(seeds.map((seed) => /\/p2p\/([^/]+)/.exec(seed)?.[1]).filter((id) => id !== undefined));
+  return [...issued.values()].filter((record) => peerIds.has(record.peerId));
 }
 
 async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollment>> {
