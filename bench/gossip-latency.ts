@@ -13,10 +13,11 @@ import { ClusterState } from '../src/state/cluster-state.js';
  * other node has applied it. Also reports envelope bytes per write and
  * node start-up time. Prints JSON.
  *
- *   npx tsx bench/gossip-latency.ts [--nodes 5] [--writes 200] [--warmup-ms 3000]
+ *   npx tsx bench/gossip-latency.ts [--nodes 5] [--writes 200] [--warmup-ms 3000] [--batch-ms 5]
  */
 
 const ORG = 'bench';
+const LOOP_RESOLUTION_MS = 10;
 const logger = pino({ level: 'silent' });
 
 function arg(name: string, fallback: number): number {
@@ -48,7 +49,8 @@ async function main(): Promise<void> {
   const n = arg('nodes', 5);
   const writes = arg('writes', 200);
   const warmupMs = arg('warmup-ms', 3000);
-  const loop = monitorEventLoopDelay({ resolution: 10 });
+  const batchMs = arg('batch-ms', 5);
+  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
 
   const nodes: BenchNode[] = [];
   const startupMs: number[] = [];
@@ -64,6 +66,9 @@ async function main(): Promise<void> {
       logger,
       registry,
       bootstrap,
+      batchMs,
+      // Every node dials from 127.0.0.1; libp2p's default allows 5 inbound attempts per second per host.
+      connectionLimits: { inboundPerHostPerSecond: 1000 },
     });
     await gossip.start();
     startupMs.push(performance.now() - t0);
@@ -139,6 +144,7 @@ async function main(): Promise<void> {
     transport: 'tcp loopback, one process',
     nodes: n,
     writes,
+    batchMs,
     cpus: os.cpus().length,
     loadavg1m: round(os.loadavg()[0]!),
     writeToAllMs: {
@@ -161,7 +167,11 @@ async function main(): Promise<void> {
     meshPeersAfterWarmup: meshSizes,
     connectionsAfterWarmup: connections,
     meshlessEvents: meshless.reduce((a, b) => a + b, 0),
-    eventLoopDelayMs: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6) },
+    // The histogram includes its 10 ms sampling interval; reported as the delay beyond it.
+    eventLoopDelayMs: {
+      p50: round(loop.percentile(50) / 1e6 - LOOP_RESOLUTION_MS),
+      p99: round(loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
+    },
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }

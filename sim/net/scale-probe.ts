@@ -27,6 +27,7 @@ import { SimNetwork } from './sim-network.js';
 
 const [nodeCount = 50, latencyMs = 20, degree = 5, messages = 20] = process.argv.slice(2).map(Number);
 const useMemory = process.env.PROBE_TRANSPORT === 'memory';
+const dialConcurrency = Number(process.env.PROBE_DIAL_CONCURRENCY ?? 10);
 const TOPIC = 'probe';
 const MESH_TIMEOUT_MS = 60_000;
 const SETTLE_MS = 2_000;
@@ -61,6 +62,8 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   const cpuAtStart = cpuMs();
 
+  const dbg0 = process.env.PROBE_DEBUG ? await import('./_debug.js') : undefined;
+  const dbgTimer = dbg0 ? setInterval(() => console.log('T', Math.round(performance.now() - startedAt), dbg0.inspect(net), JSON.stringify(net.stats().connections)), 1000) : undefined;
   const nodes: Array<Libp2p<{ identify: Identify; ping: Ping; pubsub: GossipSub }>> = [];
   for (const name of names) {
     net.addNode(name);
@@ -89,22 +92,39 @@ async function main(): Promise<void> {
     });
     nodes.push(node);
   }
-  const dials = [];
+  // Ramp up: a bounded pool of dials in flight. Starting every handshake at once saturates the one event
+  // loop, every hop then waits seconds, and libp2p's own timeouts abort the connections (docs/sim.md).
+  const pairs: Array<[number, string]> = [];
   for (let i = 0; i < nodeCount; i++) {
     const others = names.filter((_, j) => j !== i);
-    for (const target of prng.sample(others, Math.min(degree, others.length))) {
+    for (const target of prng.sample(others, Math.min(degree, others.length))) pairs.push([i, target]);
+  }
+  let nextPair = 0;
+  const dialWorker = async (): Promise<void> => {
+    while (nextPair < pairs.length) {
+      const [i, target] = pairs[nextPair++] as [number, string];
       const peer = nodes[names.indexOf(target)];
       if (peer === undefined) continue;
       const address = useMemory ? `/memory/${target}` : net.address(target);
-      dials.push(nodes[i]?.dial(multiaddr(`${address}/p2p/${peer.peerId}`)).catch(() => undefined));
+      await nodes[i]?.dial(multiaddr(`${address}/p2p/${peer.peerId}`)).catch(() => undefined);
     }
-  }
-  await Promise.all(dials);
+  };
+  await Promise.all(Array.from({ length: dialConcurrency }, dialWorker));
   const setupMs = performance.now() - startedAt;
 
+  console.log('setup done', Math.round(setupMs));
+  if (dbgTimer && performance.now() > 0) setTimeout(() => clearInterval(dbgTimer), 10000);
   const meshless = () => nodes.filter((node) => node.services.pubsub.getMeshPeers(TOPIC).length === 0).length;
   const meshWaitStart = performance.now();
-  while (meshless() > 0 && performance.now() - meshWaitStart < MESH_TIMEOUT_MS) await sleep(100);
+  const dbg = process.env.PROBE_DEBUG ? await import('./_debug.js') : undefined;
+  let lastLog = 0;
+  while (meshless() > 0 && performance.now() - meshWaitStart < MESH_TIMEOUT_MS) {
+    await sleep(100);
+    if (dbg && performance.now() - lastLog > 1000) {
+      lastLog = performance.now();
+      console.log(Math.round(performance.now() - meshWaitStart), 'meshless', meshless(), dbg.inspect(net));
+    }
+  }
   const meshMs = performance.now() - meshWaitStart;
   const meshlessAtStart = meshless();
   await sleep(SETTLE_MS);
@@ -155,6 +175,7 @@ async function main(): Promise<void> {
     nodes: nodeCount,
     latencyMs: useMemory ? 0 : latencyMs,
     degree,
+    dialConcurrency,
     setupMs: Math.round(setupMs),
     meshFormedMs: Math.round(meshMs),
     meshlessAfterWait: meshlessAtStart,

@@ -359,8 +359,9 @@ export class SimNetwork implements SimFabric {
     await sleep(this.links.sampleDelayMs(from, to), signal);
     this.refuseUnlessReachable(from, to);
     const handler = this.listeners.get(to) as SimInboundHandler;
+    const id = this.nextConnectionId++;
     const pair = new SimConnectionPair({
-      id: this.nextConnectionId++,
+      id,
       links: this.links,
       dialer: {
         node: from,
@@ -369,7 +370,10 @@ export class SimNetwork implements SimFabric {
       },
       listener: {
         node: to,
-        remoteAddr: multiaddr(`/memory/${from}/p2p/${request.dialerPeerId}`),
+        // Like TCP's ephemeral source port: unique per connection and not dialable. Using the dialer's
+        // listen address here would make libp2p abort one of two connections crossing between the same
+        // pair of nodes as a "duplicate multiaddr connection".
+        remoteAddr: multiaddr(`/memory/${from}:${id}/p2p/${request.dialerPeerId}`),
         log: handler.log,
       },
       onData: (f, t, bytes) => this.countData(f, t, bytes),

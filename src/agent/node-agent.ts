@@ -6,6 +6,7 @@ import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from 
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
+import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
 import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
@@ -44,6 +45,12 @@ export interface NodeAgentOptions {
    * equal to the active enrolled nodes.
    */
   overlay?: OverlayManager;
+  /**
+   * Run workloads (the reconcile loop, docs/placement.md); needs `dataDir`
+   * and `trust` (images must carry the org CA's signature). Started after
+   * gossip, stopped before it (services handed over per `onStop`).
+   */
+  reconciler?: ReconcilerOptions;
 }
 
 /** The collaborators one agent is built from (tests and the simulator may build them themselves). */
@@ -59,6 +66,7 @@ export interface NodeAgentComponents {
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
   overlay?: OverlaySync;
+  reconciler?: Reconciler;
 }
 
 export interface AgentStatus {
@@ -90,6 +98,7 @@ export class NodeAgent {
   readonly observed: ObservedView;
   readonly gossip: GossipLayer;
   readonly trust: EnrollmentTrust | undefined;
+  readonly reconciler: Reconciler | undefined;
   private readonly overlay: OverlaySync | undefined;
   private startedAt: number | null = null;
 
@@ -105,6 +114,7 @@ export class NodeAgent {
     this.gossip = components.gossip;
     this.trust = components.trust;
     this.overlay = components.overlay;
+    this.reconciler = components.reconciler;
     this.trust?.onRevoked((peerIds) => {
       for (const peerId of peerIds) {
         this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
@@ -166,6 +176,31 @@ export class NodeAgent {
             }
           : {}),
       });
+      const workloads = new WorkloadsView(viewOptions);
+      const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
+      let reconciler: Reconciler | undefined;
+      if (options.reconciler) {
+        if (!options.dataDir) throw new Error('the reconciler needs a data directory (dataDir)');
+        reconciler = new Reconciler(
+          {
+            nodeId: options.nodeId,
+            dataDir: options.dataDir,
+            logger,
+            registry,
+            gossip,
+            workloads,
+            observed,
+            enrollment,
+            activeNodes: () => (trust ? trust.active().active : enrollment.active()),
+            ...(trust
+              ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) }
+              : {}),
+            ...(bundle ? { caPublicKey: bundle.caPublicKey } : {}),
+            ...(options.gossip?.now ? { now: options.gossip.now } : {}),
+          },
+          options.reconciler,
+        );
+      }
       return new NodeAgent({
         org: options.org,
         nodeId: options.nodeId,
@@ -173,11 +208,12 @@ export class NodeAgent {
         registry,
         state,
         enrollment,
-        workloads: new WorkloadsView(viewOptions),
-        observed: new ObservedView({ ...viewOptions, nodeId: options.nodeId }),
+        workloads,
+        observed,
         gossip,
         trust,
         overlay,
+        reconciler,
       });
     } catch (err) {
       await state.close();
@@ -193,6 +229,7 @@ export class NodeAgent {
     this.trust?.start();
     await this.overlay?.start();
     await this.gossip.start();
+    await this.reconciler?.start();
     this.startedAt = Date.now();
     this.logger.info(
       {
@@ -209,6 +246,10 @@ export class NodeAgent {
     if (this.startedAt !== null) {
       this.startedAt = null;
       this.trust?.stop();
+      // Before gossip: released statuses are published and snapshots served while peers can still hear us.
+      await this.reconciler
+        ?.stop()
+        .catch((err: unknown) => this.logger.error({ err }, 'stopping the reconciler failed'));
       await this.gossip.stop();
       await this.overlay?.stop();
     }

@@ -12,6 +12,7 @@ import { MeshRepair } from './mesh-repair.js';
 import {
   type ConnectionGater,
   type ConnectionLimits,
+  type CustomTransport,
   createGossipNode,
   DEFAULT_MESH_DEGREE,
   type GossipNode,
@@ -49,6 +50,8 @@ export interface GossipLayerOptions {
   /** libp2p identity; a fresh Ed25519 key when absent (ephemeral nodes). */
   privateKey?: PrivateKey;
   transport?: TransportKind;
+  /** Replaces `transport` with a libp2p transport factory (the simulator's, sim/net). */
+  customTransport?: CustomTransport;
   /** Defaults to `/ip4/127.0.0.1/tcp/0` (tcp) or `/memory/<random>` (memory). */
   listen?: string[];
   /** Seed peers, full multiaddrs with `/p2p/<peer id>`. */
@@ -78,6 +81,9 @@ export interface GossipLayerOptions {
   /** How long a mesh may stay thin before it counts; default 1.5 gossipsub heartbeats. */
   meshGraceMs?: number;
 }
+
+/** Multiaddr protocol code of `/p2p/<peer id>`. */
+const P2P_CODE = 421;
 
 export interface ConnectionInfo {
   peerId: string;
@@ -139,11 +145,19 @@ export class GossipLayer {
       incarnation: options.incarnation,
       isSenderAllowed: options.isSenderAllowed,
       requestSync: (peerId) => void this.sync.syncWith(peerId),
-      onPeerAddrs: (_peerId, addrs) => {
+      onPeerAddrs: (peerId, addrs) => {
         let learned = false;
         for (const addr of addrs) learned = this.redial.addAddress(addr) || learned;
-        // A peer heard of for the first time is dialed now if we are below target.
-        if (learned) this.redial.check();
+        if (!learned) return;
+        // Into the peer store too, so that a digest-triggered sync can dial a
+        // peer we only heard through the mesh.
+        node.peerStore
+          .merge(peerIdFromString(peerId), { multiaddrs: addrs.map((a) => a.decapsulateCode(P2P_CODE)) })
+          .catch((err: unknown) =>
+            this.logger.debug({ err, peer: peerId }, 'could not store peer addresses'),
+          );
+        // A peer (or address) heard of for the first time is dialed now if we are below target.
+        this.redial.check();
       },
     });
     this.redial = new Redialer({
@@ -180,6 +194,7 @@ export class GossipLayer {
         : [`/memory/${options.nodeId}-${randomUUID().slice(0, 8)}`]);
     const node = await createGossipNode({
       transport,
+      customTransport: options.customTransport,
       listen,
       privateKey,
       connectionGater: gater,
@@ -224,7 +239,14 @@ export class GossipLayer {
     this.liveness.stop();
     await this.replicator.stop();
     await this.sync.stop();
+    // gossipsub 14.1.2's stop() forgets its pending heartbeat timer, which
+    // then keeps the process alive for up to one heartbeat interval.
+    const status = (
+      this.node.services.pubsub as unknown as { status?: { heartbeatTimeout?: NodeJS.Timeout } }
+    ).status;
+    const pendingHeartbeat = status?.heartbeatTimeout;
     await this.node.stop();
+    if (pendingHeartbeat) clearTimeout(pendingHeartbeat);
   }
 
   /** Connected peer ids. */

@@ -28,6 +28,10 @@ export type { ConnectionGater, PrivateKey };
 
 export type TransportKind = 'tcp' | 'memory';
 
+type TransportFactory = NonNullable<Libp2pOptions<GossipServices>['transports']>[number];
+/** A libp2p transport factory `(components) => Transport`, opaque outside src/gossip. */
+export type CustomTransport = (components: never) => unknown;
+
 /**
  * libp2p connection-manager limits. libp2p's defaults (5 inbound
  * connection attempts per second per remote IP, 10 pending inbound, 300
@@ -59,6 +63,12 @@ export const DEFAULT_MAX_RPC_BYTES = DEFAULT_MAX_UPDATE_BYTES + 64 * 1024;
 
 export interface GossipNodeOptions {
   transport: TransportKind;
+  /**
+   * A libp2p transport factory that replaces `transport` (the simulator's
+   * link-model transport, sim/net). Typed loosely on purpose: callers outside
+   * src/gossip never name libp2p types.
+   */
+  customTransport?: CustomTransport;
   /** Listen multiaddrs, e.g. `/ip4/127.0.0.1/tcp/0` or `/memory/node-1`. */
   listen: string[];
   /** The node's libp2p identity (Ed25519, see keys.ts). */
@@ -108,8 +118,11 @@ function scoreParams(topics: string[]) {
 
 export async function createGossipNode(options: GossipNodeOptions): Promise<GossipNode> {
   const mesh = { ...DEFAULT_MESH_DEGREE, ...options.mesh };
-  const transports: NonNullable<Libp2pOptions<GossipServices>['transports']> =
-    options.transport === 'tcp' ? [tcp()] : [memory({ latency: options.memoryLatencyMs ?? 0 })];
+  const transports: NonNullable<Libp2pOptions<GossipServices>['transports']> = options.customTransport
+    ? [options.customTransport as TransportFactory]
+    : options.transport === 'tcp'
+      ? [tcp()]
+      : [memory({ latency: options.memoryLatencyMs ?? 0 })];
   const init: Libp2pOptions<GossipServices> = {
     privateKey: options.privateKey,
     start: options.start ?? true,

@@ -23,6 +23,7 @@ export interface RedialOptions {
 
 export const DEFAULT_TARGET_CONNECTIONS = 8;
 const MAX_PARALLEL_DIALS = 4;
+const MAX_ADDRS_PER_PEER = 8;
 
 interface KnownPeer {
   /** Absent for a bootstrap address whose peer id is not known yet. */
@@ -90,7 +91,7 @@ export class Redialer {
 
   /**
    * Remembers a dialable address (`/ip4/.../tcp/.../p2p/<id>` or
-   * `/memory/<name>/p2p/<id>`). Returns true when it names a peer not known before.
+   * `/memory/<name>/p2p/<id>`). Returns true when the address was not known before.
    */
   addAddress(addr: string | Multiaddr): boolean {
     const ma = typeof addr === 'string' ? multiaddr(addr) : addr;
@@ -98,8 +99,11 @@ export class Redialer {
     const key = peerId ?? ma.toString();
     const entry = this.known.get(key);
     if (entry) {
-      if (!entry.addrs.some((a) => a.equals(ma))) entry.addrs.push(ma);
-      return false;
+      if (entry.addrs.some((a) => a.equals(ma))) return false;
+      entry.addrs.push(ma);
+      // A peer restarting on fresh ports would otherwise grow the list forever; newest win.
+      if (entry.addrs.length > MAX_ADDRS_PER_PEER) entry.addrs.shift();
+      return true;
     }
     this.known.set(key, { peerId, addrs: [ma], failures: 0, nextAttemptAt: 0 });
     return true;

@@ -275,7 +275,12 @@ export class AntiEntropy {
           if (!awaitingStep1.delete(frame.doc)) {
             throw new SyncProtocolError('malformed', `second step1 for ${frame.doc}`);
           }
-          send({ t: FrameType.step2, doc: frame.doc, update: this.state.encodeDiff(frame.doc, frame.sv) });
+          const diff = this.state.encodeDiff(frame.doc, frame.sv);
+          if (diff.byteLength > this.state.maxUpdateBytes) {
+            // The peer would reject it; see docs/protocol.md on this limit.
+            throw new SyncProtocolError('oversize', `${frame.doc} diff is ${diff.byteLength} bytes`);
+          }
+          send({ t: FrameType.step2, doc: frame.doc, update: diff });
           if (awaitingStep1.size === 0) outbox.end();
         } else {
           if (!awaitingStep2.delete(frame.doc)) {

@@ -1,9 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { lstat, readdir, readlink, rename, rm } from 'node:fs/promises';
-import { dirname, join, posix, relative, resolve, sep } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import { createReadStream } from 'node:fs';
+import { symlinkProblem, writeTreeTar } from './tree-tar.js';
 
 /**
  * Reproducible image builds: a directory tree becomes a tar whose bytes
@@ -16,25 +13,14 @@ import tar from 'tar-stream';
  * directories and files with any exec bit, 0644 for other files, 0777 for
  * symlinks. Refused: symlinks that are absolute or leave the tree (inside a
  * sandbox the image is mounted elsewhere, so they would point at the host),
- * and sockets, fifos and devices.
+ * and sockets, fifos and devices. The packing itself is shared with state
+ * snapshots (src/reconciler/tree-tar.ts).
  */
 
 export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 
 export class ImageBuildError extends Error {
   override name = 'ImageBuildError';
-}
-
-type TarHeader = Parameters<tar.Pack['entry']>[0];
-
-interface TreeEntry {
-  /** Path inside the image, "/"-separated, no leading "./"; directories end without "/". */
-  path: string;
-  type: 'directory' | 'file' | 'symlink';
-  mode: number;
-  absolute: string;
-  size: number;
-  linkname?: string;
 }
 
 export interface BuiltImage {
@@ -45,34 +31,12 @@ export interface BuiltImage {
 
 /** Build `sourceDir` into a tar at `outFile` (written to a temp name, renamed when complete). */
 export async function buildImage(sourceDir: string, outFile: string): Promise<BuiltImage> {
-  const root = resolve(sourceDir);
-  const rootStat = await lstat(root).catch(() => null);
-  if (rootStat === null || !rootStat.isDirectory())
-    throw new ImageBuildError(`${sourceDir}: not a directory`);
-  const entries = await collectTree(root);
-  const temp = join(dirname(resolve(outFile)), `.${process.pid}.${Date.now()}.image.tmp`);
-  const hash = createHash('sha256');
-  let size = 0;
-  const pack = tar.pack();
-  const out = createWriteStream(temp, { mode: 0o644 });
-  pack.on('data', (chunk: unknown) => {
-    if (!(chunk instanceof Uint8Array)) return;
-    hash.update(chunk);
-    size += chunk.length;
+  const built = await writeTreeTar(sourceDir, outFile, {
+    mode: 'strict',
+    noun: 'image',
+    fail: (message) => new ImageBuildError(message),
   });
-  const written = pipeline(pack, out);
-  try {
-    for (const entry of entries) await addEntry(pack, entry);
-    pack.finalize();
-    await written;
-    await rename(temp, outFile);
-  } catch (err) {
-    pack.destroy();
-    await written.catch(() => undefined);
-    await rm(temp, { force: true });
-    throw err;
-  }
-  return { digest: `sha256:${hash.digest('hex')}`, size, entries: entries.length };
+  return { digest: built.digest, size: built.size, entries: built.entries };
 }
 
 /** sha256 digest of a file, as `sha256:<hex>`. */
@@ -82,74 +46,8 @@ export async function digestFile(file: string): Promise<string> {
   return `sha256:${hash.digest('hex')}`;
 }
 
-async function collectTree(root: string): Promise<TreeEntry[]> {
-  const entries: TreeEntry[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    const names = (await readdir(dir)).sort(compareBytes);
-    for (const name of names) {
-      const absolute = join(dir, name);
-      const path = relative(root, absolute).split(sep).join('/');
-      const stat = await lstat(absolute);
-      if (stat.isDirectory()) {
-        entries.push({ path, type: 'directory', mode: 0o755, absolute, size: 0 });
-        await walk(absolute);
-      } else if (stat.isFile()) {
-        const mode = (stat.mode & 0o111) !== 0 ? 0o755 : 0o644;
-        entries.push({ path, type: 'file', mode, absolute, size: stat.size });
-      } else if (stat.isSymbolicLink()) {
-        const linkname = await readlink(absolute);
-        checkSymlinkTarget(path, linkname);
-        entries.push({ path, type: 'symlink', mode: 0o777, absolute, size: 0, linkname });
-      } else {
-        throw new ImageBuildError(`${path}: unsupported file type (only files, directories and symlinks)`);
-      }
-    }
-  };
-  await walk(root);
-  // Sort on full paths so the order is independent of how readdir nests them.
-  return entries.sort((a, b) => compareBytes(a.path, b.path));
-}
-
 /** Throws unless `linkname` is relative and, resolved from the link's directory, stays inside the image. */
 export function checkSymlinkTarget(path: string, linkname: string): void {
-  if (linkname.length === 0) throw new ImageBuildError(`${path}: empty symlink target`);
-  if (posix.isAbsolute(linkname)) {
-    throw new ImageBuildError(
-      `${path}: absolute symlink target "${linkname}" (use a relative target inside the image)`,
-    );
-  }
-  const target = posix.normalize(posix.join(posix.dirname(path), linkname));
-  if (target === '..' || target.startsWith('../')) {
-    throw new ImageBuildError(`${path}: symlink target "${linkname}" leaves the image`);
-  }
-}
-
-function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
-
-async function addEntry(pack: tar.Pack, entry: TreeEntry): Promise<void> {
-  const header: TarHeader = {
-    name: entry.type === 'directory' ? `${entry.path}/` : entry.path,
-    mode: entry.mode,
-    mtime: new Date(0),
-    uid: 0,
-    gid: 0,
-    uname: '',
-    gname: '',
-    type: entry.type,
-  };
-  if (entry.type === 'symlink') {
-    header.linkname = entry.linkname ?? '';
-    header.size = 0;
-  }
-  if (entry.type !== 'file') {
-    await new Promise<void>((res, rej) => pack.entry(header, (err) => (err ? rej(err) : res())));
-    return;
-  }
-  header.size = entry.size;
-  const sink = pack.entry(header);
-  // A file that changes size while being packed would corrupt the archive;
-  // tar-stream reports that as an error on the entry stream.
-  await pipeline(createReadStream(entry.absolute), sink);
+  const problem = symlinkProblem(path, linkname, 'image');
+  if (problem !== null) throw new ImageBuildError(problem);
 }

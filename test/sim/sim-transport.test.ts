@@ -77,6 +77,8 @@ describe('SimNetwork with real libp2p nodes', () => {
     assert.equal(connection.remotePeer.toString(), b.peerId.toString());
     assert.equal(connection.remoteAddr.toString(), `/memory/b/p2p/${b.peerId}`);
     await waitFor(() => b.getConnections(a.peerId).length === 1, 'b to see the inbound connection');
+    // The inbound end's remote address is per connection and not dialable, like TCP's ephemeral port.
+    assert.match(b.getConnections(a.peerId)[0]?.remoteAddr.toString() ?? '', /^\/memory\/a:\d+\/p2p\//);
 
     const stream = await connection.newStream(PROTOCOL);
     const writer = openWriter(stream);
@@ -145,6 +147,30 @@ describe('SimNetwork with real libp2p nodes', () => {
     assert.ok(elapsed < 5 * latency, `burst of ${chunks} chunks took ${elapsed} ms`);
     const text = received.map((r) => r.text).join('');
     assert.equal(text, `warm-up${Array.from({ length: 50 }, (_, i) => `m${i};`).join('')}`);
+  });
+
+  test('two nodes dialing each other at once keep both connections', async (t) => {
+    const net = new SimNetwork({ seed: 12, defaultLatencyMs: 10 });
+    const nodes: Array<Libp2p<PingServices>> = [];
+    t.after(async () => {
+      await stopAll(nodes);
+      net.close();
+    });
+    const a = await startPingNode(net, 'a');
+    nodes.push(a);
+    const b = await startPingNode(net, 'b');
+    nodes.push(b);
+    await Promise.all([dial(net, a, 'b', b), dial(net, b, 'a', a)]);
+    await waitFor(
+      () => a.getConnections(b.peerId).length === 2 && b.getConnections(a.peerId).length === 2,
+      'both connections on both sides',
+    );
+    // libp2p aborts a new connection whose remote address equals an existing one's ("Duplicate multiaddr
+    // connection"), which under load killed crossing dials; the inbound end must look different.
+    const [first, second] = a.getConnections(b.peerId);
+    assert.notEqual(first?.remoteAddr.toString(), second?.remoteAddr.toString());
+    await sleep(100);
+    assert.equal(net.stats().connections.open, 2, 'libp2p must not abort either as a duplicate');
   });
 
   test('partition closes connections across it and refuses dials; heal allows them again', async (t) => {

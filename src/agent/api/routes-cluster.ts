@@ -12,6 +12,8 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
 
   app.get('/v1/status', async () => ({
     ...agent.status(),
+    // Remote address per libp2p connection: shows which network gossip really runs over (overlay or not).
+    connections: agent.gossip.connectionInfo(),
     now: Date.now(),
     convergence: ctx.peerDigests?.estimate() ?? null,
   }));

@@ -1,0 +1,1168 @@
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { EnrollmentView } from '../state/enrollment-view.js';
+import { Origin } from '../state/names.js';
+import type { ObservedView } from '../state/observed-view.js';
+import type { ObservedStatus, Phase, SignedEnrollment, SnapshotRef, WorkloadSpec } from '../state/schemas.js';
+import type { WorkloadsView } from '../state/workloads-view.js';
+import { CheckpointHistory, replicaNodes } from './checkpoints.js';
+import { ImageRefusedError, type ImageSource } from './image-fetch.js';
+import type { LeaseSource } from './lease.js';
+import { LoopMetrics } from './loop-metrics.js';
+import { shortDigest } from './peer-fetch.js';
+import {
+  checkTiming,
+  decideLocalActions,
+  evaluateView,
+  FenceTracker,
+  type LeaseState,
+  type LocalAction,
+  type LocalView,
+  livenessOf,
+  type OwnershipTiming,
+  ownershipClass,
+  type PlacementNode,
+  type Restore,
+  rankNodes,
+  type ViewEvaluation,
+} from './placement/index.js';
+import type { RunnerStatus, ServiceRunner } from './service-runner.js';
+import type { StateSnapshots } from './snapshots.js';
+
+/**
+ * The reconcile loop of one node (DESIGN §5, docs/placement.md): on every
+ * tick and on every change of the documents, build this node's LocalView,
+ * ask placement what to do (`decideLocalActions`) and do it, and keep this
+ * node's entries in the observed document equal to what really runs here.
+ *
+ * Level-triggered: nothing depends on having seen an event. An action that
+ * fails is logged, shown in the status reason and retried on a later pass
+ * (with back-off); a workload never has two actions in flight, but an
+ * urgent one (fence, yield, spec removed) aborts a slower one (a pull).
+ *
+ * Checkpoints: every `checkpointIntervalMs` the STATE_DIRECTORY of each
+ * running persistent workload is snapshotted and, when it changed,
+ * announced as the `snapshot` of its running status; the next `replicas`
+ * nodes in the workload's rendezvous order pull and keep it, so a takeover
+ * after the holder died can restore it (placement's `checkpoint` restore).
+ */
+
+export interface ReconcileLoopOptions {
+  nodeId: string;
+  workloads: Pick<WorkloadsView, 'list' | 'onChange'>;
+  observed: Pick<ObservedView, 'listAll' | 'listForNode' | 'get' | 'setStatus' | 'remove' | 'onChange'>;
+  /** Drain flags (and their changes). */
+  enrollment: Pick<EnrollmentView, 'isDraining' | 'onChange'>;
+  /** The verified, active (unrevoked) enrolled nodes, draining ones included. */
+  activeNodes: () => readonly SignedEnrollment[];
+  /** Subscribes to changes of the active set (trust recomputed). */
+  onActiveNodesChange?: (listener: () => void) => () => void;
+  lease: LeaseSource;
+  runner: ServiceRunner;
+  snapshots: StateSnapshots;
+  images: ImageSource;
+  /** The local clock; the same one the failure detector uses. */
+  now?: () => number;
+  timing: OwnershipTiming;
+  /** Reconcile at least this often (default 1 s). */
+  tickMs?: number;
+  /** Document changes are coalesced for this long (default 50 ms). */
+  debounceMs?: number;
+  /** services.checkpoint_interval; 0 disables checkpoints (default 30 s). */
+  checkpointIntervalMs?: number;
+  /** services.replicas: nodes that keep a copy of each checkpoint (default 1). */
+  replicas?: number;
+  /** services.max_parallel (default 1). */
+  maxParallel?: number;
+  /** Stored snapshots nobody references are collected this often (default 60 s). */
+  gcIntervalMs?: number;
+  /** Graceful stop: how long to wait for a replica to pull each released snapshot (default 3 s). */
+  handoffMs?: number;
+  logger: Logger;
+  registry: Registry;
+}
+
+/** How the loop stops: hand everything over, or just halt (a crash, as the cluster sees it). */
+export type StopPolicy = 'release' | 'halt';
+
+interface ClaimState {
+  revision: number;
+  restore: Restore;
+  takeoverFrom: string | null;
+  /** Image and state are in place: `start` may run the process. */
+  prepared: boolean;
+}
+
+/** A pending release (stop + snapshot) that must complete even if its first attempt failed. */
+interface ReleaseState {
+  reason: string;
+  snapshot: boolean;
+}
+
+interface Task {
+  kind: string;
+  urgent: boolean;
+  controller: AbortController;
+  done: Promise<void>;
+}
+
+interface Slot {
+  readonly name: string;
+  /** The status the loop writes itself; null while the runner's status is mirrored. */
+  authored: ObservedStatus | null;
+  /** The phase last mirrored from the runner, and since when on the loop's clock. */
+  mirrored: { phase: Phase; since: number } | null;
+  /** Newest checkpoint of the current run, announced as `snapshot` while mirrored. */
+  checkpoint: SnapshotRef | null;
+  lastCheckpointAt: number | null;
+  claim: ClaimState | null;
+  release: ReleaseState | null;
+  /** Shown as the reason while the runner gives none (where the state came from, what was lost). */
+  note: string | null;
+  task: Task | null;
+  error: { what: string; message: string } | null;
+  failures: number;
+  retryAt: number;
+  dropped: boolean;
+}
+
+/** Actions that must not wait behind a pull: they abort it. */
+const URGENT = new Set(['fence-stop', 'yield', 'stop-and-forget']);
+/** Runner phases in which something runs (or is about to). */
+const RUNNING_PHASES = new Set<Phase>(['pending', 'starting', 'running', 'stopping']);
+/** Observed phases whose node ran the workload's current revision (it has the image). */
+const RAN_PHASES = new Set<Phase>(['starting', 'running', 'stopping', 'released', 'failed']);
+const MAX_REASON = 2000;
+
+export class ReconcileLoop {
+  readonly nodeId: string;
+  private readonly options: ReconcileLoopOptions;
+  private readonly logger: Logger;
+  private readonly clock: () => number;
+  private readonly timing: OwnershipTiming;
+  private readonly fence: FenceTracker;
+  private readonly metrics: LoopMetrics;
+  private readonly history = new CheckpointHistory();
+  private readonly slots = new Map<string, Slot>();
+  /** workload → why this node waits (placement's wait actions), for status output. */
+  private readonly waits = new Map<string, string>();
+  /** Workloads whose `pending` status this node reports for the cluster. */
+  private pendingReports = new Set<string>();
+  private readonly replicaPulls = new Map<string, Promise<void>>();
+  private readonly replicaRetryAt = new Map<string, number>();
+  /** Digests in use by a claim or a replica pull right now: never collected. */
+  private readonly pinned = new Map<string, number>();
+  private readonly unsubscribes: (() => void)[] = [];
+  private lastNow = 0;
+  private lastLapse: LeaseState['lastLapse'] = null;
+  private lastLease: LeaseState | null = null;
+  private lastActions: LocalAction[] = [];
+  private lastEvaluation: ViewEvaluation | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private debounceTimer: NodeJS.Timeout | null = null;
+  private lastGcAt = 0;
+  private gcRunning = false;
+  private running = false;
+
+  constructor(options: ReconcileLoopOptions) {
+    this.options = options;
+    this.nodeId = options.nodeId;
+    this.logger = options.logger.child({ component: 'reconcile' });
+    this.clock = options.now ?? Date.now;
+    this.timing = checkTiming({ ...options.timing });
+    this.fence = new FenceTracker({ fenceAfterMs: this.timing.fenceAfterMs });
+    for (const [key, value] of [
+      ['tickMs', options.tickMs],
+      ['debounceMs', options.debounceMs],
+      ['checkpointIntervalMs', options.checkpointIntervalMs],
+      ['gcIntervalMs', options.gcIntervalMs],
+      ['handoffMs', options.handoffMs],
+    ] as const) {
+      if (value !== undefined && !(Number.isFinite(value) && value >= 0))
+        throw new RangeError(`ReconcileLoop: ${key} must be a number of ms >= 0, got ${String(value)}`);
+    }
+    if (options.replicas !== undefined && !(Number.isSafeInteger(options.replicas) && options.replicas >= 0))
+      throw new RangeError(`ReconcileLoop: replicas must be an integer >= 0, got ${options.replicas}`);
+    this.metrics = new LoopMetrics(options.registry, {
+      phases: () => [...options.observed.listForNode(this.nodeId).values()].map((s) => s.phase),
+      checkpointAges: () => this.checkpointAges(),
+    });
+  }
+
+  private get tickMs(): number {
+    return this.options.tickMs ?? 1000;
+  }
+
+  private get checkpointIntervalMs(): number {
+    return this.options.checkpointIntervalMs ?? 30_000;
+  }
+
+  private get replicas(): number {
+    return this.options.replicas ?? 1;
+  }
+
+  /**
+   * Reaps what a previous agent left running, repairs interrupted restores,
+   * turns this node's own records of a previous life into the truth
+   * (nothing runs any more), then reconciles on every tick and change.
+   */
+  async start(): Promise<void> {
+    if (this.running) return;
+    await this.options.runner.init();
+    await this.options.snapshots.init();
+    await this.adopt();
+    this.running = true;
+    const schedule = () => this.schedule();
+    const { workloads, observed, enrollment, runner, lease } = this.options;
+    this.unsubscribes.push(
+      workloads.onChange(schedule),
+      // Our own writes need no pass of their own.
+      observed.onChange((origin) => {
+        if (origin !== Origin.local) schedule();
+      }),
+      enrollment.onChange(schedule),
+      runner.onStatus((status) => this.onRunnerStatus(status)),
+    );
+    if (this.options.onActiveNodesChange) this.unsubscribes.push(this.options.onActiveNodesChange(schedule));
+    if (lease.onChange) this.unsubscribes.push(lease.onChange(schedule));
+    this.tickTimer = setInterval(() => this.pass(), this.tickMs);
+    this.tickTimer.unref();
+    this.logger.info({ lease: lease.kind, adopted: this.slots.size }, 'reconcile loop started');
+    this.pass();
+  }
+
+  /**
+   * `release` (default): stop every service, snapshot persistent state,
+   * write `released {snapshot}` and wait (up to handoffMs) for a replica to
+   * pull each snapshot, so the workloads can move if this node does not
+   * come back. `halt`: stop reconciling and leave processes and records as
+   * they are (what a crash looks like to the cluster; the next agent on
+   * this data directory reaps the processes).
+   */
+  async stop(policy: StopPolicy = 'release'): Promise<void> {
+    const wasRunning = this.running;
+    this.running = false;
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    if (this.debounceTimer !== null) clearTimeout(this.debounceTimer);
+    this.tickTimer = null;
+    this.debounceTimer = null;
+    for (const off of this.unsubscribes.splice(0)) off();
+    for (const slot of this.slots.values()) {
+      if (slot.task && !slot.task.urgent) slot.task.controller.abort(new Error('agent stopping'));
+    }
+    await Promise.allSettled([...this.slots.values()].map((slot) => slot.task?.done));
+    await Promise.allSettled([...this.replicaPulls.values()]);
+    if (policy === 'halt' || !wasRunning) {
+      this.logger.info({ policy }, 'reconcile loop halted');
+      return;
+    }
+    const handedOver: string[] = [];
+    await Promise.allSettled(
+      [...this.slots.values()].map(async (slot) => {
+        if (slot.authored?.phase === 'pulling') {
+          this.dropSlot(slot);
+          return;
+        }
+        const running = this.options.runner.status(slot.name);
+        if (!running || !RUNNING_PHASES.has(running.phase)) return;
+        const spec = this.specOf(slot.name);
+        const persistent = spec?.scratchClass === 'persistent' || slot.checkpoint !== null;
+        slot.release = { reason: 'agent stopping', snapshot: persistent };
+        await this.release(slot);
+        const digest = slot.authored?.snapshot?.digest;
+        if (digest) handedOver.push(digest);
+      }),
+    );
+    await this.options.runner.stopAll({ reason: 'agent stopping' });
+    const handoffMs = this.options.handoffMs ?? 3000;
+    if (handedOver.length > 0 && handoffMs > 0 && this.replicas > 0) {
+      const pulled = await this.options.snapshots.waitServed(handedOver, handoffMs);
+      if (!pulled) {
+        this.logger.warn(
+          { snapshots: handedOver.length, waitedMs: handoffMs },
+          'stopping before every released snapshot was pulled by a peer; they move only if this node returns',
+        );
+      }
+    }
+    this.logger.info({ released: handedOver.length }, 'reconcile loop stopped');
+  }
+
+  /** What the loop is doing, for status output and tests. */
+  status(): ReconcileStatus {
+    const workloads: ReconcileStatus['workloads'] = [];
+    const names = new Set([...this.slots.keys(), ...this.waits.keys()]);
+    for (const spec of this.options.workloads.list()) names.add(spec.name);
+    const assignments = this.lastEvaluation?.placement.assignments;
+    for (const name of [...names].sort()) {
+      const slot = this.slots.get(name);
+      const assignment = assignments?.get(name);
+      workloads.push({
+        name,
+        assignment:
+          assignment === undefined
+            ? null
+            : 'node' in assignment
+              ? assignment.node
+              : `pending: ${assignment.pending}`,
+        action: this.lastActions.find((action) => action.workload === name)?.kind ?? null,
+        waiting: this.waits.get(name) ?? null,
+        task: slot?.task?.kind ?? null,
+        error: slot?.error ? `${slot.error.what}: ${slot.error.message}` : null,
+        checkpoint: slot?.checkpoint ?? null,
+      });
+    }
+    return { nodeId: this.nodeId, leaseSource: this.options.lease.kind, lease: this.lastLease, workloads };
+  }
+
+  /** Runs one pass now (tests; the loop runs passes by itself). */
+  reconcileNow(): void {
+    this.pass();
+  }
+
+  // ---- the pass -------------------------------------------------------------
+
+  private schedule(): void {
+    if (!this.running || this.debounceTimer !== null) return;
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = null;
+      this.pass();
+    }, this.options.debounceMs ?? 50);
+    this.debounceTimer.unref();
+  }
+
+  private now(): number {
+    // Placement and the FenceTracker need a clock that never runs backwards.
+    const t = Math.floor(this.clock());
+    if (t > this.lastNow) this.lastNow = t;
+    return this.lastNow;
+  }
+
+  /** One synchronous pass: decide, dispatch actions (they run on their own), write statuses. */
+  private pass(): void {
+    if (!this.running) return;
+    this.metrics.passes.inc();
+    const now = this.now();
+    const lease = this.observeLease(now);
+    const specs = this.options.workloads.list();
+    const specsByName = new Map(specs.map((spec) => [spec.name, spec]));
+    let view: LocalView;
+    let actions: LocalAction[];
+    let evaluation: ViewEvaluation;
+    try {
+      view = this.buildView(now, lease, specs);
+      actions = decideLocalActions(this.nodeId, view);
+      evaluation = evaluateView(this.nodeId, view);
+    } catch (err) {
+      this.logger.error({ err }, 'reconcile pass failed: cannot evaluate the view');
+      return;
+    }
+    this.lastActions = actions;
+    this.lastEvaluation = evaluation;
+    this.recordCheckpoints(evaluation);
+    this.pendingReports = this.pendingToReport(view, evaluation);
+    this.waits.clear();
+    for (const action of actions) this.dispatch(action, specsByName.get(action.workload));
+    this.writePendingReports(evaluation, specsByName);
+    this.resumeReleases(now);
+    this.scheduleCheckpoints(now, specsByName);
+    this.pullReplicas(view, evaluation, specsByName);
+    for (const slot of this.slots.values()) this.writeSlot(slot);
+    this.history.retain(new Set(specsByName.keys()));
+    this.maybeCollect(now);
+  }
+
+  private observeLease(now: number): LeaseState {
+    const evidence = this.options.lease.evidence(now);
+    const provenAt = evidence.provenAt === null ? now : Math.min(evidence.provenAt, now);
+    const state = this.fence.observe(now, evidence.quorumVisible, provenAt);
+    if (state.lastLapse !== null && state.lastLapse !== this.lastLapse) {
+      this.lastLapse = state.lastLapse;
+      this.metrics.leaseLapses.inc();
+      this.metrics.lapseNoticedLate.observe(state.lastLapse.noticedLateByMs / 1000);
+      const late = state.lastLapse.noticedLateByMs > this.timing.fenceSlackMs;
+      const fields = { at: state.lastLapse.at, noticedLateByMs: state.lastLapse.noticedLateByMs };
+      if (late) this.logger.error(fields, 'quorum lease lapse noticed late (agent stalled): fencing now');
+      else this.logger.warn(fields, 'quorum lease lapsed: fencing exclusive workloads');
+    }
+    this.metrics.leaseHeld.set(state.held ? 1 : 0);
+    this.lastLease = state;
+    return state;
+  }
+
+  private buildView(now: number, lease: LeaseState, specs: WorkloadSpec[]): LocalView {
+    const { enrollment, lease: source } = this.options;
+    const nodes: PlacementNode[] = this.options.activeNodes().map((record) => ({
+      nodeId: record.nodeId,
+      capacity: record.capacity,
+      labels: record.labels,
+      draining: enrollment.isDraining(record.nodeId),
+    }));
+    return {
+      now,
+      specs,
+      nodes,
+      liveness: source.liveness(now),
+      observed: this.options.observed.listAll(),
+      lease: { held: lease.held, heldSince: lease.heldSince },
+      lastHeard: source.lastHeard(),
+      listeningSince: Math.min(source.listeningSince(), now),
+      attestedDeadSince: source.attestedDeadSince(now),
+      timing: this.timing,
+      maxParallel: this.options.maxParallel ?? 1,
+    };
+  }
+
+  private dispatch(action: LocalAction, spec: WorkloadSpec | undefined): void {
+    const name = action.workload;
+    if (action.kind === 'wait' || action.kind === 'wait-for-snapshot') {
+      this.waits.set(name, action.reason);
+      return;
+    }
+    // Our `pending` report is not a leftover while we are the reporter.
+    if (action.kind === 'forget' && this.pendingReports.has(name)) return;
+    const urgent = URGENT.has(action.kind);
+    const slot = this.slotFor(name);
+    if (slot.task !== null) {
+      if (urgent && !slot.task.urgent) slot.task.controller.abort(new Error(`preempted by ${action.kind}`));
+      return; // decided again on the pass after the task ends
+    }
+    if (!urgent && this.now() < slot.retryAt) return;
+    this.run(slot, action.kind, urgent, (signal) => this.execute(slot, action, spec, signal));
+  }
+
+  private run(slot: Slot, kind: string, urgent: boolean, work: (signal: AbortSignal) => Promise<void>): void {
+    const controller = new AbortController();
+    const task: Task = { kind, urgent, controller, done: Promise.resolve() };
+    slot.task = task;
+    task.done = (async () => {
+      try {
+        await work(controller.signal);
+        this.metrics.actions.inc({ kind, result: 'ok' });
+        slot.error = null;
+        slot.failures = 0;
+        slot.retryAt = 0;
+      } catch (err) {
+        if (controller.signal.aborted) {
+          this.metrics.actions.inc({ kind, result: 'aborted' });
+          this.logger.info(
+            { workload: slot.name, kind, why: String(controller.signal.reason) },
+            'action aborted',
+          );
+        } else {
+          const message = (err as Error).message ?? String(err);
+          this.metrics.actions.inc({ kind, result: 'error' });
+          slot.error = { what: kind, message };
+          slot.failures++;
+          const backoff = Math.min(30_000, 500 * 2 ** Math.min(slot.failures - 1, 6));
+          slot.retryAt = this.now() + backoff;
+          this.logger.warn({ workload: slot.name, kind, err: message, retryInMs: backoff }, 'action failed');
+        }
+      } finally {
+        slot.task = null;
+        if (!slot.dropped) this.writeSlot(slot);
+        this.schedule();
+      }
+    })();
+  }
+
+  private execute(
+    slot: Slot,
+    action: LocalAction,
+    spec: WorkloadSpec | undefined,
+    signal: AbortSignal,
+  ): Promise<void> {
+    switch (action.kind) {
+      case 'claim':
+        return this.claim(slot, requireSpec(spec, action), action.restore, action.takeoverFrom, signal);
+      case 'start':
+        return this.startClaimed(slot, requireSpec(spec, action), signal);
+      case 'restart':
+        return this.restart(slot, requireSpec(spec, action), action.fromRevision, signal);
+      case 'stop-and-release':
+        slot.release = { reason: `moving to ${action.to}: ${action.reason}`, snapshot: action.snapshot };
+        return this.release(slot);
+      case 'fence-stop':
+        slot.release = { reason: `fenced: ${action.reason}`, snapshot: action.snapshot };
+        return this.release(slot);
+      case 'yield':
+        return this.letGo(slot, action.reason);
+      case 'stop-and-forget':
+      case 'forget':
+        return this.letGo(slot, action.reason);
+      case 'wait':
+      case 'wait-for-snapshot':
+        return Promise.resolve();
+    }
+  }
+
+  // ---- actions ----------------------------------------------------------------
+
+  /** Write `pulling` first, then fetch and verify the image and the state. */
+  private async claim(
+    slot: Slot,
+    spec: WorkloadSpec,
+    restore: Restore,
+    takeoverFrom: string | null,
+    signal: AbortSignal,
+  ): Promise<void> {
+    slot.claim = { revision: spec.revision, restore, takeoverFrom, prepared: false };
+    slot.release = null;
+    slot.note = null;
+    slot.checkpoint = null;
+    slot.lastCheckpointAt = null;
+    slot.error = null;
+    slot.mirrored = null;
+    const why = takeoverFrom === null ? 'claimed' : `claimed: taking over from ${takeoverFrom} (dead)`;
+    slot.authored = this.blankStatus('pulling', spec.revision, `${why}; ${describeRestore(restore)}`);
+    this.writeSlot(slot);
+    this.logger.info(
+      { workload: spec.name, revision: spec.revision, restore: restore.from, takeoverFrom },
+      why,
+    );
+    await this.prepare(slot, spec, signal);
+  }
+
+  /** The pull of a claim: image, then state. False when the image was refused (the workload failed). */
+  private async prepare(slot: Slot, spec: WorkloadSpec, signal: AbortSignal): Promise<boolean> {
+    const claim = slot.claim;
+    if (claim === null) throw new Error('no claim to prepare');
+    try {
+      await this.options.images.ensure(spec, this.imageHints(spec), signal);
+    } catch (err) {
+      if (!(err instanceof ImageRefusedError)) throw err;
+      this.metrics.actions.inc({ kind: 'image', result: 'refused' });
+      this.logger.error({ workload: spec.name, reason: err.message }, 'image refused');
+      slot.claim = null;
+      slot.authored = this.blankStatus('failed', spec.revision, err.message);
+      return false;
+    }
+    signal.throwIfAborted();
+    await this.ensureStopped(slot.name, 'making way for a restore');
+    await this.restoreState(slot, spec, claim.restore, signal);
+    claim.prepared = true;
+    if (slot.authored?.phase === 'pulling') {
+      slot.authored = {
+        ...slot.authored,
+        reason: joinReason(slot.note, 'image and state ready; claim settling'),
+      };
+    }
+    return true;
+  }
+
+  private async restoreState(
+    slot: Slot,
+    spec: WorkloadSpec,
+    restore: Restore,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { snapshots } = this.options;
+    const name = spec.name;
+    switch (restore.from) {
+      case 'none':
+      case 'local':
+        this.metrics.restores.inc({ source: restore.from });
+        return;
+      case 'snapshot': {
+        const from = await this.withPin(restore.snapshot.digest, () =>
+          snapshots.fetch(restore.snapshot.digest, this.snapshotSources(name, restore.nodeId), {
+            anyPeer: true,
+            signal,
+          }),
+        );
+        signal.throwIfAborted();
+        await snapshots.restore(name, restore.snapshot);
+        slot.note = `state restored from ${restore.nodeId}'s snapshot ${shortDigest(restore.snapshot.digest)}${from === null ? '' : ` (fetched from ${from})`}`;
+        this.metrics.restores.inc({ source: 'snapshot' });
+        return;
+      }
+      case 'checkpoint': {
+        const candidates = [restore.snapshot, ...this.history.olderThan(name, restore.snapshot)];
+        const sources = this.snapshotSources(name, restore.nodeId);
+        const failures: string[] = [];
+        for (const ref of candidates) {
+          signal.throwIfAborted();
+          try {
+            const from = await this.withPin(ref.digest, () =>
+              snapshots.fetch(ref.digest, sources, { anyPeer: true, signal }),
+            );
+            signal.throwIfAborted();
+            await snapshots.restore(name, ref);
+            const lastHeard = this.options.lease.lastHeard().get(restore.nodeId) ?? this.now();
+            const windowS = Math.max(0, Math.round((lastHeard - ref.at) / 1000));
+            const older =
+              ref.digest === restore.snapshot.digest ? '' : ' (an older one: the newest was not replicated)';
+            slot.note = `took over from ${restore.nodeId}: restored its checkpoint of ${new Date(ref.at).toISOString()}${older}${from === null ? '' : ` fetched from ${from}`}; writes after it are lost (about ${windowS} s)`;
+            this.metrics.restores.inc({ source: 'checkpoint' });
+            this.metrics.dataLossWindow.observe(windowS);
+            this.logger.warn(
+              { workload: name, from: restore.nodeId, digest: ref.digest, lostSeconds: windowS },
+              slot.note,
+            );
+            return;
+          } catch (err) {
+            if (signal.aborted) throw err;
+            failures.push(`${shortDigest(ref.digest)}: ${(err as Error).message}`);
+          }
+        }
+        throw new Error(`no checkpoint of ${restore.nodeId} could be fetched (${failures.join('; ')})`);
+      }
+      case 'empty': {
+        await snapshots.restoreEmpty(name);
+        slot.note = `took over from ${restore.lostStateOf} with no checkpoint: its state is lost; started with an empty STATE_DIRECTORY`;
+        this.metrics.restores.inc({ source: 'empty' });
+        this.logger.error({ workload: name, lostStateOf: restore.lostStateOf }, slot.note);
+        return;
+      }
+    }
+  }
+
+  /** The claim settled: run the process (after the pull, if it has not finished or must be redone). */
+  private async startClaimed(slot: Slot, spec: WorkloadSpec, signal: AbortSignal): Promise<void> {
+    if (slot.claim === null || slot.claim.revision !== spec.revision) {
+      // A claim of a previous agent life, or the runner lost its image: our own state, this revision.
+      slot.claim = {
+        revision: spec.revision,
+        restore: { from: spec.scratchClass === 'persistent' ? 'local' : 'none' },
+        takeoverFrom: null,
+        prepared: false,
+      };
+    }
+    if (!slot.claim.prepared && !(await this.prepare(slot, spec, signal))) return;
+    signal.throwIfAborted();
+    if (ownershipClass(spec) === 'exclusive') {
+      // Re-check right before the phase transition (docs/placement.md, "Requirements").
+      const lease = this.observeLease(this.now());
+      const since = slot.authored?.since ?? this.now();
+      if (!lease.held || lease.heldSince === null || lease.heldSince > since) {
+        throw new Error('quorum lease lapsed before the start; the claim will be dropped');
+      }
+    }
+    const since = this.now();
+    slot.authored = null;
+    slot.mirrored = { phase: 'starting', since };
+    const status = await this.options.runner.ensureRunning(spec, { reason: 'claimed' });
+    slot.claim = null;
+    this.logger.info({ workload: spec.name, revision: spec.revision, phase: status.phase }, 'started');
+  }
+
+  private async restart(
+    slot: Slot,
+    spec: WorkloadSpec,
+    fromRevision: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    // The new image first: the old revision keeps running while it is fetched.
+    await this.options.images.ensure(spec, this.imageHints(spec), signal);
+    signal.throwIfAborted();
+    const current = this.desired(slot) ?? this.blankStatus('starting', spec.revision, null);
+    const since = this.now();
+    slot.authored = {
+      ...current,
+      phase: 'starting',
+      since,
+      revision: spec.revision,
+      reason: `restarting: spec revision ${fromRevision} → ${spec.revision}`,
+    };
+    this.writeSlot(slot);
+    try {
+      await this.options.runner.ensureRunning(spec, {
+        reason: `spec revision ${fromRevision} → ${spec.revision}`,
+      });
+    } finally {
+      slot.authored = null;
+      slot.mirrored = { phase: 'starting', since };
+    }
+  }
+
+  /**
+   * Stop the process, snapshot STATE_DIRECTORY (persistent), write
+   * `released {snapshot}`. Resumed by later passes until it completes: a
+   * node stuck in `stopping` would block the move for good.
+   */
+  private async release(slot: Slot): Promise<void> {
+    const release = slot.release;
+    if (release === null) return;
+    const current = this.desired(slot);
+    const revision = current?.revision ?? this.specOf(slot.name)?.revision ?? 0;
+    if (slot.authored?.phase !== 'stopping') {
+      slot.authored = {
+        ...(current ?? this.blankStatus('stopping', revision, null)),
+        phase: 'stopping',
+        since: this.now(),
+        reason: release.reason,
+      };
+      this.writeSlot(slot);
+    }
+    slot.claim = null;
+    const stopped = await this.options.runner.stop(slot.name, { reason: release.reason });
+    const snapshot = release.snapshot
+      ? await this.options.snapshots.capture(slot.name, { live: false })
+      : null;
+    slot.authored = {
+      phase: 'released',
+      since: this.now(),
+      revision,
+      restarts: stopped?.restarts ?? slot.authored.restarts,
+      lastExit: stopped?.lastExit ?? slot.authored.lastExit,
+      reason: release.reason,
+      sandbox: stopped?.sandbox ?? slot.authored.sandbox,
+      scratchUsedMb: stopped?.scratchUsedMb ?? slot.authored.scratchUsedMb,
+      snapshot,
+    };
+    slot.release = null;
+    slot.checkpoint = null;
+    slot.mirrored = null;
+    this.logger.info(
+      { workload: slot.name, reason: release.reason, snapshot: snapshot?.digest ?? null },
+      'released',
+    );
+  }
+
+  /** Yield, forget, spec removed: stop whatever runs here, drop our entry, keep no claim. */
+  private async letGo(slot: Slot, reason: string): Promise<void> {
+    await this.ensureStopped(slot.name, reason);
+    this.dropSlot(slot);
+    this.logger.info({ workload: slot.name, reason }, 'let go');
+  }
+
+  private async checkpoint(slot: Slot, signal: AbortSignal): Promise<void> {
+    const ref = await this.options.snapshots.capture(slot.name, { live: true, signal });
+    slot.lastCheckpointAt = this.now();
+    // Only a changed state is announced: the document should not churn for nothing.
+    if (slot.checkpoint?.digest === ref.digest) {
+      this.metrics.checkpoints.inc({ result: 'unchanged' });
+      return;
+    }
+    const status = this.options.runner.status(slot.name);
+    if (slot.authored !== null || status?.phase !== 'running') return; // it stopped meanwhile
+    slot.checkpoint = ref;
+    this.metrics.checkpoints.inc({ result: 'new' });
+    this.writeSlot(slot);
+  }
+
+  private async ensureStopped(name: string, reason: string): Promise<void> {
+    const status = this.options.runner.status(name);
+    if (status !== null && RUNNING_PHASES.has(status.phase)) await this.options.runner.stop(name, { reason });
+  }
+
+  // ---- periodic duties ------------------------------------------------------
+
+  private resumeReleases(now: number): void {
+    for (const slot of this.slots.values()) {
+      if (slot.release === null || slot.task !== null || now < slot.retryAt) continue;
+      this.run(slot, 'release', true, () => this.release(slot));
+    }
+  }
+
+  private scheduleCheckpoints(now: number, specs: ReadonlyMap<string, WorkloadSpec>): void {
+    const interval = this.checkpointIntervalMs;
+    if (interval <= 0) return;
+    for (const slot of this.slots.values()) {
+      if (slot.task !== null || slot.authored !== null || now < slot.retryAt) continue;
+      if (specs.get(slot.name)?.scratchClass !== 'persistent') continue;
+      if (this.options.runner.status(slot.name)?.phase !== 'running') continue;
+      const since = slot.lastCheckpointAt ?? slot.mirrored?.since ?? now;
+      if (now - since < interval) continue;
+      this.run(slot, 'checkpoint', false, (signal) =>
+        this.checkpoint(slot, signal).catch((err: unknown) => {
+          this.metrics.checkpoints.inc({ result: 'error' });
+          slot.lastCheckpointAt = this.now();
+          throw err;
+        }),
+      );
+    }
+  }
+
+  /** Keep a copy of the checkpoints of workloads held elsewhere when this node is one of their replicas. */
+  private pullReplicas(
+    view: LocalView,
+    evaluation: ViewEvaluation,
+    specs: ReadonlyMap<string, WorkloadSpec>,
+  ): void {
+    if (this.replicas <= 0) return;
+    const live = view.nodes.map((n) => n.nodeId).filter((id) => livenessOf(view.liveness, id) !== 'dead');
+    const now = view.now;
+    for (const [name, holder] of evaluation.holders) {
+      if (specs.get(name)?.scratchClass !== 'persistent') continue;
+      if (holder.nodeId === this.nodeId || holder.stale || holder.snapshot === null) continue;
+      const replicas = replicaNodes(name, holder.nodeId, live, this.replicas);
+      if (!replicas.includes(this.nodeId) || this.replicaPulls.has(name)) continue;
+      const ref = holder.snapshot;
+      const key = `${name}\0${ref.digest}`;
+      if ((this.replicaRetryAt.get(key) ?? 0) > now) continue;
+      const sources = [holder.nodeId, ...replicas.filter((id) => id !== this.nodeId)];
+      const pull = (async () => {
+        if (await this.options.snapshots.has(ref.digest)) return;
+        try {
+          const from = await this.withPin(ref.digest, () =>
+            this.options.snapshots.fetch(ref.digest, sources),
+          );
+          this.metrics.replicaPulls.inc({ result: 'ok' });
+          this.logger.debug({ workload: name, digest: ref.digest, from }, 'checkpoint replica pulled');
+          this.replicaRetryAt.delete(key);
+        } catch (err) {
+          this.metrics.replicaPulls.inc({ result: 'error' });
+          this.replicaRetryAt.set(key, this.now() + 2000);
+          this.logger.debug(
+            { workload: name, digest: ref.digest, err: (err as Error).message },
+            'replica pull failed',
+          );
+        }
+      })().finally(() => this.replicaPulls.delete(name));
+      this.replicaPulls.set(name, pull);
+    }
+  }
+
+  private recordCheckpoints(evaluation: ViewEvaluation): void {
+    for (const [workload, claims] of evaluation.claims) {
+      for (const claim of claims) if (claim.snapshot !== null) this.history.record(workload, claim.snapshot);
+    }
+  }
+
+  private maybeCollect(now: number): void {
+    const interval = this.options.gcIntervalMs ?? 60_000;
+    if (interval <= 0 || this.gcRunning) return;
+    if (this.lastGcAt === 0) this.lastGcAt = now;
+    if (now - this.lastGcAt < interval) return;
+    this.lastGcAt = now;
+    this.gcRunning = true;
+    void this.collect()
+      .catch((err: unknown) => this.logger.warn({ err }, 'snapshot garbage collection failed'))
+      .finally(() => {
+        this.gcRunning = false;
+      });
+  }
+
+  /** Deletes stored snapshots nobody references (observed document, recent checkpoints, in use). */
+  async collect(): Promise<number> {
+    const keep = new Set<string>(this.pinned.keys());
+    for (const digest of this.history.digests()) keep.add(digest);
+    for (const statuses of this.options.observed.listAll().values()) {
+      for (const status of statuses.values()) if (status.snapshot) keep.add(status.snapshot.digest);
+    }
+    for (const slot of this.slots.values()) {
+      if (slot.checkpoint) keep.add(slot.checkpoint.digest);
+      if (slot.authored?.snapshot) keep.add(slot.authored.snapshot.digest);
+    }
+    return this.options.snapshots.gc(keep);
+  }
+
+  // ---- pending reports --------------------------------------------------------
+
+  /**
+   * A workload no node can take stays `pending` with placement's reason,
+   * written by one node (the first live node in its rendezvous order) so
+   * that every node shows why. Pending holds nothing (rank 0).
+   */
+  private pendingToReport(view: LocalView, evaluation: ViewEvaluation): Set<string> {
+    const out = new Set<string>();
+    if (view.now < view.listeningSince + this.timing.deadAfterMs) return out;
+    const alive = view.nodes.map((n) => n.nodeId).filter((id) => livenessOf(view.liveness, id) === 'alive');
+    for (const [name, assignment] of evaluation.placement.assignments) {
+      if (!('pending' in assignment)) continue;
+      const holder = evaluation.holders.get(name);
+      if (holder !== undefined) continue; // its holder's status says what it is doing
+      if (rankNodes(name, alive)[0] !== this.nodeId) continue;
+      out.add(name);
+    }
+    return out;
+  }
+
+  private writePendingReports(evaluation: ViewEvaluation, specs: ReadonlyMap<string, WorkloadSpec>): void {
+    for (const name of this.pendingReports) {
+      const assignment = evaluation.placement.assignments.get(name);
+      const spec = specs.get(name);
+      if (!assignment || !('pending' in assignment) || !spec) continue;
+      const slot = this.slotFor(name);
+      if (slot.task !== null || (slot.authored !== null && slot.authored.phase !== 'pending')) continue;
+      if (slot.authored === null && this.options.runner.status(name) !== null) continue;
+      const reason = `not placed: ${assignment.pending}`;
+      if (slot.authored?.reason === reason && slot.authored.revision === spec.revision) continue;
+      slot.authored = this.blankStatus('pending', spec.revision, reason);
+    }
+    for (const slot of [...this.slots.values()]) {
+      if (slot.authored?.phase === 'pending' && slot.task === null && !this.pendingReports.has(slot.name)) {
+        this.dropSlot(slot);
+      }
+    }
+  }
+
+  // ---- observed statuses ---------------------------------------------------------
+
+  private onRunnerStatus(status: RunnerStatus): void {
+    const slot = this.slots.get(status.name);
+    if (!this.running || slot === undefined || slot.authored !== null) return;
+    this.writeSlot(slot);
+    this.schedule();
+  }
+
+  /** The status this node should show for the workload, or null when it has nothing to say. */
+  private desired(slot: Slot): ObservedStatus | null {
+    let status: ObservedStatus;
+    if (slot.authored !== null) {
+      status = slot.authored;
+    } else {
+      const runner = this.options.runner.status(slot.name);
+      if (runner === null) return null;
+      // The runner's `pending` is a moment inside ensureRunning: still a start.
+      const phase: Phase = runner.phase === 'pending' ? 'starting' : runner.phase;
+      if (slot.mirrored?.phase !== phase) slot.mirrored = { phase, since: this.now() };
+      const active = phase === 'running' || phase === 'starting';
+      status = {
+        phase,
+        since: slot.mirrored.since,
+        revision: runner.revision,
+        restarts: runner.restarts,
+        lastExit: runner.lastExit,
+        reason: runner.reason ?? (active ? slot.note : null),
+        sandbox: runner.sandbox,
+        scratchUsedMb: runner.scratchUsedMb,
+        snapshot: slot.checkpoint,
+      };
+    }
+    if (slot.error !== null) {
+      status = {
+        ...status,
+        reason: joinReason(status.reason, `${slot.error.what} failed: ${slot.error.message}; retrying`),
+      };
+    }
+    return status;
+  }
+
+  private writeSlot(slot: Slot): void {
+    if (slot.dropped) return;
+    const desired = this.desired(slot);
+    if (desired === null) return;
+    const current = this.options.observed.get(this.nodeId, slot.name);
+    if (current !== undefined && sameStatus(current, desired)) return;
+    try {
+      this.options.observed.setStatus(this.nodeId, slot.name, desired);
+    } catch (err) {
+      this.logger.error({ err, workload: slot.name }, 'cannot write observed status');
+    }
+  }
+
+  private blankStatus(phase: Phase, revision: number, reason: string | null): ObservedStatus {
+    return {
+      phase,
+      since: this.now(),
+      revision,
+      restarts: 0,
+      lastExit: null,
+      reason: reason === null ? null : truncate(reason),
+      sandbox: null,
+      scratchUsedMb: null,
+      snapshot: null,
+    };
+  }
+
+  // ---- slots -------------------------------------------------------------------
+
+  private slotFor(name: string): Slot {
+    let slot = this.slots.get(name);
+    if (slot === undefined) {
+      slot = {
+        name,
+        authored: null,
+        mirrored: null,
+        checkpoint: null,
+        lastCheckpointAt: null,
+        claim: null,
+        release: null,
+        note: null,
+        task: null,
+        error: null,
+        failures: 0,
+        retryAt: 0,
+        dropped: false,
+      };
+      this.slots.set(name, slot);
+    }
+    return slot;
+  }
+
+  private dropSlot(slot: Slot): void {
+    slot.dropped = true;
+    if (this.slots.get(slot.name) === slot) this.slots.delete(slot.name);
+    try {
+      this.options.observed.remove(this.nodeId, slot.name);
+    } catch (err) {
+      this.logger.error({ err, workload: slot.name }, 'cannot remove observed status');
+    }
+  }
+
+  /**
+   * At start-up this node's entries describe a previous agent life whose
+   * processes are gone (reaped): a claim is dropped, a running workload is
+   * recorded as released (persistent: with a snapshot of its state, so it
+   * stays this node's and restarts from it), the rest is kept as it is.
+   */
+  private async adopt(): Promise<void> {
+    const specs = new Map(this.options.workloads.list().map((spec) => [spec.name, spec]));
+    for (const [name, status] of this.options.observed.listForNode(this.nodeId)) {
+      const slot = this.slotFor(name);
+      const spec = specs.get(name);
+      if (status.phase === 'pulling' || (spec === undefined && RUNNING_PHASES.has(status.phase))) {
+        this.dropSlot(slot);
+        continue;
+      }
+      if (status.phase === 'starting' || status.phase === 'running' || status.phase === 'stopping') {
+        let snapshot: SnapshotRef | null = null;
+        if (spec?.scratchClass === 'persistent') {
+          try {
+            snapshot = await this.options.snapshots.capture(name, { live: false });
+          } catch (err) {
+            this.logger.error(
+              { err, workload: name },
+              'cannot snapshot the state left by the previous agent',
+            );
+          }
+        }
+        slot.authored = {
+          ...status,
+          phase: 'released',
+          since: this.now(),
+          reason: 'agent restarted: nothing runs here any more',
+          snapshot,
+        };
+      } else {
+        slot.authored = status;
+      }
+      this.writeSlot(slot);
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------
+
+  private specOf(name: string): WorkloadSpec | undefined {
+    return this.options.workloads.list().find((spec) => spec.name === name);
+  }
+
+  /** Nodes that ran this image (their entry is at a revision whose spec names it), live ones first. */
+  private imageHints(spec: WorkloadSpec): string[] {
+    const specs = new Map(this.options.workloads.list().map((s) => [s.name, s]));
+    const liveness = this.options.lease.liveness(this.now());
+    const nodes = new Set<string>();
+    for (const [nodeId, statuses] of this.options.observed.listAll()) {
+      if (nodeId === this.nodeId) continue;
+      for (const [name, status] of statuses) {
+        const other = specs.get(name);
+        if (
+          other?.imageDigest === spec.imageDigest &&
+          other.revision === status.revision &&
+          RAN_PHASES.has(status.phase)
+        ) {
+          nodes.add(nodeId);
+        }
+      }
+    }
+    return [...nodes].sort(
+      (a, b) => Number(livenessOf(liveness, a) === 'dead') - Number(livenessOf(liveness, b) === 'dead'),
+    );
+  }
+
+  /**
+   * Where to look for a snapshot of `holderId`'s: the holder itself (first
+   * while it is not dead in our view, else last: a dial to a dead node can
+   * take long), the other nodes in the workload's rendezvous order (the
+   * replicas come first there).
+   */
+  private snapshotSources(workload: string, holderId: string): string[] {
+    const others = this.options
+      .activeNodes()
+      .map((record) => record.nodeId)
+      .filter((id) => id !== holderId && id !== this.nodeId);
+    const ordered = rankNodes(workload, others);
+    const holderDead = livenessOf(this.options.lease.liveness(this.now()), holderId) === 'dead';
+    return holderDead ? [...ordered, holderId] : [holderId, ...ordered];
+  }
+
+  private async withPin<T>(digest: string, work: () => Promise<T>): Promise<T> {
+    this.pinned.set(digest, (this.pinned.get(digest) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = (this.pinned.get(digest) ?? 1) - 1;
+      if (left <= 0) this.pinned.delete(digest);
+      else this.pinned.set(digest, left);
+    }
+  }
+
+  private *checkpointAges(): Iterable<[string, number]> {
+    const now = this.now();
+    for (const slot of this.slots.values()) {
+      if (slot.authored === null && slot.checkpoint !== null) {
+        yield [slot.name, Math.max(0, (now - slot.checkpoint.at) / 1000)];
+      }
+    }
+  }
+}
+
+export interface ReconcileStatus {
+  nodeId: string;
+  leaseSource: string;
+  lease: LeaseState | null;
+  workloads: {
+    name: string;
+    /** Where placement puts it (a node id, or "pending: <reason>"). */
+    assignment: string | null;
+    /** This node's current placement action for it. */
+    action: string | null;
+    /** Why this node waits, when it does. */
+    waiting: string | null;
+    /** The action running for it now. */
+    task: string | null;
+    /** The last failed action, retried later. */
+    error: string | null;
+    checkpoint: SnapshotRef | null;
+  }[];
+}
+
+function requireSpec(spec: WorkloadSpec | undefined, action: LocalAction): WorkloadSpec {
+  if (spec === undefined) throw new Error(`${action.kind} of ${action.workload}: the spec is gone`);
+  return spec;
+}
+
+function describeRestore(restore: Restore): string {
+  switch (restore.from) {
+    case 'none':
+      return 'volatile: no state to restore';
+    case 'local':
+      return 'state: this node’s STATE_DIRECTORY';
+    case 'snapshot':
+      return `state: ${restore.nodeId}'s released snapshot ${shortDigest(restore.snapshot.digest)}`;
+    case 'checkpoint':
+      return `state: ${restore.nodeId}'s checkpoint ${shortDigest(restore.snapshot.digest)} (writes after it are lost)`;
+    case 'empty':
+      return `state: none (${restore.lostStateOf} left no checkpoint; its state is lost)`;
+  }
+}
+
+function joinReason(first: string | null, second: string | null): string | null {
+  const parts = [first, second].filter((part): part is string => part !== null && part.length > 0);
+  return parts.length === 0 ? null : truncate(parts.join('; '));
+}
+
+function truncate(reason: string): string {
+  return reason.length <= MAX_REASON ? reason : `${reason.slice(0, MAX_REASON - 3)}...`;
+}
+
+function sameStatus(a: ObservedStatus, b: ObservedStatus): boolean {
+  return (
+    a.phase === b.phase &&
+    a.since === b.since &&
+    a.revision === b.revision &&
+    a.restarts === b.restarts &&
+    a.reason === b.reason &&
+    a.sandbox === b.sandbox &&
+    a.scratchUsedMb === b.scratchUsedMb &&
+    a.lastExit?.code === b.lastExit?.code &&
+    a.lastExit?.signal === b.lastExit?.signal &&
+    a.lastExit?.at === b.lastExit?.at &&
+    (a.lastExit === null) === (b.lastExit === null) &&
+    a.snapshot?.digest === b.snapshot?.digest &&
+    a.snapshot?.size === b.snapshot?.size &&
+    a.snapshot?.at === b.snapshot?.at &&
+    (a.snapshot === null) === (b.snapshot === null)
+  );
+}

@@ -1,0 +1,239 @@
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { BlobExchange, fileBlobSource } from '../gossip/blob-exchange.js';
+import type { GossipLayer } from '../gossip/index.js';
+import type { PublicKeyInput } from '../identity/ed25519.js';
+import type { EnrollmentView } from '../state/enrollment-view.js';
+import type { ObservedView } from '../state/observed-view.js';
+import type { SignedEnrollment } from '../state/schemas.js';
+import type { WorkloadsView } from '../state/workloads-view.js';
+import { IMAGE_PROTOCOL, PeerImageFetcher } from './image-fetch.js';
+import { caImageVerifier, type ImageSignatureVerifier, ImageStore } from './image-store.js';
+import { DetectorLeaseSource, type LeaseSource } from './lease.js';
+import type { ResourceLimiterOptions } from './limits.js';
+import type { PeerDirectory } from './peer-fetch.js';
+import { DEFAULT_OWNERSHIP_TIMING, type OwnershipTiming } from './placement/index.js';
+import { ReconcileLoop, type ReconcileLoopOptions, type StopPolicy } from './reconcile-loop.js';
+import type { SandboxPreference } from './sandbox.js';
+import { RuntimeRunner, type ServiceRunner } from './service-runner.js';
+import { type QuotaOptions, ServiceRuntime } from './service-runtime.js';
+import { PeerSnapshots, SCRATCH_PROTOCOL, SnapshotStore } from './snapshots.js';
+import type { SupervisorTuning } from './supervisor.js';
+
+/**
+ * The reconciler of one node agent, composed: image store and service
+ * runtime on the data directory, snapshot store, the two blob protocols
+ * (`/silo/image/1`, `/silo/scratch/1`) on the agent's libp2p node, the
+ * lease source over the failure detector, and the reconcile loop.
+ * NodeAgent builds it when given `reconciler` options, starts it after
+ * gossip and stops it before gossip.
+ */
+
+/** Settings (config `services.*`, plus test and simulator hooks). */
+export interface ReconcilerOptions {
+  /** services.sandbox (default "auto"). */
+  sandbox?: SandboxPreference;
+  /** Ownership timing; dead_after always comes from the failure detector. */
+  timing?: Partial<Omit<OwnershipTiming, 'deadAfterMs'>>;
+  tickMs?: number;
+  debounceMs?: number;
+  /** services.checkpoint_interval (default 30 s; 0 disables checkpoints). */
+  checkpointIntervalMs?: number;
+  /** services.replicas (default 1). */
+  replicas?: number;
+  /** services.max_parallel (default 1). */
+  maxParallel?: number;
+  gcIntervalMs?: number;
+  handoffMs?: number;
+  /** What stopping the agent does to its workloads (default "release"). */
+  onStop?: StopPolicy;
+  supervisor?: Partial<SupervisorTuning>;
+  quota?: Partial<QuotaOptions>;
+  limits?: Omit<ResourceLimiterOptions, 'logger'>;
+  /** A runner of its own (the simulator); default: the ServiceRuntime on the data directory. */
+  runner?: ServiceRunner;
+  /** A lease source of its own (the acknowledged-heartbeat one, later); default: DetectorLeaseSource. */
+  lease?: (defaults: { selfId: string; now: () => number }) => LeaseSource;
+  /** Checks image signatures; default: the org CA's key from the enrollment bundle. */
+  verifyImageSignature?: ImageSignatureVerifier;
+  /** The local clock (default: the one given to gossip, else Date.now). */
+  now?: () => number;
+}
+
+/** The agent's parts the reconciler works with. */
+export interface ReconcilerDeps {
+  nodeId: string;
+  dataDir: string;
+  logger: Logger;
+  registry: Registry;
+  gossip: GossipLayer;
+  workloads: WorkloadsView;
+  observed: ObservedView;
+  enrollment: EnrollmentView;
+  /** Verified, active enrolled nodes (EnrollmentTrust.active().active). */
+  activeNodes: () => readonly SignedEnrollment[];
+  onActiveNodesChange?: (listener: () => void) => () => void;
+  /** The org CA key (enrollment bundle): images must be signed by it. */
+  caPublicKey?: PublicKeyInput;
+  /** The clock gossip's failure detector runs on. */
+  now?: () => number;
+}
+
+export class Reconciler {
+  readonly images: ImageStore;
+  readonly snapshotStore: SnapshotStore;
+  readonly runner: ServiceRunner;
+  /** The ServiceRuntime behind the runner, unless a runner was supplied. */
+  readonly runtime: ServiceRuntime | null;
+  private readonly deps: ReconcilerDeps;
+  private readonly options: ReconcilerOptions;
+  private readonly imageExchange: BlobExchange;
+  private readonly scratchExchange: BlobExchange;
+  private readonly now: () => number;
+  private readonly verifySignature: ImageSignatureVerifier;
+  private loopInstance: ReconcileLoop | null = null;
+  private started = false;
+
+  constructor(deps: ReconcilerDeps, options: ReconcilerOptions = {}) {
+    this.deps = deps;
+    this.options = options;
+    this.now = options.now ?? deps.now ?? Date.now;
+    const { dataDir, logger, registry } = deps;
+    const verifySignature =
+      options.verifyImageSignature ??
+      (deps.caPublicKey !== undefined ? caImageVerifier(deps.caPublicKey) : undefined);
+    if (verifySignature === undefined) {
+      throw new Error(
+        'the reconciler needs the org CA key (enrollment bundle) or verifyImageSignature: unsigned images never run',
+      );
+    }
+    this.verifySignature = verifySignature;
+    this.images = new ImageStore({ dataDir, verifySignature, logger, registry });
+    this.snapshotStore = new SnapshotStore({ dataDir, logger, registry, now: this.now });
+    if (options.runner !== undefined) {
+      this.runner = options.runner;
+      this.runtime = null;
+    } else {
+      this.runtime = new ServiceRuntime({
+        dataDir,
+        imageStore: this.images,
+        logger,
+        registry,
+        nodeId: deps.nodeId,
+        sandbox: options.sandbox ?? 'auto',
+        ...(options.supervisor ? { tuning: options.supervisor } : {}),
+        ...(options.quota ? { quota: options.quota } : {}),
+        ...(options.limits ? { limits: options.limits } : {}),
+      });
+      this.runner = new RuntimeRunner(this.runtime);
+    }
+    const node = deps.gossip.node;
+    this.imageExchange = new BlobExchange({
+      node,
+      protocol: IMAGE_PROTOCOL,
+      source: fileBlobSource((digest) => this.images.tarPath(digest)),
+      logger,
+      registry,
+    });
+    this.scratchExchange = new BlobExchange({
+      node,
+      protocol: SCRATCH_PROTOCOL,
+      source: this.snapshotStore.blobSource(),
+      logger,
+      registry,
+    });
+  }
+
+  /** The running loop (after `start`). */
+  get loop(): ReconcileLoop | null {
+    return this.loopInstance;
+  }
+
+  /** Serve images and snapshots, then reconcile. Call after gossip started (liveness begins now). */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const { deps, options } = this;
+    await this.imageExchange.start();
+    await this.scratchExchange.start();
+    const directory = this.directory();
+    const detector = deps.gossip.detector;
+    const lease =
+      options.lease?.({ selfId: deps.nodeId, now: this.now }) ??
+      new DetectorLeaseSource({
+        selfId: deps.nodeId,
+        detector,
+        activeNodeIds: () => deps.activeNodes().map((record) => record.nodeId),
+        now: this.now,
+      });
+    const timing: OwnershipTiming = {
+      ...DEFAULT_OWNERSHIP_TIMING,
+      ...options.timing,
+      deadAfterMs: detector.deadAfterMs,
+    };
+    if (options.timing?.fenceAfterMs === undefined && timing.fenceAfterMs >= timing.deadAfterMs) {
+      // The default fence_after (6 s) assumes the default dead_after (10 s).
+      timing.fenceAfterMs = Math.floor(timing.deadAfterMs * 0.6);
+    }
+    const loopOptions: ReconcileLoopOptions = {
+      nodeId: deps.nodeId,
+      workloads: deps.workloads,
+      observed: deps.observed,
+      enrollment: deps.enrollment,
+      activeNodes: deps.activeNodes,
+      ...(deps.onActiveNodesChange ? { onActiveNodesChange: deps.onActiveNodesChange } : {}),
+      lease,
+      runner: this.runner,
+      snapshots: new PeerSnapshots({
+        store: this.snapshotStore,
+        exchange: this.scratchExchange,
+        directory,
+        logger: deps.logger,
+      }),
+      images: new PeerImageFetcher({
+        store: this.images,
+        exchange: this.imageExchange,
+        directory,
+        verifySignature: this.verifySignature,
+        logger: deps.logger,
+      }),
+      now: this.now,
+      timing,
+      tickMs: options.tickMs,
+      debounceMs: options.debounceMs,
+      checkpointIntervalMs: options.checkpointIntervalMs,
+      replicas: options.replicas,
+      maxParallel: options.maxParallel,
+      gcIntervalMs: options.gcIntervalMs,
+      handoffMs: options.handoffMs,
+      logger: deps.logger,
+      registry: deps.registry,
+    };
+    this.loopInstance = new ReconcileLoop(loopOptions);
+    await this.loopInstance.start();
+  }
+
+  /** Stop reconciling (per `onStop`, or the policy given), then stop serving. */
+  async stop(policy: StopPolicy = this.options.onStop ?? 'release'): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    try {
+      await this.loopInstance?.stop(policy);
+    } finally {
+      if (policy !== 'halt') await this.runner.stopAll({ reason: 'agent stopping' }).catch(() => undefined);
+      await this.scratchExchange.stop();
+      await this.imageExchange.stop();
+    }
+  }
+
+  private directory(): PeerDirectory {
+    const { deps } = this;
+    return {
+      selfPeerId: deps.gossip.peerId,
+      peerIdOf: (nodeId) =>
+        deps.activeNodes().find((record) => record.nodeId === nodeId)?.peerId ??
+        deps.gossip.peerIdOfNode(nodeId),
+      connectedPeers: () => deps.gossip.peers(),
+    };
+  }
+}
