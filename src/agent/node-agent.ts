@@ -227,9 +227,22 @@ export class NodeAgent {
     // Our own record goes into the document before the first connection, so
     // every peer we sync with learns it from us too.
     this.trust?.start();
-    await this.overlay?.start();
-    await this.gossip.start();
-    await this.reconciler?.start();
+    let reconcilerStarting = false;
+    try {
+      await this.overlay?.start();
+      await this.gossip.start();
+      reconcilerStarting = true;
+      await this.reconciler?.start();
+    } catch (err) {
+      // stop() skips an agent that never finished starting, so undo here: a failed start (e.g. the
+      // gossip port taken) otherwise leaves the WireGuard interface up and wireguard-go running,
+      // which also keeps the `silo agent` process from ever exiting.
+      if (reconcilerStarting) await this.reconciler?.stop().catch(() => undefined);
+      await this.gossip.stop().catch(() => undefined);
+      await this.overlay?.stop().catch(() => undefined);
+      this.trust?.stop();
+      throw err;
+    }
     this.startedAt = Date.now();
     this.logger.info(
       {

@@ -79,6 +79,14 @@ export async function startAgent(
     registry,
     trust: { bundle },
     overlay,
+    // Runs the workloads placement gives this node (src/reconciler/reconcile-loop.ts).
+    reconciler: {
+      sandbox: config.services.sandbox,
+      timing: { fenceAfterMs: config.services.fence_after },
+      checkpointIntervalMs: config.services.checkpoint_interval,
+      replicas: config.services.replicas,
+      maxParallel: config.services.max_parallel,
+    },
     gossip: {
       privateKey: identity.libp2pPrivateKey,
       transport: config.gossip.transport,

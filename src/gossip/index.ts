@@ -33,6 +33,7 @@ export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
 export type {
   ConnectionGater,
   ConnectionLimits,
+  CustomTransport,
   GossipNode,
   PrivateKey,
   SenderCheck,

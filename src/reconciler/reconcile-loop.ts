@@ -340,6 +340,15 @@ export class ReconcileLoop {
   /** One synchronous pass: decide, dispatch actions (they run on their own), write statuses. */
   private pass(): void {
     if (!this.running) return;
+    try {
+      this.passOnce();
+    } catch (err) {
+      // A timer callback must never throw: the next pass tries again.
+      this.logger.error({ err }, 'reconcile pass failed');
+    }
+  }
+
+  private passOnce(): void {
     this.metrics.passes.inc();
     const now = this.now();
     const lease = this.observeLease(now);
@@ -361,7 +370,7 @@ export class ReconcileLoop {
     this.recordCheckpoints(evaluation);
     this.pendingReports = this.pendingToReport(view, evaluation);
     this.waits.clear();
-    for (const action of actions) this.dispatch(action, specsByName.get(action.workload));
+    for (const action of actions) this.dispatch(action, specsByName.get(action.workload), view);
     this.writePendingReports(evaluation, specsByName);
     this.resumeReleases(now);
     this.scheduleCheckpoints(now, specsByName);
@@ -412,7 +421,7 @@ export class ReconcileLoop {
     };
   }
 
-  private dispatch(action: LocalAction, spec: WorkloadSpec | undefined): void {
+  private dispatch(action: LocalAction, spec: WorkloadSpec | undefined, view: LocalView): void {
     const name = action.workload;
     if (action.kind === 'wait' || action.kind === 'wait-for-snapshot') {
       this.waits.set(name, action.reason);
@@ -427,7 +436,7 @@ export class ReconcileLoop {
       return; // decided again on the pass after the task ends
     }
     if (!urgent && this.now() < slot.retryAt) return;
-    this.run(slot, action.kind, urgent, (signal) => this.execute(slot, action, spec, signal));
+    this.run(slot, action.kind, urgent, (signal) => this.execute(slot, action, spec, view, signal));
   }
 
   private run(slot: Slot, kind: string, urgent: boolean, work: (signal: AbortSignal) => Promise<void>): void {
@@ -469,13 +478,14 @@ export class ReconcileLoop {
     slot: Slot,
     action: LocalAction,
     spec: WorkloadSpec | undefined,
+    view: LocalView,
     signal: AbortSignal,
   ): Promise<void> {
     switch (action.kind) {
       case 'claim':
         return this.claim(slot, requireSpec(spec, action), action.restore, action.takeoverFrom, signal);
       case 'start':
-        return this.startClaimed(slot, requireSpec(spec, action), signal);
+        return this.startClaimed(slot, requireSpec(spec, action), view, signal);
       case 'restart':
         return this.restart(slot, requireSpec(spec, action), action.fromRevision, signal);
       case 'stop-and-release':
@@ -617,17 +627,25 @@ export class ReconcileLoop {
   }
 
   /** The claim settled: run the process (after the pull, if it has not finished or must be redone). */
-  private async startClaimed(slot: Slot, spec: WorkloadSpec, signal: AbortSignal): Promise<void> {
-    if (slot.claim === null || slot.claim.revision !== spec.revision) {
-      // A claim of a previous agent life, or the runner lost its image: our own state, this revision.
-      slot.claim = {
-        revision: spec.revision,
-        restore: { from: spec.scratchClass === 'persistent' ? 'local' : 'none' },
-        takeoverFrom: null,
-        prepared: false,
-      };
+  private async startClaimed(
+    slot: Slot,
+    spec: WorkloadSpec,
+    view: LocalView,
+    signal: AbortSignal,
+  ): Promise<void> {
+    if (slot.claim === null || !slot.claim.prepared || slot.claim.revision !== spec.revision) {
+      // The pull failed (or is from a previous agent life, or the runner lost
+      // the image): plan it again from the current view, which may have
+      // changed since the claim (the old holder came back, released a newer
+      // snapshot, ...). If this node would not claim it now, let go.
+      const plan = this.replan(view, spec.name);
+      if (plan === null) {
+        await this.letGo(slot, 'the claim is no longer what placement says: dropped');
+        return;
+      }
+      slot.claim = { revision: spec.revision, ...plan, prepared: false };
+      if (!(await this.prepare(slot, spec, signal))) return;
     }
-    if (!slot.claim.prepared && !(await this.prepare(slot, spec, signal))) return;
     signal.throwIfAborted();
     if (ownershipClass(spec) === 'exclusive') {
       // Re-check right before the phase transition (docs/placement.md, "Requirements").
@@ -718,6 +736,25 @@ export class ReconcileLoop {
     );
   }
 
+  /**
+   * What this node would claim `workload` with if it had no entry for it:
+   * decideLocalActions on the same view minus our own entry. Null when it
+   * would not claim it at all.
+   */
+  private replan(view: LocalView, workload: string): Pick<ClaimState, 'restore' | 'takeoverFrom'> | null {
+    const observed = new Map(view.observed);
+    const mine = observed.get(this.nodeId);
+    if (mine?.has(workload)) {
+      const without = new Map(mine);
+      without.delete(workload);
+      observed.set(this.nodeId, without);
+    }
+    const action = decideLocalActions(this.nodeId, { ...view, observed }).find(
+      (a) => a.workload === workload,
+    );
+    return action?.kind === 'claim' ? { restore: action.restore, takeoverFrom: action.takeoverFrom } : null;
+  }
+
   /** Yield, forget, spec removed: stop whatever runs here, drop our entry, keep no claim. */
   private async letGo(slot: Slot, reason: string): Promise<void> {
     await this.ensureStopped(slot.name, reason);
@@ -782,6 +819,7 @@ export class ReconcileLoop {
     if (this.replicas <= 0) return;
     const live = view.nodes.map((n) => n.nodeId).filter((id) => livenessOf(view.liveness, id) !== 'dead');
     const now = view.now;
+    for (const [key, at] of this.replicaRetryAt) if (at <= now) this.replicaRetryAt.delete(key);
     for (const [name, holder] of evaluation.holders) {
       if (specs.get(name)?.scratchClass !== 'persistent') continue;
       if (holder.nodeId === this.nodeId || holder.stale || holder.snapshot === null) continue;

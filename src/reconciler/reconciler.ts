@@ -152,6 +152,8 @@ export class Reconciler {
   /** Serve images and snapshots, then reconcile. Call after gossip started (liveness begins now). */
   async start(): Promise<void> {
     if (this.started) return;
+    // Its metrics and listeners belong to one loop: a stopped reconciler is not restarted.
+    if (this.loopInstance !== null) throw new Error('a stopped reconciler cannot be started again');
     this.started = true;
     const { deps, options } = this;
     await this.imageExchange.start();

@@ -140,11 +140,7 @@ export class SnapshotStore {
       if (await this.has(packed.digest)) await rm(temp, { force: true });
       else await rename(temp, dest);
       this.bytes.inc({ op: options.live ? 'capture-live' : 'capture-stopped' }, packed.size);
-      const ref: SnapshotRef = {
-        digest: packed.digest,
-        size: packed.size,
-        at: Math.max(0, Math.floor(this.now())),
-      };
+      const ref: SnapshotRef = { digest: packed.digest, size: packed.size, at };
       this.logger.debug({ workload, ...ref, live: options.live }, 'state snapshot taken');
       return ref;
     } finally {

@@ -37,7 +37,6 @@ import { requireOrSkip } from '../overlay/tools.js';
 
 const RUN = String(process.pid);
 const NS_PREFIX = `silo-e2e-${RUN}`;
-const HUB_NS = `${NS_PREFIX}-hub`;
 const BRIDGE = 'br0';
 const UNDERLAY = (index: number): string => `10.231.30.${index}`;
 const OVERLAY_CIDR = '10.231.40.0/24';
@@ -67,6 +66,8 @@ interface AgentProc {
   ns: string;
   client: ApiClient;
   child: ChildProcess;
+  exited: Promise<void>;
+  /** undefined while running; -1 when killed by a signal. */
   exitCode: () => number | null | undefined;
   log: () => string;
   /** SIGTERM, SIGKILL after a grace period; resolves once the process is gone. */
@@ -91,24 +92,42 @@ interface ClusterNode {
 class Lab {
   readonly namespaces: string[] = [];
   readonly agents: AgentProc[] = [];
+  /** Other helper processes (killed outright at cleanup). */
+  readonly processes: ChildProcess[] = [];
   readonly wgInterfaces: string[] = [];
   readonly nodes: ClusterNode[] = [];
+  readonly hub: string;
 
-  constructor(readonly dir: string) {}
+  /** `tag` (one letter) keeps the namespaces and interfaces of two labs of one run apart. */
+  constructor(
+    readonly dir: string,
+    readonly tag: string,
+  ) {
+    this.hub = this.namespace('hub');
+  }
+
+  namespace(name: string): string {
+    return `${NS_PREFIX}-${this.tag}-${name}`;
+  }
+
+  /** At most 15 characters; unique per run and lab, since wireguard-go's UAPI sockets are shared by all namespaces. */
+  interfaceName(nodeId: string): string {
+    return `se${RUN}${this.tag}${nodeId.replace(/[^a-z0-9]/g, '').slice(-3)}`.slice(0, 15);
+  }
 
   async createHub(): Promise<void> {
-    await this.createNamespace(HUB_NS);
-    await ip(['link', 'add', BRIDGE, 'type', 'bridge'], HUB_NS);
-    await ip(['link', 'set', BRIDGE, 'up'], HUB_NS);
+    await this.createNamespace(this.hub);
+    await ip(['link', 'add', BRIDGE, 'type', 'bridge'], this.hub);
+    await ip(['link', 'set', BRIDGE, 'up'], this.hub);
   }
 
   /** A namespace with `eth0` = UNDERLAY(index)/24, its other end on the hub's bridge. */
   async createHost(ns: string, index: number): Promise<void> {
     await this.createNamespace(ns);
     const hubEnd = `h${index}`;
-    await ip(['link', 'add', hubEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns], HUB_NS);
-    await ip(['link', 'set', hubEnd, 'master', BRIDGE], HUB_NS);
-    await ip(['link', 'set', hubEnd, 'up'], HUB_NS);
+    await ip(['link', 'add', hubEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns], this.hub);
+    await ip(['link', 'set', hubEnd, 'master', BRIDGE], this.hub);
+    await ip(['link', 'set', hubEnd, 'up'], this.hub);
     await ip(['address', 'add', `${UNDERLAY(index)}/24`, 'dev', 'eth0'], ns);
     await ip(['link', 'set', 'eth0', 'up'], ns);
   }
@@ -145,6 +164,13 @@ class Lab {
     };
     // Agents first: a clean stop takes their WireGuard interface and wireguard-go down with them.
     await Promise.all(this.agents.map((agent) => attempt(`stopping agent in ${agent.ns}`, agent.stop)));
+    for (const child of this.processes) {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGKILL');
+        await exited;
+      }
+    }
     // SILO_E2E_LOG_DIR=<dir> keeps every agent's log (JSON lines) for a look after the run.
     const logDir = process.env.SILO_E2E_LOG_DIR;
     if (logDir) {
@@ -180,7 +206,7 @@ class Lab {
 
     // Verify that nothing is left.
     const listed = (await runner.run(['ip', 'netns', 'list'])).stdout;
-    const namespacesLeft = listed.split('\n').filter((line) => line.startsWith(NS_PREFIX));
+    const namespacesLeft = listed.split('\n').filter((line) => line.startsWith(this.namespace('')));
     if (namespacesLeft.length > 0) problems.push(`namespaces left: ${namespacesLeft.join(', ')}`);
     const wgLeft = await this.leftoverWireguardGo();
     if (wgLeft.length > 0) problems.push(`wireguard-go left: ${wgLeft.join('; ')}`);
@@ -212,8 +238,8 @@ async function siloJson<T>(args: string[]): Promise<T> {
   return JSON.parse(result.stdout) as T;
 }
 
-/** `ip netns exec <ns> node bin/silo.js agent --config <file>`; waits for its control API. */
-async function startAgentInNamespace(ns: string, configFile: string, socket: string): Promise<AgentProc> {
+/** `ip netns exec <ns> node bin/silo.js agent --config <file>`. */
+function spawnAgent(ns: string, configFile: string, socket: string): AgentProc {
   const env: NodeJS.ProcessEnv = {};
   // The agent's config must be what the test wrote, not whatever SILO_* the runner's shell has.
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('SILO_')) env[key] = value;
@@ -241,6 +267,7 @@ async function startAgentInNamespace(ns: string, configFile: string, socket: str
     ns,
     client,
     child,
+    exited,
     exitCode: () => exitCode,
     log: () => log,
     stop: () => {
@@ -255,11 +282,18 @@ async function startAgentInNamespace(ns: string, configFile: string, socket: str
       return stopping;
     },
   };
+  return agent;
+}
+
+/** Waits for the agent's control API; stops the agent when it does not come up. */
+async function waitForApi(agent: AgentProc): Promise<void> {
+  const { ns, client } = agent;
   try {
     await waitFor(
       `the agent in ${ns} to serve its API`,
       async () => {
-        if (exitCode !== undefined) throw new Error(`agent exited with ${exitCode}:\n${log}`);
+        const code = agent.exitCode();
+        if (code !== undefined) throw new Error(`agent exited with ${code}`);
         await client.request('GET', '/v1/status', { timeoutMs: 2000 });
         return true;
       },
@@ -267,9 +301,8 @@ async function startAgentInNamespace(ns: string, configFile: string, socket: str
     );
   } catch (err) {
     await agent.stop();
-    throw new Error(`${(err as Error).message}\n${log.split('\n').slice(-30).join('\n')}`);
+    throw new Error(`${(err as Error).message}\n${agent.log().split('\n').slice(-30).join('\n')}`);
   }
-  return agent;
 }
 
 function status(node: { agent: AgentProc }): Promise<Status> {
@@ -338,11 +371,13 @@ interface AddNodeOptions {
   routes?: { to: string; via: string }[];
 }
 
-/** Namespace, `silo node init`, `silo ca sign`, config, `silo agent`: one node as an operator sets it up. */
-async function addNode(options: AddNodeOptions): Promise<ClusterNode> {
+type PreparedNode = Omit<ClusterNode, 'agent'> & { configFile: string };
+
+/** Namespace, `silo node init`, `silo ca sign` and the agent's config: one node as an operator sets it up. */
+async function prepareNode(options: AddNodeOptions): Promise<PreparedNode> {
   const { lab, id, index } = options;
   const overlay = options.overlay ?? true;
-  const ns = `${NS_PREFIX}-${id}`;
+  const ns = lab.namespace(id);
   await lab.createHost(ns, index);
   for (const route of options.routes ?? []) await ip(['route', 'add', route.to, 'via', route.via], ns);
   const dir = join(lab.dir, id);
@@ -378,7 +413,7 @@ async function addNode(options: AddNodeOptions): Promise<ClusterNode> {
   ]);
   assert.equal(signed.registered, options.registerWith !== undefined);
   const socket = join(dir, 'api.sock');
-  const wgInterface = `se${RUN}${id.replace(/[^a-z0-9]/g, '').slice(-3)}`.slice(0, 15);
+  const wgInterface = lab.interfaceName(id);
   const configFile = join(dir, 'agent.toml');
   await writeFile(
     configFile,
@@ -402,21 +437,28 @@ async function addNode(options: AddNodeOptions): Promise<ClusterNode> {
     }),
   );
   if (overlay) lab.wgInterfaces.push(wgInterface);
-  const agent = await startAgentInNamespace(ns, configFile, socket);
-  lab.agents.push(agent);
-  const node: ClusterNode = {
+  return {
     id,
     index,
     ns,
     wgInterface,
     dir,
     socket,
+    configFile,
     peerId: init.peerId,
     wgPublicKey: init.wgPublicKey,
     overlayIp: signed.overlayIp,
-    agent,
   };
-  lab.nodes.push(node);
+}
+
+/** prepareNode, then `silo agent` in the node's namespace, up once its API answers. */
+async function addNode(options: AddNodeOptions): Promise<ClusterNode> {
+  const prepared = await prepareNode(options);
+  const agent = spawnAgent(prepared.ns, prepared.configFile, prepared.socket);
+  options.lab.agents.push(agent);
+  const node: ClusterNode = { ...prepared, agent };
+  options.lab.nodes.push(node);
+  await waitForApi(agent);
   return node;
 }
 
@@ -446,7 +488,7 @@ test('three agents in network namespaces gossip only over their WireGuard overla
 }, async (t) => {
   if (!(await requireOrSkip(t, { root: true, tools: ['ip', 'wg', 'wireguard-go'] }))) return;
   const { dir } = await tempDir('silo-e2e-');
-  const lab = new Lab(dir);
+  const lab = new Lab(dir, 'a');
   t.after(() => lab.cleanUp(t));
   const began = Date.now();
   const step = async <T>(name: string, action: () => Promise<T>): Promise<T> => {

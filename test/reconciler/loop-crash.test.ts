@@ -1,6 +1,8 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { NodeAgent } from '../../src/agent/node-agent.js';
 import { replicaNodes } from '../../src/reconciler/checkpoints.js';
@@ -74,6 +76,10 @@ describe('reconcile loop: a crashed holder', { timeout: 240_000 }, () => {
       'node-c counts to 10',
       async () => (await readCount(cDir, remote)) >= 10 && (await readCount(cDir, local)) >= 10,
     );
+    // Equal states make equal (content-addressed) snapshots: tell the two apart.
+    for (const name of [local, remote]) {
+      await writeFile(join(cDir, 'services', name, 'state', 'workload'), `${name}\n`);
+    }
     const countedTo10At = Date.now();
     for (const name of [local, remote]) {
       const replica = cluster.agents.get(replicaOf[name]!)!;

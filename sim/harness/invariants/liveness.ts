@@ -1,0 +1,244 @@
+import { place, takeoverExtraWaitMs } from '../../../src/reconciler/placement/index.js';
+import type { HolderRef, Liveness, PlacementNode } from '../../../src/reconciler/placement/types.js';
+import type { WorkloadSpec } from '../../../src/state/schemas.js';
+import type { FaultEvent, FaultKind, SimCluster } from '../sim-cluster.js';
+import { type InvariantResult, result } from './types.js';
+
+/** Events after which placement has to settle again. */
+const DISRUPTIVE = new Set<FaultKind>([
+  'start',
+  'partition',
+  'cut',
+  'heal',
+  'crash',
+  'restart',
+  'join',
+  'apply',
+  'drain',
+]);
+
+export interface LivenessCheckerOptions {
+  /** Slack beyond dead_after + the takeover wait + claim_settle (docs/sim.md, "Invariants"). */
+  boundMs: number;
+  /** How often recovery is re-evaluated while a disruption is unresolved. */
+  pollMs?: number;
+  describeTime?: (at: number) => string;
+}
+
+export interface Evaluation {
+  /** Null when the ground truth cannot be judged (one-way cuts in force). */
+  ok: boolean | null;
+  problems: string[];
+  placeable: number;
+  unplaceable: string[];
+}
+
+export interface Recovery {
+  event: string;
+  at: number;
+  /** From the event until every placeable workload ran (null: never, before the next event). */
+  ms: number | null;
+}
+
+interface Pending {
+  event: FaultEvent;
+  deadline: number;
+  timer: NodeJS.Timeout;
+  recovered: boolean;
+}
+
+/**
+ * Liveness: after every disruption (crash, restart, join, partition, heal,
+ * drain, a new spec) every *placeable* workload runs again within
+ * dead_after + the takeover extra wait + claim_settle + `boundMs`, unless
+ * another disruption comes first (then that one's deadline counts).
+ *
+ * "Placeable" is judged on the harness's ground truth, not on any agent's
+ * view: the running nodes of each partition group; exclusive workloads only
+ * in a group holding a quorum (> N/2 of the enrolled nodes); placement's own
+ * pure `place()` decides whether capacity and constraints allow it.
+ */
+export class LivenessChecker {
+  private readonly cluster: SimCluster;
+  private readonly options: LivenessCheckerOptions;
+  private readonly checks: { label: string; evaluation: Evaluation }[] = [];
+  private readonly recoveries: Recovery[] = [];
+  private pending: Pending | null = null;
+  private readonly poller: NodeJS.Timeout;
+  private readonly unsubscribe: () => void;
+  private readonly describeTime: (at: number) => string;
+
+  constructor(cluster: SimCluster, options: LivenessCheckerOptions) {
+    this.cluster = cluster;
+    this.options = options;
+    this.describeTime = options.describeTime ?? ((at) => `${Math.round(at)} ms`);
+    this.unsubscribe = cluster.onFault((event) => {
+      if (DISRUPTIVE.has(event.kind)) this.onDisruption(event);
+    });
+    this.poller = setInterval(() => this.poll(), options.pollMs ?? 100);
+    this.poller.unref();
+  }
+
+  /** How long after a disruption placement must have settled, ms. */
+  budgetMs(): number {
+    const t = this.cluster.timing;
+    const stopTimeout = Math.max(0, ...this.specs().map((spec) => spec.stopTimeoutMs));
+    const extra = takeoverExtraWaitMs(
+      {
+        deadAfterMs: t.deadAfterMs,
+        fenceAfterMs: t.fenceAfterMs,
+        claimSettleMs: t.claimSettleMs,
+        fenceSlackMs: t.fenceSlackMs,
+        clockDriftPpm: t.clockDriftPpm,
+      },
+      stopTimeout,
+    );
+    return t.deadAfterMs + extra + t.claimSettleMs + 2 * t.tickMs + this.options.boundMs;
+  }
+
+  recoveryTimes(): readonly Recovery[] {
+    return this.recoveries;
+  }
+
+  /** Waits out the current disruption's deadline (or its recovery), then checks. */
+  async finalCheck(): Promise<void> {
+    const pending = this.pending;
+    if (pending !== null) {
+      while (!pending.recovered && performance.now() < pending.deadline && this.pending === pending) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    this.record('at the end', this.evaluate());
+  }
+
+  stop(): void {
+    this.unsubscribe();
+    clearInterval(this.poller);
+    if (this.pending !== null) clearTimeout(this.pending.timer);
+    this.pending = null;
+  }
+
+  result(): InvariantResult {
+    const judged = this.checks.filter((c) => c.evaluation.ok !== null);
+    const failures = judged
+      .filter((c) => c.evaluation.ok === false)
+      .map((c) => `${c.label}: ${c.evaluation.problems.slice(0, 5).join('; ')}`);
+    const skipped = this.checks.length - judged.length;
+    const settled = this.recoveries.filter((r) => r.ms !== null).map((r) => r.ms as number);
+    const slowest = settled.length === 0 ? 'n/a' : `${Math.round(Math.max(...settled))} ms`;
+    return result(
+      'liveness',
+      judged.length,
+      failures,
+      failures.length === 0
+        ? `${judged.length} deadline checks passed (budget ${this.budgetMs()} ms after each disruption; slowest recovery ${slowest})${skipped > 0 ? `; ${skipped} skipped under one-way cuts` : ''}`
+        : `${failures.length} of ${judged.length} deadline checks found placeable workloads not running`,
+    );
+  }
+
+  /** The ground-truth check, now. */
+  evaluate(): Evaluation {
+    const cluster = this.cluster;
+    if (cluster.hasCuts()) return { ok: null, problems: ['one-way cuts in force'], placeable: 0, unplaceable: [] };
+    const specs = this.specs();
+    const all = cluster.names();
+    const up = new Set(cluster.live());
+    const draining = cluster.draining();
+    const running = cluster.registry.snapshot();
+    const groups = cluster.partitionGroups() ?? [all];
+    const problems: string[] = [];
+    const placeableSomewhere = new Set<string>();
+    for (const group of groups) {
+      const members = group.filter((name) => up.has(name));
+      if (members.length === 0) continue;
+      const quorum = members.length > all.length / 2;
+      const candidates = specs.filter((spec) => quorum || isRelaxed(spec));
+      const inGroup = new Set(members);
+      const nodes: PlacementNode[] = members.map((nodeId) => ({
+        nodeId,
+        capacity: cluster.capacity(),
+        labels: { sim: 'true' },
+        draining: draining.has(nodeId),
+      }));
+      const liveness = new Map<string, Liveness>(members.map((name) => [name, 'alive']));
+      const holders = new Map<string, HolderRef>();
+      for (const [workload, processes] of running) {
+        const here = processes.filter((p) => inGroup.has(p.node)).sort((a, b) => a.since - b.since);
+        const first = here[0];
+        if (first !== undefined) holders.set(workload, { nodeId: first.node, phase: 'running', since: 0 });
+      }
+      const placement = place({ specs: candidates, nodes, liveness, holders });
+      for (const [workload, assignment] of placement.assignments) {
+        if (!('node' in assignment)) continue;
+        placeableSomewhere.add(workload);
+        const ready = (running.get(workload) ?? []).some((p) => p.ready && inGroup.has(p.node));
+        if (!ready) problems.push(`${workload} placeable (on ${assignment.node}) but not running`);
+      }
+    }
+    const unplaceable = specs.map((s) => s.name).filter((name) => !placeableSomewhere.has(name));
+    return { ok: problems.length === 0, problems, placeable: placeableSomewhere.size, unplaceable };
+  }
+
+  private specs(): WorkloadSpec[] {
+    // Union over running agents, newest revision: during a partition a spec may be known on one side only.
+    const byName = new Map<string, WorkloadSpec>();
+    for (const agent of this.cluster.agents()) {
+      for (const spec of agent.workloads.list()) {
+        const known = byName.get(spec.name);
+        if (known === undefined || known.revision < spec.revision) byName.set(spec.name, spec);
+      }
+    }
+    return [...byName.values()];
+  }
+
+  private onDisruption(event: FaultEvent): void {
+    const previous = this.pending;
+    if (previous !== null) {
+      clearTimeout(previous.timer);
+      if (!previous.recovered) {
+        this.recoveries.push({ event: label(previous.event), at: previous.event.at, ms: null });
+      }
+    }
+    const deadline = event.at + this.budgetMs();
+    const pending: Pending = {
+      event,
+      deadline,
+      recovered: false,
+      timer: setTimeout(() => this.onDeadline(pending), Math.max(0, deadline - performance.now())),
+    };
+    pending.timer.unref();
+    this.pending = pending;
+  }
+
+  private onDeadline(pending: Pending): void {
+    if (this.pending !== pending) return;
+    const evaluation = this.evaluate();
+    this.record(`${this.describeTime(pending.event.at)} ${label(pending.event)} + ${this.budgetMs()} ms`, evaluation);
+  }
+
+  private poll(): void {
+    const pending = this.pending;
+    if (pending === null || pending.recovered) return;
+    const evaluation = this.evaluate();
+    if (evaluation.ok === true) {
+      pending.recovered = true;
+      this.recoveries.push({
+        event: label(pending.event),
+        at: pending.event.at,
+        ms: performance.now() - pending.event.at,
+      });
+    }
+  }
+
+  private record(labelText: string, evaluation: Evaluation): void {
+    this.checks.push({ label: labelText, evaluation });
+  }
+}
+
+function isRelaxed(spec: WorkloadSpec): boolean {
+  return spec.scratchClass === 'volatile' && spec.onPartition === 'keep';
+}
+
+function label(event: FaultEvent): string {
+  return `${event.kind} ${event.detail}`.trim();
+}
