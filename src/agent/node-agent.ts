@@ -191,7 +191,10 @@ export class NodeAgent {
             workloads,
             observed,
             enrollment,
-            activeNodes: () => (trust ? trust.active().active : enrollment.active()),
+            // Without trust (simulator, replication tests) records are not
+            // signature-checked: every listed, unrevoked node counts.
+            activeNodes: () =>
+              trust ? trust.active().active : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId)),
             ...(trust
               ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) }
               : {}),

@@ -442,14 +442,19 @@ export class ReconcileLoop {
   private run(slot: Slot, kind: string, urgent: boolean, work: (signal: AbortSignal) => Promise<void>): void {
     const controller = new AbortController();
     const task: Task = { kind, urgent, controller, done: Promise.resolve() };
+    // A checkpoint runs beside the placement actions' retry schedule: its
+    // failure shows in the reason but delays nothing else.
+    const background = kind === 'checkpoint';
     slot.task = task;
     task.done = (async () => {
       try {
         await work(controller.signal);
         this.metrics.actions.inc({ kind, result: 'ok' });
-        slot.error = null;
-        slot.failures = 0;
-        slot.retryAt = 0;
+        if (!background || slot.error?.what === kind) slot.error = null;
+        if (!background) {
+          slot.failures = 0;
+          slot.retryAt = 0;
+        }
       } catch (err) {
         if (controller.signal.aborted) {
           this.metrics.actions.inc({ kind, result: 'aborted' });
@@ -461,9 +466,12 @@ export class ReconcileLoop {
           const message = (err as Error).message ?? String(err);
           this.metrics.actions.inc({ kind, result: 'error' });
           slot.error = { what: kind, message };
-          slot.failures++;
-          const backoff = Math.min(30_000, 500 * 2 ** Math.min(slot.failures - 1, 6));
-          slot.retryAt = this.now() + backoff;
+          let backoff = 0;
+          if (!background) {
+            slot.failures++;
+            backoff = Math.min(30_000, 500 * 2 ** Math.min(slot.failures - 1, 6));
+            slot.retryAt = this.now() + backoff;
+          }
           this.logger.warn({ workload: slot.name, kind, err: message, retryInMs: backoff }, 'action failed');
         }
       } finally {

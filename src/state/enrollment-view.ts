@@ -63,7 +63,11 @@ export class EnrollmentView {
     return this.readNode(nodeId, this.map('nodes').get(nodeId));
   }
 
-  /** Every schema-valid, verified record, sorted by node id. Revoked nodes included (see `active`). */
+  /**
+   * Every schema-valid, verified record, sorted by node id, revoked nodes
+   * included. Which nodes are active (not revoked, no duplicate IP, peer id or
+   * key) is computeActiveNodes' job (src/identity), one rule for every reader.
+   */
   list(): SignedEnrollment[] {
     const out: SignedEnrollment[] = [];
     for (const [key, value] of [...this.map('nodes').entries()].sort(byKey)) {
@@ -71,12 +75,6 @@ export class EnrollmentView {
       if (record) out.push(record);
     }
     return out;
-  }
-
-  /** `list()` without revoked nodes. */
-  active(): SignedEnrollment[] {
-    const revoked = new Set(this.revocations().map((r) => r.nodeId));
-    return this.list().filter((record) => !revoked.has(record.nodeId));
   }
 
   /** Records a signed revocation; durable on return. Does not check the signature. */

@@ -742,3 +742,59 @@ test('three agents in network namespaces gossip only over their WireGuard overla
 
   t.diagnostic(`total ${Date.now() - began} ms`);
 });
+
+test('an overlay agent that cannot start gossip exits with an error and takes its WireGuard interface down', {
+  timeout: 180_000,
+}, async (t) => {
+  if (!(await requireOrSkip(t, { root: true, tools: ['ip', 'wg', 'wireguard-go'] }))) return;
+  const { dir } = await tempDir('silo-e2e-');
+  const lab = new Lab(dir, 'b');
+  t.after(() => lab.cleanUp(t));
+  await lab.createHub();
+  const orgDir = join(dir, 'org');
+  await siloJson(['org', 'init', '--dir', orgDir, '--name', ORG, '--cidr', OVERLAY_CIDR]);
+  const node = await prepareNode({ lab, id: 'node-1', index: 1, orgDir, seeds: [] });
+
+  // Something else holds the gossip port on every address of the namespace.
+  const blocker = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      node.ns,
+      process.execPath,
+      '-e',
+      `require('node:net').createServer().listen(${GOSSIP_PORT}, '0.0.0.0', () => console.log('listening'))`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  lab.processes.push(blocker);
+  await new Promise<void>((resolve, reject) => {
+    blocker.stdout?.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('listening')) resolve();
+    });
+    blocker.once('exit', (code) => reject(new Error(`the port blocker exited with ${code}`)));
+  });
+
+  const agent = spawnAgent(node.ns, node.configFile, node.socket);
+  lab.agents.push(agent);
+  lab.nodes.push({ ...node, agent });
+  const timedOut = Symbol('timed out');
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    agent.exited,
+    new Promise<typeof timedOut>((resolve) => {
+      timer = setTimeout(() => resolve(timedOut), 60_000);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (outcome === timedOut) lab.dumpLogs(t);
+  assert.notEqual(outcome, timedOut, 'the agent exits instead of hanging with its overlay up');
+  assert.notEqual(agent.exitCode(), 0);
+  assert.match(agent.log(), /EADDRINUSE/);
+  assert.deepEqual(await lab.leftoverWireguardGo(), [], 'no wireguard-go left running');
+  await assert.rejects(
+    ip(['link', 'show', 'dev', node.wgInterface], node.ns),
+    'the WireGuard interface is gone',
+  );
+});

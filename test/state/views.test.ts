@@ -62,8 +62,8 @@ describe('EnrollmentView', () => {
     enrollment.revoke({ nodeId: 'node-b', revokedAt: 5, reason: 'lost', cert: 'c2ln' });
     assert.equal(enrollment.isRevoked('node-b'), true);
     assert.deepEqual(
-      enrollment.active().map((r) => r.nodeId),
-      ['node-a'],
+      enrollment.revocations().map((r) => r.nodeId),
+      ['node-b'],
     );
     enrollment.setDraining('node-a', drainFlag(7));
     enrollment.setDraining('node-b', drainFlag(8, false));

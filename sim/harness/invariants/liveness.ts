@@ -23,6 +23,8 @@ export interface LivenessCheckerOptions {
   /** How often recovery is re-evaluated while a disruption is unresolved. */
   pollMs?: number;
   describeTime?: (at: number) => string;
+  /** Called when every placeable workload runs again after a disruption. */
+  onRecovery?: (recovery: Recovery) => void;
 }
 
 export interface Evaluation {
@@ -222,11 +224,13 @@ export class LivenessChecker {
     const evaluation = this.evaluate();
     if (evaluation.ok === true) {
       pending.recovered = true;
-      this.recoveries.push({
+      const recovery: Recovery = {
         event: label(pending.event),
         at: pending.event.at,
         ms: performance.now() - pending.event.at,
-      });
+      };
+      this.recoveries.push(recovery);
+      this.options.onRecovery?.(recovery);
     }
   }
 

@@ -54,7 +54,7 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
         `overlay IP ${record.overlayIp} is not a host address of the org's ${ctx.overlayCidr}`,
       );
     }
-    for (const other of agent.enrollment.active()) {
+    for (const other of agent.trust?.active().active ?? agent.enrollment.list()) {
       if (other.nodeId === record.nodeId) continue;
       const clash =
         other.overlayIp === record.overlayIp
