@@ -77,8 +77,12 @@ export function parseScenario(text: string, file: string): Scenario {
       return;
     }
     const step = parsed.data;
-    if (step.at < previousAt) problems.push(`${where}: steps must be in time order (previous step at ${previousAt} ms)`);
-    previousAt = Math.max(previousAt, step.at);
+    if (!step.at.relative) {
+      if (step.at.ms < previousAt) {
+        problems.push(`${where}: steps must be in time order (an earlier step is at ${previousAt} ms)`);
+      }
+      previousAt = Math.max(previousAt, step.at.ms);
+    }
     for (const problem of checkSelectors(step, knownNodes)) problems.push(`${where}: ${problem}`);
     if (step.action === 'join') knownNodes += step.count;
     steps.push(step);

@@ -97,7 +97,22 @@ const WorkloadSchema = z.strictObject({
   constraints: z.record(z.string().min(1).max(63), z.string().max(253)).default({}),
 });
 
-const at = { at: Duration };
+/**
+ * When a step runs: "2s" = 2 s after the scenario began; "+2s" = 2 s after
+ * the previous step finished (blocking steps like `wait` make that later).
+ */
+const StepTime = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const relative = typeof value === 'string' && value.trim().startsWith('+');
+  try {
+    const ms = parseDuration(relative ? (value as string).trim().slice(1) : value);
+    return { ms, relative };
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: `${(err as Error).message} (or "+<duration>" after the previous step)` });
+    return z.NEVER;
+  }
+});
+
+const at = { at: StepTime };
 
 export const StepSchemas = {
   partition: z.strictObject({

@@ -194,7 +194,9 @@ export class NodeAgent {
             // Without trust (simulator, replication tests) records are not
             // signature-checked: every listed, unrevoked node counts.
             activeNodes: () =>
-              trust ? trust.active().active : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId)),
+              trust
+                ? trust.active().active
+                : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId)),
             ...(trust
               ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) }
               : {}),

@@ -160,6 +160,7 @@ export class ReconcileLoop {
   private lastEvaluation: ViewEvaluation | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
   private debounceTimer: NodeJS.Timeout | null = null;
+  private fenceTimer: NodeJS.Timeout | null = null;
   private lastGcAt = 0;
   private gcRunning = false;
   private running = false;
@@ -189,8 +190,13 @@ export class ReconcileLoop {
     });
   }
 
+  /**
+   * The lease is renewed only when a pass observes it, so passes must come
+   * well within fence_after (a single node proves its own quorum at each
+   * observation): at most a quarter of it.
+   */
   private get tickMs(): number {
-    return this.options.tickMs ?? 1000;
+    return Math.max(10, Math.min(this.options.tickMs ?? 1000, Math.floor(this.timing.fenceAfterMs / 4)));
   }
 
   private get checkpointIntervalMs(): number {
@@ -244,8 +250,10 @@ export class ReconcileLoop {
     this.running = false;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     if (this.debounceTimer !== null) clearTimeout(this.debounceTimer);
+    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
     this.tickTimer = null;
     this.debounceTimer = null;
+    this.fenceTimer = null;
     for (const off of this.unsubscribes.splice(0)) off();
     for (const slot of this.slots.values()) {
       if (slot.task && !slot.task.urgent) slot.task.controller.abort(new Error('agent stopping'));
@@ -395,7 +403,23 @@ export class ReconcileLoop {
     }
     this.metrics.leaseHeld.set(state.held ? 1 : 0);
     this.lastLease = state;
+    this.armFenceTimer(now, state);
     return state;
+  }
+
+  /** A pass right after the lease deadline, so that a lapse is acted on at once, not at the next tick. */
+  private armFenceTimer(now: number, state: LeaseState): void {
+    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
+    this.fenceTimer = null;
+    if (!this.running || state.fenceAt === null) return;
+    this.fenceTimer = setTimeout(
+      () => {
+        this.fenceTimer = null;
+        this.pass();
+      },
+      Math.max(0, state.fenceAt - now) + 1,
+    );
+    this.fenceTimer.unref();
   }
 
   private buildView(now: number, lease: LeaseState, specs: WorkloadSpec[]): LocalView {

@@ -30,6 +30,9 @@ import { requireOrSkip } from '../overlay/tools.js';
  * TCP connections do reach the agents' libp2p listeners): only the
  * enrollment gate stands in its way, and the test checks that it holds.
  *
+ * A second test: an overlay agent whose gossip cannot listen exits with an
+ * error and takes its WireGuard interface and wireguard-go down with it.
+ *
  * Needs root, iproute2, wireguard-tools and wireguard-go (the kernel's
  * WireGuard is used when present). Skips with a reason otherwise; fails
  * under CI=true.
@@ -46,7 +49,7 @@ const GOSSIP_PORT = 7946;
 const ORG = 'e2e';
 const INTRUDER_INDEX = 9;
 const INTRUDER_OVERLAY_IP = '10.231.40.99';
-/** An image digest nobody runs (the agent runner starts no services): the spec is just replicated data. */
+/** An image no node has: the specs are replicated data here (a reconciler can only report the image missing). */
 const IMAGE_DIGEST = `sha256:${createHash('sha256').update('silo e2e image').digest('hex')}`;
 const LOG_LIMIT = 256 * 1024;
 

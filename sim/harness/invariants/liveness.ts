@@ -25,12 +25,19 @@ export interface LivenessCheckerOptions {
   describeTime?: (at: number) => string;
   /** Called when every placeable workload runs again after a disruption. */
   onRecovery?: (recovery: Recovery) => void;
+  /** Called with every deadline check (and the final one). */
+  onCheck?: (label: string, evaluation: Evaluation) => void;
 }
 
 export interface Evaluation {
-  /** Null when the ground truth cannot be judged (one-way cuts in force). */
+  /**
+   * Every placeable workload runs somewhere it may (exclusive: in the quorum
+   * group). Null when the ground truth cannot be judged (one-way cuts in force).
+   */
   ok: boolean | null;
   problems: string[];
+  /** Stronger: every placeable workload runs exactly where placement puts it, and nowhere else. */
+  settled: boolean;
   placeable: number;
   unplaceable: string[];
 }
@@ -141,7 +148,9 @@ export class LivenessChecker {
   /** The ground-truth check, now. */
   evaluate(): Evaluation {
     const cluster = this.cluster;
-    if (cluster.hasCuts()) return { ok: null, problems: ['one-way cuts in force'], placeable: 0, unplaceable: [] };
+    if (cluster.hasCuts()) {
+      return { ok: null, problems: ['one-way cuts in force'], settled: false, placeable: 0, unplaceable: [] };
+    }
     const specs = this.specs();
     const all = cluster.names();
     const up = new Set(cluster.live());
@@ -149,6 +158,7 @@ export class LivenessChecker {
     const running = cluster.registry.snapshot();
     const groups = cluster.partitionGroups() ?? [all];
     const problems: string[] = [];
+    let settled = true;
     const placeableSomewhere = new Set<string>();
     for (const group of groups) {
       const members = group.filter((name) => up.has(name));
@@ -173,12 +183,17 @@ export class LivenessChecker {
       for (const [workload, assignment] of placement.assignments) {
         if (!('node' in assignment)) continue;
         placeableSomewhere.add(workload);
-        const ready = (running.get(workload) ?? []).some((p) => p.ready && inGroup.has(p.node));
+        const processes = running.get(workload) ?? [];
+        const ready = processes.some((p) => p.ready && inGroup.has(p.node));
         if (!ready) problems.push(`${workload} placeable (on ${assignment.node}) but not running`);
+        const onTarget = processes.some((p) => p.ready && p.node === assignment.node);
+        const elsewhere = processes.some((p) => p.node !== assignment.node && inGroup.has(p.node));
+        if (!onTarget || elsewhere) settled = false;
       }
     }
     const unplaceable = specs.map((s) => s.name).filter((name) => !placeableSomewhere.has(name));
-    return { ok: problems.length === 0, problems, placeable: placeableSomewhere.size, unplaceable };
+    const ok = problems.length === 0;
+    return { ok, problems, settled: ok && settled, placeable: placeableSomewhere.size, unplaceable };
   }
 
   private specs(): WorkloadSpec[] {
@@ -222,7 +237,7 @@ export class LivenessChecker {
     const pending = this.pending;
     if (pending === null || pending.recovered) return;
     const evaluation = this.evaluate();
-    if (evaluation.ok === true) {
+    if (evaluation.settled) {
       pending.recovered = true;
       const recovery: Recovery = {
         event: label(pending.event),
@@ -236,6 +251,7 @@ export class LivenessChecker {
 
   private record(labelText: string, evaluation: Evaluation): void {
     this.checks.push({ label: labelText, evaluation });
+    this.options.onCheck?.(labelText, evaluation);
   }
 }
 

@@ -1,0 +1,429 @@
+/**
+ * Runs a scenario: starts the cluster, plays the steps at their times,
+ * keeps the invariant checkers running throughout, does the final checks
+ * and returns the summary (docs/sim.md, "Running").
+ */
+import type { Logger } from 'pino';
+import { awaitConvergence, ConvergenceLog } from '../harness/invariants/convergence.js';
+import { type Evaluation, LivenessChecker, type Recovery } from '../harness/invariants/liveness.js';
+import { SafetyChecker } from '../harness/invariants/safety.js';
+import { StateMoveChecker } from '../harness/invariants/state-moves.js';
+import type { InvariantName, InvariantResult } from '../harness/invariants/types.js';
+import { checkWrites } from '../harness/invariants/writes.js';
+import { describeLoad, type LoadSample, LoadMonitor } from '../harness/load-monitor.js';
+import type { RunEvent } from '../harness/running-registry.js';
+import { compactNames, SimCluster } from '../harness/sim-cluster.js';
+import type { SimWorkloadDraft } from '../harness/workload.js';
+import { startWriter, type WriterOutcome } from './background-writes.js';
+import type { Scenario } from './load.js';
+import type { Step, WorkloadInput } from './schema.js';
+import { resolveSelector, type SelectorContext } from './selectors.js';
+import { Timeline, type Writer } from './timeline.js';
+
+export interface RunOptions {
+  /** Timeline and summary (default: process.stdout). */
+  out?: Writer;
+  /** Progress (default: process.stderr). */
+  err?: Writer;
+  /** Rewrite one progress line (a terminal) or print one every few seconds. Default: stderr is a TTY. */
+  tty?: boolean;
+  /** false: no progress output at all. */
+  progress?: boolean;
+  logger?: Logger;
+  /** Working directory for the agents' data (default: a temp dir, removed afterwards). */
+  root?: string;
+  /** Called with the cluster once it runs (tests use it to inject runner faults). */
+  onCluster?: (cluster: SimCluster) => void;
+}
+
+export interface RunSummary {
+  scenario: string;
+  ok: boolean;
+  invariants: Partial<Record<InvariantName, InvariantResult>>;
+  metrics: RunMetrics;
+}
+
+export interface RunMetrics {
+  wallMs: number;
+  nodes: { total: number; runningAtEnd: number };
+  startupMs: number;
+  /** RSS growth while the agents started, divided by their number. */
+  memoryPerAgentMb: number;
+  writes: { acked: number; skipped: number };
+  finalConvergenceMs: number | null;
+  /** After each disruption: how long until every placeable workload ran. */
+  recoveries: { event: string; ms: number | null }[];
+  processes: { starts: number; stops: number; kills: number };
+  network: { bytes: number; connectionsOpened: number; dialsRefused: number };
+  load: LoadSample;
+}
+
+const PROGRESS_TTY_MS = 250;
+const PROGRESS_PLAIN_MS = 5000;
+
+export async function runScenario(scenario: Scenario, options: RunOptions = {}): Promise<RunSummary> {
+  const out = options.out ?? ((text: string) => void process.stdout.write(text));
+  const err = options.err ?? ((text: string) => void process.stderr.write(text));
+  const tty = options.tty ?? process.stderr.isTTY === true;
+  let t0 = performance.now();
+  const timeline = new Timeline(() => t0, out, err, tty);
+  const expected = new Set(scenario.expect.invariants);
+  const load = new LoadMonitor();
+  load.start();
+
+  timeline.raw(`scenario ${scenario.name}: ${scenario.nodes} agents, seed ${JSON.stringify(scenario.seed)}, ${scenario.steps.length} steps`);
+  if (scenario.description) timeline.raw(`  ${scenario.description.trim().replace(/\s*\n\s*/g, ' ')}`);
+  const rssBefore = process.memoryUsage().rss;
+  const startedAt = performance.now();
+  const cluster = await SimCluster.start({
+    seed: scenario.seed,
+    nodes: scenario.nodes,
+    timing: scenario.timing,
+    network: scenario.network,
+    bootstrapPeers: scenario.bootstrapPeers,
+    runner: scenario.runner,
+    capacity: scenario.capacity,
+    logger: options.logger,
+    root: options.root,
+  });
+  const startupMs = performance.now() - startedAt;
+  const memoryPerAgentMb = (process.memoryUsage().rss - rssBefore) / 1024 / 1024 / scenario.nodes;
+  t0 = performance.now();
+  timeline.line(
+    `started ${scenario.nodes} agents in ${Math.round(startupMs)} ms (~${memoryPerAgentMb.toFixed(1)} MB RSS per agent; ${describeLoad(load.lap())})`,
+  );
+  options.onCluster?.(cluster);
+
+  const describeTime = (at: number) => timeline.stamp(at);
+  const safety = new SafetyChecker(cluster.registry, describeTime);
+  const stateMoves = new StateMoveChecker(cluster.registry, describeTime);
+  const convergence = new ConvergenceLog();
+  const liveness = new LivenessChecker(cluster, {
+    boundMs: scenario.expect.livenessBoundMs,
+    describeTime,
+    onRecovery: (r: Recovery) =>
+      timeline.line(`every placeable workload running ${formatMs(r.ms)} after ${r.event} (${describeLoad(load.lap())})`),
+    onCheck: (label: string, e: Evaluation) => {
+      if (e.ok === false) timeline.line(`LIVENESS VIOLATION at ${label}: ${e.problems.slice(0, 3).join('; ')}`);
+    },
+  });
+  const processCounts = { starts: 0, stops: 0, kills: 0 };
+  const unsubscribeRuns = cluster.registry.subscribe((event) => {
+    countProcess(processCounts, event);
+    timeline.line(describeRun(event, cluster), event.at);
+    if (event.kind === 'start' && event.exclusive && cluster.registry.runningOn(event.workload).length > 1) {
+      timeline.line(`SAFETY VIOLATION: ${event.workload} runs on ${cluster.registry.runningOn(event.workload).map((p) => p.node).join(' and ')}`, event.at);
+    }
+  });
+
+  const prng = cluster.net.prng.fork('scenario');
+  const writers: Promise<WriterOutcome>[] = [];
+  const cancels: (() => void)[] = [];
+  let currentStep = 0;
+  const progress =
+    options.progress === false
+      ? undefined
+      : setInterval(() => {
+          const acked = cluster.ackedWrites().length;
+          const sample = load.overall();
+          timeline.progress(
+            `${timeline.stamp()} step ${Math.min(currentStep, scenario.steps.length)}/${scenario.steps.length} | running ${cluster.live().length}/${cluster.names().length} | writes ${acked} | loop p99 ${Math.round(sample.loopP99Ms)} ms cpu ${Math.round(sample.cpuPct)}% rss ${Math.round(sample.rssMb)} MB`,
+          );
+        }, tty ? PROGRESS_TTY_MS : PROGRESS_PLAIN_MS);
+  progress?.unref();
+
+  let finalConvergenceMs: number | null = null;
+  const results: Partial<Record<InvariantName, InvariantResult>> = {};
+  let writerTotals = { acked: 0, skipped: 0 };
+  try {
+    let previousEnd = t0;
+    for (const [index, step] of scenario.steps.entries()) {
+      currentStep = index + 1;
+      const due = (step.at.relative ? previousEnd : t0) + step.at.ms;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      const late = performance.now() - due;
+      const ctx: SelectorContext = {
+        all: cluster.names(),
+        live: cluster.live(),
+        down: cluster.down(),
+        holders: (workload) => cluster.registry.runningOn(workload).map((p) => p.node),
+        prng,
+        taken: new Set(),
+      };
+      const text = await executeStep(step, index, {
+        cluster,
+        ctx,
+        timeline,
+        prng,
+        convergence,
+        liveness,
+        writers,
+        cancels,
+        load,
+      });
+      timeline.line(`${step.action} ${text}${late > 100 ? ` (started ${Math.round(late)} ms late)` : ''}`);
+      previousEnd = performance.now();
+    }
+    currentStep = scenario.steps.length + 1;
+    const outcomes = await Promise.all(writers);
+    writerTotals = outcomes.reduce(
+      (sum, o) => ({ acked: sum.acked + o.acked, skipped: sum.skipped + o.skipped }),
+      writerTotals,
+    );
+    if (writers.length > 0) timeline.line(`writers done: ${writerTotals.acked} acknowledged, ${writerTotals.skipped} skipped (no running node)`);
+    const final = await awaitConvergence(cluster, scenario.expect.convergeWithinMs);
+    convergence.record('final', final, scenario.expect.convergeWithinMs);
+    finalConvergenceMs = final.ok ? final.ms : null;
+    timeline.line(
+      final.ok
+        ? `converged: ${cluster.live().length} running agents equal after ${formatMs(final.ms)} (${describeLoad(load.lap())})`
+        : `NOT converged within ${formatMs(scenario.expect.convergeWithinMs)}: digest groups ${final.groups.map((g) => `[${compactNames(g)}]`).join(' ')}`,
+    );
+    if (expected.has('liveness')) await liveness.finalCheck();
+    if (expected.has('convergence')) results.convergence = convergence.result();
+    if (expected.has('writes')) results.writes = checkWrites(cluster);
+    if (expected.has('safety')) results.safety = safety.result();
+    if (expected.has('liveness')) results.liveness = liveness.result();
+    if (expected.has('state')) results.state = stateMoves.result();
+  } finally {
+    for (const cancel of cancels) cancel();
+    if (progress) clearInterval(progress);
+    timeline.clearProgress();
+    liveness.stop();
+    safety.stop();
+    stateMoves.stop();
+    unsubscribeRuns();
+  }
+  const wallMs = performance.now() - t0;
+  const stats = cluster.net.stats();
+  const metrics: RunMetrics = {
+    wallMs: Math.round(wallMs),
+    nodes: { total: cluster.names().length, runningAtEnd: cluster.live().length },
+    startupMs: Math.round(startupMs),
+    memoryPerAgentMb: round1(memoryPerAgentMb),
+    writes: { acked: cluster.ackedWrites().length, skipped: writerTotals.skipped },
+    finalConvergenceMs: finalConvergenceMs === null ? null : Math.round(finalConvergenceMs),
+    recoveries: liveness.recoveryTimes().map((r) => ({ event: r.event, ms: r.ms === null ? null : Math.round(r.ms) })),
+    processes: processCounts,
+    network: {
+      bytes: stats.totalBytes,
+      connectionsOpened: stats.connections.opened,
+      dialsRefused: stats.connections.dialsRefused,
+    },
+    load: load.overall(),
+  };
+  load.stop();
+  await cluster.close();
+  for (const res of Object.values(results)) {
+    timeline.raw(`${res.ok ? 'ok  ' : 'FAIL'} ${res.name}: ${res.summary}`);
+    for (const violation of res.violations) timeline.raw(`       ${violation}`);
+  }
+  timeline.raw(`load over the run: ${describeLoad(metrics.load)}, rss ${Math.round(metrics.load.rssMb)} MB`);
+  const ok = Object.values(results).every((r) => r.ok);
+  return { scenario: scenario.name, ok, invariants: results, metrics };
+}
+
+interface StepContext {
+  cluster: SimCluster;
+  ctx: SelectorContext;
+  timeline: Timeline;
+  prng: SelectorContext['prng'];
+  convergence: ConvergenceLog;
+  liveness: LivenessChecker;
+  writers: Promise<WriterOutcome>[];
+  cancels: (() => void)[];
+  load: LoadMonitor;
+}
+
+/** Does one step; returns the text of its timeline line. */
+async function executeStep(step: Step, index: number, s: StepContext): Promise<string> {
+  const { cluster, ctx } = s;
+  const pick = (selector: string | string[]) => resolveSelector(selector, ctx);
+  switch (step.action) {
+    case 'partition': {
+      // Groups naming nodes go first, so that "rest" is everything they left.
+      const isRest = (g: string | string[]) => (typeof g === 'string' ? g === 'rest' : g.includes('rest'));
+      const groups: string[][] = step.groups.map(() => []);
+      step.groups.forEach((g, i) => {
+        if (!isRest(g)) groups[i] = pick(g);
+      });
+      step.groups.forEach((g, i) => {
+        if (isRest(g)) groups[i] = pick(g);
+      });
+      cluster.partition(groups, step.mode);
+      return groups.map((g) => `[${compactNames(g)}]`).join(' | ');
+    }
+    case 'heal':
+      cluster.heal();
+      return 'every partition and cut removed';
+    case 'cut': {
+      const from = pick(step.from);
+      const to = pick(step.to);
+      for (const f of from) for (const t of to) if (f !== t) cluster.cut(f, t, step.abort_after);
+      return `${compactNames(from)} -/-> ${compactNames(to)}`;
+    }
+    case 'link': {
+      const params = definedLink(step.latency, step.jitter, step.loss);
+      if (step.a === undefined || step.b === undefined) {
+        cluster.defaultLink(params);
+        return `default link: ${JSON.stringify(params)}`;
+      }
+      const a = pick(step.a);
+      const b = pick(step.b);
+      for (const x of a) for (const y of b) if (x !== y) cluster.link(x, y, params);
+      return `${compactNames(a)} <-> ${compactNames(b)}: ${JSON.stringify(params)}`;
+    }
+    case 'loss': {
+      if (step.nodes === undefined) {
+        cluster.defaultLink({ lossPct: step.pct });
+        return `${step.pct}% loss on every link`;
+      }
+      const nodes = pick(step.nodes);
+      for (const x of nodes) for (const y of cluster.names()) if (x !== y) cluster.link(x, y, { lossPct: step.pct });
+      return `${step.pct}% loss on every link of ${compactNames(nodes)}`;
+    }
+    case 'crash': {
+      const nodes = pick(step.nodes);
+      await Promise.all(nodes.map((name) => cluster.crash(name)));
+      return compactNames(nodes);
+    }
+    case 'restart': {
+      const nodes = pick(step.nodes);
+      await Promise.all(nodes.map((name) => cluster.restart(name)));
+      return nodes.length === 0 ? '(nothing down)' : compactNames(nodes);
+    }
+    case 'join': {
+      const joined: string[] = [];
+      for (let i = 0; i < step.count; i++) joined.push(await cluster.join());
+      return compactNames(joined);
+    }
+    case 'skew': {
+      const nodes = pick(step.nodes);
+      for (const name of nodes) cluster.skew(name, step.by);
+      return `${compactNames(nodes)} by ${step.by >= 0 ? '+' : ''}${step.by} ms`;
+    }
+    case 'write': {
+      const made: string[] = [];
+      for (let i = 0; i < step.count; i++) {
+        const candidates = resolveSelector(step.nodes, { ...ctx, taken: new Set() }).filter((n) => cluster.isUp(n));
+        if (candidates.length === 0) throw new Error(`step ${index + 1}: no running node to write on`);
+        made.push(cluster.write(s.prng.pick(candidates)).key);
+      }
+      return `${made.length} write(s)`;
+    }
+    case 'writes': {
+      const nodes = pick(step.nodes);
+      const writer = startWriter(cluster, {
+        n: step.n,
+        rate: step.rate,
+        nodes: () => nodes,
+        pick: (candidates) => s.prng.pick(candidates),
+      });
+      s.cancels.push(writer.cancel);
+      s.writers.push(writer.done);
+      const what = `${step.n} at ${step.rate}/s on ${compactNames(nodes)}`;
+      if (!step.wait) return `${what} (in the background)`;
+      const outcome = await writer.done;
+      return `${what}: ${outcome.acked} acknowledged in ${formatMs(outcome.ms)}`;
+    }
+    case 'apply': {
+      const drafts = workloadDrafts(step.workload, step.count);
+      const via = step.via === undefined ? undefined : pick(step.via)[0];
+      for (const draft of drafts) cluster.apply(draft, via);
+      return drafts.length === 1
+        ? `${drafts[0]?.name} (${step.workload.scratch_class}, on_partition ${step.workload.on_partition}, ${step.workload.cpus} cpu)`
+        : `${drafts.length} workloads ${drafts[0]?.name}..${drafts.at(-1)?.name}`;
+    }
+    case 'drain': {
+      const nodes = pick(step.nodes);
+      for (const name of nodes) cluster.drain(name, !step.undrain);
+      return `${step.undrain ? 'undrain' : 'drain'} ${compactNames(nodes)}`;
+    }
+    case 'wait': {
+      if (step.until === 'converged') {
+        const outcome = await awaitConvergence(cluster, step.timeout);
+        s.convergence.record(`step ${index + 1}`, outcome, step.timeout);
+        return outcome.ok
+          ? `until converged: ${formatMs(outcome.ms)} (${describeLoad(s.load.lap())})`
+          : `until converged: NOT within ${formatMs(step.timeout)}`;
+      }
+      if (step.until === 'writes-done') {
+        const started = performance.now();
+        await Promise.all(s.writers);
+        return `until writes done: ${formatMs(performance.now() - started)}`;
+      }
+      const started = performance.now();
+      // Settled: running where placement puts it (a drain's move has finished), not merely somewhere.
+      while (!s.liveness.evaluate().settled) {
+        if (performance.now() - started > step.timeout) return `until placed: NOT within ${formatMs(step.timeout)}`;
+        await sleep(50);
+      }
+      return `until placed: ${formatMs(performance.now() - started)}`;
+    }
+    case 'flap': {
+      const nodes = pick(step.nodes);
+      for (let i = 0; i < step.times; i++) {
+        if (step.mode === 'crash') await Promise.all(nodes.map((n) => cluster.crash(n)));
+        else cluster.partition([nodes, cluster.names().filter((n) => !nodes.includes(n))]);
+        await sleep(step.down);
+        if (step.mode === 'crash') await Promise.all(nodes.map((n) => cluster.restart(n)));
+        else cluster.heal();
+        await sleep(step.up);
+      }
+      return `${compactNames(nodes)} ${step.times}× (${step.mode}, down ${step.down} ms, up ${step.up} ms)`;
+    }
+  }
+}
+
+function workloadDrafts(input: WorkloadInput, count: number | undefined): SimWorkloadDraft[] {
+  const base: Omit<SimWorkloadDraft, 'name'> = {
+    scratchClass: input.scratch_class,
+    onPartition: input.on_partition,
+    cpus: input.cpus,
+    memoryMb: input.memory_mb,
+    scratchMb: input.scratch_mb,
+    stopTimeoutMs: input.stop_timeout,
+    constraints: input.constraints,
+  };
+  if (count === undefined) return [{ ...base, name: input.name }];
+  return Array.from({ length: count }, (_, i) => ({ ...base, name: `${input.name}-${i + 1}` }));
+}
+
+function definedLink(latencyMs?: number, jitterMs?: number, lossPct?: number) {
+  return {
+    ...(latencyMs !== undefined ? { latencyMs } : {}),
+    ...(jitterMs !== undefined ? { jitterMs } : {}),
+    ...(lossPct !== undefined ? { lossPct } : {}),
+  };
+}
+
+function countProcess(counts: RunMetrics['processes'], event: RunEvent): void {
+  if (event.kind === 'start') counts.starts++;
+  else if (event.kind === 'stop') counts.stops++;
+  else counts.kills++;
+}
+
+function describeRun(event: RunEvent, cluster: SimCluster): string {
+  if (event.kind === 'start') {
+    const others = cluster.registry.runningOn(event.workload).filter((p) => p.node !== event.node).map((p) => p.node);
+    return `${event.workload}: process started on ${event.node} (state ${event.stateDigest.slice(7, 19)})${others.length > 0 ? `; also running on ${others.join(', ')}` : ''}`;
+  }
+  if (event.kind === 'stop') {
+    return `${event.workload}: process stopped on ${event.node} (${event.reason ?? 'no reason'}; state ${event.stateDigest?.slice(7, 19) ?? '?'})`;
+  }
+  return `${event.workload}: process killed with ${event.node}`;
+}
+
+function formatMs(ms: number | null): string {
+  if (ms === null) return 'never';
+  return ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
