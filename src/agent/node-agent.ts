@@ -5,6 +5,7 @@ import { enrollmentGater } from '../gossip/gater.js';
 import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from '../gossip/index.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
+import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
@@ -170,7 +171,8 @@ export class NodeAgent {
           ? {
               connectionGater: enrollmentGater({
                 isPeerAllowed: trust.isPeerAllowed,
-                onDenied: (_peerId, stage) => trust.countDenied(stage),
+                ...(options.overlay ? { isRemoteAddrAllowed: overlayAddressCheck(trust.overlayCidr) } : {}),
+                onDenied: (_peerIdOrAddr, stage) => trust.countDenied(stage),
               }),
               isSenderAllowed: trust.isSenderAllowed,
             }
@@ -293,6 +295,20 @@ export class NodeAgent {
   sameStateAs(other: NodeAgent): boolean {
     return DOC_NAMES.every((name) => this.state.digest(name) === other.state.digest(name));
   }
+}
+
+/** Inbound connections in overlay mode must come from an overlay address (see enrollmentGater). */
+function overlayAddressCheck(overlayCidr: string): (remoteAddr: string) => boolean {
+  const cidr = parseOverlayCidr(overlayCidr);
+  return (remoteAddr) => {
+    const ip = /^\/ip4\/([0-9.]+)\//.exec(remoteAddr)?.[1];
+    if (ip === undefined) return false;
+    try {
+      return isHostInCidr(cidr, parseIpv4(ip));
+    } catch {
+      return false;
+    }
+  };
 }
 
 /** A bundle must belong to this org, this node id and this libp2p key, or nobody would admit us. */

@@ -27,6 +27,7 @@ type RevokedListener = (peerIds: string[]) => void;
  */
 export class EnrollmentTrust {
   readonly caPublicKey: string;
+  readonly overlayCidr: string;
   readonly self: SignedEnrollment;
   private readonly bundle: EnrollmentBundle;
   private readonly enrollment: EnrollmentView;
@@ -43,6 +44,7 @@ export class EnrollmentTrust {
   constructor(options: EnrollmentTrustOptions) {
     this.bundle = options.bundle;
     this.caPublicKey = options.bundle.caPublicKey;
+    this.overlayCidr = options.bundle.overlayCidr;
     this.self = options.bundle.record;
     this.enrollment = options.enrollment;
     this.logger = options.logger.child({ component: 'trust' });
@@ -74,7 +76,8 @@ export class EnrollmentTrust {
    */
   start(): void {
     const present = new Map(this.enrollment.rawEntries('nodes'));
-    if (JSON.stringify(present.get(this.self.nodeId)) !== JSON.stringify(this.self)) this.enrollment.put(this.self);
+    if (JSON.stringify(present.get(this.self.nodeId)) !== JSON.stringify(this.self))
+      this.enrollment.put(this.self);
     for (const seed of this.bundle.seedRecords) {
       if (!present.has(seed.nodeId) && seed.nodeId !== this.self.nodeId) this.enrollment.put(seed);
     }

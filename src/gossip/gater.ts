@@ -1,4 +1,4 @@
-import type { ConnectionGater, PeerId } from '@libp2p/interface';
+import type { ConnectionGater, MultiaddrConnection, PeerId } from '@libp2p/interface';
 
 /**
  * The enrollment gate (DESIGN: "Nothing trusted that is not enrolled"): libp2p
@@ -16,6 +16,7 @@ import type { ConnectionGater, PeerId } from '@libp2p/interface';
  */
 
 export type GateStage =
+  | 'inbound-address'
   | 'dial-peer'
   | 'inbound-encrypted'
   | 'outbound-encrypted'
@@ -24,8 +25,16 @@ export type GateStage =
 
 export interface EnrollmentGaterOptions {
   isPeerAllowed: (peerId: string) => boolean;
-  /** Told about every denial (for a log line or a counter). */
-  onDenied?: (peerId: string, stage: GateStage) => void;
+  /**
+   * Checks an inbound connection's remote address before anything else runs.
+   * With the WireGuard overlay the agent listens on its overlay IP, which
+   * Linux also answers from the underlay; only overlay source addresses are
+   * admitted then (a TCP handshake cannot complete from a forged source,
+   * since the replies go out through WireGuard).
+   */
+  isRemoteAddrAllowed?: (remoteAddr: string) => boolean;
+  /** Told about every denial: the peer id, or the remote address at stage 'inbound-address'. */
+  onDenied?: (peerIdOrAddr: string, stage: GateStage) => void;
 }
 
 export function enrollmentGater(options: EnrollmentGaterOptions): ConnectionGater {
@@ -38,7 +47,18 @@ export function enrollmentGater(options: EnrollmentGaterOptions): ConnectionGate
     (stage: GateStage) =>
     (peer: PeerId): boolean =>
       deny(peer.toString(), stage);
+  const checkAddr = options.isRemoteAddrAllowed;
   return {
+    ...(checkAddr
+      ? {
+          denyInboundConnection: (maConn: MultiaddrConnection): boolean => {
+            const addr = maConn.remoteAddr.toString();
+            if (checkAddr(addr)) return false;
+            options.onDenied?.(addr, 'inbound-address');
+            return true;
+          },
+        }
+      : {}),
     denyDialPeer: at('dial-peer'),
     denyInboundEncryptedConnection: at('inbound-encrypted'),
     denyOutboundEncryptedConnection: at('outbound-encrypted'),

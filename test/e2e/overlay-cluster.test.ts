@@ -607,7 +607,11 @@ test('three agents in network namespaces gossip only over their WireGuard overla
       const rogueOrg = join(dir, 'rogue-org');
       // Same org name and CIDR, its own CA: everything looks right but the signature.
       await siloJson(['org', 'init', '--dir', rogueOrg, '--name', ORG, '--cidr', OVERLAY_CIDR]);
-      const deniedBefore = await Promise.all(members.map((m) => deniedAt(m, 'inbound-encrypted')));
+      // Its SYNs come from its underlay address: the overlay-source check refuses them
+      // before noise even runs (stage inbound-address); the enrollment gate would be next.
+      const refusals = async (m: ClusterNode) =>
+        (await deniedAt(m, 'inbound-address')) + (await deniedAt(m, 'inbound-encrypted'));
+      const deniedBefore = await Promise.all(members.map(refusals));
       const intruder = await addNode({
         lab,
         id: 'intruder',
@@ -640,11 +644,11 @@ test('three agents in network namespaces gossip only over their WireGuard overla
         }
       })();
       try {
-        // Proof that its dials reach libp2p: each agent's gate refused it after the noise handshake.
+        // Proof that its dials reach libp2p: each agent's gate refused it.
         for (const [i, m] of members.entries()) {
           await waitFor(
             `${m.id}'s gate to refuse the intruder`,
-            async () => (await deniedAt(m, 'inbound-encrypted')) > deniedBefore[i]!,
+            async () => (await refusals(m)) > deniedBefore[i]!,
             30_000,
           );
         }
