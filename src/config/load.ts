@@ -69,7 +69,8 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   return issues.map((issue) => {
     const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
-    if (issue.code === 'unrecognized_keys') return `${key}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    if (issue.code === 'unrecognized_keys')
+      return `${key}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
     return `${key}: ${issue.message}`;
   });
 }
@@ -88,7 +89,9 @@ export function loadAgentConfig(file: string, env: NodeJS.ProcessEnv = process.e
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(file, [`cannot read file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`]);
+    throw new ConfigError(file, [
+      `cannot read file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    ]);
   }
   let raw: unknown;
   try {

@@ -43,7 +43,10 @@ const GossipSection = z
 const OverlaySection = z
   .object({
     mode: z.enum(['none', 'wireguard']).default('none'),
-    interface: z.string().regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'interface name: up to 15 chars [a-zA-Z0-9_.-]').optional(),
+    interface: z
+      .string()
+      .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'interface name: up to 15 chars [a-zA-Z0-9_.-]')
+      .optional(),
     listen_port: z.number().int().min(1).max(65535).default(51820),
   })
   .strict();
@@ -97,23 +100,36 @@ export const AgentConfigSchema = z
   .superRefine((config, ctx) => {
     const g = config.gossip;
     if (!(g.suspect_after < g.dead_after)) {
-      ctx.addIssue({ code: 'custom', path: ['gossip', 'suspect_after'], message: 'must be less than gossip.dead_after' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['gossip', 'suspect_after'],
+        message: 'must be less than gossip.dead_after',
+      });
     }
     if (!(g.heartbeat < g.suspect_after)) {
-      ctx.addIssue({ code: 'custom', path: ['gossip', 'heartbeat'], message: 'must be less than gossip.suspect_after' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['gossip', 'heartbeat'],
+        message: 'must be less than gossip.suspect_after',
+      });
     }
     if (!(config.services.fence_after < g.dead_after)) {
       ctx.addIssue({
         code: 'custom',
         path: ['services', 'fence_after'],
-        message: 'must be less than gossip.dead_after (a cut-off holder must fence itself before others take over)',
+        message:
+          'must be less than gossip.dead_after (a cut-off holder must fence itself before others take over)',
       });
     }
     if (config.api.tcp && !config.api.token_file) {
       ctx.addIssue({ code: 'custom', path: ['api', 'token_file'], message: 'required when api.tcp is set' });
     }
     if (config.overlay.mode === 'wireguard' && !config.overlay.interface) {
-      ctx.addIssue({ code: 'custom', path: ['overlay', 'interface'], message: 'required when overlay.mode = "wireguard"' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['overlay', 'interface'],
+        message: 'required when overlay.mode = "wireguard"',
+      });
     }
   });
 

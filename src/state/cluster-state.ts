@@ -91,7 +91,10 @@ export class ClusterState {
     if (!(update instanceof Uint8Array)) throw new InvalidUpdateError(name, 'update is not bytes');
     if (update.byteLength === 0) throw new InvalidUpdateError(name, 'update is empty');
     if (update.byteLength > this.maxUpdateBytes) {
-      throw new InvalidUpdateError(name, `update is ${update.byteLength} bytes, limit ${this.maxUpdateBytes}`);
+      throw new InvalidUpdateError(
+        name,
+        `update is ${update.byteLength} bytes, limit ${this.maxUpdateBytes}`,
+      );
     }
     try {
       Y.decodeUpdate(update);

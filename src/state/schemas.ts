@@ -10,7 +10,9 @@ import { z } from 'zod';
 export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const WORKLOAD_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
-export const NodeIdSchema = z.string().regex(NODE_ID_PATTERN, 'node id: lowercase letters, digits and "-", 1-63 chars');
+export const NodeIdSchema = z
+  .string()
+  .regex(NODE_ID_PATTERN, 'node id: lowercase letters, digits and "-", 1-63 chars');
 export const WorkloadNameSchema = z
   .string()
   .regex(WORKLOAD_NAME_PATTERN, 'workload name: lowercase letters, digits, "-" and "_", 1-63 chars');
@@ -93,7 +95,15 @@ export const WorkloadSpecSchema = z.object({
 });
 export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
 
-export const PhaseSchema = z.enum(['pending', 'pulling', 'starting', 'running', 'stopping', 'released', 'failed']);
+export const PhaseSchema = z.enum([
+  'pending',
+  'pulling',
+  'starting',
+  'running',
+  'stopping',
+  'released',
+  'failed',
+]);
 export type Phase = z.infer<typeof PhaseSchema>;
 
 export const SnapshotRefSchema = z.object({

@@ -17,7 +17,10 @@ export function createLogger(options: LoggerOptions): Logger {
     return pino({
       level: options.level,
       base: options.base ?? null,
-      transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname' } },
+      transport: {
+        target: 'pino-pretty',
+        options: { destination: 2, colorize: true, ignore: 'pid,hostname' },
+      },
     });
   }
   return pino({ level: options.level, base: options.base ?? null }, pino.destination(2));

@@ -74,7 +74,8 @@ describe('enrolled agents on loopback', () => {
     const restarted = await cluster.start(node, node.bundle.seedPeers);
     assert.equal(restarted.workloads.get('written-before-restart')?.name, 'written-before-restart');
     // Nothing was lost: the restored documents contain everything acknowledged before the stop.
-    for (const doc of ['workloads', 'observed'] as const) assert.equal(restarted.state.digest(doc), digests[doc]);
+    for (const doc of ['workloads', 'observed'] as const)
+      assert.equal(restarted.state.digest(doc), digests[doc]);
     await waitFor('restarted agent reconnected', () => restarted.gossip.peers().length >= 1);
     restarted.workloads.put(spec('written-after-restart'));
     await waitFor('post-restart write everywhere', () =>
@@ -93,13 +94,17 @@ describe('enrolled agents on loopback', () => {
       await intruder.start();
       // The dial may complete on the intruder's side before the agent's gate
       // (which runs once noise has authenticated the peer id) closes it.
-      for (const agent of agents()) await intruder.gossip.dial(agent.gossip.multiaddrs()[0]!).catch(() => undefined);
+      for (const agent of agents())
+        await intruder.gossip.dial(agent.gossip.multiaddrs()[0]!).catch(() => undefined);
       await waitFor('every agent refused the intruder', () => intruder.gossip.peers().length === 0, 10_000);
       intruder.workloads.put(spec('injected'));
       await new Promise((resolve) => setTimeout(resolve, 1500));
       for (const agent of agents()) {
         assert.equal(agent.workloads.get('injected'), undefined);
-        assert.ok(!agent.gossip.peers().includes(intruder.gossip.peerId), `${agent.nodeId} admitted the intruder`);
+        assert.ok(
+          !agent.gossip.peers().includes(intruder.gossip.peerId),
+          `${agent.nodeId} admitted the intruder`,
+        );
       }
     } finally {
       await intruder.stop();

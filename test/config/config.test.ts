@@ -21,7 +21,8 @@ function expectConfigError(fn: () => unknown, ...fragments: string[]): ConfigErr
     fn();
   } catch (err) {
     assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    for (const fragment of fragments) assert.match(err.message, new RegExp(fragment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    for (const fragment of fragments)
+      assert.match(err.message, new RegExp(fragment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
     return err;
   }
   assert.fail('expected a ConfigError');
@@ -30,7 +31,10 @@ function expectConfigError(fn: () => unknown, ...fragments: string[]): ConfigErr
 describe('agent config', () => {
   test('the shipped config/agent.toml is valid and matches the built-in defaults', () => {
     const shipped = loadAgentConfig('config/agent.toml', {});
-    const minimal = loadAgentConfig(writeConfig('minimal.toml', 'org = "example"\n[node]\nid = "node-1"\n'), {});
+    const minimal = loadAgentConfig(
+      writeConfig('minimal.toml', 'org = "example"\n[node]\nid = "node-1"\n'),
+      {},
+    );
     assert.deepEqual(shipped, minimal);
     assert.equal(shipped.gossip.dead_after, 10_000);
     assert.equal(shipped.gossip.heartbeat, 1000);
@@ -39,11 +43,20 @@ describe('agent config', () => {
 
   test('environment overrides win over the file and are validated', () => {
     const file = writeConfig('env.toml', 'org = "example"\n[node]\nid = "node-1"\n');
-    const config = loadAgentConfig(file, { SILO_GOSSIP_DEAD_AFTER: '20s', SILO_LOG_LEVEL: 'debug', SILO_ORG: 'other' });
+    const config = loadAgentConfig(file, {
+      SILO_GOSSIP_DEAD_AFTER: '20s',
+      SILO_LOG_LEVEL: 'debug',
+      SILO_ORG: 'other',
+    });
     assert.equal(config.gossip.dead_after, 20_000);
     assert.equal(config.log.level, 'debug');
     assert.equal(config.org, 'other');
-    expectConfigError(() => loadAgentConfig(file, { SILO_GOSSIP_HEARTBEAT: 'often' }), file, 'gossip.heartbeat', 'duration');
+    expectConfigError(
+      () => loadAgentConfig(file, { SILO_GOSSIP_HEARTBEAT: 'often' }),
+      file,
+      'gossip.heartbeat',
+      'duration',
+    );
   });
 
   test('variables outside the config namespace are ignored', () => {
@@ -51,9 +64,19 @@ describe('agent config', () => {
   });
 
   test('errors name the file, the key and the problem', () => {
-    const file = writeConfig('bad.toml', 'org = "Bad Org"\n[node]\nid = "node-1"\nbogus = 1\n[gossip]\nheartbeat = "5s"\n');
-    const err = expectConfigError(() => loadAgentConfig(file, {}), file, 'org:', 'node: unknown key(s) "bogus"');
-    assert.ok(err.problems.some((p) => p.startsWith('gossip.heartbeat: must be less than gossip.suspect_after')));
+    const file = writeConfig(
+      'bad.toml',
+      'org = "Bad Org"\n[node]\nid = "node-1"\nbogus = 1\n[gossip]\nheartbeat = "5s"\n',
+    );
+    const err = expectConfigError(
+      () => loadAgentConfig(file, {}),
+      file,
+      'org:',
+      'node: unknown key(s) "bogus"',
+    );
+    assert.ok(
+      err.problems.some((p) => p.startsWith('gossip.heartbeat: must be less than gossip.suspect_after')),
+    );
   });
 
   test('timing rules: fence_after < dead_after, suspect_after < dead_after', () => {
@@ -61,11 +84,18 @@ describe('agent config', () => {
       'timing.toml',
       'org = "o"\n[node]\nid = "n"\n[gossip]\ndead_after = "5s"\n[services]\nfence_after = "5s"\n',
     );
-    expectConfigError(() => loadAgentConfig(file, {}), 'services.fence_after: must be less than gossip.dead_after');
+    expectConfigError(
+      () => loadAgentConfig(file, {}),
+      'services.fence_after: must be less than gossip.dead_after',
+    );
   });
 
   test('missing file, TOML syntax error and missing required keys', () => {
-    expectConfigError(() => loadAgentConfig(join(dir, 'nope.toml'), {}), 'nope.toml', 'cannot read file (ENOENT)');
+    expectConfigError(
+      () => loadAgentConfig(join(dir, 'nope.toml'), {}),
+      'nope.toml',
+      'cannot read file (ENOENT)',
+    );
     const broken = writeConfig('broken.toml', 'org = "x\n');
     expectConfigError(() => loadAgentConfig(broken, {}), broken, 'TOML syntax error');
     const empty = writeConfig('empty.toml', '');
@@ -77,7 +107,11 @@ describe('agent config', () => {
       'api.toml',
       'org = "o"\n[node]\nid = "n"\n[api]\ntcp = "127.0.0.1:7947"\n[overlay]\nmode = "wireguard"\n',
     );
-    expectConfigError(() => loadAgentConfig(file, {}), 'api.token_file: required', 'overlay.interface: required');
+    expectConfigError(
+      () => loadAgentConfig(file, {}),
+      'api.token_file: required',
+      'overlay.interface: required',
+    );
   });
 
   test('durations', () => {

@@ -70,7 +70,9 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
 
 /** The issued records of the nodes the seed multiaddrs point at (by their /p2p/ peer id). */
 function seedRecordsOf(seeds: string[], issued: Map<string, SignedEnrollment>): SignedEnrollment[] {
-  const peerIds = new Set(seeds.map((seed) => /\/p2p\/([^/]+)/.exec(seed)?.[1]).filter((id) => id !== undefined));
+  const peerIds = new Set(
+    seeds.map((seed) => /\/p2p\/([^/]+)/.exec(seed)?.[1]).filter((id) => id !== undefined),
+  );
   return [...issued.values()].filter((record) => peerIds.has(record.peerId));
 }
 
