@@ -1,6 +1,6 @@
 import '../src/util/polyfill.js';
 import os from 'node:os';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { docTopic, GossipLayer } from '../src/gossip/index.js';
@@ -109,6 +109,12 @@ async function main(): Promise<void> {
   const envelopesBefore = await Promise.all(
     nodes.map((x) => metric(x.registry, 'silo_gossip_updates_published_total')),
   );
+  const syncBefore = await sumMetric(nodes, 'silo_sync_sessions_total');
+  const gcPauses: number[] = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gcPauses.push(entry.duration);
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
   loop.enable();
   const latencies: number[] = [];
   let timeouts = 0;
@@ -119,13 +125,19 @@ async function main(): Promise<void> {
     const arrived = new Promise<void>((resolve) => pending.set(key, { remaining: n - 1, done: resolve }));
     const t0 = performance.now();
     writer.state.transactLocal('workloads', (doc) => doc.getMap('specs').set(key, { ...payload, i }));
-    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000));
+    let timeout: NodeJS.Timeout | undefined;
+    const timer = new Promise<'timeout'>((r) => {
+      timeout = setTimeout(() => r('timeout'), 10_000);
+    });
     if ((await Promise.race([arrived, timer])) === 'timeout') timeouts++;
     else latencies.push(performance.now() - t0);
+    clearTimeout(timeout);
     pending.delete(key);
     await new Promise((r) => setTimeout(r, 5));
   }
   loop.disable();
+  gcObserver.disconnect();
+  const syncSessions = (await sumMetric(nodes, 'silo_sync_sessions_total')) - syncBefore;
   const bytesAfter = await Promise.all(
     nodes.map((x) => metric(x.registry, 'silo_gossip_published_bytes_total')),
   );
@@ -172,6 +184,12 @@ async function main(): Promise<void> {
     meshPeersAfterWarmup: meshSizes,
     connectionsAfterWarmup: connections,
     meshlessEvents: meshless.reduce((a, b) => a + b, 0),
+    syncSessionsDuringWrites: syncSessions,
+    gcDuringWrites: {
+      pauses: gcPauses.length,
+      totalMs: round(gcPauses.reduce((a, b) => a + b, 0)),
+      maxMs: round(Math.max(0, ...gcPauses)),
+    },
     // The histogram includes its 10 ms sampling interval; reported as the delay beyond it.
     eventLoopDelayMs: {
       p50: round(loop.percentile(50) / 1e6 - LOOP_RESOLUTION_MS),
@@ -179,6 +197,11 @@ async function main(): Promise<void> {
     },
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+async function sumMetric(nodes: BenchNode[], name: string): Promise<number> {
+  const values = await Promise.all(nodes.map((x) => metric(x.registry, name)));
+  return values.reduce((a, b) => a + b, 0);
 }
 
 async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<void> {

@@ -61,28 +61,34 @@ export interface SimTiming {
   maxParallel: number;
 }
 
-/** Scaled-down defaults: seconds instead of tens of seconds, but several heartbeats per suspicion. */
+/**
+ * The agent's defaults (config/schema) scaled down by about 2 so that
+ * scenarios finish in tens of seconds, with the same ratios: several
+ * heartbeats per suspicion, fence_after < dead_after. Much shorter
+ * heartbeats cost too much CPU once many agents share one event loop
+ * (docs/sim.md, "Scale").
+ */
 export const DEFAULT_SIM_TIMING: SimTiming = {
-  heartbeatMs: 500,
-  suspectAfterMs: 1500,
-  deadAfterMs: 3000,
-  syncGraceMs: 1000,
-  syncIntervalMs: 5000,
+  heartbeatMs: 1000,
+  suspectAfterMs: 3000,
+  deadAfterMs: 6000,
+  syncGraceMs: 2000,
+  syncIntervalMs: 10_000,
   syncTimeoutMs: 10_000,
-  gossipHeartbeatMs: 500,
+  gossipHeartbeatMs: 1000,
   batchMs: 5,
-  redialIntervalMs: 500,
-  redialBackoffMaxMs: 2000,
-  meshCheckIntervalMs: 500,
+  redialIntervalMs: 1000,
+  redialBackoffMaxMs: 5000,
+  meshCheckIntervalMs: 1000,
   targetConnections: 6,
-  fenceAfterMs: 1800,
-  claimSettleMs: 500,
-  fenceSlackMs: 500,
+  fenceAfterMs: 4000,
+  claimSettleMs: 1000,
+  fenceSlackMs: 1000,
   clockDriftPpm: 1000,
-  tickMs: 250,
-  debounceMs: 30,
-  checkpointIntervalMs: 1000,
-  handoffMs: 1000,
+  tickMs: 500,
+  debounceMs: 50,
+  checkpointIntervalMs: 2000,
+  handoffMs: 2000,
   replicas: 1,
   maxParallel: 1,
 };
@@ -106,6 +112,8 @@ export interface SimClusterOptions {
   /** Capacity every node enrolls with. */
   capacity?: Capacity;
   runner?: Partial<SimRunnerTiming>;
+  /** Agents started at once by `start()` (default 4). */
+  startConcurrency?: number;
   /** Run the reconcile loop with simulated processes (default true). */
   reconciler?: boolean;
   logger?: Logger;
@@ -174,6 +182,7 @@ export class SimCluster {
   private groups: string[][] | null = null;
   private readonly cuts = new Set<string>();
   private writeSeq = 0;
+  private lastIndex = 0;
   private closed = false;
 
   private constructor(options: SimClusterOptions, root: string, ownsRoot: boolean, image: SimImage) {
@@ -203,7 +212,14 @@ export class SimCluster {
     await mkdir(root, { recursive: true });
     const cluster = new SimCluster(options, root, ownsRoot, await buildSimImage(root));
     try {
-      for (let i = 0; i < options.nodes; i++) await cluster.addAndStart();
+      // A few at a time: each start waits on disk and on its first dials, not only on CPU.
+      // The first agent alone, so that every later one has someone to dial.
+      const concurrency = options.startConcurrency ?? 4;
+      await cluster.addAndStart();
+      for (let started = 1; started < options.nodes; started += concurrency) {
+        const wave = Math.min(concurrency, options.nodes - started);
+        await Promise.all(Array.from({ length: wave }, () => cluster.addAndStart()));
+      }
       cluster.recordFault('start', cluster.names(), `${options.nodes} agents`);
     } catch (err) {
       await cluster.close();
@@ -216,16 +232,20 @@ export class SimCluster {
 
   /** Every node ever added, in creation order (`n1`, `n2`, ...). */
   names(): string[] {
-    return [...this.nodes.keys()];
+    return this.ordered().map((n) => n.name);
   }
 
   /** Nodes whose agent runs now. */
   live(): string[] {
-    return [...this.nodes.values()].filter((n) => n.up).map((n) => n.name);
+    return this.ordered()
+      .filter((n) => n.up)
+      .map((n) => n.name);
   }
 
   down(): string[] {
-    return [...this.nodes.values()].filter((n) => !n.up).map((n) => n.name);
+    return this.ordered()
+      .filter((n) => !n.up)
+      .map((n) => n.name);
   }
 
   isUp(name: string): boolean {
@@ -259,7 +279,7 @@ export class SimCluster {
   /** A new node (next name) joins: a fresh key and data dir, dialing random running agents. */
   async join(): Promise<string> {
     const name = await this.addAndStart();
-    this.recordFault('join', [name], 'new agent');
+    this.recordFault('join', [name], name);
     return name;
   }
 
@@ -274,7 +294,7 @@ export class SimCluster {
     node.up = false;
     this.net.crash(name);
     node.runner?.kill();
-    this.recordFault('crash', [name], 'node crashed');
+    this.recordFault('crash', [name], name);
     await this.teardown(node);
   }
 
@@ -284,7 +304,7 @@ export class SimCluster {
     if (node.up) throw new Error(`restart: ${name} is running`);
     this.net.recover(name);
     await this.startAgent(node);
-    this.recordFault('restart', [name], `start #${node.starts}`);
+    this.recordFault('restart', [name], `${name} (start #${node.starts})`);
   }
 
   // ---- network faults -----------------------------------------------------------------------------------
@@ -308,7 +328,7 @@ export class SimCluster {
     this.net.heal();
     this.groups = null;
     this.cuts.clear();
-    this.recordFault('heal', [], 'network healed');
+    this.recordFault('heal', [], 'of the network');
   }
 
   link(a: string, b: string, params: Partial<LinkParams>): void {
@@ -325,7 +345,7 @@ export class SimCluster {
   skew(name: string, skewMs: number): void {
     this.requireNode(name);
     this.clock.setSkew(name, skewMs);
-    this.recordFault('skew', [name], `${skewMs >= 0 ? '+' : ''}${skewMs} ms`);
+    this.recordFault('skew', [name], `${name} ${skewMs >= 0 ? '+' : ''}${skewMs} ms`);
   }
 
   /** The partition groups in force (null when there is none). */
@@ -379,7 +399,7 @@ export class SimCluster {
     this.requireNode(name);
     const through = via ?? this.operator();
     this.agent(through).enrollment.setDraining(name, { draining, at: Date.now(), by: 'sim' });
-    this.recordFault('drain', [name], draining ? 'drain' : 'undrain');
+    this.recordFault('drain', [name], draining ? name : `${name} lifted`);
   }
 
   /** The workload specs as the first running agent sees them. */
@@ -446,6 +466,10 @@ export class SimCluster {
 
   // ---- internals ----------------------------------------------------------------------------------------
 
+  private ordered(): SimNode[] {
+    return [...this.nodes.values()].sort((a, b) => a.index - b.index);
+  }
+
   private operator(): string {
     const first = this.live()[0];
     if (first === undefined) throw new Error('no running agent to write through');
@@ -453,10 +477,11 @@ export class SimCluster {
   }
 
   private async addAndStart(): Promise<string> {
-    const index = this.nodes.size + 1;
+    // Name reserved before the first await: several starts may run at once.
+    const index = ++this.lastIndex;
     const name = `n${index}`;
-    const key = await generateNodeKey();
     this.net.addNode(name);
+    const key = await generateNodeKey();
     const node: SimNode = {
       name,
       index,
@@ -646,3 +671,4 @@ export function compactNames(names: readonly string[]): string {
   }
   return parts.join(', ');
 }
+

@@ -178,7 +178,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     timeline.line(
       final.ok
         ? `converged: ${cluster.live().length} running agents equal after ${formatMs(final.ms)} (${describeLoad(load.lap())})`
-        : `NOT converged within ${formatMs(scenario.expect.convergeWithinMs)}: digest groups ${final.groups.map((g) => `[${compactNames(g)}]`).join(' ')}`,
+        : `NOT converged within ${formatMs(scenario.expect.convergeWithinMs)}: digest groups ${final.groups.map((g) => `[${compactNames(g)}]`).join(' ')}, ${final.crossLinks} connections between them`,
     );
     if (expected.has('liveness')) await liveness.finalCheck();
     if (expected.has('convergence')) results.convergence = convergence.result();

@@ -121,8 +121,8 @@ export class LivenessService {
   private readonly topic: string;
   /** nodeId → libp2p peer id that signed its latest heartbeat. */
   private readonly peerIds = new Map<string, string>();
-  /** nodeId → local time its digests were first seen differing from ours. */
-  private readonly mismatchSince = new Map<string, number>();
+  /** nodeId → its (unchanged) differing digests and the local time they were first seen. */
+  private readonly mismatch = new Map<string, { theirs: string; since: number }>();
   private seq = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
@@ -242,24 +242,33 @@ export class LivenessService {
     if (usable.length > 0) this.onPeerAddrs(signer, usable);
   }
 
+  /**
+   * A difference counts only while the peer's digests stay the same: a
+   * peer whose digests keep changing is receiving writes, and a snapshot of
+   * two nodes in the middle of a write burst almost always differs. Syncing
+   * on every such heartbeat cost a session per peer per grace during any
+   * sustained write load; a difference that survives the burst is caught
+   * once the peer settles (or by the periodic sync meanwhile).
+   */
   private compareDigests(heartbeat: Heartbeat, signer: string): void {
     const ours = this.state.digestsAll();
     const differs = DOC_NAMES.some((doc) => heartbeat.digests[doc] !== ours[doc]);
     if (!differs) {
-      this.mismatchSince.delete(heartbeat.nodeId);
+      this.mismatch.delete(heartbeat.nodeId);
       return;
     }
     const now = this.now();
-    const since = this.mismatchSince.get(heartbeat.nodeId);
-    if (since === undefined) {
-      this.mismatchSince.set(heartbeat.nodeId, now);
+    const theirs = DOC_NAMES.map((doc) => heartbeat.digests[doc]).join(' ');
+    const entry = this.mismatch.get(heartbeat.nodeId);
+    if (entry === undefined || entry.theirs !== theirs) {
+      this.mismatch.set(heartbeat.nodeId, { theirs, since: now });
       return;
     }
-    if (now - since >= this.syncGraceMs) {
+    if (now - entry.since >= this.syncGraceMs) {
       // Restart the grace so that a lasting difference (e.g. one side
       // cannot apply the other's update) costs one sync per grace, not one
       // per heartbeat.
-      this.mismatchSince.set(heartbeat.nodeId, now);
+      entry.since = now;
       this.metrics.digestSyncs.inc();
       this.logger.debug({ node: heartbeat.nodeId, peer: signer }, 'digests differ beyond grace; syncing');
       this.requestSync(signer);

@@ -7,6 +7,8 @@ export interface ConvergenceOutcome {
   ms: number;
   /** Agents grouped by digests at the end of the wait (one group when converged). */
   groups: string[][];
+  /** Live connections between agents of different groups at the end (0: the groups cannot talk). */
+  crossLinks: number;
 }
 
 const POLL_MS = 20;
@@ -21,10 +23,20 @@ export async function awaitConvergence(cluster: SimCluster, withinMs: number): P
   while (true) {
     const groups = cluster.digestGroups();
     const elapsed = performance.now() - started;
-    if (groups.length <= 1) return { ok: true, ms: elapsed, groups };
-    if (elapsed >= withinMs) return { ok: false, ms: elapsed, groups };
+    if (groups.length <= 1) return { ok: true, ms: elapsed, groups, crossLinks: 0 };
+    if (elapsed >= withinMs) return { ok: false, ms: elapsed, groups, crossLinks: crossLinks(cluster, groups) };
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
+}
+
+function crossLinks(cluster: SimCluster, groups: string[][]): number {
+  const groupOf = new Map<string, number>();
+  groups.forEach((group, i) => {
+    for (const name of group) groupOf.set(name, i);
+  });
+  return cluster.net
+    .liveConnections()
+    .filter((c) => groupOf.get(c.dialer) !== undefined && groupOf.get(c.dialer) !== groupOf.get(c.listener)).length;
 }
 
 /** Convergence checks made during a run (each `wait until converged` and the final one). */
@@ -49,7 +61,7 @@ export class ConvergenceLog {
           `${o.label}: not converged within ${o.withinMs} ms; digest groups ${o.outcome.groups.map((g) => g.length).join('/')} (e.g. ${o.outcome.groups
             .slice(0, 3)
             .map((g) => g.slice(0, 4).join(','))
-            .join(' | ')})`,
+            .join(' | ')}); ${o.outcome.crossLinks} connections between groups`,
       );
     const times = this.outcomes.map((o) => `${o.label} ${Math.round(o.outcome.ms)} ms`).join(', ');
     return result(
