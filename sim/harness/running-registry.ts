@@ -27,6 +27,8 @@ export interface RunStart {
   persistent: boolean;
   /** Digest of STATE_DIRECTORY's content when the process began (before it wrote anything). */
   stateDigest: string;
+  /** The simulated process's own write counter in STATE_DIRECTORY at its start (how much state it got). */
+  counter: number;
   /** Process id unique in the simulation, to pair a start with its end. */
   pid: number;
 }
@@ -39,6 +41,8 @@ export interface RunEnd {
   pid: number;
   /** Digest of STATE_DIRECTORY's content when the process was gone (null for a kill: nobody looked). */
   stateDigest: string | null;
+  /** The process's write counter when it ended (for a kill: what died with the node). */
+  counter: number;
   /** Why the runner stopped it (the reconcile loop's reason, e.g. "moving to n3: ..."); null for a kill. */
   reason: string | null;
 }

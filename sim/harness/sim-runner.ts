@@ -158,6 +158,7 @@ export class SimRunner implements ServiceRunner {
           workload: proc.spec.name,
           pid: proc.pid,
           stateDigest: null,
+          counter: proc.counter,
           reason: null,
         });
         proc.pid = null;
@@ -211,6 +212,7 @@ export class SimRunner implements ServiceRunner {
       exclusive: ownershipClass(spec) === 'exclusive',
       persistent: spec.scratchClass === 'persistent',
       stateDigest,
+      counter: proc.counter,
     });
     this.setPhase(proc, 'starting');
     await this.sleep(this.timing.startMs);
@@ -251,6 +253,7 @@ export class SimRunner implements ServiceRunner {
           workload: proc.spec.name,
           pid: proc.pid,
           stateDigest: await digestTree(dirs.state),
+          counter: proc.counter,
           reason,
         });
         proc.pid = null;

@@ -53,6 +53,8 @@ export interface RunMetrics {
   finalConvergenceMs: number | null;
   /** After each disruption: how long until every placeable workload ran. */
   recoveries: { event: string; ms: number | null }[];
+  /** Unplanned moves of persistent workloads and the writes they lost (restored from an older checkpoint). */
+  takeovers: { workload: string; from: string; to: string; previousEnd: string; lostWrites: number }[];
   processes: { starts: number; stops: number; kills: number };
   network: { bytes: number; connectionsOpened: number; dialsRefused: number };
   load: LoadSample;
@@ -108,9 +110,11 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     },
   });
   const processCounts = { starts: 0, stops: 0, kills: 0 };
+  const lastEnd = new Map<string, RunEvent>();
   const unsubscribeRuns = cluster.registry.subscribe((event) => {
     countProcess(processCounts, event);
-    timeline.line(describeRun(event, cluster), event.at);
+    timeline.line(describeRun(event, cluster, lastEnd), event.at);
+    if (event.kind !== 'start') lastEnd.set(event.workload, event);
     if (event.kind === 'start' && event.exclusive && cluster.registry.runningOn(event.workload).length > 1) {
       timeline.line(`SAFETY VIOLATION: ${event.workload} runs on ${cluster.registry.runningOn(event.workload).map((p) => p.node).join(' and ')}`, event.at);
     }
@@ -205,6 +209,13 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     writes: { acked: cluster.ackedWrites().length, skipped: writerTotals.skipped },
     finalConvergenceMs: finalConvergenceMs === null ? null : Math.round(finalConvergenceMs),
     recoveries: liveness.recoveryTimes().map((r) => ({ event: r.event, ms: r.ms === null ? null : Math.round(r.ms) })),
+    takeovers: stateMoves.takeovers().map((t) => ({
+      workload: t.workload,
+      from: t.from,
+      to: t.to,
+      previousEnd: t.previousEnd,
+      lostWrites: t.lostWrites,
+    })),
     processes: processCounts,
     network: {
       bytes: stats.totalBytes,
@@ -404,15 +415,20 @@ function countProcess(counts: RunMetrics['processes'], event: RunEvent): void {
   else counts.kills++;
 }
 
-function describeRun(event: RunEvent, cluster: SimCluster): string {
+function describeRun(event: RunEvent, cluster: SimCluster, lastEnd: Map<string, RunEvent>): string {
   if (event.kind === 'start') {
     const others = cluster.registry.runningOn(event.workload).filter((p) => p.node !== event.node).map((p) => p.node);
-    return `${event.workload}: process started on ${event.node} (state ${event.stateDigest.slice(7, 19)})${others.length > 0 ? `; also running on ${others.join(', ')}` : ''}`;
+    const previous = lastEnd.get(event.workload);
+    const from =
+      previous !== undefined && previous.node !== event.node
+        ? `; ${previous.node}'s process ended at ${previous.counter}${previous.counter > event.counter ? `: ${previous.counter - event.counter} writes lost` : ''}`
+        : '';
+    return `${event.workload}: process started on ${event.node} (state counter ${event.counter}${from})${others.length > 0 ? `; ALSO RUNNING on ${others.join(', ')}` : ''}`;
   }
   if (event.kind === 'stop') {
-    return `${event.workload}: process stopped on ${event.node} (${event.reason ?? 'no reason'}; state ${event.stateDigest?.slice(7, 19) ?? '?'})`;
+    return `${event.workload}: process stopped on ${event.node} at counter ${event.counter} (${event.reason ?? 'no reason'})`;
   }
-  return `${event.workload}: process killed with ${event.node}`;
+  return `${event.workload}: process killed with ${event.node} at counter ${event.counter}`;
 }
 
 function formatMs(ms: number | null): string {

@@ -185,7 +185,9 @@ export class LivenessChecker {
         placeableSomewhere.add(workload);
         const processes = running.get(workload) ?? [];
         const ready = processes.some((p) => p.ready && inGroup.has(p.node));
-        if (!ready) problems.push(`${workload} placeable (on ${assignment.node}) but not running`);
+        if (!ready) {
+          problems.push(`${workload} placeable (on ${assignment.node}) but not running; ${this.whyNot(assignment.node, workload)}`);
+        }
         const onTarget = processes.some((p) => p.ready && p.node === assignment.node);
         const elsewhere = processes.some((p) => p.node !== assignment.node && inGroup.has(p.node));
         if (!onTarget || elsewhere) settled = false;
@@ -194,6 +196,23 @@ export class LivenessChecker {
     const unplaceable = specs.map((s) => s.name).filter((name) => !placeableSomewhere.has(name));
     const ok = problems.length === 0;
     return { ok, problems, settled: ok && settled, placeable: placeableSomewhere.size, unplaceable };
+  }
+
+  /** What the target's own reconcile loop says about the workload (why it does not run it). */
+  private whyNot(node: string, workload: string): string {
+    if (!this.cluster.isUp(node)) return `${node} is down`;
+    const status = this.cluster.agent(node).reconciler?.loop?.status();
+    const entry = status?.workloads.find((w) => w.name === workload);
+    if (entry === undefined) return `${node}'s loop does not know it`;
+    const parts = [
+      `${node} places it on ${entry.assignment ?? '?'}`,
+      entry.action ? `action ${entry.action}` : null,
+      entry.waiting ? `waiting: ${entry.waiting}` : null,
+      entry.task ? `task ${entry.task}` : null,
+      entry.error ? `error: ${entry.error}` : null,
+      status?.lease ? `lease ${status.lease.held ? 'held' : 'not held'}` : null,
+    ];
+    return parts.filter((p) => p !== null).join(', ');
   }
 
   private specs(): WorkloadSpec[] {

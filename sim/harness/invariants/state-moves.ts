@@ -12,9 +12,22 @@ const PLANNED_MOVE_REASON = /^moving to /;
  * after a crash or a fence are not planned moves: they restore a
  * checkpoint and may lose recent writes by design (docs/placement.md, T4).
  */
+/** A persistent workload that started elsewhere after its holder was killed or fenced (not a planned move). */
+export interface Takeover {
+  workload: string;
+  from: string;
+  to: string;
+  at: number;
+  /** How the previous process ended: killed with its node, or stopped (fenced, agent stopping). */
+  previousEnd: 'kill' | 'stop';
+  /** Writes of the previous process the new one does not start with (checkpoint age), >= 0. */
+  lostWrites: number;
+}
+
 export class StateMoveChecker {
   private readonly lastEnd = new Map<string, RunEnd>();
   private readonly failures: string[] = [];
+  private readonly takeoverList: Takeover[] = [];
   private moves = 0;
   private readonly unsubscribe: () => void;
 
@@ -32,6 +45,11 @@ export class StateMoveChecker {
     this.unsubscribe();
   }
 
+  /** Unplanned moves and the state they lost (by design: docs/placement.md T4), for the report. */
+  takeovers(): readonly Takeover[] {
+    return this.takeoverList;
+  }
+
   result(): InvariantResult {
     return result(
       'state',
@@ -46,8 +64,18 @@ export class StateMoveChecker {
   private onStart(event: RunStart): void {
     if (!event.persistent) return;
     const end = this.lastEnd.get(event.workload);
-    if (end === undefined || end.kind !== 'stop' || end.node === event.node) return;
-    if (end.reason === null || !PLANNED_MOVE_REASON.test(end.reason)) return;
+    if (end === undefined || end.node === event.node) return;
+    if (end.kind !== 'stop' || end.reason === null || !PLANNED_MOVE_REASON.test(end.reason)) {
+      this.takeoverList.push({
+        workload: event.workload,
+        from: end.node,
+        to: event.node,
+        at: event.at,
+        previousEnd: end.kind,
+        lostWrites: Math.max(0, end.counter - event.counter),
+      });
+      return;
+    }
     this.moves++;
     if (end.stateDigest !== event.stateDigest) {
       this.failures.push(
