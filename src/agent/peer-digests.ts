@@ -1,6 +1,4 @@
-import type { Message } from '@libp2p/interface';
-import { decodeHeartbeat } from '../gossip/heartbeat.js';
-import { type GossipLayer, livenessTopic } from '../gossip/index.js';
+import type { GossipLayer, Heartbeat } from '../gossip/index.js';
 import type { ClusterState } from '../state/cluster-state.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
 
@@ -29,7 +27,6 @@ export interface ConvergenceEstimate {
 }
 
 export interface PeerDigestsOptions {
-  org: string;
   state: ClusterState;
   gossip: GossipLayer;
   /** Heartbeats older than this are left out of the estimate (their sender is likely gone). */
@@ -38,26 +35,20 @@ export interface PeerDigestsOptions {
 }
 
 /**
- * Follows the liveness topic (read-only: the liveness service validates and
- * answers for it) and keeps each peer's latest document digests, so the
- * control API can say whether this node agrees with the others and for how
- * long it has not. The gossip layer keeps these digests private; this is a
- * second listener rather than a change to it.
+ * Keeps each peer's latest document digests from its accepted heartbeats
+ * (GossipLayer.onHeartbeat), so the control API can say whether this node
+ * agrees with the others and for how long it has not.
  */
 export class PeerDigests {
-  private readonly topic: string;
   private readonly state: ClusterState;
   private readonly gossip: GossipLayer;
-  private readonly org: string;
   private readonly staleAfterMs: number;
   private readonly now: () => number;
   private readonly peers = new Map<string, { digests: Record<DocName, string>; receivedAt: number }>();
   private readonly differingSince = new Map<string, number>();
-  private readonly onMessage = (event: CustomEvent<Message>): void => this.observe(event.detail);
+  private unsubscribe: (() => void) | null = null;
 
   constructor(options: PeerDigestsOptions) {
-    this.org = options.org;
-    this.topic = livenessTopic(options.org);
     this.state = options.state;
     this.gossip = options.gossip;
     this.staleAfterMs = options.staleAfterMs;
@@ -65,11 +56,12 @@ export class PeerDigests {
   }
 
   start(): void {
-    this.gossip.node.services.pubsub.addEventListener('message', this.onMessage);
+    this.unsubscribe ??= this.gossip.onHeartbeat((heartbeat) => this.observe(heartbeat));
   }
 
   stop(): void {
-    this.gossip.node.services.pubsub.removeEventListener('message', this.onMessage);
+    this.unsubscribe?.();
+    this.unsubscribe = null;
   }
 
   /** The latest digests of `nodeId`, if a heartbeat was heard. */
@@ -94,11 +86,8 @@ export class PeerDigests {
     return { converged: peers.every((p) => p.inSync), lagMs, peers };
   }
 
-  private observe(message: Message): void {
-    if (message.topic !== this.topic) return;
-    const decoded = decodeHeartbeat(message.data, this.org);
-    if (!decoded.ok) return;
-    const { nodeId, digests } = decoded.heartbeat;
+  private observe(heartbeat: Heartbeat): void {
+    const { nodeId, digests } = heartbeat;
     this.peers.set(nodeId, { digests, receivedAt: this.now() });
     this.compare(nodeId, digests);
   }

@@ -102,7 +102,6 @@ export async function startAgent(
     },
   });
   const peerDigests = new PeerDigests({
-    org: config.org,
     state: agent.state,
     gossip: agent.gossip,
     staleAfterMs: config.gossip.suspect_after,

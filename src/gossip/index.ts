@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { FailureDetector } from './failure-detector.js';
+import type { Heartbeat } from './heartbeat.js';
 import { generateNodeKey } from './keys.js';
 import { LivenessService } from './liveness.js';
 import { MeshRepair } from './mesh-repair.js';
@@ -28,6 +29,7 @@ import { orgTopics } from './topics.js';
 export { PeerBlocklist } from './blocklist.js';
 export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js';
 export { FailureDetector } from './failure-detector.js';
+export type { Heartbeat } from './heartbeat.js';
 export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
 export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
 export type {
@@ -296,6 +298,11 @@ export class GossipLayer {
 
   syncWith(peerId: string): Promise<SyncResult> {
     return this.sync.syncWith(peerId);
+  }
+
+  /** Every accepted heartbeat of a peer (digests, incarnation, seq), as it arrives. */
+  onHeartbeat(listener: (heartbeat: Heartbeat) => void): () => void {
+    return this.liveness.onHeartbeat(listener);
   }
 
   /** The libp2p peer id that signs `nodeId`'s heartbeats, once one was heard. */

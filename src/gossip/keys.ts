@@ -10,14 +10,30 @@ export async function generateNodeKey(): Promise<PrivateKey> {
   return generateKeyPair('Ed25519');
 }
 
+/** A node key in libp2p's own protobuf encoding; what identity files store. */
+export class NodeKeyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NodeKeyError';
+  }
+}
+
 /** The libp2p protobuf encoding of a private key, for storing it on disk. */
 export function nodeKeyToBytes(key: PrivateKey): Uint8Array {
   return privateKeyToProtobuf(key);
 }
 
+/** Decodes a stored node key; throws NodeKeyError for garbage, truncation or a non-Ed25519 key. */
 export function nodeKeyFromBytes(bytes: Uint8Array): PrivateKey {
-  const key = privateKeyFromProtobuf(bytes);
-  if (key.type !== 'Ed25519') throw new Error(`node key must be Ed25519, got ${key.type}`);
+  let key: PrivateKey;
+  try {
+    key = privateKeyFromProtobuf(bytes);
+  } catch (err) {
+    throw new NodeKeyError(
+      `not a libp2p protobuf private key (truncated or garbage?): ${(err as Error).message}`,
+    );
+  }
+  if (key.type !== 'Ed25519') throw new NodeKeyError(`libp2p key is ${key.type}, expected Ed25519`);
   return key;
 }
 
@@ -34,4 +50,9 @@ export function isPeerIdString(value: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The key type a peer id string names ("Ed25519", "RSA", ...); throws for a string that is no peer id. */
+export function peerIdKeyType(value: string): string {
+  return peerIdFromString(value).type;
 }

@@ -124,6 +124,7 @@ export class LivenessService {
   /** nodeId → its (unchanged) differing digests and the local time they were first seen. */
   private readonly mismatch = new Map<string, { theirs: string; since: number }>();
   private seq = 0;
+  private readonly heartbeatListeners = new Set<(heartbeat: Heartbeat) => void>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private running = false;
@@ -222,7 +223,14 @@ export class LivenessService {
     this.peerIds.set(heartbeat.nodeId, signer);
     this.learnAddrs(heartbeat, signer);
     this.compareDigests(heartbeat, signer);
+    for (const listener of this.heartbeatListeners) listener(heartbeat);
     return TopicValidatorResult.Accept;
+  }
+
+  /** Called with every fresh heartbeat that passed validation (sender enrolled, newer than the last). */
+  onHeartbeat(listener: (heartbeat: Heartbeat) => void): () => void {
+    this.heartbeatListeners.add(listener);
+    return () => this.heartbeatListeners.delete(listener);
   }
 
   private learnAddrs(heartbeat: Heartbeat, signer: string): void {

@@ -1,5 +1,5 @@
-import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
+import { multiaddrProblem } from '../gossip/addresses.js';
 import { CapacitySchema, EnrollmentRecordSchema, SignedEnrollmentSchema } from '../state/schemas.js';
 import { formatIssues } from './issues.js';
 import { OrgNameSchema, OverlayCidrSchema } from './org.js';
@@ -13,11 +13,8 @@ import { OrgNameSchema, OverlayCidrSchema } from './org.js';
  */
 
 export const MultiaddrStringSchema = z.string().superRefine((value, ctx) => {
-  try {
-    multiaddr(value);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `not a multiaddr: ${(err as Error).message}` });
-  }
+  const problem = multiaddrProblem(value);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: `not a multiaddr: ${problem}` });
 });
 
 export const EnrollmentRequestSchema = z.strictObject({

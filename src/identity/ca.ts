@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
-import { peerIdFromString } from '@libp2p/peer-id';
 import { z } from 'zod';
+import { peerIdKeyType } from '../gossip/keys.js';
 import { parseWireguardEndpoint } from '../overlay/endpoints.js';
 import { WG_KEY_PATTERN } from '../overlay/wg.js';
 import {
@@ -229,7 +229,7 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
 function checkPeerId(peerId: string): void {
   let type: string;
   try {
-    type = peerIdFromString(peerId).type;
+    type = peerIdKeyType(peerId);
   } catch (err) {
     throw new EnrollmentFormatError('enrollment request', `peerId "${peerId}": ${(err as Error).message}`);
   }

@@ -1,9 +1,8 @@
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
-import type { Ed25519PrivateKey } from '@libp2p/interface';
-import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { z } from 'zod';
+import { generateNodeKey, NodeKeyError, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from '../gossip/keys.js';
+import type { PrivateKey } from '../gossip/node.js';
 import type { Capacity } from '../state/schemas.js';
 import { NodeIdSchema } from '../state/schemas.js';
 import { decodeBase64Strict } from './base64.js';
@@ -81,7 +80,7 @@ export interface NodeIdentity {
   nodeId: string;
   /** libp2p peer id, string form. */
   peerId: string;
-  libp2pPrivateKey: Ed25519PrivateKey;
+  libp2pPrivateKey: PrivateKey;
   wgPrivateKey: string;
   wgPublicKey: string;
 }
@@ -99,12 +98,12 @@ export async function createNodeIdentity(
 ): Promise<NodeIdentity> {
   const id = NodeIdSchema.safeParse(nodeId);
   if (!id.success) throw new Error(`invalid node id "${nodeId}": ${formatIssues(id.error.issues)}`);
-  const libp2pPrivateKey = await generateKeyPair('Ed25519');
+  const libp2pPrivateKey = await generateNodeKey();
   const wgPrivateKey = await components.wgKeys.genkey();
   const wgPublicKey = await components.wgKeys.pubkey(wgPrivateKey);
   return {
     nodeId,
-    peerId: peerIdFromPrivateKey(libp2pPrivateKey).toString(),
+    peerId: peerIdOf(libp2pPrivateKey),
     libp2pPrivateKey,
     wgPrivateKey,
     wgPublicKey,
@@ -125,7 +124,7 @@ export async function saveNodeIdentity(
   if (options.overwrite !== true && (await fileExists(infoPath))) {
     throw new KeyFileError(infoPath, 'a node identity already exists here; refusing to overwrite it');
   }
-  const libp2pKey = Buffer.from(privateKeyToProtobuf(identity.libp2pPrivateKey)).toString('base64');
+  const libp2pKey = Buffer.from(nodeKeyToBytes(identity.libp2pPrivateKey)).toString('base64');
   await writeFileAtomic(join(dir, NODE_FILES.libp2pKey), `${libp2pKey}\n`);
   await writeFileAtomic(wgPrivateKeyPath(dir), `${identity.wgPrivateKey}\n`);
   const info = { v: 1, nodeId: identity.nodeId, peerId: identity.peerId, wgPublicKey: identity.wgPublicKey };
@@ -145,7 +144,7 @@ export async function loadNodeIdentity(
 
   const libp2pPath = join(dir, NODE_FILES.libp2pKey);
   const libp2pPrivateKey = parseLibp2pKey(await readKeyText(libp2pPath, 'libp2p private key'), libp2pPath);
-  const peerId = peerIdFromPrivateKey(libp2pPrivateKey).toString();
+  const peerId = peerIdOf(libp2pPrivateKey);
   if (peerId !== info.peerId) {
     throw new KeyFileError(libp2pPath, `libp2p key gives peer id ${peerId}, node.json says ${info.peerId}`);
   }
@@ -167,24 +166,19 @@ export async function loadNodeIdentity(
   return { nodeId: info.nodeId, peerId, libp2pPrivateKey, wgPrivateKey, wgPublicKey };
 }
 
-function parseLibp2pKey(text: string, path: string): Ed25519PrivateKey {
+function parseLibp2pKey(text: string, path: string): PrivateKey {
   let bytes: Buffer;
   try {
     bytes = decodeBase64Strict(text.trim(), 'libp2p private key');
   } catch (err) {
     throw new KeyFileError(path, `${(err as Error).message} (truncated or garbage?)`);
   }
-  let key: ReturnType<typeof privateKeyFromProtobuf>;
   try {
-    key = privateKeyFromProtobuf(bytes);
+    return nodeKeyFromBytes(bytes);
   } catch (err) {
-    throw new KeyFileError(
-      path,
-      `not a libp2p protobuf private key (truncated or garbage?): ${(err as Error).message}`,
-    );
+    if (err instanceof NodeKeyError) throw new KeyFileError(path, err.message);
+    throw err;
   }
-  if (key.type !== 'Ed25519') throw new KeyFileError(path, `libp2p key is ${key.type}, expected Ed25519`);
-  return key;
 }
 
 export interface EnrollmentRequestOptions {
