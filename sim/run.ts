@@ -12,7 +12,8 @@ import { pino } from 'pino';
 import { loadScenario, ScenarioError } from './scenario/load.js';
 import { runScenario } from './scenario/run-scenario.js';
 
-const USAGE = 'usage: npm run sim -- <scenario.toml> [--log-file <path>] [--log-level <level>] [--no-progress] [--keep <dir>]';
+const USAGE =
+  'usage: npm run sim -- <scenario.toml> [--log-file <path>] [--log-level <level>] [--no-progress] [--keep <dir>]';
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 async function main(): Promise<number> {

@@ -20,6 +20,7 @@ import type * as Y from 'yjs';
 import { NodeAgent } from '../../src/agent/node-agent.js';
 import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
+import { Origin } from '../../src/state/names.js';
 import type { Capacity, WorkloadSpec } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { SimClock } from '../net/clock.js';
@@ -144,6 +145,7 @@ export interface AckedWrite {
   node: string;
   /** performance.now() when transactLocal returned (the write is durable on its node). */
   at: number;
+  /** Size of the Yjs update the write made. */
   bytes: number;
 }
 
@@ -365,8 +367,17 @@ export class SimCluster {
     const seq = ++this.writeSeq;
     const key = `${name}/${seq}`;
     const value = { by: name, seq, at: Date.now() };
-    agent.state.transactLocal('workloads', (doc: Y.Doc) => doc.getMap(WRITES_MAP).set(key, value));
-    const write: AckedWrite = { key, node: name, at: performance.now(), bytes: JSON.stringify(value).length };
+    let bytes = 0;
+    // The update's own size (what replication carries), captured as the transaction commits.
+    const off = agent.state.onChange((_doc, update, origin) => {
+      if (origin === Origin.local) bytes += update.byteLength;
+    });
+    try {
+      agent.state.transactLocal('workloads', (doc: Y.Doc) => doc.getMap(WRITES_MAP).set(key, value));
+    } finally {
+      off();
+    }
+    const write: AckedWrite = { key, node: name, at: performance.now(), bytes };
     this.acked.push(write);
     return write;
   }
@@ -502,7 +513,9 @@ export class SimCluster {
   private bootstrapFor(node: SimNode): string[] {
     const candidates = [...this.nodes.values()].filter((n) => n.up && n.name !== node.name);
     const count = Math.min(this.options.bootstrapPeers ?? 3, candidates.length);
-    return this.pick.sample(candidates, count).map((peer) => `${this.net.address(peer.name)}/p2p/${peer.peerId}`);
+    return this.pick
+      .sample(candidates, count)
+      .map((peer) => `${this.net.address(peer.name)}/p2p/${peer.peerId}`);
   }
 
   private async startAgent(node: SimNode): Promise<void> {
@@ -614,7 +627,8 @@ export class SimCluster {
     const observer = (event: Y.YMapEvent<unknown>) => {
       if (this.appliedListeners.size === 0) return;
       const at = performance.now();
-      for (const key of event.keysChanged) for (const listener of this.appliedListeners) listener(name, key, at);
+      for (const key of event.keysChanged)
+        for (const listener of this.appliedListeners) listener(name, key, at);
     };
     map.observe(observer);
     this.detachers.set(name, () => map.unobserve(observer));
@@ -666,9 +680,15 @@ export function compactNames(names: readonly string[]): string {
   for (let i = 0; i < nums.length; ) {
     let j = i;
     while (j + 1 < nums.length && nums[j + 1] === (nums[j] as number) + 1) j++;
-    parts.push(j - i >= 2 ? `n${nums[i]}..n${nums[j]}` : nums.slice(i, j + 1).map((x) => `n${x}`).join(', '));
+    parts.push(
+      j - i >= 2
+        ? `n${nums[i]}..n${nums[j]}`
+        : nums
+            .slice(i, j + 1)
+            .map((x) => `n${x}`)
+            .join(', '),
+    );
     i = j + 1;
   }
   return parts.join(', ');
 }
-

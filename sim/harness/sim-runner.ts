@@ -182,7 +182,8 @@ export class SimRunner implements ServiceRunner {
       if (existing.spec.revision === spec.revision) return this.toStatus(existing);
       await this.stopProcess(existing, `spec revision ${existing.spec.revision} → ${spec.revision}`);
     }
-    if (existing?.phase === 'failed' && existing.spec.revision === spec.revision) return this.toStatus(existing);
+    if (existing?.phase === 'failed' && existing.spec.revision === spec.revision)
+      return this.toStatus(existing);
     const proc: SimProcess = {
       spec,
       pid: null,
@@ -221,7 +222,10 @@ export class SimRunner implements ServiceRunner {
     proc.reason = null;
     this.setPhase(proc, 'running');
     if (this.timing.stateWriteMs > 0) {
-      proc.writer = setInterval(() => this.writeState(proc, dirs.state, dirs.runtime), this.timing.stateWriteMs);
+      proc.writer = setInterval(
+        () => this.writeState(proc, dirs.state, dirs.runtime),
+        this.timing.stateWriteMs,
+      );
       proc.writer.unref();
     }
     this.logger.debug({ workload: spec.name, revision: spec.revision, reason }, 'sim process running');

@@ -21,7 +21,10 @@ export interface WriterOutcome {
  * absolute times so that a busy event loop delays writes without lowering
  * the total (late writes catch up in bursts, as a client queue would).
  */
-export function startWriter(cluster: SimCluster, plan: WriterPlan): { done: Promise<WriterOutcome>; cancel(): void } {
+export function startWriter(
+  cluster: SimCluster,
+  plan: WriterPlan,
+): { done: Promise<WriterOutcome>; cancel(): void } {
   let cancelled = false;
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;

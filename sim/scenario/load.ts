@@ -90,10 +90,14 @@ export function parseScenario(text: string, file: string): Scenario {
   const timing = toTiming(doc.timing);
   const merged = { ...DEFAULT_SIM_TIMING, ...timing };
   if (!(merged.suspectAfterMs < merged.deadAfterMs)) {
-    problems.push(`timing: suspect_after (${merged.suspectAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`);
+    problems.push(
+      `timing: suspect_after (${merged.suspectAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`,
+    );
   }
   if (!(merged.fenceAfterMs < merged.deadAfterMs)) {
-    problems.push(`timing: fence_after (${merged.fenceAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`);
+    problems.push(
+      `timing: fence_after (${merged.fenceAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`,
+    );
   }
   if (problems.length > 0) throw new ScenarioError(file, problems);
   return {
@@ -131,14 +135,17 @@ function checkSelectors(step: Step, knownNodes: number): string[] {
   const lists: [string, string | string[] | undefined][] = [];
   switch (step.action) {
     case 'partition':
-      step.groups.forEach((group, i) => lists.push([`groups[${i}]`, group]));
+      step.groups.forEach((group, i) => {
+        lists.push([`groups[${i}]`, group]);
+      });
       break;
     case 'cut':
       lists.push(['from', step.from], ['to', step.to]);
       break;
     case 'link':
       lists.push(['a', step.a], ['b', step.b]);
-      if ((step.a === undefined) !== (step.b === undefined)) return ['link: give both a and b, or neither (the default link)'];
+      if ((step.a === undefined) !== (step.b === undefined))
+        return ['link: give both a and b, or neither (the default link)'];
       break;
     case 'loss':
     case 'crash':
@@ -164,7 +171,9 @@ function checkSelectors(step: Step, knownNodes: number): string[] {
         }
         const highest = highestNamedNode(term);
         if (highest > knownNodes || (term.kind === 'name' && term.index === 0)) {
-          problems.push(`${field}: "${text}" names a node that does not exist at this point (n1..n${knownNodes})`);
+          problems.push(
+            `${field}: "${text}" names a node that does not exist at this point (n1..n${knownNodes})`,
+          );
         }
       } catch (err) {
         if (!(err instanceof SelectorError)) throw err;
@@ -211,7 +220,7 @@ function describeStep(index: number, raw: unknown): string {
   const parts = [`step ${index + 1}`];
   if (step.at !== undefined) parts.push(`at ${JSON.stringify(step.at)}`);
   if (step.action !== undefined) parts.push(`action ${JSON.stringify(step.action)}`);
-  return parts.length === 1 ? parts[0] as string : `${parts[0]} (${parts.slice(1).join(', ')})`;
+  return parts.length === 1 ? (parts[0] as string) : `${parts[0]} (${parts.slice(1).join(', ')})`;
 }
 
 function formatIssues(issues: readonly z.core.$ZodIssue[], prefix: string): string[] {

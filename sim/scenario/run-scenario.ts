@@ -10,7 +10,7 @@ import { SafetyChecker } from '../harness/invariants/safety.js';
 import { StateMoveChecker } from '../harness/invariants/state-moves.js';
 import type { InvariantName, InvariantResult } from '../harness/invariants/types.js';
 import { checkWrites } from '../harness/invariants/writes.js';
-import { describeLoad, type LoadSample, LoadMonitor } from '../harness/load-monitor.js';
+import { describeLoad, LoadMonitor, type LoadSample } from '../harness/load-monitor.js';
 import type { RunEvent } from '../harness/running-registry.js';
 import { compactNames, SimCluster } from '../harness/sim-cluster.js';
 import type { SimWorkloadDraft } from '../harness/workload.js';
@@ -73,7 +73,9 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
   const load = new LoadMonitor();
   load.start();
 
-  timeline.raw(`scenario ${scenario.name}: ${scenario.nodes} agents, seed ${JSON.stringify(scenario.seed)}, ${scenario.steps.length} steps`);
+  timeline.raw(
+    `scenario ${scenario.name}: ${scenario.nodes} agents, seed ${JSON.stringify(scenario.seed)}, ${scenario.steps.length} steps`,
+  );
   if (scenario.description) timeline.raw(`  ${scenario.description.trim().replace(/\s*\n\s*/g, ' ')}`);
   const rssBefore = process.memoryUsage().rss;
   const startedAt = performance.now();
@@ -104,9 +106,12 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     boundMs: scenario.expect.livenessBoundMs,
     describeTime,
     onRecovery: (r: Recovery) =>
-      timeline.line(`every placeable workload running ${formatMs(r.ms)} after ${r.event} (${describeLoad(load.lap())})`),
+      timeline.line(
+        `every placeable workload running ${formatMs(r.ms)} after ${r.event} (${describeLoad(load.lap())})`,
+      ),
     onCheck: (label: string, e: Evaluation) => {
-      if (e.ok === false) timeline.line(`LIVENESS VIOLATION at ${label}: ${e.problems.slice(0, 3).join('; ')}`);
+      if (e.ok === false)
+        timeline.line(`LIVENESS VIOLATION at ${label}: ${e.problems.slice(0, 3).join('; ')}`);
     },
   });
   const processCounts = { starts: 0, stops: 0, kills: 0 };
@@ -116,7 +121,13 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     timeline.line(describeRun(event, cluster, lastEnd), event.at);
     if (event.kind !== 'start') lastEnd.set(event.workload, event);
     if (event.kind === 'start' && event.exclusive && cluster.registry.runningOn(event.workload).length > 1) {
-      timeline.line(`SAFETY VIOLATION: ${event.workload} runs on ${cluster.registry.runningOn(event.workload).map((p) => p.node).join(' and ')}`, event.at);
+      timeline.line(
+        `SAFETY VIOLATION: ${event.workload} runs on ${cluster.registry
+          .runningOn(event.workload)
+          .map((p) => p.node)
+          .join(' and ')}`,
+        event.at,
+      );
     }
   });
 
@@ -127,13 +138,16 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
   const progress =
     options.progress === false
       ? undefined
-      : setInterval(() => {
-          const acked = cluster.ackedWrites().length;
-          const sample = load.overall();
-          timeline.progress(
-            `${timeline.stamp()} step ${Math.min(currentStep, scenario.steps.length)}/${scenario.steps.length} | running ${cluster.live().length}/${cluster.names().length} | writes ${acked} | loop p99 ${Math.round(sample.loopP99Ms)} ms cpu ${Math.round(sample.cpuPct)}% rss ${Math.round(sample.rssMb)} MB`,
-          );
-        }, tty ? PROGRESS_TTY_MS : PROGRESS_PLAIN_MS);
+      : setInterval(
+          () => {
+            const acked = cluster.ackedWrites().length;
+            const sample = load.overall();
+            timeline.progress(
+              `${timeline.stamp()} step ${Math.min(currentStep, scenario.steps.length)}/${scenario.steps.length} | running ${cluster.live().length}/${cluster.names().length} | writes ${acked} | loop p99 ${Math.round(sample.loopP99Ms)} ms cpu ${Math.round(sample.cpuPct)}% rss ${Math.round(sample.rssMb)} MB`,
+            );
+          },
+          tty ? PROGRESS_TTY_MS : PROGRESS_PLAIN_MS,
+        );
   progress?.unref();
 
   let finalConvergenceMs: number | null = null;
@@ -175,7 +189,10 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
       (sum, o) => ({ acked: sum.acked + o.acked, skipped: sum.skipped + o.skipped }),
       writerTotals,
     );
-    if (writers.length > 0) timeline.line(`writers done: ${writerTotals.acked} acknowledged, ${writerTotals.skipped} skipped (no running node)`);
+    if (writers.length > 0)
+      timeline.line(
+        `writers done: ${writerTotals.acked} acknowledged, ${writerTotals.skipped} skipped (no running node)`,
+      );
     const final = await awaitConvergence(cluster, scenario.expect.convergeWithinMs);
     convergence.record('final', final, scenario.expect.convergeWithinMs);
     finalConvergenceMs = final.ok ? final.ms : null;
@@ -208,7 +225,9 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     memoryPerAgentMb: round1(memoryPerAgentMb),
     writes: { acked: cluster.ackedWrites().length, skipped: writerTotals.skipped },
     finalConvergenceMs: finalConvergenceMs === null ? null : Math.round(finalConvergenceMs),
-    recoveries: liveness.recoveryTimes().map((r) => ({ event: r.event, ms: r.ms === null ? null : Math.round(r.ms) })),
+    recoveries: liveness
+      .recoveryTimes()
+      .map((r) => ({ event: r.event, ms: r.ms === null ? null : Math.round(r.ms) })),
     takeovers: stateMoves.takeovers().map((t) => ({
       workload: t.workload,
       from: t.from,
@@ -291,7 +310,8 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
         return `${step.pct}% loss on every link`;
       }
       const nodes = pick(step.nodes);
-      for (const x of nodes) for (const y of cluster.names()) if (x !== y) cluster.link(x, y, { lossPct: step.pct });
+      for (const x of nodes)
+        for (const y of cluster.names()) if (x !== y) cluster.link(x, y, { lossPct: step.pct });
       return `${step.pct}% loss on every link of ${compactNames(nodes)}`;
     }
     case 'crash': {
@@ -317,7 +337,9 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
     case 'write': {
       const made: string[] = [];
       for (let i = 0; i < step.count; i++) {
-        const candidates = resolveSelector(step.nodes, { ...ctx, taken: new Set() }).filter((n) => cluster.isUp(n));
+        const candidates = resolveSelector(step.nodes, { ...ctx, taken: new Set() }).filter((n) =>
+          cluster.isUp(n),
+        );
         if (candidates.length === 0) throw new Error(`step ${index + 1}: no running node to write on`);
         made.push(cluster.write(s.prng.pick(candidates)).key);
       }
@@ -367,7 +389,8 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
       const started = performance.now();
       // Settled: running where placement puts it (a drain's move has finished), not merely somewhere.
       while (!s.liveness.evaluate().settled) {
-        if (performance.now() - started > step.timeout) return `until placed: NOT within ${formatMs(step.timeout)}`;
+        if (performance.now() - started > step.timeout)
+          return `until placed: NOT within ${formatMs(step.timeout)}`;
         await sleep(50);
       }
       return `until placed: ${formatMs(performance.now() - started)}`;
@@ -417,7 +440,10 @@ function countProcess(counts: RunMetrics['processes'], event: RunEvent): void {
 
 function describeRun(event: RunEvent, cluster: SimCluster, lastEnd: Map<string, RunEvent>): string {
   if (event.kind === 'start') {
-    const others = cluster.registry.runningOn(event.workload).filter((p) => p.node !== event.node).map((p) => p.node);
+    const others = cluster.registry
+      .runningOn(event.workload)
+      .filter((p) => p.node !== event.node)
+      .map((p) => p.node);
     const previous = lastEnd.get(event.workload);
     const from =
       previous !== undefined && previous.node !== event.node

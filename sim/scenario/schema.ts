@@ -32,7 +32,10 @@ const SignedDuration = z.union([z.string(), z.number()]).transform((value, ctx) 
       // reported below
     }
   }
-  ctx.addIssue({ code: 'custom', message: `expected a signed duration like "+2s" or "-500ms", got ${JSON.stringify(value)}` });
+  ctx.addIssue({
+    code: 'custom',
+    message: `expected a signed duration like "+2s" or "-500ms", got ${JSON.stringify(value)}`,
+  });
   return z.NEVER;
 });
 
@@ -107,7 +110,10 @@ const StepTime = z.union([z.string(), z.number()]).transform((value, ctx) => {
     const ms = parseDuration(relative ? (value as string).trim().slice(1) : value);
     return { ms, relative };
   } catch (err) {
-    ctx.addIssue({ code: 'custom', message: `${(err as Error).message} (or "+<duration>" after the previous step)` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `${(err as Error).message} (or "+<duration>" after the previous step)`,
+    });
     return z.NEVER;
   }
 });

@@ -55,7 +55,8 @@ export function parseSelector(text: string): SelectorTerm {
   if (match) {
     const count = Number(match[1]);
     const percent = match[2] === '%';
-    if (count === 0 || (percent && count > 100)) throw new SelectorError(`"${value}": count must be 1..N or 1%..100%`);
+    if (count === 0 || (percent && count > 100))
+      throw new SelectorError(`"${value}": count must be 1..N or 1%..100%`);
     return { kind: 'random', count, percent };
   }
   match = /^holder:([a-z0-9][a-z0-9_-]*)$/.exec(value);
@@ -95,7 +96,8 @@ function resolveTerm(term: SelectorTerm, ctx: SelectorContext): string[] {
     case 'rest':
       return ctx.all.filter((name) => !ctx.taken.has(name));
     case 'name':
-      if (!ctx.all.includes(term.name)) throw new SelectorError(`no node ${term.name} (nodes: ${ctx.all.length})`);
+      if (!ctx.all.includes(term.name))
+        throw new SelectorError(`no node ${term.name} (nodes: ${ctx.all.length})`);
       return [term.name];
     case 'range': {
       const names: string[] = [];
@@ -111,15 +113,20 @@ function resolveTerm(term: SelectorTerm, ctx: SelectorContext): string[] {
     }
     case 'random': {
       const pool = ctx.live.filter((name) => !ctx.taken.has(name));
-      const wanted = term.percent ? Math.max(1, Math.round((term.count / 100) * ctx.live.length)) : term.count;
+      const wanted = term.percent
+        ? Math.max(1, Math.round((term.count / 100) * ctx.live.length))
+        : term.count;
       if (wanted > pool.length) {
-        throw new SelectorError(`random:${term.count}${term.percent ? '%' : ''} needs ${wanted} running nodes, ${pool.length} available`);
+        throw new SelectorError(
+          `random:${term.count}${term.percent ? '%' : ''} needs ${wanted} running nodes, ${pool.length} available`,
+        );
       }
       return ctx.prng.sample(pool, wanted);
     }
     case 'holder': {
       const holders = ctx.holders(term.workload);
-      if (holders.length === 0) throw new SelectorError(`holder:${term.workload}: nobody runs ${term.workload} now`);
+      if (holders.length === 0)
+        throw new SelectorError(`holder:${term.workload}: nobody runs ${term.workload} now`);
       return holders;
     }
   }

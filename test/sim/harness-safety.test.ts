@@ -55,7 +55,9 @@ converge_within = "10s"
 liveness_bound = "10s"
 `;
 
-test('the safety checker reports a persistent workload running on two nodes', { timeout: 120_000 }, async () => {
+test('the safety checker reports a persistent workload running on two nodes', {
+  timeout: 120_000,
+}, async () => {
   const scenario = parseScenario(DOUBLE_RUN, 'double-run.toml');
   let timeline = '';
   const summary = await runScenario(scenario, {

@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { loadScenario, parseScenario, ScenarioError } from '../../sim/scenario/load.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -15,7 +15,7 @@ name = "ok"
 nodes = 4
 
 [timing]
-dead_after = "3s"
+dead_after = "8s"
 
 [[steps]]
 at = "1s"
@@ -44,7 +44,7 @@ describe('scenario files', () => {
     const scenario = parseScenario(GOOD, 'ok.toml');
     assert.equal(scenario.name, 'ok');
     assert.equal(scenario.nodes, 4);
-    assert.equal(scenario.timing.deadAfterMs, 3000);
+    assert.equal(scenario.timing.deadAfterMs, 8000);
     assert.deepEqual(scenario.steps[0]?.at, { ms: 1000, relative: false });
     assert.deepEqual(scenario.steps[1]?.at, { ms: 500, relative: true });
     assert.deepEqual(scenario.expect.invariants, ['convergence', 'writes', 'safety', 'liveness', 'state']);
@@ -61,7 +61,9 @@ describe('scenario files', () => {
     assert.deepEqual(problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "explode"\n`), [
       'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, join, skew, write, writes, apply, drain, wait, flap',
     ]);
-    const [bad] = problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "heal"\n[[steps]]\nat = "soon"\naction = "crash"\nnodes = "n1"\n`);
+    const [bad] = problemsOf(
+      `nodes = 3\n[[steps]]\nat = "1s"\naction = "heal"\n[[steps]]\nat = "soon"\naction = "crash"\nnodes = "n1"\n`,
+    );
     assert.match(bad ?? '', /^step 2 \(at "soon", action "crash"\): at: expected a duration/);
     assert.match(
       problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "writes"\nn = 10\n`)[0] ?? '',
@@ -95,7 +97,9 @@ describe('scenario files', () => {
 
   test('time order, timing rules, bad TOML and unknown top-level keys are errors', () => {
     assert.match(
-      problemsOf(`nodes = 3\n[[steps]]\nat = "5s"\naction = "heal"\n[[steps]]\nat = "1s"\naction = "heal"\n`)[0] ?? '',
+      problemsOf(
+        `nodes = 3\n[[steps]]\nat = "5s"\naction = "heal"\n[[steps]]\nat = "1s"\naction = "heal"\n`,
+      )[0] ?? '',
       /step 2 .*steps must be in time order/,
     );
     assert.match(
@@ -107,7 +111,9 @@ describe('scenario files', () => {
     assert.match(problemsOf('name = "x"\n')[0] ?? '', /^nodes: /);
   });
 
-  test('npm run sim exits 2 with a clear message for a bad file, and for a missing one', { timeout: 60_000 }, async (t) => {
+  test('npm run sim exits 2 with a clear message for a bad file, and for a missing one', {
+    timeout: 60_000,
+  }, async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'silo-sim-bad-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const file = join(dir, 'bad.toml');
@@ -115,7 +121,10 @@ describe('scenario files', () => {
     const bad = await runSim([file]);
     assert.equal(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, new RegExp(`invalid scenario ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`));
-    assert.match(bad.stderr, /step 1 \(at "1s", action "crash"\): nodes: "n9" names a node that does not exist/);
+    assert.match(
+      bad.stderr,
+      /step 1 \(at "1s", action "crash"\): nodes: "n9" names a node that does not exist/,
+    );
     assert.equal(bad.stdout, '');
     const missing = await runSim([join(dir, 'nope.toml')]);
     assert.equal(missing.code, 2);

@@ -24,7 +24,8 @@ export async function awaitConvergence(cluster: SimCluster, withinMs: number): P
     const groups = cluster.digestGroups();
     const elapsed = performance.now() - started;
     if (groups.length <= 1) return { ok: true, ms: elapsed, groups, crossLinks: 0 };
-    if (elapsed >= withinMs) return { ok: false, ms: elapsed, groups, crossLinks: crossLinks(cluster, groups) };
+    if (elapsed >= withinMs)
+      return { ok: false, ms: elapsed, groups, crossLinks: crossLinks(cluster, groups) };
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
@@ -36,7 +37,8 @@ function crossLinks(cluster: SimCluster, groups: string[][]): number {
   });
   return cluster.net
     .liveConnections()
-    .filter((c) => groupOf.get(c.dialer) !== undefined && groupOf.get(c.dialer) !== groupOf.get(c.listener)).length;
+    .filter((c) => groupOf.get(c.dialer) !== undefined && groupOf.get(c.dialer) !== groupOf.get(c.listener))
+    .length;
 }
 
 /** Convergence checks made during a run (each `wait until converged` and the final one). */

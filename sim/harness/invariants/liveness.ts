@@ -186,7 +186,9 @@ export class LivenessChecker {
         const processes = running.get(workload) ?? [];
         const ready = processes.some((p) => p.ready && inGroup.has(p.node));
         if (!ready) {
-          problems.push(`${workload} placeable (on ${assignment.node}) but not running; ${this.whyNot(assignment.node, workload)}`);
+          problems.push(
+            `${workload} placeable (on ${assignment.node}) but not running; ${this.whyNot(assignment.node, workload)}`,
+          );
         }
         const onTarget = processes.some((p) => p.ready && p.node === assignment.node);
         const elsewhere = processes.some((p) => p.node !== assignment.node && inGroup.has(p.node));
@@ -249,7 +251,10 @@ export class LivenessChecker {
   private onDeadline(pending: Pending): void {
     if (this.pending !== pending) return;
     const evaluation = this.evaluate();
-    this.record(`${this.describeTime(pending.event.at)} ${label(pending.event)} + ${this.budgetMs()} ms`, evaluation);
+    this.record(
+      `${this.describeTime(pending.event.at)} ${label(pending.event)} + ${this.budgetMs()} ms`,
+      evaluation,
+    );
   }
 
   private poll(): void {

@@ -1,0 +1,161 @@
+/**
+ * `npm run bench -- <benchmark> [options]` (docs/benchmarks.md):
+ *
+ *   convergence --nodes 5,10,25,50 --latency-ms 10 --writes 200 --out <dir>
+ *               [--jitter-ms 0] [--gap-ms 20] [--partition-writes 100] [--pushpull-interval-ms 1000]
+ *               [--rates 25,50,100,200,400] [--sustain-seconds 3] [--doc-updates 100000]
+ *               [--heartbeat-ms 1000] [--no-baselines] [--seed 1]
+ *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
+ *
+ * Progress goes to stderr; the result files go to --out.
+ */
+import '../src/util/polyfill.js';
+import { parseArgs } from 'node:util';
+import { writeConvergenceReport } from './convergence/report.js';
+import { runConvergence } from './convergence/run-convergence.js';
+import { runTakeover, takeoverMarkdown, writeTakeoverReport } from './takeover.js';
+
+const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 --writes 200 --out <dir> [options]
+       npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]`;
+
+class UsageError extends Error {}
+
+const log = (line: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+async function main(): Promise<number> {
+  const [command, ...rest] = process.argv.slice(2);
+  if (command === 'convergence') return convergence(rest);
+  if (command === 'takeover') return takeover(rest);
+  throw new UsageError(command === undefined ? 'which benchmark?' : `unknown benchmark "${command}"`);
+}
+
+async function convergence(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      nodes: { type: 'string', default: '5,10,25,50' },
+      'latency-ms': { type: 'string', default: '10' },
+      'jitter-ms': { type: 'string', default: '0' },
+      writes: { type: 'string', default: '200' },
+      'gap-ms': { type: 'string', default: '20' },
+      'partition-writes': { type: 'string', default: '100' },
+      'pushpull-interval-ms': { type: 'string', default: '1000' },
+      rates: { type: 'string', default: '25,50,100,200,400' },
+      'sustain-seconds': { type: 'string', default: '3' },
+      'doc-updates': { type: 'string', default: '100000' },
+      'heartbeat-ms': { type: 'string' },
+      'no-baselines': { type: 'boolean', default: false },
+      seed: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const heartbeat =
+    values['heartbeat-ms'] === undefined ? undefined : positive(values['heartbeat-ms'], '--heartbeat-ms');
+  const report = await runConvergence({
+    nodes: list(values.nodes, '--nodes'),
+    latencyMs: nonNegative(values['latency-ms'], '--latency-ms'),
+    jitterMs: nonNegative(values['jitter-ms'], '--jitter-ms'),
+    writes: positive(values.writes, '--writes'),
+    gapMs: nonNegative(values['gap-ms'], '--gap-ms'),
+    partitionWrites: positive(values['partition-writes'], '--partition-writes'),
+    pushPullIntervalMs: positive(values['pushpull-interval-ms'], '--pushpull-interval-ms'),
+    sustainRates: list(values.rates, '--rates'),
+    sustainSeconds: positive(values['sustain-seconds'], '--sustain-seconds'),
+    docUpdates: positive(values['doc-updates'], '--doc-updates'),
+    seed: nonNegative(values.seed, '--seed'),
+    baselines: !values['no-baselines'],
+    ...(heartbeat === undefined
+      ? {}
+      : {
+          timing: {
+            heartbeatMs: heartbeat,
+            suspectAfterMs: 3 * heartbeat,
+            deadAfterMs: 6 * heartbeat,
+            fenceAfterMs: 4 * heartbeat,
+            syncGraceMs: 2 * heartbeat,
+          },
+        }),
+    log,
+  });
+  const files = await writeConvergenceReport(report, out);
+  log(`wrote ${files.json}, ${files.markdown}, ${files.svg}`);
+  return 0;
+}
+
+async function takeover(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      runs: { type: 'string', default: '10' },
+      nodes: { type: 'string', default: '5' },
+      'stop-timeout-ms': { type: 'string', default: '10000' },
+      'latency-ms': { type: 'string', default: '5' },
+      seed: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const report = await runTakeover({
+    runs: positive(values.runs, '--runs'),
+    nodes: positive(values.nodes, '--nodes'),
+    stopTimeoutMs: positive(values['stop-timeout-ms'], '--stop-timeout-ms'),
+    latencyMs: nonNegative(values['latency-ms'], '--latency-ms'),
+    seed: nonNegative(values.seed, '--seed'),
+    log,
+  });
+  const files = await writeTakeoverReport(report, out);
+  process.stdout.write(takeoverMarkdown(report));
+  log(`wrote ${files.json}, ${files.markdown}`);
+  return 0;
+}
+
+function required(value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw new UsageError(`${flag} is required`);
+  return value;
+}
+
+function number(value: string | undefined, flag: string): number {
+  const n = Number(value);
+  if (value === undefined || value.trim() === '' || !Number.isFinite(n)) {
+    throw new UsageError(`${flag} must be a number, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+function nonNegative(value: string | undefined, flag: string): number {
+  const n = number(value, flag);
+  if (n < 0) throw new UsageError(`${flag} must be >= 0, got ${n}`);
+  return n;
+}
+
+function positive(value: string | undefined, flag: string): number {
+  const n = number(value, flag);
+  if (!(n > 0)) throw new UsageError(`${flag} must be > 0, got ${n}`);
+  return n;
+}
+
+function list(value: string | undefined, flag: string): number[] {
+  const items = (value ?? '').split(',').map((part) => part.trim());
+  if (items.length === 0 || items.some((part) => part === ''))
+    throw new UsageError(`${flag}: a comma-separated list of numbers`);
+  return items.map((part) => {
+    const n = positive(part, flag);
+    if (!Number.isInteger(n)) throw new UsageError(`${flag}: ${part} is not an integer`);
+    return n;
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(
+      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exit(1);
+  },
+);

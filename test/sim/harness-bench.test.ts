@@ -1,0 +1,113 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { writeConvergenceReport } from '../../bench/convergence/report.js';
+import { type ConvergenceReport, runConvergence } from '../../bench/convergence/run-convergence.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+test('a tiny convergence bench (2 sizes, few writes) writes valid JSON, markdown and SVG', {
+  timeout: 180_000,
+}, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'silo-bench-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const report = await runConvergence({
+    nodes: [2, 3],
+    latencyMs: 5,
+    jitterMs: 0,
+    writes: 8,
+    gapMs: 10,
+    partitionWrites: 3,
+    pushPullIntervalMs: 100,
+    sustainRates: [10],
+    sustainSeconds: 1,
+    docUpdates: 500,
+    seed: 1,
+    baselines: true,
+    settleMs: 300,
+    idleMs: 300,
+    timing: {
+      heartbeatMs: 300,
+      suspectAfterMs: 900,
+      deadAfterMs: 1800,
+      fenceAfterMs: 1200,
+      syncGraceMs: 600,
+    },
+    log: () => undefined,
+  });
+  const files = await writeConvergenceReport(report, dir);
+
+  const json = JSON.parse(await readFile(files.json, 'utf8')) as ConvergenceReport;
+  assert.equal(json.bench, 'convergence');
+  assert.deepEqual(
+    json.sizes.map((s) => s.nodes),
+    [2, 3],
+  );
+  for (const size of json.sizes) {
+    assert.deepEqual(
+      size.systems.map((s) => s.system),
+      ['silo', 'floodsub', 'push-pull'],
+    );
+    for (const run of size.systems) {
+      assert.equal(run.writes.writes, 8);
+      assert.equal(run.writes.timeouts, 0, `${run.system} at N=${size.nodes} lost writes`);
+      assert.equal(run.writes.latencyMs.count, 8);
+      assert.ok((run.writes.latencyMs.p50 ?? -1) >= 0);
+      // Nothing travels faster than the link: 5 ms per hop.
+      assert.ok((run.writes.latencyMs.p50 ?? 0) >= 5, `${run.system} beat the lower bound`);
+      assert.ok(run.writes.lowerBoundMs.p50 !== null && run.writes.lowerBoundMs.p50 >= 5);
+      assert.ok(run.writes.updateBytes > 0);
+      assert.equal(typeof run.writes.load.cpuPct, 'number');
+    }
+    const silo = size.systems[0];
+    assert.ok(silo?.heal?.healToEqualMs !== null, 'silo healed the partition');
+    assert.ok(size.sustained !== null);
+  }
+  assert.equal(json.docGrowth.updates, 500);
+  assert.ok(json.docGrowth.docBytes >= json.docGrowth.freshBytes);
+
+  const markdown = await readFile(files.markdown, 'utf8');
+  assert.match(markdown, /^Machine: \d+ cores/);
+  assert.match(markdown, /\| N \| system \| write→all p50 \/ p99 \/ max \(ms\)/);
+  for (const n of [2, 3]) {
+    for (const system of ['silo', 'floodsub', 'push-pull']) {
+      assert.match(markdown, new RegExp(`^\\| ${n} \\| ${system} \\| \\d`, 'm'));
+    }
+  }
+  assert.match(markdown, /Document growth: 500 status updates/);
+
+  const svg = await readFile(files.svg, 'utf8');
+  assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.match(svg.trim(), /<\/svg>$/);
+  assert.equal((svg.match(/<polyline /g) ?? []).length, 6, 'one CDF per size and system');
+  assert.doesNotMatch(svg, /NaN|undefined/);
+});
+
+test('npm run bench rejects bad arguments with exit 2', { timeout: 60_000 }, async () => {
+  const unknown = await runBench(['nope']);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown benchmark "nope"/);
+  const noOut = await runBench(['convergence', '--nodes', '2']);
+  assert.equal(noOut.code, 2);
+  assert.match(noOut.stderr, /--out is required/);
+  const badNodes = await runBench(['convergence', '--nodes', '2,x', '--out', '/tmp/never']);
+  assert.equal(badNodes.code, 2);
+  assert.match(badNodes.stderr, /--nodes must be a number, got "x"/);
+});
+
+function runBench(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: ROOT });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
