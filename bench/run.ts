@@ -3,7 +3,7 @@
  *
  *   convergence --nodes 5,10,25,50 --latency-ms 10 --writes 200 --out <dir>
  *               [--jitter-ms 0] [--gap-ms 20] [--partition-writes 100] [--pushpull-interval-ms 1000]
- *               [--rates 25,50,100,200,400] [--sustain-seconds 3] [--doc-updates 100000]
+ *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3] [--doc-updates 100000]
  *               [--heartbeat-ms 1000] [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
  *
@@ -40,7 +40,7 @@ async function convergence(args: string[]): Promise<number> {
       'gap-ms': { type: 'string', default: '20' },
       'partition-writes': { type: 'string', default: '100' },
       'pushpull-interval-ms': { type: 'string', default: '1000' },
-      rates: { type: 'string', default: '25,50,100,200,400' },
+      rates: { type: 'string', default: '25,50,100,200,400,800,1600' },
       'sustain-seconds': { type: 'string', default: '3' },
       'doc-updates': { type: 'string', default: '100000' },
       'heartbeat-ms': { type: 'string' },

@@ -38,8 +38,10 @@ export interface WriteOptions {
   gapMs: number;
   /** How long to wait for the last write to reach every node, ms. */
   deadlineMs: number;
-  /** How long to measure background traffic before the writes, ms. */
+  /** Window of the background-traffic measurement, ms. */
   idleMs: number;
+  /** Writes of the separate bytes-on-the-wire burst (default 50). */
+  bytesWrites?: number;
   prng: Prng;
 }
 
@@ -51,14 +53,84 @@ interface Pending {
 export async function measureWrites(system: ReplicaSystem, options: WriteOptions): Promise<WriteLatency> {
   const nodes = system.nodes();
   const monitor = new LoadMonitor();
-  // Background traffic first, over a window of its own.
-  system.net.resetStats();
-  await sleep(options.idleMs);
-  const idleBytesPerMs = system.net.stats().totalBytes / options.idleMs;
+  const duplicatesBefore = system.duplicates();
+  monitor.start();
+  const run = await timedWrites(
+    system,
+    nodes,
+    options.writes,
+    options.gapMs,
+    options.deadlineMs,
+    options.prng,
+    true,
+  );
+  const load = monitor.lap();
+  monitor.stop();
+  const duplicates = system.duplicates() - duplicatesBefore;
+  const bytes = await measureBytes(system, nodes, options);
+  return {
+    writes: options.writes,
+    latencyMs: distribution(run.latencies),
+    samples: run.latencies.map((x) => round(x, 2)),
+    lowerBoundMs: distribution(run.bounds),
+    timeouts: run.timeouts,
+    updateBytes: round(run.updateBytes / options.writes),
+    bytesPerWrite: bytes.net,
+    grossBytesPerWrite: bytes.gross,
+    amplification: round(bytes.net / Math.max(1, run.updateBytes / options.writes)),
+    duplicatesPerAgentPerWrite: round(duplicates / (nodes.length * options.writes), 2),
+    load,
+  };
+}
 
+/**
+ * Bytes on the wire per write, in a window of its own: background traffic
+ * (heartbeats, gossip, syncs) over an idle window, then a short burst of
+ * writes until all applied; the burst's bytes minus the background rate
+ * over its duration. Short windows keep the background estimate honest
+ * even when a busy loop stretches the latency run.
+ */
+async function measureBytes(
+  system: ReplicaSystem,
+  nodes: string[],
+  options: WriteOptions,
+): Promise<{ net: number; gross: number }> {
+  const count = Math.min(options.writes, options.bytesWrites ?? 50);
+  system.net.resetStats();
+  const idleStart = performance.now();
+  await sleep(options.idleMs);
+  const idleRate = system.net.stats().totalBytes / (performance.now() - idleStart);
+  system.net.resetStats();
+  const started = performance.now();
+  await timedWrites(system, nodes, count, 2, options.deadlineMs, options.prng, false);
+  const elapsed = performance.now() - started;
+  const gross = system.net.stats().totalBytes;
+  return {
+    net: Math.round(Math.max(0, gross - idleRate * elapsed) / count),
+    gross: Math.round(gross / count),
+  };
+}
+
+interface TimedWrites {
+  latencies: number[];
+  bounds: number[];
+  timeouts: number;
+  updateBytes: number;
+}
+
+async function timedWrites(
+  system: ReplicaSystem,
+  nodes: string[],
+  writes: number,
+  gapMs: number,
+  deadlineMs: number,
+  prng: Prng,
+  withBounds: boolean,
+): Promise<TimedWrites> {
   const pending = new Map<string, Pending>();
   const latencies: number[] = [];
   const bounds: number[] = [];
+  let updateBytes = 0;
   const off = system.onApplied((node, key, at) => {
     const entry = pending.get(key);
     if (entry === undefined) return;
@@ -68,16 +140,10 @@ export async function measureWrites(system: ReplicaSystem, options: WriteOptions
       pending.delete(key);
     }
   });
-  const duplicatesBefore = system.duplicates();
-  let updateBytes = 0;
-  monitor.start();
-  system.net.resetStats();
-  const started = performance.now();
   try {
-    for (let i = 0; i < options.writes; i++) {
-      const writer = options.prng.pick(nodes);
-      const farthest = Math.max(0, ...system.net.shortestPathLatencyMs(writer).values());
-      bounds.push(farthest);
+    for (let i = 0; i < writes; i++) {
+      const writer = prng.pick(nodes);
+      if (withBounds) bounds.push(Math.max(0, ...system.net.shortestPathLatencyMs(writer).values()));
       const entry: Pending = { startedAt: performance.now(), remaining: new Set(nodes) };
       const write = system.write(writer);
       // The writer applied it inside write(); every other node applies it later, asynchronously.
@@ -85,35 +151,13 @@ export async function measureWrites(system: ReplicaSystem, options: WriteOptions
       if (entry.remaining.size === 0) latencies.push(0);
       else pending.set(write.key, entry);
       updateBytes += write.bytes;
-      await sleep(options.gapMs);
+      await sleep(gapMs);
     }
-    await waitUntil(() => pending.size === 0, options.deadlineMs, 20);
+    await waitUntil(() => pending.size === 0, deadlineMs, 20);
   } finally {
     off();
   }
-  const elapsed = performance.now() - started;
-  const load = monitor.lap();
-  monitor.stop();
-  const gross = system.net.stats().totalBytes;
-  const net = Math.max(0, gross - idleBytesPerMs * elapsed);
-  const meanUpdate = updateBytes / options.writes;
-  const bytesPerWrite = net / options.writes;
-  return {
-    writes: options.writes,
-    latencyMs: distribution(latencies),
-    samples: latencies.map((x) => round(x, 2)),
-    lowerBoundMs: distribution(bounds),
-    timeouts: pending.size,
-    updateBytes: round(meanUpdate),
-    bytesPerWrite: Math.round(bytesPerWrite),
-    grossBytesPerWrite: Math.round(gross / options.writes),
-    amplification: round(bytesPerWrite / Math.max(1, meanUpdate)),
-    duplicatesPerAgentPerWrite: round(
-      (system.duplicates() - duplicatesBefore) / (nodes.length * options.writes),
-      2,
-    ),
-    load,
-  };
+  return { latencies, bounds, timeouts: pending.size, updateBytes };
 }
 
 export interface HealResult {

@@ -48,14 +48,16 @@ export function convergenceMarkdown(report: ConvergenceReport): string {
   }
   lines.push('');
   lines.push(
-    '| N | connections (mean degree) | meshless at start / episodes | sustained rate, p99 < 1 s | start-up | memory per agent |',
+    '| N | connections (mean degree) | meshless at start / episodes | sustained rate, p99 < 1 s | start-up | heap / RSS per agent |',
   );
   lines.push('|---:|---|---|---|---:|---:|');
   for (const size of report.sizes) {
     const rate = size.sustained?.maxRatePerS;
+    const steps = size.sustained?.steps ?? [];
+    const topPassed = steps.length > 0 && rate === steps.at(-1)?.ratePerS;
     const tried = size.sustained?.steps.map((s) => `${s.ratePerS}/s→${fmt(s.p99Ms)}`).join(', ') ?? '';
     lines.push(
-      `| ${size.nodes} | ${size.connections} (${size.degree}) | ${size.meshlessAtStart} / ${size.meshlessEvents} | ${rate === null || rate === undefined ? 'below the lowest rate' : `${rate}/s`} (${tried}) | ${(size.startupMs / 1000).toFixed(1)} s | ${size.memoryPerAgentMb} MB |`,
+      `| ${size.nodes} | ${size.connections} (${size.degree}) | ${size.meshlessAtStart} / ${size.meshlessEvents} | ${rate === null || rate === undefined ? 'below the lowest rate' : `${topPassed ? '≥ ' : ''}${rate}/s`} (${tried}) | ${(size.startupMs / 1000).toFixed(1)} s | ${size.heapPerAgentMb} / ${size.memoryPerAgentMb} MB |`,
     );
   }
   const g = report.docGrowth;

@@ -10,6 +10,7 @@ import { LoadMonitor, type LoadSample } from '../../sim/harness/load-monitor.js'
 import { SimCluster, type SimTiming } from '../../sim/harness/sim-cluster.js';
 import { Prng } from '../../sim/net/prng.js';
 import { SimNetwork } from '../../sim/net/sim-network.js';
+import { heapAfterGc } from '../lib/heap.js';
 import { sleep, waitUntil } from '../lib/stats.js';
 import { type DocGrowth, measureDocGrowth } from './doc-growth.js';
 import {
@@ -59,8 +60,10 @@ export interface SystemRun {
 export interface SizeRun {
   nodes: number;
   startupMs: number;
-  /** RSS growth over the agents' start, per agent, MB. */
+  /** RSS growth over the agents' start, per agent, MB (a floor: memory freed by earlier sizes is reused). */
   memoryPerAgentMb: number;
+  /** JS heap in use after a full GC, growth over the agents' start, per agent, MB. */
+  heapPerAgentMb: number;
   connections: number;
   /** Mean connections per node. */
   degree: number;
@@ -111,6 +114,7 @@ async function runSize(n: number, options: ConvergenceOptions): Promise<SizeRun>
   monitor.start();
   const prng = new Prng(`${options.seed}:${n}`);
   log(`N=${n}: starting ${n} silo agents`);
+  const heap = heapAfterGc();
   const rss = process.memoryUsage().rss;
   const began = performance.now();
   const cluster = await SimCluster.start({
@@ -122,6 +126,7 @@ async function runSize(n: number, options: ConvergenceOptions): Promise<SizeRun>
   });
   const startupMs = Math.round(performance.now() - began);
   const memoryPerAgentMb = Math.round(((process.memoryUsage().rss - rss) / 1024 / 1024 / n) * 10) / 10;
+  const heapPerAgentMb = Math.round(((heapAfterGc() - heap) / 1024 / 1024 / n) * 10) / 10;
   const silo = new SiloSystem(cluster);
   const systems: SystemRun[] = [];
   let sustained: SustainedResult | null = null;
@@ -184,6 +189,7 @@ async function runSize(n: number, options: ConvergenceOptions): Promise<SizeRun>
     nodes: n,
     startupMs,
     memoryPerAgentMb,
+    heapPerAgentMb,
     connections: graph.length,
     degree: Math.round(((2 * graph.length) / n) * 10) / 10,
     meshlessAtStart,

@@ -4,6 +4,7 @@ import { registerApplyCommands } from './commands/apply.js';
 import { registerCaCommands } from './commands/ca.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDrainCommands } from './commands/drain.js';
+import { registerHarnessCommands } from './commands/harness.js';
 import { registerImageCommands } from './commands/image.js';
 import { registerLogsCommand } from './commands/logs.js';
 import { registerNodeCommands } from './commands/node.js';
@@ -36,6 +37,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerLogsCommand(program, ctx);
   registerImageCommands(program, ctx);
   registerDemoCommand(program, ctx);
+  registerHarnessCommands(program, ctx);
   // Commands with subcommands (org, node, ca, image) print their help and exit 2 when called bare.
   return program;
 }

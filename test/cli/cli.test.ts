@@ -462,6 +462,13 @@ describe('silo CLI against running agents', () => {
     assert.match((JSON.parse(signed.stdout) as { signature: string }).signature, /^[A-Za-z0-9+/]{86}==$/);
     assert.equal((await silo(['image', 'sign', '--org', orgDir, 'sha256:123'])).code, 3);
     assert.equal((await silo(['image', 'build', join(dir, 'nope'), '-o', join(dir, 'x.tar')])).code, 3);
+
+    // push: the agent stores it (verified against the CA signature) and reports it present.
+    const pushed = await silo(['image', 'push', join(dir, 'img.tar'), '--org', orgDir, '--json', ...sock()]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.equal((JSON.parse(pushed.stdout) as { digest: string }).digest, digest);
+    await n(0).agent!.client.request('GET', `/v1/images/${digest}`, { timeoutMs: 5000 });
+    assert.equal((await silo(['image', 'push', join(dir, 'nope.tar'), '--org', orgDir, ...sock()])).code, 3);
   });
 
   test('delete removes a workload everywhere', async () => {

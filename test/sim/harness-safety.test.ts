@@ -1,78 +1,58 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseScenario } from '../../sim/scenario/load.js';
-import { runScenario } from '../../sim/scenario/run-scenario.js';
+import { SafetyChecker } from '../../sim/harness/invariants/safety.js';
+import { SimCluster } from '../../sim/harness/sim-cluster.js';
+import { DEFAULT_WORKLOAD } from '../../sim/harness/workload.js';
+
+const FAST = {
+  heartbeatMs: 200,
+  suspectAfterMs: 600,
+  deadAfterMs: 1500,
+  syncGraceMs: 400,
+  gossipHeartbeatMs: 300,
+  fenceAfterMs: 1000,
+  claimSettleMs: 200,
+  fenceSlackMs: 200,
+  tickMs: 150,
+  checkpointIntervalMs: 500,
+  handoffMs: 300,
+};
+
+async function waitFor(what: string, condition: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
 
 /**
  * Proof that the safety checker can fail: every simulated process ignores
  * its stop (the runner reports `released`, the process keeps running), so
- * a drain starts the workload on a second node while the first copy lives.
+ * draining the holder starts the workload on a second node while the first
+ * copy still runs.
  */
-const DOUBLE_RUN = `
-name = "double-run"
-seed = 3
-nodes = 3
+test('the safety checker reports a persistent workload running on two nodes', { timeout: 120_000 }, async (t) => {
+  const cluster = await SimCluster.start({ seed: 3, nodes: 3, timing: FAST, network: { latencyMs: 2 } });
+  t.after(() => cluster.close());
+  const safety = new SafetyChecker(cluster.registry);
+  t.after(() => safety.stop());
 
-[timing]
-heartbeat = "200ms"
-suspect_after = "600ms"
-dead_after = "1500ms"
-sync_grace = "400ms"
-gossip_heartbeat = "300ms"
-fence_after = "1s"
-claim_settle = "200ms"
-fence_slack = "200ms"
-tick = "150ms"
-checkpoint_interval = "500ms"
-handoff = "300ms"
+  cluster.apply({ ...DEFAULT_WORKLOAD, name: 'db', stopTimeoutMs: 300 });
+  await waitFor('db running', () => cluster.registry.runningOn('db').some((p) => p.ready));
+  assert.equal(safety.result().ok, true, 'one copy is no violation');
 
-[[steps]]
-at = "0s"
-action = "apply"
-workload = { name = "db", scratch_class = "persistent", stop_timeout = "300ms" }
+  for (const name of cluster.names()) cluster.runnerFaults(name).leakOnStop = true;
+  const holder = cluster.registry.runningOn('db')[0]?.node as string;
+  cluster.drain(holder);
+  await waitFor('a second copy of db', () => cluster.registry.runningOn('db').length > 1);
 
-[[steps]]
-at = "+0s"
-action = "wait"
-until = "placed"
-timeout = "30s"
-
-[[steps]]
-at = "+0s"
-action = "drain"
-nodes = "holder:db"
-
-[[steps]]
-at = "+0s"
-action = "wait"
-until = "placed"
-timeout = "4s"
-
-[expect]
-invariants = ["safety"]
-converge_within = "10s"
-liveness_bound = "10s"
-`;
-
-test('the safety checker reports a persistent workload running on two nodes', {
-  timeout: 120_000,
-}, async () => {
-  const scenario = parseScenario(DOUBLE_RUN, 'double-run.toml');
-  let timeline = '';
-  const summary = await runScenario(scenario, {
-    out: (text) => {
-      timeline += text;
-    },
-    progress: false,
-    onCluster: (cluster) => {
-      for (const name of cluster.names()) cluster.runnerFaults(name).leakOnStop = true;
-    },
-  });
-  assert.equal(summary.ok, false, `the double run went unnoticed; timeline:\n${timeline}`);
-  const safety = summary.invariants.safety;
-  assert.ok(safety !== undefined);
-  assert.equal(safety.ok, false);
-  assert.match(safety.violations[0] ?? '', /db running on n\d and n\d/);
-  assert.match(timeline, /SAFETY VIOLATION: db runs on n\d and n\d/);
+  const result = safety.result();
+  assert.equal(result.ok, false);
+  assert.equal(result.name, 'safety');
+  assert.match(result.violations[0] ?? '', new RegExp(`db running on n\\d and n\\d`));
+  assert.match(result.violations[0] ?? '', new RegExp(holder));
+  assert.deepEqual(cluster.runner(holder)?.leakedProcesses(), ['db']);
+  assert.equal(safety.violations()[0]?.workload, 'db');
 });

@@ -1,0 +1,42 @@
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import type { CliContext } from '../context.js';
+
+/** The project root (src/cli/commands → ../../..): sim/ and bench/ ship beside src/. */
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/**
+ * `silo sim` and `silo bench` run the simulator and the benchmarks
+ * (sim/run.ts, bench/run.ts) in a child node process, so their heavy imports
+ * and their event-loop load stay out of the CLI process; arguments and the
+ * exit code pass through unchanged (docs/sim.md, docs/benchmarks.md).
+ */
+export function registerHarnessCommands(program: Command, ctx: CliContext): void {
+  for (const [name, script, description] of [
+    ['sim', 'sim/run.ts', 'run a simulation scenario (sim/scenarios/*.toml); same as `npm run sim --`'],
+    ['bench', 'bench/run.ts', 'run a benchmark (convergence, takeover); same as `npm run bench --`'],
+  ] as const) {
+    program
+      .command(name)
+      .description(description)
+      .allowUnknownOption(true)
+      .helpOption(false)
+      .argument('[args...]', 'passed through')
+      .action(async (args: string[]) => {
+        ctx.exitCode = await runScript(join(ROOT, script), args);
+      });
+  }
+}
+
+function runScript(script: string, args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+      stdio: 'inherit',
+      cwd: ROOT,
+    });
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
