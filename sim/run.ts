@@ -10,7 +10,7 @@ import '../src/util/polyfill.js';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { loadScenario, ScenarioError } from './scenario/load.js';
-import { runScenario } from './scenario/run-scenario.js';
+import { runScenario, StepError } from './scenario/run-scenario.js';
 
 const USAGE =
   'usage: npm run sim -- <scenario.toml> [--log-file <path>] [--log-level <level>] [--no-progress] [--keep <dir>]';
@@ -50,11 +50,19 @@ async function main(): Promise<number> {
     logFile === undefined
       ? pino({ level: 'silent' })
       : pino({ level }, pino.destination({ dest: logFile, sync: false, mkdir: true }));
-  const summary = await runScenario(scenario, {
-    logger,
-    progress: values['no-progress'] !== true,
-    ...(values.keep !== undefined ? { root: values.keep } : {}),
-  });
+  let summary: Awaited<ReturnType<typeof runScenario>>;
+  try {
+    summary = await runScenario(scenario, {
+      logger,
+      progress: values['no-progress'] !== true,
+      ...(values.keep !== undefined ? { root: values.keep } : {}),
+    });
+  } catch (err) {
+    if (!(err instanceof StepError)) throw err;
+    process.stderr.write(`sim: ${scenario.name}: ${err.message}\n`);
+    process.stdout.write(`${JSON.stringify({ scenario: scenario.name, ok: false, error: err.message })}\n`);
+    return 1;
+  }
   process.stdout.write(`${JSON.stringify(summary)}\n`);
   logger.flush?.();
   return summary.ok ? 0 : 1;

@@ -21,12 +21,16 @@ export interface WriteLatency {
   timeouts: number;
   /** Yjs update size of one write, bytes (mean). */
   updateBytes: number;
-  /** Bytes on the wire per write summed over the cluster, background traffic (heartbeats) subtracted. */
-  bytesPerWrite: number;
+  /**
+   * Bytes on the wire per write summed over the cluster, background traffic
+   * (heartbeats, gossip, periodic syncs) subtracted; null when the writes
+   * added less than 10% to the background (the difference is noise).
+   */
+  bytesPerWrite: number | null;
   /** Same, background included (what the links carried while the writes ran). */
   grossBytesPerWrite: number;
-  /** bytesPerWrite / updateBytes. */
-  amplification: number;
+  /** bytesPerWrite / updateBytes (null with bytesPerWrite). */
+  amplification: number | null;
   /** Deliveries of a write a node already had, per node per write. */
   duplicatesPerAgentPerWrite: number;
   load: LoadSample;
@@ -77,7 +81,8 @@ export async function measureWrites(system: ReplicaSystem, options: WriteOptions
     updateBytes: round(run.updateBytes / options.writes),
     bytesPerWrite: bytes.net,
     grossBytesPerWrite: bytes.gross,
-    amplification: round(bytes.net / Math.max(1, run.updateBytes / options.writes)),
+    amplification:
+      bytes.net === null ? null : round(bytes.net / Math.max(1, run.updateBytes / options.writes)),
     duplicatesPerAgentPerWrite: round(duplicates / (nodes.length * options.writes), 2),
     load,
   };
@@ -94,19 +99,25 @@ async function measureBytes(
   system: ReplicaSystem,
   nodes: string[],
   options: WriteOptions,
-): Promise<{ net: number; gross: number }> {
-  const count = Math.min(options.writes, options.bytesWrites ?? 50);
-  system.net.resetStats();
-  const idleStart = performance.now();
-  await sleep(options.idleMs);
-  const idleRate = system.net.stats().totalBytes / (performance.now() - idleStart);
+): Promise<{ net: number | null; gross: number }> {
+  const count = Math.min(options.writes, options.bytesWrites ?? 100);
+  const idleRate = async () => {
+    system.net.resetStats();
+    const from = performance.now();
+    await sleep(options.idleMs);
+    return system.net.stats().totalBytes / (performance.now() - from);
+  };
+  const before = await idleRate();
   system.net.resetStats();
   const started = performance.now();
   await timedWrites(system, nodes, count, 2, options.deadlineMs, options.prng, false);
   const elapsed = performance.now() - started;
   const gross = system.net.stats().totalBytes;
+  // Background measured on both sides of the burst: it drifts (syncs, gossip heartbeats).
+  const background = ((before + (await idleRate())) / 2) * elapsed;
+  const added = gross - background;
   return {
-    net: Math.round(Math.max(0, gross - idleRate * elapsed) / count),
+    net: added < 0.1 * background ? null : Math.round(added / count),
     gross: Math.round(gross / count),
   };
 }

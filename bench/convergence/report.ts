@@ -77,7 +77,7 @@ function row(size: SizeRun, run: SystemRun): string {
       : run.heal.healToEqualMs === null
         ? `not within ${run.heal.deadlineMs / 1000} s`
         : `${run.heal.healToEqualMs} (${run.heal.writesPerSide}/side)`;
-  return `| ${size.nodes} | ${run.system} | ${fmt(w.latencyMs.p50)} / ${fmt(w.latencyMs.p99)} / ${fmt(w.latencyMs.max)} | ${fmt(w.lowerBoundMs.p50)} / ${fmt(w.lowerBoundMs.p99)} | ${w.timeouts} | ${w.bytesPerWrite} | ${w.amplification}× | ${w.duplicatesPerAgentPerWrite} | ${heal} | ${Math.round(w.load.loopP99Ms)} | ${Math.round(w.load.cpuPct)}% |`;
+  return `| ${size.nodes} | ${run.system} | ${fmt(w.latencyMs.p50)} / ${fmt(w.latencyMs.p99)} / ${fmt(w.latencyMs.max)} | ${fmt(w.lowerBoundMs.p50)} / ${fmt(w.lowerBoundMs.p99)} | ${w.timeouts} | ${w.bytesPerWrite === null ? `– (gross ${w.grossBytesPerWrite})` : w.bytesPerWrite} | ${w.amplification === null ? '–' : `${w.amplification}×`} | ${w.duplicatesPerAgentPerWrite} | ${heal} | ${Math.round(w.load.loopP99Ms)} | ${Math.round(w.load.cpuPct)}% |`;
 }
 
 // ---- SVG ---------------------------------------------------------------------------------------------------

@@ -36,6 +36,11 @@ export interface RunOptions {
   onCluster?: (cluster: SimCluster) => void;
 }
 
+/** A step could not be carried out (e.g. `holder:db` when nothing runs db): the run is void. */
+export class StepError extends Error {
+  override name = 'StepError';
+}
+
 export interface RunSummary {
   scenario: string;
   ok: boolean;
@@ -169,17 +174,28 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
         prng,
         taken: new Set(),
       };
-      const text = await executeStep(step, index, {
-        cluster,
-        ctx,
-        timeline,
-        prng,
-        convergence,
-        liveness,
-        writers,
-        cancels,
-        load,
-      });
+      let text: string;
+      try {
+        text = await executeStep(step, index, {
+          cluster,
+          ctx,
+          timeline,
+          prng,
+          convergence,
+          liveness,
+          writers,
+          cancels,
+          load,
+        });
+      } catch (err) {
+        const at = `${step.at.relative ? '+' : ''}${step.at.ms} ms`;
+        throw new StepError(
+          `step ${index + 1} (at ${at}, ${step.action}) failed: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      }
       timeline.line(`${step.action} ${text}${late > 100 ? ` (started ${Math.round(late)} ms late)` : ''}`);
       previousEnd = performance.now();
     }
@@ -207,6 +223,10 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     if (expected.has('safety')) results.safety = safety.result();
     if (expected.has('liveness')) results.liveness = liveness.result();
     if (expected.has('state')) results.state = stateMoves.result();
+  } catch (err) {
+    load.stop();
+    await cluster.close();
+    throw err;
   } finally {
     for (const cancel of cancels) cancel();
     if (progress) clearInterval(progress);
