@@ -11,7 +11,8 @@
  * Every birth and end is reported to the global RunningRegistry, which is
  * how the safety checker sees what runs where at every instant.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { renameSync, writeFileSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ownershipClass } from '../../src/reconciler/placement/index.js';
@@ -67,7 +68,6 @@ interface SimProcess {
   reason: string | null;
   counter: number;
   writer: NodeJS.Timeout | null;
-  writing: Promise<void> | null;
   /** Set when the process leaked on stop: it still runs, but the runner no longer drives it. */
   leaked: boolean;
 }
@@ -194,7 +194,6 @@ export class SimRunner implements ServiceRunner {
       reason,
       counter: 0,
       writer: null,
-      writing: null,
       leaked: false,
     };
     this.procs.set(spec.name, proc);
@@ -249,7 +248,6 @@ export class SimRunner implements ServiceRunner {
     } else {
       if (proc.writer !== null) clearInterval(proc.writer);
       proc.writer = null;
-      await proc.writing;
       if (proc.pid !== null) {
         this.options.registry.ended({
           kind: 'stop',
@@ -267,23 +265,22 @@ export class SimRunner implements ServiceRunner {
     this.setPhase(proc, 'released', reason);
   }
 
-  /** One write of the process: counter + 1, atomically (a live checkpoint never sees half a file). */
+  /**
+   * One write of the process: counter + 1, atomically (a live checkpoint
+   * never sees half a file). Synchronous, so that nothing is still being
+   * written when the node is killed: a dead process writes nothing more.
+   */
   private writeState(proc: SimProcess, stateDir: string, runtimeDir: string): void {
-    if (proc.writing !== null) return;
     const value = proc.counter + 1;
     const temp = join(runtimeDir, `.${STATE_COUNTER_FILE}.tmp`);
-    proc.writing = (async () => {
-      try {
-        await writeFile(temp, `${value}\n`);
-        await rename(temp, join(stateDir, STATE_COUNTER_FILE));
-        proc.counter = value;
-      } catch (err) {
-        // A restore may swap the directory away under a leaked process; the next write retries.
-        this.logger.debug({ err, workload: proc.spec.name }, 'sim state write failed');
-      } finally {
-        proc.writing = null;
-      }
-    })();
+    try {
+      writeFileSync(temp, `${value}\n`);
+      renameSync(temp, join(stateDir, STATE_COUNTER_FILE));
+      proc.counter = value;
+    } catch (err) {
+      // A restore may swap the directory away under a leaked process; the next write retries.
+      this.logger.debug({ err, workload: proc.spec.name }, 'sim state write failed');
+    }
   }
 
   private setPhase(proc: SimProcess, phase: Phase, reason: string | null = proc.reason): void {

@@ -58,6 +58,8 @@ export interface RunMetrics {
   finalConvergenceMs: number | null;
   /** After each disruption: how long until every placeable workload ran. */
   recoveries: { event: string; ms: number | null }[];
+  /** Per workload, the longest time it was placeable but not running (ms), longest first. */
+  longestOutages: { workload: string; ms: number }[];
   /** Unplanned moves of persistent workloads and the writes they lost (restored from an older checkpoint). */
   takeovers: { workload: string; from: string; to: string; previousEnd: string; lostWrites: number }[];
   processes: { starts: number; stops: number; kills: number };
@@ -248,6 +250,9 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     recoveries: liveness
       .recoveryTimes()
       .map((r) => ({ event: r.event, ms: r.ms === null ? null : Math.round(r.ms) })),
+    longestOutages: [...liveness.longestOutages()]
+      .sort((a, b) => b[1] - a[1])
+      .map(([workload, ms]) => ({ workload, ms: Math.round(ms) })),
     takeovers: stateMoves.takeovers().map((t) => ({
       workload: t.workload,
       from: t.from,

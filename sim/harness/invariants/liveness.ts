@@ -38,6 +38,8 @@ export interface Evaluation {
   problems: string[];
   /** Stronger: every placeable workload runs exactly where placement puts it, and nowhere else. */
   settled: boolean;
+  /** Placeable workloads not running (where they may). */
+  notRunning: string[];
   placeable: number;
   unplaceable: string[];
 }
@@ -73,6 +75,10 @@ export class LivenessChecker {
   private readonly checks: { label: string; evaluation: Evaluation }[] = [];
   private readonly recoveries: Recovery[] = [];
   private pending: Pending | null = null;
+  /** workload → when it was first seen placeable but not running (while it stays so). */
+  private readonly downSince = new Map<string, number>();
+  /** workload → its longest finished outage, ms. */
+  private readonly outages = new Map<string, number>();
   private readonly poller: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private readonly describeTime: (at: number) => string;
@@ -84,7 +90,7 @@ export class LivenessChecker {
     this.unsubscribe = cluster.onFault((event) => {
       if (DISRUPTIVE.has(event.kind)) this.onDisruption(event);
     });
-    this.poller = setInterval(() => this.poll(), options.pollMs ?? 100);
+    this.poller = setInterval(() => this.poll(), options.pollMs ?? 250);
     this.poller.unref();
   }
 
@@ -135,12 +141,14 @@ export class LivenessChecker {
     const skipped = this.checks.length - judged.length;
     const settled = this.recoveries.filter((r) => r.ms !== null).map((r) => r.ms as number);
     const slowest = settled.length === 0 ? 'n/a' : `${Math.round(Math.max(...settled))} ms`;
+    const longest = [...this.longestOutages()].sort((a, b) => b[1] - a[1])[0];
+    const outage = longest === undefined ? '' : `; longest outage ${longest[0]} ${Math.round(longest[1])} ms`;
     return result(
       'liveness',
       judged.length,
       failures,
       failures.length === 0
-        ? `${judged.length} deadline checks passed (budget ${this.budgetMs()} ms after each disruption; slowest recovery ${slowest})${skipped > 0 ? `; ${skipped} skipped under one-way cuts` : ''}`
+        ? `${judged.length} deadline checks passed (budget ${this.budgetMs()} ms after each disruption; slowest recovery ${slowest}${outage})${skipped > 0 ? `; ${skipped} skipped under one-way cuts` : ''}`
         : `${failures.length} of ${judged.length} deadline checks found placeable workloads not running`,
     );
   }
@@ -149,7 +157,14 @@ export class LivenessChecker {
   evaluate(): Evaluation {
     const cluster = this.cluster;
     if (cluster.hasCuts()) {
-      return { ok: null, problems: ['one-way cuts in force'], settled: false, placeable: 0, unplaceable: [] };
+      return {
+        ok: null,
+        problems: ['one-way cuts in force'],
+        settled: false,
+        notRunning: [],
+        placeable: 0,
+        unplaceable: [],
+      };
     }
     const specs = this.specs();
     const all = cluster.names();
@@ -158,6 +173,7 @@ export class LivenessChecker {
     const running = cluster.registry.snapshot();
     const groups = cluster.partitionGroups() ?? [all];
     const problems: string[] = [];
+    const notRunning: string[] = [];
     let settled = true;
     const placeableSomewhere = new Set<string>();
     for (const group of groups) {
@@ -186,6 +202,7 @@ export class LivenessChecker {
         const processes = running.get(workload) ?? [];
         const ready = processes.some((p) => p.ready && inGroup.has(p.node));
         if (!ready) {
+          notRunning.push(workload);
           problems.push(
             `${workload} placeable (on ${assignment.node}) but not running; ${this.whyNot(assignment.node, workload)}`,
           );
@@ -197,7 +214,14 @@ export class LivenessChecker {
     }
     const unplaceable = specs.map((s) => s.name).filter((name) => !placeableSomewhere.has(name));
     const ok = problems.length === 0;
-    return { ok, problems, settled: ok && settled, placeable: placeableSomewhere.size, unplaceable };
+    return {
+      ok,
+      problems,
+      settled: ok && settled,
+      notRunning,
+      placeable: placeableSomewhere.size,
+      unplaceable,
+    };
   }
 
   /** What the target's own reconcile loop says about the workload (why it does not run it). */
@@ -257,10 +281,24 @@ export class LivenessChecker {
     );
   }
 
+  /**
+   * Longest time each workload was placeable but not running, ms. Deadline
+   * checks are superseded by the next disruption; this is not: a workload
+   * that stays down across a series of disruptions shows here.
+   */
+  longestOutages(): Map<string, number> {
+    const out = new Map(this.outages);
+    const now = performance.now();
+    for (const [workload, since] of this.downSince)
+      out.set(workload, Math.max(out.get(workload) ?? 0, now - since));
+    return out;
+  }
+
   private poll(): void {
+    const evaluation = this.evaluate();
+    if (evaluation.ok !== null) this.trackOutages(evaluation.notRunning);
     const pending = this.pending;
     if (pending === null || pending.recovered) return;
-    const evaluation = this.evaluate();
     if (evaluation.settled) {
       pending.recovered = true;
       const recovery: Recovery = {
@@ -270,6 +308,17 @@ export class LivenessChecker {
       };
       this.recoveries.push(recovery);
       this.options.onRecovery?.(recovery);
+    }
+  }
+
+  private trackOutages(notRunning: readonly string[]): void {
+    const now = performance.now();
+    const down = new Set(notRunning);
+    for (const workload of down) if (!this.downSince.has(workload)) this.downSince.set(workload, now);
+    for (const [workload, since] of [...this.downSince]) {
+      if (down.has(workload)) continue;
+      this.downSince.delete(workload);
+      this.outages.set(workload, Math.max(this.outages.get(workload) ?? 0, now - since));
     }
   }
 
