@@ -170,6 +170,7 @@ export class GossipLayer {
       checkIntervalMs: options.redialIntervalMs,
       backoffMaxMs: options.redialBackoffMaxMs,
       isBlocked: (peerId) => blocklist.has(peerId),
+      isHeard: (peerId) => this.isHeard(peerId),
     });
     const topics = orgTopics(options.org);
     this.meshRepair = new MeshRepair({
@@ -250,6 +251,13 @@ export class GossipLayer {
     const pendingHeartbeat = status?.heartbeatTimeout;
     await this.node.stop();
     if (pendingHeartbeat) clearTimeout(pendingHeartbeat);
+  }
+
+  /** True when a fresh heartbeat of the node behind `peerId` arrived (through any path). */
+  private isHeard(peerId: string): boolean {
+    return this.detector
+      .view()
+      .some((member) => member.state === 'alive' && this.liveness.peerIdOf(member.nodeId) === peerId);
   }
 
   /** Connected peer ids. */

@@ -19,6 +19,14 @@ export interface RedialOptions {
   dialTimeoutMs?: number;
   /** Peers never to dial (the blocklist); checked before every attempt. */
   isBlocked?: (peerId: string) => boolean;
+  /**
+   * True when the peer's heartbeats reach us (through any path). Peers not
+   * heard are probed even when the node has its target of connections:
+   * that is how the halves of a healed partition find each other again.
+   */
+  isHeard?: (peerId: string) => boolean;
+  /** At most one probe of an unheard peer per this interval (default: checkIntervalMs). */
+  probeIntervalMs?: number;
 }
 
 export const DEFAULT_TARGET_CONNECTIONS = 8;
@@ -37,18 +45,30 @@ interface KnownPeer {
  * Keeps the node connected: remembers every peer address it has learned
  * (bootstrap config, then identify) and re-dials disconnected peers with
  * exponential backoff and jitter while the node has fewer connections
- * than its target. A healed partition therefore reconnects by itself.
+ * than its target.
+ *
+ * Filling up to the target is not enough after a partition: each half
+ * re-fills its connections from its own side and then stops dialing, so
+ * after the heal no connection crosses the old boundary and the halves
+ * stay apart for good. So, whatever the connection count, the node also
+ * probes one peer it does not hear (not connected, no fresh heartbeats)
+ * per probe interval, with the same per-peer backoff (Serf's reconnect of
+ * failed members, at a shorter interval). In a healthy cluster every peer
+ * is heard and no probe is made.
  */
 export class Redialer {
   private readonly node: GossipNode;
   private readonly logger: Logger;
-  private readonly dials: Counter<'result'>;
+  private readonly dials: Counter<'reason' | 'result'>;
   private readonly target: number;
   private readonly checkIntervalMs: number;
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
   private readonly dialTimeoutMs: number;
   private readonly isBlocked: (peerId: string) => boolean;
+  private readonly isHeard: ((peerId: string) => boolean) | undefined;
+  private readonly probeIntervalMs: number;
+  private nextProbeAt = 0;
   /** Keyed by peer id, or by address for bootstrap entries without one. */
   private readonly known = new Map<string, KnownPeer>();
   private readonly dialing = new Set<string>();
@@ -60,8 +80,8 @@ export class Redialer {
     this.logger = options.logger.child({ component: 'redial' });
     this.dials = new Counter({
       name: 'silo_gossip_redials_total',
-      help: 'Dials made to keep the node connected, by result',
-      labelNames: ['result'],
+      help: 'Dials made to keep the node connected, by reason (fill: below target; probe: a peer not heard) and result',
+      labelNames: ['reason', 'result'],
       registers: [options.registry],
     });
     this.target = options.targetConnections ?? DEFAULT_TARGET_CONNECTIONS;
@@ -70,6 +90,8 @@ export class Redialer {
     this.backoffMaxMs = options.backoffMaxMs ?? 10_000;
     this.dialTimeoutMs = options.dialTimeoutMs ?? 5000;
     this.isBlocked = options.isBlocked ?? (() => false);
+    this.isHeard = options.isHeard;
+    this.probeIntervalMs = options.probeIntervalMs ?? this.checkIntervalMs;
     for (const addr of options.bootstrap ?? []) this.addAddress(addr);
   }
 
@@ -127,8 +149,6 @@ export class Redialer {
     if (!this.running) return;
     const connected = new Set(this.node.getPeers().map((p) => p.toString()));
     const self = this.node.peerId.toString();
-    let deficit = this.target - connected.size - this.dialing.size;
-    if (deficit <= 0) return;
     const now = Date.now();
     const candidates = [...this.known].filter(
       ([key, entry]) =>
@@ -138,14 +158,28 @@ export class Redialer {
         (entry.peerId === undefined || (!connected.has(entry.peerId) && !this.isBlocked(entry.peerId))),
     );
     shuffle(candidates);
+    let deficit = this.target - connected.size - this.dialing.size;
     for (const [key, entry] of candidates) {
       if (deficit <= 0 || this.dialing.size >= MAX_PARALLEL_DIALS) break;
       deficit--;
-      void this.dial(key, entry);
+      void this.dial(key, entry, 'fill');
     }
+    this.probe(candidates, now);
   }
 
-  private async dial(key: string, entry: KnownPeer): Promise<void> {
+  /** Dials one not-yet-dialed candidate we do not hear, at most once per probe interval. */
+  private probe(candidates: [string, KnownPeer][], now: number): void {
+    const isHeard = this.isHeard;
+    if (isHeard === undefined || now < this.nextProbeAt || this.dialing.size >= MAX_PARALLEL_DIALS) return;
+    const unheard = candidates.find(
+      ([key, entry]) => entry.peerId !== undefined && !this.dialing.has(key) && !isHeard(entry.peerId),
+    );
+    if (unheard === undefined) return;
+    this.nextProbeAt = now + this.probeIntervalMs;
+    void this.dial(unheard[0], unheard[1], 'probe');
+  }
+
+  private async dial(key: string, entry: KnownPeer, reason: 'fill' | 'probe'): Promise<void> {
     this.dialing.add(key);
     try {
       const target: PeerId | Multiaddr[] =
@@ -153,7 +187,7 @@ export class Redialer {
       const connection = await this.node.dial(target, { signal: AbortSignal.timeout(this.dialTimeoutMs) });
       entry.failures = 0;
       entry.nextAttemptAt = 0;
-      this.dials.inc({ result: 'ok' });
+      this.dials.inc({ reason, result: 'ok' });
       const peerId = connection.remotePeer.toString();
       if (entry.peerId === undefined) {
         // A bootstrap address turned out to belong to this peer: track it by id from now on.
@@ -164,9 +198,9 @@ export class Redialer {
       entry.failures++;
       const backoff = Math.min(this.backoffMaxMs, this.backoffBaseMs * 2 ** (entry.failures - 1));
       entry.nextAttemptAt = Date.now() + backoff * (0.5 + Math.random() / 2);
-      this.dials.inc({ result: 'failed' });
+      this.dials.inc({ reason, result: 'failed' });
       this.logger.debug(
-        { peer: key, failures: entry.failures, err: (err as Error).message },
+        { peer: key, reason, failures: entry.failures, err: (err as Error).message },
         'redial failed',
       );
     } finally {
