@@ -111,6 +111,9 @@ export class GossipLayer {
   private readonly redial: Redialer;
   private readonly meshRepair: MeshRepair;
   private started = false;
+  /** A catch-up sync with a node heard again after silence is under way (at most one at a time). */
+  private catchingUp = false;
+  private offReturned: (() => void) | undefined;
 
   private constructor(node: GossipNode, blocklist: PeerBlocklist, options: GossipLayerOptions) {
     this.node = node;
@@ -232,12 +235,16 @@ export class GossipLayer {
     this.liveness.start();
     this.meshRepair.start();
     this.redial.start();
+    this.offReturned = this.detector.on('alive', (event) => {
+      if (event.previous === 'dead' || event.previous === 'suspect') this.catchUpWith(event.nodeId);
+    });
     this.logger.info({ addrs: this.multiaddrs() }, 'gossip layer started');
   }
 
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
+    this.offReturned?.();
     this.redial.stop();
     this.meshRepair.stop();
     this.liveness.stop();
@@ -251,6 +258,27 @@ export class GossipLayer {
     const pendingHeartbeat = status?.heartbeatTimeout;
     await this.node.stop();
     if (pendingHeartbeat) clearTimeout(pendingHeartbeat);
+  }
+
+  /**
+   * A node heard again after silence (a healed partition, a restart) very
+   * likely holds writes we lack and lacks ours. Sync with it now instead of
+   * waiting out the digest grace: without this, after a heal only the two
+   * ends of the first connection across merged at once, and everyone else
+   * waited a grace period (gossip carries local writes only). One catch-up
+   * at a time: when a whole half returns at once, one sync brings its state,
+   * and the digest rule catches whatever remains.
+   */
+  private catchUpWith(nodeId: string): void {
+    const peerId = this.liveness.peerIdOf(nodeId);
+    if (this.catchingUp || peerId === undefined || !this.started) return;
+    this.catchingUp = true;
+    this.sync
+      .syncWith(peerId)
+      .catch((err: unknown) => this.logger.debug({ err, node: nodeId }, 'catch-up sync failed'))
+      .finally(() => {
+        this.catchingUp = false;
+      });
   }
 
   /** True when a fresh heartbeat of the node behind `peerId` arrived (through any path). */
