@@ -7,6 +7,7 @@ import { stringify as toToml } from 'smol-toml';
 import { ApiClient } from '../../src/cli/api-client.js';
 import type { CliIo } from '../../src/cli/context.js';
 import { main } from '../../src/cli/main.js';
+import { waitFor as sharedWaitFor, type Truthy } from '../helpers/wait.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/silo.js', import.meta.url));
 
@@ -130,23 +131,7 @@ export function agentToml(config: Record<string, unknown>): string {
   return toToml(config);
 }
 
-/** Polls `check` until it returns a truthy value. */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined | null | false>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+/** The shared waitFor, polling every 250 ms: CLI tests poll agents over their API. */
+export function waitFor<T>(what: string, check: () => Promise<T>, timeoutMs = 60_000): Promise<Truthy<T>> {
+  return sharedWaitFor(what, check, timeoutMs, 250);
 }

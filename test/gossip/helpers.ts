@@ -73,20 +73,7 @@ export async function stopNode(node: TestNode): Promise<void> {
   await node.state.close();
 }
 
-export async function waitFor(
-  what: string,
-  condition: () => boolean | Promise<boolean>,
-  timeoutMs = 30_000,
-  pollMs = 25,
-): Promise<number> {
-  const started = Date.now();
-  while (true) {
-    if (await condition()) return Date.now() - started;
-    if (Date.now() - started > timeoutMs)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
-}
+export { waitFor } from '../helpers/wait.js';
 
 export function digestsEqual(nodes: TestNode[]): boolean {
   const first = nodes[0]!.state.digestsAll();

@@ -14,7 +14,6 @@ import {
   nodesIn,
   readCount,
   waitFor,
-  waitForAsync,
   waitRunningOnOne,
 } from './loop-cluster.js';
 
@@ -68,7 +67,7 @@ describe('reconcile loop: apply on a three-node cluster', { timeout: 180_000 }, 
     );
     const dataDir = nodes[1]!.dataDir;
     const before = await readCount(dataDir, name);
-    await waitForAsync('the counter counts on node-b', async () => (await readCount(dataDir, name)) > before);
+    await waitFor('the counter counts on node-b', async () => (await readCount(dataDir, name)) > before);
     // Checkpoints are announced in the running status.
     await waitFor('a checkpoint is announced', () => entriesOf(first, name).get('node-b')?.snapshot != null);
 

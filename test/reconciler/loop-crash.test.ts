@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { NodeAgent } from '../../src/agent/node-agent.js';
 import { replicaNodes } from '../../src/reconciler/checkpoints.js';
 import type { EnrolledNode } from '../agent/enrolled-cluster.js';
-import { entriesOf, LoopCluster, nameRankedFirst, readCount, waitFor, waitForAsync } from './loop-cluster.js';
+import { entriesOf, LoopCluster, nameRankedFirst, readCount, waitFor } from './loop-cluster.js';
 
 /** pids of live counter processes whose working directory (STATE_DIRECTORY) is under `root`. */
 function countersUnder(root: string): number[] {
@@ -72,7 +72,7 @@ describe('reconcile loop: a crashed holder', { timeout: 240_000 }, () => {
         60_000,
       );
     }
-    await waitForAsync(
+    await waitFor(
       'node-c counts to 10',
       async () => (await readCount(cDir, remote)) >= 10 && (await readCount(cDir, local)) >= 10,
     );
@@ -83,7 +83,7 @@ describe('reconcile loop: a crashed holder', { timeout: 240_000 }, () => {
     const countedTo10At = Date.now();
     for (const name of [local, remote]) {
       const replica = cluster.agents.get(replicaOf[name]!)!;
-      await waitForAsync(
+      await waitFor(
         `${replica.nodeId} keeps a checkpoint of ${name} taken after its count reached 10`,
         async () => {
           const ref = entriesOf(first, name).get('node-c')?.snapshot;

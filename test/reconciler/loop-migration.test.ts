@@ -10,7 +10,6 @@ import {
   nodesIn,
   readCount,
   waitFor,
-  waitForAsync,
   waitRunningOnOne,
 } from './loop-cluster.js';
 
@@ -44,7 +43,7 @@ describe('reconcile loop: planned moves', { timeout: 180_000 }, () => {
     first.workloads.put(await cluster.counterSpec(name));
     assert.equal(await waitRunningOnOne(first, name), 'node-c');
     const oldDir = nodes.get('node-c')!.dataDir;
-    await waitForAsync('the counter reaches 10 on node-c', async () => (await readCount(oldDir, name)) >= 10);
+    await waitFor('the counter reaches 10 on node-c', async () => (await readCount(oldDir, name)) >= 10);
     const beforeDrain = await readCount(oldDir, name);
 
     first.enrollment.setDraining('node-c', { draining: true, at: Date.now(), by: 'test' });
@@ -57,7 +56,7 @@ describe('reconcile loop: planned moves', { timeout: 180_000 }, () => {
     assert.match(released.reason ?? '', /moving to node-a: holder node-c is draining/);
     await waitFor('running on node-a', () => nodesIn(first, name, 'running').join() === 'node-a', 60_000);
     const newDir = nodes.get('node-a')!.dataDir;
-    await waitForAsync(
+    await waitFor(
       'node-a counts on from the value node-c had',
       async () => (await readCount(newDir, name)) > beforeDrain,
     );

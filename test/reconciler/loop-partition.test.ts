@@ -11,7 +11,6 @@ import {
   nodesIn,
   readCount,
   waitFor,
-  waitForAsync,
   waitRunningOnOne,
 } from './loop-cluster.js';
 
@@ -45,10 +44,10 @@ describe('reconcile loop: a partitioned holder', { timeout: 180_000 }, () => {
     first.workloads.put(await cluster.counterSpec(name));
     assert.equal(await waitRunningOnOne(first, name), 'node-b');
     const bDir = nodes.get('node-b')!.dataDir;
-    await waitForAsync('node-b counts to 5', async () => (await readCount(bDir, name)) >= 5);
+    await waitFor('node-b counts to 5', async () => (await readCount(bDir, name)) >= 5);
     // The replica (the next node in the workload's rendezvous order) keeps node-b's checkpoint.
     const [replica] = replicaNodes(name, 'node-b', ['node-a', 'node-c'], 1);
-    await waitForAsync(`${replica} keeps node-b's checkpoint`, async () => {
+    await waitFor(`${replica} keeps node-b's checkpoint`, async () => {
       const ref = entriesOf(first, name).get('node-b')?.snapshot;
       return ref != null && (await agent(replica!).reconciler!.snapshotStore.has(ref.digest));
     });

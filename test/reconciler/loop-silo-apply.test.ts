@@ -12,7 +12,7 @@ import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
 import { parseAgentConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { silo, tempDir } from '../cli/helpers.js';
-import { waitFor, waitForAsync } from './loop-cluster.js';
+import { waitFor } from './loop-cluster.js';
 
 const COUNTER = fileURLToPath(new URL('../../config/examples/counter', import.meta.url));
 
@@ -99,7 +99,7 @@ describe('silo apply runs the service', { timeout: 120_000 }, () => {
       );
     });
     const countFile = join(dataDir, 'services', 'counter', 'state', 'count');
-    await waitForAsync(
+    await waitFor(
       'it counts',
       async () => Number((await readFile(countFile, 'utf8').catch(() => '0')).trim()) >= 2,
     );

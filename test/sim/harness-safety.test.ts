@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { SafetyChecker } from '../../sim/harness/invariants/safety.js';
 import { SimCluster } from '../../sim/harness/sim-cluster.js';
 import { DEFAULT_WORKLOAD } from '../../sim/harness/workload.js';
+import { waitFor } from '../helpers/wait.js';
 
 const FAST = {
   heartbeatMs: 200,
@@ -18,15 +19,6 @@ const FAST = {
   checkpointIntervalMs: 500,
   handoffMs: 300,
 };
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const started = Date.now();
-  while (!condition()) {
-    if (Date.now() - started > timeoutMs)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 /**
  * Proof that the safety checker can fail: every simulated process ignores

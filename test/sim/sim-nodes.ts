@@ -9,6 +9,7 @@ import { type Identify, identify } from '@libp2p/identify';
 import { type Ping, ping } from '@libp2p/ping';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import type { SimNetwork } from '../../sim/net/sim-network.js';
+import { waitFor as sharedWaitFor } from '../helpers/wait.js';
 
 export type PingServices = { identify: Identify; ping: Ping };
 export type GossipServices = PingServices & { pubsub: GossipSub };
@@ -52,11 +53,7 @@ export async function stopAll(nodes: Iterable<Libp2p>): Promise<void> {
   await Promise.allSettled([...nodes].map((node) => node.stop()));
 }
 
-/** Polls `condition` until true or the deadline passes (then throws with `what`). */
+/** The shared waitFor with the condition first, as the transport tests read best. */
 export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await sharedWaitFor(what, condition, timeoutMs, 20);
 }
