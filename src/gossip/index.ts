@@ -7,8 +7,10 @@ import type { ClusterState } from '../state/cluster-state.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { FailureDetector } from './failure-detector.js';
 import type { Heartbeat } from './heartbeat.js';
+import type { HeartbeatLedger } from './heartbeat-ledger.js';
 import { generateNodeKey } from './keys.js';
 import { LivenessService } from './liveness.js';
+import { LogExchange, type LogLimits, type LogReader } from './log-exchange.js';
 import { MeshRepair } from './mesh-repair.js';
 import {
   type ConnectionGater,
@@ -31,6 +33,8 @@ export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js'
 export { FailureDetector } from './failure-detector.js';
 export type { Heartbeat } from './heartbeat.js';
 export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
+export type { LogErrorCode, LogExchange, LogReader, LogRequest, LogStream } from './log-exchange.js';
+export { LOGS_PROTOCOL, LogFetchError, MAX_LOG_LINES } from './log-exchange.js';
 export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
 export type {
   ConnectionGater,
@@ -83,6 +87,10 @@ export interface GossipLayerOptions {
   meshCheckIntervalMs?: number;
   /** How long a mesh may stay thin before it counts; default 1.5 gossipsub heartbeats. */
   meshGraceMs?: number;
+  /** `/silo/logs/1` (log-exchange.ts): how this node reads its services' logs, and who may ask. */
+  logs?: { read?: LogReader; isPeerAllowed?: (peerId: string) => boolean; limits?: Partial<LogLimits> };
+  /** libp2p's own metrics into `registry` (the real agent; off where many nodes share a process). */
+  libp2pMetrics?: boolean;
 }
 
 /** Multiaddr protocol code of `/p2p/<peer id>`. */
@@ -104,6 +112,8 @@ export class GossipLayer {
   readonly detector: FailureDetector;
   readonly blocklist: PeerBlocklist;
   readonly node: GossipNode;
+  /** `/silo/logs/1`: serves this node's service logs, reads other nodes'. */
+  readonly logs: LogExchange;
   private readonly logger: Logger;
   private readonly replicator: Replicator;
   private readonly sync: AntiEntropy;
@@ -120,6 +130,7 @@ export class GossipLayer {
     this.blocklist = blocklist;
     this.logger = options.logger.child({ component: 'gossip', peer: node.peerId.toString() });
     const common = { node, logger: this.logger, registry: options.registry };
+    this.logs = new LogExchange({ ...common, ...options.logs });
     this.detector = new FailureDetector({
       now: options.now,
       suspectAfterMs: options.suspectAfterMs,
@@ -212,6 +223,13 @@ export class GossipLayer {
       gossipHeartbeatMs: options.gossipHeartbeatMs,
       scoredTopics: orgTopics(options.org).all,
       start: false,
+      ...(options.libp2pMetrics && {
+        metrics: {
+          registry: options.registry,
+          onUnavailable: () =>
+            options.logger.warn('libp2p metrics are already taken by another node in this process'),
+        },
+      }),
     });
     return new GossipLayer(node, blocklist, options);
   }
@@ -224,19 +242,27 @@ export class GossipLayer {
     return this.liveness.incarnation;
   }
 
+  /** Acks and dead declarations of the heartbeats, for the acknowledged-heartbeat lease (src/reconciler/heartbeat-lease.ts). */
+  get heartbeatLedger(): HeartbeatLedger {
+    return this.liveness.ledger;
+  }
+
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
     // The sync handler and connect listeners go in before the node listens,
     // so the first inbound connection already finds them.
     await this.sync.start();
+    await this.logs.start();
     await this.node.start();
     this.replicator.start();
     this.liveness.start();
     this.meshRepair.start();
     this.redial.start();
     this.offReturned = this.detector.on('alive', (event) => {
-      if (event.previous === 'dead' || event.previous === 'suspect') this.catchUpWith(event.nodeId);
+      // Not on suspect → alive: a loaded event loop makes heartbeats late and
+      // nodes flap through suspect; the digest rule covers short silences.
+      if (event.previous === 'dead') this.catchUpWith(event.nodeId);
     });
     this.logger.info({ addrs: this.multiaddrs() }, 'gossip layer started');
   }
@@ -250,6 +276,7 @@ export class GossipLayer {
     this.liveness.stop();
     await this.replicator.stop();
     await this.sync.stop();
+    await this.logs.stop();
     // gossipsub 14.1.2's stop() forgets its pending heartbeat timer, which
     // then keeps the process alive for up to one heartbeat interval.
     const status = (
