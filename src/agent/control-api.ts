@@ -9,6 +9,7 @@ import type { RouteContext } from './api/context.js';
 import { ApiError, codeForStatus, errorBody } from './api/errors.js';
 import { registerClusterRoutes } from './api/routes-cluster.js';
 import { registerImageRoutes } from './api/routes-images.js';
+import { registerLogRoutes } from './api/routes-logs.js';
 import { registerStreamRoutes } from './api/routes-streams.js';
 import { registerWorkloadRoutes } from './api/routes-workloads.js';
 import { prepareSocketPath } from './api/unix-socket.js';
@@ -147,6 +148,7 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
   registerClusterRoutes(app, ctx);
   registerWorkloadRoutes(app, ctx);
   registerStreamRoutes(app, ctx);
+  registerLogRoutes(app, ctx);
   registerImageRoutes(app, ctx);
   return app;
 }

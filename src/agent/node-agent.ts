@@ -15,6 +15,7 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import { WorkloadsView } from '../state/workloads-view.js';
+import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
 import { EnrollmentTrust } from './trust.js';
 
@@ -177,6 +178,12 @@ export class NodeAgent {
               isSenderAllowed: trust.isSenderAllowed,
             }
           : {}),
+        // `/silo/logs/1`: this node's service logs, to active enrolled nodes only.
+        logs: {
+          ...(options.dataDir ? { read: logReader(options.dataDir) } : {}),
+          ...(trust ? { isPeerAllowed: (peerId: string) => trust.active().byPeerId.has(peerId) } : {}),
+          ...options.gossip?.logs,
+        },
       });
       const workloads = new WorkloadsView(viewOptions);
       const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
@@ -295,6 +302,10 @@ export class NodeAgent {
   sameStateAs(other: NodeAgent): boolean {
     return DOC_NAMES.every((name) => this.state.digest(name) === other.state.digest(name));
   }
+}
+
+function logReader(dataDir: string): NonNullable<NonNullable<GossipLayerOptions['logs']>['read']> {
+  return (request, signal) => readServiceLog(dataDir, request, signal);
 }
 
 /** Inbound connections in overlay mode must come from an overlay address (see enrollmentGater). */

@@ -83,6 +83,7 @@ export async function startAgent(
     reconciler: {
       sandbox: config.services.sandbox,
       timing: { fenceAfterMs: config.services.fence_after },
+      leaseKind: config.services.lease,
       checkpointIntervalMs: config.services.checkpoint_interval,
       replicas: config.services.replicas,
       maxParallel: config.services.max_parallel,
@@ -99,6 +100,8 @@ export async function startAgent(
       deadAfterMs: config.gossip.dead_after,
       syncIntervalMs: config.gossip.sync_interval,
       syncGraceMs: config.gossip.sync_grace,
+      // libp2p_* metrics in /v1/metrics (one libp2p node per `silo agent` process).
+      libp2pMetrics: true,
     },
   });
   const peerDigests = new PeerDigests({

@@ -104,14 +104,17 @@ export class ApiClient {
 
   private httpError(status: number, text: string): CliError {
     let message = `HTTP ${status}`;
+    let exit = EXIT_BY_STATUS[status] ?? EXIT.failure;
     try {
       const body = JSON.parse(text) as ErrorBody;
       if (body.error?.message) message = body.error.message;
+      // Another node the agent needed (a workload's holder, for logs) is unreachable: same exit as our own agent.
+      if (body.error?.code === 'unreachable') exit = EXIT.unreachable;
     } catch {
       if (text.trim().length > 0) message = `HTTP ${status}: ${text.trim().slice(0, 200)}`;
     }
     if (status === 401) message = `unauthorized: ${message} (check --token-file)`;
-    return new CliError(message, EXIT_BY_STATUS[status] ?? EXIT.failure);
+    return new CliError(message, exit);
   }
 
   private send(method: string, path: string, init: RequestInit): Promise<IncomingMessage> {

@@ -72,6 +72,13 @@ const ServicesSection = z
   .object({
     sandbox: z.enum(['auto', 'bubblewrap', 'none']).default('auto'),
     fence_after: Duration.default(6000),
+    /**
+     * Where the quorum lease comes from (docs/placement.md): "acked-heartbeats"
+     * counts the peers that acknowledge our heartbeats and a quorum's dead
+     * attestations; "local-detector" only this node's failure detector (blind
+     * to asymmetric partitions).
+     */
+    lease: z.enum(['acked-heartbeats', 'local-detector']).default('acked-heartbeats'),
     checkpoint_interval: Duration.default(30_000),
     replicas: z.number().int().min(0).default(1),
     max_parallel: z.number().int().positive().default(1),

@@ -49,7 +49,10 @@ interface Member {
  *
  * A dead node that is heard again becomes alive: with a higher incarnation
  * it restarted (`rejoined`), with the same one it was cut off (a healed
- * partition). Either way the rest of the system decides what that means.
+ * partition). Either way the rest of the system decides what that means:
+ * redial, mesh repair and syncs want whoever is reachable, while ownership
+ * keeps a declared-dead incarnation dead (placement A1, enforced by
+ * HeartbeatLedger and the lease source, not here).
  */
 export class FailureDetector {
   private readonly now: () => number;
@@ -125,6 +128,12 @@ export class FailureDetector {
 
   state(nodeId: string): Liveness | undefined {
     return this.members.get(nodeId)?.state;
+  }
+
+  /** One node's entry, if it was ever heard (and not forgotten). */
+  member(nodeId: string): MemberView | undefined {
+    const m = this.members.get(nodeId);
+    return m === undefined ? undefined : { nodeId, ...m };
   }
 
   view(): MemberView[] {

@@ -3,8 +3,17 @@ import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from 
 import { MAX_NODE_ID_LENGTH } from './envelope.js';
 
 export const HEARTBEAT_VERSION = 1;
-/** Heartbeats are small (three 16-hex-digit digests and a few numbers); anything larger is hostile. */
-export const MAX_HEARTBEAT_BYTES = 4096;
+/**
+ * Without acks a heartbeat is a few hundred bytes. `acks` and `dead` add
+ * one entry per other node, at most 80 bytes each (a 63-character node id,
+ * the schema's longest, plus [incarnation, seq] as float64 and uint32), so
+ * MAX_HEARTBEAT_ENTRIES of them need about 80 KiB; 96 KiB leaves room for
+ * the addresses and digests. Anything larger is hostile. (The 4 KiB of
+ * version 1 fitted only about 150 nodes: docs/placement.md.)
+ */
+export const MAX_HEARTBEAT_BYTES = 96 * 1024;
+/** At most this many `acks` plus `dead` entries per heartbeat (one per other node: 1024-node clusters). */
+export const MAX_HEARTBEAT_ENTRIES = 1024;
 const MAX_DIGEST_LENGTH = 128;
 /** At most this many listen addresses per heartbeat, each at most MAX_ADDR_LENGTH characters. */
 export const MAX_HEARTBEAT_ADDRS = 8;
@@ -28,7 +37,28 @@ export interface Heartbeat {
    * it. Optional on the wire (absent = none).
    */
   addrs: string[];
+  /**
+   * nodeId → [incarnation, seq] of the newest heartbeat the sender received
+   * from that node, for the nodes it heard within dead_after and has not
+   * declared dead (docs/placement.md L1). Optional on the wire (absent = empty).
+   */
+  acks: ReadonlyMap<string, HeartbeatAck>;
+  /**
+   * nodeId → incarnation the sender declared dead (placement A1): it will
+   * never acknowledge that incarnation again. Incarnation 0 means "I have
+   * heard no incarnation of it since I started, for at least dead_after".
+   * Optional on the wire (absent = empty).
+   */
+  dead: ReadonlyMap<string, number>;
 }
+
+export type HeartbeatAck = readonly [incarnation: number, seq: number];
+
+/** What a sender fills in; acks and dead may be left out (= empty). */
+export type HeartbeatFields = Omit<Heartbeat, 'v' | 'acks' | 'dead'> & {
+  acks?: ReadonlyMap<string, HeartbeatAck>;
+  dead?: ReadonlyMap<string, number>;
+};
 
 export type HeartbeatRejection = 'malformed' | 'wrong-version' | 'wrong-org' | 'oversize';
 
@@ -36,8 +66,60 @@ export type DecodedHeartbeat =
   | { ok: true; heartbeat: Heartbeat }
   | { ok: false; reason: HeartbeatRejection; detail: string };
 
-export function encodeHeartbeat(heartbeat: Omit<Heartbeat, 'v'>): Uint8Array {
-  return packMessage({ v: HEARTBEAT_VERSION, ...heartbeat });
+export function encodeHeartbeat(heartbeat: HeartbeatFields): Uint8Array {
+  const { acks, dead, ...rest } = heartbeat;
+  // Empty maps are left out, so a heartbeat without them is what version 1 senders wrote.
+  const wire: Record<string, unknown> = { v: HEARTBEAT_VERSION, ...rest };
+  if (acks !== undefined && acks.size > 0) {
+    wire.acks = Object.fromEntries([...acks].map(([nodeId, [inc, seq]]) => [nodeId, [inc, seq]]));
+  }
+  if (dead !== undefined && dead.size > 0) wire.dead = Object.fromEntries(dead);
+  return packMessage(wire);
+}
+
+function isNodeIdKey(key: string): boolean {
+  return key.length > 0 && key.length <= MAX_NODE_ID_LENGTH;
+}
+
+/** Checks the optional `acks` map; a string is the rejection detail. */
+function checkAcks(value: unknown): Map<string, HeartbeatAck> | string {
+  const out = new Map<string, HeartbeatAck>();
+  if (value === undefined) return out;
+  if (!isPlainRecord(value)) return 'acks is not a map';
+  const entries = Object.entries(value);
+  if (entries.length > MAX_HEARTBEAT_ENTRIES)
+    return `acks has ${entries.length} entries (max ${MAX_HEARTBEAT_ENTRIES})`;
+  for (const [nodeId, ack] of entries) {
+    if (!isNodeIdKey(nodeId)) return 'acks has a key that is not a node id';
+    if (
+      !Array.isArray(ack) ||
+      ack.length !== 2 ||
+      !isSafeNonNegativeInt(ack[0]) ||
+      !isSafeNonNegativeInt(ack[1])
+    ) {
+      return `ack of "${nodeId.slice(0, 64)}" is not [incarnation, seq] (non-negative integers)`;
+    }
+    out.set(nodeId, [ack[0], ack[1]]);
+  }
+  return out;
+}
+
+/** Checks the optional `dead` map; a string is the rejection detail. */
+function checkDead(value: unknown): Map<string, number> | string {
+  const out = new Map<string, number>();
+  if (value === undefined) return out;
+  if (!isPlainRecord(value)) return 'dead is not a map';
+  const entries = Object.entries(value);
+  if (entries.length > MAX_HEARTBEAT_ENTRIES)
+    return `dead has ${entries.length} entries (max ${MAX_HEARTBEAT_ENTRIES})`;
+  for (const [nodeId, incarnation] of entries) {
+    if (!isNodeIdKey(nodeId)) return 'dead has a key that is not a node id';
+    if (!isSafeNonNegativeInt(incarnation)) {
+      return `dead incarnation of "${nodeId.slice(0, 64)}" is not a non-negative integer`;
+    }
+    out.set(nodeId, incarnation);
+  }
+  return out;
 }
 
 function reject(reason: HeartbeatRejection, detail: string): DecodedHeartbeat {
@@ -55,7 +137,7 @@ export function decodeHeartbeat(bytes: Uint8Array, expectOrg: string): DecodedHe
     return reject('malformed', `not msgpack: ${(err as Error).message}`);
   }
   if (!isPlainRecord(value)) return reject('malformed', 'not a msgpack map');
-  const { v, org, nodeId, incarnation, seq, digests, sentAt, addrs } = value;
+  const { v, org, nodeId, incarnation, seq, digests, sentAt, addrs, acks, dead } = value;
   if (v !== HEARTBEAT_VERSION) return reject('wrong-version', `v=${String(v)}`);
   if (typeof org !== 'string') return reject('malformed', 'org is not a string');
   if (org !== expectOrg) return reject('wrong-org', `org "${org.slice(0, 64)}"`);
@@ -84,6 +166,13 @@ export function decodeHeartbeat(bytes: Uint8Array, expectOrg: string): DecodedHe
   ) {
     return reject('malformed', 'addrs is not a short list of multiaddr strings');
   }
+  const checkedAcks = checkAcks(acks);
+  if (typeof checkedAcks === 'string') return reject('malformed', checkedAcks);
+  const checkedDead = checkDead(dead);
+  if (typeof checkedDead === 'string') return reject('malformed', checkedDead);
+  if (checkedAcks.size + checkedDead.size > MAX_HEARTBEAT_ENTRIES) {
+    return reject('malformed', `acks and dead have more than ${MAX_HEARTBEAT_ENTRIES} entries together`);
+  }
   return {
     ok: true,
     heartbeat: {
@@ -95,6 +184,8 @@ export function decodeHeartbeat(bytes: Uint8Array, expectOrg: string): DecodedHe
       digests: checked,
       sentAt,
       addrs: checkedAddrs as string[],
+      acks: checkedAcks,
+      dead: checkedDead,
     },
   };
 }

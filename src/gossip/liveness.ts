@@ -9,9 +9,14 @@ import {
   decodeHeartbeat,
   encodeHeartbeat,
   type Heartbeat,
+  type HeartbeatAck,
+  type HeartbeatFields,
   type HeartbeatRejection,
   MAX_HEARTBEAT_ADDRS,
+  MAX_HEARTBEAT_BYTES,
+  MAX_HEARTBEAT_ENTRIES,
 } from './heartbeat.js';
+import { HeartbeatLedger } from './heartbeat-ledger.js';
 import { ThrottledLog } from './log-throttle.js';
 import type { GossipNode } from './node.js';
 import { allowAnySender, type SenderCheck } from './replicator.js';
@@ -103,7 +108,8 @@ class LivenessMetrics {
  * whose document digests have differed from ours for longer than a grace.
  */
 export class LivenessService {
-  readonly incarnation: number;
+  /** Acks, dead declarations, our send log and peers' reports (docs/placement.md L1, A1). */
+  readonly ledger: HeartbeatLedger;
   private readonly node: GossipNode;
   private readonly state: ClusterState;
   private readonly org: string;
@@ -123,7 +129,6 @@ export class LivenessService {
   private readonly peerIds = new Map<string, string>();
   /** nodeId → its (unchanged) differing digests and the local time they were first seen. */
   private readonly mismatch = new Map<string, { theirs: string; since: number }>();
-  private seq = 0;
   private readonly heartbeatListeners = new Set<(heartbeat: Heartbeat) => void>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
@@ -141,7 +146,12 @@ export class LivenessService {
     this.now = options.now ?? Date.now;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.syncGraceMs = options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS;
-    this.incarnation = options.incarnation ?? Date.now();
+    this.ledger = new HeartbeatLedger({
+      selfId: this.nodeId,
+      incarnation: options.incarnation ?? Date.now(),
+      detector: this.detector,
+      now: this.now,
+    });
     this.isSenderAllowed = options.isSenderAllowed ?? allowAnySender;
     this.requestSync = options.requestSync;
     this.onPeerAddrs = options.onPeerAddrs;
@@ -174,6 +184,11 @@ export class LivenessService {
     pubsub.topicValidators.delete(this.topic);
   }
 
+  /** This process's current incarnation (it grows when the node rejoins after being declared dead). */
+  get incarnation(): number {
+    return this.ledger.incarnation;
+  }
+
   /** The libp2p peer id that signed `nodeId`'s latest heartbeat. */
   peerIdOf(nodeId: string): string | undefined {
     return this.peerIds.get(nodeId);
@@ -181,24 +196,60 @@ export class LivenessService {
 
   private async beat(): Promise<void> {
     if (!this.running) return;
-    const heartbeat: Omit<Heartbeat, 'v'> = {
+    const { incarnation, seq, acks, dead } = this.ledger.nextHeartbeat();
+    const heartbeat: HeartbeatFields = {
       org: this.org,
       nodeId: this.nodeId,
-      incarnation: this.incarnation,
-      seq: this.seq++,
+      incarnation,
+      seq,
       digests: this.state.digestsAll(),
       sentAt: Date.now(),
       addrs: this.node
         .getMultiaddrs()
         .slice(0, MAX_HEARTBEAT_ADDRS)
         .map((a) => a.toString()),
+      acks,
+      dead,
     };
     try {
-      await this.node.services.pubsub.publish(this.topic, encodeHeartbeat(heartbeat));
+      await this.node.services.pubsub.publish(this.topic, this.encodeWithinLimits(heartbeat));
       this.metrics.sent.inc();
     } catch (err) {
       if (this.running) this.rejectLog.warn('publish', { err }, 'heartbeat publish failed');
     }
+  }
+
+  /**
+   * Encodes the heartbeat, leaving out acks and dead entries if there are
+   * more than the receivers accept (a cluster beyond MAX_HEARTBEAT_ENTRIES
+   * nodes, or very long node ids). Leaving one out is safe: it only
+   * withholds a proof (an ack towards a peer's lease, an attestation
+   * towards a takeover). A window that moves with `seq` leaves out
+   * different nodes each time, so none is starved.
+   */
+  private encodeWithinLimits(heartbeat: HeartbeatFields): Uint8Array {
+    let bytes = encodeHeartbeat(heartbeat);
+    const acks = [...(heartbeat.acks ?? new Map<string, HeartbeatAck>())].sort(byKey);
+    const dead = [...(heartbeat.dead ?? new Map<string, number>())].sort(byKey);
+    let keep = Math.min(acks.length + dead.length, MAX_HEARTBEAT_ENTRIES);
+    if (keep === acks.length + dead.length && bytes.byteLength <= MAX_HEARTBEAT_BYTES) return bytes;
+    while (keep > 0) {
+      // Dead declarations first (there are few), then a rotating window of acks.
+      const keepDead = dead.slice(0, keep);
+      const ackRoom = keep - keepDead.length;
+      const offset = acks.length === 0 ? 0 : heartbeat.seq % acks.length;
+      const rotated = [...acks.slice(offset), ...acks.slice(0, offset)].slice(0, ackRoom);
+      bytes = encodeHeartbeat({ ...heartbeat, acks: new Map(rotated), dead: new Map(keepDead) });
+      if (bytes.byteLength <= MAX_HEARTBEAT_BYTES) break;
+      keep = Math.floor(keep * 0.9);
+    }
+    if (keep === 0) bytes = encodeHeartbeat({ ...heartbeat, acks: new Map(), dead: new Map() });
+    this.rejectLog.warn(
+      'heartbeat-trimmed',
+      { entries: acks.length + dead.length, kept: keep },
+      'heartbeat acks/dead trimmed to fit the heartbeat size limits',
+    );
+    return bytes;
   }
 
   private validate(message: Message): TopicValidatorResult {
@@ -220,6 +271,7 @@ export class LivenessService {
       return TopicValidatorResult.Ignore;
     }
     this.metrics.received.inc();
+    this.ledger.record(heartbeat);
     this.peerIds.set(heartbeat.nodeId, signer);
     this.learnAddrs(heartbeat, signer);
     this.compareDigests(heartbeat, signer);
@@ -288,4 +340,8 @@ export class LivenessService {
     this.rejectLog.warn(`${reason}:${signer}`, { reason, peer: signer, detail }, 'rejected heartbeat');
     return TopicValidatorResult.Reject;
   }
+}
+
+function byKey<T>(a: [string, T], b: [string, T]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
 }

@@ -8,8 +8,10 @@ import type { ConnectionGater, PrivateKey } from '@libp2p/interface';
 import { memory } from '@libp2p/memory';
 import { type Ping, ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
+import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import { tcp } from '@libp2p/tcp';
 import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
+import type { Registry } from 'prom-client';
 import { DEFAULT_MAX_UPDATE_BYTES } from '../state/cluster-state.js';
 
 /** The services every silo libp2p node runs. */
@@ -88,6 +90,31 @@ export interface GossipNodeOptions {
   connectionLimits?: ConnectionLimits;
   /** Defaults to true; false leaves the node stopped so the caller can register handlers first. */
   start?: boolean;
+  /**
+   * libp2p's own metrics (`libp2p_*`: connections, dials, streams, bytes per
+   * protocol) into this registry. Only the first node of a process gets them
+   * (see claimLibp2pMetrics); `onUnavailable` is called for any later one.
+   */
+  metrics?: { registry: Registry; onUnavailable?: () => void };
+}
+
+/**
+ * @libp2p/prometheus-metrics keeps its metric objects in one module-wide map
+ * keyed by metric name. A second libp2p node in the same process would be
+ * handed the first node's objects (its numbers counted into the first
+ * node's registry, its own registry left without them); and the package's
+ * default mode clears prom-client's global registry on every node. So: the
+ * global registry is never touched (preserveExistingMetrics), and only the
+ * first node of a process that asks gets libp2p metrics. A real agent is one
+ * node per process; tests and the simulator run many and leave them off.
+ * Process-wide on purpose: it mirrors the package's own process-wide map.
+ */
+let libp2pMetricsClaimed = false;
+
+function claimLibp2pMetrics(): boolean {
+  if (libp2pMetricsClaimed) return false;
+  libp2pMetricsClaimed = true;
+  return true;
 }
 
 /**
@@ -179,6 +206,18 @@ export async function createGossipNode(options: GossipNodeOptions): Promise<Goss
     };
   }
   if (options.connectionGater) init.connectionGater = options.connectionGater;
+  if (options.metrics) {
+    if (claimLibp2pMetrics()) {
+      init.metrics = prometheusMetrics({
+        registry: options.metrics.registry,
+        preserveExistingMetrics: true,
+        // Process CPU/memory collectors are not libp2p's business (and would be per process, not per node).
+        collectDefaultMetrics: false,
+      });
+    } else {
+      options.metrics.onUnavailable?.();
+    }
+  }
   if (options.psk) init.connectionProtector = preSharedKey({ psk: options.psk });
   return createLibp2p(init);
 }

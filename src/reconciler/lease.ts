@@ -10,13 +10,13 @@ import { type LeaseEvidence, leaseEvidence } from './placement/quorum.js';
  *
  * Every time is on the same local clock as the loop's `now()`.
  *
- * Two implementations are meant to exist:
- * - `DetectorLeaseSource` (here): everything computed from this node's own
- *   failure detector. It is the weaker single-view rule described below.
- * - the acknowledged-heartbeat source (src/gossip, to come): heartbeats
+ * Two implementations exist (config `services.lease`, `LeaseKind`):
+ * - `HeartbeatLeaseSource` (heartbeat-lease.ts, the default): heartbeats
  *   carry `acks` and `dead` lists; `evidence` counts the peers that heard
  *   *our* heartbeats (by our send times) and `attestedDeadSince` the time a
  *   quorum's heartbeats listed a node's incarnation dead.
+ * - `DetectorLeaseSource` (here): everything computed from this node's own
+ *   failure detector. It is the weaker single-view rule described below.
  */
 export interface LeaseSource {
   /** Short name of the rule set, shown in status output ("local-detector", "acked-heartbeats"). */
@@ -37,7 +37,13 @@ export interface LeaseSource {
   listeningSince(): number;
   /** Called when liveness changed (a node turned alive, suspect or dead), so the loop can act early. */
   onChange?(listener: () => void): () => void;
+  /** Detach from the layers it listens to (the reconciler stopped). */
+  close?(): void;
 }
+
+/** The built-in lease sources, by `LeaseSource.kind`. */
+export const LEASE_KINDS = ['acked-heartbeats', 'local-detector'] as const;
+export type LeaseKind = (typeof LEASE_KINDS)[number];
 
 export interface DetectorLeaseSourceOptions {
   selfId: string;
@@ -49,8 +55,9 @@ export interface DetectorLeaseSourceOptions {
 }
 
 /**
- * The single-view lease source: until heartbeats carry acknowledgements,
- * everything comes from this node's own failure detector.
+ * The single-view lease source (`services.lease = "local-detector"`):
+ * everything comes from this node's own failure detector, heartbeats'
+ * acknowledgements are ignored. Kept for comparison and as a fallback.
  *
  * - Quorum: this node plus the active enrolled peers it does not consider
  *   dead, against the active enrolled count. The proof date is the time we

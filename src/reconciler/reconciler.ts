@@ -7,9 +7,10 @@ import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { ObservedView } from '../state/observed-view.js';
 import type { SignedEnrollment } from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
+import { HeartbeatLeaseSource } from './heartbeat-lease.js';
 import { IMAGE_PROTOCOL, PeerImageFetcher } from './image-fetch.js';
 import { caImageVerifier, type ImageSignatureVerifier, ImageStore } from './image-store.js';
-import { DetectorLeaseSource, type LeaseSource } from './lease.js';
+import { DetectorLeaseSource, type LeaseKind, type LeaseSource } from './lease.js';
 import type { ResourceLimiterOptions } from './limits.js';
 import type { PeerDirectory } from './peer-fetch.js';
 import { DEFAULT_OWNERSHIP_TIMING, type OwnershipTiming } from './placement/index.js';
@@ -52,7 +53,13 @@ export interface ReconcilerOptions {
   limits?: Omit<ResourceLimiterOptions, 'logger'>;
   /** A runner of its own (the simulator); default: the ServiceRuntime on the data directory. */
   runner?: ServiceRunner;
-  /** A lease source of its own (the acknowledged-heartbeat one, later); default: DetectorLeaseSource. */
+  /**
+   * Which built-in lease source (config `services.lease`): "acked-heartbeats"
+   * (default; HeartbeatLeaseSource, docs/placement.md L1-L3, A1-A2) or
+   * "local-detector" (DetectorLeaseSource, this node's failure detector only).
+   */
+  leaseKind?: LeaseKind;
+  /** A lease source of its own (tests); overrides `leaseKind`. */
   lease?: (defaults: { selfId: string; now: () => number }) => LeaseSource;
   /** Checks image signatures; default: the org CA's key from the enrollment bundle. */
   verifyImageSignature?: ImageSignatureVerifier;
@@ -92,6 +99,7 @@ export class Reconciler {
   private readonly now: () => number;
   private readonly verifySignature: ImageSignatureVerifier;
   private loopInstance: ReconcileLoop | null = null;
+  private leaseSource: LeaseSource | null = null;
   private started = false;
 
   constructor(deps: ReconcilerDeps, options: ReconcilerOptions = {}) {
@@ -160,14 +168,19 @@ export class Reconciler {
     await this.scratchExchange.start();
     const directory = this.directory();
     const detector = deps.gossip.detector;
+    const activeNodeIds = () => deps.activeNodes().map((record) => record.nodeId);
     const lease =
       options.lease?.({ selfId: deps.nodeId, now: this.now }) ??
-      new DetectorLeaseSource({
-        selfId: deps.nodeId,
-        detector,
-        activeNodeIds: () => deps.activeNodes().map((record) => record.nodeId),
-        now: this.now,
-      });
+      ((options.leaseKind ?? 'acked-heartbeats') === 'acked-heartbeats'
+        ? new HeartbeatLeaseSource({
+            selfId: deps.nodeId,
+            ledger: deps.gossip.heartbeatLedger,
+            detector,
+            activeNodeIds,
+            now: this.now,
+          })
+        : new DetectorLeaseSource({ selfId: deps.nodeId, detector, activeNodeIds, now: this.now }));
+    this.leaseSource = lease;
     const timing: OwnershipTiming = {
       ...DEFAULT_OWNERSHIP_TIMING,
       ...options.timing,
@@ -225,6 +238,7 @@ export class Reconciler {
       if (policy !== 'halt') await this.runner.stopAll({ reason: 'agent stopping' }).catch(() => undefined);
       await this.scratchExchange.stop();
       await this.imageExchange.stop();
+      this.leaseSource?.close?.();
     }
   }
 

@@ -415,21 +415,24 @@ describe('silo CLI against running agents', () => {
   });
 
   test('logs: tail, --json, and -f follows the file (real binary, Ctrl-C ends it)', async () => {
-    const logs = join(n(0).dir, 'services', 'counter', 'logs');
+    // A log with no spec and no holder (a service deleted earlier): the node that has the file serves it.
+    const logs = join(n(0).dir, 'services', 'oldsvc', 'logs');
     await mkdir(logs, { recursive: true });
     await writeFile(join(logs, 'current'), 'a\nb\nc\n');
-    assert.equal((await silo(['logs', 'counter', ...sock()])).stdout, 'a\nb\nc\n');
-    assert.equal((await silo(['logs', 'counter', '-n', '1', ...sock()])).stdout, 'c\n');
-    assert.deepEqual(JSON.parse((await silo(['logs', 'counter', '--json', ...sock()])).stdout), {
-      workload: 'counter',
+    assert.equal((await silo(['logs', 'oldsvc', ...sock()])).stdout, 'a\nb\nc\n');
+    assert.equal((await silo(['logs', 'oldsvc', '-n', '1', ...sock()])).stdout, 'c\n');
+    assert.deepEqual(JSON.parse((await silo(['logs', 'oldsvc', '--json', ...sock()])).stdout), {
+      workload: 'oldsvc',
       lines: ['a', 'b', 'c'],
     });
-    const elsewhere = await silo(['logs', 'counter', ...sock(1)]);
+    const elsewhere = await silo(['logs', 'oldsvc', ...sock(1)]);
     assert.equal(elsewhere.code, 5);
-    assert.match(elsewhere.stderr, /no log of "counter" on node n2/);
-    assert.equal((await silo(['logs', 'counter', '-f', '--json', ...sock()])).code, 2);
+    assert.match(elsewhere.stderr, /unknown workload "oldsvc"/);
+    // --node reads another node's file (over /silo/logs/1).
+    assert.equal((await silo(['logs', 'oldsvc', '--node', 'n1', ...sock(1)])).stdout, 'a\nb\nc\n');
+    assert.equal((await silo(['logs', 'oldsvc', '-f', '--json', ...sock()])).code, 2);
 
-    const child = spawn(process.execPath, [BIN, 'logs', 'counter', '-f', '-n', '1', ...sock()], {
+    const child = spawn(process.execPath, [BIN, 'logs', 'oldsvc', '-f', '-n', '1', ...sock()], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

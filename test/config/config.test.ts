@@ -39,6 +39,17 @@ describe('agent config', () => {
     assert.equal(shipped.gossip.dead_after, 10_000);
     assert.equal(shipped.gossip.heartbeat, 1000);
     assert.equal(shipped.services.fence_after, 6000);
+    assert.equal(shipped.services.lease, 'acked-heartbeats');
+  });
+
+  test('services.lease picks the lease source and rejects unknown ones', () => {
+    const ok = writeConfig(
+      'lease.toml',
+      'org = "o"\n[node]\nid = "n"\n[services]\nlease = "local-detector"\n',
+    );
+    assert.equal(loadAgentConfig(ok, {}).services.lease, 'local-detector');
+    const bad = writeConfig('lease-bad.toml', 'org = "o"\n[node]\nid = "n"\n[services]\nlease = "vibes"\n');
+    expectConfigError(() => loadAgentConfig(bad, {}), 'services.lease');
   });
 
   test('environment overrides win over the file and are validated', () => {

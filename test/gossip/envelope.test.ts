@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { pack } from 'msgpackr';
 import * as Y from 'yjs';
 import { decodeEnvelope, ENVELOPE_REJECTIONS, encodeEnvelope } from '../../src/gossip/envelope.js';
-import { decodeHeartbeat, encodeHeartbeat } from '../../src/gossip/heartbeat.js';
+import { decodeHeartbeat, encodeHeartbeat, MAX_HEARTBEAT_BYTES } from '../../src/gossip/heartbeat.js';
 import { decodeFrame, encodeFrame, FrameType, SyncProtocolError } from '../../src/gossip/sync-frames.js';
 import { assertOrgName, docTopic, livenessTopic } from '../../src/gossip/topics.js';
 
@@ -106,7 +106,7 @@ describe('heartbeat codec', () => {
   test('round-trips and checks fields', () => {
     const ok = decodeHeartbeat(encodeHeartbeat(hb), 'acme');
     assert.ok(ok.ok);
-    assert.deepEqual(ok.heartbeat, { v: 1, ...hb });
+    assert.deepEqual(ok.heartbeat, { v: 1, ...hb, acks: new Map(), dead: new Map() });
     const rejections: [Uint8Array, string][] = [
       [Uint8Array.from([0xc1]), 'malformed'],
       [encodeHeartbeat(hb), 'wrong-org'],
@@ -114,7 +114,7 @@ describe('heartbeat codec', () => {
       [pack({ ...hb, v: 1, seq: -1 }), 'malformed'],
       [pack({ ...hb, v: 1, digests: { workloads: 'b' } }), 'malformed'],
       [pack({ ...hb, v: 1, addrs: 'x' }), 'malformed'],
-      [new Uint8Array(5000), 'oversize'],
+      [new Uint8Array(MAX_HEARTBEAT_BYTES + 1), 'oversize'],
     ];
     for (const [bytes, reason] of rejections) {
       const decoded = decodeHeartbeat(bytes, bytes === rejections[1]![0] ? 'other' : 'acme');

@@ -4,14 +4,28 @@
  * any other client) can map it to an exit code without parsing prose.
  */
 
-export type ApiErrorCode = 'bad_request' | 'unauthorized' | 'not_found' | 'conflict' | 'internal';
+export type ApiErrorCode =
+  | 'bad_request'
+  | 'unauthorized'
+  | 'not_found'
+  | 'not_held'
+  | 'conflict'
+  | 'internal'
+  | 'unreachable'
+  | 'busy';
 
 const STATUS: Record<ApiErrorCode, number> = {
   bad_request: 400,
   unauthorized: 401,
   not_found: 404,
+  /** A workload no node holds or reported on: nothing to read its log from. */
+  not_held: 404,
   conflict: 409,
   internal: 500,
+  /** Another node this request needs (a workload's holder, for logs) cannot be reached. */
+  unreachable: 502,
+  /** Another node refuses for now (its log streams are all in use). */
+  busy: 503,
 };
 
 export class ApiError extends Error {

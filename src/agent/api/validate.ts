@@ -39,4 +39,6 @@ const Flag = z
 export const LogsQuerySchema = z.strictObject({
   lines: z.coerce.number().int().min(0).max(100_000).default(100),
   follow: Flag,
+  /** Read this node's log instead of the holder's. */
+  node: NodeIdSchema.optional(),
 });

@@ -1,12 +1,25 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
-import { CliError, EXIT } from '../errors.js';
-import { nonNegativeInt } from './node.js';
+import { CliError, EXIT, type ExitCode } from '../errors.js';
+
+/** The control API's bound on `lines` (and `/silo/logs/1`'s). */
+const MAX_LINES = 100_000;
+/** The trailer a followed log ends with (src/agent/api/routes-logs.ts): "ok" or "<code>: <message>". */
+const LOG_END_TRAILER = 'x-silo-log-end';
 
 interface LogsFlags extends JsonFlag, ConnectionFlags {
   follow?: boolean;
   lines: number;
+  tail?: number;
+  node?: string;
+}
+
+function lineCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n > MAX_LINES)
+    throw new InvalidArgumentError(`expected a whole number of lines from 0 to ${MAX_LINES}`);
+  return n;
 }
 
 export function registerLogsCommand(program: Command, ctx: CliContext): void {
@@ -14,17 +27,21 @@ export function registerLogsCommand(program: Command, ctx: CliContext): void {
     withJson(
       program
         .command('logs')
-        .description("a service's stdout/stderr on this node (LOGS_DIRECTORY/current)")
+        .description("a service's stdout/stderr (LOGS_DIRECTORY/current) from the node that holds it")
         .argument('<workload>', 'workload name')
         .option('-f, --follow', 'keep printing what the service writes (Ctrl-C stops)')
-        .option('-n, --lines <n>', 'lines from the end to show first', nonNegativeInt, 100),
+        .option('-n, --lines <n>', 'lines from the end to show first', lineCount, 100)
+        .option('--tail <n>', 'same as --lines', lineCount)
+        .option('--node <id>', "read this node's log instead of the holder's"),
     ),
   ).action(async (workload: string, flags: LogsFlags) => {
     if (flags.follow && flags.json) throw new CliError('--json cannot be combined with --follow', EXIT.usage);
+    const lines = flags.tail ?? flags.lines;
     const client = await ctx.client(flags);
-    const path = `/v1/logs/${encodeURIComponent(workload)}?lines=${flags.lines}`;
+    const node = flags.node !== undefined ? `&node=${encodeURIComponent(flags.node)}` : '';
+    const path = `/v1/logs/${encodeURIComponent(workload)}?lines=${lines}${node}`;
     if (!flags.follow) {
-      const text = await client.request<string>('GET', path, { timeoutMs: 30_000 });
+      const text = await client.request<string>('GET', path, { timeoutMs: 60_000 });
       if (flags.json)
         ctx.print(
           flags,
@@ -35,21 +52,33 @@ export function registerLogsCommand(program: Command, ctx: CliContext): void {
       return;
     }
     const res = await client.open(`${path}&follow=1`);
-    await new Promise<void>((resolve) => {
+    const ended = await new Promise<string | null>((resolve) => {
+      const finish = (end: string | null): void => {
+        process.off('SIGINT', stop);
+        resolve(end);
+      };
+      // Ctrl-C: closing the response tells the agent (and through it the holder) to stop.
       const stop = (): void => {
         res.destroy();
-        resolve();
+        finish(null);
       };
       process.once('SIGINT', stop);
       res.on('data', (chunk: Buffer) => ctx.io.out(chunk.toString('utf8')));
-      res.on('end', () => {
-        process.off('SIGINT', stop);
-        resolve();
-      });
-      res.on('error', () => {
-        process.off('SIGINT', stop);
-        resolve();
-      });
+      res.on('end', () =>
+        finish(String(res.trailers[LOG_END_TRAILER] ?? 'closed: the agent ended the stream')),
+      );
+      res.on('error', () => finish('unreachable: the connection to the agent broke'));
     });
+    if (ended === null || ended === 'ok') return;
+    throw endError(ended);
   });
+}
+
+/** A followed stream that ended by itself: the agent stopped, or the holder went away or hit a limit. */
+function endError(end: string): CliError {
+  const colon = end.indexOf(':');
+  const code = colon > 0 ? end.slice(0, colon) : end;
+  const message = colon > 0 ? end.slice(colon + 1).trim() : end;
+  const exit: ExitCode = code === 'unreachable' ? EXIT.unreachable : EXIT.failure;
+  return new CliError(`log stream ended: ${message}`, exit);
 }

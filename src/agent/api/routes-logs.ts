@@ -1,0 +1,169 @@
+import { stat } from 'node:fs/promises';
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { LogFetchError, type LogRequest } from '../../gossip/index.js';
+import type { ObservedStatus } from '../../state/schemas.js';
+import { readServiceLog, serviceLogFile } from '../log-files.js';
+import type { NodeAgent } from '../node-agent.js';
+import type { RouteContext } from './context.js';
+import { ApiError, notFound } from './errors.js';
+import { openStream } from './routes-streams.js';
+import { LogsQuerySchema, parseInput, WorkloadParams } from './validate.js';
+
+/**
+ * GET /v1/logs/:workload: the service's log from the node that holds it.
+ * This node's own files are read directly; another node's come over
+ * `/silo/logs/1` (src/gossip/log-exchange.ts). A followed stream that ends
+ * for any reason but the client leaving says why in the `x-silo-log-end`
+ * trailer.
+ */
+
+/** Phases in which a node holds a workload (as in views.ts), best first. */
+const HOLDING = ['running', 'starting', 'pulling', 'stopping'] as const;
+export const LOG_END_TRAILER = 'x-silo-log-end';
+
+type Source = { kind: 'local'; nodeId: string } | { kind: 'remote'; nodeId: string; peerId: string };
+
+export function registerLogRoutes(app: FastifyInstance, ctx: RouteContext): void {
+  app.get('/v1/logs/:workload', async (request, reply) => {
+    const { workload } = parseInput(WorkloadParams, request.params, 'workload name');
+    const query = parseInput(LogsQuerySchema, request.query, 'logs query');
+    const logRequest: LogRequest = { workload, lines: query.lines, follow: query.follow };
+    const source = await chooseSource(ctx, workload, query.node);
+    const controller = new AbortController();
+    const chunks = await openLog(ctx, source, logRequest, controller.signal);
+    reply.header('x-silo-log-node', source.nodeId);
+    if (!query.follow) {
+      const parts: Buffer[] = [];
+      try {
+        for await (const chunk of chunks) parts.push(Buffer.from(chunk));
+      } catch (err) {
+        throw apiErrorOf(err, source, workload);
+      }
+      reply.type('text/plain; charset=utf-8');
+      return Buffer.concat(parts);
+    }
+    const res = openStream(request, reply, ctx, 'text/plain; charset=utf-8', {
+      trailer: LOG_END_TRAILER,
+      'x-silo-log-node': source.nodeId,
+    });
+    res.on('close', () => controller.abort());
+    void pump(chunks, res, controller.signal, (err) => apiErrorOf(err, source, workload));
+  });
+}
+
+/** Copies `chunks` into the response until either ends; the trailer says how the log stream ended. */
+async function pump(
+  chunks: AsyncIterable<Uint8Array>,
+  res: ServerResponse,
+  signal: AbortSignal,
+  toApiError: (err: unknown) => Error,
+): Promise<void> {
+  let end = 'ok';
+  try {
+    for await (const chunk of chunks) {
+      if (signal.aborted || res.writableEnded) return;
+      if (!res.write(chunk)) await waitDrain(res, signal);
+    }
+  } catch (err) {
+    const apiError = toApiError(err);
+    end = `${apiError instanceof ApiError ? apiError.code : 'internal'}: ${apiError.message}`;
+  }
+  if (res.writableEnded || signal.aborted) return;
+  res.addTrailers({ [LOG_END_TRAILER]: end.replace(/[\r\n]+/g, ' ') });
+  res.end();
+}
+
+function waitDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+async function openLog(
+  ctx: RouteContext,
+  source: Source,
+  request: LogRequest,
+  signal: AbortSignal,
+): Promise<AsyncIterable<Uint8Array>> {
+  const { agent } = ctx;
+  if (source.kind === 'local') {
+    const chunks = await readServiceLog(ctx.dataDir, request, signal);
+    if (chunks === null) throw notFound(`no log of "${request.workload}" on node ${agent.nodeId}`);
+    return chunks;
+  }
+  try {
+    return (await agent.gossip.logs.open(source.peerId, request, signal)).chunks;
+  } catch (err) {
+    throw apiErrorOf(err, source, request.workload);
+  }
+}
+
+function apiErrorOf(err: unknown, source: Source, workload: string): Error {
+  if (!(err instanceof LogFetchError)) return err instanceof Error ? err : new Error(String(err));
+  const where = `node ${source.nodeId}`;
+  switch (err.code) {
+    case 'not-found':
+      return new ApiError('not_found', `no log of "${workload}" on ${where}`);
+    case 'busy':
+      return new ApiError('busy', `${where} serves too many log streams; try again later`);
+    case 'limit':
+      return new ApiError('busy', `${where} ended the log stream: ${err.message}`);
+    default:
+      return new ApiError('unreachable', `cannot read the log from ${where} (${err.code}): ${err.message}`);
+  }
+}
+
+/**
+ * Which node's log to read: `--node` when given; else the holder per the
+ * observed document; else this node when it has the log file; else the node
+ * that reported on the workload last (a stopped or failed service).
+ */
+async function chooseSource(ctx: RouteContext, workload: string, node: string | undefined): Promise<Source> {
+  const { agent } = ctx;
+  if (node !== undefined) {
+    if (node === agent.nodeId) return { kind: 'local', nodeId: node };
+    return remote(agent, node, `unknown node "${node}"`);
+  }
+  const reports = [...agent.observed.listAll()]
+    .map(([nodeId, byName]) => ({ nodeId, status: byName.get(workload) }))
+    .filter((r): r is { nodeId: string; status: ObservedStatus } => r.status !== undefined);
+  const holders = reports
+    .filter((r) => (HOLDING as readonly string[]).includes(r.status.phase))
+    .sort((a, b) => rank(a.status) - rank(b.status) || b.status.since - a.status.since);
+  const holder = holders[0];
+  if (holder) {
+    if (holder.nodeId === agent.nodeId) return { kind: 'local', nodeId: holder.nodeId };
+    return remote(agent, holder.nodeId, `holder ${holder.nodeId} of "${workload}" is not enrolled`);
+  }
+  const local = await stat(serviceLogFile(ctx.dataDir, workload)).catch(() => null);
+  if (local?.isFile()) return { kind: 'local', nodeId: agent.nodeId };
+  const latest = reports
+    .filter((r) => r.nodeId !== agent.nodeId)
+    .sort((a, b) => b.status.since - a.status.since)[0];
+  if (latest) return remote(agent, latest.nodeId, `node ${latest.nodeId} is not enrolled`);
+  if (!agent.workloads.get(workload)) throw notFound(`unknown workload "${workload}"`);
+  throw new ApiError(
+    'not_held',
+    `"${workload}" is not running on any node and no node reported on it yet (no log to show)`,
+  );
+}
+
+function rank(status: ObservedStatus): number {
+  return (HOLDING as readonly string[]).indexOf(status.phase);
+}
+
+function remote(agent: NodeAgent, nodeId: string, unknown: string): Source {
+  const record = agent.enrollment.get(nodeId);
+  const peerId = record?.peerId ?? agent.gossip.peerIdOfNode(nodeId);
+  if (peerId === undefined) throw notFound(unknown);
+  return { kind: 'remote', nodeId, peerId };
+}

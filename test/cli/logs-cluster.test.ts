@@ -1,0 +1,267 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { WorkloadRow } from '../../src/agent/api/views.js';
+import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
+import { type AgentProcess, agentToml, BIN, silo, startAgentProcess, tempDir, waitFor } from './helpers.js';
+
+/**
+ * `silo logs` across the cluster, end to end: two `silo agent` processes,
+ * a service that only n2 may run (placement label), and the CLI talking to
+ * n1 — whose control API fetches the log from n2 over `/silo/logs/1`.
+ */
+
+interface Node {
+  id: string;
+  dir: string;
+  identityDir: string;
+  socket: string;
+  config: string;
+  port: number;
+  peerId: string;
+  agent?: AgentProcess;
+}
+
+describe('silo logs across nodes', { timeout: 240_000 }, () => {
+  let dir: string;
+  let remove: () => Promise<void>;
+  let orgDir: string;
+  const nodes: Node[] = [];
+  const n = (i: number): Node => nodes[i]!;
+  const sock = (i = 0): string[] => ['--socket', n(i).socket];
+
+  async function metricsOf(i: number): Promise<string> {
+    return n(i).agent!.client.request<string>('GET', '/v1/metrics', { timeoutMs: 10_000 });
+  }
+
+  before(async () => {
+    ({ dir, remove } = await tempDir('silo-logs-'));
+    orgDir = join(dir, 'org');
+    const org = await silo(['org', 'init', '--dir', orgDir, '--name', 'logtest', '--cidr', '10.61.0.0/24']);
+    assert.equal(org.code, 0, org.stderr);
+    const ports = await freeLoopbackPorts(2);
+    for (const [i, id] of ['n1', 'n2'].entries()) {
+      const nodeDir = join(dir, id);
+      const identityDir = join(nodeDir, 'identity');
+      const port = ports[i]!;
+      const init = await silo([
+        'node',
+        'init',
+        '--dir',
+        identityDir,
+        '--id',
+        id,
+        '--endpoint',
+        `/ip4/127.0.0.1/tcp/${port}`,
+        '--cpus',
+        '1',
+        '--memory-mb',
+        '256',
+        '--scratch-mb',
+        '256',
+        ...(id === 'n2' ? ['--label', 'role=talker'] : []),
+        '--json',
+      ]);
+      assert.equal(init.code, 0, init.stderr);
+      const { peerId } = JSON.parse(init.stdout) as { peerId: string };
+      const config = join(nodeDir, 'agent.toml');
+      const socket = join(nodeDir, 'silo.sock');
+      await writeFile(
+        config,
+        agentToml({
+          org: 'logtest',
+          node: { id, data_dir: nodeDir },
+          gossip: {
+            listen: [`/ip4/127.0.0.1/tcp/${port}`],
+            heartbeat: '500ms',
+            suspect_after: '2s',
+            dead_after: '8s',
+          },
+          services: { sandbox: 'none', fence_after: '4s' },
+          storage: { durability: 'nosync' },
+          api: { socket },
+          log: { level: 'warn', pretty: 'never' },
+        }),
+      );
+      nodes.push({ id, dir: nodeDir, identityDir, socket, config, port, peerId });
+    }
+    const sign1 = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(n(0).identityDir, 'request.json'),
+      '-o',
+      join(n(0).identityDir, 'enrollment.json'),
+    ]);
+    assert.equal(sign1.code, 0, sign1.stderr);
+    n(0).agent = await startAgentProcess(n(0).config, n(0).socket);
+    const sign2 = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(n(1).identityDir, 'request.json'),
+      '-o',
+      join(n(1).identityDir, 'enrollment.json'),
+      '--seed',
+      `/ip4/127.0.0.1/tcp/${n(0).port}/p2p/${n(0).peerId}`,
+      ...sock(0),
+    ]);
+    assert.equal(sign2.code, 0, sign2.stderr);
+    n(1).agent = await startAgentProcess(n(1).config, n(1).socket);
+
+    // A service that prints a numbered line every 200 ms; only n2 carries its label.
+    const svc = join(dir, 'svc');
+    await mkdir(join(svc, 'image', 'bin'), { recursive: true });
+    await writeFile(
+      join(svc, 'image', 'bin', 'talker'),
+      '#!/bin/sh\ni=0\nwhile true; do i=$((i + 1)); echo "line $i"; sleep 0.2; done\n',
+      { mode: 0o755 },
+    );
+    await writeFile(
+      join(svc, 'manifest.toml'),
+      [
+        'name = "talker"',
+        'image = "./image"',
+        'command = "/bin/talker"',
+        'scratch_class = "volatile"',
+        '[constraints]',
+        'role = "talker"',
+        '',
+      ].join('\n'),
+    );
+    const applied = await silo(['apply', join(svc, 'manifest.toml'), '--org', orgDir, ...sock(0)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    // One that no node may run: a spec, but nothing holds it.
+    await writeFile(
+      join(svc, 'nowhere.toml'),
+      [
+        'name = "nowhere"',
+        'image = "./image"',
+        'command = "/bin/talker"',
+        '[constraints]',
+        'role = "none"',
+        '',
+      ].join('\n'),
+    );
+    const nowhere = await silo(['apply', join(svc, 'nowhere.toml'), '--org', orgDir, ...sock(0)]);
+    assert.equal(nowhere.code, 0, nowhere.stderr);
+    await waitFor(
+      'talker running on n2, as n1 sees it',
+      async () => {
+        const res = await silo(['workloads', 'talker', '--json', ...sock(0)]);
+        const row = JSON.parse(res.stdout) as WorkloadRow;
+        return row.holder === 'n2' && row.phase === 'running';
+      },
+      120_000,
+    );
+  });
+
+  after(async () => {
+    for (const node of nodes) await node.agent?.stop();
+    await remove?.();
+  });
+
+  test("n1's API serves the log of a workload held by n2", async () => {
+    const res = await waitFor('a few lines logged', async () => {
+      const r = await silo(['logs', 'talker', '--tail', '3', ...sock(0)]);
+      return r.code === 0 && r.stdout.split('\n').length === 4 ? r : null;
+    });
+    assert.match(res.stdout, /^line \d+\nline \d+\nline \d+\n$/);
+    const json = await silo(['logs', 'talker', '-n', '2', '--json', ...sock(0)]);
+    assert.equal(json.code, 0, json.stderr);
+    const parsed = JSON.parse(json.stdout) as { workload: string; lines: string[] };
+    assert.equal(parsed.workload, 'talker');
+    assert.equal(parsed.lines.length, 2);
+    // --node forces a node: n2's own copy through n2's id works from n1; n1 has none.
+    const forced = await silo(['logs', 'talker', '--node', 'n2', '--tail', '1', ...sock(0)]);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /^line \d+\n$/);
+    const onN1 = await silo(['logs', 'talker', '--node', 'n1', ...sock(0)]);
+    assert.equal(onN1.code, 5);
+    assert.match(onN1.stderr, /^silo: no log of "talker" on node n1/);
+  });
+
+  test('-f across nodes receives lines written after the request; Ctrl-C ends it on both nodes', async () => {
+    const child = spawn(process.execPath, [BIN, 'logs', 'talker', '-f', '--tail', '1', ...sock(0)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    try {
+      let out = '';
+      const numbers = (): number[] => [...out.matchAll(/line (\d+)\n/g)].map((m) => Number(m[1]));
+      const got = new Promise<void>((resolve) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          const seen = numbers();
+          // The tail was one line; two more numbers after it were written after the request.
+          if (seen.length >= 3) resolve();
+        });
+      });
+      await got;
+      const seen = numbers();
+      assert.deepEqual(
+        seen.slice(0, 3),
+        [seen[0]!, seen[0]! + 1, seen[0]! + 2],
+        'consecutive lines, nothing lost',
+      );
+      await waitFor('n2 serves the stream', async () =>
+        /silo_log_streams_serving 1\b/.test(await metricsOf(1)),
+      );
+      child.kill('SIGINT');
+      assert.equal(await exited, 0);
+      await waitFor('n2 stops serving once the CLI is gone', async () =>
+        /silo_log_streams_serving 0\b/.test(await metricsOf(1)),
+      );
+    } finally {
+      clearTimeout(timer);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  test('bad input: unknown workload or node exits 5, a not-held workload 5, a bad --tail 2', async () => {
+    const ghost = await silo(['logs', 'ghost', ...sock(0)]);
+    assert.equal(ghost.code, 5);
+    assert.equal(ghost.stderr, 'silo: unknown workload "ghost"\n');
+    const badNode = await silo(['logs', 'talker', '--node', 'n9', ...sock(0)]);
+    assert.equal(badNode.code, 5);
+    assert.match(badNode.stderr, /unknown node "n9"/);
+    const notHeld = await silo(['logs', 'nowhere', ...sock(0)]);
+    assert.equal(notHeld.code, 5);
+    // No node may run it: either no node reported on it (not_held), or one reported a non-holding
+    // phase and has no log of it. Both are "nothing to show" (exit 5), never a hang or a 5xx.
+    assert.match(notHeld.stderr, /"nowhere" is not running on any node|no log of "nowhere" on node n[12]/);
+    for (const bad of ['abc', '-1', '100001', '1.5']) {
+      const res = await silo(['logs', 'talker', '--tail', bad, ...sock(0)]);
+      assert.equal(res.code, 2, `--tail ${bad}: ${res.stderr}`);
+      assert.match(
+        res.stderr,
+        /--tail <n>' argument '.*' is invalid\. expected a whole number of lines from 0 to 100000/,
+      );
+    }
+    const badNodeId = await silo(['logs', 'talker', '--node', 'Not_A_Node', ...sock(0)]);
+    assert.equal(badNodeId.code, 3);
+    assert.match(badNodeId.stderr, /invalid logs query: node/);
+  });
+
+  test("/v1/metrics has libp2p's own metrics besides silo's", async () => {
+    const text = await metricsOf(0);
+    assert.match(text, /^silo_/m);
+    assert.match(text, /^libp2p_connection_manager_connections\{[^}]*\} \d+/m);
+    assert.match(text, /^libp2p_data_transfer_bytes_total\{/m);
+  });
+
+  test('a holder that cannot be reached exits 4 with its name', async () => {
+    await n(1).agent!.stop();
+    const res = await waitFor('n1 reports n2 unreachable', async () => {
+      const r = await silo(['logs', 'talker', ...sock(0)]);
+      return r.code === 4 ? r : null;
+    });
+    assert.match(res.stderr, /^silo: cannot read the log from node n2 \(unreachable\)/);
+  });
+});
