@@ -294,9 +294,15 @@ export class LogExchange {
         `cannot open ${LOGS_PROTOCOL} to ${peerId}: ${(err as Error).message}`,
       );
     }
-    const abort = (reason: string): void => stream.abort(new Error(reason));
+    /** Ends our write side (the request generator below returns). */
+    const writeDone = new AbortController();
+    const abort = (reason: string): void => {
+      writeDone.abort();
+      stream.abort(new Error(reason));
+    };
     cancel.signal.addEventListener('abort', () => abort('closed by the client'), { once: true });
     const finish = (result: Result): void => {
+      writeDone.abort();
       signal?.removeEventListener('abort', onAbort);
       metrics.requests.inc({ direction: 'out', result });
     };
@@ -332,7 +338,20 @@ export class LogExchange {
     };
 
     try {
-      await stream.sink([frame({ ...request })]);
+      // The write side stays open until the client is done: its end (FIN) is
+      // how the server learns that a follower went away, even when a reset
+      // is lost or not noticed.
+      const requestFrame = frame({ ...request });
+      const closed = writeDone.signal;
+      stream
+        .sink(
+          (async function* () {
+            yield requestFrame;
+            if (!closed.aborted)
+              await new Promise((resolve) => closed.addEventListener('abort', resolve, { once: true }));
+          })(),
+        )
+        .catch(() => undefined);
       const header = await next(limits.requestTimeoutMs, 'waiting for the answer');
       if (header === undefined) {
         if (cancel.signal.aborted) throw new LogFetchError('error', 'cancelled');
@@ -361,6 +380,7 @@ export class LogExchange {
           if (message.ping === true) continue;
           if (message.end === true) {
             if (message.code !== undefined) throw remoteError(message, peerId);
+            writeDone.abort();
             await stream.close().catch(() => undefined);
             return;
           }
@@ -420,16 +440,18 @@ export class LogExchange {
         request = `undecodable request (${(err as Error).message})`;
       }
       if (typeof request === 'string') return await refuse('malformed', request);
-      // Whatever else the client sends is ignored; its source ending in an error
-      // means it went away (reset), which ends the stream on our side too.
+      // Whatever else the client sends is ignored. The client keeps its write
+      // side open while it wants the answer, so its end (FIN) or a reset
+      // means it went away, which ends the stream on our side too.
       void (async () => {
         try {
           while (!(await frames.next()).done) {
             /* drain */
           }
         } catch {
-          controller.abort();
+          // reset: same as the end
         }
+        controller.abort();
       })();
       const source = await this.read(request, controller.signal);
       if (source === null) return await refuse('not-found', `no log of "${request.workload}" here`);
@@ -448,11 +470,20 @@ export class LogExchange {
       );
       const counted = { result: 'ok' as Result };
       try {
-        await stream.sink(
+        const sending = stream.sink(
           this.body(source, request, controller.signal, counted, () => {
             lastPull = Date.now();
           }),
         );
+        // After a reset, the sink may never pull our generator again and so
+        // never settle: stop waiting for it once the client is known gone.
+        const gone = new Promise<void>((resolve) =>
+          controller.signal.addEventListener('abort', () => resolve(), { once: true }),
+        );
+        sending.catch(() => undefined);
+        await Promise.race([sending, gone]);
+        if (controller.signal.aborted && stream.status === 'open')
+          stream.abort(new Error('client went away'));
       } catch (err) {
         if (!controller.signal.aborted) throw err;
         counted.result = 'unreachable';

@@ -34,10 +34,13 @@ test('a 5-agent scenario (partition, writes on both sides, heal, drain) holds ev
   ]);
   // The scenario really did what it says: 100 writes, one planned move checked, the drained node emptied.
   assert.equal(summary.invariants.writes?.checked, 100);
-  assert.ok((summary.invariants.state?.checked ?? 0) >= 1, 'the drain moved the workload with its state');
+  assert.ok(
+    (summary.invariants.state?.checked ?? 0) >= 1,
+    `the drain moved the workload with its state; timeline:\n${timeline}`,
+  );
   assert.ok(
     (summary.invariants.safety?.checked ?? 0) >= 2,
-    'the workload started twice (first placement, move)',
+    `the workload started twice (first placement, move); timeline:\n${timeline}`,
   );
   assert.match(timeline, /partition \[n1, n2\] \| \[n3\.\.n5\]/);
   assert.match(
