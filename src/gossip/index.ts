@@ -4,6 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import { DOC_NAMES } from '../state/names.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { FailureDetector } from './failure-detector.js';
 import type { Heartbeat } from './heartbeat.js';
@@ -123,11 +124,17 @@ export class GossipLayer {
   private started = false;
   /** A catch-up sync with a node heard again after silence is under way (at most one at a time). */
   private catchingUp = false;
-  private offReturned: (() => void) | undefined;
+  /** nodeId → local time it was heard again after being dead (until our documents match, or dead_after). */
+  private readonly returned = new Map<string, number>();
+  private offReturned: (() => void)[] = [];
+  private readonly state: ClusterState;
+  private readonly now: () => number;
 
   private constructor(node: GossipNode, blocklist: PeerBlocklist, options: GossipLayerOptions) {
     this.node = node;
     this.blocklist = blocklist;
+    this.state = options.state;
+    this.now = options.now ?? Date.now;
     this.logger = options.logger.child({ component: 'gossip', peer: node.peerId.toString() });
     const common = { node, logger: this.logger, registry: options.registry };
     this.logs = new LogExchange({ ...common, ...options.logs });
@@ -259,18 +266,24 @@ export class GossipLayer {
     this.liveness.start();
     this.meshRepair.start();
     this.redial.start();
-    this.offReturned = this.detector.on('alive', (event) => {
-      // Not on suspect → alive: a loaded event loop makes heartbeats late and
-      // nodes flap through suspect; the digest rule covers short silences.
-      if (event.previous === 'dead') this.catchUpWith(event.nodeId);
-    });
+    this.offReturned = [
+      this.detector.on('alive', (event) => {
+        // Not on suspect → alive: a loaded event loop makes heartbeats late and
+        // nodes flap through suspect; the digest rule covers short silences.
+        if (event.previous === 'dead') this.returned.set(event.nodeId, this.now());
+      }),
+      // Called after the detector saw the same heartbeat, so a return is caught on its first heartbeat.
+      this.liveness.onHeartbeat((heartbeat) => this.catchUpIfBehind(heartbeat)),
+    ];
     this.logger.info({ addrs: this.multiaddrs() }, 'gossip layer started');
   }
 
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
-    this.offReturned?.();
+    for (const off of this.offReturned) off();
+    this.offReturned = [];
+    this.returned.clear();
     this.redial.stop();
     this.meshRepair.stop();
     this.liveness.stop();
@@ -288,14 +301,27 @@ export class GossipLayer {
   }
 
   /**
-   * A node heard again after silence (a healed partition, a restart) very
-   * likely holds writes we lack and lacks ours. Sync with it now instead of
-   * waiting out the digest grace: without this, after a heal only the two
-   * ends of the first connection across merged at once, and everyone else
-   * waited a grace period (gossip carries local writes only). One catch-up
-   * at a time: when a whole half returns at once, one sync brings its state,
-   * and the digest rule catches whatever remains.
+   * A node heard again after being dead (a healed partition, a restart)
+   * very likely holds writes we lack and lacks ours. While its heartbeats
+   * show other digests than ours, sync with it at once instead of waiting
+   * out the digest grace: without this, after a heal only the two ends of
+   * the first connection across merged at once, and everyone else waited a
+   * grace period (gossip carries local writes only). One catch-up at a
+   * time; a returned node whose heartbeat came while another ran is tried
+   * again at its next heartbeat, for up to dead_after.
    */
+  private catchUpIfBehind(heartbeat: Heartbeat): void {
+    const since = this.returned.get(heartbeat.nodeId);
+    if (since === undefined) return;
+    const ours = this.state.digestsAll();
+    const equal = DOC_NAMES.every((doc) => heartbeat.digests[doc] === ours[doc]);
+    if (equal || this.now() - since > this.detector.deadAfterMs) {
+      this.returned.delete(heartbeat.nodeId);
+      return;
+    }
+    this.catchUpWith(heartbeat.nodeId);
+  }
+
   private catchUpWith(nodeId: string): void {
     const peerId = this.liveness.peerIdOf(nodeId);
     if (this.catchingUp || peerId === undefined || !this.started) return;
