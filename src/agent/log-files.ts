@@ -2,6 +2,7 @@ import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LogRequest } from '../gossip/index.js';
 import { serviceDirs } from '../reconciler/scratch.js';
+import { sleep } from '../util/sleep.js';
 
 /** A tail reads at most this much of the end of the log file. */
 export const TAIL_WINDOW_BYTES = 1024 * 1024;
@@ -102,17 +103,4 @@ async function readAt(file: string, position: number, length: number): Promise<B
   } finally {
     await handle.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

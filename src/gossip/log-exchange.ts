@@ -3,6 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { sleep } from '../util/sleep.js';
 import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
 
@@ -170,20 +171,6 @@ async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): Asyn
 
 function frame(message: Record<string, unknown>): Uint8Array {
   return lp.encode.single(packMessage({ v: 1, ...message })).subarray();
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 const TICK = Symbol('tick');

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify as toToml } from 'smol-toml';
 import type { WorkloadRow } from '../../agent/api/views.js';
 import { NODE_FILES } from '../../identity/node-identity.js';
+import { sleep } from '../../util/sleep.js';
 import { ApiClient } from '../api-client.js';
 import { signRequest } from '../commands/ca.js';
 import { initNode } from '../commands/node.js';
@@ -296,8 +297,4 @@ function agentEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return Object.fromEntries(
     Object.entries(env).filter(([name]) => !name.startsWith('SILO_') || name === 'SILO_DEBUG'),
   );
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
