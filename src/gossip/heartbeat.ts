@@ -81,45 +81,43 @@ function isNodeIdKey(key: string): boolean {
   return key.length > 0 && key.length <= MAX_NODE_ID_LENGTH;
 }
 
-/** Checks the optional `acks` map; a string is the rejection detail. */
-function checkAcks(value: unknown): Map<string, HeartbeatAck> | string {
-  const out = new Map<string, HeartbeatAck>();
+/**
+ * Checks one of the optional node-keyed maps (`acks`, `dead`): absent is
+ * empty; `parse` turns an entry's value into its typed form or null. A
+ * string is the rejection detail.
+ */
+function checkNodeMap<T>(
+  field: string,
+  value: unknown,
+  parse: (entry: unknown) => T | null,
+  badEntry: (shortNodeId: string) => string,
+): Map<string, T> | string {
+  const out = new Map<string, T>();
   if (value === undefined) return out;
-  if (!isPlainRecord(value)) return 'acks is not a map';
+  if (!isPlainRecord(value)) return `${field} is not a map`;
   const entries = Object.entries(value);
   if (entries.length > MAX_HEARTBEAT_ENTRIES)
-    return `acks has ${entries.length} entries (max ${MAX_HEARTBEAT_ENTRIES})`;
-  for (const [nodeId, ack] of entries) {
-    if (!isNodeIdKey(nodeId)) return 'acks has a key that is not a node id';
-    if (
-      !Array.isArray(ack) ||
-      ack.length !== 2 ||
-      !isSafeNonNegativeInt(ack[0]) ||
-      !isSafeNonNegativeInt(ack[1])
-    ) {
-      return `ack of "${nodeId.slice(0, 64)}" is not [incarnation, seq] (non-negative integers)`;
-    }
-    out.set(nodeId, [ack[0], ack[1]]);
+    return `${field} has ${entries.length} entries (max ${MAX_HEARTBEAT_ENTRIES})`;
+  for (const [nodeId, entry] of entries) {
+    if (!isNodeIdKey(nodeId)) return `${field} has a key that is not a node id`;
+    const parsed = parse(entry);
+    if (parsed === null) return badEntry(nodeId.slice(0, 64));
+    out.set(nodeId, parsed);
   }
   return out;
 }
 
-/** Checks the optional `dead` map; a string is the rejection detail. */
-function checkDead(value: unknown): Map<string, number> | string {
-  const out = new Map<string, number>();
-  if (value === undefined) return out;
-  if (!isPlainRecord(value)) return 'dead is not a map';
-  const entries = Object.entries(value);
-  if (entries.length > MAX_HEARTBEAT_ENTRIES)
-    return `dead has ${entries.length} entries (max ${MAX_HEARTBEAT_ENTRIES})`;
-  for (const [nodeId, incarnation] of entries) {
-    if (!isNodeIdKey(nodeId)) return 'dead has a key that is not a node id';
-    if (!isSafeNonNegativeInt(incarnation)) {
-      return `dead incarnation of "${nodeId.slice(0, 64)}" is not a non-negative integer`;
-    }
-    out.set(nodeId, incarnation);
-  }
-  return out;
+function parseAck(entry: unknown): HeartbeatAck | null {
+  return Array.isArray(entry) &&
+    entry.length === 2 &&
+    isSafeNonNegativeInt(entry[0]) &&
+    isSafeNonNegativeInt(entry[1])
+    ? [entry[0], entry[1]]
+    : null;
+}
+
+function parseIncarnation(entry: unknown): number | null {
+  return isSafeNonNegativeInt(entry) ? entry : null;
 }
 
 function reject(reason: HeartbeatRejection, detail: string): DecodedHeartbeat {
@@ -166,9 +164,19 @@ export function decodeHeartbeat(bytes: Uint8Array, expectOrg: string): DecodedHe
   ) {
     return reject('malformed', 'addrs is not a short list of multiaddr strings');
   }
-  const checkedAcks = checkAcks(acks);
+  const checkedAcks = checkNodeMap(
+    'acks',
+    acks,
+    parseAck,
+    (id) => `ack of "${id}" is not [incarnation, seq] (non-negative integers)`,
+  );
   if (typeof checkedAcks === 'string') return reject('malformed', checkedAcks);
-  const checkedDead = checkDead(dead);
+  const checkedDead = checkNodeMap(
+    'dead',
+    dead,
+    parseIncarnation,
+    (id) => `dead incarnation of "${id}" is not a non-negative integer`,
+  );
   if (typeof checkedDead === 'string') return reject('malformed', checkedDead);
   if (checkedAcks.size + checkedDead.size > MAX_HEARTBEAT_ENTRIES) {
     return reject('malformed', `acks and dead have more than ${MAX_HEARTBEAT_ENTRIES} entries together`);

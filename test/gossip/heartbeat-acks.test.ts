@@ -13,6 +13,7 @@ import {
   MAX_HEARTBEAT_ENTRIES,
 } from '../../src/gossip/heartbeat.js';
 import { HeartbeatLedger } from '../../src/gossip/heartbeat-ledger.js';
+import { heartbeatFrom } from './helpers.js';
 
 const packr = new Packr({ useRecords: false });
 const pack = (value: unknown) => packr.pack(value);
@@ -102,27 +103,6 @@ function manualClock(start = 1000) {
   return { now: () => t, advance: (ms: number) => (t += ms) };
 }
 
-function heartbeatFrom(
-  nodeId: string,
-  incarnation: number,
-  seq: number,
-  extra: Partial<Heartbeat> = {},
-): Heartbeat {
-  return {
-    v: 1,
-    org: 'acme',
-    nodeId,
-    incarnation,
-    seq,
-    digests: { enrollment: 'a', workloads: 'b', observed: 'c' },
-    sentAt: 0,
-    addrs: [],
-    acks: new Map(),
-    dead: new Map(),
-    ...extra,
-  };
-}
-
 function setup(deadAfterMs = 1000) {
   const clock = manualClock();
   const detector = new FailureDetector({ now: clock.now, suspectAfterMs: deadAfterMs / 2, deadAfterMs });
@@ -209,7 +189,7 @@ describe('HeartbeatLedger', () => {
   test('an incarnation only peers mention is declared dead dead_after after we learned of it', () => {
     const { clock, ledger, receive } = setup(1000);
     clock.advance(5000); // listening long enough
-    receive(heartbeatFrom('a', 10, 0, { acks: new Map([['ghost', [99, 3]]]) }));
+    receive(heartbeatFrom('a', 10, 0, { acks: [['ghost', [99, 3]]] }));
     assert.equal(ledger.knownIncarnation('ghost'), 99);
     assert.equal(ledger.ownDeadIncarnation('ghost'), undefined, 'just learned of it');
     clock.advance(999);
@@ -221,7 +201,7 @@ describe('HeartbeatLedger', () => {
   test('reports keep what a peer says about us and the dead; rejoin starts a new incarnation', () => {
     const { ledger, receive } = setup(1000);
     ledger.nextHeartbeat();
-    receive(heartbeatFrom('a', 10, 0, { acks: new Map([['self', [7, 0]]]), dead: new Map([['c', 3]]) }));
+    receive(heartbeatFrom('a', 10, 0, { acks: [['self', [7, 0]]], dead: [['c', 3]] }));
     const report = ledger.report('a');
     assert.deepEqual(report?.ackOfSelf, [7, 0]);
     assert.deepEqual(report?.dead, new Map([['c', 3]]));

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import type { Heartbeat, HeartbeatAck } from '../../src/gossip/heartbeat.js';
 import { GossipLayer, type GossipLayerOptions } from '../../src/gossip/index.js';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { DOC_NAMES } from '../../src/state/names.js';
@@ -106,4 +107,25 @@ export async function metricValue(
     if (Object.entries(labels).every(([k, val]) => String(vl[k]) === val)) total += v.value;
   }
   return total;
+}
+
+/** A decoded heartbeat from `nodeId` (org "acme"), as the ledger tests feed it; `acks`/`dead` as entry lists. */
+export function heartbeatFrom(
+  nodeId: string,
+  incarnation: number,
+  seq: number,
+  extra: { acks?: [string, HeartbeatAck][]; dead?: [string, number][] } = {},
+): Heartbeat {
+  return {
+    v: 1,
+    org: 'acme',
+    nodeId,
+    incarnation,
+    seq,
+    digests: { enrollment: 'a', workloads: 'b', observed: 'c' },
+    sentAt: 0,
+    addrs: [],
+    acks: new Map(extra.acks ?? []),
+    dead: new Map(extra.dead ?? []),
+  };
 }

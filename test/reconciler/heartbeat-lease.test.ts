@@ -3,35 +3,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SimNetwork } from '../../sim/net/sim-network.js';
 import { FailureDetector } from '../../src/gossip/failure-detector.js';
-import type { Heartbeat, HeartbeatAck } from '../../src/gossip/heartbeat.js';
+import type { Heartbeat } from '../../src/gossip/heartbeat.js';
 import { HeartbeatLedger } from '../../src/gossip/heartbeat-ledger.js';
 import { HeartbeatLeaseSource } from '../../src/reconciler/heartbeat-lease.js';
 import { DetectorLeaseSource } from '../../src/reconciler/lease.js';
 import { FenceTracker } from '../../src/reconciler/placement/quorum.js';
-import { startNode, stopAll, type TestNode } from '../gossip/helpers.js';
+import { heartbeatFrom, startNode, stopAll, type TestNode } from '../gossip/helpers.js';
 import { waitFor } from '../helpers/wait.js';
 
 const SELF_INC = 7;
-
-function heartbeatFrom(
-  nodeId: string,
-  incarnation: number,
-  seq: number,
-  extra: { acks?: [string, HeartbeatAck][]; dead?: [string, number][] } = {},
-): Heartbeat {
-  return {
-    v: 1,
-    org: 'acme',
-    nodeId,
-    incarnation,
-    seq,
-    digests: { enrollment: 'a', workloads: 'b', observed: 'c' },
-    sentAt: 0,
-    addrs: [],
-    acks: new Map(extra.acks ?? []),
-    dead: new Map(extra.dead ?? []),
-  };
-}
 
 /** One node's liveness bookkeeping on a hand-moved clock, fed heartbeats as the LivenessService would. */
 function setup(active: string[], deadAfterMs = 1000) {
