@@ -16,6 +16,8 @@ const EXAMPLE_MANIFEST = fileURLToPath(
   new URL('../../../config/examples/counter/manifest.toml', import.meta.url),
 );
 const CONVERGE_TIMEOUT_MS = 60_000;
+/** At the end of a timed run: how long the digests may take to meet once more before the run counts as failed. */
+const FINAL_SETTLE_MS = 10_000;
 const REFRESH_MS = 1000;
 
 interface DemoFlags extends JsonFlag {
@@ -115,7 +117,13 @@ async function runDemo(ctx: CliContext, flags: DemoFlags): Promise<number> {
       await pause(Math.min(REFRESH_MS, Math.max(0, until - Date.now())));
     }
     // After Ctrl-C the terminal has signalled the agents too: the last view before it is the one to report.
-    if (!stopRequested) last = await cluster.snapshot();
+    // Otherwise report the cluster once it has converged (or after FINAL_SETTLE_MS): one sample can
+    // catch a status write still on its way between nodes, which is not a failure to converge.
+    if (!stopRequested) {
+      await cluster.waitConverged(FINAL_SETTLE_MS, (snapshot) => {
+        last = snapshot;
+      });
+    }
   } catch (err) {
     if (!stopRequested) {
       failure = messageOf(err);
