@@ -593,7 +593,10 @@ describe('decideLocalActions: properties over shared views', () => {
     );
     // The property must have had something to check. Starts are rare in random views: 500 runs gave 1-17 and
     // failed this check in CI; 2000 runs give 34-53 (ten runs), so a floor of 5 holds with a wide margin.
-    assert.ok((counts.get('claim') ?? 0) > 200 && (counts.get('start') ?? 0) > 5, JSON.stringify([...counts]));
+    assert.ok(
+      (counts.get('claim') ?? 0) > 200 && (counts.get('start') ?? 0) > 5,
+      JSON.stringify([...counts]),
+    );
   });
 
   test('decisions do not depend on the order of specs and nodes', () => {
