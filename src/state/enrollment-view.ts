@@ -1,4 +1,5 @@
 import type * as Y from 'yjs';
+import { deepFreeze } from '../util/deep-freeze.js';
 import type { ClusterState } from './cluster-state.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
 import {
@@ -33,6 +34,14 @@ export class EnrollmentView {
   private readonly verify: EnrollmentViewOptions['verify'];
   private readonly verifyRevocation: EnrollmentViewOptions['verifyRevocation'];
   private readonly options: EnrollmentViewOptions;
+  /**
+   * `list()` and `revocations()` as of the document's last update. Readers
+   * such as the lease ask on every heartbeat (N² times per heartbeat interval
+   * across a cluster); parsing and verifying every record each time took a
+   * fifth of the simulator's CPU after a partition healed. Both are shared
+   * with every caller, hence deeply frozen.
+   */
+  private cached: { nodes?: readonly SignedEnrollment[]; revocations?: readonly Revocation[] } = {};
 
   constructor(options: EnrollmentViewOptions) {
     this.options = options;
@@ -40,6 +49,12 @@ export class EnrollmentView {
     this.check = new RecordChecker('enrollment', options);
     this.verify = options.verify;
     this.verifyRevocation = options.verifyRevocation;
+    // Every change, local or remote, happens in a transaction: drop both lists
+    // when one begins (reads during it bypass the cache, see `cacheable`), so
+    // observers called after it already read the new records.
+    this.doc.on('beforeTransaction', () => {
+      this.cached = {};
+    });
   }
 
   private get doc(): Y.Doc {
@@ -65,16 +80,19 @@ export class EnrollmentView {
 
   /**
    * Every schema-valid, verified record, sorted by node id, revoked nodes
-   * included. Which nodes are active (not revoked, no duplicate IP, peer id or
+   * included; frozen, as it is shared with every caller until the next change. Which nodes are active (not revoked, no duplicate IP, peer id or
    * key) is computeActiveNodes' job (src/identity), one rule for every reader.
    */
-  list(): SignedEnrollment[] {
+  list(): readonly SignedEnrollment[] {
+    if (this.cached.nodes && this.cacheable()) return this.cached.nodes;
     const out: SignedEnrollment[] = [];
     for (const [key, value] of [...this.map('nodes').entries()].sort(byKey)) {
       const record = this.readNode(key, value);
       if (record) out.push(record);
     }
-    return out;
+    const frozen = deepFreeze(out);
+    if (this.cacheable()) this.cached.nodes = frozen;
+    return frozen;
   }
 
   /** Records a signed revocation; durable on return. Does not check the signature. */
@@ -90,17 +108,20 @@ export class EnrollmentView {
   }
 
   isRevoked(nodeId: string): boolean {
-    return this.revocation(nodeId) !== undefined;
+    return this.revocations().some((r) => r.nodeId === nodeId);
   }
 
-  /** Every valid, verified revocation, sorted by node id. */
-  revocations(): Revocation[] {
+  /** Every valid, verified revocation, sorted by node id; frozen (shared, like `list`). */
+  revocations(): readonly Revocation[] {
+    if (this.cached.revocations && this.cacheable()) return this.cached.revocations;
     const out: Revocation[] = [];
     for (const [key, value] of [...this.map('revocations').entries()].sort(byKey)) {
       const record = this.readRevocation(key, value);
       if (record) out.push(record);
     }
-    return out;
+    const frozen = deepFreeze(out);
+    if (this.cacheable()) this.cached.revocations = frozen;
+    return frozen;
   }
 
   /** Sets the operator drain flag of `nodeId` (`draining: false` clears it, keeping who and when). */
@@ -141,6 +162,11 @@ export class EnrollmentView {
   onChange(listener: (origin: unknown) => void): () => void {
     const maps = [this.map('nodes'), this.map('revocations'), this.map('draining')];
     return onMapsChange(this.doc, maps, this.options.logger, listener);
+  }
+
+  /** Not inside a transaction, where the maps may hold changes made after the cache was dropped. */
+  private cacheable(): boolean {
+    return this.doc._transaction === null;
   }
 
   private readNode(key: string, value: unknown): SignedEnrollment | undefined {

@@ -81,6 +81,44 @@ describe('EnrollmentView', () => {
     assert.equal(enrollment.get('node-a')?.labels.zone, 'a');
   });
 
+  test('list and revocations follow every change (local, remote, inside a transaction) and are frozen', () => {
+    const { state, enrollment } = setup();
+    enrollment.put(enrollmentRecord('node-a'));
+    const first = enrollment.list();
+    // Shared with every caller until the next change, so frozen all the way down.
+    assert.throws(() => {
+      (first[0]!.labels as Record<string, string>).zone = 'mutated';
+    }, TypeError);
+    assert.throws(() => (first as unknown[]).pop(), TypeError);
+    assert.equal(enrollment.list()[0]?.labels.zone, 'a');
+
+    fromPeer(state, 'enrollment', (d) => d.getMap('nodes').set('node-b', enrollmentRecord('node-b', 2)));
+    assert.deepEqual(
+      enrollment.list().map((r) => r.nodeId),
+      ['node-a', 'node-b'],
+    );
+
+    // An observer called after the transaction reads the new records, not the cached ones.
+    const seenByObserver: string[][] = [];
+    const off = enrollment.onChange(() => seenByObserver.push(enrollment.revocations().map((r) => r.nodeId)));
+    enrollment.revoke({ nodeId: 'node-b', revokedAt: 5, reason: 'lost', cert: 'c2ln' });
+    off();
+    assert.deepEqual(seenByObserver, [['node-b']]);
+    assert.equal(enrollment.isRevoked('node-b'), true);
+
+    // Reads inside a transaction see its own writes.
+    const inside = state.transactLocal('enrollment', (d) => {
+      const before = enrollment.list().map((r) => r.nodeId);
+      d.getMap('nodes').delete('node-a');
+      return [before, enrollment.list().map((r) => r.nodeId)];
+    });
+    assert.deepEqual(inside, [['node-a', 'node-b'], ['node-b']]);
+    assert.deepEqual(
+      enrollment.list().map((r) => r.nodeId),
+      ['node-b'],
+    );
+  });
+
   test('writers reject invalid records with a clear error and write nothing', () => {
     const { enrollment, state } = setup();
     const before = state.digest('enrollment');
