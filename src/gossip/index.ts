@@ -156,6 +156,7 @@ export class GossipLayer {
       state: options.state,
       intervalMs: options.syncIntervalMs,
       timeoutMs: options.syncTimeoutMs,
+      isReturningPeer: (peerId) => this.isReturning(peerId),
     });
     this.liveness = new LivenessService({
       ...common,
@@ -332,6 +333,20 @@ export class GossipLayer {
       .finally(() => {
         this.catchingUp = false;
       });
+  }
+
+  /**
+   * The node behind `peerId` is dead in our view, or returned from dead and
+   * still differs from us: what we learn from it, our side most likely lacks.
+   */
+  private isReturning(peerId: string): boolean {
+    return this.detector
+      .view()
+      .some(
+        (member) =>
+          (member.state === 'dead' || this.returned.has(member.nodeId)) &&
+          this.liveness.peerIdOf(member.nodeId) === peerId,
+      );
   }
 
   /** True when a fresh heartbeat of the node behind `peerId` arrived (through any path). */

@@ -43,6 +43,7 @@ class ReplicatorMetrics {
   readonly bytesIn: Counter<'doc'>;
   readonly rejects: Counter<'reason'>;
   readonly publishFailures: Counter<'reason'>;
+  readonly relays: Counter<'doc' | 'result'>;
   readonly batchSize: Histogram;
 
   constructor(registry: Registry) {
@@ -81,6 +82,12 @@ class ReplicatorMetrics {
       name: 'silo_gossip_publish_failures_total',
       help: 'Local batches that could not be published (sync carries them later)',
       labelNames: ['reason'],
+      registers,
+    });
+    this.relays = new Counter({
+      name: 'silo_gossip_relays_total',
+      help: 'Updates learned from a returning node by anti-entropy, by whether they were queued for publishing (relayed) or were too large (too-large: sync carries them)',
+      labelNames: ['doc', 'result'],
       registers,
     });
     this.batchSize = new Histogram({
@@ -150,6 +157,7 @@ export class Replicator {
     }
     this.unsubscribeState = this.state.onChange((doc, update, origin) => {
       if (origin === Origin.local) this.enqueue(doc, update);
+      else if (origin === Origin.catchUp) this.relay(doc, update);
     });
   }
 
@@ -171,6 +179,26 @@ export class Replicator {
   async drain(): Promise<void> {
     for (const doc of DOC_NAMES) this.flush(doc);
     await Promise.allSettled([...this.inflight]);
+  }
+
+  /**
+   * Publishes what a catch-up session added here (Yjs hands over only what
+   * was new to us). After a healed partition, the two ends of the first
+   * connection across learn the other side's writes by sync; relayed, they
+   * reach the rest of each side in one gossip round instead of one catch-up
+   * session per node. Receivers apply it as `remote` and do not relay it
+   * again, so a relay travels one gossip hop-tree and stops.
+   */
+  private relay(doc: DocName, update: Uint8Array): void {
+    // Above half the limit it would be published alone and may be refused;
+    // the others' own catch-up sessions carry it instead.
+    if (update.byteLength > this.state.maxUpdateBytes / 2) {
+      this.metrics.relays.inc({ doc, result: 'too-large' });
+      return;
+    }
+    this.metrics.relays.inc({ doc, result: 'relayed' });
+    this.logger.debug({ doc, bytes: update.byteLength }, 'relaying what a catch-up session brought');
+    this.enqueue(doc, update);
   }
 
   private enqueue(doc: DocName, update: Uint8Array): void {

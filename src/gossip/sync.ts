@@ -37,6 +37,12 @@ export interface AntiEntropyOptions {
   intervalMs?: number;
   /** Whole-session deadline, ms. */
   timeoutMs?: number;
+  /**
+   * True for a peer whose node we consider dead or just returned from dead:
+   * what a session with it adds is applied with origin `catchUp`, which the
+   * replicator relays (src/state/names.ts). Default: never.
+   */
+  isReturningPeer?: (peerId: string) => boolean;
 }
 
 export const DEFAULT_SYNC_INTERVAL_MS = 30_000;
@@ -103,6 +109,7 @@ export class AntiEntropy {
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
   private readonly maxFrameBytes: number;
+  private readonly isReturningPeer: (peerId: string) => boolean;
   private readonly sessions = new Map<string, Session>();
   private readonly untracked = new Set<Promise<SyncResult>>();
   private readonly openStreams = new Set<Stream>();
@@ -118,6 +125,7 @@ export class AntiEntropy {
     this.intervalMs = options.intervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.maxFrameBytes = this.state.maxUpdateBytes + FRAME_OVERHEAD_BYTES;
+    this.isReturningPeer = options.isReturningPeer ?? (() => false);
   }
 
   async start(): Promise<void> {
@@ -252,6 +260,9 @@ export class AntiEntropy {
     const sending = stream.sink(lp.encode(outbox, { maxDataLength: this.maxFrameBytes }));
     // Errors of the write side surface through the read side (the stream is aborted).
     sending.catch(() => undefined);
+    // Decided once per session: the peer counts as returning until our
+    // digests match, which this very session may bring about.
+    const origin = this.isReturningPeer(peer) ? Origin.catchUp : Origin.sync;
     const awaitingStep1 = new Set<DocName>(DOC_NAMES);
     const awaitingStep2 = new Set<DocName>(DOC_NAMES);
     let result: SyncResult;
@@ -287,7 +298,7 @@ export class AntiEntropy {
             throw new SyncProtocolError('malformed', `second step2 for ${frame.doc}`);
           }
           try {
-            this.state.applyRemote(frame.doc, frame.update, Origin.sync);
+            this.state.applyRemote(frame.doc, frame.update, origin);
           } catch (err) {
             throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
           }

@@ -7,14 +7,18 @@ export function isDocName(value: unknown): value is DocName {
 }
 
 /**
- * Yjs transaction origins. The replicator publishes only `local` updates;
- * `remote` (gossip) and `sync` (anti-entropy) updates are persisted but not
- * re-published, and `load` marks the replay of the durable log at start-up.
+ * Yjs transaction origins. The replicator publishes `local` updates, and
+ * relays `catchUp` ones: what an anti-entropy session with a node heard again
+ * after being dead (a healed partition, a restart) added here, which the rest
+ * of our side most likely lacks too. `remote` (gossip) and `sync` (other
+ * anti-entropy) updates are persisted but not re-published, and `load` marks
+ * the replay of the durable log at start-up.
  */
 export const Origin = {
   local: 'silo:local',
   remote: 'silo:remote',
   sync: 'silo:sync',
+  catchUp: 'silo:catch-up',
   load: 'silo:load',
 } as const;
 export type OriginName = (typeof Origin)[keyof typeof Origin];

@@ -1,0 +1,92 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { sleep } from '../../src/util/sleep.js';
+import {
+  metricValue,
+  type NodeOverrides,
+  readSpec,
+  startCluster,
+  stopAll,
+  type TestNode,
+  waitFor,
+  writeSpec,
+} from './helpers.js';
+
+// Only connection and catch-up sessions: no periodic sync, and a digest grace
+// far beyond the test, so B can learn C's writes only by a relay through A.
+const NO_BACKGROUND_SYNC: NodeOverrides = { syncIntervalMs: 0, syncGraceMs: 600_000 };
+
+async function cut(a: TestNode, b: TestNode): Promise<void> {
+  await a.gossip.block(b.gossip.peerId);
+  await b.gossip.block(a.gossip.peerId);
+}
+
+function join(a: TestNode, b: TestNode): void {
+  a.gossip.unblock(b.gossip.peerId);
+  b.gossip.unblock(a.gossip.peerId);
+}
+
+/** A and B together, C alone until each side considers the other dead; C wrote meanwhile. */
+async function isolateAndWrite(
+  nodes: TestNode[],
+  write: (c: TestNode) => void,
+): Promise<[TestNode, TestNode, TestNode]> {
+  const [a, b, c] = nodes as [TestNode, TestNode, TestNode];
+  await waitFor('every node hears every other', () =>
+    nodes.every((n) => n.gossip.detector.view().filter((m) => m.state === 'alive').length === 2),
+  );
+  await cut(a, c);
+  await cut(b, c);
+  await waitFor(
+    'A and B consider C dead, and C them',
+    () =>
+      a.gossip.detector.state(c.nodeId) === 'dead' &&
+      b.gossip.detector.state(c.nodeId) === 'dead' &&
+      c.gossip.detector.state(a.nodeId) === 'dead',
+  );
+  write(c);
+  return [a, b, c];
+}
+
+describe('relay of what a catch-up brought', () => {
+  test("after a heal, a node that cannot reach the returned node gets its writes by its neighbour's relay", async (t) => {
+    const nodes = await startCluster(3, NO_BACKGROUND_SYNC);
+    t.after(() => stopAll(nodes));
+    const [a, b, c] = await isolateAndWrite(nodes, (c) => {
+      for (let k = 0; k < 30; k++) writeSpec(c, `c-${k}`, k);
+    });
+    assert.equal(readSpec(b, 'c-0'), undefined, 'the partition held');
+    const bSessionsBefore = await metricValue(b, 'silo_sync_sessions_total');
+
+    join(a, c); // B and C stay cut: B depends on A.
+    await waitFor('A caught up with C', () => readSpec(a, 'c-29') === 29);
+    await waitFor('B received C’s writes by gossip from A', () => readSpec(b, 'c-29') === 29);
+    for (let k = 0; k < 30; k++) assert.equal(readSpec(b, `c-${k}`), k);
+
+    assert.ok((await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' })) >= 1);
+    // B learned by gossip, which is never relayed again.
+    assert.equal(await metricValue(b, 'silo_gossip_relays_total'), 0);
+    assert.equal(await metricValue(b, 'silo_sync_sessions_total'), bSessionsBefore, 'B ran no sync session');
+  });
+
+  test('a catch-up update above half the size limit is not relayed; the others catch up by sync', async (t) => {
+    const nodes = await startCluster(3, { ...NO_BACKGROUND_SYNC, maxUpdateBytes: 64 * 1024 });
+    t.after(() => stopAll(nodes));
+    const big = 'x'.repeat(40 * 1024);
+    const [a, b, c] = await isolateAndWrite(nodes, (c) => writeSpec(c, 'big', big));
+
+    join(a, c);
+    await waitFor('A caught up with C', () => readSpec(a, 'big') === big);
+    await waitFor(
+      'A counted the relay it skipped',
+      async () => (await metricValue(a, 'silo_gossip_relays_total', { result: 'too-large' })) >= 1,
+    );
+    await sleep(500);
+    assert.equal(readSpec(b, 'big'), undefined, 'not relayed');
+    assert.equal(await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' }), 0);
+
+    join(b, c);
+    await waitFor('B caught up with C by its own session', () => readSpec(b, 'big') === big);
+  });
+});
