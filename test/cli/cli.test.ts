@@ -6,14 +6,13 @@ import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { NodeRow, WorkloadRow } from '../../src/agent/api/views.js';
-import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
 import {
-  type AgentProcess,
   agentToml,
   BIN,
+  type ClusterNode,
   silo,
   siloProcess,
-  startAgentProcess,
+  startEnrolledAgents,
   tempDir,
   waitFor,
 } from './helpers.js';
@@ -26,25 +25,14 @@ import {
 
 const TOKEN = 'cli-test-token-0123456789';
 
-interface Node {
-  id: string;
-  dir: string;
-  identityDir: string;
-  socket: string;
-  config: string;
-  port: number;
-  peerId: string;
-  agent?: AgentProcess;
-}
-
 describe('silo CLI against running agents', () => {
   let dir: string;
   let remove: () => Promise<void>;
   let orgDir: string;
   let apiPort: number;
   let orgJson: { org: { name: string; caPublicKey: string } };
-  const nodes: Node[] = [];
-  const n = (i: number): Node => nodes[i]!;
+  const nodes: ClusterNode[] = [];
+  const n = (i: number): ClusterNode => nodes[i]!;
   const sock = (i = 0): string[] => ['--socket', n(i).socket];
 
   /**
@@ -61,100 +49,23 @@ describe('silo CLI against running agents', () => {
 
   before(async () => {
     ({ dir, remove } = await tempDir());
-    orgDir = join(dir, 'org');
-    const org = await silo([
-      'org',
-      'init',
-      '--dir',
-      orgDir,
-      '--name',
-      'clitest',
-      '--cidr',
-      '10.60.0.0/24',
-      '--json',
-    ]);
-    assert.equal(org.code, 0, org.stderr);
-    orgJson = JSON.parse(org.stdout);
-    const ports = await freeLoopbackPorts(3);
-    apiPort = ports[2]!;
     await writeFile(join(dir, 'token'), `${TOKEN}\n`, { mode: 0o600 });
-    for (const [i, id] of ['n1', 'n2'].entries()) {
-      const nodeDir = join(dir, id);
-      const identityDir = join(nodeDir, 'identity');
-      const port = ports[i]!;
-      const init = await silo([
-        'node',
-        'init',
-        '--dir',
-        identityDir,
-        '--id',
-        id,
-        '--endpoint',
-        `/ip4/127.0.0.1/tcp/${port}`,
-        '--cpus',
-        '1',
-        '--memory-mb',
-        '256',
-        '--scratch-mb',
-        '512',
-        '--label',
-        'zone=a',
-        '--json',
-      ]);
-      assert.equal(init.code, 0, init.stderr);
-      const { peerId } = JSON.parse(init.stdout) as { peerId: string };
-      const config = join(nodeDir, 'agent.toml');
-      const socket = join(nodeDir, 'silo.sock');
-      await writeFile(
-        config,
-        agentToml({
-          org: 'clitest',
-          node: { id, data_dir: nodeDir },
-          gossip: {
-            listen: [`/ip4/127.0.0.1/tcp/${port}`],
-            heartbeat: '500ms',
-            suspect_after: '2s',
-            dead_after: '8s',
-          },
-          services: { fence_after: '4s' },
-          api: {
-            socket,
-            ...(i === 0 ? { tcp: `127.0.0.1:${apiPort}`, token_file: join(dir, 'token') } : {}),
-          },
-          log: { level: 'warn', pretty: 'never' },
-        }),
-      );
-      nodes.push({ id, dir: nodeDir, identityDir, socket, config, port, peerId });
-    }
-    // n1 first, alone; n2 is signed with n1 as its seed and registered with the running n1.
-    let sign = await silo([
-      'ca',
-      'sign',
-      '--org',
-      orgDir,
-      join(n(0).identityDir, 'request.json'),
-      '-o',
-      join(n(0).identityDir, 'enrollment.json'),
-    ]);
-    assert.equal(sign.code, 0, sign.stderr);
-    n(0).agent = await startAgentProcess(n(0).config, n(0).socket);
-    const seed = `/ip4/127.0.0.1/tcp/${n(0).port}/p2p/${n(0).peerId}`;
-    sign = await silo([
-      'ca',
-      'sign',
-      '--org',
-      orgDir,
-      join(n(1).identityDir, 'request.json'),
-      '-o',
-      join(n(1).identityDir, 'enrollment.json'),
-      '--seed',
-      seed,
-      ...sock(0),
-      '--json',
-    ]);
-    assert.equal(sign.code, 0, sign.stderr);
-    assert.equal((JSON.parse(sign.stdout) as { registered: boolean }).registered, true);
-    n(1).agent = await startAgentProcess(n(1).config, n(1).socket);
+    const cluster = await startEnrolledAgents({
+      dir,
+      org: 'clitest',
+      cidr: '10.60.0.0/24',
+      ids: ['n1', 'n2'],
+      nodeInitArgs: () => ['--cpus', '1', '--memory-mb', '256', '--scratch-mb', '512', '--label', 'zone=a'],
+      extraPorts: 1,
+      config: (i, [port]): Record<string, Record<string, unknown>> =>
+        i === 0 ? { api: { tcp: `127.0.0.1:${port}`, token_file: join(dir, 'token') } } : {},
+    });
+    orgDir = cluster.orgDir;
+    orgJson = JSON.parse(cluster.orgInit.stdout);
+    apiPort = cluster.extraPorts[0]!;
+    nodes.push(...cluster.nodes);
+    // n2 was signed with n1 as its seed and registered with the running n1.
+    assert.equal((JSON.parse(cluster.laterSigns[0]!.stdout) as { registered: boolean }).registered, true);
     await waitFor('both nodes alive and converged', async () => {
       const rows = await Promise.all(
         [0, 1].map(async (i) => {

@@ -1,11 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toToml } from 'smol-toml';
 import { ApiClient } from '../../src/cli/api-client.js';
 import type { CliIo } from '../../src/cli/context.js';
+import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
 import { main } from '../../src/cli/main.js';
 import { waitFor as sharedWaitFor, type Truthy } from '../helpers/wait.js';
 
@@ -134,4 +135,143 @@ export function agentToml(config: Record<string, unknown>): string {
 /** The shared waitFor, polling every 250 ms: CLI tests poll agents over their API. */
 export function waitFor<T>(what: string, check: () => Promise<T>, timeoutMs = 60_000): Promise<Truthy<T>> {
   return sharedWaitFor(what, check, timeoutMs, 250);
+}
+
+/** One `silo agent` child process of a test cluster and the files it runs on. */
+export interface ClusterNode {
+  id: string;
+  dir: string;
+  identityDir: string;
+  socket: string;
+  config: string;
+  port: number;
+  peerId: string;
+  agent?: AgentProcess;
+}
+
+export interface EnrolledAgentsOptions {
+  /** Holds the org (`<dir>/org`) and one directory per node (`<dir>/<id>`). */
+  dir: string;
+  org: string;
+  cidr: string;
+  ids: string[];
+  /** Extra `silo node init` flags of node `index` (capacity, labels). */
+  nodeInitArgs: (index: number) => string[];
+  /** Config sections of node `index`, merged key by key over the defaults (gossip timings, api socket, log level). */
+  config?: (index: number, extraPorts: number[]) => Record<string, Record<string, unknown>>;
+  /** Free loopback ports to pick besides the nodes' own (e.g. a TCP API), drawn in the same call so none collide. */
+  extraPorts?: number;
+}
+
+export interface EnrolledAgents {
+  orgDir: string;
+  /** What `silo org init --json` printed. */
+  orgInit: RunResult;
+  nodes: ClusterNode[];
+  /** What `silo ca sign --json` printed for each node after the first (signed with the first as seed, registered through its API). */
+  laterSigns: RunResult[];
+  extraPorts: number[];
+}
+
+/**
+ * An org and its agents set up with the CLI's own commands, as an operator
+ * would: `org init`, `node init` per node, `ca sign` of the first node, which
+ * starts alone; every later node is signed with the first as its seed and
+ * registered through the first's API, then started. Each step's exit code is
+ * asserted; waiting for liveness and convergence is the caller's business.
+ */
+export async function startEnrolledAgents(options: EnrolledAgentsOptions): Promise<EnrolledAgents> {
+  const orgDir = join(options.dir, 'org');
+  const orgInit = await silo([
+    'org',
+    'init',
+    '--dir',
+    orgDir,
+    '--name',
+    options.org,
+    '--cidr',
+    options.cidr,
+    '--json',
+  ]);
+  assertExit(orgInit, 'org init');
+  const ports = await freeLoopbackPorts(options.ids.length + (options.extraPorts ?? 0));
+  const extraPorts = ports.slice(options.ids.length);
+  const nodes: ClusterNode[] = [];
+  for (const [i, id] of options.ids.entries()) {
+    const dir = join(options.dir, id);
+    const identityDir = join(dir, 'identity');
+    const port = ports[i]!;
+    const endpoint = `/ip4/127.0.0.1/tcp/${port}`;
+    const init = await silo([
+      'node',
+      'init',
+      '--dir',
+      identityDir,
+      '--id',
+      id,
+      '--endpoint',
+      endpoint,
+      ...options.nodeInitArgs(i),
+      '--json',
+    ]);
+    assertExit(init, `node init ${id}`);
+    const { peerId } = JSON.parse(init.stdout) as { peerId: string };
+    const config = join(dir, 'agent.toml');
+    const socket = join(dir, 'silo.sock');
+    const defaults: Record<string, Record<string, unknown>> = {
+      node: { id, data_dir: dir },
+      gossip: { listen: [endpoint], heartbeat: '500ms', suspect_after: '2s', dead_after: '8s' },
+      services: { fence_after: '4s' },
+      api: { socket },
+      log: { level: 'warn', pretty: 'never' },
+    };
+    const sections = { ...defaults };
+    for (const [name, values] of Object.entries(options.config?.(i, extraPorts) ?? {})) {
+      sections[name] = { ...defaults[name], ...values };
+    }
+    await writeFile(config, agentToml({ org: options.org, ...sections }));
+    nodes.push({ id, dir, identityDir, socket, config, port, peerId });
+  }
+  try {
+    return await enrollAndStart(orgDir, nodes, orgInit, extraPorts);
+  } catch (err) {
+    // The caller never sees these nodes, so nobody else would stop them.
+    for (const node of nodes) await node.agent?.stop();
+    throw err;
+  }
+}
+
+async function enrollAndStart(
+  orgDir: string,
+  nodes: ClusterNode[],
+  orgInit: RunResult,
+  extraPorts: number[],
+): Promise<EnrolledAgents> {
+  const first = nodes[0]!;
+  const sign = (node: ClusterNode, extra: string[]): Promise<RunResult> =>
+    silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(node.identityDir, 'request.json'),
+      '-o',
+      join(node.identityDir, 'enrollment.json'),
+      ...extra,
+    ]);
+  assertExit(await sign(first, []), `ca sign ${first.id}`);
+  first.agent = await startAgentProcess(first.config, first.socket);
+  const seed = `/ip4/127.0.0.1/tcp/${first.port}/p2p/${first.peerId}`;
+  const laterSigns: RunResult[] = [];
+  for (const node of nodes.slice(1)) {
+    const signed = await sign(node, ['--seed', seed, '--socket', first.socket, '--json']);
+    assertExit(signed, `ca sign ${node.id}`);
+    laterSigns.push(signed);
+    node.agent = await startAgentProcess(node.config, node.socket);
+  }
+  return { orgDir, orgInit, nodes, laterSigns, extraPorts };
+}
+
+function assertExit(result: RunResult, what: string): void {
+  if (result.code !== 0) throw new Error(`silo ${what} exited ${result.code}: ${result.stderr}`);
 }

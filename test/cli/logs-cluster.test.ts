@@ -5,8 +5,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { WorkloadRow } from '../../src/agent/api/views.js';
-import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
-import { type AgentProcess, agentToml, BIN, silo, startAgentProcess, tempDir, waitFor } from './helpers.js';
+import { BIN, type ClusterNode, silo, startEnrolledAgents, tempDir, waitFor } from './helpers.js';
 
 /**
  * `silo logs` across the cluster, end to end: two `silo agent` processes,
@@ -14,23 +13,12 @@ import { type AgentProcess, agentToml, BIN, silo, startAgentProcess, tempDir, wa
  * n1 — whose control API fetches the log from n2 over `/silo/logs/1`.
  */
 
-interface Node {
-  id: string;
-  dir: string;
-  identityDir: string;
-  socket: string;
-  config: string;
-  port: number;
-  peerId: string;
-  agent?: AgentProcess;
-}
-
 describe('silo logs across nodes', { timeout: 240_000 }, () => {
   let dir: string;
   let remove: () => Promise<void>;
   let orgDir: string;
-  const nodes: Node[] = [];
-  const n = (i: number): Node => nodes[i]!;
+  const nodes: ClusterNode[] = [];
+  const n = (i: number): ClusterNode => nodes[i]!;
   const sock = (i = 0): string[] => ['--socket', n(i).socket];
 
   async function metricsOf(i: number): Promise<string> {
@@ -39,80 +27,19 @@ describe('silo logs across nodes', { timeout: 240_000 }, () => {
 
   before(async () => {
     ({ dir, remove } = await tempDir('silo-logs-'));
-    orgDir = join(dir, 'org');
-    const org = await silo(['org', 'init', '--dir', orgDir, '--name', 'logtest', '--cidr', '10.61.0.0/24']);
-    assert.equal(org.code, 0, org.stderr);
-    const ports = await freeLoopbackPorts(2);
-    for (const [i, id] of ['n1', 'n2'].entries()) {
-      const nodeDir = join(dir, id);
-      const identityDir = join(nodeDir, 'identity');
-      const port = ports[i]!;
-      const init = await silo([
-        'node',
-        'init',
-        '--dir',
-        identityDir,
-        '--id',
-        id,
-        '--endpoint',
-        `/ip4/127.0.0.1/tcp/${port}`,
-        '--cpus',
-        '1',
-        '--memory-mb',
-        '256',
-        '--scratch-mb',
-        '256',
-        ...(id === 'n2' ? ['--label', 'role=talker'] : []),
-        '--json',
-      ]);
-      assert.equal(init.code, 0, init.stderr);
-      const { peerId } = JSON.parse(init.stdout) as { peerId: string };
-      const config = join(nodeDir, 'agent.toml');
-      const socket = join(nodeDir, 'silo.sock');
-      await writeFile(
-        config,
-        agentToml({
-          org: 'logtest',
-          node: { id, data_dir: nodeDir },
-          gossip: {
-            listen: [`/ip4/127.0.0.1/tcp/${port}`],
-            heartbeat: '500ms',
-            suspect_after: '2s',
-            dead_after: '8s',
-          },
-          services: { sandbox: 'none', fence_after: '4s' },
-          storage: { durability: 'nosync' },
-          api: { socket },
-          log: { level: 'warn', pretty: 'never' },
-        }),
-      );
-      nodes.push({ id, dir: nodeDir, identityDir, socket, config, port, peerId });
-    }
-    const sign1 = await silo([
-      'ca',
-      'sign',
-      '--org',
-      orgDir,
-      join(n(0).identityDir, 'request.json'),
-      '-o',
-      join(n(0).identityDir, 'enrollment.json'),
-    ]);
-    assert.equal(sign1.code, 0, sign1.stderr);
-    n(0).agent = await startAgentProcess(n(0).config, n(0).socket);
-    const sign2 = await silo([
-      'ca',
-      'sign',
-      '--org',
-      orgDir,
-      join(n(1).identityDir, 'request.json'),
-      '-o',
-      join(n(1).identityDir, 'enrollment.json'),
-      '--seed',
-      `/ip4/127.0.0.1/tcp/${n(0).port}/p2p/${n(0).peerId}`,
-      ...sock(0),
-    ]);
-    assert.equal(sign2.code, 0, sign2.stderr);
-    n(1).agent = await startAgentProcess(n(1).config, n(1).socket);
+    const cluster = await startEnrolledAgents({
+      dir,
+      org: 'logtest',
+      cidr: '10.61.0.0/24',
+      ids: ['n1', 'n2'],
+      nodeInitArgs: (i) => [
+        ...['--cpus', '1', '--memory-mb', '256', '--scratch-mb', '256'],
+        ...(i === 1 ? ['--label', 'role=talker'] : []),
+      ],
+      config: () => ({ services: { sandbox: 'none' }, storage: { durability: 'nosync' } }),
+    });
+    orgDir = cluster.orgDir;
+    nodes.push(...cluster.nodes);
 
     // A service that prints a numbered line every 200 ms; only n2 carries its label.
     const svc = join(dir, 'svc');
