@@ -309,6 +309,10 @@ describe('decideLocalActions: partitions and takeover', () => {
       lastHeard: { 'n-a': NOW - 12_000 },
     };
     const extra = takeoverExtraWaitMs(makeView(base).timing, db.stopTimeoutMs);
+    const settle = makeView(base).timing.claimSettleMs;
+    assert.ok(extra > settle + 1000, 'the default timings leave a wait to overlap');
+    // The claim may come claim_settle before the extra wait ends: it runs nothing, and the start waits out the settle.
+    const claimWait = extra - settle;
     assert.deepEqual(actions(target, base), [
       {
         kind: 'wait',
@@ -321,11 +325,11 @@ describe('decideLocalActions: partitions and takeover', () => {
       {
         kind: 'wait',
         workload: 'db',
-        reason: `takeover from n-a: waiting ${extra - 1000} ms more for the old holder's stop to complete`,
-        retryAt: NOW - 1000 + extra,
+        reason: `takeover from n-a: waiting ${claimWait - 1000} ms more for the old holder's stop to complete (less claim_settle)`,
+        retryAt: NOW - 1000 + claimWait,
       },
     ]);
-    const ready: ViewOptions = { ...base, attestedDeadSince: { 'n-a': NOW - extra } };
+    const ready: ViewOptions = { ...base, attestedDeadSince: { 'n-a': NOW - claimWait } };
     assert.deepEqual(actions(target, ready), [
       {
         kind: 'claim',
@@ -360,11 +364,22 @@ describe('decideLocalActions: partitions and takeover', () => {
     });
     for (const id of majority.filter((id) => id !== target)) assert.deepEqual(actions(id, ready), []);
     // The claim settles and starts from the same checkpoint; the dead holder's record does not block it.
+    // Claimed as soon as allowed, it starts exactly when the whole extra wait has passed, never before (T2).
+    const claimedAt = NOW - settle;
     const claimed: ViewOptions = {
       ...ready,
-      observed: { 'n-a': { db: held }, [target]: { db: status('pulling', NOW - 3000) } },
+      attestedDeadSince: { 'n-a': claimedAt - claimWait },
+      observed: { 'n-a': { db: held }, [target]: { db: status('pulling', claimedAt) } },
     };
     assert.deepEqual(actions(target, claimed), [{ kind: 'start', workload: 'db', revision: 1 }]);
+    assert.equal(NOW, claimedAt - claimWait + extra, 'the start is at attestation + extra');
+    const settling: ViewOptions = {
+      ...claimed,
+      observed: { 'n-a': { db: held }, [target]: { db: status('pulling', claimedAt + 1) } },
+    };
+    assert.deepEqual(actions(target, settling), [
+      { kind: 'wait', workload: 'db', reason: 'claim settling', retryAt: NOW + 1 },
+    ]);
   });
 
   test('asymmetric partition: the holder still has an acknowledged quorum, so it is not attested dead and keeps running', () => {

@@ -270,9 +270,26 @@ describe('takeover', () => {
     );
     assert.deepEqual(mayTakeOver({ ...base, holderAttestedDeadSince: 95_000 }), {
       allowed: false,
-      reason: "waiting 3000 ms more for the old holder's stop to complete",
+      reason: "waiting 3000 ms more for the old holder's stop to complete (less claim_settle)",
       retryAt: 103_000,
     });
+  });
+
+  test('the claim overlaps claim_settle with the end of the extra wait, never more than the wait', () => {
+    // Attested at 95 000, extra 8000: the start may not come before 103 000. With a
+    // 3000 ms settle between claim and start, the claim may come at 100 000.
+    const attested = { ...base, holderAttestedDeadSince: 95_000 };
+    assert.deepEqual(mayTakeOver({ ...attested, now: 99_999, claimSettleMs: 3000 }), {
+      allowed: false,
+      reason: "waiting 1 ms more for the old holder's stop to complete (less claim_settle)",
+      retryAt: 100_000,
+    });
+    assert.deepEqual(mayTakeOver({ ...attested, now: 100_000, claimSettleMs: 3000 }), { allowed: true });
+    // A settle longer than the wait: claim at the attestation, not before it.
+    assert.deepEqual(mayTakeOver({ ...attested, now: 95_000, claimSettleMs: 20_000 }), { allowed: true });
+    assert.equal(mayTakeOver({ ...attested, now: 94_999, claimSettleMs: 20_000 }).allowed, false);
+    assert.throws(() => mayTakeOver({ ...attested, claimSettleMs: -1 }), /claimSettleMs must be >= 0/);
+    assert.throws(() => mayTakeOver({ ...attested, claimSettleMs: Number.NaN }), /claimSettleMs/);
   });
 
   test('relaxed: dead_after in the local view is enough, with or without quorum', () => {

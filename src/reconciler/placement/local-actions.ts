@@ -332,6 +332,9 @@ function decideAsTarget(
       quorumVisible: view.lease.held,
       holderAttestedDeadSince: view.attestedDeadSince.get(holder.nodeId) ?? null,
       extraWaitMs: takeoverExtraWaitMs(view.timing, spec.stopTimeoutMs),
+      // Start follows the claim by claim_settle (the 'pulling' case), which
+      // is what lets the claim overlap the end of the extra wait.
+      claimSettleMs: view.timing.claimSettleMs,
     });
     if (!decision.allowed) {
       return {

@@ -194,6 +194,12 @@ export interface TakeoverInput {
   holderAttestedDeadSince: number | null;
   /** takeoverExtraWaitMs for the workload. */
   extraWaitMs: number;
+  /**
+   * claim_settle: the claimer starts no earlier than this after its claim
+   * (C1), so the claim may come this much before the extra wait ends and the
+   * start still waits it out. Default 0 (claim only after the whole wait).
+   */
+  claimSettleMs?: number;
 }
 
 /**
@@ -202,7 +208,9 @@ export interface TakeoverInput {
  * - relaxed (volatile, on_partition = "keep"): after dead_after of silence in
  *   the local view; no quorum needed, each side of a partition runs its own.
  * - exclusive: additionally this node holds a quorum lease, a quorum attests
- *   the holder dead, and the extra wait for the holder's stop has passed.
+ *   the holder dead, and the extra wait for the holder's stop has passed by
+ *   the time the claim can start (claim + claim_settle): the claim itself
+ *   runs nothing, so settling overlaps the wait instead of following it.
  */
 export function mayTakeOver(input: TakeoverInput): TakeoverDecision {
   requireTime('now', input.now);
@@ -223,11 +231,14 @@ export function mayTakeOver(input: TakeoverInput): TakeoverDecision {
     return { allowed: false, reason: 'holder not (yet) attested dead by a quorum', retryAt: null };
   }
   requireTime('holderAttestedDeadSince', input.holderAttestedDeadSince);
-  const claimAt = input.holderAttestedDeadSince + input.extraWaitMs;
+  const settleMs = input.claimSettleMs ?? 0;
+  requireTime('claimSettleMs', settleMs);
+  if (settleMs < 0) throw new RangeError(`claimSettleMs must be >= 0, got ${settleMs}`);
+  const claimAt = input.holderAttestedDeadSince + Math.max(0, input.extraWaitMs - settleMs);
   if (input.now < claimAt) {
     return {
       allowed: false,
-      reason: `waiting ${claimAt - input.now} ms more for the old holder's stop to complete`,
+      reason: `waiting ${claimAt - input.now} ms more for the old holder's stop to complete (less claim_settle)`,
       retryAt: claimAt,
     };
   }
