@@ -307,19 +307,24 @@ export class GossipLayer {
    * show other digests than ours, sync with it at once instead of waiting
    * out the digest grace: without this, after a heal only the two ends of
    * the first connection across merged at once, and everyone else waited a
-   * grace period (gossip carries local writes only). One catch-up at a
-   * time; a returned node whose heartbeat came while another ran is tried
-   * again at its next heartbeat, for up to dead_after.
+   * grace period. One catch-up at a time; a returned node whose heartbeat
+   * came while another ran is tried again at its next heartbeat, for
+   * dead_after after its return.
    */
   private catchUpIfBehind(heartbeat: Heartbeat): void {
     const since = this.returned.get(heartbeat.nodeId);
     if (since === undefined) return;
-    const ours = this.state.digestsAll();
-    const equal = DOC_NAMES.every((doc) => heartbeat.digests[doc] === ours[doc]);
-    if (equal || this.now() - since > this.detector.deadAfterMs) {
+    if (this.now() - since > this.detector.deadAfterMs) {
       this.returned.delete(heartbeat.nodeId);
       return;
     }
+    // Equal now is no reason to stop watching: right after a heal a relay
+    // can make us equal to a returned node before that node has merged the
+    // other side, and its digests then move away from ours again. Forgetting
+    // it at the first equal heartbeat left such differences to the digest
+    // grace (seconds in the partition-heal scenario).
+    const ours = this.state.digestsAll();
+    if (DOC_NAMES.every((doc) => heartbeat.digests[doc] === ours[doc])) return;
     this.catchUpWith(heartbeat.nodeId);
   }
 
