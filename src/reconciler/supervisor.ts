@@ -93,6 +93,12 @@ interface Run {
   exited: Promise<void>;
   /** All of the child's stdio closed (its output fully read). */
   closed: Promise<void>;
+  /**
+   * The pid record writes, one after another (they share a temp file, and an older record must
+   * never replace a newer one). Readiness waits for it: a run is reported running only once the
+   * record that lets the next agent reap it is on disk.
+   */
+  recorded: Promise<void>;
 }
 
 type LastExit = NonNullable<ObservedStatus['lastExit']>;
@@ -238,13 +244,14 @@ export class Supervisor {
       failure: null,
       exited,
       closed: new Promise<void>((resolve) => child.once('close', () => resolve())),
+      recorded: Promise.resolve(),
     };
     this.run = run;
     this.logger.info(
       { pid: run.pid, sandbox: plan.kind, revision: this.options.revision },
       'service spawned',
     );
-    void this.writePidFile(run);
+    this.recordPid(run);
 
     child.stdout?.on('data', (chunk: Buffer) => this.log.write(chunk));
     child.stderr?.on('data', (chunk: Buffer) => this.log.write(chunk));
@@ -300,7 +307,9 @@ export class Supervisor {
   private maybeReady(run: Run): void {
     const notified = this.options.notificationFd === undefined || run.notified;
     const pidKnown = !run.waitsForChildPid || run.childPid !== null;
-    if (notified && pidKnown) this.markReady(run);
+    // An agent killed right after reporting running must leave a record naming this run (the
+    // service's own pid under bwrap), or its successor cannot reap the orphan.
+    if (notified && pidKnown) void run.recorded.then(() => this.markReady(run));
   }
 
   private watchBwrapStatus(run: Run, stream: Readable | null): void {
@@ -332,7 +341,7 @@ export class Supervisor {
     }
     run.childPid = childPid;
     run.childStartTime = stat.startTime;
-    void this.writePidFile(run);
+    this.recordPid(run);
     this.maybeReady(run);
   }
 
@@ -363,8 +372,13 @@ export class Supervisor {
     if (this.run === run) this.run = null;
     await rm(this.pidFile(), { force: true });
     this.logger.info({ code, signal, pid: run.pid }, 'service exited');
-    this.setStatus({ lastExit: exit });
-    if (this.stopping !== null) return; // stopNow finishes
+    if (this.stopping !== null) {
+      this.setStatus({ lastExit: exit });
+      return; // stopNow finishes
+    }
+    // A run that died before it was ready still carries the reason of the restart that began it;
+    // say what happened to this one until afterDeath decides what comes next.
+    this.setStatus({ lastExit: exit, reason: `exited: ${describeExit(exit)}` });
     this.afterDeath({
       failure: run.failure,
       exit,
@@ -456,6 +470,11 @@ export class Supervisor {
     return join(this.options.superviseDir, 'pid');
   }
 
+  private recordPid(run: Run): void {
+    run.recorded = run.recorded.then(() => this.writePidFile(run));
+  }
+
+  /** Never rejects: a failed write is logged (the service still runs; only reaping loses it). */
   private async writePidFile(run: Run): Promise<void> {
     if (run.startTime === undefined) return;
     const record: PidRecord = {

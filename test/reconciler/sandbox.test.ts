@@ -1,6 +1,7 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -22,6 +23,14 @@ const skip = sandboxSkipReason(haveBwrap());
 describe('sandbox (bubblewrap, root)', { skip }, () => {
   test('read-only root, writable service directories, uid 65534, readiness fd, graceful stop via child-pid', async (t) => {
     const h = await makeHarness(t, { sandbox: 'bubblewrap', limitsEnabled: true });
+    // The pid record as it is on disk at the instant 'running' is announced: it must already
+    // name the service itself (bwrap's child), which is what outlives a SIGKILLed agent.
+    const pidFile = join(h.serviceDir('probe', 'supervise'), 'pid');
+    const whenRunning: { record?: { pid: number; childPid: number | null } } = {};
+    h.runtime.onStatus((s) => {
+      if (s.phase === 'running' && whenRunning.record === undefined)
+        whenRunning.record = JSON.parse(readFileSync(pidFile, 'utf8'));
+    });
     await h.runtime.ensureRunning(
       h.spec({
         name: 'probe',
@@ -33,6 +42,7 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
     );
     const running = await waitForStatus(h.runtime, 'probe', (s) => s.phase === 'running', 'running');
     assert.equal(running.sandbox, 'bubblewrap');
+    assert.equal(whenRunning.record?.childPid, running.pid);
     const state = h.serviceDir('probe', 'state');
     // Writing to / (and /etc) fails; writing to the four directories works.
     assert.equal((await readFile(join(state, 'root'), 'utf8')).trim(), 'readonly');

@@ -1,5 +1,6 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -258,12 +259,19 @@ describe('supervisor (plain processes)', () => {
     assert.doesNotMatch(oldest, /^line 0 /m, 'the oldest output was rotated away');
   });
 
-  test('pid file records the running service and is removed when it stops', async (t) => {
+  test('pid file records the running service before it is reported running, and is removed when it stops', async (t) => {
     const h = await makeHarness(t);
+    const file = join(h.serviceDir('pidfile', 'supervise'), 'pid');
+    // Read at the instant 'running' is announced: an agent killed right then must leave a
+    // record its successor can reap from.
+    let onDiskWhenRunning: string | null = null;
+    h.runtime.onStatus((s) => {
+      if (s.phase === 'running' && onDiskWhenRunning === null) onDiskWhenRunning = readFileSync(file, 'utf8');
+    });
     await h.runtime.ensureRunning(h.spec({ name: 'pidfile', command: 'bin/graceful.sh' }));
     const running = await waitForStatus(h.runtime, 'pidfile', (s) => s.phase === 'running', 'running');
-    const file = join(h.serviceDir('pidfile', 'supervise'), 'pid');
-    const record = JSON.parse(await waitForFile(file));
+    assert.ok(onDiskWhenRunning !== null, 'the pid file existed when running was announced');
+    const record = JSON.parse(onDiskWhenRunning);
     assert.equal(record.pid, running.pid);
     assert.match(record.startTime, /^\d+$/);
     await h.runtime.stop('pidfile');
