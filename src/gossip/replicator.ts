@@ -1,4 +1,9 @@
-import { type Message, type PeerId, TopicValidatorResult } from '@libp2p/interface';
+import {
+  type Message,
+  type PeerId,
+  type SubscriptionChangeData,
+  TopicValidatorResult,
+} from '@libp2p/interface';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import * as Y from 'yjs';
@@ -44,6 +49,7 @@ class ReplicatorMetrics {
   readonly rejects: Counter<'reason'>;
   readonly publishFailures: Counter<'reason'>;
   readonly relays: Counter<'doc' | 'result'>;
+  readonly unheard: Counter<'doc' | 'result'>;
   readonly batchSize: Histogram;
 
   constructor(registry: Registry) {
@@ -90,6 +96,12 @@ class ReplicatorMetrics {
       labelNames: ['doc', 'result'],
       registers,
     });
+    this.unheard = new Counter({
+      name: 'silo_gossip_unheard_updates_total',
+      help: 'Local updates nobody subscribed heard (written before the gossip layer started, or published to no peer): held until a peer subscribes to the document (held), then published again (republished), or dropped when too large to hold (too-large: sync carries them)',
+      labelNames: ['doc', 'result'],
+      registers,
+    });
     this.batchSize = new Histogram({
       name: 'silo_gossip_publish_batch_updates',
       help: 'Local updates merged into one published envelope',
@@ -125,6 +137,9 @@ export class Replicator {
   private readonly maxEnvelopeBytes: number;
   private readonly pending = new Map<DocName, PendingBatch>();
   private readonly inflight = new Set<Promise<void>>();
+  /** Per document, the local updates no subscribed peer has heard yet (see hold()). */
+  private readonly held = new Map<DocName, { updates: Uint8Array[]; bytes: number }>();
+  private readonly topicDocs: Map<string, DocName>;
   private unsubscribeState: (() => void) | undefined;
   private running = false;
 
@@ -142,6 +157,23 @@ export class Replicator {
     const topics = {} as Record<DocName, string>;
     for (const doc of DOC_NAMES) topics[doc] = docTopic(this.org, doc);
     this.topics = topics;
+    this.topicDocs = new Map(DOC_NAMES.map((doc) => [topics[doc], doc]));
+    // Listening from construction on: what is written before start() (the node's own enrollment
+    // record, written before the first connection) is held and published to the first peer
+    // that subscribes, instead of reaching only the peers this node happens to sync with.
+    this.listenToState();
+  }
+
+  private listenToState(): void {
+    if (this.unsubscribeState !== undefined) return;
+    this.unsubscribeState = this.state.onChange((doc, update, origin) => {
+      if (origin === Origin.local) {
+        if (this.running) this.enqueue(doc, update);
+        else this.hold(doc, update);
+      } else if (origin === Origin.catchUp && this.running) {
+        this.relay(doc, update);
+      }
+    });
   }
 
   start(): void {
@@ -155,10 +187,11 @@ export class Replicator {
       pubsub.topicValidators.set(topic, (peer, message) => this.validate(doc, peer, message));
       pubsub.subscribe(topic);
     }
-    this.unsubscribeState = this.state.onChange((doc, update, origin) => {
-      if (origin === Origin.local) this.enqueue(doc, update);
-      else if (origin === Origin.catchUp) this.relay(doc, update);
-    });
+    pubsub.addEventListener('subscription-change', this.onSubscriptionChange);
+    this.listenToState();
+    // Published to whoever already subscribes (nobody, usually: the first subscription-change
+    // publishes them again).
+    for (const doc of [...this.held.keys()]) this.republish(doc);
   }
 
   /** Publishes what is still batched, then leaves the topics. */
@@ -166,9 +199,13 @@ export class Replicator {
     if (!this.running) return;
     this.running = false;
     this.unsubscribeState?.();
+    this.unsubscribeState = undefined;
+    const pubsub = this.node.services.pubsub;
+    pubsub.removeEventListener('subscription-change', this.onSubscriptionChange);
     for (const doc of DOC_NAMES) this.flush(doc);
     await Promise.allSettled([...this.inflight]);
-    const pubsub = this.node.services.pubsub;
+    // Durable locally: anti-entropy carries them once the node runs again.
+    this.held.clear();
     for (const doc of DOC_NAMES) {
       pubsub.unsubscribe(this.topics[doc]);
       pubsub.topicValidators.delete(this.topics[doc]);
@@ -200,6 +237,45 @@ export class Replicator {
     this.logger.debug({ doc, bytes: update.byteLength }, 'relaying what a catch-up session brought');
     this.enqueue(doc, update);
   }
+
+  /**
+   * Keeps a local update that no subscribed peer heard, merged with what is already held for
+   * its document, until a peer subscribes. Above half the update limit it is dropped instead
+   * (a merged publish that large may be refused): anti-entropy delivers it as it always would.
+   */
+  private hold(doc: DocName, update: Uint8Array): void {
+    // Merged only when published: a lone node holds every write it makes, and merging on each
+    // would cost the size of all of them per write.
+    const held = this.held.get(doc) ?? { updates: [], bytes: 0 };
+    held.updates.push(update);
+    held.bytes += update.byteLength;
+    if (held.bytes > this.state.maxUpdateBytes / 2) {
+      this.held.delete(doc);
+      this.metrics.unheard.inc({ doc, result: 'too-large' });
+      this.logger.debug({ doc, bytes: held.bytes }, 'unheard updates too large to hold; sync carries them');
+      return;
+    }
+    this.held.set(doc, held);
+    this.metrics.unheard.inc({ doc, result: 'held' });
+  }
+
+  private republish(doc: DocName): void {
+    const held = this.held.get(doc);
+    if (held === undefined) return;
+    this.held.delete(doc);
+    const update = held.updates.length === 1 ? held.updates[0]! : Y.mergeUpdates(held.updates);
+    this.metrics.unheard.inc({ doc, result: 'republished' });
+    this.logger.debug({ doc, bytes: update.byteLength }, 'publishing unheard updates to a new subscriber');
+    this.enqueue(doc, update);
+  }
+
+  private readonly onSubscriptionChange = (event: CustomEvent<SubscriptionChangeData>): void => {
+    if (!this.running) return;
+    for (const { topic, subscribe } of event.detail.subscriptions) {
+      const doc = this.topicDocs.get(topic);
+      if (subscribe && doc !== undefined) this.republish(doc);
+    }
+  };
 
   private enqueue(doc: DocName, update: Uint8Array): void {
     let batch = this.pending.get(doc);
@@ -235,9 +311,11 @@ export class Replicator {
     }
     const envelope = encodeEnvelope({ org: this.org, doc, from: this.nodeId, update });
     const publishing = this.node.services.pubsub.publish(this.topics[doc], envelope).then(
-      () => {
+      ({ recipients }) => {
         this.metrics.updatesOut.inc({ doc });
         this.metrics.bytesOut.inc({ doc }, envelope.byteLength);
+        // Flood publish sends to every subscribed peer: none means nobody heard it.
+        if (recipients.length === 0 && this.running) this.hold(doc, update);
       },
       (err: unknown) => {
         // Not fatal: the update is durable locally and anti-entropy sync

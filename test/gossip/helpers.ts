@@ -34,6 +34,13 @@ export const FAST: NodeOverrides = {
 };
 
 export async function startNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
+  const node = await createNode(nodeId, overrides);
+  await node.gossip.start();
+  return node;
+}
+
+/** A node whose gossip layer is created but not started (what an agent has before its start). */
+export async function createNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
   const { maxUpdateBytes, ...gossipOverrides } = overrides;
   const state = new ClusterState({ logger: silentLogger, maxUpdateBytes });
   const registry = new Registry();
@@ -46,7 +53,6 @@ export async function startNode(nodeId: string, overrides: NodeOverrides = {}): 
     ...FAST,
     ...gossipOverrides,
   });
-  await gossip.start();
   return { nodeId, state, registry, gossip };
 }
 
