@@ -122,6 +122,8 @@ export class GossipLayer {
   private readonly redial: Redialer;
   private readonly meshRepair: MeshRepair;
   private started = false;
+  /** When start() ran (this.now() clock); a peer unheard for dead_after since then counts as returned. */
+  private startedAtMs = 0;
   /** A catch-up sync with a node heard again after silence is under way (at most one at a time). */
   private catchingUp = false;
   /** nodeId → local time it was heard again after being dead (until our documents match, or dead_after). */
@@ -258,6 +260,7 @@ export class GossipLayer {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    this.startedAtMs = this.now();
     // The sync handler and connect listeners go in before the node listens,
     // so the first inbound connection already finds them.
     await this.sync.start();
@@ -343,15 +346,20 @@ export class GossipLayer {
   /**
    * The node behind `peerId` is dead in our view, or returned from dead and
    * still differs from us: what we learn from it, our side most likely lacks.
+   * So is a node we have never heard although we have run for dead_after:
+   * to us it was dead all along (a partition that began before its first
+   * heartbeat reached us, as when a cluster splits right after it started).
+   * Not before: what a node that just started learns by sync is old news to
+   * everyone else.
    */
   private isReturning(peerId: string): boolean {
-    return this.detector
-      .view()
-      .some(
-        (member) =>
-          (member.state === 'dead' || this.returned.has(member.nodeId)) &&
-          this.liveness.peerIdOf(member.nodeId) === peerId,
-      );
+    let heard = false;
+    for (const member of this.detector.view()) {
+      if (this.liveness.peerIdOf(member.nodeId) !== peerId) continue;
+      heard = true;
+      if (member.state === 'dead' || this.returned.has(member.nodeId)) return true;
+    }
+    return !heard && this.now() - this.startedAtMs >= this.detector.deadAfterMs;
   }
 
   /** True when a fresh heartbeat of the node behind `peerId` arrived (through any path). */

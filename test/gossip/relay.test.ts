@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { sleep } from '../../src/util/sleep.js';
 import {
+  FAST,
   metricValue,
   type NodeOverrides,
   readSpec,
@@ -16,6 +17,8 @@ import {
 // Only connection and catch-up sessions: no periodic sync, and a digest grace
 // far beyond the test, so B can learn C's writes only by a relay through A.
 const NO_BACKGROUND_SYNC: NodeOverrides = { syncIntervalMs: 0, syncGraceMs: 600_000 };
+/** dead_after of these nodes (FAST's). */
+const NO_BACKGROUND_SYNC_DEAD_AFTER_MS = FAST.deadAfterMs ?? 0;
 
 async function cut(a: TestNode, b: TestNode): Promise<void> {
   await a.gossip.block(b.gossip.peerId);
@@ -88,5 +91,54 @@ describe('relay of what a catch-up brought', () => {
 
     join(b, c);
     await waitFor('B caught up with C by its own session', () => readSpec(b, 'big') === big);
+  });
+
+  test('two groups that never heard each other relay what their first session across brought', async (t) => {
+    // As when a cluster splits before every node heard every other: no node is dead to
+    // anyone, yet each group lacks the other's writes.
+    const [a, b] = (await startCluster(2, NO_BACKGROUND_SYNC)) as [TestNode, TestNode];
+    t.after(() => stopAll([a, b]));
+    const [c, d] = (await startCluster(2, NO_BACKGROUND_SYNC)) as [TestNode, TestNode];
+    t.after(() => stopAll([c, d]));
+    // Only A and C ever meet.
+    await cut(a, d);
+    await cut(b, c);
+    await cut(b, d);
+    writeSpec(b, 'from-b', 1);
+    writeSpec(d, 'from-d', 2);
+    await waitFor(
+      'each pair holds its write',
+      () => readSpec(a, 'from-b') === 1 && readSpec(c, 'from-d') === 2,
+    );
+    // Past dead_after of running: a node never heard by then is dead to us.
+    await sleep(NO_BACKGROUND_SYNC_DEAD_AFTER_MS);
+    const bSessionsBefore = await metricValue(b, 'silo_sync_sessions_total');
+    const dSessionsBefore = await metricValue(d, 'silo_sync_sessions_total');
+
+    await a.gossip.dial(c.gossip.multiaddrs()[0]!);
+    await waitFor(
+      'B has D’s write and D has B’s',
+      () => readSpec(b, 'from-d') === 2 && readSpec(d, 'from-b') === 1,
+    );
+    assert.ok((await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' })) >= 1);
+    assert.ok((await metricValue(c, 'silo_gossip_relays_total', { result: 'relayed' })) >= 1);
+    assert.equal(await metricValue(b, 'silo_sync_sessions_total'), bSessionsBefore, 'B ran no sync session');
+    assert.equal(await metricValue(d, 'silo_sync_sessions_total'), dSessionsBefore, 'D ran no sync session');
+  });
+
+  test('a node that just started does not relay what its first sessions bring', async (t) => {
+    const [a, b] = (await startCluster(2, NO_BACKGROUND_SYNC)) as [TestNode, TestNode];
+    t.after(() => stopAll([a, b]));
+    for (let k = 0; k < 20; k++) writeSpec(a, `old-${k}`, k);
+    await waitFor('B holds A’s writes', () => readSpec(b, 'old-19') === 19);
+    const [c] = (await startCluster(1, {
+      ...NO_BACKGROUND_SYNC,
+      bootstrap: [a.gossip.multiaddrs()[0]!],
+    })) as [TestNode];
+    t.after(() => stopAll([c]));
+    await waitFor('the newcomer synced', () => readSpec(c, 'old-19') === 19);
+    await sleep(300);
+    // Everything it learned was old news to the others: relaying it would flood them.
+    assert.equal(await metricValue(c, 'silo_gossip_relays_total'), 0);
   });
 });
