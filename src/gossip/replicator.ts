@@ -239,9 +239,10 @@ export class Replicator {
   }
 
   /**
-   * Keeps a local update that no subscribed peer heard, merged with what is already held for
-   * its document, until a peer subscribes. Above half the update limit it is dropped instead
-   * (a merged publish that large may be refused): anti-entropy delivers it as it always would.
+   * Keeps a local update that no subscribed peer heard, beside what is already held for its
+   * document, until a peer subscribes. Above half the update limit in all, the held updates are
+   * dropped instead (a merged publish that large may be refused): anti-entropy delivers them as
+   * it always would.
    */
   private hold(doc: DocName, update: Uint8Array): void {
     // Merged only when published: a lone node holds every write it makes, and merging on each
