@@ -56,3 +56,22 @@ export function isPeerIdString(value: string): boolean {
 export function peerIdKeyType(value: string): string {
   return peerIdFromString(value).type;
 }
+
+/**
+ * The 32-byte Ed25519 seed of a node key, for signing statements the node makes outside
+ * libp2p (its enrollment request) with node:crypto.
+ */
+export function nodeKeySeed(key: PrivateKey): Uint8Array {
+  if (key.type !== 'Ed25519') throw new NodeKeyError(`libp2p key is ${key.type}, expected Ed25519`);
+  // libp2p's raw Ed25519 private key is the seed followed by the public key.
+  return key.raw.subarray(0, 32);
+}
+
+/** The raw 32-byte Ed25519 public key an Ed25519 peer id embeds; throws for any other peer id. */
+export function peerIdPublicKey(peerId: string): Uint8Array {
+  const parsed = peerIdFromString(peerId);
+  if (parsed.type !== 'Ed25519' || parsed.publicKey === undefined) {
+    throw new NodeKeyError(`peer id "${peerId}" does not embed an Ed25519 public key`);
+  }
+  return parsed.publicKey.raw;
+}

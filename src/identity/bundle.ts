@@ -17,13 +17,28 @@ export const MultiaddrStringSchema = z.string().superRefine((value, ctx) => {
   if (problem !== null) ctx.addIssue({ code: 'custom', message: `not a multiaddr: ${problem}` });
 });
 
-export const EnrollmentRequestSchema = z.strictObject({
+export const EnrollmentRequestBodySchema = z.strictObject({
   nodeId: EnrollmentRecordSchema.shape.nodeId,
   peerId: EnrollmentRecordSchema.shape.peerId,
   wgPublicKey: EnrollmentRecordSchema.shape.wgPublicKey,
   endpoints: EnrollmentRecordSchema.shape.endpoints,
   capacity: CapacitySchema,
   labels: EnrollmentRecordSchema.shape.labels,
+});
+/** What the node asserts in its request; `proof` signs exactly this (src/identity/request-proof.ts). */
+export type EnrollmentRequestBody = z.infer<typeof EnrollmentRequestBodySchema>;
+
+export const EnrollmentRequestSchema = z.strictObject({
+  ...EnrollmentRequestBodySchema.shape,
+  /** Proof of possession: the node key's (peerId's) Ed25519 signature of the body. */
+  proof: z
+    .string({
+      error: (issue) =>
+        issue.input === undefined
+          ? 'missing: the request carries no proof of possession of its node key (written by an older silo? run `silo node init` again)'
+          : undefined,
+    })
+    .regex(/^[A-Za-z0-9+/]{86}==$/, 'Ed25519 signature: 88 chars of base64'),
 });
 export type EnrollmentRequest = z.infer<typeof EnrollmentRequestSchema>;
 

@@ -31,6 +31,7 @@ import {
 import { formatIpv4, type Ipv4Cidr, isHostInCidr, parseIpv4, parseOverlayCidr } from './ipv4-cidr.js';
 import { formatIssues } from './issues.js';
 import type { Org } from './org.js';
+import { verifyRequestProof } from './request-proof.js';
 
 /**
  * The org CA: turns enrollment requests into signed records, allocates
@@ -204,6 +205,12 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
     throw new EnrollmentFormatError('enrollment request', 'wgPublicKey is not a WireGuard public key');
   }
   for (const entry of req.endpoints) checkEndpoint(entry);
+  if (!verifyRequestProof(req)) {
+    throw new EnrollmentFormatError(
+      'enrollment request',
+      `proof does not verify under the key of peerId "${req.peerId}": the request was changed after \`silo node init\` signed it, or signed with another key`,
+    );
+  }
   const seedPeers = options.seedPeers ?? [];
   for (const peer of seedPeers) {
     const result = MultiaddrStringSchema.safeParse(peer);

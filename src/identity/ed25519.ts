@@ -47,6 +47,14 @@ export function publicKeyFromBase64(text: string, what = 'public key'): KeyObjec
   return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
+/** An Ed25519 private key from its raw 32-byte seed. */
+export function privateKeyFromSeed(seed: Uint8Array): KeyObject {
+  if (seed.length !== SEED_BYTES) {
+    throw new Error(`expected ${SEED_BYTES} bytes of Ed25519 seed, got ${seed.length}`);
+  }
+  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
 /** A public key given as KeyObject or raw base64. */
 export type PublicKeyInput = KeyObject | string;
 

@@ -8,7 +8,9 @@ import { NodeIdSchema } from '../state/schemas.js';
 import { decodeBase64Strict } from './base64.js';
 import {
   type EnrollmentBundle,
+  EnrollmentFormatError,
   type EnrollmentRequest,
+  EnrollmentRequestBodySchema,
   parseEnrollmentBundle,
   parseEnrollmentRequest,
 } from './bundle.js';
@@ -21,6 +23,7 @@ import {
   readKeyText,
   writeFileAtomic,
 } from './key-files.js';
+import { signEnrollmentRequest } from './request-proof.js';
 
 /**
  * A node's identity: its libp2p Ed25519 key (peer id) and its WireGuard key
@@ -193,7 +196,7 @@ export function enrollmentRequest(
   identity: NodeIdentity,
   options: EnrollmentRequestOptions,
 ): EnrollmentRequest {
-  return parseEnrollmentRequest({
+  const body = EnrollmentRequestBodySchema.safeParse({
     nodeId: identity.nodeId,
     peerId: identity.peerId,
     wgPublicKey: identity.wgPublicKey,
@@ -201,6 +204,8 @@ export function enrollmentRequest(
     capacity: options.capacity,
     labels: options.labels ?? {},
   });
+  if (!body.success) throw new EnrollmentFormatError('enrollment request', formatIssues(body.error.issues));
+  return parseEnrollmentRequest(signEnrollmentRequest(body.data, identity.libp2pPrivateKey));
 }
 
 export async function saveEnrollmentBundle(dir: string, bundle: EnrollmentBundle): Promise<void> {

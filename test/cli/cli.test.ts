@@ -140,6 +140,22 @@ describe('silo CLI against running agents', () => {
     ]);
     assert.equal(noOrg.code, 3);
     assert.match(noOrg.stderr, /org info is missing/);
+    // A request changed after `node init` signed it (here: another WireGuard key) is refused.
+    const genuine = JSON.parse(await readFile(join(n(0).identityDir, 'request.json'), 'utf8'));
+    const swappedKey = `${genuine.wgPublicKey.slice(0, 42)}${genuine.wgPublicKey[42] === 'A' ? 'B' : 'A'}=`;
+    await writeFile(join(dir, 'altered.json'), JSON.stringify({ ...genuine, wgPublicKey: swappedKey }));
+    const altered = await silo([
+      'ca',
+      'sign',
+      '--org',
+      orgDir,
+      join(dir, 'altered.json'),
+      '-o',
+      join(dir, 'b.json'),
+    ]);
+    assert.equal(altered.code, 3);
+    assert.match(altered.stderr, /altered\.json: .*proof does not verify under the key of peerId/);
+    assert.ok(!existsSync(join(dir, 'b.json')), 'nothing written');
   });
 
   test('status, nodes: human and --json (real binary: one JSON document, exit 0)', async () => {

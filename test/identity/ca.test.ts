@@ -170,6 +170,30 @@ describe('enrollment CA', () => {
     assert.throws(() => issueEnrollment(org, rsaLikePeer, { allocatedIps: [] }), /expected Ed25519/);
   });
 
+  test('issuing requires the node key’s proof of possession over the whole request', async () => {
+    const request = await makeRequest('n1');
+    const other = await makeRequest('n1');
+    const cases: [string, unknown, RegExp][] = [
+      ['no proof', { ...request, proof: undefined }, /proof: missing: .*proof of possession.*silo node init/],
+      ['a changed WireGuard key', { ...request, wgPublicKey: other.wgPublicKey }, /proof does not verify/],
+      ['a changed label', { ...request, labels: { zone: 'b' } }, /proof does not verify/],
+      [
+        'a changed capacity',
+        { ...request, capacity: { ...request.capacity, cpus: 64 } },
+        /proof does not verify/,
+      ],
+      ['another node’s proof', { ...request, proof: other.proof }, /proof does not verify/],
+      ['another node’s peer id', { ...request, peerId: other.peerId }, /proof does not verify/],
+      ['a proof that is no signature', { ...request, proof: `${'A'.repeat(86)}==` }, /proof does not verify/],
+      ['a malformed proof', { ...request, proof: 'short' }, /proof: Ed25519 signature/],
+    ];
+    for (const [what, input, message] of cases) {
+      assert.throws(() => issueEnrollment(org, input, { allocatedIps: [] }), message, what);
+    }
+    // The untouched request still signs.
+    assert.equal(issueEnrollment(org, request, { allocatedIps: [] }).record.peerId, request.peerId);
+  });
+
   test('issuing uses a requested overlay IP when it is free', async () => {
     const bundle = issueEnrollment(org, await makeRequest('n1'), {
       allocatedIps: ['10.88.0.1'],

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
-import type { EnrollmentRequest } from '../../src/identity/bundle.js';
+import type { EnrollmentRequest, EnrollmentRequestBody } from '../../src/identity/bundle.js';
 import { x25519WgKeys } from '../../src/identity/node-identity.js';
+import { signEnrollmentRequest } from '../../src/identity/request-proof.js';
 
 /** A temp dir removed when the test ends. */
 export async function tempDir(t: TestContext, prefix = 'silo-identity-'): Promise<string> {
@@ -14,14 +15,15 @@ export async function tempDir(t: TestContext, prefix = 'silo-identity-'): Promis
   return dir;
 }
 
-/** A valid enrollment request with fresh keys (WireGuard keys via node:crypto, no wg binary needed). */
+/** A valid enrollment request with fresh keys (WireGuard keys via node:crypto, no wg binary needed), signed by its node key. */
 export async function makeRequest(
   nodeId: string,
-  overrides: Partial<EnrollmentRequest> = {},
+  overrides: Partial<EnrollmentRequestBody> = {},
 ): Promise<EnrollmentRequest> {
-  const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString();
+  const nodeKey = await generateKeyPair('Ed25519');
+  const peerId = peerIdFromPrivateKey(nodeKey).toString();
   const wgPublicKey = await x25519WgKeys.pubkey(await x25519WgKeys.genkey());
-  return {
+  const body: EnrollmentRequestBody = {
     nodeId,
     peerId,
     wgPublicKey,
@@ -30,4 +32,5 @@ export async function makeRequest(
     labels: { zone: 'a' },
     ...overrides,
   };
+  return signEnrollmentRequest(body, nodeKey);
 }

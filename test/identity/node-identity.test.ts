@@ -15,6 +15,7 @@ import {
   wgPrivateKeyPath,
   x25519WgKeys,
 } from '../../src/identity/node-identity.js';
+import { verifyRequestProof } from '../../src/identity/request-proof.js';
 import { ExecaRunner } from '../../src/overlay/exec.js';
 import { WG_KEY_PATTERN, Wg } from '../../src/overlay/wg.js';
 import { requireOrSkip } from '../overlay/tools.js';
@@ -175,9 +176,11 @@ describe('node identity', () => {
       'labels',
       'nodeId',
       'peerId',
+      'proof',
       'wgPublicKey',
     ]);
     assert.equal(request.peerId, identity.peerId);
+    assert.ok(verifyRequestProof(request), 'signed by the node key');
     assert.equal(request.wgPublicKey, identity.wgPublicKey);
     assert.ok(!JSON.stringify(request).includes(identity.wgPrivateKey), 'no secret in the request');
     assert.throws(

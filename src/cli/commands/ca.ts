@@ -150,6 +150,7 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         flags,
         {
           nodeId: record.nodeId,
+          peerId: record.peerId,
           overlayIp: record.overlayIp,
           bundle: result.out,
           registered,
@@ -158,6 +159,8 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         () =>
           [
             `enrolled node "${record.nodeId}" with overlay IP ${record.overlayIp}`,
+            // The proof binds the request to this key; the operator binds the key to the machine.
+            `peer id: ${record.peerId} (the request was signed by its key; compare it with \`silo node init\`'s output on the node)`,
             `bundle: ${result.out} (install it as <identity dir>/enrollment.json)`,
             ...(registered ? ['registered with the running cluster'] : []),
             ...(result.pnetKey
