@@ -30,6 +30,8 @@ export interface NodeAgentOptions {
   durability?: Durability;
   compactEvery?: number;
   maxUpdateBytes?: number;
+  /** See ClusterStateOptions.maxSyncUpdateBytes. */
+  maxSyncUpdateBytes?: number;
   gossip?: AgentGossipOptions;
   logger: Logger;
   /** Metrics of this agent. A fresh registry when absent: agents in one process never share one. */
@@ -142,6 +144,7 @@ export class NodeAgent {
       log,
       compactEvery: options.compactEvery,
       maxUpdateBytes: options.maxUpdateBytes,
+      maxSyncUpdateBytes: options.maxSyncUpdateBytes,
     });
     try {
       const viewOptions = {

@@ -75,6 +75,7 @@ export async function startAgent(
     durability: config.storage.durability,
     compactEvery: config.storage.compact_every,
     maxUpdateBytes: config.gossip.max_update_bytes,
+    maxSyncUpdateBytes: config.gossip.max_sync_update_bytes,
     logger,
     registry,
     trust: { bundle },

@@ -37,6 +37,11 @@ const GossipSection = z
       .int()
       .positive()
       .default(4 * 1024 * 1024),
+    max_sync_update_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
   })
   .strict();
 

@@ -9,7 +9,10 @@ import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
 export const FrameType = {
   /** y-protocols sync step 1: "here is my state vector for `doc`". */
   step1: 1,
-  /** y-protocols sync step 2: "here is everything you lack in `doc`". */
+  /**
+   * y-protocols sync step 2: "here is everything you lack in `doc`". An update larger than
+   * one frame may carry is sent as consecutive parts, all but the last with `more: true`.
+   */
   step2: 2,
   /** The responder already runs a session with the initiator and declines this one. */
   busy: 3,
@@ -17,7 +20,7 @@ export const FrameType = {
 
 export type SyncFrame =
   | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array }
-  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array }
+  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array; more?: true }
   | { t: typeof FrameType.busy };
 
 /** A frame that breaks the protocol; the session is aborted and nothing of the frame is applied. */
@@ -62,9 +65,10 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
     }
     return { t, doc, sv };
   }
-  const { update } = value;
+  const { update, more } = value;
   if (!(update instanceof Uint8Array) || update.byteLength === 0) {
     throw new SyncProtocolError('malformed', 'step2 update is not bytes');
   }
-  return { t, doc, update };
+  if (more !== undefined && more !== true) throw new SyncProtocolError('malformed', 'step2 more is not true');
+  return more === true ? { t, doc, update, more } : { t, doc, update };
 }

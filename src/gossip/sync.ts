@@ -50,6 +50,16 @@ export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
 /** Frame room around an update (msgpack map keys, type tag, doc name). */
 const FRAME_OVERHEAD_BYTES = 1024;
 
+function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
+  const joined = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    joined.set(part, at);
+    at += part.byteLength;
+  }
+  return joined;
+}
+
 /**
  * Stream chunks as plain bytes. libp2p and it-length-prefixed depend on
  * different uint8arraylist versions whose types do not unify.
@@ -265,6 +275,8 @@ export class AntiEntropy {
     const origin = this.isReturningPeer(peer) ? Origin.catchUp : Origin.sync;
     const awaitingStep1 = new Set<DocName>(DOC_NAMES);
     const awaitingStep2 = new Set<DocName>(DOC_NAMES);
+    /** Parts of a step 2 still arriving, per document (see FrameType.step2). */
+    const partial = new Map<DocName, { parts: Uint8Array[]; bytes: number }>();
     let result: SyncResult;
     try {
       for (const doc of DOC_NAMES) send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc) });
@@ -287,18 +299,40 @@ export class AntiEntropy {
             throw new SyncProtocolError('malformed', `second step1 for ${frame.doc}`);
           }
           const diff = this.state.encodeDiff(frame.doc, frame.sv);
-          if (diff.byteLength > this.state.maxUpdateBytes) {
+          if (diff.byteLength > this.state.maxSyncUpdateBytes) {
             // The peer would reject it; see docs/protocol.md on this limit.
             throw new SyncProtocolError('oversize', `${frame.doc} diff is ${diff.byteLength} bytes`);
           }
-          send({ t: FrameType.step2, doc: frame.doc, update: diff });
+          // In parts of at most maxUpdateBytes, the largest frame a peer reads.
+          const part = this.state.maxUpdateBytes;
+          for (let at = 0; at < diff.byteLength; at += part) {
+            const update = diff.subarray(at, at + part);
+            if (at + part < diff.byteLength) send({ t: FrameType.step2, doc: frame.doc, update, more: true });
+            else send({ t: FrameType.step2, doc: frame.doc, update });
+          }
           if (awaitingStep1.size === 0) outbox.end();
         } else {
-          if (!awaitingStep2.delete(frame.doc)) {
+          if (!awaitingStep2.has(frame.doc)) {
             throw new SyncProtocolError('malformed', `second step2 for ${frame.doc}`);
           }
+          const parts = partial.get(frame.doc) ?? { parts: [], bytes: 0 };
+          parts.parts.push(frame.update);
+          parts.bytes += frame.update.byteLength;
+          if (parts.bytes > this.state.maxSyncUpdateBytes) {
+            throw new SyncProtocolError(
+              'oversize',
+              `${frame.doc} step2 exceeds ${this.state.maxSyncUpdateBytes} bytes`,
+            );
+          }
+          if (frame.more === true) {
+            partial.set(frame.doc, parts);
+            continue;
+          }
+          partial.delete(frame.doc);
+          awaitingStep2.delete(frame.doc);
+          const update = parts.parts.length === 1 ? frame.update : concatBytes(parts.parts, parts.bytes);
           try {
-            this.state.applyRemote(frame.doc, frame.update, origin);
+            this.state.applyRemote(frame.doc, update, origin, this.state.maxSyncUpdateBytes);
           } catch (err) {
             throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
           }

@@ -21,13 +21,20 @@ export interface ClusterStateOptions {
   log?: UpdateLog;
   /** Compact a document's log into a snapshot once its tail holds this many entries. */
   compactEvery?: number;
-  /** Largest update accepted from a peer, in bytes. */
+  /** Largest update accepted from a peer by gossip, in bytes (also the largest sync frame). */
   maxUpdateBytes?: number;
+  /**
+   * Largest update accepted from one sync session for one document, in bytes (sent in parts
+   * of at most maxUpdateBytes). What a node that lacks a whole document needs: it bounds the
+   * size of the documents a new node can join.
+   */
+  maxSyncUpdateBytes?: number;
 }
 
 export type UpdateListener = (doc: DocName, update: Uint8Array, origin: unknown) => void;
 
 export const DEFAULT_MAX_UPDATE_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_MAX_SYNC_UPDATE_BYTES = 64 * 1024 * 1024;
 
 /**
  * The org's three Yjs documents with their durable log.
@@ -46,12 +53,17 @@ export class ClusterState {
   private readonly log: UpdateLog | undefined;
   private readonly compactEvery: number;
   readonly maxUpdateBytes: number;
+  readonly maxSyncUpdateBytes: number;
 
   constructor(options: ClusterStateOptions) {
     this.logger = options.logger;
     this.log = options.log;
     this.compactEvery = options.compactEvery ?? 1000;
     this.maxUpdateBytes = options.maxUpdateBytes ?? DEFAULT_MAX_UPDATE_BYTES;
+    this.maxSyncUpdateBytes = Math.max(
+      this.maxUpdateBytes,
+      options.maxSyncUpdateBytes ?? DEFAULT_MAX_SYNC_UPDATE_BYTES,
+    );
     const docs = {} as Record<DocName, Y.Doc>;
     for (const name of DOC_NAMES) {
       const doc = new Y.Doc({ gc: true });
@@ -87,14 +99,11 @@ export class ClusterState {
    * can apply partly before throwing, so it is fully decoded first.
    * Byte flips that still decode are caught by the envelope checksum.
    */
-  validateUpdate(name: DocName, update: Uint8Array): void {
+  validateUpdate(name: DocName, update: Uint8Array, maxBytes = this.maxUpdateBytes): void {
     if (!(update instanceof Uint8Array)) throw new InvalidUpdateError(name, 'update is not bytes');
     if (update.byteLength === 0) throw new InvalidUpdateError(name, 'update is empty');
-    if (update.byteLength > this.maxUpdateBytes) {
-      throw new InvalidUpdateError(
-        name,
-        `update is ${update.byteLength} bytes, limit ${this.maxUpdateBytes}`,
-      );
+    if (update.byteLength > maxBytes) {
+      throw new InvalidUpdateError(name, `update is ${update.byteLength} bytes, limit ${maxBytes}`);
     }
     try {
       Y.decodeUpdate(update);
@@ -104,8 +113,13 @@ export class ClusterState {
   }
 
   /** Validates, then applies an update received from a peer. */
-  applyRemote(name: DocName, update: Uint8Array, origin: string = Origin.remote): void {
-    this.validateUpdate(name, update);
+  applyRemote(
+    name: DocName,
+    update: Uint8Array,
+    origin: string = Origin.remote,
+    maxBytes = this.maxUpdateBytes,
+  ): void {
+    this.validateUpdate(name, update, maxBytes);
     Y.applyUpdate(this.docs[name], update, origin);
   }
 

@@ -19,6 +19,7 @@ export type NodeOverrides = Partial<
   Omit<GossipLayerOptions, 'org' | 'nodeId' | 'state' | 'logger' | 'registry'>
 > & {
   maxUpdateBytes?: number;
+  maxSyncUpdateBytes?: number;
 };
 
 /** Small timings so tests finish quickly; real libp2p over loopback TCP. */
@@ -41,8 +42,8 @@ export async function startNode(nodeId: string, overrides: NodeOverrides = {}): 
 
 /** A node whose gossip layer is created but not started (what an agent has before its start). */
 export async function createNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
-  const { maxUpdateBytes, ...gossipOverrides } = overrides;
-  const state = new ClusterState({ logger: silentLogger, maxUpdateBytes });
+  const { maxUpdateBytes, maxSyncUpdateBytes, ...gossipOverrides } = overrides;
+  const state = new ClusterState({ logger: silentLogger, maxUpdateBytes, maxSyncUpdateBytes });
   const registry = new Registry();
   const gossip = await GossipLayer.create({
     org: ORG,

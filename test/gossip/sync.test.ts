@@ -114,8 +114,38 @@ describe('/silo/sync/1', () => {
     await waitFor('the session counted ok', async () => (await sessions(server, 'ok')) === 1);
   });
 
+  test('a document larger than one frame syncs in parts; more than the sync limit is refused', async (t) => {
+    // 64 KiB frames; the sync limit 4 frames' worth.
+    const limits = { maxUpdateBytes: MAX_UPDATE_BYTES, maxSyncUpdateBytes: 4 * MAX_UPDATE_BYTES };
+    const big = await startNode('big', limits);
+    t.after(() => stopNode(big));
+    // About 150 KiB of specs: more than two frames.
+    for (let k = 0; k < 30; k++) writeSpec(big, `blob-${k}`, `${k}:${'x'.repeat(5000)}`);
+    const newcomer = await startNode('newcomer', { ...limits, bootstrap: [big.gossip.multiaddrs()[0]!] });
+    t.after(() => stopNode(newcomer));
+    await waitFor(
+      'the newcomer holds the whole document',
+      () => readSpec(newcomer, 'blob-29') === `29:${'x'.repeat(5000)}`,
+    );
+    assert.equal(newcomer.state.digest('workloads'), big.state.digest('workloads'));
+    assert.equal(await metricValue(newcomer, 'silo_sync_sessions_total', { result: 'oversize' }), 0);
+
+    // Past the sync limit: the session ends oversize on the sender, and nothing half-applied.
+    for (let k = 30; k < 60; k++) writeSpec(big, `blob-${k}`, `${k}:${'y'.repeat(5000)}`);
+    const tooFar = await startNode('too-far', { ...limits, bootstrap: [big.gossip.multiaddrs()[0]!] });
+    t.after(() => stopNode(tooFar));
+    await waitFor(
+      'the sender refused the oversize diff',
+      async () => (await metricValue(big, 'silo_sync_sessions_total', { result: 'oversize' })) >= 1,
+    );
+    assert.equal(readSpec(tooFar, 'blob-0'), undefined);
+  });
+
   test('malformed frames abort the session, are counted and never touch the documents', async (t) => {
-    const server = await startNode('server', { maxUpdateBytes: MAX_UPDATE_BYTES });
+    const server = await startNode('server', {
+      maxUpdateBytes: MAX_UPDATE_BYTES,
+      maxSyncUpdateBytes: 4 * MAX_UPDATE_BYTES,
+    });
     const client = await rawClient();
     t.after(async () => {
       await client.stop();
@@ -144,6 +174,26 @@ describe('/silo/sync/1', () => {
       // A length prefix announcing a 10 MB frame: refused before it is read.
       ['oversize frame', [Uint8Array.from([0x80, 0xad, 0xe2, 0x04]), new Uint8Array(64)], 'oversize'],
       ['session cut short', [framed({ t: 1, doc: 'workloads', sv: emptySv })], 'malformed'],
+      [
+        'step 2 "more" not true',
+        [framed({ t: 2, doc: 'workloads', update: goodUpdate, more: 1 })],
+        'malformed',
+      ],
+      [
+        'step 2 parts past the sync limit',
+        Array.from({ length: 5 }, () =>
+          framed({ t: 2, doc: 'workloads', update: new Uint8Array(MAX_UPDATE_BYTES - 64), more: true }),
+        ),
+        'oversize',
+      ],
+      [
+        'step 2 parts that do not join into an update',
+        [
+          framed({ t: 2, doc: 'workloads', update: goodUpdate.subarray(0, 3), more: true }),
+          framed({ t: 2, doc: 'workloads', update: Uint8Array.from([0xff, 0xff, 0xff]) }),
+        ],
+        'invalid-update',
+      ],
     ];
     for (const [name, chunks, result] of cases) {
       const expected = cases
