@@ -80,7 +80,8 @@ export class EnrollmentView {
 
   /**
    * Every schema-valid, verified record, sorted by node id, revoked nodes
-   * included; frozen, as it is shared with every caller until the next change. Which nodes are active (not revoked, no duplicate IP, peer id or
+   * included; frozen, as it is shared with every caller until the next
+   * change. Which nodes are active (not revoked, no duplicate IP, peer id or
    * key) is computeActiveNodes' job (src/identity), one rule for every reader.
    */
   list(): readonly SignedEnrollment[] {
