@@ -35,7 +35,10 @@ export interface AntiEntropyOptions {
   registry: Registry;
   /** A session with a random connected peer every this many ms; 0 disables. */
   intervalMs?: number;
-  /** Whole-session deadline, ms. */
+  /**
+   * A session ends when no frame went either way for this long, ms, and in any case after
+   * SESSION_CAP_TIMEOUTS times it (a large document in parts may take longer than one).
+   */
   timeoutMs?: number;
   /**
    * True for a peer whose node we consider dead or just returned from dead:
@@ -47,8 +50,18 @@ export interface AntiEntropyOptions {
 
 export const DEFAULT_SYNC_INTERVAL_MS = 30_000;
 export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
+/** The whole-session cap, in timeouts: bounds a peer that trickles frames just fast enough. */
+export const SESSION_CAP_TIMEOUTS = 12;
 /** Frame room around an update (msgpack map keys, type tag, doc name). */
 const FRAME_OVERHEAD_BYTES = 1024;
+
+/** Yields what `source` yields, calling `progressed` as each item is taken (the stream wrote the previous one). */
+async function* reportingProgress<T>(source: AsyncIterable<T>, progressed: () => void): AsyncGenerator<T> {
+  for await (const item of source) {
+    progressed();
+    yield item;
+  }
+}
 
 function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
   const joined = new Uint8Array(total);
@@ -255,10 +268,17 @@ export class AntiEntropy {
     let bytesIn = 0;
     let bytesOut = 0;
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const expire = (why: string) => () => {
       timedOut = true;
-      stream.abort(new Error('sync session timed out'));
-    }, this.timeoutMs);
+      stream.abort(new Error(why));
+    };
+    // Refreshed whenever a frame is read or handed to the stream: a session moving a large
+    // document in parts makes progress for longer than one timeout.
+    const idle = setTimeout(expire('sync session timed out (no frame moved)'), this.timeoutMs);
+    const cap = setTimeout(expire('sync session took too long'), this.timeoutMs * SESSION_CAP_TIMEOUTS);
+    const progressed = (): void => {
+      idle.refresh();
+    };
     const send = (frame: SyncFrame): void => {
       const bytes = encodeFrame(frame);
       if (bytes.byteLength > this.maxFrameBytes) {
@@ -267,7 +287,9 @@ export class AntiEntropy {
       bytesOut += bytes.byteLength;
       outbox.push(bytes);
     };
-    const sending = stream.sink(lp.encode(outbox, { maxDataLength: this.maxFrameBytes }));
+    const sending = stream.sink(
+      lp.encode(reportingProgress(outbox, progressed), { maxDataLength: this.maxFrameBytes }),
+    );
     // Errors of the write side surface through the read side (the stream is aborted).
     sending.catch(() => undefined);
     // Decided once per session: the peer counts as returning until our
@@ -284,6 +306,7 @@ export class AntiEntropy {
       for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: this.maxFrameBytes })) {
         const bytes = chunk.subarray();
         bytesIn += bytes.byteLength;
+        progressed();
         const frame = decodeFrame(bytes);
         if (frame.t === FrameType.busy) {
           const nothingYet =
@@ -363,7 +386,8 @@ export class AntiEntropy {
         );
       }
     } finally {
-      clearTimeout(timer);
+      clearTimeout(idle);
+      clearTimeout(cap);
       this.openStreams.delete(stream);
     }
     this.metrics.bytes.inc({ direction: 'in' }, bytesIn);

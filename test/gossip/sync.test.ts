@@ -141,6 +141,51 @@ describe('/silo/sync/1', () => {
     assert.equal(readSpec(tooFar, 'blob-0'), undefined);
   });
 
+  test('the deadline is for silence, not for the whole session: a slow but moving peer completes', async (t) => {
+    const server = await startNode('server', { syncTimeoutMs: 600 });
+    const client = await rawClient();
+    t.after(async () => {
+      await client.stop();
+      await stopNode(server);
+    });
+    const emptySv = Y.encodeStateVector(new Y.Doc());
+    const empty = Y.encodeStateAsUpdate(new Y.Doc());
+    const frames = [
+      ...DOC_NAMES.map((doc) => pack({ t: 1, doc, sv: emptySv })),
+      ...DOC_NAMES.map((doc) => pack({ t: 2, doc, update: empty })),
+    ];
+    // Six frames 300 ms apart: 1.8 s in all, three times the deadline, never 600 ms of silence.
+    const stream = await openSync(client, server);
+    const writing = stream.sink(
+      lp.encode(
+        (async function* () {
+          for (const frame of frames) {
+            await new Promise((resolve) => setTimeout(resolve, 300));
+            yield frame;
+          }
+        })(),
+      ),
+    );
+    for await (const _ of stream.source) {
+      // The server's frames.
+    }
+    await writing;
+    await waitFor('the slow session completed', async () => (await sessions(server, 'ok')) === 1);
+    assert.equal(await sessions(server, 'timeout'), 0);
+
+    // Silence longer than the deadline still ends a session.
+    const stalled = await openSync(client, server);
+    void stalled
+      .sink(
+        (async function* () {
+          yield lp.encode.single(frames[0]!).subarray();
+          await new Promise((resolve) => setTimeout(resolve, 1500));
+        })(),
+      )
+      .catch(() => undefined);
+    await waitFor('the silent session timed out', async () => (await sessions(server, 'timeout')) === 1);
+  });
+
   test('malformed frames abort the session, are counted and never touch the documents', async (t) => {
     const server = await startNode('server', {
       maxUpdateBytes: MAX_UPDATE_BYTES,
