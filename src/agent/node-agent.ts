@@ -14,6 +14,7 @@ import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
+import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
@@ -66,6 +67,8 @@ export interface NodeAgentComponents {
   state: ClusterState;
   enrollment: EnrollmentView;
   workloads: WorkloadsView;
+  /** Lifts a workload's revision after concurrent writes (see SpecRevisionGuard). */
+  specGuard: SpecRevisionGuard;
   observed: ObservedView;
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
@@ -104,6 +107,7 @@ export class NodeAgent {
   readonly trust: EnrollmentTrust | undefined;
   readonly reconciler: Reconciler | undefined;
   private readonly overlay: OverlaySync | undefined;
+  private readonly specGuard: SpecRevisionGuard;
   private startedAt: number | null = null;
 
   constructor(components: NodeAgentComponents) {
@@ -114,6 +118,7 @@ export class NodeAgent {
     this.state = components.state;
     this.enrollment = components.enrollment;
     this.workloads = components.workloads;
+    this.specGuard = components.specGuard;
     this.observed = components.observed;
     this.gossip = components.gossip;
     this.trust = components.trust;
@@ -189,6 +194,7 @@ export class NodeAgent {
         },
       });
       const workloads = new WorkloadsView(viewOptions);
+      const specGuard = new SpecRevisionGuard({ state, workloads, logger });
       const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
       let reconciler: Reconciler | undefined;
       if (options.reconciler) {
@@ -226,6 +232,7 @@ export class NodeAgent {
         state,
         enrollment,
         workloads,
+        specGuard,
         observed,
         gossip,
         trust,
@@ -244,6 +251,7 @@ export class NodeAgent {
     // Our own record goes into the document before the first connection, so
     // every peer we sync with learns it from us too.
     this.trust?.start();
+    this.specGuard.start();
     let reconcilerStarting = false;
     try {
       await this.overlay?.start();
@@ -258,6 +266,7 @@ export class NodeAgent {
       await this.gossip.stop().catch(() => undefined);
       await this.overlay?.stop().catch(() => undefined);
       this.trust?.stop();
+      this.specGuard.stop();
       throw err;
     }
     this.startedAt = Date.now();
@@ -282,6 +291,7 @@ export class NodeAgent {
         .catch((err: unknown) => this.logger.error({ err }, 'stopping the reconciler failed'));
       await this.gossip.stop();
       await this.overlay?.stop();
+      this.specGuard.stop();
     }
     await this.state.close();
     this.logger.info('agent stopped');

@@ -34,15 +34,21 @@ export class WorkloadsView {
    * current one (revision aside) writes nothing and returns the current one,
    * so re-applying a manifest does not restart the service.
    * Two nodes putting concurrently may pick the same revision; the document
-   * keeps one of the two specs (Y.Map last-writer-wins) with that revision.
+   * keeps one of the two specs (Y.Map last-writer-wins) with that revision,
+   * and SpecRevisionGuard lifts it above both.
+   *
+   * `above`: the revision must exceed this too, and the spec is written even
+   * when its content equals the current one.
    */
-  put(spec: WorkloadSpecInput): WorkloadSpec {
+  put(spec: WorkloadSpecInput, options: { above?: number } = {}): WorkloadSpec {
     const key = typeof spec?.name === 'string' ? spec.name : '?';
     const content = this.check.require('specs', key, spec, WorkloadSpecInputSchema);
     return this.state.transactLocal('workloads', () => {
       const current = this.read(content.name, this.specs.get(content.name));
-      if (current && sameContent(withoutRevision(current), content)) return current;
-      const next: WorkloadSpec = { ...content, revision: (current?.revision ?? 0) + 1 };
+      const above = options.above ?? 0;
+      if (current && current.revision > above && sameContent(withoutRevision(current), content))
+        return current;
+      const next: WorkloadSpec = { ...content, revision: Math.max(current?.revision ?? 0, above) + 1 };
       this.specs.set(content.name, next);
       return next;
     });
@@ -82,13 +88,13 @@ export class WorkloadsView {
   }
 }
 
-function withoutRevision(spec: WorkloadSpec): Omit<WorkloadSpec, 'revision'> {
+export function withoutRevision(spec: WorkloadSpec): Omit<WorkloadSpec, 'revision'> {
   const { revision: _revision, ...rest } = spec;
   return rest;
 }
 
 /** Structural equality of two schema-parsed values (plain JSON data), key order ignored. */
-function sameContent(a: unknown, b: unknown): boolean {
+export function sameContent(a: unknown, b: unknown): boolean {
   return canonical(a) === canonical(b);
 }
 
