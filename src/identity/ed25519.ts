@@ -40,7 +40,11 @@ export function publicKeyToBase64(key: KeyObject): string {
 
 /** Parse a raw base64 Ed25519 public key; throws with a message naming `what`. */
 export function publicKeyFromBase64(text: string, what = 'public key'): KeyObject {
-  const raw = decodeBase64Strict(text, `${what}`);
+  return publicKeyFromRaw(decodeBase64Strict(text, `${what}`), what);
+}
+
+/** An Ed25519 public key from its raw 32 bytes; throws with a message naming `what`. */
+export function publicKeyFromRaw(raw: Uint8Array, what = 'public key'): KeyObject {
   if (raw.length !== PUBLIC_KEY_BYTES) {
     throw new Error(`${what}: expected ${PUBLIC_KEY_BYTES} bytes of Ed25519 public key, got ${raw.length}`);
   }

@@ -2,7 +2,7 @@ import { nodeKeySeed, peerIdPublicKey } from '../gossip/keys.js';
 import type { PrivateKey } from '../gossip/node.js';
 import type { EnrollmentRequest, EnrollmentRequestBody } from './bundle.js';
 import { canonicalBytes } from './canonical.js';
-import { privateKeyFromSeed, publicKeyFromBase64, signBytes, verifyBytes } from './ed25519.js';
+import { privateKeyFromSeed, publicKeyFromRaw, signBytes, verifyBytes } from './ed25519.js';
 
 /**
  * Proof of possession for enrollment requests: the node signs its request with its node
@@ -18,12 +18,7 @@ import { privateKeyFromSeed, publicKeyFromBase64, signBytes, verifyBytes } from 
 const DOMAIN = 'silo/enrollment-request/v1\n';
 
 export function requestProofPayload(body: EnrollmentRequestBody): Uint8Array {
-  const tag = new TextEncoder().encode(DOMAIN);
-  const json = canonicalBytes(body);
-  const payload = new Uint8Array(tag.length + json.length);
-  payload.set(tag, 0);
-  payload.set(json, tag.length);
-  return payload;
+  return Buffer.concat([Buffer.from(DOMAIN, 'utf8'), canonicalBytes(body)]);
 }
 
 /** The request with its proof, signed by `nodeKey` (which must be the key of `body.peerId`). */
@@ -41,6 +36,5 @@ export function verifyRequestProof(request: EnrollmentRequest): boolean {
   } catch {
     return false;
   }
-  const publicKey = publicKeyFromBase64(Buffer.from(rawPublicKey).toString('base64'), 'peer id key');
-  return verifyBytes(publicKey, requestProofPayload(body), proof);
+  return verifyBytes(publicKeyFromRaw(rawPublicKey, 'peer id key'), requestProofPayload(body), proof);
 }

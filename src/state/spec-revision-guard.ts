@@ -18,8 +18,8 @@ export interface SpecRevisionGuardOptions {
  * keep the lower revision of two). A holder that already started the losing
  * content would run it for good: placement restarts a service only for a
  * higher revision. So every node that sees a remote change replace a spec by
- * other content at the same or a lower revision puts the kept content again
- * above both. All of them write the same content, so the conflict settles;
+ * other content at the same or a lower revision, or lower its revision, puts
+ * the kept content again above both. All of them write the same content, so the conflict settles;
  * the holder restarts once, on the kept content.
  */
 export class SpecRevisionGuard {
@@ -45,8 +45,8 @@ export class SpecRevisionGuard {
         if (!before.success || !after.success) continue;
         const sameOrLower = after.data.revision <= before.data.revision;
         const changed = !sameContent(withoutRevision(before.data), withoutRevision(after.data));
-        // A fall with equal content matters too: a node elsewhere may have run that content
-        // under the higher revision's number with other content.
+        // A fall matters even with equal content: a holder that ran other content under a
+        // revision between the two would see no higher revision, and never restart.
         if (sameOrLower && (changed || after.data.revision < before.data.revision)) {
           // After the transaction that brought it: a write inside an observer would nest.
           queueMicrotask(() => this.lift(key, after.data.revision, before.data.revision));
