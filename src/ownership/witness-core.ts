@@ -1,0 +1,202 @@
+import type { LeaseReply, LeaseRequest, RefusalReason } from './lease-messages.js';
+import { MAX_LEASE_MS } from './lease-messages.js';
+import type { WitnessConfig } from './witness-config.js';
+
+/**
+ * The witness side of the lease protocol (docs/placement.md, rules W1-W5).
+ * Pure: time comes in as `now` (this witness's monotonic clock, ms), the
+ * caller persists what `handle` returns in `persist` durably BEFORE it sends
+ * the reply, and feeds the persisted records back to `restore` after a
+ * restart. Nothing here reads a clock or does I/O.
+ */
+
+/** What a witness must remember across restarts about one workload. */
+export interface WitnessRecord {
+  workload: string;
+  /** Highest ballot granted (0: never granted). */
+  ballot: number;
+  /** Node holding `ballot`, null when none. */
+  holder: string | null;
+  /** The holder said it stopped (W4); the ballot stays used. */
+  released: boolean;
+  /** Lease length the holder asked for, on its own clock. */
+  durationMs: number;
+}
+
+interface LiveRecord extends WitnessRecord {
+  /** Local time the hold ends (durationMs stretched by the drift bound). */
+  expiresAt: number;
+}
+
+export interface WitnessCoreOptions {
+  selfId: string;
+  /** Clock rates differ from real time by at most this many parts per million (docs/placement.md). */
+  clockDriftPpm: number;
+}
+
+export interface HandleResult {
+  reply: LeaseReply;
+  /** Must be on disk (fsynced) before `reply` leaves this node; null when nothing changed. */
+  persist: WitnessRecord | null;
+}
+
+/**
+ * How long a witness holds a lease the claimant counts as `durationMs` on its
+ * own clock: the claimant's clock may run slow by ρ and ours fast by ρ, so
+ * the hold outlasts the claimant's belief in real time:
+ * hold/(1+ρ) ≥ duration/(1−ρ).
+ */
+export function holdMs(durationMs: number, clockDriftPpm: number): number {
+  const rho = clockDriftPpm / 1e6;
+  return Math.ceil((durationMs * (1 + rho)) / (1 - rho)) + 1;
+}
+
+export class WitnessCore {
+  private readonly selfId: string;
+  private readonly driftPpm: number;
+  private readonly records = new Map<string, LiveRecord>();
+  private config: WitnessConfig | null = null;
+
+  constructor(options: WitnessCoreOptions) {
+    if (
+      !(
+        Number.isFinite(options.clockDriftPpm) &&
+        options.clockDriftPpm >= 0 &&
+        options.clockDriftPpm < 100_000
+      )
+    )
+      throw new RangeError(`clockDriftPpm must be in [0, 100000), got ${options.clockDriftPpm}`);
+    this.selfId = options.selfId;
+    this.driftPpm = options.clockDriftPpm;
+  }
+
+  /**
+   * After a restart: every lease the records name counts as freshly granted
+   * now (the old clock readings mean nothing to a new process). W5: a
+   * restarted witness never shortens a lease.
+   */
+  restore(records: Iterable<WitnessRecord>, now: number): void {
+    for (const record of records) {
+      const expiresAt =
+        record.holder !== null && !record.released ? now + holdMs(record.durationMs, this.driftPpm) : now;
+      this.records.set(record.workload, { ...record, expiresAt });
+    }
+  }
+
+  /** The configuration this witness counts in (the newest it knows); it never goes back (W3). */
+  setConfig(config: WitnessConfig | null): void {
+    if (config === null) return;
+    if (this.config !== null && config.version < this.config.version) return;
+    this.config = config;
+  }
+
+  configVersion(): number {
+    return this.config?.version ?? 0;
+  }
+
+  isWitness(): boolean {
+    return this.config?.witnesses.includes(this.selfId) ?? false;
+  }
+
+  handle(request: LeaseRequest, now: number): HandleResult {
+    const record = this.records.get(request.workload);
+    const refuse = (refusal: RefusalReason): HandleResult => ({
+      reply: this.reply(request, now, false, refusal),
+      persist: null,
+    });
+    if (!validRequest(request)) return refuse('invalid');
+    if (!this.isWitness()) return refuse('not-a-witness');
+    if (request.configVersion !== this.configVersion()) return refuse('config-mismatch');
+
+    if (request.op === 'release') {
+      // W4: only the holder of that very ballot can release it.
+      if (!record || record.holder !== request.node || record.ballot !== request.ballot || record.released) {
+        return { reply: this.reply(request, now, false, 'stale-ballot'), persist: null };
+      }
+      const next: LiveRecord = { ...record, released: true, expiresAt: now };
+      this.records.set(request.workload, next);
+      return { reply: this.reply(request, now, true, null), persist: stored(next) };
+    }
+
+    const current = record ?? {
+      workload: request.workload,
+      ballot: 0,
+      holder: null,
+      released: false,
+      durationMs: 0,
+      expiresAt: now,
+    };
+    const renewal = current.holder === request.node && current.ballot === request.ballot && !current.released;
+    if (!renewal) {
+      // W2: a new grant needs a ballot above every ballot granted, and no
+      // unexpired lease of ANOTHER node. The same node may take a new ballot
+      // over its own lease (it restarted; its processes died with it).
+      if (request.ballot <= current.ballot) return refuse('stale-ballot');
+      const live = current.holder !== null && !current.released && now < current.expiresAt;
+      if (live && current.holder !== request.node) return refuse('held');
+    }
+    const next: LiveRecord = {
+      workload: request.workload,
+      ballot: request.ballot,
+      holder: request.node,
+      released: false,
+      durationMs: request.durationMs,
+      // Never shorten a hold already promised (a renewal asking for less).
+      expiresAt: Math.max(renewal ? current.expiresAt : now, now + holdMs(request.durationMs, this.driftPpm)),
+    };
+    this.records.set(request.workload, next);
+    return { reply: this.reply(request, now, true, null), persist: stored(next) };
+  }
+
+  /** For status output and tests. */
+  recordOf(workload: string): Readonly<WitnessRecord & { expiresAt: number }> | undefined {
+    return this.records.get(workload);
+  }
+
+  workloads(): string[] {
+    return [...this.records.keys()].sort();
+  }
+
+  private reply(
+    request: LeaseRequest,
+    now: number,
+    granted: boolean,
+    refusal: RefusalReason | null,
+  ): LeaseReply {
+    const record = this.records.get(request.workload);
+    const holder = record && !record.released ? record.holder : null;
+    return {
+      workload: request.workload,
+      witness: this.selfId,
+      round: request.round,
+      granted,
+      refusal,
+      ballot: record?.ballot ?? 0,
+      holder,
+      configVersion: this.configVersion(),
+      remainingMs: record && holder !== null ? Math.max(0, record.expiresAt - now) : null,
+    };
+  }
+}
+
+function stored(record: LiveRecord): WitnessRecord {
+  const { workload, ballot, holder, released, durationMs } = record;
+  return { workload, ballot, holder, released, durationMs };
+}
+
+function validRequest(request: LeaseRequest): boolean {
+  return (
+    (request.op === 'hold' || request.op === 'release') &&
+    typeof request.workload === 'string' &&
+    request.workload.length > 0 &&
+    typeof request.node === 'string' &&
+    request.node.length > 0 &&
+    Number.isSafeInteger(request.ballot) &&
+    request.ballot >= 1 &&
+    Number.isSafeInteger(request.configVersion) &&
+    Number.isSafeInteger(request.round) &&
+    Number.isFinite(request.durationMs) &&
+    request.durationMs > 0 &&
+    request.durationMs <= MAX_LEASE_MS
+  );
+}
