@@ -117,11 +117,22 @@ export interface SimClusterOptions {
   startConcurrency?: number;
   /** Run the reconcile loop with simulated processes (default true). */
   reconciler?: boolean;
+  /**
+   * The witness configuration every agent starts with (version 1): a count
+   * (the first nodes, n1..nk) or node names. Default: the first min(nodes, 3).
+   */
+  witnesses?: number | string[];
+  /**
+   * Per-node rate of the monotonic clock leases run on (1 = real time; 0.99
+   * runs 1 % slow). Nodes not listed run at rate 1.
+   */
+  clockRates?: Readonly<Record<string, number>>;
   logger?: Logger;
 }
 
 export type FaultKind =
   | 'start'
+  | 'witnesses'
   | 'partition'
   | 'cut'
   | 'heal'
@@ -552,6 +563,7 @@ export class SimCluster {
             replicas: t.replicas,
             maxParallel: t.maxParallel,
             onStop: 'halt',
+            monotonicNow: monotonicClock(this.options.clockRates?.[node.name] ?? 1),
           };
     const agent = await NodeAgent.create({
       org: SIM_ORG,
@@ -606,7 +618,45 @@ export class SimCluster {
    * writes a node's record, so each agent writes its own, as EnrollmentTrust
    * does for enrolled agents: placement needs it (capacity, labels).
    */
+  /** The witness configuration as the simulator's "CA" issued it last (version 1 at start). */
+  private witnessConfig: { version: number; witnesses: string[] } | null = null;
+
+  /**
+   * Issues the next witness configuration and writes it through `via` (like
+   * `silo ca witnesses set --socket`): it reaches the others by gossip.
+   */
+  setWitnesses(witnesses: string[], via?: string): number {
+    const version = (this.witnessConfig?.version ?? 0) + 1;
+    this.witnessConfig = { version, witnesses: [...witnesses].sort() };
+    const through = via ?? this.operator();
+    this.writeWitnessConfig(this.agent(through));
+    this.recordFault('witnesses', [through], `v${version}: ${this.witnessConfig.witnesses.join(', ')}`);
+    return version;
+  }
+
+  private writeWitnessConfig(agent: NodeAgent): void {
+    const config = this.witnessConfig;
+    if (config === null) return;
+    const known = agent.enrollment.witnessConfig();
+    if (known !== null && known.version >= config.version) return;
+    agent.enrollment.putWitnessConfig({
+      ...config,
+      issuedAt: Date.now(),
+      cert: Buffer.from('unsigned: the simulator runs without enrollment trust').toString('base64'),
+    });
+  }
+
   private enroll(agent: NodeAgent, node: SimNode): void {
+    // Every agent starts with the configuration its bundle would carry.
+    if (this.witnessConfig === null) {
+      const option = this.options.witnesses;
+      const names =
+        Array.isArray(option)
+          ? option
+          : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`);
+      this.witnessConfig = { version: 1, witnesses: [...names].sort() };
+    }
+    this.writeWitnessConfig(agent);
     const existing = agent.enrollment.get(node.name);
     if (existing?.peerId === node.peerId) return;
     agent.enrollment.put({
@@ -691,4 +741,11 @@ export function compactNames(names: readonly string[]): string {
     i = j + 1;
   }
   return parts.join(', ');
+}
+
+/** A monotonic clock running at `rate` × real time (the clock-rate bound of docs/placement.md). */
+function monotonicClock(rate: number): () => number {
+  if (!(rate > 0.5 && rate < 1.5)) throw new RangeError(`clock rate must be in (0.5, 1.5), got ${rate}`);
+  const origin = performance.now();
+  return () => origin + (performance.now() - origin) * rate;
 }

@@ -30,6 +30,8 @@ export interface Scenario {
   description: string;
   seed: number | string;
   nodes: number;
+  witnesses: number | string[] | undefined;
+  clockRates: Record<string, number> | undefined;
   timing: Partial<SimTiming>;
   network: Partial<SimNetworkDefaults>;
   bootstrapPeers: number | undefined;
@@ -106,6 +108,8 @@ export function parseScenario(text: string, file: string): Scenario {
     description: doc.description ?? '',
     seed: doc.seed,
     nodes: doc.nodes,
+    witnesses: doc.witnesses,
+    clockRates: doc.clock_rates,
     timing,
     network: definedOnly({
       latencyMs: doc.network.latency,
@@ -156,6 +160,9 @@ function checkSelectors(step: Step, knownNodes: number): string[] {
     case 'drain':
     case 'flap':
       lists.push(['nodes', step.nodes]);
+      break;
+    case 'witnesses':
+      lists.push(['via', step.via]);
       break;
     default:
       break;

@@ -94,6 +94,8 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     bootstrapPeers: scenario.bootstrapPeers,
     runner: scenario.runner,
     capacity: scenario.capacity,
+    ...(scenario.witnesses !== undefined ? { witnesses: scenario.witnesses } : {}),
+    ...(scenario.clockRates !== undefined ? { clockRates: scenario.clockRates } : {}),
     logger: options.logger,
     root: options.root,
   });
@@ -392,6 +394,11 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
       return drafts.length === 1
         ? `${drafts[0]?.name} (${step.workload.scratch_class}, on_partition ${step.workload.on_partition}, ${step.workload.cpus} cpu)`
         : `${drafts.length} workloads ${drafts[0]?.name}..${drafts.at(-1)?.name}`;
+    }
+    case 'witnesses': {
+      const via = step.via === undefined ? undefined : pick(step.via)[0];
+      const version = cluster.setWitnesses(step.set, via);
+      return `witness configuration v${version}: ${step.set.join(', ')}`;
     }
     case 'drain': {
       const nodes = pick(step.nodes);

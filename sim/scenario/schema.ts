@@ -149,6 +149,13 @@ export const StepSchemas = {
   restart: z.strictObject({ ...at, action: z.literal('restart'), nodes: Selector.default('down') }),
   join: z.strictObject({ ...at, action: z.literal('join'), count: Count.default(1) }),
   skew: z.strictObject({ ...at, action: z.literal('skew'), nodes: Selector, by: SignedDuration }),
+  /** Issue the next witness configuration (one witness added or removed), written through `via`. */
+  witnesses: z.strictObject({
+    ...at,
+    action: z.literal('witnesses'),
+    set: z.array(z.string().min(1)).min(1).max(7),
+    via: Selector.optional(),
+  }),
   write: z.strictObject({
     ...at,
     action: z.literal('write'),
@@ -215,6 +222,10 @@ export const ScenarioFileSchema = z.strictObject({
   description: z.string().max(2000).optional(),
   seed: z.union([z.number().int(), z.string().min(1)]).default(1),
   nodes: z.number().int().min(1).max(500),
+  /** Witnesses at start: a count (n1..nk) or names; default the first min(nodes, 3). */
+  witnesses: z.union([z.number().int().min(1).max(7), z.array(z.string().min(1)).min(1).max(7)]).optional(),
+  /** Rates of the nodes' monotonic clocks (lease timing), e.g. { n1 = 0.99, n2 = 1.01 }. */
+  clock_rates: z.record(z.string(), z.number().gt(0.5).lt(1.5)).optional(),
   timing: TimingSchema.default({}),
   network: NetworkSchema.default({}),
   runner: RunnerSchema.default({}),

@@ -220,6 +220,7 @@ export class NodeAgent {
               : {}),
             ...(bundle ? { caPublicKey: bundle.caPublicKey } : {}),
             ...(options.gossip?.now ? { now: options.gossip.now } : {}),
+            ...(options.durability ? { durability: options.durability } : {}),
           },
           options.reconciler,
         );

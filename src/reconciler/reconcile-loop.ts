@@ -7,6 +7,7 @@ import type { ObservedStatus, Phase, SignedEnrollment, SnapshotRef, WorkloadSpec
 import type { WorkloadsView } from '../state/workloads-view.js';
 import { CheckpointHistory, replicaNodes } from './checkpoints.js';
 import { ImageRefusedError, type ImageSource } from './image-fetch.js';
+import type { LeaseStatus, LeaseWant } from '../ownership/index.js';
 import type { LeaseSource } from './lease.js';
 import { LoopMetrics } from './loop-metrics.js';
 import { shortDigest } from './peer-fetch.js';
@@ -14,8 +15,7 @@ import {
   checkTiming,
   decideLocalActions,
   evaluateView,
-  FenceTracker,
-  type LeaseState,
+  type LeaseView,
   type LocalAction,
   type LocalView,
   livenessOf,
@@ -57,7 +57,10 @@ export interface ReconcileLoopOptions {
   activeNodes: () => readonly SignedEnrollment[];
   /** Subscribes to changes of the active set (trust recomputed). */
   onActiveNodesChange?: (listener: () => void) => () => void;
+  /** Liveness (who is alive, last heard, warm-up); ownership no longer comes from it. */
   lease: LeaseSource;
+  /** This node's witness leases of exclusive workloads (docs/placement.md, "Witness leases"). */
+  leases: WorkloadLeases;
   runner: ServiceRunner;
   snapshots: StateSnapshots;
   images: ImageSource;
@@ -80,6 +83,19 @@ export interface ReconcileLoopOptions {
   handoffMs?: number;
   logger: Logger;
   registry: Registry;
+}
+
+/** What the loop needs of the LeaseManager (src/ownership/lease-manager.ts). */
+export interface WorkloadLeases {
+  want(workload: string, want: LeaseWant): void;
+  /** Only once nothing of the workload runs here. */
+  unwant(workload: string): void;
+  wanted(): string[];
+  status(workload: string): LeaseStatus;
+  /** A witness configuration is known. */
+  configured(): boolean;
+  /** Called when a lease starts or ends. */
+  onChange(listener: () => void): () => void;
 }
 
 /** How the loop stops: hand everything over, or just halt (a crash, as the cluster sees it). */
@@ -132,6 +148,8 @@ const URGENT = new Set(['fence-stop', 'yield', 'stop-and-forget']);
 const RUNNING_PHASES = new Set<Phase>(['pending', 'starting', 'running', 'stopping']);
 /** Observed phases whose node ran the workload's current revision (it has the image). */
 const RAN_PHASES = new Set<Phase>(['starting', 'running', 'stopping', 'released', 'failed']);
+/** Phases of this node's entry for which it keeps its witness lease. */
+const LEASED_PHASES = new Set<Phase>(['pulling', 'starting', 'running', 'stopping']);
 const MAX_REASON = 2000;
 
 export class ReconcileLoop {
@@ -140,7 +158,6 @@ export class ReconcileLoop {
   private readonly logger: Logger;
   private readonly clock: () => number;
   private readonly timing: OwnershipTiming;
-  private readonly fence: FenceTracker;
   private readonly metrics: LoopMetrics;
   private readonly history = new CheckpointHistory();
   private readonly slots = new Map<string, Slot>();
@@ -154,13 +171,10 @@ export class ReconcileLoop {
   private readonly pinned = new Map<string, number>();
   private readonly unsubscribes: (() => void)[] = [];
   private lastNow = 0;
-  private lastLapse: LeaseState['lastLapse'] = null;
-  private lastLease: LeaseState | null = null;
   private lastActions: LocalAction[] = [];
   private lastEvaluation: ViewEvaluation | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
   private debounceTimer: NodeJS.Timeout | null = null;
-  private fenceTimer: NodeJS.Timeout | null = null;
   private lastGcAt = 0;
   private gcRunning = false;
   private running = false;
@@ -171,7 +185,6 @@ export class ReconcileLoop {
     this.logger = options.logger.child({ component: 'reconcile' });
     this.clock = options.now ?? Date.now;
     this.timing = checkTiming({ ...options.timing });
-    this.fence = new FenceTracker({ fenceAfterMs: this.timing.fenceAfterMs });
     for (const [key, value] of [
       ['tickMs', options.tickMs],
       ['debounceMs', options.debounceMs],
@@ -231,6 +244,8 @@ export class ReconcileLoop {
     );
     if (this.options.onActiveNodesChange) this.unsubscribes.push(this.options.onActiveNodesChange(schedule));
     if (lease.onChange) this.unsubscribes.push(lease.onChange(schedule));
+    // A lease that starts or ends is acted on at once (a fence must not wait for the tick).
+    this.unsubscribes.push(this.options.leases.onChange(() => this.pass()));
     this.tickTimer = setInterval(() => this.pass(), this.tickMs);
     this.tickTimer.unref();
     this.logger.info({ lease: lease.kind, adopted: this.slots.size }, 'reconcile loop started');
@@ -250,10 +265,8 @@ export class ReconcileLoop {
     this.running = false;
     if (this.tickTimer !== null) clearInterval(this.tickTimer);
     if (this.debounceTimer !== null) clearTimeout(this.debounceTimer);
-    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
     this.tickTimer = null;
     this.debounceTimer = null;
-    this.fenceTimer = null;
     for (const off of this.unsubscribes.splice(0)) off();
     for (const slot of this.slots.values()) {
       if (slot.task && !slot.task.urgent) slot.task.controller.abort(new Error('agent stopping'));
@@ -317,9 +330,10 @@ export class ReconcileLoop {
         task: slot?.task?.kind ?? null,
         error: slot?.error ? `${slot.error.what}: ${slot.error.message}` : null,
         checkpoint: slot?.checkpoint ?? null,
+        lease: this.leaseSummary(name),
       });
     }
-    return { nodeId: this.nodeId, leaseSource: this.options.lease.kind, lease: this.lastLease, workloads };
+    return { nodeId: this.nodeId, leaseSource: 'witnesses', workloads };
   }
 
   /** Runs one pass now (tests; the loop runs passes by itself). */
@@ -359,14 +373,13 @@ export class ReconcileLoop {
   private passOnce(): void {
     this.metrics.passes.inc();
     const now = this.now();
-    const lease = this.observeLease(now);
     const specs = this.options.workloads.list();
     const specsByName = new Map(specs.map((spec) => [spec.name, spec]));
     let view: LocalView;
     let actions: LocalAction[];
     let evaluation: ViewEvaluation;
     try {
-      view = this.buildView(now, lease, specs);
+      view = this.buildView(now, specs);
       actions = decideLocalActions(this.nodeId, view);
       evaluation = evaluateView(this.nodeId, view);
     } catch (err) {
@@ -384,45 +397,58 @@ export class ReconcileLoop {
     this.scheduleCheckpoints(now, specsByName);
     this.pullReplicas(view, evaluation, specsByName);
     for (const slot of this.slots.values()) this.writeSlot(slot);
+    this.syncLeases(specsByName);
     this.history.retain(new Set(specsByName.keys()));
     this.maybeCollect(now);
   }
 
-  private observeLease(now: number): LeaseState {
-    const evidence = this.options.lease.evidence(now);
-    const provenAt = evidence.provenAt === null ? now : Math.min(evidence.provenAt, now);
-    const state = this.fence.observe(now, evidence.quorumVisible, provenAt);
-    if (state.lastLapse !== null && state.lastLapse !== this.lastLapse) {
-      this.lastLapse = state.lastLapse;
-      this.metrics.leaseLapses.inc();
-      this.metrics.lapseNoticedLate.observe(state.lastLapse.noticedLateByMs / 1000);
-      const late = state.lastLapse.noticedLateByMs > this.timing.fenceSlackMs;
-      const fields = { at: state.lastLapse.at, noticedLateByMs: state.lastLapse.noticedLateByMs };
-      if (late) this.logger.error(fields, 'quorum lease lapse noticed late (agent stalled): fencing now');
-      else this.logger.warn(fields, 'quorum lease lapsed: fencing exclusive workloads');
+  /**
+   * Keep asking for the lease of every exclusive workload this node pulls,
+   * starts, runs or is stopping (renewals keep it while a stop takes its
+   * time), and release it once nothing of the workload runs here any more.
+   */
+  private syncLeases(specs: ReadonlyMap<string, WorkloadSpec>): void {
+    const { leases, runner } = this.options;
+    const mine = this.options.observed.listForNode(this.nodeId);
+    const keep = new Set<string>();
+    for (const [name, status] of mine) {
+      const spec = specs.get(name);
+      if (!spec || ownershipClass(spec) !== 'exclusive') continue;
+      if (!LEASED_PHASES.has(status.phase)) continue;
+      keep.add(name);
+      leases.want(name, this.leaseWant(spec));
     }
-    this.metrics.leaseHeld.set(state.held ? 1 : 0);
-    this.lastLease = state;
-    this.armFenceTimer(now, state);
-    return state;
+    for (const name of leases.wanted()) {
+      if (keep.has(name)) continue;
+      const running = runner.status(name);
+      // Never release while a process may still run: the lease is what keeps others off.
+      if (running && RUNNING_PHASES.has(running.phase)) continue;
+      if (this.slots.get(name)?.task) continue;
+      leases.unwant(name);
+    }
   }
 
-  /** A pass right after the lease deadline, so that a lapse is acted on at once, not at the next tick. */
-  private armFenceTimer(now: number, state: LeaseState): void {
-    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
-    this.fenceTimer = null;
-    if (!this.running || state.fenceAt === null) return;
-    this.fenceTimer = setTimeout(
-      () => {
-        this.fenceTimer = null;
-        this.pass();
-      },
-      Math.max(0, state.fenceAt - now) + 1,
-    );
-    this.fenceTimer.unref();
+  /** The lease a workload needs: the run window (fence_after) plus its stop budget (rule O2). */
+  private leaseWant(spec: WorkloadSpec): LeaseWant {
+    const stopBudgetMs = spec.stopTimeoutMs + this.timing.fenceSlackMs;
+    return { durationMs: this.timing.fenceAfterMs + stopBudgetMs, stopBudgetMs };
   }
 
-  private buildView(now: number, lease: LeaseState, specs: WorkloadSpec[]): LocalView {
+  private leaseSummary(workload: string): ReconcileStatus['workloads'][number]['lease'] {
+    if (!this.options.leases.wanted().includes(workload)) return null;
+    const status = this.options.leases.status(workload);
+    return {
+      ballot: status.ballot,
+      held: status.held,
+      mayRun: status.mayRun,
+      configVersion: status.configVersion,
+      quorum: status.quorum,
+      grantedBy: status.grantedBy,
+      missing: status.missing.map((m) => `${m.witness}: ${m.said}`),
+    };
+  }
+
+  private buildView(now: number, specs: WorkloadSpec[]): LocalView {
     const { enrollment, lease: source } = this.options;
     const nodes: PlacementNode[] = this.options.activeNodes().map((record) => ({
       nodeId: record.nodeId,
@@ -436,13 +462,24 @@ export class ReconcileLoop {
       nodes,
       liveness: source.liveness(now),
       observed: this.options.observed.listAll(),
-      lease: { held: lease.held, heldSince: lease.heldSince },
+      leases: this.leaseViews(specs),
+      witnessConfigured: this.options.leases.configured(),
       lastHeard: source.lastHeard(),
       listeningSince: Math.min(source.listeningSince(), now),
-      attestedDeadSince: source.attestedDeadSince(now),
       timing: this.timing,
       maxParallel: this.options.maxParallel ?? 1,
     };
+  }
+
+  private leaseViews(specs: readonly WorkloadSpec[]): Map<string, LeaseView> {
+    const views = new Map<string, LeaseView>();
+    const wanted = new Set(this.options.leases.wanted());
+    for (const spec of specs) {
+      if (ownershipClass(spec) !== 'exclusive' || !wanted.has(spec.name)) continue;
+      const status = this.options.leases.status(spec.name);
+      views.set(spec.name, { mayRun: status.mayRun, why: describeLease(status) });
+    }
+    return views;
   }
 
   private dispatch(action: LocalAction, spec: WorkloadSpec | undefined, view: LocalView): void {
@@ -680,12 +717,10 @@ export class ReconcileLoop {
     }
     signal.throwIfAborted();
     if (ownershipClass(spec) === 'exclusive') {
-      // Re-check right before the phase transition (docs/placement.md, "Requirements").
-      const lease = this.observeLease(this.now());
-      const since = slot.authored?.since ?? this.now();
-      if (!lease.held || lease.heldSince === null || lease.heldSince > since) {
-        throw new Error('quorum lease lapsed before the start; the claim will be dropped');
-      }
+      // Re-checked right before the process starts (rule O1): the pull took
+      // its time, and the lease may have ended meanwhile.
+      const lease = this.options.leases.status(spec.name);
+      if (!lease.mayRun) throw new Error(`witness lease not held at the start (${describeLease(lease)})`);
     }
     const since = this.now();
     slot.authored = null;
@@ -1171,7 +1206,6 @@ export class ReconcileLoop {
 export interface ReconcileStatus {
   nodeId: string;
   leaseSource: string;
-  lease: LeaseState | null;
   workloads: {
     name: string;
     /** Where placement puts it (a node id, or "pending: <reason>"). */
@@ -1185,7 +1219,27 @@ export interface ReconcileStatus {
     /** The last failed action, retried later. */
     error: string | null;
     checkpoint: SnapshotRef | null;
+    /** This node's witness lease of it (exclusive workloads it claims or runs), else null. */
+    lease: {
+      ballot: number;
+      held: boolean;
+      mayRun: boolean;
+      configVersion: number;
+      quorum: number;
+      grantedBy: string[];
+      /** "witness: what it said" for each witness without a live grant. */
+      missing: string[];
+    } | null;
   }[];
+}
+
+/** One line on a lease for reasons and logs: who granted, or what is missing. */
+export function describeLease(status: LeaseStatus): string {
+  if (status.configVersion === 0) return 'no witness configuration';
+  const missing = status.missing.map((m) => `${m.witness}: ${m.said}`).join('; ');
+  if (status.mayRun) return `ballot ${status.ballot} granted by ${status.grantedBy.join(', ')}`;
+  if (status.held) return `ballot ${status.ballot} ends within the stop budget; renewal missing (${missing})`;
+  return `ballot ${status.ballot}: ${status.grantedBy.length} of ${status.quorum} needed grants (${missing})`;
 }
 
 function requireSpec(spec: WorkloadSpec | undefined, action: LocalAction): WorkloadSpec {

@@ -1,7 +1,14 @@
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { BlobExchange, fileBlobSource } from '../gossip/blob-exchange.js';
 import type { GossipLayer } from '../gossip/index.js';
+import { LeaseExchange } from '../gossip/lease-exchange.js';
+import { GrantStore } from '../ownership/grant-store.js';
+import { LeaseManager } from '../ownership/lease-manager.js';
+import type { WitnessConfig } from '../ownership/witness-config.js';
+import { WitnessService } from '../ownership/witness-service.js';
+import type { Durability } from '../state/lmdb-log.js';
 import type { PublicKeyInput } from '../identity/ed25519.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { ObservedView } from '../state/observed-view.js';
@@ -65,6 +72,11 @@ export interface ReconcilerOptions {
   verifyImageSignature?: ImageSignatureVerifier;
   /** The local clock (default: the one given to gossip, else Date.now). */
   now?: () => number;
+  /**
+   * The monotonic clock leases are measured on (default performance.now);
+   * the simulator gives each node one with its own rate.
+   */
+  monotonicNow?: () => number;
 }
 
 /** The agent's parts the reconciler works with. */
@@ -84,6 +96,8 @@ export interface ReconcilerDeps {
   caPublicKey?: PublicKeyInput;
   /** The clock gossip's failure detector runs on. */
   now?: () => number;
+  /** How the witness grant store commits (default "sync": fdatasync before a grant is answered). */
+  durability?: Durability;
 }
 
 export class Reconciler {
@@ -98,6 +112,10 @@ export class Reconciler {
   private readonly scratchExchange: BlobExchange;
   private readonly now: () => number;
   private readonly verifySignature: ImageSignatureVerifier;
+  readonly witness: WitnessService;
+  readonly leases: LeaseManager;
+  private readonly grantStore: GrantStore;
+  private readonly leaseExchange: LeaseExchange;
   private loopInstance: ReconcileLoop | null = null;
   private leaseSource: LeaseSource | null = null;
   private started = false;
@@ -150,6 +168,44 @@ export class Reconciler {
       logger,
       registry,
     });
+    // Witness leases (docs/placement.md, "Witness leases"): every node serves
+    // the witness role (it answers `not-a-witness` unless the configuration
+    // names it) and claims through the LeaseManager.
+    const monotonic = options.monotonicNow ?? (() => performance.now());
+    const config = (): WitnessConfig | null => {
+      const record = deps.enrollment.witnessConfig();
+      return record === null ? null : { version: record.version, witnesses: record.witnesses };
+    };
+    const timing = { ...DEFAULT_OWNERSHIP_TIMING, ...options.timing };
+    this.grantStore = new GrantStore({ path: join(dataDir, 'witness'), durability: deps.durability });
+    this.witness = new WitnessService({
+      selfId: deps.nodeId,
+      store: this.grantStore,
+      config,
+      clockDriftPpm: timing.clockDriftPpm,
+      now: monotonic,
+      logger,
+      registry,
+    });
+    const nodeIdOfPeer = (peerId: string) => deps.activeNodes().find((r) => r.peerId === peerId)?.nodeId;
+    this.leaseExchange = new LeaseExchange({ node, logger, registry, nodeIdOfPeer, selfId: deps.nodeId });
+    const directory = this.directory();
+    this.leases = new LeaseManager({
+      selfId: deps.nodeId,
+      config,
+      now: monotonic,
+      stallMarginMs: timing.fenceSlackMs,
+      local: (requests) => this.witness.serve(deps.nodeId, requests),
+      transport: {
+        ask: (nodeId, requests) => {
+          const peerId = directory.peerIdOf(nodeId);
+          if (peerId === undefined) return Promise.reject(new Error(`witness ${nodeId} has no known peer id`));
+          return this.leaseExchange.ask(peerId, requests);
+        },
+      },
+      logger,
+      registry,
+    });
   }
 
   /** The running loop (after `start`). */
@@ -166,6 +222,8 @@ export class Reconciler {
     const { deps, options } = this;
     await this.imageExchange.start();
     await this.scratchExchange.start();
+    await this.leaseExchange.start(async (from, requests) => this.witness.serve(from, requests));
+    this.leases.start();
     const directory = this.directory();
     const detector = deps.gossip.detector;
     const activeNodeIds = () => deps.activeNodes().map((record) => record.nodeId);
@@ -198,6 +256,7 @@ export class Reconciler {
       activeNodes: deps.activeNodes,
       ...(deps.onActiveNodesChange ? { onActiveNodesChange: deps.onActiveNodesChange } : {}),
       lease,
+      leases: this.leases,
       runner: this.runner,
       snapshots: new PeerSnapshots({
         store: this.snapshotStore,
@@ -236,6 +295,9 @@ export class Reconciler {
       await this.loopInstance?.stop(policy);
     } finally {
       if (policy !== 'halt') await this.runner.stopAll({ reason: 'agent stopping' }).catch(() => undefined);
+      this.leases.stop();
+      await this.leaseExchange.stop();
+      await this.grantStore.close();
       await this.scratchExchange.stop();
       await this.imageExchange.stop();
       this.leaseSource?.close?.();

@@ -10,6 +10,8 @@ import {
   RevocationSchema,
   type SignedEnrollment,
   SignedEnrollmentSchema,
+  type WitnessConfigRecord,
+  WitnessConfigRecordSchema,
 } from './schemas.js';
 
 export interface EnrollmentViewOptions extends ViewOptions {
@@ -21,12 +23,15 @@ export interface EnrollmentViewOptions extends ViewOptions {
   verify?: (record: SignedEnrollment) => string | null;
   /** The same for revocations: an unsigned revocation must not revoke anyone. */
   verifyRevocation?: (record: Revocation) => string | null;
+  /** The same for witness configurations: an unsigned one must not name witnesses. */
+  verifyWitnessConfig?: (record: WitnessConfigRecord) => string | null;
 }
 
 /**
  * Typed access to the enrollment document (docs/protocol.md, "Documents"):
  * `nodes` (nodeId → SignedEnrollment), `revocations` (nodeId → Revocation),
- * `draining` (nodeId → DrainFlag), each value a plain object.
+ * `draining` (nodeId → DrainFlag), `witnesses` (`v<version>` →
+ * WitnessConfigRecord), each value a plain object.
  */
 export class EnrollmentView {
   private readonly state: ClusterState;
@@ -41,7 +46,11 @@ export class EnrollmentView {
    * fifth of the simulator's CPU after a partition healed. Both are shared
    * with every caller, hence deeply frozen.
    */
-  private cached: { nodes?: readonly SignedEnrollment[]; revocations?: readonly Revocation[] } = {};
+  private cached: {
+    nodes?: readonly SignedEnrollment[];
+    revocations?: readonly Revocation[];
+    witnesses?: WitnessConfigRecord | null;
+  } = {};
 
   constructor(options: EnrollmentViewOptions) {
     this.options = options;
@@ -61,7 +70,7 @@ export class EnrollmentView {
     return this.state.doc('enrollment');
   }
 
-  private map(name: 'nodes' | 'revocations' | 'draining'): Y.Map<unknown> {
+  private map(name: 'nodes' | 'revocations' | 'draining' | 'witnesses'): Y.Map<unknown> {
     return this.doc.getMap(name);
   }
 
@@ -94,6 +103,40 @@ export class EnrollmentView {
     const frozen = deepFreeze(out);
     if (this.cacheable()) this.cached.nodes = frozen;
     return frozen;
+  }
+
+  /**
+   * Records a signed witness configuration; durable on return. Does not
+   * check the signature, nor that it is a permitted change (readers take the
+   * newest valid version; `silo ca witnesses set` checks the change).
+   */
+  putWitnessConfig(record: WitnessConfigRecord): WitnessConfigRecord {
+    const key = typeof record?.version === 'number' ? `v${record.version}` : '?';
+    const valid = this.check.require('witnesses', key, record, WitnessConfigRecordSchema);
+    this.state.transactLocal('enrollment', () => this.map('witnesses').set(`v${valid.version}`, valid));
+    return valid;
+  }
+
+  /**
+   * The witness configuration in force: the newest schema-valid, verified
+   * record (null when there is none: then this node claims nothing
+   * exclusive). Its witness list is sorted and free of duplicates.
+   */
+  witnessConfig(): WitnessConfigRecord | null {
+    if (this.cached.witnesses !== undefined && this.cacheable()) return this.cached.witnesses;
+    let best: WitnessConfigRecord | null = null;
+    for (const [key, value] of this.map('witnesses').entries()) {
+      const record = this.check.parse('witnesses', key, value, WitnessConfigRecordSchema, (r) =>
+        key === `v${r.version}` ? null : `witness configuration v${r.version} stored under key ${key}`,
+      );
+      if (!record || !this.check.verified('witnesses', key, value, record, this.options.verifyWitnessConfig))
+        continue;
+      if (new Set(record.witnesses).size !== record.witnesses.length) continue;
+      if (best === null || record.version > best.version) best = record;
+    }
+    const result = best === null ? null : deepFreeze({ ...best, witnesses: [...best.witnesses].sort() });
+    if (this.cacheable()) this.cached.witnesses = result;
+    return result;
   }
 
   /** Records a signed revocation; durable on return. Does not check the signature. */
@@ -159,9 +202,9 @@ export class EnrollmentView {
     return [...this.map(map).entries()].sort(byKey);
   }
 
-  /** Calls `listener` after every transaction that changed any of the three maps. */
+  /** Calls `listener` after every transaction that changed any of the four maps. */
   onChange(listener: (origin: unknown) => void): () => void {
-    const maps = [this.map('nodes'), this.map('revocations'), this.map('draining')];
+    const maps = [this.map('nodes'), this.map('revocations'), this.map('draining'), this.map('witnesses')];
     return onMapsChange(this.doc, maps, this.options.logger, listener);
   }
 

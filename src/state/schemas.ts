@@ -53,6 +53,20 @@ export type RevocationBody = z.infer<typeof RevocationBodySchema>;
 export const RevocationSchema = RevocationBodySchema.extend({ cert: Base64 });
 export type Revocation = z.infer<typeof RevocationSchema>;
 
+/**
+ * The witness configuration (enrollment document, map `witnesses`, key
+ * `v<version>`): which nodes grant workload leases (docs/placement.md,
+ * "Witnesses"). CA-signed; the newest valid version is the one in force.
+ */
+export const WitnessConfigBodySchema = z.object({
+  version: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  witnesses: z.array(NodeIdSchema).min(1).max(7),
+  issuedAt: z.number().int().nonnegative(),
+});
+export type WitnessConfigBody = z.infer<typeof WitnessConfigBodySchema>;
+export const WitnessConfigRecordSchema = WitnessConfigBodySchema.extend({ cert: Base64 });
+export type WitnessConfigRecord = z.infer<typeof WitnessConfigRecordSchema>;
+
 /** Operator drain flag for a node (enrollment document, map `draining`). */
 export const DrainFlagSchema = z.object({
   draining: z.boolean(),

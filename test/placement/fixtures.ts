@@ -75,6 +75,8 @@ export interface ViewOptions {
   liveness: Record<string, Liveness>;
   observed?: Record<string, Record<string, ObservedStatus>>;
   lease?: { held: boolean; heldSince: number | null };
+  leases?: Record<string, { mayRun: boolean; why: string }>;
+  witnessConfigured?: boolean;
   lastHeard?: Record<string, number>;
   attestedDeadSince?: Record<string, number>;
   now?: number;
@@ -91,9 +93,18 @@ export function makeView(options: ViewOptions): LocalView {
     nodes: options.nodes,
     liveness: options.liveness,
     observed: observedDoc(options.observed ?? {}),
-    lease: options.lease ?? { held: true, heldSince: now - 3_600_000 },
+    // Every workload's witness lease is held unless told otherwise.
+    leases: new Map(
+      options.specs.map((spec) => [
+        spec.name,
+        options.leases?.[spec.name] ??
+          (options.lease?.held === false
+            ? { mayRun: false, why: 'test: no lease' }
+            : { mayRun: true, why: 'test: granted' }),
+      ]),
+    ),
+    witnessConfigured: options.witnessConfigured ?? true,
     lastHeard: new Map(Object.entries(options.lastHeard ?? {})),
-    attestedDeadSince: new Map(Object.entries(options.attestedDeadSince ?? {})),
     listeningSince: options.listeningSince ?? now - 3_600_000,
     timing: { ...DEFAULT_OWNERSHIP_TIMING },
     maxParallel: options.maxParallel ?? 1,

@@ -87,7 +87,6 @@ describe('reconcile loop: a partitioned holder', { timeout: 180_000 }, () => {
           loop: agent(id)
             .reconciler!.loop?.status()
             .workloads.find((w) => w.name === name),
-          lease: agent(id).reconciler!.loop?.status().lease,
           entries: Object.fromEntries(entriesOf(agent(id), name)),
         }));
         throw new Error(`${err.message}: ${JSON.stringify(status, null, 1)}`);

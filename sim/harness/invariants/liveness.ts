@@ -236,7 +236,9 @@ export class LivenessChecker {
       entry.waiting ? `waiting: ${entry.waiting}` : null,
       entry.task ? `task ${entry.task}` : null,
       entry.error ? `error: ${entry.error}` : null,
-      status?.lease ? `lease ${status.lease.held ? 'held' : 'not held'}` : null,
+      entry.lease
+        ? `lease ballot ${entry.lease.ballot} ${entry.lease.mayRun ? 'held' : 'not held'} (granted by ${entry.lease.grantedBy.join(', ') || 'none'}; missing ${entry.lease.missing.join('; ') || 'none'})`
+        : null,
     ];
     return parts.filter((p) => p !== null).join(', ');
   }

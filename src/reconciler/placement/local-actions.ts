@@ -2,18 +2,13 @@ import type { SnapshotRef, WorkloadSpec } from '../../state/schemas.js';
 import { collectClaims, holdRank, pickHolder } from './holders.js';
 import { type MovePlan, planMoves } from './moves.js';
 import { place } from './placement.js';
-import {
-  checkTiming,
-  type LeaseState,
-  mayTakeOver,
-  type OwnershipTiming,
-  takeoverExtraWaitMs,
-} from './quorum.js';
+import { checkTiming, mayTakeOver, type OwnershipTiming } from './quorum.js';
 import { compareAsc } from './rendezvous.js';
 import type {
   Claim,
   Holder,
   HolderRef,
+  LeaseView,
   LivenessView,
   ObservedDoc,
   PlacementNode,
@@ -36,8 +31,13 @@ export interface LocalView {
   liveness: LivenessView;
   /** ObservedView.listAll(). */
   observed: ObservedDoc;
-  /** FenceTracker state at `now`. */
-  lease: Pick<LeaseState, 'held' | 'heldSince'>;
+  /**
+   * Exclusive workload → this node's witness lease at `now` (docs/placement.md,
+   * "Witness leases"). A workload missing here has no lease.
+   */
+  leases: ReadonlyMap<string, LeaseView>;
+  /** A witness configuration is known: without one this node claims nothing exclusive. */
+  witnessConfigured: boolean;
   /** nodeId → local time of its last heartbeat (failure detector lastSeenAt). */
   lastHeard: ReadonlyMap<string, number>;
   /**
@@ -46,8 +46,6 @@ export interface LocalView {
    * has listened for dead_after: before that its liveness view is not a view.
    */
   listeningSince: number;
-  /** nodeId → local time at which we first saw a quorum attest its current incarnation dead. */
-  attestedDeadSince: ReadonlyMap<string, number>;
   timing: OwnershipTiming;
   /** services.max_parallel: planned moves in flight at once, cluster-wide. */
   maxParallel: number;
@@ -113,7 +111,10 @@ export function evaluateView(nodeId: string, view: LocalView): ViewEvaluation {
     if (best) holders.set(workload, { ...best, claims: list });
   }
   const holderRefs = new Map<string, HolderRef>();
-  for (const [workload, holder] of holders) holderRefs.set(workload, holder);
+  for (const [workload, holder] of holders) {
+    const fenced = holder.phase === 'released' && (holder.reason ?? '').startsWith('fenced');
+    holderRefs.set(workload, { nodeId: holder.nodeId, phase: holder.phase, since: holder.since, fenced });
+  }
   const placement = place({
     specs: view.specs,
     nodes: view.nodes,
@@ -171,8 +172,8 @@ interface WorkloadContext {
   moves: MovePlan;
 }
 
-function leaseCovers(view: LocalView, since: number): boolean {
-  return view.lease.held && view.lease.heldSince !== null && view.lease.heldSince <= since;
+function leaseOf(view: LocalView, workload: string): LeaseView {
+  return view.leases.get(workload) ?? { mayRun: false, why: 'no lease asked for yet' };
 }
 
 function decideOne(ctx: WorkloadContext): LocalAction | undefined {
@@ -187,17 +188,25 @@ function decideOne(ctx: WorkloadContext): LocalAction | undefined {
   const exclusive = ownershipClass(spec) === 'exclusive';
   const persistent = spec.scratchClass === 'persistent';
 
-  // A. The lease: an exclusive workload runs only under an unbroken quorum
-  // lease that began before this node claimed it.
-  if (exclusive && my && ACTIVE.has(my.phase) && !leaseCovers(view, my.since)) {
-    const reason = view.lease.held ? 'quorum lease lapsed since this claim began' : 'no quorum lease';
-    if (my.phase === 'pulling')
-      return { kind: 'yield', workload, winner: null, reason: `${reason}: claim dropped` };
-    return { kind: 'fence-stop', workload, snapshot: persistent, reason };
+  // A. The lease: an exclusive workload runs only while a quorum of
+  // witnesses grants this node its lease (rule O2). A pull goes on without
+  // one: it runs nothing, and the lease may still come.
+  const lease = leaseOf(view, workload);
+  if (exclusive && my && (my.phase === 'starting' || my.phase === 'running') && !lease.mayRun) {
+    return { kind: 'fence-stop', workload, snapshot: persistent, reason: `lease lost: ${lease.why}` };
   }
 
-  // B. Another live node's claim beats ours: let go.
-  if (my && ACTIVE.has(my.phase) && holder && holder.nodeId !== nodeId && !holder.stale) {
+  // B. Another live node's claim beats ours: let go. Not while we may run an
+  // exclusive workload: the lease proves nobody else can, so the other
+  // entry is a claim that will not get the lease, or a stale record.
+  if (
+    my &&
+    ACTIVE.has(my.phase) &&
+    holder &&
+    holder.nodeId !== nodeId &&
+    !holder.stale &&
+    !(exclusive && lease.mayRun)
+  ) {
     const duplicate = holdRank(my.phase, my.snapshot) === 3 && holdRank(holder.phase, holder.snapshot) === 3;
     const reason = duplicate
       ? exclusive
@@ -277,6 +286,14 @@ function decideAsHolder(
   }
   switch (my.phase) {
     case 'pulling': {
+      if (exclusive) {
+        // O1: start only under a lease a quorum of witnesses granted.
+        const lease = leaseOf(view, workload);
+        if (!lease.mayRun)
+          return { kind: 'wait', workload, reason: `waiting for a witness lease: ${lease.why}`, retryAt: null };
+        return { kind: 'start', workload, revision: spec.revision };
+      }
+      // Relaxed workloads have no lease: a short settle lets a competing claim show up first.
       const settleAt = my.since + view.timing.claimSettleMs;
       if (view.now < settleAt) return { kind: 'wait', workload, reason: 'claim settling', retryAt: settleAt };
       return { kind: 'start', workload, revision: spec.revision };
@@ -324,16 +341,17 @@ function decideAsTarget(
       return claimIfLeased(ctx, spec, exclusive, restoreFor(ctx, persistent), null);
     }
     const lastHeard = view.lastHeard.get(holder.nodeId);
+    // Silence for dead_after only decides who TRIES: for an exclusive
+    // workload the witnesses grant the lease only once the old holder's has
+    // expired (or it released it), whatever this view says (rule O3).
     const decision = mayTakeOver({
       now: view.now,
-      ownership: exclusive ? 'exclusive' : 'relaxed',
+      ownership: 'relaxed',
       holderLastHeardAt: lastHeard ?? view.listeningSince,
       deadAfterMs: view.timing.deadAfterMs,
-      quorumVisible: view.lease.held,
-      holderAttestedDeadSince: view.attestedDeadSince.get(holder.nodeId) ?? null,
-      extraWaitMs: takeoverExtraWaitMs(view.timing, spec.stopTimeoutMs),
-      // Start follows the claim by claim_settle (the 'pulling' case), which
-      // is what lets the claim overlap the end of the extra wait.
+      quorumVisible: true,
+      holderAttestedDeadSince: null,
+      extraWaitMs: 0,
       claimSettleMs: view.timing.claimSettleMs,
     });
     if (!decision.allowed) {
@@ -374,8 +392,13 @@ function claimIfLeased(
   if (ctx.view.now < warmAt) {
     return { kind: 'wait', workload: ctx.workload, reason: 'liveness view warming up', retryAt: warmAt };
   }
-  if (exclusive && !ctx.view.lease.held) {
-    return { kind: 'wait', workload: ctx.workload, reason: 'no quorum lease', retryAt: null };
+  if (exclusive && !ctx.view.witnessConfigured) {
+    return {
+      kind: 'wait',
+      workload: ctx.workload,
+      reason: 'no witness configuration known (silo witnesses): exclusive workloads are not claimed',
+      retryAt: null,
+    };
   }
   return { kind: 'claim', workload: ctx.workload, revision: spec.revision, restore, takeoverFrom };
 }
@@ -416,10 +439,7 @@ function checkView(nodeId: string, view: LocalView): void {
   if (livenessOf(view.liveness, nodeId) !== 'alive') {
     throw new RangeError(`decideLocalActions: the view must list this node (${nodeId}) as alive`);
   }
-  if (!(view.lastHeard instanceof Map) || !(view.attestedDeadSince instanceof Map)) {
-    throw new TypeError('decideLocalActions: view.lastHeard and view.attestedDeadSince must be Maps');
-  }
-  if (view.lease.held && (view.lease.heldSince === null || view.lease.heldSince > view.now)) {
-    throw new RangeError('decideLocalActions: a held lease needs heldSince <= now');
+  if (!(view.lastHeard instanceof Map) || !(view.leases instanceof Map)) {
+    throw new TypeError('decideLocalActions: view.lastHeard and view.leases must be Maps');
   }
 }

@@ -98,6 +98,7 @@ export function place(input: PlacementInput): PlacementResult {
     if (!node) reason = `holder ${holder.nodeId} is not an active enrolled node`;
     else if (liveness === 'dead') reason = `holder ${holder.nodeId} is dead`;
     else if (node.draining) reason = `holder ${holder.nodeId} is draining`;
+    else if (holder.fenced) reason = `holder ${holder.nodeId} lost its lease and stopped it`;
     else if (!matchesConstraints(node, spec.constraints)) {
       reason = `holder ${holder.nodeId} no longer matches constraints ${describeConstraints(spec.constraints)}`;
     } else if (!fits(need, used.get(node.nodeId)!, totals.get(node.nodeId)!)) {
@@ -137,10 +138,14 @@ export function place(input: PlacementInput): PlacementResult {
       continue;
     }
     const need = toUnits(spec);
-    const chosen = rankNodes(
+    const fencedHolder = holderOf(input.holders, spec.name);
+    const avoid = fencedHolder?.fenced === true ? fencedHolder.nodeId : null;
+    // A holder that fenced itself goes last: it may be cut off from the witnesses.
+    const ranked = rankNodes(
       spec.name,
       eligible.map((node) => node.nodeId),
-    ).find((nodeId) => fits(need, used.get(nodeId)!, totals.get(nodeId)!));
+    ).sort((a, b) => Number(a === avoid) - Number(b === avoid));
+    const chosen = ranked.find((nodeId) => fits(need, used.get(nodeId)!, totals.get(nodeId)!));
     if (chosen === undefined) {
       const pending = `no capacity: needs ${describeNeed(spec)}; none of ${eligible.length} eligible nodes has room`;
       assignments.set(spec.name, withReason({ pending }));

@@ -10,6 +10,14 @@ import type { Capacity, ObservedStatus, Phase, SnapshotRef, WorkloadSpec } from 
 /** A node's liveness in the local failure detector (same strings as gossip/failure-detector.ts). */
 export type Liveness = 'alive' | 'suspect' | 'dead';
 
+/** This node's witness lease of one exclusive workload, as placement needs it. */
+export interface LeaseView {
+  /** A quorum of witnesses granted a live lease, not yet within the stop budget of its end. */
+  mayRun: boolean;
+  /** Why not (or who granted), for status output. */
+  why: string;
+}
+
 /** A verified, active (unrevoked) enrolled node as placement sees it. */
 export interface PlacementNode {
   nodeId: string;
@@ -51,6 +59,12 @@ export interface HolderRef {
   nodeId: string;
   phase: Phase;
   since: number;
+  /**
+   * It stopped the workload because it lost its lease (released, reason
+   * "fenced"): it is not sticky, and other nodes are preferred, so that a
+   * holder cut off from the witnesses hands the workload on (rule O4).
+   */
+  fenced?: boolean;
 }
 
 export type Assignment =

@@ -1,0 +1,244 @@
+import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { LeaseClaimant, type LeaseStatus, type LeaseWant, type Outgoing } from './claimant-core.js';
+import type { LeaseReply, LeaseRequest } from './lease-messages.js';
+import type { WitnessConfig } from './witness-config.js';
+
+/**
+ * Drives this node's LeaseClaimant (docs/placement.md, "Witness leases"):
+ * sends the rounds it asks for to the witnesses (itself without the
+ * network), feeds the replies back, and tells the reconcile loop when a
+ * lease starts or ends so it can start or fence at once.
+ *
+ * Every time here is on a monotonic clock (performance.now by default),
+ * never the wall clock: a lease is a duration on this node's clock from the
+ * send time of the request that earned it. A watchdog on the event loop
+ * drops every grant when the loop stalled past `stallMarginMs` (rule C6):
+ * after a stall nothing decided before it may be acted on.
+ */
+export interface LeaseTransport {
+  /** Sends a batch to witness `nodeId`; resolves with one reply per request (same order). */
+  ask(nodeId: string, requests: LeaseRequest[]): Promise<LeaseReply[]>;
+}
+
+export interface LeaseManagerOptions {
+  selfId: string;
+  transport: LeaseTransport;
+  /** Serves batches addressed to this node itself (its own witness role). */
+  local: (requests: LeaseRequest[]) => LeaseReply[];
+  config: () => WitnessConfig | null;
+  now?: () => number;
+  /** A loop stall longer than this drops every grant (default 2 s: services.fence_slack). */
+  stallMarginMs: number;
+  /** Acquisition retry base (default 500 ms). */
+  retryMs?: number;
+  logger: Logger;
+  registry: Registry;
+}
+
+const WATCHDOG_MS = 100;
+
+export class LeaseManager {
+  private readonly options: LeaseManagerOptions;
+  private readonly claimant: LeaseClaimant;
+  private readonly clock: () => number;
+  private readonly logger: Logger;
+  private readonly listeners = new Set<() => void>();
+  private readonly metrics: { stalls: Counter; rounds: Counter<'result'>; held: Gauge };
+  private pollTimer: NodeJS.Timeout | null = null;
+  private watchdog: NodeJS.Timeout | null = null;
+  private edgeTimer: NodeJS.Timeout | null = null;
+  private lastBeat = 0;
+  private running = false;
+  /** workload → mayRun as last reported, to notify on changes only. */
+  private reported = new Map<string, boolean>();
+
+  constructor(options: LeaseManagerOptions) {
+    this.options = options;
+    this.clock = options.now ?? (() => performance.now());
+    this.logger = options.logger.child({ component: 'lease' });
+    this.claimant = new LeaseClaimant({ selfId: options.selfId, retryMs: options.retryMs ?? 500 });
+    this.metrics = {
+      stalls: new Counter({
+        name: 'silo_lease_loop_stalls_total',
+        help: 'Event-loop stalls longer than the margin; each dropped every lease grant this node held',
+        registers: [options.registry],
+      }),
+      rounds: new Counter({
+        name: 'silo_lease_batches_sent_total',
+        help: 'Lease request batches sent to witnesses by result',
+        labelNames: ['result'],
+        registers: [options.registry],
+      }),
+      held: new Gauge({
+        name: 'silo_leases_held',
+        help: 'Exclusive workloads whose lease this node holds (a quorum of witnesses granted it)',
+        registers: [options.registry],
+        collect: () => {
+          const config = this.options.config();
+          const now = this.clock();
+          this.metrics.held.set(this.claimant.wanted().filter((w) => this.claimant.status(w, now, config).held).length);
+        },
+      }),
+    };
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.lastBeat = this.clock();
+    this.watchdog = setInterval(() => this.checkStall(), WATCHDOG_MS);
+    this.watchdog.unref();
+    this.schedulePoll();
+  }
+
+  stop(): void {
+    this.running = false;
+    for (const timer of [this.pollTimer, this.edgeTimer]) if (timer) clearTimeout(timer);
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.pollTimer = this.edgeTimer = this.watchdog = null;
+  }
+
+  /** Called when a lease starts or ends (may run / must stop). */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  want(workload: string, want: LeaseWant): void {
+    const before = this.claimant.wanted().includes(workload);
+    this.claimant.want(workload, want, this.clock());
+    if (!before) {
+      this.logger.info({ workload, durationMs: want.durationMs }, 'asking the witnesses for a lease');
+      this.schedulePoll(0);
+    }
+  }
+
+  /** The workload is not running here (stopped or never started): release its lease. */
+  unwant(workload: string): void {
+    if (!this.claimant.wanted().includes(workload)) return;
+    this.claimant.unwant(workload, this.clock());
+    this.logger.info({ workload }, 'lease released');
+    this.schedulePoll(0);
+  }
+
+  wanted(): string[] {
+    return this.claimant.wanted();
+  }
+
+  configured(): boolean {
+    return this.options.config() !== null;
+  }
+
+  status(workload: string): LeaseStatus {
+    this.checkStall();
+    return this.claimant.status(workload, this.clock(), this.options.config());
+  }
+
+  /** Whether `workload` may run here right now (its lease is held and not within the stop budget of its end). */
+  mayRun(workload: string): boolean {
+    return this.status(workload).mayRun;
+  }
+
+  private checkStall(): void {
+    const now = this.clock();
+    const gap = now - this.lastBeat;
+    this.lastBeat = now;
+    if (gap > this.options.stallMarginMs + WATCHDOG_MS && this.running) {
+      this.metrics.stalls.inc();
+      const held = this.claimant.wanted().filter((w) => this.claimant.status(w, now, this.options.config()).held);
+      this.claimant.dropAll();
+      if (held.length > 0) {
+        this.logger.error(
+          { stalledMs: Math.round(gap), workloads: held },
+          'event loop stalled past the lease margin: every lease grant dropped, exclusive workloads fence',
+        );
+      }
+      this.notify();
+    }
+  }
+
+  private schedulePoll(delayMs?: number): void {
+    if (!this.running) return;
+    const now = this.clock();
+    const next = this.claimant.nextPollAt();
+    const wait = delayMs ?? (next === null ? null : Math.max(0, next - now));
+    if (wait === null) return;
+    if (this.pollTimer) clearTimeout(this.pollTimer);
+    this.pollTimer = setTimeout(() => {
+      this.pollTimer = null;
+      this.poll();
+    }, wait);
+    this.pollTimer.unref();
+  }
+
+  private poll(): void {
+    if (!this.running) return;
+    const outgoing = this.claimant.poll(this.clock(), this.options.config());
+    const byWitness = new Map<string, LeaseRequest[]>();
+    for (const { to, request } of outgoing as Outgoing[]) {
+      const batch = byWitness.get(to) ?? [];
+      batch.push(request);
+      byWitness.set(to, batch);
+    }
+    for (const [to, requests] of byWitness) {
+      if (to === this.options.selfId) {
+        this.deliver(this.options.local(requests));
+        continue;
+      }
+      this.options.transport.ask(to, requests).then(
+        (replies) => {
+          this.metrics.rounds.inc({ result: 'ok' });
+          this.deliver(replies);
+        },
+        (err: unknown) => {
+          this.metrics.rounds.inc({ result: 'error' });
+          this.logger.debug({ witness: to, err: (err as Error).message }, 'lease batch failed');
+        },
+      );
+    }
+    this.schedulePoll();
+    this.checkEdges();
+  }
+
+  private deliver(replies: readonly LeaseReply[]): void {
+    const now = this.clock();
+    for (const reply of replies) this.claimant.onReply(reply, now);
+    this.checkEdges();
+  }
+
+  /** Notifies when a workload's mayRun flipped, and arms a timer for the next run-window end. */
+  private checkEdges(): void {
+    const now = this.clock();
+    const config = this.options.config();
+    let changed = false;
+    let nextEdge: number | null = null;
+    const current = new Map<string, boolean>();
+    for (const workload of this.claimant.wanted()) {
+      const status = this.claimant.status(workload, now, config);
+      current.set(workload, status.mayRun);
+      if ((this.reported.get(workload) ?? false) !== status.mayRun) changed = true;
+      if (status.mayRun && status.runUntil !== null)
+        nextEdge = nextEdge === null ? status.runUntil : Math.min(nextEdge, status.runUntil);
+    }
+    for (const [workload, was] of this.reported) if (was && !current.has(workload)) changed = true;
+    this.reported = current;
+    if (this.edgeTimer) clearTimeout(this.edgeTimer);
+    this.edgeTimer = null;
+    if (nextEdge !== null && this.running) {
+      this.edgeTimer = setTimeout(() => this.checkEdges(), Math.max(0, nextEdge - now) + 1);
+      this.edgeTimer.unref();
+    }
+    if (changed) this.notify();
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.logger.error({ err }, 'lease listener failed');
+      }
+    }
+  }
+}
