@@ -88,16 +88,29 @@ async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): Asyn
   for await (const chunk of source) yield chunk.subarray();
 }
 
-async function firstFrame(stream: Stream, signal: AbortSignal): Promise<unknown> {
-  const frames = lp.decode(asBytes(stream.source), { maxDataLength: MAX_FRAME_BYTES })[Symbol.asyncIterator]();
+/**
+ * The one frame the other side sends, read to the end of its write side:
+ * a stream whose remote end is left unread never closes, and libp2p's
+ * per-connection stream limit then refuses every later batch.
+ */
+async function onlyFrame(stream: Stream, signal: AbortSignal): Promise<unknown> {
+  const read = (async () => {
+    let frame: Uint8Array | undefined;
+    for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: MAX_FRAME_BYTES })) {
+      if (frame !== undefined) throw new LeaseExchangeError('more than one frame on a lease stream');
+      frame = chunk.subarray();
+    }
+    if (frame === undefined) throw new LeaseExchangeError('stream ended without a frame');
+    return unpackMessage(frame);
+  })();
   const aborted = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(new LeaseExchangeError('timed out'));
-    signal.addEventListener('abort', () => reject(new LeaseExchangeError('timed out')), { once: true });
+    const fail = () => reject(new LeaseExchangeError('timed out'));
+    if (signal.aborted) fail();
+    signal.addEventListener('abort', fail, { once: true });
   });
+  read.catch(() => undefined);
   aborted.catch(() => undefined);
-  const next = await Promise.race([frames.next(), aborted]);
-  if (next.done) throw new LeaseExchangeError('stream ended without a frame');
-  return unpackMessage(next.value.subarray());
+  return Promise.race([read, aborted]);
 }
 
 export class LeaseExchange {
@@ -140,7 +153,7 @@ export class LeaseExchange {
 
   private async serve(stream: Stream, peerId: string): Promise<void> {
     const signal = AbortSignal.timeout(this.options.timeoutMs ?? 5000);
-    const frame = RequestFrame.safeParse(await firstFrame(stream, signal));
+    const frame = RequestFrame.safeParse(await onlyFrame(stream, signal));
     if (!frame.success) {
       this.batches.inc({ direction: 'in', result: 'malformed' });
       stream.abort(new LeaseExchangeError('malformed lease batch'));
@@ -166,8 +179,15 @@ export class LeaseExchange {
     const signal = AbortSignal.timeout(this.options.timeoutMs ?? 5000);
     let stream: Stream | undefined;
     try {
-      stream = await this.options.node.dialProtocol(peerIdFromString(peerId), LEASE_PROTOCOL, { signal });
-      const reply = firstFrame(stream, signal);
+      // Optimistic protocol select: the request goes out with the protocol
+      // name, without waiting for the witness to confirm it. Saves a round
+      // trip, and lets a release reach the witnesses when nothing comes back
+      // (a one-way cut toward this node, docs/placement.md rule O4).
+      stream = await this.options.node.dialProtocol(peerIdFromString(peerId), LEASE_PROTOCOL, {
+        signal,
+        negotiateFully: false,
+      });
+      const reply = onlyFrame(stream, signal);
       await stream.sink([lp.encode.single(packMessage({ v: 1, requests })).subarray()]);
       const frame = ReplyFrame.safeParse(await reply);
       if (!frame.success || frame.data.replies.length !== requests.length) {

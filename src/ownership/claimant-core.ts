@@ -61,11 +61,14 @@ export interface LeaseStatus {
 interface SentRound {
   sentAt: number;
   ballot: number;
+  /** The lease length the round asked for: its grants count for this long, whatever the want says now. */
+  durationMs: number;
 }
 
 interface Grant {
   sentAt: number;
   ballot: number;
+  durationMs: number;
 }
 
 interface WorkloadState {
@@ -73,7 +76,7 @@ interface WorkloadState {
   ballot: number;
   /** Highest ballot any witness reported for this workload. */
   highestSeen: number;
-  /** witness → newest grant of `ballot` (by send time). */
+  /** witness → the grant of `ballot` that lasts longest (by send time plus its duration). */
   grants: Map<string, Grant>;
   /** witness → what it said last (for status output). */
   said: Map<string, string>;
@@ -188,7 +191,7 @@ export class LeaseClaimant {
       }
       if (state.ballot === 0) state.ballot = state.highestSeen + 1;
       const round = ++this.round;
-      state.rounds.set(round, { sentAt: now, ballot: state.ballot });
+      state.rounds.set(round, { sentAt: now, ballot: state.ballot, durationMs: state.want.durationMs });
       if (state.rounds.size > KEEP_ROUNDS) {
         const oldest = Math.min(...state.rounds.keys());
         state.rounds.delete(oldest);
@@ -228,12 +231,17 @@ export class LeaseClaimant {
     if (reply.ballot > state.highestSeen) state.highestSeen = reply.ballot;
     const sent = state.rounds.get(reply.round);
     if (reply.granted) {
-      // A release's acknowledgement, a reply to a round we forgot, or a grant
-      // of a ballot we no longer use: counts for nothing.
-      if (!sent || state.want === null || sent.ballot !== state.ballot) return;
+      // A release's acknowledgement, a reply to a round we forgot, a grant
+      // of a ballot we no longer use, or one of another ballot than the round
+      // asked for (not an answer to that round): counts for nothing.
+      if (!sent || state.want === null || sent.ballot !== state.ballot || reply.ballot !== sent.ballot)
+        return;
+      // A round asks for its own duration (a changed want applies from the
+      // next round): the grant counts for that long, and the one that lasts
+      // longest stands, so validUntil never moves back.
       const previous = state.grants.get(reply.witness);
-      if (!previous || previous.sentAt < sent.sentAt)
-        state.grants.set(reply.witness, { sentAt: sent.sentAt, ballot: sent.ballot });
+      if (!previous || previous.sentAt + previous.durationMs < sent.sentAt + sent.durationMs)
+        state.grants.set(reply.witness, { ...sent });
       state.said.set(reply.witness, `granted ballot ${sent.ballot}`);
       return;
     }
@@ -285,7 +293,7 @@ export class LeaseClaimant {
     for (const witness of config.witnesses) {
       const grant = state.grants.get(witness);
       if (!grant || grant.ballot !== state.ballot || want === null) continue;
-      const until = grant.sentAt + want.durationMs;
+      const until = grant.sentAt + grant.durationMs;
       if (until > now) live.push({ witness, until });
     }
     live.sort((a, b) => b.until - a.until);

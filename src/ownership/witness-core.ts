@@ -19,7 +19,11 @@ export interface WitnessRecord {
   holder: string | null;
   /** The holder said it stopped (W4); the ballot stays used. */
   released: boolean;
-  /** Lease length the holder asked for, on its own clock. */
+  /**
+   * Longest lease length the holder asked for with this ballot, on its own
+   * clock: a restart holds it this long again, so it never cuts short a
+   * longer lease an earlier round promised (W5).
+   */
   durationMs: number;
 }
 
@@ -140,7 +144,7 @@ export class WitnessCore {
       ballot: request.ballot,
       holder: request.node,
       released: false,
-      durationMs: request.durationMs,
+      durationMs: renewal ? Math.max(current.durationMs, request.durationMs) : request.durationMs,
       // Never shorten a hold already promised (a renewal asking for less).
       expiresAt: Math.max(renewal ? current.expiresAt : now, now + holdMs(request.durationMs, this.driftPpm)),
     };
@@ -174,7 +178,7 @@ export class WitnessCore {
       ballot: record?.ballot ?? 0,
       holder,
       configVersion: this.configVersion(),
-      remainingMs: record && holder !== null ? Math.max(0, record.expiresAt - now) : null,
+      remainingMs: record && holder !== null ? Math.max(0, Math.ceil(record.expiresAt - now)) : null,
     };
   }
 }

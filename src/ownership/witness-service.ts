@@ -99,7 +99,7 @@ export class WitnessService {
       holder: record.holder,
       ballot: record.ballot,
       released: record.released,
-      remainingMs: Math.max(0, record.expiresAt - this.options.now()),
+      remainingMs: Math.max(0, Math.ceil(record.expiresAt - this.options.now())),
     };
   }
 

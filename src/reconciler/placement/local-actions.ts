@@ -310,9 +310,19 @@ function decideAsHolder(
       // A crash-looped workload stays failed (and here) until its spec changes.
       if (spec.revision <= my.revision) return undefined;
       return claimIfLeased(ctx, spec, exclusive, { from: persistent ? 'local' : 'none' }, null);
-    case 'released':
+    case 'released': {
+      // O4: a holder that fenced itself may be cut off from the witnesses
+      // while everyone still hears it (a one-way cut). Its claim would keep
+      // the workload here; it waits dead_after first, so that a node that can
+      // reach the witnesses takes it over (placement ranks it last meanwhile).
+      if (exclusive && (my.reason ?? '').startsWith('fenced')) {
+        const retryAt = my.since + view.timing.deadAfterMs;
+        if (view.now < retryAt)
+          return { kind: 'wait', workload, reason: 'fenced here: leaving it to others for dead_after', retryAt };
+      }
       // Our own snapshot (we fenced, or a move was called off): start again here.
       return claimIfLeased(ctx, spec, exclusive, { from: persistent ? 'local' : 'none' }, null);
+    }
     case 'pending':
       return undefined;
   }
