@@ -14,7 +14,7 @@ import { LoadMonitor, type LoadSample } from '../sim/harness/load-monitor.js';
 import type { RunStart } from '../sim/harness/running-registry.js';
 import { SimCluster, type SimTiming } from '../sim/harness/sim-cluster.js';
 import { DEFAULT_WORKLOAD } from '../sim/harness/workload.js';
-import { takeoverExtraWaitMs } from '../src/reconciler/placement/index.js';
+import { holdMs } from '../src/ownership/index.js';
 import { type Distribution, distribution, round, sleep, waitUntil } from './lib/stats.js';
 
 export interface TakeoverOptions {
@@ -51,7 +51,7 @@ export interface TakeoverReport {
   machine: { cpus: number; memoryGiB: number; node: string; loadavg1m: number };
   options: Omit<TakeoverOptions, 'log'>;
   timing: Partial<SimTiming>;
-  /** dead_after + max(takeover extra wait, claim_settle): the floor the rules impose (T2, C1), ms. */
+  /** max(dead_after, the witnesses' hold of the old lease): the floor the rules impose, ms. */
   expectedFloorMs: number;
   takeoverMs: Distribution;
   samples: number[];
@@ -62,18 +62,16 @@ export interface TakeoverReport {
 
 export async function runTakeover(options: TakeoverOptions): Promise<TakeoverReport> {
   const timing = DEFAULT_AGENT_TIMING;
-  const extra = takeoverExtraWaitMs(
-    {
-      deadAfterMs: timing.deadAfterMs as number,
-      fenceAfterMs: timing.fenceAfterMs as number,
-      claimSettleMs: timing.claimSettleMs as number,
-      fenceSlackMs: timing.fenceSlackMs as number,
-      clockDriftPpm: timing.clockDriftPpm as number,
-    },
-    options.stopTimeoutMs,
+  // The new holder is chosen once the old one has been silent for dead_after
+  // (placement), and the witnesses grant it the lease once the old holder's
+  // has expired: its hold is fence_after + stop_timeout + fence_slack,
+  // stretched by the drift bound, from its last renewal (docs/placement.md,
+  // "Witness leases"). The later of the two is the floor.
+  const hold = holdMs(
+    (timing.fenceAfterMs as number) + options.stopTimeoutMs + (timing.fenceSlackMs as number),
+    timing.clockDriftPpm as number,
   );
-  // The claim overlaps claim_settle with the end of the extra wait (T2).
-  const floor = (timing.deadAfterMs as number) + Math.max(extra, timing.claimSettleMs as number);
+  const floor = Math.max(timing.deadAfterMs as number, hold);
   const cluster = await SimCluster.start({
     seed: options.seed,
     nodes: options.nodes,
@@ -185,7 +183,7 @@ export function takeoverMarkdown(report: TakeoverReport): string {
   const t = report.takeoverMs;
   const s = (ms: number | null) => (ms === null ? '–' : `${(ms / 1000).toFixed(1)} s`);
   const lines = [
-    `Holder killed → workload running on another node, ${report.options.nodes} agents, ${report.samples.length} runs (${report.failures} without takeover), stop_timeout ${report.options.stopTimeoutMs / 1000} s, silo's default timings (floor: dead_after + max(takeover wait, claim_settle) = ${s(report.expectedFloorMs)}); loop p99 ${Math.round(report.load.loopP99Ms)} ms, CPU ${Math.round(report.load.cpuPct)}%.`,
+    `Holder killed → workload running on another node, ${report.options.nodes} agents, ${report.samples.length} runs (${report.failures} without takeover), stop_timeout ${report.options.stopTimeoutMs / 1000} s, silo's default timings (floor: max(dead_after, witness hold of the dead holder's lease) = ${s(report.expectedFloorMs)}); loop p99 ${Math.round(report.load.loopP99Ms)} ms, CPU ${Math.round(report.load.cpuPct)}%.`,
     '',
     '| system | p50 | p99 | max |',
     '|---|---:|---:|---:|',

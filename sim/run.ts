@@ -13,7 +13,7 @@ import { loadScenario, ScenarioError } from './scenario/load.js';
 import { runScenario, StepError } from './scenario/run-scenario.js';
 
 const USAGE =
-  'usage: npm run sim -- <scenario.toml> [--log-file <path>] [--log-level <level>] [--no-progress] [--keep <dir>]';
+  'usage: npm run sim -- <scenario.toml> [--log-file <path>] [--log-level <level>] [--no-progress] [--keep <dir>] [--seed <seed>]';
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 async function main(): Promise<number> {
@@ -43,6 +43,10 @@ async function main(): Promise<number> {
       return 2;
     }
     throw err;
+  }
+  if (values.seed !== undefined) {
+    // Another run of the same scenario: every random choice follows the seed.
+    scenario = { ...scenario, seed: /^-?\d+$/.test(values.seed) ? Number(values.seed) : values.seed };
   }
   const logFile = values['log-file'];
   // Agents log to a file only when asked: thousands of lines a second would drown the timeline.
@@ -76,6 +80,7 @@ function parse() {
       'log-level': { type: 'string' },
       'no-progress': { type: 'boolean' },
       keep: { type: 'string' },
+      seed: { type: 'string' },
     },
   });
 }

@@ -88,6 +88,14 @@ interface WorkloadState {
   releaseBallot: number;
   /** A refusal showed our ballot cannot win: take a higher one at the next acquisition round. */
   bump: boolean;
+  /**
+   * Another node holds a witness while we hold no quorum: two claimants are
+   * splitting the witnesses. The next round gives back what we got and
+   * backs off at random (rule C4), so that one of them wins.
+   */
+  contended: boolean;
+  /** Acquisition rounds lost to contention in a row (the back-off grows with it). */
+  losses: number;
 }
 
 const KEEP_ROUNDS = 16;
@@ -134,6 +142,9 @@ export class LeaseClaimant {
       state.nextRoundAt = now;
     }
     state.grants.clear();
+    // A round sent before now may be answered after a new want, granted
+    // before the release reached the witness: its grant is void.
+    state.rounds.clear();
     // The released ballot is used up at every witness that granted it.
     state.bump = true;
   }
@@ -184,6 +195,33 @@ export class LeaseClaimant {
         continue;
       }
       const held = this.computeStatus(workload, state, now, config).held;
+      if (!held && state.contended) {
+        // Not held: nothing of the workload may run here any more (the stop
+        // budget ended before the lease did), so giving grants back is as
+        // safe as letting them expire, and lets the other claimant win.
+        state.contended = false;
+        state.losses = Math.min(state.losses + 1, 6);
+        state.grants.clear();
+        state.bump = true;
+        const round = ++this.round;
+        for (const to of config.witnesses) {
+          out.push({
+            to,
+            request: {
+              op: 'release',
+              workload,
+              node: this.selfId,
+              ballot: state.ballot,
+              configVersion: config.version,
+              durationMs: 1,
+              round,
+            },
+          });
+        }
+        state.nextRoundAt = now + this.retryDelay() * (1 + state.losses);
+        continue;
+      }
+      if (held) state.losses = 0;
       if (!held && state.bump) {
         state.ballot = Math.max(state.ballot, state.highestSeen) + 1;
         state.grants.clear();
@@ -255,6 +293,8 @@ export class LeaseClaimant {
             : (reply.refusal ?? 'refused');
     state.said.set(reply.witness, what);
     if (sent && sent.ballot === state.ballot && reply.refusal === 'stale-ballot') state.bump = true;
+    if (sent && sent.ballot === state.ballot && reply.refusal === 'held' && reply.holder !== this.selfId)
+      state.contended = true;
     // A refusal does not take a grant back: the witness still holds it until
     // it expires, and our count ends at the grant's own expiry.
   }
@@ -332,6 +372,8 @@ export class LeaseClaimant {
       releaseRounds: 0,
       releaseBallot: 0,
       bump: false,
+      contended: false,
+      losses: 0,
     };
   }
 

@@ -33,7 +33,8 @@ export class GrantStore {
   constructor(options: { path: string; durability?: Durability }) {
     this.path = options.path;
     const problem = storePathProblem(this.path);
-    if (problem !== null) throw new GrantStoreError(`cannot open witness grant store at ${this.path}: ${problem}`);
+    if (problem !== null)
+      throw new GrantStoreError(`cannot open witness grant store at ${this.path}: ${problem}`);
     try {
       this.root = open<string, string>(this.path, {
         encoding: 'string',
@@ -41,9 +42,12 @@ export class GrantStore {
         noSync: options.durability === 'nosync',
       });
     } catch (err) {
-      throw new GrantStoreError(`cannot open witness grant store at ${this.path}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new GrantStoreError(
+        `cannot open witness grant store at ${this.path}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
 

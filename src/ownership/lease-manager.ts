@@ -77,7 +77,9 @@ export class LeaseManager {
         collect: () => {
           const config = this.options.config();
           const now = this.clock();
-          this.metrics.held.set(this.claimant.wanted().filter((w) => this.claimant.status(w, now, config).held).length);
+          this.metrics.held.set(
+            this.claimant.wanted().filter((w) => this.claimant.status(w, now, config).held).length,
+          );
         },
       }),
     };
@@ -146,7 +148,9 @@ export class LeaseManager {
     this.lastBeat = now;
     if (gap > this.options.stallMarginMs + WATCHDOG_MS && this.running) {
       this.metrics.stalls.inc();
-      const held = this.claimant.wanted().filter((w) => this.claimant.status(w, now, this.options.config()).held);
+      const held = this.claimant
+        .wanted()
+        .filter((w) => this.claimant.status(w, now, this.options.config()).held);
       this.claimant.dropAll();
       if (held.length > 0) {
         this.logger.error(

@@ -57,12 +57,10 @@ export class WitnessService {
       collect: () => {
         const now = this.options.now();
         this.holding.set(
-          this.core
-            .workloads()
-            .filter((w) => {
-              const r = this.core.recordOf(w);
-              return r !== undefined && r.holder !== null && !r.released && r.expiresAt > now;
-            }).length,
+          this.core.workloads().filter((w) => {
+            const r = this.core.recordOf(w);
+            return r !== undefined && r.holder !== null && !r.released && r.expiresAt > now;
+          }).length,
         );
       },
     });
@@ -84,7 +82,10 @@ export class WitnessService {
       const result = this.core.handle(request, now);
       replies.push(result.reply);
       if (result.persist) persist.push(result.persist);
-      this.decisions.inc({ op: request.op, result: result.reply.granted ? 'granted' : (result.reply.refusal ?? 'refused') });
+      this.decisions.inc({
+        op: request.op,
+        result: result.reply.granted ? 'granted' : (result.reply.refusal ?? 'refused'),
+      });
     }
     // W1: on disk before any reply leaves.
     this.options.store.putAll(persist);
@@ -92,7 +93,9 @@ export class WitnessService {
   }
 
   /** For status output: what this witness records about `workload`. */
-  record(workload: string): { holder: string | null; ballot: number; released: boolean; remainingMs: number } | null {
+  record(
+    workload: string,
+  ): { holder: string | null; ballot: number; released: boolean; remainingMs: number } | null {
     const record = this.core.recordOf(workload);
     if (!record) return null;
     return {

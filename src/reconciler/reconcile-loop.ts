@@ -1036,8 +1036,9 @@ export class ReconcileLoop {
 
   private writeSlot(slot: Slot): void {
     if (slot.dropped) return;
-    const desired = this.desired(slot);
-    if (desired === null) return;
+    const found = this.desired(slot);
+    if (found === null) return;
+    const desired = this.withEpoch(slot.name, found);
     const current = this.options.observed.get(this.nodeId, slot.name);
     if (current !== undefined && sameStatus(current, desired)) return;
     try {
@@ -1045,6 +1046,18 @@ export class ReconcileLoop {
     } catch (err) {
       this.logger.error({ err, workload: slot.name }, 'cannot write observed status');
     }
+  }
+
+  /** The lease ballot as the status's epoch while this node runs an exclusive workload under it. */
+  private withEpoch(name: string, status: ObservedStatus): ObservedStatus {
+    if (!RUNNING_PHASES.has(status.phase) || !this.options.leases.wanted().includes(name)) {
+      if (status.epoch === undefined) return status;
+      const { epoch: _dropped, ...rest } = status;
+      return rest;
+    }
+    const lease = this.options.leases.status(name);
+    if (!lease.held) return status;
+    return { ...status, epoch: lease.ballot };
   }
 
   private blankStatus(phase: Phase, revision: number, reason: string | null): ObservedStatus {
@@ -1278,6 +1291,7 @@ function sameStatus(a: ObservedStatus, b: ObservedStatus): boolean {
     a.revision === b.revision &&
     a.restarts === b.restarts &&
     a.reason === b.reason &&
+    (a.epoch ?? null) === (b.epoch ?? null) &&
     a.sandbox === b.sandbox &&
     a.scratchUsedMb === b.scratchUsedMb &&
     a.lastExit?.code === b.lastExit?.code &&

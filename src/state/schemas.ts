@@ -140,5 +140,12 @@ export const ObservedStatusSchema = z.object({
   sandbox: z.enum(['bubblewrap', 'none']).nullable(),
   scratchUsedMb: z.number().nonnegative().nullable(),
   snapshot: SnapshotRefSchema.nullable(),
+  /**
+   * Exclusive workloads: the ballot of the witness lease the node runs it
+   * under (docs/placement.md, "Witness leases"), a fencing token: between
+   * two entries that both claim to run it, the higher epoch is the newer
+   * owner. Absent for relaxed workloads and in records of older agents.
+   */
+  epoch: z.number().int().positive().nullable().optional(),
 });
 export type ObservedStatus = z.infer<typeof ObservedStatusSchema>;

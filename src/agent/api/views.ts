@@ -74,6 +74,44 @@ export function nodeRows(
   });
 }
 
+export interface WitnessRow {
+  nodeId: string;
+  /** An active enrolled node (valid CA-signed record, not revoked) in this agent's document. */
+  enrolled: boolean;
+  /** As this node's failure detector sees it; `self` for the node that answered, `unknown` until heard. */
+  liveness: Liveness | 'self' | 'unknown';
+}
+
+export interface WitnessesView {
+  /** The witness configuration in force in this agent's enrollment document; null when there is none. */
+  config: { version: number; witnesses: string[]; issuedAt: number } | null;
+  /** One row per witness of `config`, in its (sorted) order. */
+  witnesses: WitnessRow[];
+}
+
+export function witnessesView(agent: NodeAgent): WitnessesView {
+  const record = agent.enrollment.witnessConfig();
+  if (record === null) return { config: null, witnesses: [] };
+  const members = new Map<string, MemberView>(agent.gossip.detector.view().map((m) => [m.nodeId, m]));
+  const active = agent.trust
+    ? agent.trust.active().byNodeId
+    : new Set(
+        agent.enrollment
+          .list()
+          .filter((r) => !agent.enrollment.isRevoked(r.nodeId))
+          .map((r) => r.nodeId),
+      );
+  const witnesses = [...record.witnesses];
+  return {
+    config: { version: record.version, witnesses, issuedAt: record.issuedAt },
+    witnesses: witnesses.map((nodeId) => ({
+      nodeId,
+      enrolled: active.has(nodeId),
+      liveness: nodeId === agent.nodeId ? 'self' : (members.get(nodeId)?.state ?? 'unknown'),
+    })),
+  };
+}
+
 /** Phases in which a node holds (runs or is bringing up or down) a workload. */
 const HOLDING: readonly Phase[] = ['running', 'starting', 'pulling', 'stopping'];
 /** Which status speaks for a workload when several nodes report one: the lowest rank wins. */
@@ -98,16 +136,34 @@ export interface WorkloadRow {
   reason: string | null;
   /** Every node's report, by node id. */
   statuses: Record<string, ObservedStatus>;
+  /** The holder's lease epoch (ballot), exclusive workloads only. */
+  epoch: number | null;
+  /**
+   * This agent's own witness lease of the workload when it claims or runs
+   * it: the ballot, who granted it, and what each missing witness said.
+   */
+  lease: {
+    ballot: number;
+    mayRun: boolean;
+    configVersion: number;
+    quorum: number;
+    grantedBy: string[];
+    missing: string[];
+  } | null;
 }
 
 export function workloadRows(agent: NodeAgent): WorkloadRow[] {
   const observed = agent.observed.listAll();
-  return agent.workloads.list().map((spec) => workloadRow(spec, observed));
+  const loop = agent.reconciler?.loop?.status();
+  return agent.workloads.list().map((spec) =>
+    workloadRow(spec, observed, loop?.workloads.find((w) => w.name === spec.name)?.lease ?? null),
+  );
 }
 
 export function workloadRow(
   spec: WorkloadSpec,
   observed: Map<string, Map<string, ObservedStatus>>,
+  lease: WorkloadRow['lease'] = null,
 ): WorkloadRow {
   const statuses: Record<string, ObservedStatus> = {};
   let best: { nodeId: string; status: ObservedStatus } | null = null;
@@ -125,5 +181,7 @@ export function workloadRow(
     restarts: best?.status.restarts ?? 0,
     reason: best?.status.reason ?? null,
     statuses,
+    epoch: best?.status.epoch ?? null,
+    lease: lease === null ? null : { ...lease, grantedBy: [...lease.grantedBy], missing: [...lease.missing] },
   };
 }

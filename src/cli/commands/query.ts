@@ -66,12 +66,13 @@ export function renderNodes(nodes: NodeRow[]): string {
 export function renderWorkloads(workloads: WorkloadRow[]): string {
   if (workloads.length === 0) return 'no workloads';
   return table(
-    ['NAME', 'REV', 'PHASE', 'HOLDER', 'RESTARTS', 'IMAGE', 'REASON'],
+    ['NAME', 'REV', 'PHASE', 'HOLDER', 'EPOCH', 'RESTARTS', 'IMAGE', 'REASON'],
     workloads.map((w) => [
       w.name,
       String(w.spec.revision),
       w.phase,
       w.holder ?? '-',
+      w.epoch === null ? '-' : String(w.epoch),
       String(w.restarts),
       `${w.spec.image}@${shortDigest(w.spec.imageDigest)}`,
       w.reason ?? '',
@@ -89,6 +90,14 @@ function renderWorkload(w: WorkloadRow): string {
     `resources   ${s.cpus} cpu, ${s.memoryMb} MiB, scratch ${s.scratchMb} MiB ${s.scratchClass}`,
     `restart     ${s.restart}, restarts ${w.restarts}`,
   ];
+  if (w.epoch !== null) lines.push(`epoch       ${w.epoch} (the holder's lease ballot)`);
+  if (w.lease !== null) {
+    const l = w.lease;
+    lines.push(
+      `lease here  ballot ${l.ballot}, ${l.mayRun ? 'held' : 'NOT held'}: granted by ${l.grantedBy.join(', ') || 'none'} (${l.quorum} of configuration v${l.configVersion} needed)`,
+    );
+    for (const missing of l.missing) lines.push(`            missing ${missing}`);
+  }
   const statuses = Object.entries(w.statuses);
   if (statuses.length > 0) {
     lines.push(

@@ -70,6 +70,7 @@ export function collectClaims(
         revision: status.revision,
         snapshot: status.snapshot,
         reason: status.reason,
+        epoch: status.epoch ?? null,
         stale,
       });
     }
@@ -124,6 +125,8 @@ export function sortClaims(workload: string, claims: readonly Claim[]): Claim[] 
     (a, b) =>
       Number(a.stale) - Number(b.stale) ||
       holdRank(b.phase, b.snapshot) - holdRank(a.phase, a.snapshot) ||
+      // A higher lease epoch is a later owner, whatever the clocks say.
+      (b.epoch ?? 0) - (a.epoch ?? 0) ||
       b.since - a.since ||
       compareDesc(rendezvousScore(workload, a.nodeId), rendezvousScore(workload, b.nodeId)) ||
       compareAsc(a.nodeId, b.nodeId),

@@ -198,14 +198,19 @@ function decideOne(ctx: WorkloadContext): LocalAction | undefined {
 
   // B. Another live node's claim beats ours: let go. Not while we may run an
   // exclusive workload: the lease proves nobody else can, so the other
-  // entry is a claim that will not get the lease, or a stale record.
+  // entry is a claim that will not get the lease, or a stale record. Except
+  // a pull of ours that a newer pull beats: neither runs anything, and the
+  // holder would wait for ever for the lease our claim keeps renewing
+  // (holders rank the newer pull first, placement sticks to it, and we, not
+  // being its holder, would never start): letting go hands the lease on.
+  const pullBeatsPull = my?.phase === 'pulling' && holder?.phase === 'pulling';
   if (
     my &&
     ACTIVE.has(my.phase) &&
     holder &&
     holder.nodeId !== nodeId &&
     !holder.stale &&
-    !(exclusive && lease.mayRun)
+    !(exclusive && lease.mayRun && !pullBeatsPull)
   ) {
     const duplicate = holdRank(my.phase, my.snapshot) === 3 && holdRank(holder.phase, holder.snapshot) === 3;
     const reason = duplicate

@@ -41,6 +41,8 @@ export interface Claim {
   revision: number;
   snapshot: SnapshotRef | null;
   reason: string | null;
+  /** The lease ballot it ran under (exclusive workloads), null when none is recorded. */
+  epoch: number | null;
   /** True when the node is dead in the local view: its record describes the past. */
   stale: boolean;
 }
