@@ -74,17 +74,21 @@ export interface ViewOptions {
   nodes: PlacementNode[];
   liveness: Record<string, Liveness>;
   observed?: Record<string, Record<string, ObservedStatus>>;
-  lease?: { held: boolean; heldSince: number | null };
+  /** `{ held: false }`: no workload's witness lease may run (unless `leases` names it). */
+  lease?: { held: boolean };
+  /** Per workload: this node's witness lease (overrides `lease`). */
   leases?: Record<string, { mayRun: boolean; why: string }>;
   witnessConfigured?: boolean;
   lastHeard?: Record<string, number>;
-  attestedDeadSince?: Record<string, number>;
   now?: number;
   listeningSince?: number;
   maxParallel?: number;
 }
 
-/** A view of an agent that has been up for an hour with an old, unbroken lease unless told otherwise. */
+/**
+ * A view of an agent that has been up for an hour, knows a witness configuration
+ * and may run every workload under its witness lease, unless told otherwise.
+ */
 export function makeView(options: ViewOptions): LocalView {
   const now = options.now ?? NOW;
   return {

@@ -69,12 +69,19 @@ const inputArb: fc.Arbitrary<PlacementInput> = fc
       holders: fc.tuple(
         ...names.map(() =>
           fc.option(
-            fc.record({
-              // Mostly enrolled nodes, sometimes one that is not (revoked, never enrolled).
-              nodeId: fc.constantFrom(...nodeIds, ...nodeIds, 'n-gone'),
-              phase: fc.constantFrom(...HOLDING),
-              since: fc.nat(1000),
-            }),
+            fc
+              .record({
+                // Mostly enrolled nodes, sometimes one that is not (revoked, never enrolled).
+                nodeId: fc.constantFrom(...nodeIds, ...nodeIds, 'n-gone'),
+                phase: fc.constantFrom(...HOLDING),
+                since: fc.nat(1000),
+                fenced: fc.boolean(),
+              })
+              // Only a holder that released it can have fenced (evaluateView sets the flag).
+              .map(
+                ({ fenced, ...holder }): HolderRef =>
+                  fenced && holder.phase === 'released' ? { ...holder, fenced: true } : holder,
+              ),
             { nil: undefined },
           ),
         ),
@@ -200,21 +207,58 @@ describe('place: properties', () => {
           const holder = (input.holders as Map<string, HolderRef>).get(spec.name);
           if (!holder) continue;
           const node = nodes.get(holder.nodeId);
-          const eligible =
-            node !== undefined &&
-            liveness.get(holder.nodeId) !== 'dead' &&
-            !node.draining &&
-            matchesConstraints(node, spec.constraints);
+          const live = node !== undefined && liveness.get(holder.nodeId) !== 'dead' && !node.draining;
+          const eligible = live && holder.fenced !== true && matchesConstraints(node, spec.constraints);
           const assignment = result.assignments.get(spec.name)!;
           const kept = 'node' in assignment && assignment.node === holder.nodeId && assignment.sticky;
           if (eligible && !kept) {
             assert.match(assignment.movedBecause ?? '', /has no room/, `${spec.name} moved without cause`);
           }
           if (!eligible) assert.ok(!kept, `${spec.name} stuck to an ineligible holder`);
+          if (live && holder.fenced === true) {
+            assert.equal(assignment.movedBecause, `holder ${holder.nodeId} lost its lease and stopped it`);
+          }
         }
       }),
       RUNS,
     );
+  });
+
+  test('a fenced holder gets its workload back only when no other eligible node has room for it', () => {
+    let back = 0;
+    let elsewhere = 0;
+    fc.assert(
+      fc.property(inputArb, fc.nat(), (input, pick) => {
+        fc.pre(input.specs.length > 0);
+        const spec = input.specs[0]!;
+        const fencedId = input.nodes[pick % input.nodes.length]!.nodeId;
+        const holder: HolderRef = { nodeId: fencedId, phase: 'released', since: 1, fenced: true };
+        const result = place({ ...input, specs: [spec], holders: new Map([[spec.name, holder]]) });
+        const liveness = input.liveness as Map<string, Liveness>;
+        const roomy = (node: PlacementNode) =>
+          milli(spec.cpus) <= milli(node.capacity.cpus) &&
+          spec.memoryMb <= node.capacity.memoryMb &&
+          spec.scratchMb <= node.capacity.scratchMb;
+        const candidates = input.nodes.filter(
+          (node) =>
+            !node.draining &&
+            liveness.get(node.nodeId) === 'alive' &&
+            matchesConstraints(node, spec.constraints) &&
+            roomy(node),
+        );
+        const others = candidates.filter((node) => node.nodeId !== fencedId).map((node) => node.nodeId);
+        const expected =
+          rankNodes(spec.name, others)[0] ??
+          (candidates.some((node) => node.nodeId === fencedId) ? fencedId : undefined);
+        const assignment = result.assignments.get(spec.name)!;
+        assert.equal('node' in assignment ? assignment.node : undefined, expected);
+        if ('node' in assignment) assert.equal(assignment.sticky, false);
+        if (expected === fencedId) back++;
+        else if (expected !== undefined) elsewhere++;
+      }),
+      RUNS,
+    );
+    assert.ok(back > 5 && elsewhere > 50, `back ${back}, elsewhere ${elsewhere}`);
   });
 
   test('placing again with the result as holders changes nothing (stable), also when nodes turn suspect', () => {
@@ -374,6 +418,65 @@ describe('place: examples', () => {
       sticky: false,
       movedBecause: 'holder n-b is dead',
     });
+  });
+
+  test('a fenced holder is not sticky and goes last; it is still chosen when it is the only eligible node', () => {
+    const ids = ['n-a', 'n-b', 'n-c'];
+    // The node rendezvous hashing would pick anyway, so that only the fence can move it.
+    const [favourite, next] = rankNodes('w', ids) as [string, string];
+    const base = { specs: [makeSpec('w')], nodes: ids.map((id) => makeNode(id)), liveness: alive(...ids) };
+    const fenced: HolderRef = { nodeId: favourite, phase: 'released', since: 1, fenced: true };
+    const lost = `holder ${favourite} lost its lease and stopped it`;
+    assert.deepEqual(
+      place({ ...base, holders: { w: { ...fenced, fenced: false } } }).assignments.get('w'),
+      { node: favourite, sticky: true },
+      'a release that is not a fence stays with its holder',
+    );
+    assert.deepEqual(place({ ...base, holders: { w: fenced } }).assignments.get('w'), {
+      node: next,
+      sticky: false,
+      movedBecause: lost,
+    });
+    // The others cannot take it (draining, dead, suspect, wrong labels, no room): the fenced holder can.
+    const othersAre = (overrides: Partial<PlacementNode>) =>
+      ids.map((id) => makeNode(id, id === favourite ? {} : overrides));
+    const onlyHolder: Array<Partial<PlacementInput>> = [
+      { nodes: othersAre({ draining: true }) },
+      { liveness: { ...alive(...ids), [next]: 'dead', [rankNodes('w', ids)[2]!]: 'dead' } },
+      { liveness: Object.fromEntries(ids.map((id) => [id, id === favourite ? 'alive' : 'suspect'])) },
+      {
+        nodes: ids.map((id) => makeNode(id, { labels: id === favourite ? { zone: 'a' } : { zone: 'b' } })),
+        specs: [makeSpec('w', { constraints: { zone: 'a' } })],
+      },
+      { nodes: othersAre({ capacity: { cpus: 0.5, memoryMb: 16_384, scratchMb: 100_000 } }) },
+    ];
+    for (const variant of onlyHolder) {
+      const input = { ...base, ...variant, holders: { w: fenced } };
+      assert.deepEqual(
+        place(input).assignments.get('w'),
+        { node: favourite, sticky: false, movedBecause: lost },
+        JSON.stringify(variant),
+      );
+      // Whatever the order of the nodes and whether maps or records are given.
+      for (const nodes of [[...input.nodes].reverse(), [input.nodes[1]!, input.nodes[2]!, input.nodes[0]!]]) {
+        const liveness = new Map(Object.entries(input.liveness as Record<string, Liveness>));
+        const holders = new Map<string, HolderRef>([['w', fenced]]);
+        assert.deepEqual(normalise(place({ ...input, nodes, liveness, holders })), normalise(place(input)));
+      }
+    }
+    // No room on the fenced holder either: pending, still saying why it moved.
+    const full = place({
+      ...base,
+      nodes: ids.map((id) => makeNode(id, { capacity: { cpus: 0.5, memoryMb: 16_384, scratchMb: 100_000 } })),
+      holders: { w: fenced },
+    });
+    assert.deepEqual(full.assignments.get('w'), {
+      pending: 'no capacity: needs 1 cpus, 256 MB memory, 100 MB scratch; none of 3 eligible nodes has room',
+      movedBecause: lost,
+    });
+    // Going last is about this workload only: another workload may still be placed on that node.
+    const two = place({ ...base, specs: [makeSpec('w'), makeSpec('v')], holders: { w: fenced } });
+    assert.deepEqual(two.assignments.get('v'), { node: rankNodes('v', ids)[0]!, sticky: false });
   });
 
   test('bad input gets a clear error', () => {

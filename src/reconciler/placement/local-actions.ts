@@ -295,7 +295,12 @@ function decideAsHolder(
         // O1: start only under a lease a quorum of witnesses granted.
         const lease = leaseOf(view, workload);
         if (!lease.mayRun)
-          return { kind: 'wait', workload, reason: `waiting for a witness lease: ${lease.why}`, retryAt: null };
+          return {
+            kind: 'wait',
+            workload,
+            reason: `waiting for a witness lease: ${lease.why}`,
+            retryAt: null,
+          };
         return { kind: 'start', workload, revision: spec.revision };
       }
       // Relaxed workloads have no lease: a short settle lets a competing claim show up first.
@@ -323,7 +328,12 @@ function decideAsHolder(
       if (exclusive && (my.reason ?? '').startsWith('fenced')) {
         const retryAt = my.since + view.timing.deadAfterMs;
         if (view.now < retryAt)
-          return { kind: 'wait', workload, reason: 'fenced here: leaving it to others for dead_after', retryAt };
+          return {
+            kind: 'wait',
+            workload,
+            reason: 'fenced here: leaving it to others for dead_after',
+            retryAt,
+          };
       }
       // Our own snapshot (we fenced, or a move was called off): start again here.
       return claimIfLeased(ctx, spec, exclusive, { from: persistent ? 'local' : 'none' }, null);
