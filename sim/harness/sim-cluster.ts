@@ -650,10 +650,9 @@ export class SimCluster {
     // Every agent starts with the configuration its bundle would carry.
     if (this.witnessConfig === null) {
       const option = this.options.witnesses;
-      const names =
-        Array.isArray(option)
-          ? option
-          : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`);
+      const names = Array.isArray(option)
+        ? option
+        : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`);
       this.witnessConfig = { version: 1, witnesses: [...names].sort() };
     }
     this.writeWitnessConfig(agent);

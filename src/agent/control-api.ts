@@ -11,6 +11,7 @@ import { registerClusterRoutes } from './api/routes-cluster.js';
 import { registerImageRoutes } from './api/routes-images.js';
 import { registerLogRoutes } from './api/routes-logs.js';
 import { registerStreamRoutes } from './api/routes-streams.js';
+import { registerWitnessRoutes } from './api/routes-witnesses.js';
 import { registerWorkloadRoutes } from './api/routes-workloads.js';
 import { prepareSocketPath } from './api/unix-socket.js';
 import type { NodeAgent } from './node-agent.js';
@@ -150,6 +151,7 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
   registerStreamRoutes(app, ctx);
   registerLogRoutes(app, ctx);
   registerImageRoutes(app, ctx);
+  registerWitnessRoutes(app, ctx);
   return app;
 }
 

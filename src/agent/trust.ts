@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { EnrollmentBundle } from '../identity/bundle.js';
+import { checkWitnessConfigRecord } from '../identity/ca.js';
 import { type EnrollmentView as ActiveNodes, computeActiveNodes } from '../identity/enrollment-verifier.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { SignedEnrollment } from '../state/schemas.js';
@@ -70,9 +71,11 @@ export class EnrollmentTrust {
 
   /**
    * Publishes our own signed record and the bundle's seed records (when the
-   * document has none for them yet), then follows the document. Records are
-   * CA-signed, so carrying them is harmless; the seeds' records let the gate
-   * and the overlay admit the seeds before the first sync.
+   * document has none for them yet), and the bundle's witness configuration
+   * (when the document has none or an older version), then follows the
+   * document. Records are CA-signed, so carrying them is harmless; the seeds'
+   * records let the gate and the overlay admit the seeds before the first
+   * sync.
    */
   start(): void {
     const present = new Map(this.enrollment.rawEntries('nodes'));
@@ -81,8 +84,26 @@ export class EnrollmentTrust {
     for (const seed of this.bundle.seedRecords) {
       if (!present.has(seed.nodeId) && seed.nodeId !== this.self.nodeId) this.enrollment.put(seed);
     }
+    this.publishWitnessConfig();
     this.refresh();
     this.unsubscribe = this.enrollment.onChange(() => this.refresh());
+  }
+
+  private publishWitnessConfig(): void {
+    const bundled = this.bundle.witnessConfig;
+    if (bundled === undefined) return;
+    const current = this.enrollment.witnessConfig();
+    if (current !== null && current.version >= bundled.version) return;
+    // Readers ignore an unsigned configuration anyway; do not even carry one.
+    const checked = checkWitnessConfigRecord(this.caPublicKey, bundled);
+    if (!checked.ok) {
+      this.logger.warn(
+        { version: bundled.version, reason: checked.failure.reason },
+        `the bundle's witness configuration is not published: ${checked.failure.message}`,
+      );
+      return;
+    }
+    this.enrollment.putWitnessConfig(checked.value);
   }
 
   stop(): void {

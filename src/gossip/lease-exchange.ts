@@ -48,7 +48,10 @@ export const LeaseReplySchema = z.strictObject({
   remainingMs: Int.nullable(),
 });
 const RequestFrame = z.strictObject({ v: z.literal(1), requests: z.array(z.unknown()).max(MAX_LEASE_BATCH) });
-const ReplyFrame = z.strictObject({ v: z.literal(1), replies: z.array(LeaseReplySchema).max(MAX_LEASE_BATCH) });
+const ReplyFrame = z.strictObject({
+  v: z.literal(1),
+  replies: z.array(LeaseReplySchema).max(MAX_LEASE_BATCH),
+});
 
 /** Serves a batch from the node `from`; resolves once every grant in it is durable. */
 export type LeaseServer = (from: string, requests: (LeaseRequest | null)[]) => Promise<LeaseReply[]>;
@@ -175,7 +178,8 @@ export class LeaseExchange {
   /** Sends a batch to the node with libp2p id `peerId`; resolves with its replies (validated). */
   async ask(peerId: string, requests: LeaseRequest[]): Promise<LeaseReply[]> {
     if (requests.length === 0) return [];
-    if (requests.length > MAX_LEASE_BATCH) throw new RangeError(`at most ${MAX_LEASE_BATCH} requests per batch`);
+    if (requests.length > MAX_LEASE_BATCH)
+      throw new RangeError(`at most ${MAX_LEASE_BATCH} requests per batch`);
     const signal = AbortSignal.timeout(this.options.timeoutMs ?? 5000);
     let stream: Stream | undefined;
     try {

@@ -1,6 +1,11 @@
 import { z } from 'zod';
 import { multiaddrProblem } from '../gossip/addresses.js';
-import { CapacitySchema, EnrollmentRecordSchema, SignedEnrollmentSchema } from '../state/schemas.js';
+import {
+  CapacitySchema,
+  EnrollmentRecordSchema,
+  SignedEnrollmentSchema,
+  WitnessConfigRecordSchema,
+} from '../state/schemas.js';
 import { formatIssues } from './issues.js';
 import { OrgNameSchema, OverlayCidrSchema } from './org.js';
 
@@ -9,7 +14,8 @@ import { OrgNameSchema, OverlayCidrSchema } from './org.js';
  * "Enrollment records, certificates and revocations"):
  * - the request a node produces for the operator: its ids and public keys,
  * - the bundle the org CA hands back: the signed record plus what the node
- *   needs to join (CA public key, org name, overlay CIDR, seed peers).
+ *   needs to join (CA public key, org name, overlay CIDR, seed peers, the
+ *   witness configuration).
  */
 
 export const MultiaddrStringSchema = z.string().superRefine((value, ctx) => {
@@ -56,6 +62,14 @@ export const EnrollmentBundleSchema = z.strictObject({
    */
   seedRecords: z.array(z.strictObject(SignedEnrollmentSchema.shape)).max(64).default([]),
   record: z.strictObject(SignedEnrollmentSchema.shape),
+  /**
+   * The CA-signed witness configuration in force when the bundle was signed
+   * (`silo ca sign` grows it while the org has fewer than
+   * DEFAULT_WITNESS_COUNT witnesses). The node puts it into its enrollment
+   * document at start when the document has none or an older version.
+   * Optional: bundles signed before witness configurations have none.
+   */
+  witnessConfig: z.strictObject(WitnessConfigRecordSchema.shape).optional(),
 });
 export type EnrollmentBundle = z.infer<typeof EnrollmentBundleSchema>;
 

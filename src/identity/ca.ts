@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { peerIdKeyType } from '../gossip/keys.js';
 import { parseWireguardEndpoint } from '../overlay/endpoints.js';
 import { WG_KEY_PATTERN } from '../overlay/wg.js';
+import { checkWitnessConfig } from '../ownership/witness-config.js';
 import {
   type EnrollmentRecord,
   EnrollmentRecordSchema,
@@ -12,6 +13,10 @@ import {
   RevocationSchema,
   type SignedEnrollment,
   SignedEnrollmentSchema,
+  type WitnessConfigBody,
+  WitnessConfigBodySchema,
+  type WitnessConfigRecord,
+  WitnessConfigRecordSchema,
 } from '../state/schemas.js';
 import {
   type EnrollmentBundle,
@@ -41,6 +46,7 @@ import { verifyRequestProof } from './request-proof.js';
  * signature made for one purpose can never be replayed as another:
  *   record:     {"kind":"silo-enrollment","record":<record without cert>}
  *   revocation: {"kind":"silo-revocation","revocation":<revocation without cert>}
+ *   witnesses:  {"kind":"silo-witness-config","config":<configuration without cert, witnesses sorted>}
  *   image:      {"kind":"silo-image","digest":"sha256:<hex>"}   (image-signing.ts)
  */
 
@@ -55,6 +61,7 @@ export interface VerificationFailure {
 // field would be unsigned data a careless reader might trust.
 const StrictSignedEnrollmentSchema = z.strictObject(SignedEnrollmentSchema.shape);
 const StrictRevocationSchema = z.strictObject(RevocationSchema.shape);
+const StrictWitnessConfigRecordSchema = z.strictObject(WitnessConfigRecordSchema.shape);
 
 export function enrollmentSigningPayload(record: EnrollmentRecord): Uint8Array {
   const { nodeId, peerId, wgPublicKey, overlayIp, endpoints, capacity, labels, issuedAt } = record;
@@ -67,6 +74,18 @@ export function enrollmentSigningPayload(record: EnrollmentRecord): Uint8Array {
 export function revocationSigningPayload(body: RevocationBody): Uint8Array {
   const { nodeId, revokedAt, reason } = body;
   return canonicalBytes({ kind: 'silo-revocation', revocation: { nodeId, revokedAt, reason } });
+}
+
+/**
+ * The witness list is signed sorted: a configuration is a set, so the same
+ * set in another order carries the same signature.
+ */
+export function witnessConfigSigningPayload(body: WitnessConfigBody): Uint8Array {
+  const { version, witnesses, issuedAt } = body;
+  return canonicalBytes({
+    kind: 'silo-witness-config',
+    config: { version, witnesses: [...witnesses].sort(), issuedAt },
+  });
 }
 
 /** Sign a complete record (validated first: the CA never signs something readers would reject). */
@@ -129,6 +148,10 @@ export function verifyEnrollmentBundle(
   }
   const failure = verifyEnrollmentRecord(bundle.caPublicKey, bundle.record);
   if (failure !== null) return failure;
+  if (bundle.witnessConfig !== undefined) {
+    const witnessFailure = verifyWitnessConfigRecord(bundle.caPublicKey, bundle.witnessConfig);
+    if (witnessFailure !== null) return witnessFailure;
+  }
   if (!isHostInCidr(parseOverlayCidr(bundle.overlayCidr), parseIpv4(bundle.record.overlayIp))) {
     return {
       reason: 'outside-cidr',
@@ -283,5 +306,61 @@ export function checkRevocation(caPublicKey: PublicKeyInput, value: unknown): Ch
 
 export function verifyRevocation(caPublicKey: PublicKeyInput, value: unknown): VerificationFailure | null {
   const checked = checkRevocation(caPublicKey, value);
+  return checked.ok ? null : checked.failure;
+}
+
+/**
+ * Sign a witness configuration (docs/cli.md, `silo ca witnesses set`). The
+ * body is validated first (1 to MAX_WITNESSES distinct node ids, version >= 1)
+ * and the signed record carries its witnesses sorted. Whether it is a
+ * permitted change from the current version is the caller's check
+ * (`changeProblem`, src/ownership/witness-config.ts).
+ */
+export function signWitnessConfig(caPrivateKey: KeyObject, body: WitnessConfigBody): WitnessConfigRecord {
+  const parsed = WitnessConfigBodySchema.safeParse(body);
+  if (!parsed.success)
+    throw new EnrollmentFormatError('witness configuration', formatIssues(parsed.error.issues));
+  let witnesses: readonly string[];
+  try {
+    ({ witnesses } = checkWitnessConfig(parsed.data));
+  } catch (err) {
+    throw new EnrollmentFormatError('witness configuration', (err as Error).message);
+  }
+  const config = { version: parsed.data.version, witnesses: [...witnesses], issuedAt: parsed.data.issuedAt };
+  return { ...config, cert: signBytes(caPrivateKey, witnessConfigSigningPayload(config)) };
+}
+
+/**
+ * Schema-check (strict: no unsigned extra field; distinct witnesses) and
+ * signature-check a witness configuration record; on success returns it with
+ * its witnesses sorted.
+ */
+export function checkWitnessConfigRecord(
+  caPublicKey: PublicKeyInput,
+  value: unknown,
+): Checked<WitnessConfigRecord> {
+  const parsed = StrictWitnessConfigRecordSchema.safeParse(value);
+  if (!parsed.success)
+    return { ok: false, failure: { reason: 'schema', message: formatIssues(parsed.error.issues) } };
+  const record = parsed.data;
+  const witnesses = [...record.witnesses].sort();
+  const duplicate = witnesses.find((id, i) => i > 0 && witnesses[i - 1] === id);
+  if (duplicate !== undefined) {
+    const message = `witness configuration v${record.version}: witness ${duplicate} is listed twice`;
+    return { ok: false, failure: { reason: 'schema', message } };
+  }
+  const key = toPublicKeyObject(caPublicKey, 'CA public key');
+  if (!verifyBytes(key, witnessConfigSigningPayload(record), record.cert)) {
+    const message = `witness configuration v${record.version}: cert is not a valid CA signature`;
+    return { ok: false, failure: { reason: 'bad-signature', message } };
+  }
+  return { ok: true, value: { ...record, witnesses } };
+}
+
+export function verifyWitnessConfigRecord(
+  caPublicKey: PublicKeyInput,
+  value: unknown,
+): VerificationFailure | null {
+  const checked = checkWitnessConfigRecord(caPublicKey, value);
   return checked.ok ? null : checked.failure;
 }

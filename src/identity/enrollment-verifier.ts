@@ -1,5 +1,10 @@
-import type { Revocation, SignedEnrollment } from '../state/schemas.js';
-import { checkEnrollmentRecord, checkRevocation, type VerificationReason } from './ca.js';
+import type { Revocation, SignedEnrollment, WitnessConfigRecord } from '../state/schemas.js';
+import {
+  checkEnrollmentRecord,
+  checkRevocation,
+  checkWitnessConfigRecord,
+  type VerificationReason,
+} from './ca.js';
 import { type PublicKeyInput, toPublicKeyObject } from './ed25519.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from './ipv4-cidr.js';
 
@@ -174,13 +179,14 @@ function compareStrings(a: string, b: string): number {
 }
 
 /**
- * Signature checks in the shape EnrollmentView's `verify`/`verifyRevocation`
- * hooks take (src/state/enrollment-view.ts): null when the CA signed it,
- * else the reason. The CA key is parsed once, here.
+ * Signature checks in the shape EnrollmentView's `verify`/`verifyRevocation`/
+ * `verifyWitnessConfig` hooks take (src/state/enrollment-view.ts): null when
+ * the CA signed it, else the reason. The CA key is parsed once, here.
  */
 export function signatureHooks(caPublicKey: PublicKeyInput): {
   verify: (record: SignedEnrollment) => string | null;
   verifyRevocation: (revocation: Revocation) => string | null;
+  verifyWitnessConfig: (record: WitnessConfigRecord) => string | null;
 } {
   const caKey = toPublicKeyObject(caPublicKey, 'CA public key');
   return {
@@ -190,6 +196,10 @@ export function signatureHooks(caPublicKey: PublicKeyInput): {
     },
     verifyRevocation: (revocation) => {
       const checked = checkRevocation(caKey, revocation);
+      return checked.ok ? null : `${checked.failure.reason}: ${checked.failure.message}`;
+    },
+    verifyWitnessConfig: (record) => {
+      const checked = checkWitnessConfigRecord(caKey, record);
       return checked.ok ? null : `${checked.failure.reason}: ${checked.failure.message}`;
     },
   };

@@ -1,6 +1,8 @@
 import { createPublicKey, type KeyObject, randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { type WitnessConfigRecord, WitnessConfigRecordSchema } from '../state/schemas.js';
 import {
   generateEd25519KeyPair,
   privateKeyFromText,
@@ -29,6 +31,8 @@ import {
  *   org.json   {v: 1, name, overlayCidr, caPublicKey}   public, 0644
  *   ca.key     CA private key, PKCS#8 PEM               0600
  *   swarm.key  libp2p pnet key (optional)               0600
+ *   witnesses/v<N>.json  every CA-signed witness configuration, by version (public, 0644)
+ * (`silo ca sign` also keeps issued/<nodeId>.json and revoked/<nodeId>.json, src/cli/commands/ca.ts.)
  */
 
 export const ORG_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -61,7 +65,13 @@ export interface Org {
   pnetKey?: Uint8Array;
 }
 
-export const ORG_FILES = { info: 'org.json', caKey: 'ca.key', pnetKey: 'swarm.key' } as const;
+export const ORG_FILES = {
+  info: 'org.json',
+  caKey: 'ca.key',
+  pnetKey: 'swarm.key',
+  /** Directory of the witness configuration history, `v<version>.json` each. */
+  witnesses: 'witnesses',
+} as const;
 
 export interface CreateOrgOptions {
   name: string;
@@ -139,6 +149,91 @@ export async function loadOrg(dir: string): Promise<Org> {
     org.pnetKey = new Uint8Array(pnetKey);
   }
   return org;
+}
+
+// The CA's own files: exactly the signed fields plus `cert`.
+const StrictWitnessConfigRecordSchema = z.strictObject(WitnessConfigRecordSchema.shape);
+const WITNESS_FILE = /^v([1-9][0-9]*)\.json$/;
+
+/** Where the org keeps witness configuration `version`: `<orgdir>/witnesses/v<version>.json`. */
+export function witnessConfigPath(dir: string, version: number): string {
+  return join(dir, ORG_FILES.witnesses, `v${version}.json`);
+}
+
+/**
+ * Signature check of a witness configuration file (`checkWitnessConfigRecord`
+ * of src/identity/ca.ts bound to the org's CA key: ca.ts imports this module,
+ * so it is passed in rather than imported). Null when valid, else why not.
+ */
+export type WitnessConfigVerifier = (record: WitnessConfigRecord) => string | null;
+
+/**
+ * Every witness configuration the org's CA signed, by ascending version
+ * (`<orgdir>/witnesses/v<N>.json`; none when the directory does not exist).
+ * A malformed file, one whose name is not its version, or one `verify`
+ * rejects fails with the path in the message: these are the CA's own records.
+ */
+export async function readWitnessConfigs(
+  dir: string,
+  verify?: WitnessConfigVerifier,
+): Promise<WitnessConfigRecord[]> {
+  const witnessDir = join(dir, ORG_FILES.witnesses);
+  let names: string[];
+  try {
+    names = await readdir(witnessDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return [];
+    throw new KeyFileError(witnessDir, `cannot read the witness configurations (${code})`);
+  }
+  const out: WitnessConfigRecord[] = [];
+  for (const name of names) {
+    const match = WITNESS_FILE.exec(name);
+    if (!match) continue;
+    const path = join(witnessDir, name);
+    const result = StrictWitnessConfigRecordSchema.safeParse(
+      await readJsonFile(path, 'witness configuration'),
+    );
+    if (!result.success)
+      throw new KeyFileError(path, `not a witness configuration: ${formatIssues(result.error.issues)}`);
+    const record = result.data;
+    if (`${record.version}` !== match[1])
+      throw new KeyFileError(path, `holds witness configuration version ${record.version}`);
+    const problem = verify?.(record) ?? null;
+    if (problem !== null) throw new KeyFileError(path, `witness configuration refused: ${problem}`);
+    out.push(record);
+  }
+  return out.sort((a, b) => a.version - b.version);
+}
+
+/** The org's current witness configuration (the highest version), or null when it has none yet. */
+export async function currentWitnessConfig(
+  dir: string,
+  verify?: WitnessConfigVerifier,
+): Promise<WitnessConfigRecord | null> {
+  const all = await readWitnessConfigs(dir, verify);
+  return all.at(-1) ?? null;
+}
+
+/**
+ * Keeps a signed witness configuration in the org's history. A version is
+ * written once: another record under an existing version is refused (two
+ * signings racing would otherwise leave the org with two different
+ * configurations of one version).
+ */
+export async function saveWitnessConfig(dir: string, record: WitnessConfigRecord): Promise<string> {
+  const path = witnessConfigPath(dir, record.version);
+  const text = `${JSON.stringify(record, null, 2)}\n`;
+  let existing: string | null = null;
+  try {
+    existing = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (existing !== null && existing !== text)
+    throw new KeyFileError(path, `witness configuration version ${record.version} exists already`);
+  if (existing === null) await writeFileAtomic(path, text, PUBLIC_FILE_MODE);
+  return path;
 }
 
 function assertKeyMatches(privateKey: KeyObject, caPublicKey: string, path: string): void {

@@ -1,7 +1,7 @@
 import { open, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
-import { storePathProblem } from '../state/lmdb-preflight.js';
 import type { Durability } from '../state/lmdb-log.js';
+import { storePathProblem } from '../state/lmdb-preflight.js';
 import type { WitnessRecord } from './witness-core.js';
 
 /**

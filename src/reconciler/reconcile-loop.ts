@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { LeaseStatus, LeaseWant } from '../ownership/index.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import { Origin } from '../state/names.js';
 import type { ObservedView } from '../state/observed-view.js';
@@ -7,7 +8,6 @@ import type { ObservedStatus, Phase, SignedEnrollment, SnapshotRef, WorkloadSpec
 import type { WorkloadsView } from '../state/workloads-view.js';
 import { CheckpointHistory, replicaNodes } from './checkpoints.js';
 import { ImageRefusedError, type ImageSource } from './image-fetch.js';
-import type { LeaseStatus, LeaseWant } from '../ownership/index.js';
 import type { LeaseSource } from './lease.js';
 import { LoopMetrics } from './loop-metrics.js';
 import { shortDigest } from './peer-fetch.js';

@@ -4,13 +4,13 @@ import type { Registry } from 'prom-client';
 import { BlobExchange, fileBlobSource } from '../gossip/blob-exchange.js';
 import type { GossipLayer } from '../gossip/index.js';
 import { LeaseExchange } from '../gossip/lease-exchange.js';
+import type { PublicKeyInput } from '../identity/ed25519.js';
 import { GrantStore } from '../ownership/grant-store.js';
 import { LeaseManager } from '../ownership/lease-manager.js';
 import type { WitnessConfig } from '../ownership/witness-config.js';
 import { WitnessService } from '../ownership/witness-service.js';
-import type { Durability } from '../state/lmdb-log.js';
-import type { PublicKeyInput } from '../identity/ed25519.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
+import type { Durability } from '../state/lmdb-log.js';
 import type { ObservedView } from '../state/observed-view.js';
 import type { SignedEnrollment } from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
@@ -199,7 +199,8 @@ export class Reconciler {
       transport: {
         ask: (nodeId, requests) => {
           const peerId = directory.peerIdOf(nodeId);
-          if (peerId === undefined) return Promise.reject(new Error(`witness ${nodeId} has no known peer id`));
+          if (peerId === undefined)
+            return Promise.reject(new Error(`witness ${nodeId} has no known peer id`));
           return this.leaseExchange.ask(peerId, requests);
         },
       },

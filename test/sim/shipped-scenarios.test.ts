@@ -70,7 +70,10 @@ async function check(
   );
   if (strict) assert.equal(summary.ok, true, `${name}: a step failed; timeline:\n${timeline}`);
   // Non-vacuous: an exclusive workload really ran.
-  assert.ok((summary.invariants.safety?.checked ?? 0) >= 1, `${name}: nothing started; timeline:\n${timeline}`);
+  assert.ok(
+    (summary.invariants.safety?.checked ?? 0) >= 1,
+    `${name}: nothing started; timeline:\n${timeline}`,
+  );
 }
 
 for (const name of LEASE_SCENARIOS) {

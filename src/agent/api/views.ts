@@ -155,9 +155,11 @@ export interface WorkloadRow {
 export function workloadRows(agent: NodeAgent): WorkloadRow[] {
   const observed = agent.observed.listAll();
   const loop = agent.reconciler?.loop?.status();
-  return agent.workloads.list().map((spec) =>
-    workloadRow(spec, observed, loop?.workloads.find((w) => w.name === spec.name)?.lease ?? null),
-  );
+  return agent.workloads
+    .list()
+    .map((spec) =>
+      workloadRow(spec, observed, loop?.workloads.find((w) => w.name === spec.name)?.lease ?? null),
+    );
 }
 
 export function workloadRow(

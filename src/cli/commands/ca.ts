@@ -1,15 +1,24 @@
+import type { KeyObject } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { EnrollmentBundle } from '../../identity/bundle.js';
-import { issueEnrollment, signRevocation } from '../../identity/ca.js';
+import { issueEnrollment, signRevocation, signWitnessConfig } from '../../identity/ca.js';
 import { fileExists, PUBLIC_FILE_MODE, writeFileAtomic } from '../../identity/key-files.js';
-import { loadOrg, ORG_FILES } from '../../identity/org.js';
-import { type Revocation, type SignedEnrollment, SignedEnrollmentSchema } from '../../state/schemas.js';
+import { currentWitnessConfig, loadOrg, ORG_FILES, saveWitnessConfig } from '../../identity/org.js';
+import { changeProblem, DEFAULT_WITNESS_COUNT } from '../../ownership/witness-config.js';
+import {
+  type Revocation,
+  RevocationSchema,
+  type SignedEnrollment,
+  SignedEnrollmentSchema,
+  type WitnessConfigRecord,
+} from '../../state/schemas.js';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
-import { inputError } from '../errors.js';
+import { CliError, inputError } from '../errors.js';
 import { collect } from './node.js';
+import { orgWitnessVerifier, registerWitnessCommands, submitWitnessConfig } from './witnesses.js';
 
 /** Every record the CA signed, by node id (`<orgdir>/issued/<nodeId>.json`): the CA's memory of allocated IPs. */
 export const ISSUED_DIR = 'issued';
@@ -28,6 +37,10 @@ export interface SignRequestResult {
   out: string;
   /** The org has a private-network key that the node needs next to its bundle. */
   pnetKey: string | null;
+  /** The witness configuration in force after this signing (also in the bundle); null when the org has none. */
+  witnessConfig: WitnessConfigRecord | null;
+  /** This signing issued `witnessConfig` (it added the node as a witness). */
+  witnessesChanged: boolean;
 }
 
 /** Signs an enrollment request into a bundle; the overlay IP is the node's previous one or the lowest free one. */
@@ -58,14 +71,48 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
   } catch (err) {
     throw inputError(`${options.requestFile}: ${(err as Error).message}`);
   }
+  const current = await currentWitnessConfig(options.orgDir, orgWitnessVerifier(org.info.caPublicKey));
+  const witnessConfig = nextBootstrapWitnessConfig(org.caPrivateKey, current, bundle.record.nodeId);
+  const witnessesChanged = witnessConfig !== current;
+  if (witnessConfig !== null) bundle = { ...bundle, witnessConfig };
   await writeFileAtomic(
     join(options.orgDir, ISSUED_DIR, `${bundle.record.nodeId}.json`),
     `${JSON.stringify(bundle.record, null, 2)}\n`,
     PUBLIC_FILE_MODE,
   );
+  if (witnessesChanged && witnessConfig !== null) await saveWitnessConfig(options.orgDir, witnessConfig);
   await writeFileAtomic(options.out, `${JSON.stringify(bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
   const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
-  return { bundle, out: options.out, pnetKey: (await fileExists(pnetPath)) ? pnetPath : null };
+  return {
+    bundle,
+    out: options.out,
+    pnetKey: (await fileExists(pnetPath)) ? pnetPath : null,
+    witnessConfig,
+    witnessesChanged,
+  };
+}
+
+/**
+ * While the org has fewer than DEFAULT_WITNESS_COUNT witnesses, each newly
+ * signed node becomes one: the next version adds it (one node per version,
+ * so every step is a permitted single change; the first node is version 1).
+ * Returns `current` itself when nothing changes.
+ */
+function nextBootstrapWitnessConfig(
+  caPrivateKey: KeyObject,
+  current: WitnessConfigRecord | null,
+  nodeId: string,
+): WitnessConfigRecord | null {
+  if (current !== null && current.witnesses.length >= DEFAULT_WITNESS_COUNT) return current;
+  if (current?.witnesses.includes(nodeId)) return current;
+  const next = {
+    version: (current?.version ?? 0) + 1,
+    witnesses: [...(current?.witnesses ?? []), nodeId].sort(),
+    issuedAt: Date.now(),
+  };
+  const problem = changeProblem(current, next);
+  if (problem !== null) throw new Error(`cannot add ${nodeId} as a witness: ${problem}`);
+  return signWitnessConfig(caPrivateKey, next);
 }
 
 /** The issued records of the nodes the seed multiaddrs point at (by their /p2p/ peer id). */
@@ -76,7 +123,8 @@ function seedRecordsOf(seeds: string[], issued: Map<string, SignedEnrollment>): 
   return [...issued.values()].filter((record) => peerIds.has(record.peerId));
 }
 
-async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollment>> {
+/** Every record the CA signed (`<orgdir>/issued/`), by node id. */
+export async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollment>> {
   const dir = join(orgDir, ISSUED_DIR);
   const names = await readdir(dir).catch(() => [] as string[]);
   const out = new Map<string, SignedEnrollment>();
@@ -88,6 +136,22 @@ async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollme
       throw inputError(
         `${join(dir, name)}: not a signed enrollment record (${(err as Error).message.split('\n')[0]})`,
       );
+    }
+  }
+  return out;
+}
+
+/** Every revocation the CA signed (`<orgdir>/revoked/`), by node id. */
+export async function revokedRecords(orgDir: string): Promise<Map<string, Revocation>> {
+  const dir = join(orgDir, REVOKED_DIR);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const out = new Map<string, Revocation>();
+  for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
+    try {
+      const revocation = RevocationSchema.parse(JSON.parse(await readFile(join(dir, name), 'utf8')));
+      out.set(revocation.nodeId, revocation);
+    } catch (err) {
+      throw inputError(`${join(dir, name)}: not a revocation (${(err as Error).message.split('\n')[0]})`);
     }
   }
   return out;
@@ -129,7 +193,7 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
   )
     .addHelpText(
       'after',
-      '\nWith --socket or --url the signed record is also registered with that running agent,\nso the cluster admits the new node before it first connects.',
+      `\nWith --socket or --url the signed record is also registered with that running agent,\nso the cluster admits the new node before it first connects.\nWhile the org has fewer than ${DEFAULT_WITNESS_COUNT} witnesses, the node also becomes one (a new witness\nconfiguration version, in the bundle and, with --socket, submitted too).`,
     )
     .action(async (requestFile: string, flags: SignFlags) => {
       const result = await signRequest({
@@ -140,12 +204,33 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         overlayIp: flags.overlayIp,
       });
       let registered = false;
+      const { record } = result.bundle;
+      const witnesses = result.witnessConfig;
       if (flags.socket !== undefined || flags.url !== undefined) {
         const client = await ctx.client(flags);
         await client.request('POST', '/v1/enrollments', { json: result.bundle.record, timeoutMs: 30_000 });
         registered = true;
+        if (result.witnessesChanged && witnesses !== null) {
+          try {
+            await submitWitnessConfig(client, witnesses);
+          } catch (err) {
+            if (!(err instanceof CliError)) throw err;
+            throw new CliError(
+              `node "${record.nodeId}" was registered, but the agent refused witness configuration v${witnesses.version}: ${err.message} (it is kept in the org directory; \`silo ca witnesses submit\` hands it over)`,
+              err.exitCode,
+            );
+          }
+        }
       }
-      const { record } = result.bundle;
+      const witnessesJson =
+        witnesses === null
+          ? null
+          : {
+              version: witnesses.version,
+              witnesses: witnesses.witnesses,
+              changed: result.witnessesChanged,
+              submitted: registered && result.witnessesChanged,
+            };
       ctx.print(
         flags,
         {
@@ -155,6 +240,7 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
           bundle: result.out,
           registered,
           pnetKey: result.pnetKey,
+          witnesses: witnessesJson,
         },
         () =>
           [
@@ -163,6 +249,15 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
             `peer id: ${record.peerId} (the request was signed by its key; compare it with \`silo node init\`'s output on the node)`,
             `bundle: ${result.out} (install it as <identity dir>/enrollment.json)`,
             ...(registered ? ['registered with the running cluster'] : []),
+            ...(witnesses === null
+              ? []
+              : [
+                  `witnesses (v${witnesses.version}): ${witnesses.witnesses.join(', ')}${
+                    result.witnessesChanged
+                      ? ` (added "${record.nodeId}"${registered ? ', submitted to the running cluster' : ''})`
+                      : ''
+                  }`,
+                ]),
             ...(result.pnetKey
               ? [`the org is a private network: also copy ${result.pnetKey} into the identity dir`]
               : []),
@@ -207,4 +302,9 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         : `node "${nodeId}" was already revoked (kept the earlier revocation)`,
     );
   });
+
+  registerWitnessCommands(program, ca, ctx, async (orgDir) => ({
+    issued: await issuedRecords(orgDir),
+    revoked: await revokedRecords(orgDir),
+  }));
 }
