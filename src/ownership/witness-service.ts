@@ -76,6 +76,10 @@ export class WitnessService {
     for (const request of requests) {
       if (request === null) {
         replies.push(this.invalidReply());
+        this.logger.debug(
+          { from: from || '(not an active enrolled node)' },
+          'lease request refused: malformed, or asks for another node',
+        );
         this.decisions.inc({ op: 'unknown', result: 'invalid' });
         continue;
       }
