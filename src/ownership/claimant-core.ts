@@ -202,6 +202,9 @@ export class LeaseClaimant {
         state.contended = false;
         state.losses = Math.min(state.losses + 1, 6);
         state.grants.clear();
+        // As after unwant: a grant of a round sent before this release may
+        // arrive after it, granted before the release freed the witness.
+        state.rounds.clear();
         state.bump = true;
         const round = ++this.round;
         for (const to of config.witnesses) {
