@@ -31,6 +31,7 @@ export const LeaseRequestSchema = z.strictObject({
   op: z.enum(['hold', 'release']),
   workload: WorkloadNameSchema,
   node: NodeIdSchema,
+  incarnation: Int.min(1),
   ballot: Int.min(1),
   configVersion: Int,
   durationMs: z.number().int().min(1).max(MAX_LEASE_MS),

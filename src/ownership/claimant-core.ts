@@ -25,6 +25,8 @@ export interface LeaseWant {
 
 export interface ClaimantOptions {
   selfId: string;
+  /** This claimant process's incarnation (random, >= 1; default: drawn from `random`). */
+  incarnation?: number;
   /** Rounds while the lease is held: renew this often (default: a third of the run window). */
   renewEveryMs?: (want: LeaseWant) => number;
   /** Rounds while acquiring: retry after this long times (0.5 .. 1.5) at random (default 500 ms). */
@@ -107,11 +109,13 @@ export class LeaseClaimant {
   private readonly random: () => number;
   private readonly states = new Map<string, WorkloadState>();
   private round = 0;
+  readonly incarnation: number;
 
   constructor(options: ClaimantOptions) {
     this.selfId = options.selfId;
     this.options = options;
     this.random = options.random ?? Math.random;
+    this.incarnation = options.incarnation ?? 1 + Math.floor(this.random() * (Number.MAX_SAFE_INTEGER - 1));
   }
 
   /** Ask for (or keep) the lease of `workload`. Idempotent; a changed want applies from the next round. */
@@ -184,6 +188,7 @@ export class LeaseClaimant {
               op: 'release',
               workload,
               node: this.selfId,
+              incarnation: this.incarnation,
               ballot: state.releaseBallot,
               configVersion: config.version,
               durationMs: 1,
@@ -214,6 +219,7 @@ export class LeaseClaimant {
               op: 'release',
               workload,
               node: this.selfId,
+              incarnation: this.incarnation,
               ballot: state.ballot,
               configVersion: config.version,
               durationMs: 1,
@@ -244,6 +250,7 @@ export class LeaseClaimant {
             op: 'hold',
             workload,
             node: this.selfId,
+            incarnation: this.incarnation,
             ballot: state.ballot,
             configVersion: config.version,
             durationMs: state.want.durationMs,

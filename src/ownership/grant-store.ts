@@ -18,6 +18,7 @@ const RecordSchema = z.strictObject({
   workload: z.string().min(1),
   ballot: z.number().int().nonnegative(),
   holder: z.string().min(1).nullable(),
+  incarnation: z.number().int().nonnegative(),
   released: z.boolean(),
   durationMs: z.number().int().nonnegative(),
 });

@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { LeaseClaimant, type LeaseStatus, type LeaseWant, type Outgoing } from './claimant-core.js';
@@ -57,7 +58,12 @@ export class LeaseManager {
     this.options = options;
     this.clock = options.now ?? (() => performance.now());
     this.logger = options.logger.child({ component: 'lease' });
-    this.claimant = new LeaseClaimant({ selfId: options.selfId, retryMs: options.retryMs ?? 500 });
+    this.claimant = new LeaseClaimant({
+      selfId: options.selfId,
+      retryMs: options.retryMs ?? 500,
+      // A fresh incarnation per process (docs/protocol.md, "Witness leases").
+      incarnation: randomInt(1, 2 ** 47),
+    });
     this.metrics = {
       stalls: new Counter({
         name: 'silo_lease_loop_stalls_total',

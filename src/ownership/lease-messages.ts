@@ -11,6 +11,12 @@ export interface LeaseRequest {
   workload: string;
   /** The claimant's node id (the transport checks it is the sender). */
   node: string;
+  /**
+   * Random per claimant process: a restarted agent is another claimant.
+   * Renewals and releases must match the incarnation that acquired, so a
+   * late message of a previous life never renews or frees a new one's lease.
+   */
+  incarnation: number;
   /** Fencing token: a new holder needs a ballot above every ballot the witness has granted. */
   ballot: number;
   /** The witness configuration version the claimant counts its quorum in. */

@@ -17,6 +17,8 @@ export interface WitnessRecord {
   ballot: number;
   /** Node holding `ballot`, null when none. */
   holder: string | null;
+  /** The holder's claimant incarnation (0 when none). */
+  incarnation: number;
   /** The holder said it stopped (W4); the ballot stays used. */
   released: boolean;
   /**
@@ -114,7 +116,13 @@ export class WitnessCore {
 
     if (request.op === 'release') {
       // W4: only the holder of that very ballot can release it.
-      if (!record || record.holder !== request.node || record.ballot !== request.ballot || record.released) {
+      if (
+        !record ||
+        record.holder !== request.node ||
+        record.incarnation !== request.incarnation ||
+        record.ballot !== request.ballot ||
+        record.released
+      ) {
         return { reply: this.reply(request, now, false, 'stale-ballot'), persist: null };
       }
       const next: LiveRecord = { ...record, released: true, expiresAt: now };
@@ -126,11 +134,16 @@ export class WitnessCore {
       workload: request.workload,
       ballot: 0,
       holder: null,
+      incarnation: 0,
       released: false,
       durationMs: 0,
       expiresAt: now,
     };
-    const renewal = current.holder === request.node && current.ballot === request.ballot && !current.released;
+    const renewal =
+      current.holder === request.node &&
+      current.incarnation === request.incarnation &&
+      current.ballot === request.ballot &&
+      !current.released;
     if (!renewal) {
       // W2: a new grant needs a ballot above every ballot granted, and no
       // unexpired lease of ANOTHER node. The same node may take a new ballot
@@ -143,6 +156,7 @@ export class WitnessCore {
       workload: request.workload,
       ballot: request.ballot,
       holder: request.node,
+      incarnation: request.incarnation,
       released: false,
       durationMs: renewal ? Math.max(current.durationMs, request.durationMs) : request.durationMs,
       // Never shorten a hold already promised (a renewal asking for less).
@@ -184,8 +198,8 @@ export class WitnessCore {
 }
 
 function stored(record: LiveRecord): WitnessRecord {
-  const { workload, ballot, holder, released, durationMs } = record;
-  return { workload, ballot, holder, released, durationMs };
+  const { workload, ballot, holder, incarnation, released, durationMs } = record;
+  return { workload, ballot, holder, incarnation, released, durationMs };
 }
 
 function validRequest(request: LeaseRequest): boolean {
@@ -195,6 +209,8 @@ function validRequest(request: LeaseRequest): boolean {
     request.workload.length > 0 &&
     typeof request.node === 'string' &&
     request.node.length > 0 &&
+    Number.isSafeInteger(request.incarnation) &&
+    request.incarnation >= 1 &&
     Number.isSafeInteger(request.ballot) &&
     request.ballot >= 1 &&
     Number.isSafeInteger(request.configVersion) &&

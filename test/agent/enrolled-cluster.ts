@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeAgent } from '../../src/agent/node-agent.js';
 import type { EnrollmentBundle } from '../../src/identity/bundle.js';
+import { nextBootstrapWitnessConfig } from '../../src/cli/commands/ca.js';
 import { issueEnrollment } from '../../src/identity/ca.js';
 import {
   createNodeIdentity,
@@ -40,6 +41,8 @@ export class EnrolledCluster {
   readonly root = mkdtempSync(join(tmpdir(), 'silo-agent-'));
   readonly agents = new Map<string, NodeAgent>();
   private readonly allocated: string[] = [];
+  /** As `silo ca sign` does: the first three nodes become witnesses, one version each. */
+  private witnessConfig: ReturnType<typeof nextBootstrapWitnessConfig> = null;
 
   async enroll(nodeId: string, seedPeers: string[] = []): Promise<EnrolledNode> {
     const identity = await createNodeIdentity(nodeId, { wgKeys: x25519WgKeys });
@@ -48,7 +51,9 @@ export class EnrolledCluster {
       capacity: { cpus: 2, memoryMb: 2048, scratchMb: 4096 },
       labels: {},
     });
-    const bundle = issueEnrollment(this.org, request, { allocatedIps: this.allocated, seedPeers });
+    const issued = issueEnrollment(this.org, request, { allocatedIps: this.allocated, seedPeers });
+    this.witnessConfig = nextBootstrapWitnessConfig(this.org.caPrivateKey, this.witnessConfig, nodeId);
+    const bundle = this.witnessConfig === null ? issued : { ...issued, witnessConfig: this.witnessConfig };
     this.allocated.push(bundle.record.overlayIp);
     return { nodeId, identity, bundle, dataDir: join(this.root, nodeId) };
   }

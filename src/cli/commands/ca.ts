@@ -98,7 +98,7 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
  * so every step is a permitted single change; the first node is version 1).
  * Returns `current` itself when nothing changes.
  */
-function nextBootstrapWitnessConfig(
+export function nextBootstrapWitnessConfig(
   caPrivateKey: KeyObject,
   current: WitnessConfigRecord | null,
   nodeId: string,
