@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import type { EnrollmentBundle } from '../../src/identity/bundle.js';
 import { nextBootstrapWitnessConfig } from '../../src/cli/commands/ca.js';
+import type { EnrollmentBundle } from '../../src/identity/bundle.js';
 import { issueEnrollment } from '../../src/identity/ca.js';
 import {
   createNodeIdentity,
