@@ -175,10 +175,9 @@ export class LeaseClaimant {
     for (const [workload, state] of this.states) {
       if (now < state.nextRoundAt) continue;
       if (state.want === null) {
-        if (state.releaseRounds <= 0) {
-          if (state.grants.size === 0) this.states.delete(workload);
-          continue;
-        }
+        // The state stays (no delete): a new want must take a ballot above
+        // the released one, which a release still in flight would free.
+        if (state.releaseRounds <= 0) continue;
         state.releaseRounds--;
         const round = ++this.round;
         for (const to of config.witnesses) {

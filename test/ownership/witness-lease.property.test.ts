@@ -10,13 +10,13 @@ import {
 import type { LeaseReply, LeaseRequest } from '../../src/ownership/lease-messages.js';
 import type { WitnessConfig } from '../../src/ownership/witness-config.js';
 import { WitnessCore, type WitnessRecord } from '../../src/ownership/witness-core.js';
-import { LeaseClaimant as PrefixClaimant } from './tmp-prefix-claimant.js';
 
 /*
  * A deterministic model of the witness-lease protocol (src/ownership): the
  * real WitnessCore and LeaseClaimant exchange messages through an
  * adversarial network (any delay, loss, reordering, duplication,
- * partitions), processes crash and restart, and every node's clock runs at
+ * partitions), processes crash and restart (a witness keeps what it
+ * persisted, a claimant loses everything), and every node's clock runs at
  * its own fixed rate within the drift bound ρ, with an arbitrary offset per
  * process. Real time is a number the schedule advances; there are no timers.
  *
@@ -27,12 +27,13 @@ import { LeaseClaimant as PrefixClaimant } from './tmp-prefix-claimant.js';
  *   S1. no two claimant processes believe they hold one workload at
  *       overlapping real times;
  *   S2. a process that newly holds a workload holds it with a ballot above
- *       the ballot of every earlier holding of it by another node.
+ *       the ballot of every earlier holding of it by another process (a
+ *       restarted process of the same node included).
  *
- * One assumption is the model's, not the protocol claim's: when a claimant
- * process dies, the messages it sent that are still in flight die with it
- * (and replies to it are lost). Without it the protocol is not safe: see
- * "known protocol bug" at the end of this file (todo tests).
+ * A dead claimant's requests still in flight reach the witnesses later;
+ * replies to it die with it, as with /silo/lease/1 (a stream per batch). The
+ * todo test at the end shows why a transport that routed replies by node id
+ * would need more.
  */
 
 const DRIFT_PPM = 10_000;
@@ -100,8 +101,7 @@ type StepKind = Step['k'];
 /** How often each kind of step comes up, relative to the others. */
 type StepWeights = Record<StepKind, number>;
 
-/** Any mix of faults, for up to 5 witnesses, 3 claimants and 2 workloads. */
-const BROAD: StepWeights = {
+const STEP_WEIGHTS: StepWeights = {
   deliver: 6,
   flush: 2,
   advance: 5,
@@ -119,23 +119,8 @@ const BROAD: StepWeights = {
   heal: 1,
 };
 
-/**
- * Two claimants contending for one workload on three witnesses, one message
- * at a time: long chains of slow, lost and reordered replies.
- */
-const CONTENTION: StepWeights = {
-  ...BROAD,
-  deliver: 8,
-  flush: 1,
-  advance: 3,
-  poll: 5,
-  exchange: 2,
-  drop: 4,
-  want: 2,
-  crashClaimant: 0,
-};
-
 function stepArb(weights: StepWeights): fc.Arbitrary<Step> {
+  // One arbitrary per kind of step; indices are taken modulo what exists.
   const arbitraries: { [K in StepKind]: fc.Arbitrary<Extract<Step, { k: K }>> } = {
     deliver: fc.record({ k: fc.constant('deliver'), i: fc.nat(999) }),
     flush: fc.constant({ k: 'flush' }),
@@ -168,35 +153,16 @@ function stepArb(weights: StepWeights): fc.Arbitrary<Step> {
   );
 }
 
-function swarmWeights(): fc.Arbitrary<StepWeights> {
-  const w = fc.constantFrom(0, 1, 3, 6);
-  return fc
-    .record({ ...Object.fromEntries(Object.keys(BROAD).map((k) => [k, w])) } as Record<
-      StepKind,
-      fc.Arbitrary<number>
-    >)
-    .map((weights) => ({
-      ...weights,
-      deliver: weights.deliver || 1,
-      poll: weights.poll || 1,
-      want: weights.want || 1,
-      advance: weights.advance || 1,
-    }));
-}
-
-function scenarioArb(maxSteps: number, profile: 'broad' | 'contention' = 'broad'): fc.Arbitrary<Scenario> {
-  const broad = profile === 'broad';
+function scenarioArb(maxSteps: number): fc.Arbitrary<Scenario> {
   return fc.record({
-    witnessCount: broad ? fc.constantFrom(3 as const, 5 as const) : fc.constant(3 as const),
-    claimantCount: broad ? fc.constantFrom(2 as const, 3 as const) : fc.constant(2 as const),
+    witnessCount: fc.constantFrom(3 as const, 5 as const),
+    claimantCount: fc.constantFrom(2 as const, 3 as const),
     shared: fc.boolean(),
-    workloadCount: broad ? fc.constantFrom(1 as const, 2 as const) : fc.constant(1 as const),
+    workloadCount: fc.constantFrom(1 as const, 2 as const),
     ratePpm: fc.array(ratePpmArb, { minLength: 8, maxLength: 8 }),
     offsets: fc.array(offsetArb, { minLength: 8, maxLength: 8 }),
     seed: fc.nat(),
-    steps: process.env.SWARM
-      ? swarmWeights().chain((w) => fc.array(stepArb(w), { minLength: 1, maxLength: maxSteps, size: 'max' }))
-      : fc.array(stepArb(broad ? BROAD : CONTENTION), { minLength: 1, maxLength: maxSteps, size: 'max' }),
+    steps: fc.array(stepArb(STEP_WEIGHTS), { minLength: 1, maxLength: maxSteps, size: 'max' }),
   });
 }
 
@@ -268,19 +234,19 @@ interface Variant {
   witnessDriftPpm: number;
   /** Witnesses persist what `handle` returns (false: a restart restores from nothing). */
   durable: boolean;
-  claimant: 'quorum' | 'settle' | 'prefix';
+  claimant: 'quorum' | 'settle';
   /** Every claimant clock at 1−ρ (slow), every witness clock at 1+ρ (fast). */
   adverseClocks: boolean;
   /**
-   * What happens to a dead claimant process's messages in flight: they
-   * `vanish` with it (the model's assumption); its requests linger and reach
-   * the witnesses later, but replies to it are lost (`requests-linger`: a
-   * request/response stream per batch, as /silo/lease/1); or both `linger`
-   * (replies then reach the node's next process).
+   * A dead claimant process's requests still in flight reach the witnesses
+   * later, whatever the transport. Replies to it are lost with it when each
+   * batch has its own request/response stream (`stream`, /silo/lease/1), or
+   * reach the node's next process when replies are routed by node id
+   * (`node`).
    */
-  deadClaimantMessages: 'vanish' | 'requests-linger' | 'linger';
-  /** S2 also between processes of one node: a restarted node must not hold with its old ballot again. */
-  strictFencingAcrossRestarts: boolean;
+  repliesTo: 'stream' | 'node';
+  /** Each claimant process has its own incarnation (false: all have incarnation 1, as before incarnations). */
+  incarnations: boolean;
 }
 
 const PROTOCOL: Variant = {
@@ -288,16 +254,17 @@ const PROTOCOL: Variant = {
   durable: true,
   claimant: 'quorum',
   adverseClocks: false,
-  deadClaimantMessages: 'vanish',
-  strictFencingAcrossRestarts: false,
+  repliesTo: 'stream',
+  incarnations: true,
 };
 
 // ---------------------------------------------------------------------------
 // The world
 
+/** `process`: the pid of the claimant process that sent the request, or that the reply answers. */
 type Message =
-  | { kind: 'request'; from: string; to: string; request: LeaseRequest }
-  | { kind: 'reply'; from: string; to: string; reply: LeaseReply };
+  | { kind: 'request'; from: string; to: string; process: number; request: LeaseRequest }
+  | { kind: 'reply'; from: string; to: string; process: number; reply: LeaseReply };
 
 interface WitnessProcess {
   id: string;
@@ -307,8 +274,8 @@ interface WitnessProcess {
 
 interface ClaimantProcess {
   id: string;
-  /** Unique per process: a restart is a new process. */
-  incarnation: number;
+  /** The model's process id, unique per process: a restart is a new process. */
+  pid: number;
   core: ClaimantLike;
   offset: number;
 }
@@ -317,7 +284,7 @@ interface ClaimantProcess {
 interface Episode {
   workload: string;
   node: string;
-  incarnation: number;
+  pid: number;
   ballot: number;
   /** Real time the process first reported `held`. */
   start: number;
@@ -345,10 +312,10 @@ class World {
   private readonly nodes: string[];
   private readonly witnesses = new Map<string, WitnessProcess>();
   private readonly stores = new Map<string, Map<string, WitnessRecord>>();
-  /** incarnation/workload → the episode going on. */
+  /** pid/workload → the episode going on. */
   private readonly open = new Map<string, Episode>();
   private readonly rate = new Map<string, number>();
-  private nextIncarnation = 0;
+  private nextPid = 0;
 
   constructor(
     private readonly scenario: Scenario,
@@ -382,14 +349,12 @@ class World {
   }
 
   private newClaimant(id: string, offset: number): ClaimantProcess {
-    const random = mulberry32((this.scenario.seed + this.nextIncarnation * 0x9e3779b9) >>> 0);
+    const random = mulberry32((this.scenario.seed + this.nextPid * 0x9e3779b9) >>> 0);
     const core: ClaimantLike =
       this.variant.claimant === 'settle'
         ? new SettleClaimant(id, random)
-        : this.variant.claimant === 'prefix'
-          ? new PrefixClaimant({ selfId: id, random })
-          : new LeaseClaimant({ selfId: id, random });
-    return { id, incarnation: this.nextIncarnation++, core, offset };
+        : new LeaseClaimant({ selfId: id, random, ...(this.variant.incarnations ? {} : { incarnation: 1 }) });
+    return { id, pid: this.nextPid++, core, offset };
   }
 
   /** A process's clock reading now: offset + rate × real time. */
@@ -425,24 +390,36 @@ class World {
       // W1: on disk before the reply leaves.
       if (persist !== null && this.variant.durable)
         this.stores.get(witness.id)!.set(persist.workload, persist);
-      this.send({ kind: 'reply', from: witness.id, to: message.from, reply });
+      this.send({ kind: 'reply', from: witness.id, to: message.from, process: message.process, reply });
     } else {
       const claimant = this.claimants.find((c) => c.id === message.to)!;
+      // The process that asked is dead: only a transport that routes replies
+      // by node id hands its reply to the node's next process.
+      if (claimant.pid !== message.process && this.variant.repliesTo === 'stream') {
+        this.log(`  lost: the process that asked is gone`);
+        return;
+      }
       claimant.core.onReply(message.reply, this.claimantNow(claimant));
     }
   }
 
   private poll(claimant: ClaimantProcess): void {
     for (const out of claimant.core.poll(this.claimantNow(claimant), this.config)) {
-      this.log(`send ${claimant.id}#${claimant.incarnation}→${out.to} ${describeRequest(out.request)}`);
-      this.send({ kind: 'request', from: claimant.id, to: out.to, request: out.request });
+      this.log(`send ${claimant.id}#${claimant.pid}→${out.to} ${describeRequest(out.request)}`);
+      this.send({
+        kind: 'request',
+        from: claimant.id,
+        to: out.to,
+        process: claimant.pid,
+        request: out.request,
+      });
     }
   }
 
   /** The process stopped the workload (or died): its belief ends now. */
   private endBelief(claimant: ClaimantProcess, workload: string | null): void {
     for (const wl of workload === null ? this.workloads : [workload]) {
-      const key = `${claimant.incarnation}/${wl}`;
+      const key = `${claimant.pid}/${wl}`;
       const episode = this.open.get(key);
       if (!episode) continue;
       episode.end = Math.min(episode.end, this.real);
@@ -497,23 +474,15 @@ class World {
         const index = step.c % this.claimants.length;
         const old = this.claimants[index]!;
         this.endBelief(old, null);
-        const lost = this.variant.deadClaimantMessages;
-        if (lost !== 'linger') {
-          this.inflight = this.inflight.filter((m) =>
-            m.kind === 'request' ? lost === 'requests-linger' || m.from !== old.id : m.to !== old.id,
-          );
-        }
         this.claimants[index] = this.newClaimant(old.id, step.offset);
-        this.log(
-          `crash+restart claimant ${old.id}#${old.incarnation} → #${this.claimants[index]!.incarnation}`,
-        );
+        this.log(`crash+restart claimant ${old.id}#${old.pid} → #${this.claimants[index]!.pid}`);
         break;
       }
       case 'want': {
         const claimant = pick(this.claimants, step.c);
         const workload = pick(this.workloads, step.wl);
         const durationMs = pick(DURATIONS, step.dur);
-        this.log(`${claimant.id}#${claimant.incarnation} wants ${workload} for ${durationMs}`);
+        this.log(`${claimant.id}#${claimant.pid} wants ${workload} for ${durationMs}`);
         claimant.core.want(
           workload,
           { durationMs, stopBudgetMs: STOP_BUDGET_MS },
@@ -524,7 +493,7 @@ class World {
       case 'unwant': {
         const claimant = pick(this.claimants, step.c);
         const workload = pick(this.workloads, step.wl);
-        this.log(`${claimant.id}#${claimant.incarnation} unwants ${workload} (stopped)`);
+        this.log(`${claimant.id}#${claimant.pid} unwants ${workload} (stopped)`);
         this.endBelief(claimant, workload);
         claimant.core.unwant(workload, this.claimantNow(claimant));
         break;
@@ -584,7 +553,7 @@ class World {
     for (const claimant of this.claimants) {
       for (const workload of this.workloads) {
         const status = claimant.core.status(workload, this.claimantNow(claimant), this.config);
-        const key = `${claimant.incarnation}/${workload}`;
+        const key = `${claimant.pid}/${workload}`;
         let episode = this.open.get(key);
         if (episode && (!status.held || status.ballot !== episode.ballot)) {
           this.open.delete(key);
@@ -594,28 +563,29 @@ class World {
         if (status.validUntil === null)
           throw new Violation(`${claimant.id} holds ${workload} without validUntil`);
         const end = this.realOf(claimant.id, claimant.offset, status.validUntil);
+        const extended = !episode || end > episode.end;
         if (!episode) {
           this.checkFencing(claimant, workload, status.ballot);
           episode = {
             workload,
             node: claimant.id,
-            incarnation: claimant.incarnation,
+            pid: claimant.pid,
             ballot: status.ballot,
             start: this.real,
-            end,
+            end: Number.NEGATIVE_INFINITY,
           };
           this.episodes.push(episode);
           this.open.set(key, episode);
         }
         // The belief lasts until the latest validUntil ever reported.
-        if (end > episode.end || (episode.start === this.real && !this.open.has(key))) {
-          episode.end = Math.max(episode.end, end);
+        if (extended) {
+          episode.end = end;
           this.log(
-            `  ${claimant.id}#${claimant.incarnation} holds ${workload} with ballot ${status.ballot} until t=${episode.end.toFixed(1)}`,
+            `  ${claimant.id}#${claimant.pid} holds ${workload} with ballot ${status.ballot} until t=${episode.end.toFixed(1)}`,
           );
         }
         for (const other of this.episodes) {
-          if (other.workload !== workload || other.incarnation === episode.incarnation) continue;
+          if (other.workload !== workload || other.pid === episode.pid) continue;
           if (other.start < episode.end && episode.start < other.end) {
             throw new Violation(
               `S1: ${workload} held by ${describeEpisode(episode)} and by ${describeEpisode(other)} at once`,
@@ -629,12 +599,13 @@ class World {
   private checkFencing(claimant: ClaimantProcess, workload: string, ballot: number): void {
     for (const earlier of this.episodes) {
       if (earlier.workload !== workload) continue;
-      const strict =
-        earlier.node !== claimant.id ||
-        (this.variant.strictFencingAcrossRestarts && earlier.incarnation !== claimant.incarnation);
-      if (strict ? earlier.ballot >= ballot : earlier.ballot > ballot) {
+      // A process may hold again with its own ballot (after a lapse nobody
+      // else filled); anyone else, a restarted process of the node included,
+      // needs a higher one.
+      const other = earlier.pid !== claimant.pid;
+      if (other ? earlier.ballot >= ballot : earlier.ballot > ballot) {
         throw new Violation(
-          `S2: ${claimant.id}#${claimant.incarnation} newly holds ${workload} at t=${this.real} with ballot ${ballot}, ` +
+          `S2: ${claimant.id}#${claimant.pid} newly holds ${workload} at t=${this.real} with ballot ${ballot}, ` +
             `not above the ballot of ${describeEpisode(earlier)}`,
         );
       }
@@ -704,13 +675,14 @@ function explain(scenario: Scenario, variant: Variant): string {
 
 const LIVENESS_TICK_MS = 20;
 /**
- * A lone claimant holds within this long of the network healing: leases
- * granted before it (or renewed by requests still in flight) run out
- * (the longest hold, stretched by the drift bound, on a fast clock), then
- * at most two acquisition rounds (one to learn the ballot, one to win),
- * each at most 1.5 retry periods apart.
+ * A lone claimant holds within this long of the network healing: the
+ * leases granted before (or renewed by requests still in flight) run out,
+ * ≤ 2.6 s (the longest hold, stretched by the drift bound, on a fast
+ * clock); a back-off begun just before, ≤ 5.25 s (a claimant refused as
+ * `held` gives its ballot back and waits up to 7 × 1.5 retry periods);
+ * then two acquisition rounds (learn the ballot, win), ≤ 1.5 s.
  */
-const LIVENESS_BOUND_MS = 3 * MAX_DURATION;
+const LIVENESS_BOUND_MS = 4 * MAX_DURATION;
 
 /**
  * After the scenario's (faulty) schedule: heal, make claimant `lone` the
@@ -766,7 +738,7 @@ function describeMessage(message: Message): string {
 }
 
 function describeEpisode(e: Episode): string {
-  return `${e.node}#${e.incarnation} (ballot ${e.ballot}) over [${e.start}, ${e.end.toFixed(1)})`;
+  return `${e.node}#${e.pid} (ballot ${e.ballot}) over [${e.start}, ${e.end.toFixed(1)})`;
 }
 
 /** Small deterministic PRNG for the claimants' retry jitter. */
@@ -782,10 +754,10 @@ function mulberry32(seed: number): () => number {
 }
 
 /** Runs the property for `variant`; the details of the first counterexample, if any. */
-function searchCounterexample(variant: Variant, numRuns: number, maxSteps = 150, seed = SEED) {
+function searchCounterexample(variant: Variant, numRuns: number) {
   return fc.check(
-    fc.property(scenarioArb(maxSteps), (scenario) => runScenario(scenario, variant).violation === null),
-    { seed, numRuns },
+    fc.property(scenarioArb(150), (scenario) => runScenario(scenario, variant).violation === null),
+    { seed: SEED, numRuns },
   );
 }
 
@@ -808,7 +780,7 @@ function scenario(steps: Step[], overrides: Partial<Scenario> = {}): Scenario {
 
 describe('witness lease protocol, model-checked', () => {
   test('S1 and S2 hold under loss, delay, duplication, partitions, restarts and drifting clocks', () => {
-    const runs = 10_000;
+    const runs = 50_000;
     const seen = { runsHolding: 0, holdings: 0, handovers: 0, tightHandovers: 0, restartsUnderLease: 0 };
     fc.assert(
       fc.property(scenarioArb(150), (s) => {
@@ -843,7 +815,7 @@ describe('witness lease protocol, model-checked', () => {
 
   test('a lone claimant holds within a few lease lengths once the network heals, and keeps the lease', () => {
     let worst = 0;
-    const runs = 300;
+    const runs = 1000;
     fc.assert(
       fc.property(scenarioArb(80), fc.nat(2), (s, lone) => {
         const result = runLiveness(s, lone);
@@ -859,8 +831,8 @@ describe('witness lease protocol, model-checked', () => {
 });
 
 describe('the checker catches broken variants', () => {
-  const caught = (name: string, variant: Variant, numRuns: number, maxSteps?: number) => {
-    const details = searchCounterexample(variant, numRuns, maxSteps);
+  const caught = (name: string, variant: Variant, numRuns: number) => {
+    const details = searchCounterexample(variant, numRuns);
     const found = details.counterexample?.[0];
     console.log(
       `${name}: ${details.failed ? `counterexample after ${details.numRuns} runs (${details.numShrinks} shrinks)` : `none in ${numRuns} runs`}`,
@@ -876,7 +848,7 @@ describe('the checker catches broken variants', () => {
 
   test('witnesses that do not stretch holds for drift', () => {
     const why = caught('no drift stretch', { ...PROTOCOL, witnessDriftPpm: 0 }, 30_000);
-    assert.match(why, /^S1:/);
+    assert.match(why, /^S[12]:/);
   });
 
   test('witnesses that do not stretch holds for drift, slow claimant clocks and fast witness clocks', () => {
@@ -885,7 +857,12 @@ describe('the checker catches broken variants', () => {
       { ...PROTOCOL, witnessDriftPpm: 0, adverseClocks: true },
       3000,
     );
-    assert.match(why, /^S1:/);
+    assert.match(why, /^S[12]:/);
+  });
+
+  test('claimants without incarnations (a restarted process looks like its predecessor)', () => {
+    const why = caught('no incarnations', { ...PROTOCOL, incarnations: false }, 3000);
+    assert.match(why, /^S[12]:/);
   });
 
   test('a claim_settle claimant that holds after one grant, without a quorum', () => {
@@ -894,7 +871,7 @@ describe('the checker catches broken variants', () => {
   });
 });
 
-describe('regressions (found by this model)', () => {
+describe('regressions (found by this model): lease lengths', () => {
   test('a changed want applies from the next round: earlier grants count for the duration they asked for', () => {
     // c1 asks for 1000 ms, then for 2500 before the grants arrive: they must
     // count for 1000 (the witnesses hold 1000 stretched), or c2 takes over
@@ -921,38 +898,32 @@ describe('regressions (found by this model)', () => {
 
   test('a restarted witness holds the longest duration a renewal of the ballot asked for', () => {
     // c1 holds for 2500 ms, renews asking for 1000, and two witnesses
-    // restart: they must hold 2500 again, not 1000.
+    // restart: they must hold 2500 again (from the restart), not 1000.
     const s = scenario([
       { k: 'want', c: 0, wl: 0, dur: 1 },
       { k: 'want', c: 1, wl: 0, dur: 0 },
-      { k: 'poll', c: 0 },
-      { k: 'flush' },
-      { k: 'flush' },
-      { k: 'poll', c: 1 },
-      { k: 'flush' },
-      { k: 'flush' },
+      { k: 'exchange', c: 0 }, // c1 holds until t=2500
+      { k: 'exchange', c: 1 }, // c2 learns ballot 1
       { k: 'want', c: 0, wl: 0, dur: 0 },
       { k: 'advance', ms: 800 },
-      { k: 'poll', c: 0 },
-      { k: 'flush' },
+      { k: 'poll', c: 0 }, // c1 renews for 1000...
+      { k: 'flush' }, // ...the witnesses grant it, the replies stay out
       { k: 'crashWitness', w: 0, offset: 0 },
       { k: 'crashWitness', w: 1, offset: 0 },
       { k: 'advance', ms: 1100 },
-      { k: 'poll', c: 1 },
-      { k: 'flush' },
-      { k: 'flush' },
+      { k: 'exchange', c: 1 }, // t=1900: c1 still believes it holds
       { k: 'advance', ms: 1700 },
-      { k: 'poll', c: 1 },
-      { k: 'flush' },
-      { k: 'flush' },
+      { k: 'exchange', c: 1 },
+      { k: 'advance', ms: 1500 },
+      { k: 'exchange', c: 1 }, // t=5100: everything expired, c2 takes over
     ]);
     const world = new World(s, PROTOCOL);
     for (const step of s.steps) world.apply(step);
-    assert.equal(world.handovers().all, 1, explain(s, PROTOCOL));
+    assert.ok(world.held(1, 'a') && world.handovers().all === 1, explain(s, PROTOCOL));
   });
 });
 
-describe('regressions (found by this model), continued', () => {
+describe('regressions (found by this model): unwant', () => {
   test('after unwant and a new want, a grant of a round sent before the release counts for nothing', () => {
     // c2 renews ballot 1, then stops the workload and releases ballot 1; c1
     // takes ballot 2. c2 wants the workload again before the renewal's
@@ -977,10 +948,41 @@ describe('regressions (found by this model), continued', () => {
     for (const step of s.steps) world.apply(step);
     assert.ok(world.held(0, 'a') && !world.held(1, 'a'), explain(s, PROTOCOL));
   });
+  test('a new want after the releases went out takes a ballot above the released one', () => {
+    // c1 releases ballot 1 (three rounds, all slow) and, after the last,
+    // wants the workload again: ballot 1 again would be renewed now and
+    // freed by the releases when they arrive.
+    const s = scenario([
+      { k: 'want', c: 0, wl: 0, dur: 0 },
+      { k: 'want', c: 1, wl: 0, dur: 0 },
+      { k: 'exchange', c: 0 }, // c1 holds ballot 1
+      { k: 'unwant', c: 0, wl: 0 },
+      { k: 'poll', c: 0 }, // release rounds, all in flight
+      { k: 'advance', ms: 750 },
+      { k: 'poll', c: 0 },
+      { k: 'advance', ms: 750 },
+      { k: 'poll', c: 0 },
+      { k: 'advance', ms: 750 },
+      { k: 'poll', c: 0 }, // nothing more to send
+      { k: 'want', c: 0, wl: 0, dur: 0 },
+      { k: 'exchange', c: 0 }, // c1 holds again, until t=3250
+      { k: 'flush' }, // the releases arrive
+      { k: 'exchange', c: 1 },
+      { k: 'advance', ms: 750 },
+      { k: 'exchange', c: 1 }, // t=3000: c2 asks with ballot 2
+    ]);
+    const world = new World(s, PROTOCOL);
+    for (const step of s.steps) world.apply(step);
+    assert.ok(world.held(0, 'a') && !world.held(1, 'a'), explain(s, PROTOCOL));
+  });
 });
 
-describe('scratchC', () => {
-  test('contended release', () => {
+describe('regressions (found by this model): contention', () => {
+  test('a grant of a round sent before a contended claimant gave its ballot back counts for nothing', () => {
+    // c2 holds w3 only; c1 gets w1 and w2 (slow replies) and "held" from w3,
+    // so it gives its ballot back (contention) before the grants arrive. c2
+    // then wins w1 and w2: c1's late grants answer a round its release
+    // overtook.
     const s = scenario([
       { k: 'want', c: 1, wl: 0, dur: 1 },
       { k: 'want', c: 0, wl: 0, dur: 1 },
@@ -988,52 +990,40 @@ describe('scratchC', () => {
       { k: 'drop', i: 0 },
       { k: 'drop', i: 0 },
       { k: 'deliver', i: 0 },
-      { k: 'deliver', i: 0 },
+      { k: 'deliver', i: 0 }, // c2 holds w3 (ballot 1), not a quorum
       { k: 'poll', c: 0 },
       { k: 'drop', i: 0 },
       { k: 'drop', i: 0 },
       { k: 'deliver', i: 0 },
-      { k: 'deliver', i: 0 },
+      { k: 'deliver', i: 0 }, // c1 learns ballot 1 from w3
       { k: 'advance', ms: 750 },
-      { k: 'poll', c: 0 },
+      { k: 'poll', c: 0 }, // c1 asks with ballot 2
       { k: 'deliver', i: 0 },
+      { k: 'deliver', i: 0 }, // w1, w2 grant it: the replies are slow
       { k: 'deliver', i: 0 },
-      { k: 'deliver', i: 0 },
-      { k: 'deliver', i: 2 },
+      { k: 'deliver', i: 2 }, // w3: held by c2, so c1 is contended
       { k: 'advance', ms: 750 },
-      { k: 'poll', c: 0 },
+      { k: 'poll', c: 0 }, // c1 gives ballot 2 back
       { k: 'deliver', i: 2 },
       { k: 'deliver', i: 2 },
       { k: 'deliver', i: 2 },
       { k: 'drop', i: 2 },
       { k: 'drop', i: 2 },
       { k: 'drop', i: 2 },
-      { k: 'exchange', c: 1 },
+      { k: 'exchange', c: 1 }, // c2 learns ballot 2
       { k: 'advance', ms: 750 },
-      { k: 'exchange', c: 1 },
+      { k: 'exchange', c: 1 }, // c2 holds ballot 3
       { k: 'deliver', i: 0 },
-      { k: 'deliver', i: 0 },
+      { k: 'deliver', i: 0 }, // c1's slow grants of ballot 2 arrive
     ]);
-    console.log(explain(s, { ...PROTOCOL, claimant: 'prefix' }));
+    const world = new World(s, PROTOCOL);
+    for (const step of s.steps) world.apply(step);
+    assert.ok(world.held(1, 'a') && !world.held(0, 'a'), explain(s, PROTOCOL));
   });
 });
 
-describe('known protocol bug: a restarted claimant cannot be told from its predecessor', () => {
-  // Witnesses know a claimant by node id only, and a restarted claimant
-  // starts from ballot highestSeen + 1 = 1 and round 1 again. So
-  //  - it renews its dead predecessor's ballot instead of taking a higher one
-  //    (the fencing token repeats across the restart), and
-  //  - a release its predecessor sent before dying, still in flight, matches
-  //    the new process's ballot and frees the lease under it.
-  // Fix (not small; wire format and witness records change): a per-process
-  // incarnation (random) in every request and in the witness record, which
-  // renewals and releases must match; replies echo it. These tests pass once
-  // that is in; PROTOCOL then drops deadClaimantMessages: 'vanish'.
-  const FULL: Variant = { ...PROTOCOL, deadClaimantMessages: 'linger', strictFencingAcrossRestarts: true };
-
-  test('a release sent by a dead process frees the lease its restarted successor holds', {
-    todo: true,
-  }, () => {
+describe('regressions (found by this model): a restarted claimant is another claimant', () => {
+  test('a release sent by a dead process does not free the lease its restarted successor holds', () => {
     const s = scenario([
       { k: 'want', c: 0, wl: 0, dur: 0 },
       { k: 'want', c: 1, wl: 0, dur: 0 },
@@ -1043,54 +1033,50 @@ describe('known protocol bug: a restarted claimant cannot be told from its prede
       { k: 'poll', c: 0 }, // ...and sends a release of ballot 1, still in flight
       { k: 'crashClaimant', c: 0, offset: 0 },
       { k: 'want', c: 0, wl: 0, dur: 0 },
-      { k: 'exchange', c: 0 }, // the new c1 renews ballot 1: holds until t=1000
-      { k: 'flush' }, // the old release arrives: every witness frees ballot 1
+      { k: 'exchange', c: 0 }, // without incarnations: renews ballot 1
       { k: 'advance', ms: 750 },
-      { k: 'exchange', c: 1 }, // c2 takes ballot 2 at t=750
+      { k: 'exchange', c: 0 }, // the new c1 holds until t=1750
+      { k: 'flush' }, // the old release arrives (without incarnations: frees ballot 1)
+      { k: 'exchange', c: 1 }, // c2 asks with ballot 2 at t=750
     ]);
-    const why = explain(s, { ...PROTOCOL, deadClaimantMessages: 'requests-linger' });
-    assert.match(why, /^no violation/, why);
+    const world = new World(s, PROTOCOL);
+    for (const step of s.steps) world.apply(step);
+    assert.ok(world.held(0, 'a') && !world.held(1, 'a'), explain(s, PROTOCOL));
   });
 
-  test('a restarted process holds again with the ballot of its predecessor', { todo: true }, () => {
+  test('a restarted process does not hold again with the ballot of its predecessor', () => {
     const s = scenario([
       { k: 'want', c: 0, wl: 0, dur: 0 },
-      { k: 'exchange', c: 0 },
+      { k: 'exchange', c: 0 }, // c1 holds ballot 1
       { k: 'crashClaimant', c: 0, offset: 0 },
       { k: 'want', c: 0, wl: 0, dur: 0 },
-      { k: 'exchange', c: 0 },
+      { k: 'exchange', c: 0 }, // refused: ballot 1 is its predecessor's
+      { k: 'advance', ms: 750 },
+      { k: 'exchange', c: 0 }, // ballot 2
     ]);
-    const why = explain(s, { ...PROTOCOL, strictFencingAcrossRestarts: true });
-    assert.match(why, /^no violation/, why);
-  });
-
-  test("S1 and S2 when a dead process's messages are still delivered", { todo: true }, () => {
-    const details = searchCounterexample(FULL, 2000);
-    const found = details.counterexample?.[0];
-    assert.ok(!found, found ? explain(found, FULL) : '');
+    const world = new World(s, PROTOCOL);
+    for (const step of s.steps) world.apply(step);
+    assert.ok(world.held(0, 'a'), explain(s, PROTOCOL));
+    assert.deepEqual(
+      world.episodes.map((e) => e.ballot),
+      [1, 2],
+    );
   });
 });
 
-describe('scratch3', () => {
-  test('explore', () => {
-    const mode = process.env.MODE ?? 'vanish';
-    const v: Variant = {
-      ...PROTOCOL,
-      claimant: 'prefix',
-      deadClaimantMessages: mode as Variant['deadClaimantMessages'],
-    };
-    const steps = Number(process.env.STEPS ?? 150);
-    for (let seed = Number(process.env.FROM ?? 1); seed <= Number(process.env.TO ?? 10); seed++) {
-      const d = fc.check(
-        fc.property(
-          scenarioArb(steps, (process.env.PROFILE ?? 'broad') as 'broad'),
-          (s) => runScenario(s, v).violation === null,
-        ),
-        { seed, numRuns: Number(process.env.RUNS ?? 10000) },
-      );
-      if (d.failed) {
-        console.log(`seed ${seed}: after ${d.numRuns} ${String(d.errorInstance).slice(0, 300)}`);
-      } else console.log(`seed ${seed}: ok`);
-    }
+describe('open: replies routed by node id reach a restarted process', () => {
+  // /silo/lease/1 answers each batch on its own stream, so a reply never
+  // outlives the process that asked. A transport that routed replies by node
+  // id would hand a dead process's grant (round 1, ballot 1) to its
+  // successor, whose own round 1 with ballot 1 it seems to answer: the
+  // successor counts it from its own, later, send time. Replies would have
+  // to name the incarnation they answer (or rounds be unique across
+  // processes) for such a transport.
+  const NODE_ROUTED: Variant = { ...PROTOCOL, repliesTo: 'node' };
+
+  test('S1 and S2 when replies to a dead process reach its successor', { todo: true }, () => {
+    const details = searchCounterexample(NODE_ROUTED, 3000);
+    const found = details.counterexample?.[0];
+    assert.ok(!found, found ? explain(found, NODE_ROUTED) : '');
   });
 });
