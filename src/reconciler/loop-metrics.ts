@@ -8,9 +8,7 @@ export class LoopMetrics {
   readonly dataLossWindow: Histogram;
   readonly checkpoints: Counter<'result'>;
   readonly replicaPulls: Counter<'result'>;
-  readonly leaseHeld: Gauge;
-  readonly leaseLapses: Counter;
-  readonly lapseNoticedLate: Histogram;
+  readonly leaseFences: Counter;
   readonly passes: Counter;
 
   constructor(
@@ -73,20 +71,9 @@ export class LoopMetrics {
       labelNames: ['result'],
       registers,
     });
-    this.leaseHeld = new Gauge({
-      name: 'silo_lease_held',
-      help: '1 while this node holds a quorum lease (may run exclusive workloads)',
-      registers,
-    });
-    this.leaseLapses = new Counter({
-      name: 'silo_lease_lapses_total',
-      help: 'Quorum lease lapses (exclusive workloads fenced)',
-      registers,
-    });
-    this.lapseNoticedLate = new Histogram({
-      name: 'silo_lease_lapse_noticed_late_seconds',
-      help: 'How late after its deadline a lease lapse was noticed (event-loop stalls)',
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+    this.leaseFences = new Counter({
+      name: 'silo_lease_fences_total',
+      help: 'Exclusive workloads stopped here because their witness lease could not be renewed',
       registers,
     });
     this.passes = new Counter({

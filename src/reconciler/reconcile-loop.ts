@@ -561,6 +561,8 @@ export class ReconcileLoop {
         slot.release = { reason: `moving to ${action.to}: ${action.reason}`, snapshot: action.snapshot };
         return this.release(slot);
       case 'fence-stop':
+        this.metrics.leaseFences.inc();
+        this.logger.warn({ workload: slot.name, reason: action.reason }, 'witness lease lost: fencing');
         slot.release = { reason: `fenced: ${action.reason}`, snapshot: action.snapshot };
         return this.release(slot);
       case 'yield':
