@@ -1,7 +1,7 @@
 import type { ConnectionGater, MultiaddrConnection, PeerId } from '@libp2p/interface';
 
 /**
- * The enrollment gate (DESIGN: "Nothing trusted that is not enrolled"): libp2p
+ * The enrollment gate (docs/security.md: nothing is trusted that is not enrolled): libp2p
  * refuses to dial, or to finish a connection with, any peer whose id is not
  * in the org's active enrolled set. The peer id is known to be authentic only
  * once the noise handshake has run, so inbound connections are judged at the

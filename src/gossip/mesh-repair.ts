@@ -28,7 +28,7 @@ interface ThinTopic {
 }
 
 /**
- * DESIGN section 9, "Meshless nodes": a node with connected subscribed
+ * Meshless nodes (docs/protocol.md): a node with connected subscribed
  * peers but an empty or thin topic mesh hears most writes only through
  * IHAVE gossip at the next gossipsub heartbeat, or not at all. This watches
  * mesh sizes, counts such episodes and closes the gap at once with an

@@ -79,7 +79,7 @@ export interface GossipNodeOptions {
   connectionGater?: ConnectionGater;
   /** libp2p private-network key (the `/key/swarm/psk/1.0.0/` file format, see @libp2p/pnet). */
   psk?: Uint8Array;
-  /** @libp2p/memory per-listener latency in ms (a throughput cap per chunk, see DESIGN section 9). */
+  /** @libp2p/memory per-listener latency in ms (a throughput cap per chunk). */
   memoryLatencyMs?: number;
   mesh?: Partial<MeshDegree>;
   /** Gossipsub heartbeat (mesh maintenance and IHAVE gossip), ms. */
@@ -125,7 +125,7 @@ function claimLibp2pMetrics(): boolean {
  * the time and a quiet peer is not a bad one. IP colocation is off too:
  * every node is enrolled, and in tests and the simulator all nodes share one
  * IP, which otherwise drives scores negative once a node has more than 10
- * connections and leaves it meshless (DESIGN section 9).
+ * connections and leaves it meshless (docs/protocol.md).
  */
 function scoreParams(topics: string[]) {
   const perTopic = createTopicScoreParams({

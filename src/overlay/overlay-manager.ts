@@ -9,7 +9,7 @@ import { WireguardGoProcess } from './wireguard-go.js';
 
 /**
  * Keeps one WireGuard interface's peers equal to the org's active enrolled
- * nodes (DESIGN section 7). Level-triggered: `sync` compares the wanted peers
+ * nodes (docs/architecture.md). Level-triggered: `sync` compares the wanted peers
  * with what `wg show <if> dump` reports and changes only the difference, so it
  * may be called as often as the enrollment view changes (or on a timer) and a
  * repeated call with the same nodes runs no `wg set` at all.

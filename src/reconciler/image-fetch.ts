@@ -7,7 +7,7 @@ import { BlobUnavailableError, fetchFromPeers, type PeerDirectory, shortDigest }
 /**
  * Images before a start: the image must be in the local store with the
  * right digest and the org CA's signature, else it is fetched from peers
- * over `/silo/image/1` (DESIGN §6). What the reconcile loop needs is the
+ * over `/silo/image/1` (docs/protocol.md). What the reconcile loop needs is the
  * `ImageSource` interface; `PeerImageFetcher` is the real one.
  */
 

@@ -5,7 +5,7 @@ import { type LeaseEvidence, leaseEvidence } from './placement/quorum.js';
  * What the reconcile loop needs from the liveness layer to apply the
  * ownership rules of docs/placement.md: the quorum evidence that feeds the
  * holder's FenceTracker (L1-L3), the liveness view placement works on, when
- * each node was last heard, since when this node has listened (C3), and
+ * each node was last heard, since when this node has listened (K3), and
  * since when a quorum attests each node dead (A2).
  *
  * Every time is on the same local clock as the loop's `now()`.

@@ -30,7 +30,7 @@ import type { RunnerStatus, ServiceRunner } from './service-runner.js';
 import type { StateSnapshots } from './snapshots.js';
 
 /**
- * The reconcile loop of one node (DESIGN §5, docs/placement.md): on every
+ * The reconcile loop of one node (docs/placement.md): on every
  * tick and on every change of the documents, build this node's LocalView,
  * ask placement what to do (`decideLocalActions`) and do it, and keep this
  * node's entries in the observed document equal to what really runs here.

@@ -196,7 +196,7 @@ export interface TakeoverInput {
   extraWaitMs: number;
   /**
    * claim_settle: the claimer starts no earlier than this after its claim
-   * (C1), so the claim may come this much before the extra wait ends and the
+   * (K1), so the claim may come this much before the extra wait ends and the
    * start still waits it out. Default 0 (claim only after the whole wait).
    */
   claimSettleMs?: number;
