@@ -1,7 +1,7 @@
 /**
  * The measurements the convergence benchmark makes on any ReplicaSystem.
  * Every figure comes with the load of the process while it was taken
- * (all nodes share one event loop: DESIGN §9).
+ * (all nodes share one event loop: docs/sim.md).
  */
 
 import { LoadMonitor, type LoadSample } from '../../sim/harness/load-monitor.js';

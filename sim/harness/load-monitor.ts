@@ -1,6 +1,6 @@
 /**
  * Event-loop delay and CPU of the simulator process, reported beside every
- * timing the simulator prints: all agents share one event loop (DESIGN §9,
+ * timing the simulator prints: all agents share one event loop (docs/sim.md,
  * "One event loop"), so a slow convergence can be a busy process rather than
  * a slow protocol. A figure printed without these is easy to misread.
  */

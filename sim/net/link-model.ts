@@ -8,7 +8,7 @@
  *
  * i.e. a propagation delay, not a throughput cap: a burst of K chunks arrives
  * about `latency` later, not K × latency (which is what @libp2p/memory's
- * `latency` option does, see DESIGN.md §9). The max() keeps the byte stream in
+ * `latency` option does, see docs/sim.md). The max() keeps the byte stream in
  * order, as TCP does.
  *
  * Loss: a stream transport can never drop bytes (noise and yamux framing would

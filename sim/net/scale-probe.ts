@@ -10,7 +10,7 @@
  *
  * PROBE_TRANSPORT=memory runs the same load on @libp2p/memory (no latency)
  * as a baseline. Results depend heavily on how busy the machine is: one
- * process's event loop carries every node (DESIGN.md §9, "One event loop").
+ * process's event loop carries every node (docs/sim.md).
  */
 import '../../src/util/polyfill.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
