@@ -292,6 +292,9 @@ export class LeaseClaimant {
       state.said.set(reply.witness, `granted ballot ${sent.ballot}`);
       return;
     }
+    // A refused release (or a reply to a forgotten round) says nothing about
+    // our claim: it would only hide what the witness said to the claim.
+    if (!sent) return;
     const what =
       reply.refusal === 'held'
         ? `held by ${reply.holder ?? '?'} for ${reply.remainingMs ?? '?'} ms more`
@@ -301,8 +304,8 @@ export class LeaseClaimant {
             ? `counts in configuration ${reply.configVersion}`
             : (reply.refusal ?? 'refused');
     state.said.set(reply.witness, what);
-    if (sent && sent.ballot === state.ballot && reply.refusal === 'stale-ballot') state.bump = true;
-    if (sent && sent.ballot === state.ballot && reply.refusal === 'held' && reply.holder !== this.selfId)
+    if (sent.ballot === state.ballot && reply.refusal === 'stale-ballot') state.bump = true;
+    if (sent.ballot === state.ballot && reply.refusal === 'held' && reply.holder !== this.selfId)
       state.contended = true;
     // A refusal does not take a grant back: the witness still holds it until
     // it expires, and our count ends at the grant's own expiry.

@@ -130,6 +130,25 @@ export class LeaseManager {
     this.schedulePoll(0);
   }
 
+  /**
+   * The agent stops and nothing runs here any more (the caller stopped every
+   * process): releases every lease and waits up to `timeoutMs` for the
+   * witnesses to answer, so that the next holder does not wait out the hold.
+   */
+  async releaseAll(timeoutMs: number): Promise<void> {
+    const workloads = this.claimant.wanted();
+    if (workloads.length === 0) return;
+    for (const workload of workloads) this.claimant.unwant(workload, this.clock());
+    const sent = this.send(this.claimant.poll(this.clock(), this.options.config()));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    await Promise.race([Promise.allSettled(sent), timeout]);
+    clearTimeout(timer);
+    this.logger.info({ workloads }, 'leases released: agent stopping');
+  }
+
   wanted(): string[] {
     return this.claimant.wanted();
   }
@@ -184,31 +203,39 @@ export class LeaseManager {
 
   private poll(): void {
     if (!this.running) return;
-    const outgoing = this.claimant.poll(this.clock(), this.options.config());
+    this.send(this.claimant.poll(this.clock(), this.options.config()));
+    this.schedulePoll();
+    this.checkEdges();
+  }
+
+  /** Sends a poll's requests, one batch per witness; resolves per batch when its replies are in. */
+  private send(outgoing: Outgoing[]): Promise<void>[] {
     const byWitness = new Map<string, LeaseRequest[]>();
-    for (const { to, request } of outgoing as Outgoing[]) {
+    for (const { to, request } of outgoing) {
       const batch = byWitness.get(to) ?? [];
       batch.push(request);
       byWitness.set(to, batch);
     }
+    const sent: Promise<void>[] = [];
     for (const [to, requests] of byWitness) {
       if (to === this.options.selfId) {
         this.deliver(this.options.local(requests));
         continue;
       }
-      this.options.transport.ask(to, requests).then(
-        (replies) => {
-          this.metrics.rounds.inc({ result: 'ok' });
-          this.deliver(replies);
-        },
-        (err: unknown) => {
-          this.metrics.rounds.inc({ result: 'error' });
-          this.logger.debug({ witness: to, err: (err as Error).message }, 'lease batch failed');
-        },
+      sent.push(
+        this.options.transport.ask(to, requests).then(
+          (replies) => {
+            this.metrics.rounds.inc({ result: 'ok' });
+            this.deliver(replies);
+          },
+          (err: unknown) => {
+            this.metrics.rounds.inc({ result: 'error' });
+            this.logger.debug({ witness: to, err: (err as Error).message }, 'lease batch failed');
+          },
+        ),
       );
     }
-    this.schedulePoll();
-    this.checkEdges();
+    return sent;
   }
 
   private deliver(replies: readonly LeaseReply[]): void {

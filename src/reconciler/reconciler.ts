@@ -295,7 +295,16 @@ export class Reconciler {
     try {
       await this.loopInstance?.stop(policy);
     } finally {
-      if (policy !== 'halt') await this.runner.stopAll({ reason: 'agent stopping' }).catch(() => undefined);
+      if (policy !== 'halt') {
+        const stopped = await this.runner.stopAll({ reason: 'agent stopping' }).then(
+          () => true,
+          () => false,
+        );
+        // Nothing runs here any more: give the leases back (rule C5), so the
+        // next holder need not wait out the witnesses' hold. If the stop
+        // failed, the leases are left to expire: a process may still run.
+        if (stopped) await this.leases.releaseAll(1000).catch(() => undefined);
+      }
       this.leases.stop();
       await this.leaseExchange.stop();
       await this.grantStore.close();
