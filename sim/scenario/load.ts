@@ -86,9 +86,17 @@ export function parseScenario(text: string, file: string): Scenario {
       previousAt = Math.max(previousAt, step.at.ms);
     }
     for (const problem of checkSelectors(step, knownNodes)) problems.push(`${where}: ${problem}`);
+    if (step.action === 'witnesses') {
+      for (const problem of nodeNameProblems('set', step.set, knownNodes))
+        problems.push(`${where}: ${problem}`);
+    }
     if (step.action === 'join') knownNodes += step.count;
     steps.push(step);
   });
+  if (Array.isArray(doc.witnesses)) problems.push(...nodeNameProblems('witnesses', doc.witnesses, doc.nodes));
+  else if (doc.witnesses !== undefined && doc.witnesses > doc.nodes)
+    problems.push(`witnesses: ${doc.witnesses} witnesses but only ${doc.nodes} nodes`);
+  problems.push(...nodeNameProblems('clock_rates', Object.keys(doc.clock_rates ?? {}), doc.nodes));
   const timing = toTiming(doc.timing);
   const merged = { ...DEFAULT_SIM_TIMING, ...timing };
   if (!(merged.suspectAfterMs < merged.deadAfterMs)) {
@@ -239,4 +247,19 @@ function formatIssues(issues: readonly z.core.$ZodIssue[], prefix: string): stri
 
 function firstLine(text: string): string {
   return text.split('\n')[0] ?? text;
+}
+
+/** Witness lists and clock rates name nodes (n1..nN) that exist, each once. */
+function nodeNameProblems(field: string, names: readonly string[], knownNodes: number): string[] {
+  const problems: string[] = [];
+  if (new Set(names).size !== names.length) problems.push(`${field}: a node is listed twice`);
+  for (const name of names) {
+    const match = /^n(\d+)$/.exec(name);
+    if (!match) problems.push(`${field}: "${name}" is not a node name (n1, n2, ...)`);
+    else if (Number(match[1]) < 1 || Number(match[1]) > knownNodes)
+      problems.push(
+        `${field}: "${name}" names a node that does not exist at this point (n1..n${knownNodes})`,
+      );
+  }
+  return problems;
 }

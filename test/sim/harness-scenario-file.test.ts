@@ -59,7 +59,7 @@ describe('scenario files', () => {
 
   test('errors name the step, its time and action, and the field', () => {
     assert.deepEqual(problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "explode"\n`), [
-      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, join, skew, write, writes, apply, drain, wait, flap',
+      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, join, skew, witnesses, write, writes, apply, drain, wait, flap',
     ]);
     const [bad] = problemsOf(
       `nodes = 3\n[[steps]]\nat = "1s"\naction = "heal"\n[[steps]]\nat = "soon"\naction = "crash"\nnodes = "n1"\n`,
@@ -93,6 +93,36 @@ describe('scenario files', () => {
       problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "crash"\nnodes = "rest"\n`)[0] ?? '',
       /"rest" is only meaningful in partition groups/,
     );
+  });
+
+  test('witness lists and clock rates name existing nodes', () => {
+    assert.match(
+      problemsOf(`nodes = 3\nwitnesses = ["n1", "n9"]\n`)[0] ?? '',
+      /witnesses: "n9" names a node that does not exist at this point \(n1\.\.n3\)/,
+    );
+    assert.match(
+      problemsOf(`nodes = 3\nwitnesses = 5\n`)[0] ?? '',
+      /witnesses: 5 witnesses but only 3 nodes/,
+    );
+    assert.match(problemsOf(`nodes = 3\n[clock_rates]\nn1 = 2.0\n`)[0] ?? '', /clock_rates/);
+    assert.match(
+      problemsOf(`nodes = 3\n[clock_rates]\nnode-1 = 1.0\n`)[0] ?? '',
+      /"node-1" is not a node name/,
+    );
+    assert.match(
+      problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "witnesses"\nset = ["n1", "n1"]\n`)[0] ?? '',
+      /step 1 .*set: a node is listed twice/,
+    );
+    assert.match(
+      problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "witnesses"\nset = []\n`)[0] ?? '',
+      /step 1 .*set/,
+    );
+    const ok = parseScenario(
+      `nodes = 4\nwitnesses = ["n1", "n2", "n3"]\n[clock_rates]\nn1 = 0.99\n[[steps]]\nat = "1s"\naction = "witnesses"\nset = ["n1", "n2", "n3", "n4"]\nvia = "n2"\n`,
+      'w.toml',
+    );
+    assert.deepEqual(ok.witnesses, ['n1', 'n2', 'n3']);
+    assert.deepEqual(ok.clockRates, { n1: 0.99 });
   });
 
   test('time order, timing rules, bad TOML and unknown top-level keys are errors', () => {
