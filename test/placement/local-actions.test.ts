@@ -487,6 +487,31 @@ describe('decideLocalActions: witness leases, partitions and takeover', () => {
     assert.deepEqual(actions(target, { ...claimed, lease: NO_LEASE }), [waitLease('db')]);
   });
 
+  test('a revoked holder counts as gone at once: the target claims without waiting for its silence', () => {
+    const majority = ['n-b', 'n-c', 'n-d', 'n-e'];
+    const target = topOf('db', majority);
+    const enrolledOnly = nodes5.filter((node) => node.nodeId !== 'n-a');
+    const view: ViewOptions = {
+      specs: [db],
+      nodes: enrolledOnly,
+      liveness: alive(FIVE, ['n-a']),
+      observed: { 'n-a': { db: held } },
+      // Heard a moment ago: while enrolled, this would wait dead_after.
+      lastHeard: { 'n-a': NOW - 100 },
+    };
+    assert.deepEqual(actions(target, view), [
+      {
+        kind: 'claim',
+        workload: 'db',
+        revision: 1,
+        restore: { from: 'checkpoint', nodeId: 'n-a', snapshot: SNAPSHOT },
+        takeoverFrom: 'n-a',
+      },
+    ]);
+    // Still enrolled: it waits for the silence.
+    assert.equal(actions(target, { ...view, nodes: nodes5 })[0]?.kind, 'wait');
+  });
+
   test('exclusive and relaxed workloads are taken over after the same silence', () => {
     const majority = ['n-b', 'n-c', 'n-d', 'n-e'];
     for (const spec of [job, cache]) {

@@ -15,7 +15,7 @@ export function registerWorkloadRoutes(app: FastifyInstance, ctx: RouteContext):
     const { name } = parseInput(WorkloadNameParams, request.params, 'workload name');
     const spec = agent.workloads.get(name);
     if (!spec) throw notFound(`unknown workload "${name}"`);
-    return workloadRow(spec, agent.observed.listAll());
+    return workloadRows(agent).find((row) => row.name === spec.name) ?? workloadRow(spec, new Map());
   });
 
   app.put('/v1/workloads/:name', async (request, reply) => {

@@ -152,8 +152,20 @@ export interface WorkloadRow {
   } | null;
 }
 
+/**
+ * The observed document without the entries of nodes that are no longer
+ * active enrolled nodes (revoked): they describe the past, and a revoked node
+ * cannot correct them (everyone refuses its updates).
+ */
+function activeObserved(agent: NodeAgent): Map<string, Map<string, ObservedStatus>> {
+  const all = agent.observed.listAll();
+  const revoked = new Set(agent.enrollment.revocations().map((r) => r.nodeId));
+  if (revoked.size === 0) return all;
+  return new Map([...all].filter(([nodeId]) => !revoked.has(nodeId)));
+}
+
 export function workloadRows(agent: NodeAgent): WorkloadRow[] {
-  const observed = agent.observed.listAll();
+  const observed = activeObserved(agent);
   const loop = agent.reconciler?.loop?.status();
   return agent.workloads
     .list()

@@ -365,6 +365,14 @@ function decideAsTarget(
       // It let go before it died: nothing of it runs, no takeover rules apply.
       return claimIfLeased(ctx, spec, exclusive, restoreFor(ctx, persistent), null);
     }
+    // A holder that is no longer an active enrolled node (revoked) is gone
+    // for the cluster at once: it is refused everywhere, so it cannot renew
+    // its lease, and waiting for its silence would only add dead_after. The
+    // witnesses still decide when the lease is free.
+    const enrolled = view.nodes.some((node) => node.nodeId === holder.nodeId);
+    if (!enrolled) {
+      return claimIfLeased(ctx, spec, exclusive, restoreFor(ctx, persistent), holder.nodeId);
+    }
     const lastHeard = view.lastHeard.get(holder.nodeId);
     // Silence for dead_after only decides who TRIES: for an exclusive
     // workload the witnesses grant the lease only once the old holder's has
