@@ -78,10 +78,9 @@ const ServicesSection = z
     sandbox: z.enum(['auto', 'bubblewrap', 'none']).default('auto'),
     fence_after: Duration.default(6000),
     /**
-     * Where the quorum lease comes from (docs/placement.md): "acked-heartbeats"
-     * counts the peers that acknowledge our heartbeats and a quorum's dead
-     * attestations; "local-detector" only this node's failure detector (blind
-     * to asymmetric partitions).
+     * The liveness source placement reads (docs/reconciler.md, "The liveness
+     * source"): "acked-heartbeats" or "local-detector". Ownership comes from
+     * the witness leases either way.
      */
     lease: z.enum(['acked-heartbeats', 'local-detector']).default('acked-heartbeats'),
     checkpoint_interval: Duration.default(30_000),
