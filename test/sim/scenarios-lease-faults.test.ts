@@ -1,0 +1,3 @@
+import { leaseScenarioTests } from './scenario-tests.js';
+
+leaseScenarioTests(['lease-one-way-cut', 'lease-witness-restart']);

@@ -1,0 +1,3 @@
+import { leaseScenarioTests } from './scenario-tests.js';
+
+leaseScenarioTests(['lease-race-slow-path', 'lease-early-crash']);

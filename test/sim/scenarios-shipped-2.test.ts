@@ -1,0 +1,3 @@
+import { scenarioTests } from './scenario-tests.js';
+
+scenarioTests(['drain', 'flapping-node', 'churn']);
