@@ -158,7 +158,11 @@ export class LeaseClaimant {
    * is suspect, so every grant is dropped and the workloads fence (rule C6).
    */
   dropAll(): void {
-    for (const state of this.states.values()) state.grants.clear();
+    for (const state of this.states.values()) {
+      state.grants.clear();
+      // Replies to rounds sent before the stall count for nothing either.
+      state.rounds.clear();
+    }
   }
 
   wanted(): string[] {
