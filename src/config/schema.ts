@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { NodeIdSchema } from '../state/schemas.js';
+import { NodeIdSchema, ORG_NAME_PATTERN } from '../state/schemas.js';
 import { parseDuration } from './duration.js';
 
 /** A duration option: "1s", "500ms", "2m" or a number of milliseconds. */
@@ -98,7 +98,7 @@ const LogSection = z
 
 export const AgentConfigSchema = z
   .object({
-    org: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'org name: lowercase letters, digits and "-"'),
+    org: z.string().regex(ORG_NAME_PATTERN, 'org name: lowercase letters, digits and "-"'),
     node: NodeSection,
     gossip: GossipSection.prefault({}),
     overlay: OverlaySection.prefault({}),

@@ -3,6 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
 import { sleep } from '../util/sleep.js';
 import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -27,7 +28,7 @@ import type { GossipNode } from './node.js';
 export const LOGS_PROTOCOL = '/silo/logs/1';
 /** The same bound as the control API's `lines`. */
 export const MAX_LOG_LINES = 100_000;
-const WORKLOAD_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const WORKLOAD_PATTERN = WORKLOAD_NAME_PATTERN;
 
 export interface LogRequest {
   workload: string;

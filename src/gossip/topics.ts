@@ -1,4 +1,5 @@
 import { DOC_NAMES, type DocName } from '../state/names.js';
+import { ORG_NAME_PATTERN } from '../state/schemas.js';
 
 /** Anti-entropy stream protocol (docs/protocol.md, "Anti-entropy sync"). */
 export const SYNC_PROTOCOL = '/silo/sync/1';
@@ -7,7 +8,7 @@ export const SYNC_PROTOCOL = '/silo/sync/1';
  * An org name appears inside topic strings, so it may not contain `/` or
  * anything that would make two orgs' topics collide or a topic ambiguous.
  */
-const ORG_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const ORG_PATTERN = ORG_NAME_PATTERN;
 
 export function assertOrgName(org: string): void {
   if (!ORG_PATTERN.test(org)) {

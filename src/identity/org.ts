@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { type WitnessConfigRecord, WitnessConfigRecordSchema } from '../state/schemas.js';
+import { ORG_NAME_PATTERN, type WitnessConfigRecord, WitnessConfigRecordSchema } from '../state/schemas.js';
 import {
   generateEd25519KeyPair,
   privateKeyFromText,
@@ -35,7 +35,7 @@ import {
  * (`silo ca sign` also keeps issued/<nodeId>.json and revoked/<nodeId>.json, src/cli/commands/ca.ts.)
  */
 
-export const ORG_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export { ORG_NAME_PATTERN };
 export const OrgNameSchema = z
   .string()
   .regex(ORG_NAME_PATTERN, 'org name: lowercase letters, digits and "-", 1-63 chars');

@@ -7,7 +7,9 @@ import { z } from 'zod';
  * merge points that no writer wants.
  */
 
+/** The one pattern of each kind of name (docs/protocol.md, "Names"): every reader and writer uses these. */
 export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const ORG_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const WORKLOAD_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 export const NodeIdSchema = z
