@@ -19,7 +19,10 @@ import { join } from 'node:path';
  * deletes the ExtendedEnv, then closeEnv deletes it again), so a data.mdb
  * that is not an LMDB file, has the wrong data version or is cut short
  * kills the whole process with SIGSEGV instead of throwing. We refuse such
- * files here, with an error that names the path.
+ * files here, with an error that names the path. A data.mdb shorter than
+ * the pages its newest meta page says are in use (truncated by a full disk,
+ * a bad copy) would be mapped and then kill the process with SIGBUS on the
+ * first read past its end: refused too.
  */
 
 /** LMDB (mdb.master3, as vendored by lmdb-js) meta page layout on a 64-bit host. */
@@ -30,6 +33,9 @@ const MAGIC_OFFSET = PAGE_HEADER_BYTES;
 const VERSION_OFFSET = PAGE_HEADER_BYTES + 4;
 /** mm_psize aliases mm_dbs[FREE_DBI].md_pad, after magic, version, address and mapsize. */
 const PAGE_SIZE_OFFSET = PAGE_HEADER_BYTES + 24;
+/** After mm_dbs[2] (48 bytes each): mm_last_pg (the last page in use), then mm_txnid. */
+const LAST_PAGE_OFFSET = PAGE_HEADER_BYTES + 120;
+const TXNID_OFFSET = PAGE_HEADER_BYTES + 128;
 const MDB_MAGIC = 0xbeefc0de;
 const MDB_DATA_VERSION = 2;
 
@@ -84,8 +90,28 @@ function dataFileProblem(file: string): string | null {
       return `data.mdb declares an invalid page size ${pageSize}`;
     }
     if (size < 2 * pageSize) return `data.mdb is cut short (${size} bytes, less than its two meta pages)`;
+    const lastPage = newestLastPage(fd, pageSize, little);
+    if (lastPage !== null && size < (lastPage + 1) * pageSize) {
+      return `data.mdb is cut short: ${size} bytes, but its pages in use end at ${(lastPage + 1) * pageSize} bytes (truncated or partly copied; restore it from a backup, or remove the store directory to resync from peers)`;
+    }
     return null;
   } finally {
     closeSync(fd);
   }
+}
+
+/** mm_last_pg of the meta page with the higher transaction id (the one lmdb opens with); null if unreadable. */
+function newestLastPage(fd: number, pageSize: number, little: boolean): number | null {
+  let best: { txnid: bigint; lastPage: bigint } | null = null;
+  for (const page of [0, 1]) {
+    const meta = Buffer.alloc(TXNID_OFFSET + 8);
+    if (readSync(fd, meta, 0, meta.byteLength, page * pageSize) < meta.byteLength) return null;
+    const u32 = little ? meta.readUInt32LE(MAGIC_OFFSET) : meta.readUInt32BE(MAGIC_OFFSET);
+    if (u32 !== MDB_MAGIC) continue;
+    const u64 = (offset: number) => (little ? meta.readBigUInt64LE(offset) : meta.readBigUInt64BE(offset));
+    const candidate = { txnid: u64(TXNID_OFFSET), lastPage: u64(LAST_PAGE_OFFSET) };
+    if (best === null || candidate.txnid > best.txnid) best = candidate;
+  }
+  if (best === null || best.lastPage > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  return Number(best.lastPage);
 }

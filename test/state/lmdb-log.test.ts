@@ -305,14 +305,26 @@ describe('LmdbUpdateLog', () => {
       t.after(cleanup);
       const real = join(dir, 'real');
       const s = openState(real);
-      s.workloads.put(workloadSpec('w'));
+      // Enough records for many pages, so that cutting it anywhere past the meta pages leaves pages in use out.
+      for (let i = 0; i < 300; i++) s.workloads.put(workloadSpec(`w${i}`));
       await s.state.close();
       const realBytes = await readFile(join(real, 'data.mdb'));
+      const page = realBytes.readUInt32LE(48);
+      assert.ok(realBytes.byteLength >= 8 * page, `the store has many pages (${realBytes.byteLength} bytes)`);
       const variants: [string, Buffer, RegExp][] = [
         ['zeros', Buffer.alloc(64 * 1024), /not an lmdb file/],
         ['random', randomBytes(64 * 1024), /not an lmdb file/],
         ['text', Buffer.from('hello'), /too short/],
         ['cut', realBytes.subarray(0, 4096), /cut short/],
+        // Outside testing: a data.mdb truncated to half its size killed the agent with SIGBUS.
+        [
+          'half',
+          realBytes.subarray(0, Math.floor(realBytes.byteLength / 2 / page) * page),
+          /pages in use end at/,
+        ],
+        ['one-page-short', realBytes.subarray(0, realBytes.byteLength - page), /pages in use end at/],
+        ['three-pages', realBytes.subarray(0, 3 * page), /pages in use end at/],
+        ['odd-size', realBytes.subarray(0, realBytes.byteLength - 100), /pages in use end at/],
         ['data-v1', withVersion(realBytes, 1), /lmdb data format 1/],
       ];
       for (const [name, bytes, reason] of variants) {
