@@ -34,8 +34,11 @@ export class GrantStore {
   constructor(options: { path: string; durability?: Durability }) {
     this.path = options.path;
     const problem = storePathProblem(this.path);
-    if (problem !== null)
-      throw new GrantStoreError(`cannot open witness grant store at ${this.path}: ${problem}`);
+    if (problem !== null) {
+      throw new GrantStoreError(
+        `cannot open witness grant store at ${this.path}: ${problem}. A witness store is not resynced from peers: remove it only after this agent has been down for a full lease length (docs/operations.md, "Witness store")`,
+      );
+    }
     try {
       this.root = open<string, string>(this.path, {
         encoding: 'string',
