@@ -30,6 +30,11 @@ export interface SignRequestOptions {
   out: string;
   seeds: string[];
   overlayIp?: string;
+  /**
+   * The node id is enrolled with another key: revoke that key and enroll
+   * this one (a documented re-key). Without it such a request is refused.
+   */
+  rekey?: boolean;
 }
 
 export interface SignRequestResult {
@@ -41,6 +46,8 @@ export interface SignRequestResult {
   witnessConfig: WitnessConfigRecord | null;
   /** This signing issued `witnessConfig` (it added the node as a witness). */
   witnessesChanged: boolean;
+  /** With `rekey`: the revocation of the node's previous key (submit it before the new record). */
+  revocation: Revocation | null;
 }
 
 /** Signs an enrollment request into a bundle; the overlay IP is the node's previous one or the lowest free one. */
@@ -60,6 +67,29 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
   const previous = typeof nodeId === 'string' ? issued.get(nodeId) : undefined;
   // Re-signing a node keeps its address; every other issued address (revoked ones too) stays taken.
   const allocatedIps = [...issued.values()].filter((r) => r !== previous).map((r) => r.overlayIp);
+  const newPeerId = (request as { peerId?: unknown } | null)?.peerId;
+  let revocation: Revocation | null = null;
+  let issuedAt = Date.now();
+  if (previous !== undefined && typeof newPeerId === 'string' && newPeerId !== previous.peerId) {
+    // Another key for an enrolled node id: signing it would silently take
+    // over the live node's identity (its address, its workloads).
+    const revoked = (await revokedRecords(options.orgDir)).get(previous.nodeId);
+    const oldKeyRevoked = revoked !== undefined && revoked.revokedAt >= previous.issuedAt;
+    if (!oldKeyRevoked && options.rekey !== true) {
+      throw inputError(
+        `node "${previous.nodeId}" is enrolled with another key (peer id ${previous.peerId}); signing this request would replace a live node's identity. Revoke the old key first (silo ca revoke ${previous.nodeId}), or pass --rekey to revoke it and enroll this key in one step`,
+      );
+    }
+    if (!oldKeyRevoked) {
+      revocation = signRevocation(org.caPrivateKey, {
+        nodeId: previous.nodeId,
+        revokedAt: issuedAt,
+        reason: `re-keyed: replaced by peer ${newPeerId}`,
+      });
+    }
+    // The new record must be issued after the revocation, or it is revoked too.
+    issuedAt = Math.max(issuedAt, (revocation ?? revoked)?.revokedAt ?? 0) + 1;
+  }
   let bundle: EnrollmentBundle;
   try {
     bundle = issueEnrollment(org, request, {
@@ -67,6 +97,7 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       overlayIp: options.overlayIp ?? previous?.overlayIp,
       seedPeers: options.seeds,
       seedRecords: seedRecordsOf(options.seeds, issued),
+      issuedAt,
     });
   } catch (err) {
     throw inputError(`${options.requestFile}: ${(err as Error).message}`);
@@ -81,6 +112,13 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
     PUBLIC_FILE_MODE,
   );
   if (witnessesChanged && witnessConfig !== null) await saveWitnessConfig(options.orgDir, witnessConfig);
+  if (revocation !== null) {
+    await writeFileAtomic(
+      join(options.orgDir, REVOKED_DIR, `${revocation.nodeId}.json`),
+      `${JSON.stringify(revocation, null, 2)}\n`,
+      PUBLIC_FILE_MODE,
+    );
+  }
   await writeFileAtomic(options.out, `${JSON.stringify(bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
   const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
   return {
@@ -89,6 +127,7 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
     pnetKey: (await fileExists(pnetPath)) ? pnetPath : null,
     witnessConfig,
     witnessesChanged,
+    revocation,
   };
 }
 
@@ -162,6 +201,7 @@ interface SignFlags extends JsonFlag, ConnectionFlags {
   output: string;
   seed: string[];
   overlayIp?: string;
+  rekey?: boolean;
 }
 
 interface RevokeFlags extends JsonFlag, ConnectionFlags {
@@ -188,7 +228,11 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
           collect,
           [],
         )
-        .option('--overlay-ip <ip>', 'a specific overlay IP instead of the lowest free one'),
+        .option('--overlay-ip <ip>', 'a specific overlay IP instead of the lowest free one')
+        .option(
+          '--rekey',
+          'the node id is enrolled with another key: revoke that key and enroll this one (refused without it)',
+        ),
     ),
   )
     .addHelpText(
@@ -202,12 +246,16 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         out: flags.output,
         seeds: flags.seed,
         overlayIp: flags.overlayIp,
+        rekey: flags.rekey === true,
       });
       let registered = false;
       const { record } = result.bundle;
       const witnesses = result.witnessConfig;
       if (flags.socket !== undefined || flags.url !== undefined) {
         const client = await ctx.client(flags);
+        // A re-key: the old key's revocation first, so no moment admits both keys.
+        if (result.revocation !== null)
+          await client.request('POST', '/v1/revocations', { json: result.revocation, timeoutMs: 30_000 });
         await client.request('POST', '/v1/enrollments', { json: result.bundle.record, timeoutMs: 30_000 });
         registered = true;
         if (result.witnessesChanged && witnesses !== null) {
@@ -241,9 +289,13 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
           registered,
           pnetKey: result.pnetKey,
           witnesses: witnessesJson,
+          rekeyed: result.revocation !== null,
         },
         () =>
           [
+            ...(result.revocation !== null
+              ? [`re-key: revoked the previous key of "${record.nodeId}" (${result.revocation.reason})`]
+              : []),
             `enrolled node "${record.nodeId}" with overlay IP ${record.overlayIp}`,
             // The proof binds the request to this key; the operator binds the key to the machine.
             `peer id: ${record.peerId} (the request was signed by its key; compare it with \`silo node init\`'s output on the node)`,
