@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { ImageStore } from '../reconciler/image-store.js';
 import { InvalidRecordError } from '../state/record-check.js';
 import type { RouteContext } from './api/context.js';
-import { ApiError, codeForStatus, errorBody } from './api/errors.js';
+import { ApiError, badRequest, codeForStatus, errorBody } from './api/errors.js';
 import { registerClusterRoutes } from './api/routes-cluster.js';
 import { registerImageRoutes } from './api/routes-images.js';
 import { registerLogRoutes } from './api/routes-logs.js';
@@ -110,6 +110,9 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
     // Requests are logged at debug by the hook below; fastify's own info-level lines would flood the agent log.
     logger: false,
     forceCloseConnections: true,
+    // Long path parameters reach our validation (400 with the documented
+    // shape) instead of fastify's own 414 (node's header limit still caps URLs).
+    maxParamLength: 16 * 1024,
   });
   if (token !== null) {
     const expected = digestOf(token);
@@ -140,6 +143,21 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
     }
     logger.error({ err, method: request.method, url: request.url }, 'api request failed');
     return reply.status(500).send(errorBody('internal', `internal error: ${err.message}`));
+  });
+  // JSON bodies: plain JSON.parse (own properties only, so no prototype is
+  // touched), and a `__proto__` key is refused by name rather than with
+  // fastify's "not valid JSON".
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      const value: unknown = JSON.parse(body as string, (key, v: unknown) => {
+        if (key === '__proto__') throw new ApiError('bad_request', 'JSON key "__proto__" is refused');
+        return v;
+      });
+      done(null, value);
+    } catch (err) {
+      done(err instanceof ApiError ? err : badRequest(`body is not valid JSON: ${(err as Error).message}`));
+    }
   });
   app.setNotFoundHandler((request, reply) => {
     reply

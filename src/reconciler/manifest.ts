@@ -3,7 +3,13 @@ import { constants as osConstants } from 'node:os';
 import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
-import { WORKLOAD_NAME_PATTERN, type WorkloadSpec } from '../state/schemas.js';
+import {
+  MAX_WORKLOAD_CPUS,
+  MAX_WORKLOAD_MEMORY_MB,
+  MAX_WORKLOAD_SCRATCH_MB,
+  WORKLOAD_NAME_PATTERN,
+  type WorkloadSpec,
+} from '../state/schemas.js';
 
 /**
  * Service manifests as users write them: TOML, snake_case keys
@@ -41,11 +47,11 @@ const ManifestSchema = z.strictObject({
         if (key in env) ctx.addIssue({ code: 'custom', path: [key], message: 'reserved', input: env[key] });
       }
     }),
-  scratch_mb: positiveInt.default(256),
+  scratch_mb: positiveInt.max(MAX_WORKLOAD_SCRATCH_MB).default(256),
   scratch_class: z.enum(['persistent', 'volatile']).default('persistent'),
   network: z.enum(['overlay', 'host', 'none']).default('overlay'),
-  cpus: z.number().positive().finite().default(1),
-  memory_mb: positiveInt.default(256),
+  cpus: z.number().positive().finite().max(MAX_WORKLOAD_CPUS).default(1),
+  memory_mb: positiveInt.max(MAX_WORKLOAD_MEMORY_MB).default(256),
   restart: z.enum(['always', 'on-failure', 'never']).default('always'),
   notification_fd: z.number().int().min(3).max(255).optional(),
   stop_signal: z
@@ -73,11 +79,11 @@ const EXPECTED: Record<keyof ParsedManifest, string> = {
   command: 'the path of the program inside the image',
   args: 'an array of strings',
   env: 'a table of NAME = "value" strings',
-  scratch_mb: 'a positive integer',
+  scratch_mb: `a positive integer up to ${MAX_WORKLOAD_SCRATCH_MB}`,
   scratch_class: '"persistent" or "volatile"',
   network: '"overlay", "host" or "none"',
-  cpus: 'a positive number',
-  memory_mb: 'a positive integer',
+  cpus: `a positive number up to ${MAX_WORKLOAD_CPUS}`,
+  memory_mb: `a positive integer up to ${MAX_WORKLOAD_MEMORY_MB}`,
   restart: '"always", "on-failure" or "never"',
   notification_fd: 'an integer file descriptor from 3 to 255',
   stop_signal: 'a catchable signal name such as "SIGTERM" or "SIGINT"',

@@ -12,6 +12,15 @@ export const NODE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const ORG_NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 export const WORKLOAD_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
+/**
+ * Sane bounds of one workload's resources: far above any machine, low
+ * enough that an absurd value (cpus = 1e308) is refused at the boundary
+ * instead of replicated to every node and never placed.
+ */
+export const MAX_WORKLOAD_CPUS = 4096;
+export const MAX_WORKLOAD_MEMORY_MB = 64 * 1024 * 1024;
+export const MAX_WORKLOAD_SCRATCH_MB = 1024 * 1024 * 1024;
+
 export const NodeIdSchema = z
   .string()
   .regex(NODE_ID_PATTERN, 'node id: lowercase letters, digits and "-", 1-63 chars');
@@ -92,11 +101,11 @@ export const WorkloadSpecSchema = z.object({
   command: z.string().min(1),
   args: z.array(z.string()),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()),
-  scratchMb: z.number().int().positive(),
+  scratchMb: z.number().int().positive().max(MAX_WORKLOAD_SCRATCH_MB),
   scratchClass: ScratchClassSchema,
   network: z.enum(['overlay', 'host', 'none']),
-  cpus: z.number().positive(),
-  memoryMb: z.number().int().positive(),
+  cpus: z.number().positive().max(MAX_WORKLOAD_CPUS),
+  memoryMb: z.number().int().positive().max(MAX_WORKLOAD_MEMORY_MB),
   restart: RestartPolicySchema,
   notificationFd: z.number().int().min(3).max(255).optional(),
   stopSignal: z.string().regex(/^SIG[A-Z0-9]+$/),

@@ -142,6 +142,23 @@ describe('control API', () => {
 
     const unknownNode = await raw(socket, 'POST', '/v1/nodes/ghost/drain', {});
     assert.equal(unknownNode.status, 404);
+
+    // Outside testing found fastify's own shapes and codes at these edges.
+    const huge = await raw(socket, 'PUT', '/v1/workloads/x', Buffer.alloc(20 * 1024 * 1024, 0x20), {
+      'content-type': 'application/json',
+    });
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json().error?.code, 'too_large');
+    const longName = await raw(socket, 'GET', `/v1/workloads/${'a'.repeat(5000)}`);
+    assert.equal(longName.status, 400);
+    assert.equal(longName.json().error?.code, 'bad_request');
+    assert.match(longName.json().error?.message ?? '', /workload name/);
+    const proto = await raw(socket, 'PUT', '/v1/workloads/x', Buffer.from('{"__proto__": {"x": 1}}'), {
+      'content-type': 'application/json',
+    });
+    assert.equal(proto.status, 400);
+    assert.equal(proto.json().error?.code, 'bad_request');
+    assert.match(proto.json().error?.message ?? '', /__proto__/);
   });
 
   test('PUT/GET/DELETE a workload: validated, revision bumped, signature checked', async () => {
@@ -169,6 +186,15 @@ describe('control API', () => {
     };
     const before = (await raw(socket, 'GET', '/v1/status')).json().digests;
 
+    for (const [field, value] of [
+      ['cpus', 1e308],
+      ['memoryMb', 2 ** 52],
+      ['scratchMb', 2 ** 52],
+    ] as const) {
+      const absurd = await raw(socket, 'PUT', '/v1/workloads/web', { ...spec, [field]: value });
+      assert.equal(absurd.status, 400, field);
+      assert.match(absurd.json().error?.message ?? '', new RegExp(field), field);
+    }
     const typo = await raw(socket, 'PUT', '/v1/workloads/web', { ...spec, cpu: 1 });
     assert.equal(typo.status, 400);
     assert.match(typo.json().error?.message ?? '', /Unrecognized key: "cpu"/);

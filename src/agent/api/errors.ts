@@ -10,6 +10,7 @@ export type ApiErrorCode =
   | 'not_found'
   | 'not_held'
   | 'conflict'
+  | 'too_large'
   | 'internal'
   | 'unreachable'
   | 'busy';
@@ -21,6 +22,8 @@ const STATUS: Record<ApiErrorCode, number> = {
   /** A workload no node holds or reported on: nothing to read its log from. */
   not_held: 404,
   conflict: 409,
+  /** A body over the API's limit. */
+  too_large: 413,
   internal: 500,
   /** Another node this request needs (a workload's holder, for logs) cannot be reached. */
   unreachable: 502,
@@ -58,6 +61,7 @@ export function codeForStatus(status: number): ApiErrorCode {
   if (status === 401) return 'unauthorized';
   if (status === 404) return 'not_found';
   if (status === 409) return 'conflict';
+  if (status === 413) return 'too_large';
   if (status >= 400 && status < 500) return 'bad_request';
   return 'internal';
 }
