@@ -26,6 +26,7 @@ import {
 } from './node.js';
 import { Redialer } from './redial.js';
 import { Replicator, type SenderCheck } from './replicator.js';
+import { StreamRepair } from './stream-repair.js';
 import { AntiEntropy, type SyncResult } from './sync.js';
 import { orgTopics } from './topics.js';
 
@@ -121,6 +122,7 @@ export class GossipLayer {
   private readonly liveness: LivenessService;
   private readonly redial: Redialer;
   private readonly meshRepair: MeshRepair;
+  private readonly streamRepair: StreamRepair;
   private started = false;
   /** When start() ran (this.now() clock); a peer unheard for dead_after since then counts as returned. */
   private startedAtMs = 0;
@@ -205,6 +207,20 @@ export class GossipLayer {
       checkIntervalMs: options.meshCheckIntervalMs,
       graceMs: options.meshGraceMs ?? Math.round(1.5 * (options.gossipHeartbeatMs ?? 1000)),
     });
+    this.streamRepair = new StreamRepair({
+      ...common,
+      // Agents we have heard (a heartbeat proved they run pubsub with us).
+      members: () =>
+        new Set(
+          this.detector
+            .view()
+            .map((m) => this.peerIdOfNode(m.nodeId))
+            .filter((id) => id !== undefined),
+        ),
+      checkIntervalMs: options.meshCheckIntervalMs,
+      graceMs: Math.max(1000, 3 * (options.meshCheckIntervalMs ?? 1000)),
+      now: this.now,
+    });
   }
 
   /** Builds the layer with its libp2p node (not yet started). */
@@ -269,6 +285,7 @@ export class GossipLayer {
     this.replicator.start();
     this.liveness.start();
     this.meshRepair.start();
+    this.streamRepair.start();
     this.redial.start();
     this.offReturned = [
       this.detector.on('alive', (event) => {
@@ -289,6 +306,7 @@ export class GossipLayer {
     this.offReturned = [];
     this.returned.clear();
     this.redial.stop();
+    this.streamRepair.stop();
     this.meshRepair.stop();
     this.liveness.stop();
     await this.replicator.stop();
