@@ -370,6 +370,11 @@ export class SimCluster {
     return this.cuts.size > 0;
   }
 
+  /** The one-way cuts in force, as [from, to]. */
+  cutPairs(): [string, string][] {
+    return [...this.cuts].map((pair) => pair.split('>') as [string, string]);
+  }
+
   // ---- state --------------------------------------------------------------------------------------------
 
   /** One acknowledged write on `name` (durable there when this returns). */

@@ -32,9 +32,9 @@ export interface LivenessCheckerOptions {
 export interface Evaluation {
   /**
    * Every placeable workload runs somewhere it may (exclusive: in the quorum
-   * group). Null when the ground truth cannot be judged (one-way cuts in force).
+   * group; under one-way cuts, on a node that talks both ways with a majority).
    */
-  ok: boolean | null;
+  ok: boolean;
   problems: string[];
   /** Stronger: every placeable workload runs exactly where placement puts it, and nowhere else. */
   settled: boolean;
@@ -134,11 +134,10 @@ export class LivenessChecker {
   }
 
   result(): InvariantResult {
-    const judged = this.checks.filter((c) => c.evaluation.ok !== null);
+    const judged = this.checks;
     const failures = judged
       .filter((c) => c.evaluation.ok === false)
       .map((c) => `${c.label}: ${c.evaluation.problems.slice(0, 5).join('; ')}`);
-    const skipped = this.checks.length - judged.length;
     const settled = this.recoveries.filter((r) => r.ms !== null).map((r) => r.ms as number);
     const slowest = settled.length === 0 ? 'n/a' : `${Math.round(Math.max(...settled))} ms`;
     const longest = [...this.longestOutages()].sort((a, b) => b[1] - a[1])[0];
@@ -148,7 +147,7 @@ export class LivenessChecker {
       judged.length,
       failures,
       failures.length === 0
-        ? `${judged.length} deadline checks passed (budget ${this.budgetMs()} ms after each disruption; slowest recovery ${slowest}${outage})${skipped > 0 ? `; ${skipped} skipped under one-way cuts` : ''}`
+        ? `${judged.length} deadline checks passed (budget ${this.budgetMs()} ms after each disruption; slowest recovery ${slowest}${outage})`
         : `${failures.length} of ${judged.length} deadline checks found placeable workloads not running`,
     );
   }
@@ -156,19 +155,14 @@ export class LivenessChecker {
   /** The ground-truth check, now. */
   evaluate(): Evaluation {
     const cluster = this.cluster;
-    if (cluster.hasCuts()) {
-      return {
-        ok: null,
-        problems: ['one-way cuts in force'],
-        settled: false,
-        notRunning: [],
-        placeable: 0,
-        unplaceable: [],
-      };
-    }
     const specs = this.specs();
     const all = cluster.names();
-    const up = new Set(cluster.live());
+    // Under one-way cuts a node counts only while it talks both ways with a
+    // majority of the nodes: one that cannot (everyone's messages to it cut,
+    // or its own to everyone) can neither renew nor win a lease, so the
+    // workloads must run elsewhere, and the deadlines are checked there.
+    const impaired = impairedByCuts(all, cluster.cutPairs());
+    const up = new Set(cluster.live().filter((name) => !impaired.has(name)));
     const draining = cluster.draining();
     const running = cluster.registry.snapshot();
     const groups = cluster.partitionGroups() ?? [all];
@@ -298,7 +292,7 @@ export class LivenessChecker {
 
   private poll(): void {
     const evaluation = this.evaluate();
-    if (evaluation.ok !== null) this.trackOutages(evaluation.notRunning);
+    this.trackOutages(evaluation.notRunning);
     const pending = this.pending;
     if (pending === null || pending.recovered) return;
     if (evaluation.settled) {
@@ -328,6 +322,28 @@ export class LivenessChecker {
     this.checks.push({ label: labelText, evaluation });
     this.options.onCheck?.(labelText, evaluation);
   }
+}
+
+/** Nodes that lack two-way links with a majority of the nodes (themselves included) because of cuts. */
+function impairedByCuts(all: readonly string[], cuts: readonly [string, string][]): Set<string> {
+  const impaired = new Set<string>();
+  if (cuts.length === 0) return impaired;
+  const broken = new Map<string, Set<string>>();
+  for (const [from, to] of cuts) {
+    for (const [x, y] of [
+      [from, to],
+      [to, from],
+    ] as const) {
+      let set = broken.get(x);
+      if (!set) broken.set(x, (set = new Set()));
+      set.add(y);
+    }
+  }
+  for (const name of all) {
+    const twoWay = all.length - (broken.get(name)?.size ?? 0);
+    if (twoWay <= all.length / 2) impaired.add(name);
+  }
+  return impaired;
 }
 
 function isRelaxed(spec: WorkloadSpec): boolean {
