@@ -165,6 +165,10 @@ export class ReconcileLoop {
   private readonly waits = new Map<string, string>();
   /** Workloads whose `pending` status this node reports for the cluster. */
   private pendingReports = new Set<string>();
+  /** Spec names of the previous pass: one gone since was deleted. */
+  private knownSpecs: Set<string> | null = null;
+  /** Deleted workloads whose STATE_DIRECTORY this node still has to empty. */
+  private readonly pendingWipes = new Set<string>();
   private readonly replicaPulls = new Map<string, Promise<void>>();
   private readonly replicaRetryAt = new Map<string, number>();
   /** Digests in use by a claim or a replica pull right now: never collected. */
@@ -399,6 +403,7 @@ export class ReconcileLoop {
     for (const slot of this.slots.values()) this.writeSlot(slot);
     this.syncLeases(specsByName);
     this.history.retain(new Set(specsByName.keys()));
+    this.wipeDeleted(specsByName);
     this.maybeCollect(now);
   }
 
@@ -425,6 +430,46 @@ export class ReconcileLoop {
       if (running && RUNNING_PHASES.has(running.phase)) continue;
       if (this.slots.get(name)?.task) continue;
       leases.unwant(name);
+    }
+  }
+
+  /**
+   * `silo delete` removes a workload's state on every node (docs/reconciler.md,
+   * "Deleting"): each node that sees a spec disappear empties its
+   * STATE_DIRECTORY once nothing of the workload runs here, so a later apply
+   * of the same name starts empty wherever it is placed, not from whatever
+   * an earlier holder left behind.
+   */
+  private wipeDeleted(specs: ReadonlyMap<string, WorkloadSpec>): void {
+    if (this.knownSpecs !== null) {
+      for (const name of this.knownSpecs) if (!specs.has(name)) this.pendingWipes.add(name);
+    }
+    this.knownSpecs = new Set(specs.keys());
+    for (const name of [...this.pendingWipes]) {
+      if (specs.has(name)) {
+        // Applied again before the wipe ran: its state is the new spec's business.
+        this.pendingWipes.delete(name);
+        continue;
+      }
+      const running = this.options.runner.status(name);
+      if (this.slots.get(name)?.task || (running && RUNNING_PHASES.has(running.phase))) continue;
+      this.pendingWipes.delete(name);
+      this.options.snapshots.discardState(name).then(
+        (had) => {
+          if (had)
+            this.logger.info(
+              { workload: name },
+              'workload deleted: its STATE_DIRECTORY on this node emptied',
+            );
+        },
+        (err: unknown) => {
+          this.logger.warn(
+            { workload: name, err: (err as Error).message },
+            'emptying a deleted workload failed; retrying',
+          );
+          this.pendingWipes.add(name);
+        },
+      );
     }
   }
 

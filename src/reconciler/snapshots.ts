@@ -53,6 +53,11 @@ export interface StateSnapshots {
   restore(workload: string, snapshot: SnapshotRef): Promise<void>;
   /** Replaces STATE_DIRECTORY by an empty directory (the service must not run). */
   restoreEmpty(workload: string): Promise<void>;
+  /**
+   * The workload was deleted: empties its STATE_DIRECTORY when this node
+   * has one (the service must not run). True when there was one.
+   */
+  discardState(workload: string): Promise<boolean>;
   /** Deletes stored snapshots whose digest is not in `keep`; returns how many. */
   gc(keep: ReadonlySet<string>): Promise<number>;
   /** True once every digest has been served to a peer (a replica pulled it); false after the timeout. */
@@ -168,6 +173,14 @@ export class SnapshotStore {
     } finally {
       await rm(fresh, { recursive: true, force: true });
     }
+  }
+
+  async discardState(workload: string): Promise<boolean> {
+    const state = this.stateDir(workload);
+    const entries = await readdir(state).catch(() => null);
+    if (entries === null || entries.length === 0) return false;
+    await this.restoreEmpty(workload);
+    return true;
   }
 
   async restoreEmpty(workload: string): Promise<void> {
@@ -376,6 +389,10 @@ export class PeerSnapshots implements StateSnapshots {
 
   restoreEmpty(workload: string): Promise<void> {
     return this.store.restoreEmpty(workload);
+  }
+
+  discardState(workload: string): Promise<boolean> {
+    return this.store.discardState(workload);
   }
 
   gc(keep: ReadonlySet<string>): Promise<number> {

@@ -71,11 +71,30 @@ describe('reconcile loop: apply on a three-node cluster', { timeout: 180_000 }, 
     // Checkpoints are announced in the running status.
     await waitFor('a checkpoint is announced', () => entriesOf(first, name).get('node-b')?.snapshot != null);
 
+    await waitFor('the counter reaches 5', async () => (await readCount(dataDir, name)) >= 5);
     first.workloads.delete(name);
     await waitFor('the removed workload is stopped and forgotten everywhere', () =>
       agents().every((agent) => entriesOf(agent, name).size === 0),
     );
     assert.equal(cluster.agents.get('node-b')!.reconciler!.runner.status(name)?.phase, 'released');
+    // Delete removes its state on every node: a later apply of the same name starts empty
+    // (outside testing: it resumed from an old holder's leftover, or not, depending on placement).
+    await waitFor(
+      "node-b emptied the deleted workload's state",
+      async () => (await readCount(dataDir, name)) === -1,
+    );
+    first.workloads.put(await cluster.counterSpec(name));
+    assert.equal(await waitRunningOnOne(first, name), 'node-b');
+    let first0 = -1;
+    await waitFor('the new counter counts', async () => {
+      first0 = await readCount(dataDir, name);
+      return first0 >= 0;
+    });
+    assert.ok(first0 < 5, `the re-applied workload started from empty state (count ${first0})`);
+    first.workloads.delete(name);
+    await waitFor('the re-applied workload is stopped and forgotten everywhere', () =>
+      agents().every((agent) => entriesOf(agent, name).size === 0),
+    );
   });
 
   test('an image whose signature does not match it is refused: failed, with the reason', async () => {

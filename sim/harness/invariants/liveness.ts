@@ -334,9 +334,9 @@ function impairedByCuts(all: readonly string[], cuts: readonly [string, string][
       [from, to],
       [to, from],
     ] as const) {
-      let set = broken.get(x);
-      if (!set) broken.set(x, (set = new Set()));
+      const set = broken.get(x) ?? new Set<string>();
       set.add(y);
+      broken.set(x, set);
     }
   }
   for (const name of all) {
