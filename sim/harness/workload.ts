@@ -11,6 +11,8 @@ export interface SimWorkloadDraft {
   scratchMb: number;
   stopTimeoutMs: number;
   constraints: Record<string, string>;
+  /** Spec `restoreWaitMs` (absent: the agent's default). */
+  restoreWaitMs?: number;
 }
 
 export const DEFAULT_WORKLOAD: Omit<SimWorkloadDraft, 'name'> = {
@@ -45,5 +47,6 @@ export function simWorkloadSpec(image: SimImage, draft: SimWorkloadDraft): Workl
     startTimeoutMs: 10_000,
     constraints: draft.constraints,
     onPartition: draft.onPartition,
+    ...(draft.restoreWaitMs !== undefined ? { restoreWaitMs: draft.restoreWaitMs } : {}),
   };
 }

@@ -451,6 +451,7 @@ function workloadDrafts(input: WorkloadInput, count: number | undefined): SimWor
     scratchMb: input.scratch_mb,
     stopTimeoutMs: input.stop_timeout,
     constraints: input.constraints,
+    ...(input.restore_wait !== undefined ? { restoreWaitMs: input.restore_wait } : {}),
   };
   if (count === undefined) return [{ ...base, name: input.name }];
   return Array.from({ length: count }, (_, i) => ({ ...base, name: `${input.name}-${i + 1}` }));

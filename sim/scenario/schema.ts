@@ -97,6 +97,8 @@ const WorkloadSchema = z.strictObject({
   memory_mb: z.number().int().positive().default(128),
   scratch_mb: z.number().int().positive().default(16),
   stop_timeout: Duration.default(1000),
+  /** How long a takeover waits for unreachable state before an older checkpoint or empty. */
+  restore_wait: Duration.optional(),
   constraints: z.record(z.string().min(1).max(63), z.string().max(253)).default({}),
 });
 

@@ -61,6 +61,7 @@ const ManifestSchema = z.strictObject({
     .default('SIGTERM'),
   stop_timeout: positiveSeconds.default(10),
   start_timeout: positiveSeconds.default(30),
+  restore_wait: positiveSeconds.optional(),
   generator: z.string().min(1).optional(),
   constraints: z.record(z.string().min(1).max(63), z.string().max(253)).default({}),
   on_partition: z.enum(['stop', 'keep']).optional(),
@@ -89,6 +90,7 @@ const EXPECTED: Record<keyof ParsedManifest, string> = {
   stop_signal: 'a catchable signal name such as "SIGTERM" or "SIGINT"',
   stop_timeout: 'a positive number of seconds',
   start_timeout: 'a positive number of seconds',
+  restore_wait: 'a positive number of seconds',
   generator: 'the path of the generator program inside the image',
   constraints: 'a table of label = "value" strings',
   on_partition: '"stop" or "keep"',
@@ -199,6 +201,7 @@ export function manifestToSpec(manifest: Manifest, attestation: ImageAttestation
   };
   if (manifest.notification_fd !== undefined) draft.notificationFd = manifest.notification_fd;
   if (manifest.generator !== undefined) draft.generator = manifest.generator;
+  if (manifest.restore_wait !== undefined) draft.restoreWaitMs = secondsToMs(manifest.restore_wait);
   return draft;
 }
 

@@ -4,7 +4,14 @@ import type { LeaseStatus, LeaseWant } from '../ownership/index.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import { Origin } from '../state/names.js';
 import type { ObservedView } from '../state/observed-view.js';
-import type { ObservedStatus, Phase, SignedEnrollment, SnapshotRef, WorkloadSpec } from '../state/schemas.js';
+import {
+  DEFAULT_RESTORE_WAIT_MS,
+  type ObservedStatus,
+  type Phase,
+  type SignedEnrollment,
+  type SnapshotRef,
+  type WorkloadSpec,
+} from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
 import { CheckpointHistory, replicaNodes } from './checkpoints.js';
 import { ImageRefusedError, type ImageSource } from './image-fetch.js';
@@ -689,12 +696,29 @@ export class ReconcileLoop {
         this.metrics.restores.inc({ source: restore.from });
         return;
       case 'snapshot': {
-        const from = await this.withPin(restore.snapshot.digest, () =>
-          snapshots.fetch(restore.snapshot.digest, this.snapshotSources(name, restore.nodeId), {
-            anyPeer: true,
+        let from: string | null;
+        try {
+          from = await this.withPin(restore.snapshot.digest, () =>
+            snapshots.fetch(restore.snapshot.digest, this.snapshotSources(name, restore.nodeId), {
+              anyPeer: true,
+              signal,
+            }),
+          );
+        } catch (err) {
+          if (signal.aborted || !this.restoreWaitOver(slot, spec)) throw this.waiting(err, slot, spec);
+          // Nobody reachable has the released snapshot (its node is cut off):
+          // the workload's own policy says how long that may keep it down.
+          const what = `${restore.nodeId}'s released snapshot ${shortDigest(restore.snapshot.digest)} could not be fetched (${(err as Error).message})`;
+          await this.restoreFallback(
+            slot,
+            spec,
+            restore.nodeId,
+            what,
+            this.history.olderThan(name, restore.snapshot),
             signal,
-          }),
-        );
+          );
+          return;
+        }
         signal.throwIfAborted();
         await snapshots.restore(name, restore.snapshot);
         slot.note = `state restored from ${restore.nodeId}'s snapshot ${shortDigest(restore.snapshot.digest)}${from === null ? '' : ` (fetched from ${from})`}`;
@@ -730,7 +754,10 @@ export class ReconcileLoop {
             failures.push(`${shortDigest(ref.digest)}: ${(err as Error).message}`);
           }
         }
-        throw new Error(`no checkpoint of ${restore.nodeId} could be fetched (${failures.join('; ')})`);
+        const what = `no checkpoint of ${restore.nodeId} could be fetched (${failures.join('; ')})`;
+        if (!this.restoreWaitOver(slot, spec)) throw this.waiting(new Error(what), slot, spec);
+        await this.restoreFallback(slot, spec, restore.nodeId, what, [], signal);
+        return;
       }
       case 'empty': {
         await snapshots.restoreEmpty(name);
@@ -740,6 +767,61 @@ export class ReconcileLoop {
         return;
       }
     }
+  }
+
+  /** The workload's restore wait (spec `restoreWaitMs`) has passed since this claim began. */
+  private restoreWaitOver(slot: Slot, spec: WorkloadSpec): boolean {
+    const since = slot.authored?.phase === 'pulling' ? slot.authored.since : this.now();
+    return this.now() - since >= (spec.restoreWaitMs ?? DEFAULT_RESTORE_WAIT_MS);
+  }
+
+  /** A restore failure while the wait lasts: says how long is left (shown as the reason). */
+  private waiting(err: unknown, slot: Slot, spec: WorkloadSpec): Error {
+    const since = slot.authored?.phase === 'pulling' ? slot.authored.since : this.now();
+    const leftS = Math.max(
+      0,
+      Math.ceil(((spec.restoreWaitMs ?? DEFAULT_RESTORE_WAIT_MS) - (this.now() - since)) / 1000),
+    );
+    return new Error(
+      `${(err as Error).message}; waiting up to ${leftS} s more for it (restore_wait), then starting from an older checkpoint or empty`,
+    );
+  }
+
+  /**
+   * The restore wait is over and the state the workload should start from
+   * is out of reach: the newest of `older` that can be fetched, else empty.
+   * Either way the loss is reported, never silent.
+   */
+  private async restoreFallback(
+    slot: Slot,
+    spec: WorkloadSpec,
+    from: string,
+    what: string,
+    older: readonly SnapshotRef[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { snapshots } = this.options;
+    const name = spec.name;
+    for (const ref of older) {
+      signal.throwIfAborted();
+      try {
+        await this.withPin(ref.digest, () =>
+          snapshots.fetch(ref.digest, this.snapshotSources(name, from), { anyPeer: true, signal }),
+        );
+        signal.throwIfAborted();
+        await snapshots.restore(name, ref);
+        slot.note = `${what}; after restore_wait started from an older checkpoint of ${new Date(ref.at).toISOString()}: writes after it are lost`;
+        this.metrics.restores.inc({ source: 'checkpoint' });
+        this.logger.error({ workload: name, from, digest: ref.digest }, slot.note);
+        return;
+      } catch (err) {
+        if (signal.aborted) throw err;
+      }
+    }
+    await snapshots.restoreEmpty(name);
+    slot.note = `${what}; after restore_wait started with an empty STATE_DIRECTORY: ${from}'s state is lost`;
+    this.metrics.restores.inc({ source: 'empty' });
+    this.logger.error({ workload: name, from }, slot.note);
   }
 
   /** The claim settled: run the process (after the pull, if it has not finished or must be redone). */

@@ -21,6 +21,9 @@ export const MAX_WORKLOAD_CPUS = 4096;
 export const MAX_WORKLOAD_MEMORY_MB = 64 * 1024 * 1024;
 export const MAX_WORKLOAD_SCRATCH_MB = 1024 * 1024 * 1024;
 
+/** How long a takeover waits for a workload's newest state by default (spec `restoreWaitMs`). */
+export const DEFAULT_RESTORE_WAIT_MS = 60_000;
+
 export const NodeIdSchema = z
   .string()
   .regex(NODE_ID_PATTERN, 'node id: lowercase letters, digits and "-", 1-63 chars');
@@ -111,6 +114,14 @@ export const WorkloadSpecSchema = z.object({
   stopSignal: z.string().regex(/^SIG[A-Z0-9]+$/),
   stopTimeoutMs: z.number().int().positive(),
   startTimeoutMs: z.number().int().positive(),
+  /**
+   * Persistent workloads taken over or moved: how long to wait for the
+   * state they should start from (a released snapshot, the newest
+   * checkpoint) when no reachable node has it, before starting from the
+   * newest older checkpoint that can be had, else empty, and saying so.
+   * Absent: DEFAULT_RESTORE_WAIT_MS.
+   */
+  restoreWaitMs: z.number().int().positive().optional(),
   /** Program inside the image run before every start (MetalOS-style generator). */
   generator: z.string().min(1).optional(),
   constraints: Labels,

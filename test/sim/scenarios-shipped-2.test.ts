@@ -1,3 +1,3 @@
 import { scenarioTests } from './scenario-tests.js';
 
-scenarioTests(['drain', 'flapping-node', 'churn']);
+scenarioTests(['drain', 'flapping-node', 'churn', 'restore-wait']);
