@@ -128,6 +128,8 @@ export class AntiEntropy {
   private readonly state: ClusterState;
   private readonly logger: Logger;
   private readonly problemLog: ThrottledLog;
+  /** Failed dials: one line per peer a minute, with how many were left out. */
+  private readonly dialLog: ThrottledLog;
   private readonly metrics: SyncMetrics;
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
@@ -144,6 +146,7 @@ export class AntiEntropy {
     this.state = options.state;
     this.logger = options.logger.child({ component: 'sync' });
     this.problemLog = new ThrottledLog(this.logger);
+    this.dialLog = new ThrottledLog(this.logger, 60_000);
     this.metrics = new SyncMetrics(options.registry);
     this.intervalMs = options.intervalMs ?? DEFAULT_SYNC_INTERVAL_MS;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
@@ -222,7 +225,13 @@ export class AntiEntropy {
       const result: SyncResult = (err as Error).name === 'UnsupportedProtocolError' ? 'unsupported' : 'error';
       this.record('outbound', result);
       if (result === 'error')
-        this.problemLog.warn(`dial:${peer}`, { err, peer }, 'could not open a sync stream');
+        // The reason, not a stack trace: a peer that refuses us (we were
+        // revoked, it is down) would otherwise print one a second.
+        this.dialLog.warn(
+          `dial:${peer}`,
+          { peer, reason: (err as Error).message },
+          'could not open a sync stream',
+        );
       return result;
     }
     return this.session(stream, peer, 'outbound');
