@@ -164,7 +164,7 @@ export class EnrollmentTrust {
     const lost = [...before.byPeerId.keys()].filter((peerId) => !this.current.byPeerId.has(peerId));
     for (const rejection of this.current.rejectedRecords) {
       if (!before.rejectedRecords.some((r) => r.key === rejection.key && r.reason === rejection.reason)) {
-        this.logger.warn({ node: rejection.key, reason: rejection.reason }, rejection.message);
+        this.logger.warn({ record: rejection.key, reason: rejection.reason }, rejection.message);
       }
     }
     if (lost.length === 0) return;

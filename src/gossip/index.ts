@@ -355,7 +355,7 @@ export class GossipLayer {
     this.catchingUp = true;
     this.sync
       .syncWith(peerId)
-      .catch((err: unknown) => this.logger.debug({ err, node: nodeId }, 'catch-up sync failed'))
+      .catch((err: unknown) => this.logger.debug({ err, peerNode: nodeId }, 'catch-up sync failed'))
       .finally(() => {
         this.catchingUp = false;
       });

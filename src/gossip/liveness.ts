@@ -330,7 +330,7 @@ export class LivenessService {
       // per heartbeat.
       entry.since = now;
       this.metrics.digestSyncs.inc();
-      this.logger.debug({ node: heartbeat.nodeId, peer: signer }, 'digests differ beyond grace; syncing');
+      this.logger.debug({ peerNode: heartbeat.nodeId, peer: signer }, 'digests differ beyond grace; syncing');
       this.requestSync(signer);
     }
   }
