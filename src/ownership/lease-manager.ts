@@ -38,6 +38,8 @@ export interface LeaseManagerOptions {
 }
 
 const WATCHDOG_MS = 100;
+/** Round trips of lease batches kept for the window estimate. */
+const RTT_SAMPLES = 64;
 
 export class LeaseManager {
   private readonly options: LeaseManagerOptions;
@@ -50,6 +52,7 @@ export class LeaseManager {
   private watchdog: NodeJS.Timeout | null = null;
   private edgeTimer: NodeJS.Timeout | null = null;
   private lastBeat = 0;
+  private readonly rtts: number[] = [];
   private running = false;
   /** workload → mayRun as last reported, to notify on changes only. */
   private reported = new Map<string, boolean>();
@@ -222,9 +225,11 @@ export class LeaseManager {
         this.deliver(this.options.local(requests));
         continue;
       }
+      const sentAt = this.clock();
       sent.push(
         this.options.transport.ask(to, requests).then(
           (replies) => {
+            this.recordRtt(this.clock() - sentAt);
             this.metrics.rounds.inc({ result: 'ok' });
             this.deliver(replies);
           },
@@ -236,6 +241,26 @@ export class LeaseManager {
       );
     }
     return sent;
+  }
+
+  private recordRtt(ms: number): void {
+    this.rtts.push(ms);
+    if (this.rtts.length > RTT_SAMPLES) this.rtts.shift();
+  }
+
+  /**
+   * The run window to ask for, at least `baseMs` (fence_after): on a slow or
+   * lossy network (TCP retransmissions stall a connection for seconds)
+   * renewals come back late, so the window stretches to 4× the slow tail of
+   * recent round trips, up to 4× `baseMs`. Any length is as safe as any
+   * other (the witnesses hold what was asked for); a longer one trades
+   * takeover time for not fencing a holder the network merely slowed.
+   */
+  windowFor(baseMs: number): number {
+    if (this.rtts.length < 4) return baseMs;
+    const sorted = [...this.rtts].sort((a, b) => a - b);
+    const tail = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))]!;
+    return Math.round(Math.min(4 * baseMs, Math.max(baseMs, 4 * tail)));
   }
 
   private deliver(replies: readonly LeaseReply[]): void {

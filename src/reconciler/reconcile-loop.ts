@@ -103,6 +103,8 @@ export interface WorkloadLeases {
   configured(): boolean;
   /** Called when a lease starts or ends. */
   onChange(listener: () => void): () => void;
+  /** The run window to ask for, at least `baseMs` (longer on a slow network). */
+  windowFor?(baseMs: number): number;
 }
 
 /** How the loop stops: hand everything over, or just halt (a crash, as the cluster sees it). */
@@ -483,7 +485,8 @@ export class ReconcileLoop {
   /** The lease a workload needs: the run window (fence_after) plus its stop budget (rule O2). */
   private leaseWant(spec: WorkloadSpec): LeaseWant {
     const stopBudgetMs = spec.stopTimeoutMs + this.timing.fenceSlackMs;
-    return { durationMs: this.timing.fenceAfterMs + stopBudgetMs, stopBudgetMs };
+    const windowMs = this.options.leases.windowFor?.(this.timing.fenceAfterMs) ?? this.timing.fenceAfterMs;
+    return { durationMs: windowMs + stopBudgetMs, stopBudgetMs };
   }
 
   private leaseSummary(workload: string): ReconcileStatus['workloads'][number]['lease'] {
