@@ -119,8 +119,10 @@ function claimLibp2pMetrics(): boolean {
 
 /**
  * Score parameters. Only invalid deliveries count: a Reject costs the
- * propagating peer 10 * (rejects)^2, decaying by 0.9 per second, so one bad
- * message takes it out of our mesh for ~20 s and three graylist it.
+ * propagating peer 10 * (rejects)^2, decaying by 0.9 per second: one bad
+ * message makes its score negative for ~22 s, which prunes it from our mesh
+ * with gossipsub's 60 s backoff (61-77 s out of the mesh, docs/protocol.md),
+ * and three graylist it.
  * Mesh-delivery and time-in-mesh terms are off: our topics are quiet most of
  * the time and a quiet peer is not a bad one. IP colocation is off too:
  * every node is enrolled, and in tests and the simulator all nodes share one
