@@ -111,7 +111,7 @@ zone = "eu-1"
 
   test('errors name the file, the field and the problem', () => {
     assert.deepEqual(problems(`${MINIMAL}scratch_mb = "lots"\n`, 'svc/manifest.toml'), [
-      'svc/manifest.toml: scratch_mb: expected a positive integer, got "lots"',
+      'svc/manifest.toml: scratch_mb: expected a positive integer up to 1073741824, got "lots"',
     ]);
     assert.deepEqual(
       problems(
@@ -137,8 +137,8 @@ zone = "eu-1"
         'manifest.toml: args[1]: expected a string, got 2',
         'manifest.toml: env.bad-name: invalid variable name "bad-name" (letters, digits and "_", not starting with a digit)',
         'manifest.toml: network: expected "overlay", "host" or "none", got "wifi"',
-        'manifest.toml: cpus: expected a positive number, got -1',
-        'manifest.toml: memory_mb: expected a positive integer, got 1.5',
+        'manifest.toml: cpus: expected a positive number up to 4096, got -1',
+        'manifest.toml: memory_mb: expected a positive integer up to 67108864, got 1.5',
         'manifest.toml: restart: expected "always", "on-failure" or "never", got "sometimes"',
         'manifest.toml: notification_fd: expected an integer file descriptor from 3 to 255, got 1',
         'manifest.toml: stop_signal: expected a catchable signal name such as "SIGTERM" or "SIGINT", got "SIGKILL"',
@@ -165,7 +165,7 @@ zone = "eu-1"
         'manifest.toml: scratch_md: unknown field (did you mean "scratch_mb"?)',
         'manifest.toml: scratchClass: unknown field (did you mean "scratch_class"?)',
         'manifest.toml: StopTimeout: unknown field (did you mean "stop_timeout"?)',
-        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, cpus, memory_mb, restart, notification_fd, stop_signal, stop_timeout, start_timeout, generator, constraints, on_partition)',
+        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, cpus, memory_mb, restart, notification_fd, stop_signal, stop_timeout, start_timeout, restore_wait, generator, constraints, on_partition)',
       ],
     );
     assert.equal(suggestField('restrat'), 'restart');
