@@ -1383,7 +1383,11 @@ export function describeLease(status: LeaseStatus): string {
   if (status.configVersion === 0) return 'no witness configuration';
   const missing = status.missing.map((m) => `${m.witness}: ${m.said}`).join('; ');
   if (status.mayRun) return `ballot ${status.ballot} granted by ${status.grantedBy.join(', ')}`;
-  if (status.held) return `ballot ${status.ballot} ends within the stop budget; renewal missing (${missing})`;
+  if (status.held) {
+    // Grants that are still live but about to end: their renewals have not come back (yet).
+    const why = missing === '' ? `no renewal back from ${status.grantedBy.join(', ')} in time` : missing;
+    return `ballot ${status.ballot} ends within the stop budget; renewal missing (${why})`;
+  }
   return `ballot ${status.ballot}: ${status.grantedBy.length} of ${status.quorum} needed grants (${missing})`;
 }
 
