@@ -170,6 +170,15 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
       const wait = due - performance.now();
       if (wait > 0) await sleep(wait);
       const late = performance.now() - due;
+      const stepFailed = (err: unknown) =>
+        new StepError(
+          `step ${index + 1} (at ${step.at.relative ? '+' : ''}${step.at.ms} ms, ${step.action}) failed: ${(err as Error).message}`,
+          { cause: err },
+        );
+      const holderWait = await awaitHolders(step, cluster).catch((err: unknown) => {
+        throw stepFailed(err);
+      });
+      if (holderWait !== null) timeline.line(holderWait);
       const ctx: SelectorContext = {
         all: cluster.names(),
         live: cluster.live(),
@@ -192,13 +201,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
           load,
         });
       } catch (err) {
-        const at = `${step.at.relative ? '+' : ''}${step.at.ms} ms`;
-        throw new StepError(
-          `step ${index + 1} (at ${at}, ${step.action}) failed: ${(err as Error).message}`,
-          {
-            cause: err,
-          },
-        );
+        throw stepFailed(err);
       }
       timeline.line(`${step.action} ${text}${late > 100 ? ` (started ${Math.round(late)} ms late)` : ''}`);
       previousEnd = performance.now();
@@ -228,6 +231,8 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     if (expected.has('liveness')) results.liveness = liveness.result();
     if (expected.has('state')) results.state = stateMoves.result();
   } catch (err) {
+    // Writers first: a writer that outlives the cluster writes to closed agents.
+    for (const cancel of cancels) cancel();
     load.stop();
     await cluster.close();
     throw err;
@@ -291,6 +296,37 @@ interface StepContext {
   writers: Promise<WriterOutcome>[];
   cancels: (() => void)[];
   load: LoadMonitor;
+}
+
+/**
+ * How long a step naming `holder:<workload>` waits for the workload to run
+ * somewhere. A workload can be between copies when its step comes due (a
+ * move, or a holder that lost its lease and is taking it again); the step
+ * means "whoever runs it", so it waits for one rather than voiding the run.
+ */
+const HOLDER_WAIT_MS = 60_000;
+
+/**
+ * Waits until every workload a step names as `holder:<workload>` runs
+ * somewhere; returns a timeline line when it had to wait, null otherwise.
+ * Throws when one still runs nowhere after HOLDER_WAIT_MS.
+ */
+async function awaitHolders(step: Step, cluster: SimCluster): Promise<string | null> {
+  const named = new Set<string>();
+  for (const match of JSON.stringify(step).matchAll(/"holder:([a-z0-9][a-z0-9_-]*)"/g))
+    named.add(match[1] as string);
+  const missing = () => [...named].filter((w) => cluster.registry.runningOn(w).length === 0);
+  if (missing().length === 0) return null;
+  const started = performance.now();
+  const waitedFor = missing();
+  while (missing().length > 0) {
+    if (performance.now() - started > HOLDER_WAIT_MS)
+      throw new Error(
+        `nobody runs ${missing().join(', ')} after waiting ${formatMs(HOLDER_WAIT_MS)} for a holder`,
+      );
+    await sleep(50);
+  }
+  return `waited ${formatMs(performance.now() - started)} for a holder of ${waitedFor.join(', ')} (it ran nowhere when the step came due)`;
 }
 
 /** Does one step; returns the text of its timeline line. */

@@ -40,6 +40,14 @@ async function check(
       timeline += text;
     },
     progress: false,
+  }).catch((err: Error) => {
+    // A step that could not be carried out: show what led to it.
+    throw new Error(
+      `${name} (seed ${JSON.stringify(scenario.seed)}): ${err.message}; timeline:\n${timeline}`,
+      {
+        cause: err,
+      },
+    );
   });
   const all = Object.values(summary.invariants).filter((r) => !r.ok);
   for (const r of all) diagnostic(`${r.name}: ${r.summary}`);
