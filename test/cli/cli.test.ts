@@ -142,7 +142,9 @@ describe('silo CLI against running agents', () => {
     assert.match(noOrg.stderr, /org info is missing/);
     // A request changed after `node init` signed it (here: another WireGuard key) is refused.
     const genuine = JSON.parse(await readFile(join(n(0).identityDir, 'request.json'), 'utf8'));
-    const swappedKey = `${genuine.wgPublicKey.slice(0, 42)}${genuine.wgPublicKey[42] === 'A' ? 'B' : 'A'}=`;
+    // The 43rd character of a 32-byte key carries 4 bits (A, E, I, …): 'B' would make the key malformed rather
+    // than another key, and the request would be refused for that instead (1 run in 16).
+    const swappedKey = `${genuine.wgPublicKey.slice(0, 42)}${genuine.wgPublicKey[42] === 'A' ? 'E' : 'A'}=`;
     await writeFile(join(dir, 'altered.json'), JSON.stringify({ ...genuine, wgPublicKey: swappedKey }));
     const altered = await silo([
       'ca',
