@@ -1,3 +1,3 @@
 import { scenarioTests } from './scenario-tests.js';
 
-scenarioTests(['drain', 'flapping-node', 'restore-wait']);
+scenarioTests(['drain', 'flapping-node', 'restore-wait', 'churn']);
