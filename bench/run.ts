@@ -6,6 +6,8 @@
  *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3] [--doc-updates 100000]
  *               [--heartbeat-ms 1000] [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
+ *   swim-model  --nodes 100,1000,10000 --out <dir> [--warmup-s 30] [--after-s 120] [--crashes 5]
+ *               [--latency-ms 10] [--jitter-ms 20] [--loss-pct 0,5] [--seed 1]
  *
  * Progress goes to stderr; the result files go to --out.
  */
@@ -13,10 +15,12 @@ import '../src/util/polyfill.js';
 import { parseArgs } from 'node:util';
 import { writeConvergenceReport } from './convergence/report.js';
 import { runConvergence } from './convergence/run-convergence.js';
+import { runSwimModel, swimModelMarkdown, writeSwimModelReport } from './swim-model.js';
 import { runTakeover, takeoverMarkdown, writeTakeoverReport } from './takeover.js';
 
 const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 --writes 200 --out <dir> [options]
-       npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]`;
+       npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]
+       npm run bench -- swim-model --nodes 100,1000,10000 --out <dir> [options]`;
 
 class UsageError extends Error {}
 
@@ -26,6 +30,7 @@ async function main(): Promise<number> {
   const [command, ...rest] = process.argv.slice(2);
   if (command === 'convergence') return convergence(rest);
   if (command === 'takeover') return takeover(rest);
+  if (command === 'swim-model') return swimModel(rest);
   throw new UsageError(command === undefined ? 'which benchmark?' : `unknown benchmark "${command}"`);
 }
 
@@ -106,6 +111,44 @@ async function takeover(args: string[]): Promise<number> {
   });
   const files = await writeTakeoverReport(report, out);
   process.stdout.write(takeoverMarkdown(report));
+  log(`wrote ${files.json}, ${files.markdown}`);
+  return 0;
+}
+
+async function swimModel(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      nodes: { type: 'string', default: '100,1000,10000' },
+      'warmup-s': { type: 'string', default: '30' },
+      'after-s': { type: 'string', default: '120' },
+      crashes: { type: 'string', default: '5' },
+      'latency-ms': { type: 'string', default: '10' },
+      'jitter-ms': { type: 'string', default: '20' },
+      'loss-pct': { type: 'string', default: '0,5' },
+      seed: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const losses = (values['loss-pct'] ?? '').split(',').map((part) => {
+    const loss = nonNegative(part, '--loss-pct');
+    if (loss >= 100) throw new UsageError(`--loss-pct must be below 100, got ${loss}`);
+    return loss;
+  });
+  const report = runSwimModel({
+    nodes: list(values.nodes, '--nodes'),
+    warmupS: positive(values['warmup-s'], '--warmup-s'),
+    afterS: positive(values['after-s'], '--after-s'),
+    crashes: nonNegative(values.crashes, '--crashes'),
+    latencyMs: nonNegative(values['latency-ms'], '--latency-ms'),
+    jitterMs: nonNegative(values['jitter-ms'], '--jitter-ms'),
+    losses,
+    seed: nonNegative(values.seed, '--seed'),
+    log,
+  });
+  const files = await writeSwimModelReport(report, out);
+  process.stdout.write(swimModelMarkdown(report));
   log(`wrote ${files.json}, ${files.markdown}`);
   return 0;
 }

@@ -274,20 +274,27 @@ export class SwimCore {
     for (const id of ids) wanted.add(this.index.indexOf(id));
     this.grow();
     wanted.delete(this.selfIndex);
+    const added: number[] = [];
     for (let i = 0; i < this.states.length; i++) {
       if (i === this.selfIndex) continue;
       if (wanted.has(i) && this.states[i] === NONE) {
         this.states[i] = ALIVE;
         this.incarnations[i] = 0;
-        // A random place in the current pass, so that a new member is probed within about one pass.
-        const at = this.orderPos + Math.floor(this.random() * (this.order.length - this.orderPos + 1));
-        this.order.splice(at, 0, i);
+        added.push(i);
       } else if (!wanted.has(i) && this.states[i] !== NONE) {
         this.states[i] = NONE;
         this.suspicions.delete(i);
         this.broadcasts.delete(i);
         if (this.probe?.target === i) this.probe = null;
       }
+    }
+    if (added.length > 0) {
+      // New members join the rest of the current pass at random places, so that each is probed within
+      // about one pass. One shuffle of the rest, not a splice per member: a whole cluster at start
+      // (thousands of members) stays O(n).
+      const rest = this.order.slice(this.orderPos).concat(added);
+      this.shuffle(rest);
+      this.order = this.order.slice(0, this.orderPos).concat(rest);
     }
     this.memberCount = wanted.size;
   }
@@ -400,6 +407,11 @@ export class SwimCore {
         nacks: 0,
       };
       this.send(this.index.idOf(target), { kind: 'ping', seq, updates: [] });
+    } else {
+      // Nobody to probe (every other member dead to us): no probe can fail, so no evidence that we are
+      // slow. Without this decay, a node that ended a partition at full awareness kept its 8× periods,
+      // and its reconnect pings, the only way back for the others, came once every 80 s.
+      this.adjustAwareness(-1);
     }
     if (this.periods % this.params.reconnectEvery === 0) this.pingDeadMember();
   }
@@ -419,7 +431,27 @@ export class SwimCore {
     if (this.states[probe.target] === ALIVE) {
       this.suspicions.set(probe.target, { startedAt: now, confirmedBy: new Set([this.selfId]) });
       this.set(probe.target, SUSPECT, this.incarnations[probe.target] as number, this.selfId);
+    } else if (this.states[probe.target] === SUSPECT) {
+      // We heard the suspicion from someone else and now failed to reach the member ourselves: an
+      // independent confirmation, ours to count and to pass on.
+      this.confirm(probe.target, this.selfId);
     }
+  }
+
+  /**
+   * Lifeguard: each independent suspicion of the same incarnation shortens
+   * the timeout, so a new confirmer is passed on (the suspicion is
+   * disseminated again naming it) until the expected number is reached.
+   * Without this only the first suspecter ever counted, and a crash took the
+   * longest timeout (tens of seconds) to be declared everywhere.
+   */
+  protected confirm(member: number, from: string): void {
+    const suspicion = this.suspicions.get(member);
+    if (!suspicion || suspicion.confirmedBy.has(from)) return;
+    suspicion.confirmedBy.add(from);
+    if (suspicion.confirmedBy.size > this.params.expectedConfirmations + 1) return;
+    this.suspecters.set(member, from);
+    this.queue(member);
   }
 
   private sendIndirect(probe: Probe): void {
@@ -452,12 +484,17 @@ export class SwimCore {
     const order: number[] = [];
     for (let i = 0; i < this.states.length; i++)
       if (i !== this.selfIndex && this.states[i] !== NONE) order.push(i);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(this.random() * (i + 1));
-      [order[i], order[j]] = [order[j] as number, order[i] as number];
-    }
+    this.shuffle(order);
     this.order = order;
     this.orderPos = 0;
+  }
+
+  /** Fisher-Yates, in place. */
+  private shuffle(items: number[]): void {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = Math.floor(this.random() * (i + 1));
+      [items[i], items[j]] = [items[j] as number, items[i] as number];
+    }
   }
 
   /**
@@ -501,7 +538,7 @@ export class SwimCore {
     }
     // The same suspicion from someone else: Lifeguard shortens the timeout with each independent one.
     if (rank === SUSPECT && current === SUSPECT && update.incarnation === inc && update.from !== undefined) {
-      this.suspicions.get(member)?.confirmedBy.add(update.from);
+      this.confirm(member, update.from);
     }
   }
 

@@ -61,7 +61,13 @@ class NoReconnectCore extends SwimCore {
   protected override pingDeadMember(): void {}
 }
 
+/** Broken on purpose: counts no confirmations, so every suspicion runs its longest timeout. */
+class NoConfirmCore extends SwimCore {
+  protected override confirm(_member: number, _from: string): void {}
+}
+
 const correct: CoreFactory = (o) => new SwimCore(o);
+const noConfirm: CoreFactory = (o) => new NoConfirmCore(o);
 const noRefute: CoreFactory = (o) => new NoRefuteCore(o);
 const noReconnect: CoreFactory = (o) => new NoReconnectCore(o);
 
@@ -355,6 +361,49 @@ describe('SWIM membership under arbitrary schedules', () => {
       }),
       { seed: SEED, numRuns: 60 },
     );
+  });
+
+  /**
+   * Lifeguard's point: independent suspicions cut the timeout from its
+   * longest (24 s at n ≤ 10) towards its shortest (4 s). With 8 nodes the
+   * victim is probed by someone about once a period, so three confirmations
+   * come within seconds and the crash is known everywhere well before the
+   * longest timeout alone would have run out.
+   */
+  const detection = (make: CoreFactory, seed: number, victimRaw: number): number => {
+    const nodes = 8;
+    const victim = victimRaw % nodes;
+    const world = new World({ nodes, seed, offsets: Array(8).fill(0), steps: [] }, make);
+    world.run(10_000);
+    world.apply({ k: 'crash', node: victim });
+    for (let elapsed = 0; elapsed <= 60_000; elapsed += 500) {
+      if (world.convergenceProblems().length === 0) return elapsed;
+      world.run(500);
+    }
+    return Number.POSITIVE_INFINITY;
+  };
+  const CONFIRMED_BOUND_MS = 20_000;
+
+  test('M5: confirmations shorten detection: with 8 nodes a crash is dead everywhere within 20 s (the longest timeout is 24 s)', () => {
+    fc.assert(
+      fc.property(fc.nat(), fc.nat(7), (seed, victim) => {
+        const ms = detection(correct, seed, victim);
+        assert.ok(ms <= CONFIRMED_BOUND_MS, `${ms} ms`);
+      }),
+      { seed: SEED, numRuns: 40 },
+    );
+  });
+
+  test('M5 catches a detector that counts no confirmations', () => {
+    const outcome = fc.check(
+      fc.property(
+        fc.nat(),
+        fc.nat(7),
+        (seed, victim) => detection(noConfirm, seed, victim) <= CONFIRMED_BOUND_MS,
+      ),
+      { seed: SEED, numRuns: 40 },
+    );
+    assert.equal(outcome.failed, true, 'the broken variant met the bound');
   });
 
   test('a restarted process that lost its incarnation is seen alive again, above its obituary', () => {

@@ -1,0 +1,106 @@
+import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from '../gossip/codec.js';
+import { NODE_ID_PATTERN } from '../state/schemas.js';
+import type { MemberState, MemberUpdate, SwimMessage } from './swim-core.js';
+
+/**
+ * The wire form of SwimCore's messages (docs/membership.md, "Wire format";
+ * docs/protocol.md). One msgpack map per message:
+ *
+ *   {v: 1, k: "ping" | "ping-req" | "ack" | "nack", s: seq, t?: target, u: [update, ...]}
+ *   update = [node, state (0 alive, 1 suspect, 2 dead), incarnation, from?]
+ *
+ * Updates are arrays, not maps: they are most of every message, and a map
+ * would repeat four key names in each. Who sent a message is not in it: the
+ * transport knows the sender from the authenticated connection.
+ *
+ * decodeSwimFrame never throws: a peer's bytes are either a message or a
+ * reason, counted by the transport and dropped.
+ */
+export const SWIM_FRAME_VERSION = 1;
+/** More than SwimParams.maxPiggyback allows anyone to send; anything longer is hostile. */
+export const MAX_SWIM_UPDATES = 64;
+/**
+ * 64 updates of at most ~140 bytes (two 63-character node ids and an
+ * incarnation) is under 9 KiB; 16 KiB leaves room. Anything larger is hostile.
+ */
+export const MAX_SWIM_FRAME_BYTES = 16 * 1024;
+
+const STATE_CODES: Record<MemberState, number> = { alive: 0, suspect: 1, dead: 2 };
+const STATES: readonly MemberState[] = ['alive', 'suspect', 'dead'];
+
+export type SwimFrameRejection = 'oversize' | 'malformed' | 'wrong-version';
+
+export type DecodedSwimFrame =
+  | { ok: true; message: SwimMessage }
+  | { ok: false; reason: SwimFrameRejection; detail: string };
+
+export function encodeSwimFrame(message: SwimMessage): Uint8Array {
+  const frame: Record<string, unknown> = {
+    v: SWIM_FRAME_VERSION,
+    k: message.kind,
+    s: message.seq,
+    u: message.updates.map((u) =>
+      u.from === undefined
+        ? [u.node, STATE_CODES[u.state], u.incarnation]
+        : [u.node, STATE_CODES[u.state], u.incarnation, u.from],
+    ),
+  };
+  if (message.kind === 'ping-req') frame.t = message.target;
+  return packMessage(frame);
+}
+
+function reject(reason: SwimFrameRejection, detail: string): DecodedSwimFrame {
+  return { ok: false, reason, detail };
+}
+
+function isNodeId(value: unknown): value is string {
+  return typeof value === 'string' && NODE_ID_PATTERN.test(value);
+}
+
+function decodeUpdate(value: unknown, at: number): MemberUpdate | string {
+  if (!Array.isArray(value) || value.length < 3 || value.length > 4)
+    return `update ${at} is not [node, state, incarnation, from?]`;
+  const [node, code, incarnation, from] = value as unknown[];
+  if (!isNodeId(node)) return `update ${at}: node is not a node id`;
+  if (code !== 0 && code !== 1 && code !== 2) return `update ${at}: state ${String(code)} is not 0, 1 or 2`;
+  if (!isSafeNonNegativeInt(incarnation)) return `update ${at}: incarnation is not a non-negative integer`;
+  const state = STATES[code] as MemberState;
+  if (value.length === 4) {
+    if (!isNodeId(from)) return `update ${at}: from is not a node id`;
+    if (state !== 'suspect') return `update ${at}: only a suspicion names who suspects`;
+    return { node, state, incarnation, from };
+  }
+  return { node, state, incarnation };
+}
+
+export function decodeSwimFrame(bytes: Uint8Array): DecodedSwimFrame {
+  if (!(bytes instanceof Uint8Array)) return reject('malformed', 'not bytes');
+  if (bytes.byteLength > MAX_SWIM_FRAME_BYTES) return reject('oversize', `${bytes.byteLength} bytes`);
+  let value: unknown;
+  try {
+    value = unpackMessage(bytes);
+  } catch (err) {
+    return reject('malformed', `not msgpack: ${(err as Error).message}`);
+  }
+  if (!isPlainRecord(value)) return reject('malformed', 'not a msgpack map');
+  const { v, k, s, t, u } = value;
+  if (v !== SWIM_FRAME_VERSION) return reject('wrong-version', `v=${String(v)}`);
+  if (k !== 'ping' && k !== 'ping-req' && k !== 'ack' && k !== 'nack')
+    return reject('malformed', `k=${JSON.stringify(k)?.slice(0, 32)} is not a message kind`);
+  if (!isSafeNonNegativeInt(s)) return reject('malformed', 's (seq) is not a non-negative integer');
+  if (!Array.isArray(u)) return reject('malformed', 'u (updates) is not an array');
+  if (u.length > MAX_SWIM_UPDATES)
+    return reject('malformed', `${u.length} updates (at most ${MAX_SWIM_UPDATES})`);
+  const updates: MemberUpdate[] = [];
+  for (const [at, raw] of u.entries()) {
+    const update = decodeUpdate(raw, at);
+    if (typeof update === 'string') return reject('malformed', update);
+    updates.push(update);
+  }
+  if (k === 'ping-req') {
+    if (!isNodeId(t)) return reject('malformed', 't (target) is not a node id');
+    return { ok: true, message: { kind: k, seq: s, target: t, updates } };
+  }
+  if (t !== undefined) return reject('malformed', `t (target) on a ${k}`);
+  return { ok: true, message: { kind: k, seq: s, updates } };
+}

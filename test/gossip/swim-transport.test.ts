@@ -1,0 +1,110 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { peerIdFromString } from '@libp2p/peer-id';
+import * as lp from 'it-length-prefixed';
+import { packMessage } from '../../src/gossip/codec.js';
+import { SWIM_PROTOCOL, type SwimMember, SwimMembership } from '../../src/gossip/swim-transport.js';
+import { encodeSwimFrame } from '../../src/membership/swim-frames.js';
+import {
+  metricValue,
+  silentLogger,
+  startCluster,
+  stopAll,
+  stopNode,
+  type TestNode,
+  waitFor,
+} from './helpers.js';
+
+/** Fast periods so that a test sees a crash declared within seconds; real libp2p over loopback TCP. */
+const PARAMS = { probeIntervalMs: 200, probeTimeoutMs: 100 };
+
+describe('SWIM over /silo/swim/1 (real libp2p)', () => {
+  let nodes: TestNode[] = [];
+  let members: SwimMember[] = [];
+  let swims: SwimMembership[] = [];
+
+  before(async () => {
+    // Three members and a fourth libp2p node that is not one (a stranger with a valid libp2p key).
+    nodes = await startCluster(4);
+    members = nodes.slice(0, 3).map((n) => ({ nodeId: n.nodeId, peerId: n.gossip.peerId }));
+    swims = nodes.slice(0, 3).map(
+      (n) =>
+        new SwimMembership({
+          node: n.gossip.node,
+          selfId: n.nodeId,
+          members: () => members,
+          logger: silentLogger,
+          registry: n.registry,
+          params: PARAMS,
+        }),
+    );
+    for (const swim of swims) await swim.start();
+  });
+  after(async () => {
+    for (const swim of swims) await swim.stop();
+    await stopAll(nodes);
+  });
+
+  const sees = (i: number, nodeId: string) => swims[i]?.stateOf(nodeId)?.state;
+
+  test('members probe each other and see each other alive; a stranger is not a member', async () => {
+    await waitFor('probes answered', async () => {
+      const acks = await metricValue(nodes[0]!, 'silo_swim_messages_total', {
+        direction: 'in',
+        kind: 'ack',
+      });
+      return acks >= 3;
+    });
+    // (A first probe may miss while connections between members are still being dialled: suspected, refuted.)
+    await waitFor('every member alive to every other', () =>
+      [0, 1, 2].every((i) =>
+        members.every((other) => i === members.indexOf(other) || sees(i, other.nodeId) === 'alive'),
+      ),
+    );
+    assert.equal(swims[0]?.stateOf(nodes[3]!.nodeId), null);
+  });
+
+  test("a stranger's frames and a member's malformed frames are dropped and counted; nothing changes", async () => {
+    const send = async (from: TestNode, bytes: Uint8Array) => {
+      const stream = await from.gossip.node.dialProtocol(
+        peerIdFromString(nodes[0]!.gossip.peerId),
+        SWIM_PROTOCOL,
+      );
+      await stream.sink([lp.encode.single(bytes).subarray()]);
+      await stream.close().catch(() => undefined);
+    };
+    // The stranger claims member node-2 is dead at a high incarnation: believed, it would be a false death.
+    const obituary = encodeSwimFrame({
+      kind: 'ping',
+      seq: 1,
+      updates: [{ node: 'node-2', state: 'dead', incarnation: 1000 }],
+    });
+    await send(nodes[3]!, obituary).catch(() => undefined);
+    await send(nodes[1]!, packMessage({ v: 1, k: 'ping', s: 1, u: [['NOT-AN-ID', 0, 1]] }));
+    await send(nodes[1]!, packMessage({ v: 9, k: 'ping', s: 1, u: [] }));
+    await waitFor('rejections counted', async () => {
+      const value = (reason: string) => metricValue(nodes[0]!, 'silo_swim_frames_rejected_total', { reason });
+      return (
+        (await value('stranger')) >= 1 &&
+        (await value('malformed')) >= 1 &&
+        (await value('wrong-version')) >= 1
+      );
+    });
+    assert.equal(sees(0, 'node-2'), 'alive');
+    assert.ok((swims[0]?.stateOf('node-2')?.incarnation ?? 0) < 1000);
+  });
+
+  test('a member that stops is suspected, then declared dead by the others', async () => {
+    await swims[2]!.stop();
+    await stopNode(nodes[2]!);
+    await waitFor(
+      'node-2 dead on both survivors',
+      () => sees(0, 'node-2') === 'dead' && sees(1, 'node-2') === 'dead',
+      30_000,
+    );
+    assert.equal(sees(0, 'node-1'), 'alive');
+    assert.equal(sees(1, 'node-0'), 'alive');
+    assert.ok((await metricValue(nodes[0]!, 'silo_swim_members', { state: 'dead' })) >= 1);
+  });
+});
