@@ -3,9 +3,11 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { enrollmentGater } from '../gossip/gater.js';
 import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from '../gossip/index.js';
+import { SwimMembership } from '../gossip/swim-transport.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
+import type { SwimParams } from '../membership/swim-core.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
@@ -56,6 +58,12 @@ export interface NodeAgentOptions {
    * gossip, stopped before it (services handed over per `onStop`).
    */
   reconciler?: ReconcilerOptions;
+  /**
+   * SWIM + Lifeguard membership over `/silo/swim/1` (docs/membership.md),
+   * run beside the heartbeat detector: `silo nodes` and the `silo_swim_*`
+   * metrics show what it sees, nothing decides by it yet. Off when absent.
+   */
+  membership?: { swim: boolean; params?: Partial<SwimParams> };
 }
 
 /** The collaborators one agent is built from (tests and the simulator may build them themselves). */
@@ -74,6 +82,7 @@ export interface NodeAgentComponents {
   trust?: EnrollmentTrust;
   overlay?: OverlaySync;
   reconciler?: Reconciler;
+  swim?: SwimMembership;
 }
 
 export interface AgentStatus {
@@ -106,6 +115,8 @@ export class NodeAgent {
   readonly gossip: GossipLayer;
   readonly trust: EnrollmentTrust | undefined;
   readonly reconciler: Reconciler | undefined;
+  /** SWIM membership, when enabled (`membership.swim`). */
+  readonly swim: SwimMembership | undefined;
   private readonly overlay: OverlaySync | undefined;
   private readonly specGuard: SpecRevisionGuard;
   private startedAt: number | null = null;
@@ -124,6 +135,7 @@ export class NodeAgent {
     this.trust = components.trust;
     this.overlay = components.overlay;
     this.reconciler = components.reconciler;
+    this.swim = components.swim;
     this.trust?.onRevoked((peerIds) => {
       for (const peerId of peerIds) {
         this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
@@ -193,6 +205,25 @@ export class NodeAgent {
           ...options.gossip?.logs,
         },
       });
+      // Without trust (simulator, replication tests) records are not
+      // signature-checked: every listed, unrevoked node counts.
+      const activeNodes = () =>
+        trust ? trust.active().active : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId));
+      const swim = options.membership?.swim
+        ? new SwimMembership({
+            node: gossip.node,
+            selfId: options.nodeId,
+            members: () => activeNodes().map((r) => ({ nodeId: r.nodeId, peerId: r.peerId })),
+            logger,
+            registry,
+            ...(options.membership.params ? { params: options.membership.params } : {}),
+          })
+        : undefined;
+      if (swim) {
+        // Enrolled and revoked nodes join and leave SWIM's member list as they do the active set.
+        if (trust) trust.onActiveChange(() => swim.refreshMembers());
+        else enrollment.onChange(() => swim.refreshMembers());
+      }
       const workloads = new WorkloadsView(viewOptions);
       const specGuard = new SpecRevisionGuard({ state, workloads, logger });
       const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
@@ -209,12 +240,7 @@ export class NodeAgent {
             workloads,
             observed,
             enrollment,
-            // Without trust (simulator, replication tests) records are not
-            // signature-checked: every listed, unrevoked node counts.
-            activeNodes: () =>
-              trust
-                ? trust.active().active
-                : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId)),
+            activeNodes,
             ...(trust
               ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) }
               : {}),
@@ -239,6 +265,7 @@ export class NodeAgent {
         trust,
         overlay,
         reconciler,
+        ...(swim ? { swim } : {}),
       });
     } catch (err) {
       await state.close();
@@ -257,6 +284,7 @@ export class NodeAgent {
     try {
       await this.overlay?.start();
       await this.gossip.start();
+      await this.swim?.start();
       reconcilerStarting = true;
       await this.reconciler?.start();
     } catch (err) {
@@ -264,6 +292,7 @@ export class NodeAgent {
       // gossip port taken) otherwise leaves the WireGuard interface up and wireguard-go running,
       // which also keeps the `silo agent` process from ever exiting.
       if (reconcilerStarting) await this.reconciler?.stop().catch(() => undefined);
+      await this.swim?.stop().catch(() => undefined);
       await this.gossip.stop().catch(() => undefined);
       await this.overlay?.stop().catch(() => undefined);
       this.trust?.stop();
@@ -290,6 +319,7 @@ export class NodeAgent {
       await this.reconciler
         ?.stop()
         .catch((err: unknown) => this.logger.error({ err }, 'stopping the reconciler failed'));
+      await this.swim?.stop();
       await this.gossip.stop();
       await this.overlay?.stop();
       this.specGuard.stop();

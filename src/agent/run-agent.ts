@@ -89,6 +89,13 @@ export async function startAgent(
       replicas: config.services.replicas,
       maxParallel: config.services.max_parallel,
     },
+    membership: {
+      swim: config.membership.swim,
+      params: {
+        probeIntervalMs: config.membership.probe_interval,
+        probeTimeoutMs: config.membership.probe_timeout,
+      },
+    },
     gossip: {
       privateKey: identity.libp2pPrivateKey,
       transport: config.gossip.transport,

@@ -14,7 +14,7 @@ export class ConfigError extends Error {
   }
 }
 
-const SECTIONS = new Set(['node', 'gossip', 'overlay', 'storage', 'api', 'services', 'log']);
+const SECTIONS = new Set(['node', 'gossip', 'overlay', 'storage', 'api', 'services', 'membership', 'log']);
 const ENV_PREFIX = 'SILO_';
 
 /**

@@ -89,6 +89,19 @@ const ServicesSection = z
   })
   .strict();
 
+const MembershipSection = z
+  .object({
+    /**
+     * Run SWIM + Lifeguard membership (`/silo/swim/1`, docs/membership.md)
+     * beside the heartbeat detector. It decides nothing yet: `silo nodes`
+     * and the silo_swim_* metrics show what it sees.
+     */
+    swim: z.boolean().default(true),
+    probe_interval: Duration.default(1000),
+    probe_timeout: Duration.default(500),
+  })
+  .strict();
+
 const LogSection = z
   .object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -105,6 +118,7 @@ export const AgentConfigSchema = z
     storage: StorageSection.prefault({}),
     api: ApiSection.prefault({}),
     services: ServicesSection.prefault({}),
+    membership: MembershipSection.prefault({}),
     log: LogSection.prefault({}),
   })
   .strict()
@@ -115,6 +129,14 @@ export const AgentConfigSchema = z
         code: 'custom',
         path: ['gossip', 'suspect_after'],
         message: 'must be less than gossip.dead_after',
+      });
+    }
+    if (!(config.membership.probe_timeout < config.membership.probe_interval)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['membership', 'probe_timeout'],
+        message:
+          'must be less than membership.probe_interval (the indirect probes need the rest of the period)',
       });
     }
     if (!(g.heartbeat < g.suspect_after)) {

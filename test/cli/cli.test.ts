@@ -172,11 +172,17 @@ describe('silo CLI against running agents', () => {
     assert.equal(status.nodeId, 'n1');
     assert.equal(typeof status.convergence.converged, 'boolean');
 
+    // SWIM membership (on by default, docs/membership.md) sees the other agent alive too.
+    const rows = await waitFor('n2 sees n1 alive through SWIM', async () => {
+      const parsed = JSON.parse((await silo(['nodes', '--json', ...sock(1)])).stdout) as { nodes: NodeRow[] };
+      const n1 = parsed.nodes.find((r) => r.nodeId === 'n1');
+      return n1?.swim?.state === 'alive' && n1.swim.incarnation >= 0 ? parsed : null;
+    });
+    assert.equal(rows.nodes.find((r) => r.nodeId === 'n2')?.swim?.state, 'alive');
     const list = await silo(['nodes', ...sock(1)]);
     assert.equal(list.code, 0);
-    assert.match(list.stdout, /^NODE +LIVENESS/);
-    assert.match(list.stdout, /n2\* +alive +10\.60\.0\.2/);
-    const rows = JSON.parse((await silo(['nodes', '--json', ...sock(1)])).stdout) as { nodes: NodeRow[] };
+    assert.match(list.stdout, /^NODE +LIVENESS +SWIM/);
+    assert.match(list.stdout, /n2\* +alive +alive +10\.60\.0\.2/);
     assert.deepEqual(
       rows.nodes.map((r) => [r.nodeId, r.liveness, r.self]),
       [

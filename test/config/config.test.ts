@@ -101,6 +101,22 @@ describe('agent config', () => {
     );
   });
 
+  test('membership: SWIM on by default; probe_timeout must be below probe_interval; the environment can turn it off', () => {
+    const base = 'org = "o"\n[node]\nid = "n"\n';
+    const defaults = loadAgentConfig(writeConfig('m0.toml', base), {});
+    assert.deepEqual(defaults.membership, { swim: true, probe_interval: 1000, probe_timeout: 500 });
+    const off = loadAgentConfig(writeConfig('m1.toml', base), { SILO_MEMBERSHIP_SWIM: 'false' });
+    assert.equal(off.membership.swim, false);
+    expectConfigError(
+      () => loadAgentConfig(writeConfig('m2.toml', `${base}[membership]\nprobe_timeout = "1s"\n`), {}),
+      'membership.probe_timeout: must be less than membership.probe_interval',
+    );
+    expectConfigError(
+      () => loadAgentConfig(writeConfig('m3.toml', `${base}[membership]\nswim = "yes"\n`), {}),
+      'membership.swim',
+    );
+  });
+
   test('missing file, TOML syntax error and missing required keys', () => {
     expectConfigError(
       () => loadAgentConfig(join(dir, 'nope.toml'), {}),

@@ -35,6 +35,8 @@ export interface NodeRow {
   revoked: { revokedAt: number; reason: string } | null;
   /** Document digests from the node's latest heartbeat (our own for self). */
   digests: Record<DocName, string> | null;
+  /** What SWIM membership says of the node (docs/membership.md); null when SWIM is off or has no view of it. */
+  swim: { state: Liveness; incarnation: number } | null;
 }
 
 export function nodeRows(
@@ -70,8 +72,17 @@ export function nodeRows(
       drain,
       revoked,
       digests: self ? agent.state.digestsAll() : (peerDigests?.get(record.nodeId)?.digests ?? null),
+      swim: swimOf(agent, record.nodeId, self),
     };
   });
+}
+
+function swimOf(agent: NodeAgent, nodeId: string, self: boolean): NodeRow['swim'] {
+  const swim = agent.swim;
+  if (!swim) return null;
+  if (self) return { state: 'alive', incarnation: swim.incarnation };
+  const seen = swim.stateOf(nodeId);
+  return seen ? { state: seen.state, incarnation: seen.incarnation } : null;
 }
 
 export interface WitnessRow {

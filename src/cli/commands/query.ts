@@ -47,11 +47,26 @@ export function renderStatus(status: StatusResponse): string {
 
 export function renderNodes(nodes: NodeRow[]): string {
   if (nodes.length === 0) return 'no enrolled nodes';
+  // SWIM's view (docs/membership.md) beside the heartbeat detector's, when the agent runs it.
+  const swim = nodes.some((n) => n.swim !== null && n.swim !== undefined);
+  const header = [
+    'NODE',
+    'LIVENESS',
+    'OVERLAY IP',
+    'CPUS',
+    'MEM MB',
+    'DRAINING',
+    'REVOKED',
+    'LAST HEARD',
+    'DIGESTS',
+  ];
+  if (swim) header.splice(2, 0, 'SWIM');
   return table(
-    ['NODE', 'LIVENESS', 'OVERLAY IP', 'CPUS', 'MEM MB', 'DRAINING', 'REVOKED', 'LAST HEARD', 'DIGESTS'],
+    header,
     nodes.map((n) => [
       n.self ? `${n.nodeId}*` : n.nodeId,
       n.liveness,
+      ...(swim ? [n.swim ? n.swim.state : '-'] : []),
       n.overlayIp,
       String(n.capacity.cpus),
       String(n.capacity.memoryMb),
