@@ -18,6 +18,8 @@
  * (`setMembers`); this core only says which members answer.
  */
 
+import { BroadcastQueue } from './broadcast-queue.js';
+
 export type MemberState = 'alive' | 'suspect' | 'dead';
 
 /** One member's state as one node disseminates it. */
@@ -218,8 +220,8 @@ export class SwimCore {
   /** Lifeguard's local health: 0 healthy … awarenessMax − 1; timeouts scale by (awareness + 1). */
   private awarenessValue = 0;
 
-  /** Member index → times its current state was piggybacked. */
-  private readonly broadcasts = new Map<number, number>();
+  /** Member states still to be piggybacked, least sent first. */
+  private readonly broadcasts = new BroadcastQueue();
   private outbox: Outgoing[] = [];
   private events: SwimEvent[] = [];
 
@@ -579,7 +581,7 @@ export class SwimCore {
   }
 
   private queue(member: number): void {
-    this.broadcasts.set(member, 0);
+    this.broadcasts.queue(member);
   }
 
   private suspicionTimeout(s: Suspicion): number {
@@ -624,14 +626,10 @@ export class SwimCore {
     }
     if (this.broadcasts.size === 0) return updates;
     const limit = this.params.retransmitMult * Math.ceil(Math.log10(this.memberCount + 2));
-    const queued = [...this.broadcasts].sort((a, b) => a[1] - b[1]);
-    for (const [member, sent] of queued) {
-      if (updates.length >= this.params.maxPiggyback) break;
-      if (member === recipient && updates.length > 0 && updates[0]?.node === to) continue;
+    const buddy = updates.length > 0;
+    const room = this.params.maxPiggyback - updates.length;
+    for (const member of this.broadcasts.take(room, limit, (m) => buddy && m === recipient))
       updates.push(this.updateFor(member));
-      if (sent + 1 >= limit) this.broadcasts.delete(member);
-      else this.broadcasts.set(member, sent + 1);
-    }
     return updates;
   }
 
