@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
-import type { z } from 'zod';
+import { z } from 'zod';
+import { suggest } from '../util/suggest.js';
 import { type AgentConfig, AgentConfigSchema } from './schema.js';
 
 /** A config problem: names the file, the key and what is wrong with it. */
@@ -66,11 +67,36 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>): Re
   return out;
 }
 
+/** The object schema inside `schema`, looking through defaults, prefaults and pipes. */
+function shapeOf(schema: z.ZodType | undefined): Record<string, z.ZodType> | undefined {
+  let current = schema;
+  for (let depth = 0; depth < 8 && current; depth++) {
+    if (current instanceof z.ZodObject) return current.shape as Record<string, z.ZodType>;
+    const def = current.def as { innerType?: z.ZodType; in?: z.ZodType };
+    current = def.innerType ?? def.in;
+  }
+  return undefined;
+}
+
+/** The keys the config schema knows at `path` (e.g. ["gossip"]), or [] when it is not a table. */
+function knownKeys(path: readonly PropertyKey[]): string[] {
+  let shape = shapeOf(AgentConfigSchema);
+  for (const key of path) shape = shapeOf(shape?.[String(key)]);
+  return shape ? Object.keys(shape) : [];
+}
+
+function unknownKey(key: string, known: readonly string[]): string {
+  const suggestion = suggest(key, known);
+  return suggestion === null ? `"${key}"` : `"${key}" (did you mean "${suggestion}"?)`;
+}
+
 export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
   return issues.map((issue) => {
     const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
-    if (issue.code === 'unrecognized_keys')
-      return `${key}: unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    if (issue.code === 'unrecognized_keys') {
+      const known = knownKeys(issue.path);
+      return `${key}: unknown key(s) ${issue.keys.map((k) => unknownKey(k, known)).join(', ')}`;
+    }
     return `${key}: ${issue.message}`;
   });
 }
@@ -97,7 +123,13 @@ export function loadAgentConfig(file: string, env: NodeJS.ProcessEnv = process.e
   try {
     raw = parseToml(text);
   } catch (err) {
-    throw new ConfigError(file, [`TOML syntax error: ${(err as Error).message.split('\n')[0]}`]);
+    // smol-toml's errors carry the position; the first line of the message says what is wrong.
+    const { line, column } = err as { line?: number; column?: number };
+    const at =
+      typeof line === 'number'
+        ? ` at line ${line}${typeof column === 'number' ? `, column ${column}` : ''}`
+        : '';
+    throw new ConfigError(file, [`TOML syntax error${at}: ${(err as Error).message.split('\n')[0]}`]);
   }
   return parseAgentConfig(raw, file, env);
 }

@@ -10,6 +10,7 @@ import {
   WORKLOAD_NAME_PATTERN,
   type WorkloadSpec,
 } from '../state/schemas.js';
+import { suggest } from '../util/suggest.js';
 
 /**
  * Service manifests as users write them: TOML, snake_case keys
@@ -268,34 +269,9 @@ function unknownKeyMessage(key: string): string {
     : `unknown field (did you mean "${suggestion}"?)`;
 }
 
-/** The known field a typo most likely meant: same letters ignoring case and "_"/"-", else edit distance ≤ 2. */
+/** The known field a typo most likely meant (src/util/suggest.ts). */
 export function suggestField(key: string): string | null {
-  const squash = (s: string): string => s.toLowerCase().replace(/[-_]/g, '');
-  const exact = MANIFEST_FIELDS.find((f) => squash(f) === squash(key));
-  if (exact !== undefined) return exact;
-  let best: string | null = null;
-  let bestDistance = 3;
-  for (const field of MANIFEST_FIELDS) {
-    const distance = editDistance(key.toLowerCase(), field);
-    if (distance < bestDistance) {
-      best = field;
-      bestDistance = distance;
-    }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + cost);
-    }
-    previous = current;
-  }
-  return previous[b.length] ?? 0;
+  return suggest(key, MANIFEST_FIELDS);
 }
 
 function valueAt(root: unknown, path: readonly string[]): unknown {

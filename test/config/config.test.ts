@@ -117,6 +117,28 @@ describe('agent config', () => {
     );
   });
 
+  test('a misspelt key or section gets a "did you mean"; a TOML error gives its line and column', () => {
+    const typo = writeConfig(
+      'typo.toml',
+      'org = "o"\n[node]\nid = "n"\n[gosip]\nheartbeat = "1s"\n[gossip]\ndead_aftr = "20s"\n[membership]\nprobe-interval = "2s"\nzzz = 1\n',
+    );
+    const err = expectConfigError(
+      () => loadAgentConfig(typo, {}),
+      '(top level): unknown key(s) "gosip" (did you mean "gossip"?)',
+      'gossip: unknown key(s) "dead_aftr" (did you mean "dead_after"?)',
+    );
+    // Nothing close: no guess.
+    assert.ok(
+      err.problems.includes(
+        'membership: unknown key(s) "probe-interval" (did you mean "probe_interval"?), "zzz"',
+      ),
+      err.problems.join('\n'),
+    );
+    const broken = writeConfig('broken-line.toml', 'org = "o"\n[node]\nid = "n"\nlabels = [1,\n');
+    const syntax = expectConfigError(() => loadAgentConfig(broken, {}), broken);
+    assert.match(syntax.message, /TOML syntax error at line \d+, column \d+: /);
+  });
+
   test('missing file, TOML syntax error and missing required keys', () => {
     expectConfigError(
       () => loadAgentConfig(join(dir, 'nope.toml'), {}),
