@@ -27,23 +27,36 @@ const ENV_PREFIX = 'SILO_';
  */
 export function envOverrides(env: NodeJS.ProcessEnv): Record<string, unknown> {
   const out: Record<string, Record<string, unknown> | unknown> = {};
+  for (const { path, raw } of envKeys(env)) {
+    const [section, key] = path;
+    if (key === undefined) {
+      out[section] = raw;
+      continue;
+    }
+    const table = (out[section] ?? {}) as Record<string, unknown>;
+    table[key] = parseEnvValue(raw);
+    out[section] = table;
+  }
+  return out;
+}
+
+/** The config keys the environment sets: variable name, key path, raw value. */
+function envKeys(env: NodeJS.ProcessEnv): { name: string; path: [string] | [string, string]; raw: string }[] {
+  const found: { name: string; path: [string] | [string, string]; raw: string }[] = [];
   for (const [name, raw] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
     const rest = name.slice(ENV_PREFIX.length).toLowerCase();
     if (rest === 'org') {
-      out.org = raw;
+      found.push({ name, path: ['org'], raw });
       continue;
     }
     const underscore = rest.indexOf('_');
     if (underscore < 0) continue;
     const section = rest.slice(0, underscore);
     if (!SECTIONS.has(section)) continue;
-    const key = rest.slice(underscore + 1);
-    const table = (out[section] ?? {}) as Record<string, unknown>;
-    table[key] = parseEnvValue(raw);
-    out[section] = table;
+    found.push({ name, path: [section, rest.slice(underscore + 1)], raw });
   }
-  return out;
+  return found;
 }
 
 function parseEnvValue(raw: string): unknown {
@@ -90,14 +103,27 @@ function unknownKey(key: string, known: readonly string[]): string {
   return suggestion === null ? `"${key}"` : `"${key}" (did you mean "${suggestion}"?)`;
 }
 
-export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+/**
+ * One line per problem. `fromEnv` maps "section.key" to the environment
+ * variable that set it, so that a bad value is blamed on the variable, not
+ * on the file.
+ */
+export function formatIssues(
+  issues: readonly z.core.$ZodIssue[],
+  fromEnv: ReadonlyMap<string, string> = new Map(),
+): string[] {
+  const blame = (path: readonly PropertyKey[]): string => {
+    const variable = fromEnv.get(path.slice(0, 2).map(String).join('.'));
+    return variable === undefined ? '' : ` (set by $${variable})`;
+  };
   return issues.map((issue) => {
     const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(issue.path);
-      return `${key}: unknown key(s) ${issue.keys.map((k) => unknownKey(k, known)).join(', ')}`;
+      const keys = issue.keys.map((k) => `${unknownKey(k, known)}${blame([...issue.path, k])}`);
+      return `${key}: unknown key(s) ${keys.join(', ')}`;
     }
-    return `${key}: ${issue.message}`;
+    return `${key}: ${issue.message}${blame(issue.path)}`;
   });
 }
 
@@ -105,7 +131,10 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string[] {
 export function parseAgentConfig(raw: unknown, source: string, env: NodeJS.ProcessEnv = {}): AgentConfig {
   const base = isTable(raw) ? raw : {};
   const result = AgentConfigSchema.safeParse(merge(base, envOverrides(env)));
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error.issues));
+  if (!result.success) {
+    const fromEnv = new Map(envKeys(env).map(({ name, path }) => [path.join('.'), name]));
+    throw new ConfigError(source, formatIssues(result.error.issues, fromEnv));
+  }
   return result.data;
 }
 

@@ -139,6 +139,25 @@ describe('agent config', () => {
     assert.match(syntax.message, /TOML syntax error at line \d+, column \d+: /);
   });
 
+  test('a bad value or unknown key from the environment is blamed on the variable, not the file', () => {
+    const file = writeConfig('env.toml', 'org = "o"\n[node]\nid = "n"\n');
+    expectConfigError(
+      () => loadAgentConfig(file, { SILO_GOSSIP_DEAD_AFTER: 'soon', SILO_GOSSIP_DEAD_AFTR: '5s' }),
+      'gossip.dead_after: ',
+      '(set by $SILO_GOSSIP_DEAD_AFTER)',
+      'gossip: unknown key(s) "dead_aftr" (did you mean "dead_after"?) (set by $SILO_GOSSIP_DEAD_AFTR)',
+    );
+    const fromFile = expectConfigError(
+      () =>
+        loadAgentConfig(
+          writeConfig('env2.toml', 'org = "o"\n[node]\nid = "n"\n[gossip]\ndead_after = "soon"\n'),
+          {},
+        ),
+      'gossip.dead_after: ',
+    );
+    assert.doesNotMatch(fromFile.message, /set by/);
+  });
+
   test('missing file, TOML syntax error and missing required keys', () => {
     expectConfigError(
       () => loadAgentConfig(join(dir, 'nope.toml'), {}),
