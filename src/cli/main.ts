@@ -13,7 +13,20 @@ import { registerQueryCommands } from './commands/query.js';
 import { CliContext, type CliIo, processIo } from './context.js';
 import { EXIT, exitCodeOf, messageOf } from './errors.js';
 
-export function buildProgram(ctx: CliContext): Command {
+/**
+ * With --json an error is one JSON document on stderr, `{"error": {"message", "exitCode"}}`, so that a
+ * script that asked for JSON can parse failures too (docs/cli.md). Arguments after `--` are not options.
+ */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
+}
+
+function errorLine(json: boolean, message: string, exitCode: number): string {
+  return json ? `${JSON.stringify({ error: { message, exitCode } })}\n` : `silo: ${message}\n`;
+}
+
+export function buildProgram(ctx: CliContext, json = false): Command {
   const program = new Command('silo');
   program
     .description('silo: cluster state, enrollment and services of a self-managing fleet')
@@ -23,9 +36,12 @@ export function buildProgram(ctx: CliContext): Command {
     .configureOutput({
       writeOut: (text) => ctx.io.out(text),
       writeErr: (text) => ctx.io.err(text),
-      outputError: (text, write) => write(`silo: ${text.replace(/^error: /, '')}`),
+      outputError: (text, write) => {
+        const message = text.replace(/^error: /, '');
+        write(json ? errorLine(true, message.trim(), EXIT.usage) : `silo: ${message}`);
+      },
     })
-    .showHelpAfterError('(add --help for usage)')
+    .showHelpAfterError(json ? false : '(add --help for usage)')
     .showSuggestionAfterError(true);
   registerOrgCommands(program, ctx);
   registerNodeCommands(program, ctx);
@@ -53,7 +69,8 @@ export async function main(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
   const ctx = new CliContext(io, env);
-  const program = buildProgram(ctx);
+  const json = wantsJson(argv.slice(2));
+  const program = buildProgram(ctx, json);
   try {
     await program.parseAsync(argv);
     return ctx.exitCode;
@@ -63,8 +80,9 @@ export async function main(
       // --help and --version exit 0, everything else it raises is a usage error.
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
-    io.err(`silo: ${messageOf(err)}\n`);
+    const exitCode = exitCodeOf(err);
+    io.err(errorLine(json, messageOf(err), exitCode));
     if (env.SILO_DEBUG === '1' && err instanceof Error && err.stack) io.err(`${err.stack}\n`);
-    return exitCodeOf(err);
+    return exitCode;
   }
 }

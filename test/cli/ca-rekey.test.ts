@@ -71,8 +71,11 @@ describe('ca sign: an enrolled node id with another key', () => {
     const secondPeer = await nodeInit(second, 'node-1');
     const refused = await sign(second);
     assert.equal(refused.code, 3, refused.stderr);
-    assert.match(refused.stderr, /node "node-1" is enrolled with another key \(peer id /);
-    assert.match(refused.stderr, /--rekey/);
+    // (--json: the error is a JSON document on stderr.)
+    const { error } = JSON.parse(refused.stderr) as { error: { message: string; exitCode: number } };
+    assert.equal(error.exitCode, 3);
+    assert.match(error.message, /node "node-1" is enrolled with another key \(peer id /);
+    assert.match(error.message, /--rekey/);
     // Nothing changed: the live node's record is still the CA's word.
     assert.deepEqual(await issued('node-1'), original);
 

@@ -305,6 +305,24 @@ describe('silo CLI against running agents', () => {
     assert.match(viaEnv.stderr, /nobody\.sock/);
   });
 
+  test('with --json, errors are one JSON document on stderr too (real binary)', async () => {
+    const socket = join(dir, 'nobody.sock');
+    const unreachable = await siloProcess(['workloads', '--json', '--socket', socket]);
+    assert.equal(unreachable.code, 4);
+    assert.equal(unreachable.stdout, '');
+    assert.deepEqual(JSON.parse(unreachable.stderr), {
+      error: {
+        message: `cannot reach the agent (ENOENT): is the agent running? socket ${socket}`,
+        exitCode: 4,
+      },
+    });
+    const usage = await siloProcess(['status', '--json', '--bogus', ...sock()]);
+    assert.equal(usage.code, 2);
+    const parsed = JSON.parse(usage.stderr) as { error: { message: string; exitCode: number } };
+    assert.match(parsed.error.message, /unknown option '--bogus'/);
+    assert.equal(parsed.error.exitCode, 2);
+  });
+
   test('loopback TCP: the right token works, a wrong one exits 6', async () => {
     const url = `http://127.0.0.1:${apiPort}`;
     const ok = await silo(['status', '--json', '--url', url, '--token-file', join(dir, 'token')]);
