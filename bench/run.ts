@@ -7,12 +7,19 @@
  *               [--heartbeat-ms 1000] [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
  *   swim-model  --nodes 100,1000,10000 --out <dir> [--warmup-s 30] [--after-s 120] [--crashes 5]
+ *               [--gossip-nodes 3] [--gossip-interval-ms 200]
  *               [--latency-ms 10] [--jitter-ms 20] [--loss-pct 0,5] [--seed 1]
  *
  * Progress goes to stderr; the result files go to --out.
  */
 import '../src/util/polyfill.js';
 import { parseArgs } from 'node:util';
+import {
+  DEFAULT_SWIM_PARAMS,
+  type SwimParams,
+  SwimParamsError,
+  validateSwimParams,
+} from '../src/membership/swim-core.js';
 import { writeConvergenceReport } from './convergence/report.js';
 import { runConvergence } from './convergence/run-convergence.js';
 import { runSwimModel, swimModelMarkdown, writeSwimModelReport } from './swim-model.js';
@@ -127,10 +134,23 @@ async function swimModel(args: string[]): Promise<number> {
       'jitter-ms': { type: 'string', default: '20' },
       'loss-pct': { type: 'string', default: '0,5' },
       seed: { type: 'string', default: '1' },
+      'gossip-nodes': { type: 'string' },
+      'gossip-interval-ms': { type: 'string' },
       out: { type: 'string' },
     },
   });
   const out = required(values.out, '--out');
+  const params: Partial<SwimParams> = {};
+  if (values['gossip-nodes'] !== undefined)
+    params.gossipNodes = nonNegative(values['gossip-nodes'], '--gossip-nodes');
+  if (values['gossip-interval-ms'] !== undefined)
+    params.gossipIntervalMs = positive(values['gossip-interval-ms'], '--gossip-interval-ms');
+  try {
+    validateSwimParams({ ...DEFAULT_SWIM_PARAMS, ...params });
+  } catch (err) {
+    if (err instanceof SwimParamsError) throw new UsageError(err.message);
+    throw err;
+  }
   const losses = (values['loss-pct'] ?? '').split(',').map((part) => {
     const loss = nonNegative(part, '--loss-pct');
     if (loss >= 100) throw new UsageError(`--loss-pct must be below 100, got ${loss}`);
@@ -145,6 +165,7 @@ async function swimModel(args: string[]): Promise<number> {
     jitterMs: nonNegative(values['jitter-ms'], '--jitter-ms'),
     losses,
     seed: nonNegative(values.seed, '--seed'),
+    params,
     log,
   });
   const files = await writeSwimModelReport(report, out);

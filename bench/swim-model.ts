@@ -270,6 +270,7 @@ export function swimModelMarkdown(report: SwimModelReport): string {
     '',
     "Simulated time: the figures are the protocol's, not this machine's. Bytes are SWIM frame payloads; add about",
     `${report.transportOverheadBytesPerMessage} bytes of transport framing per message.`,
+    `Parameters changed from the defaults: ${JSON.stringify(o.params ?? {})}.`,
     '',
     '| nodes | loss | msg/s per node | bytes/s per node | busiest node msg/s | crash → first dead (p50 / max) | crash → dead everywhere (p50 / max) | undetected | live nodes suspected | live nodes declared dead |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

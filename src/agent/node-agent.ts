@@ -247,6 +247,7 @@ export class NodeAgent {
             ...(bundle ? { caPublicKey: bundle.caPublicKey } : {}),
             ...(options.gossip?.now ? { now: options.gossip.now } : {}),
             ...(options.durability ? { durability: options.durability } : {}),
+            ...(swim ? { swim } : {}),
           },
           options.reconciler,
         );

@@ -104,6 +104,8 @@ export async function startAgent(
       psk,
       batchMs: config.gossip.batch,
       heartbeatMs: config.gossip.heartbeat,
+      // Only the acked-heartbeats liveness source reads acks; without them a heartbeat stays small.
+      heartbeatAcks: config.services.lease === 'acked-heartbeats',
       suspectAfterMs: config.gossip.suspect_after,
       deadAfterMs: config.gossip.dead_after,
       syncIntervalMs: config.gossip.sync_interval,

@@ -79,10 +79,10 @@ const ServicesSection = z
     fence_after: Duration.default(6000),
     /**
      * The liveness source placement reads (docs/reconciler.md, "The liveness
-     * source"): "acked-heartbeats" or "local-detector". Ownership comes from
-     * the witness leases either way.
+     * source"): "acked-heartbeats", "local-detector" or "swim" (needs
+     * membership.swim). Ownership comes from the witness leases either way.
      */
-    lease: z.enum(['acked-heartbeats', 'local-detector']).default('acked-heartbeats'),
+    lease: z.enum(['acked-heartbeats', 'local-detector', 'swim']).default('acked-heartbeats'),
     checkpoint_interval: Duration.default(30_000),
     replicas: z.number().int().min(0).default(1),
     max_parallel: z.number().int().positive().default(1),
@@ -93,8 +93,9 @@ const MembershipSection = z
   .object({
     /**
      * Run SWIM + Lifeguard membership (`/silo/swim/1`, docs/membership.md)
-     * beside the heartbeat detector. It decides nothing yet: `silo nodes`
-     * and the silo_swim_* metrics show what it sees.
+     * beside the heartbeat detector. Placement reads it when
+     * services.lease = "swim"; otherwise `silo nodes` and the silo_swim_*
+     * metrics show what it sees.
      */
     swim: z.boolean().default(true),
     probe_interval: Duration.default(1000),
@@ -129,6 +130,13 @@ export const AgentConfigSchema = z
         code: 'custom',
         path: ['gossip', 'suspect_after'],
         message: 'must be less than gossip.dead_after',
+      });
+    }
+    if (config.services.lease === 'swim' && !config.membership.swim) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['services', 'lease'],
+        message: '"swim" reads SWIM membership: set membership.swim = true, or choose "acked-heartbeats"',
       });
     }
     if (!(config.membership.probe_timeout < config.membership.probe_interval)) {

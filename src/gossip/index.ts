@@ -75,6 +75,12 @@ export interface GossipLayerOptions {
   batchMs?: number;
   isSenderAllowed?: SenderCheck;
   heartbeatMs?: number;
+  /**
+   * Heartbeats carry `acks` and `dead` (one entry per node; default true).
+   * Only the "acked-heartbeats" liveness source reads them; without them a
+   * heartbeat's size no longer grows with the cluster.
+   */
+  heartbeatAcks?: boolean;
   suspectAfterMs?: number;
   deadAfterMs?: number;
   syncGraceMs?: number;
@@ -170,6 +176,7 @@ export class GossipLayer {
       detector: this.detector,
       now: options.now,
       heartbeatMs: options.heartbeatMs,
+      acks: options.heartbeatAcks,
       syncGraceMs: options.syncGraceMs,
       incarnation: options.incarnation,
       isSenderAllowed: options.isSenderAllowed,

@@ -33,6 +33,8 @@ export interface LivenessOptions {
   /** Local clock, the same one the detector uses (injectable for the simulator). */
   now?: () => number;
   heartbeatMs?: number;
+  /** Send `acks` and `dead` (default true); the receiving side records them either way. */
+  acks?: boolean;
   /** How long a peer's digests may differ from ours before we sync with it, ms. */
   syncGraceMs?: number;
   /**
@@ -120,6 +122,7 @@ export class LivenessService {
   private readonly detector: FailureDetector;
   private readonly now: () => number;
   private readonly heartbeatMs: number;
+  private readonly sendAcks: boolean;
   private readonly syncGraceMs: number;
   private readonly isSenderAllowed: SenderCheck;
   private readonly requestSync: (peerId: string) => void;
@@ -145,6 +148,7 @@ export class LivenessService {
     this.metrics = new LivenessMetrics(options.registry, this.detector);
     this.now = options.now ?? Date.now;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.sendAcks = options.acks ?? true;
     this.syncGraceMs = options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS;
     this.ledger = new HeartbeatLedger({
       selfId: this.nodeId,
@@ -208,8 +212,7 @@ export class LivenessService {
         .getMultiaddrs()
         .slice(0, MAX_HEARTBEAT_ADDRS)
         .map((a) => a.toString()),
-      acks,
-      dead,
+      ...(this.sendAcks ? { acks, dead } : {}),
     };
     try {
       await this.node.services.pubsub.publish(this.topic, this.encodeWithinLimits(heartbeat));

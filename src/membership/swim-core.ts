@@ -37,7 +37,9 @@ export type SwimMessage =
   | { kind: 'ping-req'; seq: number; target: string; updates: MemberUpdate[] }
   | { kind: 'ack'; seq: number; updates: MemberUpdate[] }
   /** Lifeguard: the relay is alive but heard nothing from the target in time. */
-  | { kind: 'nack'; seq: number; updates: MemberUpdate[] };
+  | { kind: 'nack'; seq: number; updates: MemberUpdate[] }
+  /** Updates only, no answer: dissemination beyond what probes carry (seq is 0). */
+  | { kind: 'gossip'; seq: number; updates: MemberUpdate[] };
 
 export interface Outgoing {
   to: string;
@@ -67,8 +69,14 @@ export interface SwimParams {
   expectedConfirmations: number;
   /** Local health multiplier ceiling (Lifeguard's S): timeouts stretch up to this factor. */
   awarenessMax: number;
-  /** Updates per message at most. */
+  /** Updates per probe message (ping, ping-req, ack, nack) at most. */
   maxPiggyback: number;
+  /** While updates wait to be sent, a gossip message goes to `gossipNodes` members this often. */
+  gossipIntervalMs: number;
+  /** Members each gossip round goes to (0: dissemination rides on probes only). */
+  gossipNodes: number;
+  /** Updates per gossip message at most. */
+  maxGossipUpdates: number;
   /** Every this many periods, ping one dead member (with its obituary), so one that lives refutes it. */
   reconnectEvery: number;
 }
@@ -83,15 +91,29 @@ export const DEFAULT_SWIM_PARAMS: Readonly<SwimParams> = Object.freeze({
   expectedConfirmations: 3,
   awarenessMax: 8,
   maxPiggyback: 8,
+  gossipIntervalMs: 200,
+  gossipNodes: 3,
+  maxGossipUpdates: 32,
   reconnectEvery: 10,
 });
+
+/** No message carries more updates (the wire format refuses more: swim-frames.ts). */
+export const MAX_UPDATES_PER_MESSAGE = 64;
 
 export class SwimParamsError extends Error {
   override name = 'SwimParamsError';
 }
 
 export function validateSwimParams(params: SwimParams): SwimParams {
-  const positive = ['probeIntervalMs', 'probeTimeoutMs', 'retransmitMult', 'suspicionMult', 'maxPiggyback'];
+  const positive = [
+    'probeIntervalMs',
+    'probeTimeoutMs',
+    'retransmitMult',
+    'suspicionMult',
+    'maxPiggyback',
+    'gossipIntervalMs',
+    'maxGossipUpdates',
+  ];
   for (const key of positive) {
     const value = params[key as keyof SwimParams];
     if (!(Number.isFinite(value) && value > 0)) throw new SwimParamsError(`${key} must be > 0, got ${value}`);
@@ -101,9 +123,21 @@ export function validateSwimParams(params: SwimParams): SwimParams {
       `probeTimeoutMs (${params.probeTimeoutMs}) must be shorter than probeIntervalMs (${params.probeIntervalMs}): the indirect probes need the rest of the period`,
     );
   if (!(params.suspicionMaxMult >= 1)) throw new SwimParamsError('suspicionMaxMult must be >= 1');
-  for (const key of ['indirectChecks', 'expectedConfirmations', 'reconnectEvery', 'awarenessMax'] as const) {
-    if (!(Number.isInteger(params[key]) && params[key] >= (key === 'indirectChecks' ? 0 : 1)))
-      throw new SwimParamsError(`${key} must be a whole number >= ${key === 'indirectChecks' ? 0 : 1}`);
+  for (const key of ['maxPiggyback', 'maxGossipUpdates'] as const) {
+    if (params[key] > MAX_UPDATES_PER_MESSAGE)
+      throw new SwimParamsError(`${key} must be at most ${MAX_UPDATES_PER_MESSAGE}, got ${params[key]}`);
+  }
+  const counts = [
+    'indirectChecks',
+    'gossipNodes',
+    'expectedConfirmations',
+    'reconnectEvery',
+    'awarenessMax',
+  ] as const;
+  for (const key of counts) {
+    const least = key === 'indirectChecks' || key === 'gossipNodes' ? 0 : 1;
+    if (!(Number.isInteger(params[key]) && params[key] >= least))
+      throw new SwimParamsError(`${key} must be a whole number >= ${least}`);
   }
   return params;
 }
@@ -214,6 +248,8 @@ export class SwimCore {
   private orderPos = 0;
   private probe: Probe | null = null;
   private nextPeriodAt: number | null = null;
+  /** When the next gossip round may go out (it goes only while updates wait). */
+  private nextGossipAt = 0;
   private periods = 0;
   private seq = 0;
   private readonly relays = new Map<number, Relay>();
@@ -308,6 +344,7 @@ export class SwimCore {
       at = this.probe.indirectAt;
     for (const relay of this.relays.values()) at = Math.min(at, relay.nacked ? relay.forgetAt : relay.nackAt);
     for (const s of this.suspicions.values()) at = Math.min(at, s.startedAt + this.suspicionTimeout(s));
+    if (this.params.gossipNodes > 0 && this.broadcasts.size > 0) at = Math.min(at, this.nextGossipAt);
     return at;
   }
 
@@ -331,6 +368,7 @@ export class SwimCore {
       this.endPeriod(now);
       this.startPeriod(now);
     }
+    if (now >= this.nextGossipAt && this.broadcasts.size > 0) this.gossip(now);
   }
 
   receive(now: number, from: string, message: SwimMessage): void {
@@ -376,6 +414,8 @@ export class SwimCore {
       }
       case 'nack':
         if (this.probe?.seq === message.seq) this.probe.nacks++;
+        return;
+      case 'gossip':
         return;
     }
   }
@@ -511,6 +551,29 @@ export class SwimCore {
     this.send(this.index.idOf(dead), { kind: 'ping', seq: ++this.seq, updates: [] });
   }
 
+  /**
+   * Probes alone carry maxPiggyback updates about three times a period: at
+   * 10,000 nodes and 5 % loss the false suspicions (and their refutations
+   * and confirmations) arrived faster than that, the queue never drained,
+   * and live members were declared dead before their refutation reached the
+   * others (docs/benchmarks.md, "Membership at scale"). So, as memberlist
+   * does, while anything waits a round of gossip goes to `gossipNodes`
+   * random members every `gossipIntervalMs`; a quiet cluster sends none.
+   */
+  private gossip(now: number): void {
+    this.nextGossipAt = now + this.params.gossipIntervalMs;
+    const targets = this.sample(
+      this.params.gossipNodes,
+      (i) => this.states[i] === ALIVE || this.states[i] === SUSPECT,
+    );
+    for (const target of targets) {
+      if (this.broadcasts.size === 0) return;
+      const to = this.index.idOf(target);
+      const updates = this.piggyback(to, this.params.maxGossipUpdates);
+      if (updates.length > 0) this.outbox.push({ to, message: { kind: 'gossip', seq: 0, updates } });
+    }
+  }
+
   // -------------------------------------------------------------------------
   // Updates
 
@@ -613,11 +676,11 @@ export class SwimCore {
   }
 
   /**
-   * Up to maxPiggyback updates, the least sent first. What we believe of
+   * Up to `max` updates, the least sent first. What we believe of
    * the recipient itself goes first (Lifeguard's buddy system): a suspect
    * or dead member learns it at once and refutes.
    */
-  private piggyback(to: string): MemberUpdate[] {
+  private piggyback(to: string, max = this.params.maxPiggyback): MemberUpdate[] {
     const updates: MemberUpdate[] = [];
     const recipient = this.index.find(to);
     if (recipient !== undefined && recipient !== this.selfIndex) {
@@ -627,7 +690,7 @@ export class SwimCore {
     if (this.broadcasts.size === 0) return updates;
     const limit = this.params.retransmitMult * Math.ceil(Math.log10(this.memberCount + 2));
     const buddy = updates.length > 0;
-    const room = this.params.maxPiggyback - updates.length;
+    const room = max - updates.length;
     for (const member of this.broadcasts.take(room, limit, (m) => buddy && m === recipient))
       updates.push(this.updateFor(member));
     return updates;

@@ -1,12 +1,17 @@
 import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from '../gossip/codec.js';
 import { NODE_ID_PATTERN } from '../state/schemas.js';
-import type { MemberState, MemberUpdate, SwimMessage } from './swim-core.js';
+import {
+  MAX_UPDATES_PER_MESSAGE,
+  type MemberState,
+  type MemberUpdate,
+  type SwimMessage,
+} from './swim-core.js';
 
 /**
  * The wire form of SwimCore's messages (docs/membership.md, "Wire format";
  * docs/protocol.md). One msgpack map per message:
  *
- *   {v: 1, k: "ping" | "ping-req" | "ack" | "nack", s: seq, t?: target, u: [update, ...]}
+ *   {v: 1, k: "ping" | "ping-req" | "ack" | "nack" | "gossip", s: seq, t?: target, u: [update, ...]}
  *   update = [node, state (0 alive, 1 suspect, 2 dead), incarnation, from?]
  *
  * Updates are arrays, not maps: they are most of every message, and a map
@@ -17,8 +22,8 @@ import type { MemberState, MemberUpdate, SwimMessage } from './swim-core.js';
  * reason, counted by the transport and dropped.
  */
 export const SWIM_FRAME_VERSION = 1;
-/** More than SwimParams.maxPiggyback allows anyone to send; anything longer is hostile. */
-export const MAX_SWIM_UPDATES = 64;
+/** The most SwimParams lets anyone send (maxPiggyback, maxGossipUpdates); anything longer is hostile. */
+export const MAX_SWIM_UPDATES = MAX_UPDATES_PER_MESSAGE;
 /**
  * 64 updates of at most ~140 bytes (two 63-character node ids and an
  * incarnation) is under 9 KiB; 16 KiB leaves room. Anything larger is hostile.
@@ -85,7 +90,7 @@ export function decodeSwimFrame(bytes: Uint8Array): DecodedSwimFrame {
   if (!isPlainRecord(value)) return reject('malformed', 'not a msgpack map');
   const { v, k, s, t, u } = value;
   if (v !== SWIM_FRAME_VERSION) return reject('wrong-version', `v=${String(v)}`);
-  if (k !== 'ping' && k !== 'ping-req' && k !== 'ack' && k !== 'nack')
+  if (k !== 'ping' && k !== 'ping-req' && k !== 'ack' && k !== 'nack' && k !== 'gossip')
     return reject('malformed', `k=${JSON.stringify(k)?.slice(0, 32)} is not a message kind`);
   if (!isSafeNonNegativeInt(s)) return reject('malformed', 's (seq) is not a non-negative integer');
   if (!Array.isArray(u)) return reject('malformed', 'u (updates) is not an array');

@@ -42,7 +42,7 @@ export interface LeaseSource {
 }
 
 /** The built-in lease sources, by `LeaseSource.kind`. */
-export const LEASE_KINDS = ['acked-heartbeats', 'local-detector'] as const;
+export const LEASE_KINDS = ['acked-heartbeats', 'local-detector', 'swim'] as const;
 export type LeaseKind = (typeof LEASE_KINDS)[number];
 
 export interface DetectorLeaseSourceOptions {

@@ -27,6 +27,7 @@ import { RuntimeRunner, type ServiceRunner } from './service-runner.js';
 import { type QuotaOptions, ServiceRuntime } from './service-runtime.js';
 import { PeerSnapshots, SCRATCH_PROTOCOL, SnapshotStore } from './snapshots.js';
 import type { SupervisorTuning } from './supervisor.js';
+import { SwimLeaseSource, type SwimLivenessView } from './swim-lease.js';
 
 /**
  * The reconciler of one node agent, composed: image store and service
@@ -61,9 +62,10 @@ export interface ReconcilerOptions {
   /** A runner of its own (the simulator); default: the ServiceRuntime on the data directory. */
   runner?: ServiceRunner;
   /**
-   * Which built-in lease source (config `services.lease`): "acked-heartbeats"
-   * (default; HeartbeatLeaseSource, docs/placement.md L1-L3, A1-A2) or
-   * "local-detector" (DetectorLeaseSource, this node's failure detector only).
+   * Which built-in liveness source (config `services.lease`): "acked-heartbeats"
+   * (default; HeartbeatLeaseSource, docs/placement.md L1-L3, A1-A2),
+   * "local-detector" (DetectorLeaseSource, this node's failure detector only)
+   * or "swim" (SwimLeaseSource, SWIM membership; needs `ReconcilerDeps.swim`).
    */
   leaseKind?: LeaseKind;
   /** A lease source of its own (tests); overrides `leaseKind`. */
@@ -98,6 +100,8 @@ export interface ReconcilerDeps {
   now?: () => number;
   /** How the witness grant store commits (default "sync": fdatasync before a grant is answered). */
   durability?: Durability;
+  /** SWIM membership (`membership.swim`), for the "swim" liveness source. */
+  swim?: SwimLivenessView;
 }
 
 export class Reconciler {
@@ -209,6 +213,33 @@ export class Reconciler {
     });
   }
 
+  private builtInLeaseSource(activeNodeIds: () => readonly string[]): LeaseSource {
+    const { deps } = this;
+    const selfId = deps.nodeId;
+    const detector = deps.gossip.detector;
+    switch (this.options.leaseKind ?? 'acked-heartbeats') {
+      case 'acked-heartbeats':
+        return new HeartbeatLeaseSource({
+          selfId,
+          ledger: deps.gossip.heartbeatLedger,
+          detector,
+          activeNodeIds,
+          now: this.now,
+        });
+      case 'local-detector':
+        return new DetectorLeaseSource({ selfId, detector, activeNodeIds, now: this.now });
+      case 'swim':
+        if (deps.swim === undefined)
+          throw new Error('services.lease = "swim" needs SWIM membership (membership.swim = true)');
+        return new SwimLeaseSource({ selfId, swim: deps.swim, activeNodeIds, now: this.now });
+    }
+  }
+
+  /** The liveness source placement reads ("acked-heartbeats", "local-detector", "swim"; null before start). */
+  get livenessKind(): string | null {
+    return this.leaseSource?.kind ?? null;
+  }
+
   /** The running loop (after `start`). */
   get loop(): ReconcileLoop | null {
     return this.loopInstance;
@@ -229,16 +260,7 @@ export class Reconciler {
     const detector = deps.gossip.detector;
     const activeNodeIds = () => deps.activeNodes().map((record) => record.nodeId);
     const lease =
-      options.lease?.({ selfId: deps.nodeId, now: this.now }) ??
-      ((options.leaseKind ?? 'acked-heartbeats') === 'acked-heartbeats'
-        ? new HeartbeatLeaseSource({
-            selfId: deps.nodeId,
-            ledger: deps.gossip.heartbeatLedger,
-            detector,
-            activeNodeIds,
-            now: this.now,
-          })
-        : new DetectorLeaseSource({ selfId: deps.nodeId, detector, activeNodeIds, now: this.now }));
+      options.lease?.({ selfId: deps.nodeId, now: this.now }) ?? this.builtInLeaseSource(activeNodeIds);
     this.leaseSource = lease;
     const timing: OwnershipTiming = {
       ...DEFAULT_OWNERSHIP_TIMING,

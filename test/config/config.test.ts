@@ -115,6 +115,16 @@ describe('agent config', () => {
       () => loadAgentConfig(writeConfig('m3.toml', `${base}[membership]\nswim = "yes"\n`), {}),
       'membership.swim',
     );
+    const swimLease = loadAgentConfig(writeConfig('m4.toml', `${base}[services]\nlease = "swim"\n`), {});
+    assert.equal(swimLease.services.lease, 'swim');
+    expectConfigError(
+      () =>
+        loadAgentConfig(
+          writeConfig('m5.toml', `${base}[services]\nlease = "swim"\n[membership]\nswim = false\n`),
+          {},
+        ),
+      'services.lease: "swim" reads SWIM membership: set membership.swim = true',
+    );
   });
 
   test('a misspelt key or section gets a "did you mean"; a TOML error gives its line and column', () => {

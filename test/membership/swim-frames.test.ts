@@ -20,7 +20,11 @@ const update: fc.Arbitrary<MemberUpdate> = fc.oneof(
 const updates = fc.array(update, { maxLength: MAX_SWIM_UPDATES });
 const seq = fc.nat({ max: Number.MAX_SAFE_INTEGER });
 const message: fc.Arbitrary<SwimMessage> = fc.oneof(
-  fc.record({ kind: fc.constantFrom('ping' as const, 'ack' as const, 'nack' as const), seq, updates }),
+  fc.record({
+    kind: fc.constantFrom('ping' as const, 'ack' as const, 'nack' as const, 'gossip' as const),
+    seq,
+    updates,
+  }),
   fc.record({ kind: fc.constant('ping-req' as const), seq, target: nodeId, updates }),
 );
 

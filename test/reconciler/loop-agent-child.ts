@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { NodeAgent } from '../../src/agent/node-agent.js';
 import { nodeKeyFromBytes } from '../../src/gossip/keys.js';
 import type { EnrollmentBundle } from '../../src/identity/bundle.js';
+import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
 import { silentLogger } from '../../src/util/logger.js';
 
@@ -11,7 +12,7 @@ import { silentLogger } from '../../src/util/logger.js';
  * that crash an agent for real (SIGKILL: its services outlive it, nothing is
  * released) and restart it on the same data directory.
  * argv[2]: a JSON file {org, nodeId, dataDir, bundle, privateKey (base64
- * protobuf), bootstrap, gossip, reconciler}. Prints {"addrs": [...]} once
+ * protobuf), bootstrap, gossip, reconciler, membership?}. Prints {"addrs": [...]} once
  * started; SIGTERM stops it gracefully.
  */
 
@@ -22,8 +23,9 @@ interface ChildConfig {
   bundle: EnrollmentBundle;
   privateKey: string;
   bootstrap: string[];
-  gossip: Record<string, number>;
+  gossip: Record<string, number | boolean>;
   reconciler: ReconcilerOptions;
+  membership?: { swim: boolean; params?: Partial<SwimParams> };
 }
 
 const config = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as ChildConfig;
@@ -39,6 +41,7 @@ const agent = await NodeAgent.create({
     bootstrap: config.bootstrap,
   },
   reconciler: config.reconciler,
+  ...(config.membership ? { membership: config.membership } : {}),
 });
 await agent.start();
 process.stdout.write(`${JSON.stringify({ addrs: agent.gossip.multiaddrs() })}\n`);

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { NodeAgent } from '../../src/agent/node-agent.js';
 import { nodeKeyToBytes } from '../../src/gossip/keys.js';
 import { signImageDigest } from '../../src/identity/image-signing.js';
+import type { SwimParams } from '../../src/membership/swim-core.js';
 import { buildImage } from '../../src/reconciler/image.js';
 import { loadManifest, manifestToSpec, type WorkloadSpecDraft } from '../../src/reconciler/manifest.js';
 import { rankNodes } from '../../src/reconciler/placement/index.js';
@@ -51,10 +52,21 @@ export interface CounterImage {
 }
 
 /** An enrolled cluster whose agents run the reconciler; children are agents in their own process. */
+/** Settings every agent of a LoopCluster gets on top of FAST_GOSSIP and LOOP_OPTIONS. */
+export interface LoopClusterSettings {
+  gossip?: { heartbeatAcks?: boolean };
+  membership?: { swim: boolean; params?: Partial<SwimParams> };
+  reconciler?: ReconcilerOptions;
+}
+
 export class LoopCluster extends EnrolledCluster {
   readonly children = new Map<string, ChildProcess>();
   private image: CounterImage | null = null;
   private readonly nodeDirs: string[] = [];
+
+  constructor(private readonly settings: LoopClusterSettings = {}) {
+    super();
+  }
 
   async startAgent(
     node: EnrolledNode,
@@ -67,8 +79,14 @@ export class LoopCluster extends EnrolledCluster {
       dataDir: node.dataDir,
       logger: silentLogger(),
       trust: { bundle: node.bundle },
-      gossip: { ...FAST_GOSSIP, privateKey: node.identity.libp2pPrivateKey, bootstrap },
-      reconciler: { ...LOOP_OPTIONS, ...options },
+      gossip: {
+        ...FAST_GOSSIP,
+        ...this.settings.gossip,
+        privateKey: node.identity.libp2pPrivateKey,
+        bootstrap,
+      },
+      reconciler: { ...LOOP_OPTIONS, ...this.settings.reconciler, ...options },
+      ...(this.settings.membership ? { membership: this.settings.membership } : {}),
     });
     await agent.start();
     this.agents.set(node.nodeId, agent);
@@ -87,8 +105,9 @@ export class LoopCluster extends EnrolledCluster {
         bundle: node.bundle,
         privateKey: Buffer.from(nodeKeyToBytes(node.identity.libp2pPrivateKey)).toString('base64'),
         bootstrap,
-        gossip: FAST_GOSSIP,
-        reconciler: LOOP_OPTIONS,
+        gossip: { ...FAST_GOSSIP, ...this.settings.gossip },
+        reconciler: { ...LOOP_OPTIONS, ...this.settings.reconciler },
+        membership: this.settings.membership,
       }),
     );
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, configFile], {

@@ -1,0 +1,86 @@
+import '../../src/util/polyfill.js';
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { NodeAgent } from '../../src/agent/node-agent.js';
+import type { EnrolledNode } from '../agent/enrolled-cluster.js';
+import { LoopCluster, nameRankedFirst, nodesIn, waitFor, waitRunningOnOne } from './loop-cluster.js';
+
+/**
+ * `services.lease = "swim"` (docs/reconciler.md, "The liveness source"):
+ * placement reads SWIM membership and heartbeats travel without acks. A
+ * holder that is SIGKILLed is declared dead by SWIM and its exclusive
+ * workload runs again on exactly one other node.
+ */
+describe('reconcile loop on SWIM liveness', { timeout: 240_000 }, () => {
+  const cluster = new LoopCluster({
+    gossip: { heartbeatAcks: false },
+    membership: { swim: true, params: { probeIntervalMs: 300, probeTimeoutMs: 150 } },
+    reconciler: { leaseKind: 'swim' },
+  });
+  const nodes = new Map<string, EnrolledNode>();
+  const ids = ['node-a', 'node-b', 'node-c'];
+  let first: NodeAgent;
+  let second: NodeAgent;
+
+  before(async () => {
+    const a = await cluster.enroll('node-a');
+    nodes.set(a.nodeId, a);
+    first = await cluster.startAgent(a);
+    const seed = first.gossip.multiaddrs()[0]!;
+    for (const id of ids.slice(1)) {
+      const node = await cluster.enroll(id, [seed]);
+      first.enrollment.put(node.bundle.record);
+      nodes.set(id, node);
+    }
+    second = await cluster.startAgent(nodes.get('node-b')!, [seed]);
+    await cluster.startChild(nodes.get('node-c')!, [seed]);
+    await waitFor('SWIM on both in-process agents sees the two others alive', () =>
+      [first, second].every(
+        (agent) => agent.swim?.view().filter((member) => member.state === 'alive').length === 2,
+      ),
+    );
+    await first.reconciler!.images.importFile((await cluster.counterImage()).tar);
+  });
+  after(() => cluster.close());
+
+  test('placement reads SWIM; heartbeats carry no acks', async () => {
+    assert.equal(first.reconciler!.livenessKind, 'swim');
+    assert.equal(second.reconciler!.livenessKind, 'swim');
+    await waitFor(
+      'node-a heard node-b heartbeats',
+      () => first.gossip.heartbeatLedger.report('node-b') !== undefined,
+    );
+    // Without acks nobody proves anything about our heartbeats: the report of a peer has no ack of us.
+    assert.equal(first.gossip.heartbeatLedger.report('node-b')?.ackOfSelf, undefined);
+  });
+
+  test('a SIGKILLed holder is declared dead by SWIM and its exclusive workload runs on one other node', async () => {
+    const name = nameRankedFirst('swim-crash', ids, 'node-c');
+    first.workloads.put(await cluster.counterSpec(name));
+    assert.equal(await waitRunningOnOne(first, name), 'node-c');
+    await cluster.crashChild('node-c');
+    await waitFor(
+      'SWIM on node-a and node-b declares node-c dead',
+      () => [first, second].every((agent) => agent.swim?.stateOf('node-c')?.state === 'dead'),
+      60_000,
+    );
+    // Never two live copies: node-a and node-b each report only their own entry, so watch both.
+    let twice = false;
+    const watch = setInterval(() => {
+      const live = ['node-a', 'node-b'].filter(
+        (id) => nodesIn(first, name, 'running').includes(id) || nodesIn(second, name, 'running').includes(id),
+      );
+      if (live.length > 1) twice = true;
+    }, 50);
+    try {
+      await waitFor(
+        `${name} running on node-a or node-b`,
+        () => ['node-a', 'node-b'].some((id) => nodesIn(first, name, 'running').includes(id)),
+        90_000,
+      );
+    } finally {
+      clearInterval(watch);
+    }
+    assert.equal(twice, false, 'the workload ran on two live nodes at once');
+  });
+});
