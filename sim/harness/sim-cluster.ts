@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type * as Y from 'yjs';
 import { NodeAgent } from '../../src/agent/node-agent.js';
 import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
+import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
 import { Origin } from '../../src/state/names.js';
 import type { Capacity, WorkloadSpec } from '../../src/state/schemas.js';
@@ -127,7 +128,15 @@ export interface SimClusterOptions {
    * runs 1 % slow). Nodes not listed run at rate 1.
    */
   clockRates?: Readonly<Record<string, number>>;
+  /** SWIM membership in every agent (default off). */
+  membership?: SimMembership;
   logger?: Logger;
+}
+
+/** SWIM in the simulator's agents: `liveness: "swim"` is a real agent's `services.lease = "swim"`. */
+export interface SimMembership {
+  liveness: 'acked-heartbeats' | 'swim';
+  params?: Partial<SwimParams>;
 }
 
 export type FaultKind =
@@ -538,6 +547,7 @@ export class SimCluster {
     const t = this.timing;
     const now = this.clock.clockFor(node.name);
     const reconcilerOn = this.options.reconciler ?? true;
+    const membership = this.options.membership;
     const runner = reconcilerOn
       ? new SimRunner({
           node: node.name,
@@ -569,6 +579,7 @@ export class SimCluster {
             maxParallel: t.maxParallel,
             onStop: 'halt',
             monotonicNow: monotonicClock(this.options.clockRates?.[node.name] ?? 1),
+            ...(membership?.liveness === 'swim' ? { leaseKind: 'swim' as const } : {}),
           };
     const agent = await NodeAgent.create({
       org: SIM_ORG,
@@ -594,8 +605,12 @@ export class SimCluster {
         redialBackoffMaxMs: t.redialBackoffMaxMs,
         meshCheckIntervalMs: t.meshCheckIntervalMs,
         targetConnections: t.targetConnections,
+        heartbeatAcks: membership?.liveness !== 'swim',
       },
       ...(reconciler ? { reconciler } : {}),
+      ...(membership
+        ? { membership: { swim: true, ...(membership.params ? { params: membership.params } : {}) } }
+        : {}),
     });
     try {
       this.enroll(agent, node);

@@ -7,9 +7,15 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
+import { DEFAULT_SWIM_PARAMS } from '../../src/membership/swim-core.js';
 import type { Capacity } from '../../src/state/schemas.js';
 import type { InvariantName } from '../harness/invariants/types.js';
-import { DEFAULT_SIM_TIMING, type SimNetworkDefaults, type SimTiming } from '../harness/sim-cluster.js';
+import {
+  DEFAULT_SIM_TIMING,
+  type SimMembership,
+  type SimNetworkDefaults,
+  type SimTiming,
+} from '../harness/sim-cluster.js';
 import type { SimRunnerTiming } from '../harness/sim-runner.js';
 import { ScenarioFileSchema, STEP_ACTIONS, type Step, type StepAction, StepSchemas } from './schema.js';
 import { highestNamedNode, parseSelector, SelectorError } from './selectors.js';
@@ -36,6 +42,7 @@ export interface Scenario {
   network: Partial<SimNetworkDefaults>;
   bootstrapPeers: number | undefined;
   runner: Partial<SimRunnerTiming>;
+  membership: SimMembership | undefined;
   capacity: Capacity | undefined;
   steps: Step[];
   expect: { invariants: InvariantName[]; convergeWithinMs: number; livenessBoundMs: number };
@@ -109,6 +116,17 @@ export function parseScenario(text: string, file: string): Scenario {
       `timing: fence_after (${merged.fenceAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`,
     );
   }
+  const m = doc.membership;
+  if (m?.liveness === 'swim' && !m.swim) problems.push('membership: liveness = "swim" needs swim = true');
+  const probe = {
+    ...DEFAULT_SWIM_PARAMS,
+    ...definedOnly({ probeIntervalMs: m?.probe_interval, probeTimeoutMs: m?.probe_timeout }),
+  };
+  if (m !== undefined && !(probe.probeTimeoutMs < probe.probeIntervalMs)) {
+    problems.push(
+      `membership: probe_timeout (${probe.probeTimeoutMs} ms) must be below probe_interval (${probe.probeIntervalMs} ms)`,
+    );
+  }
   if (problems.length > 0) throw new ScenarioError(file, problems);
   return {
     file,
@@ -125,6 +143,13 @@ export function parseScenario(text: string, file: string): Scenario {
       lossPct: doc.network.loss,
     }),
     bootstrapPeers: doc.network.bootstrap_peers,
+    membership:
+      m === undefined || !m.swim
+        ? undefined
+        : {
+            liveness: m.liveness,
+            params: definedOnly({ probeIntervalMs: m.probe_interval, probeTimeoutMs: m.probe_timeout }),
+          },
     runner: definedOnly({
       startMs: doc.runner.start,
       stopMs: doc.runner.stop,

@@ -96,6 +96,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     capacity: scenario.capacity,
     ...(scenario.witnesses !== undefined ? { witnesses: scenario.witnesses } : {}),
     ...(scenario.clockRates !== undefined ? { clockRates: scenario.clockRates } : {}),
+    ...(scenario.membership !== undefined ? { membership: scenario.membership } : {}),
     logger: options.logger,
     root: options.root,
   });

@@ -83,6 +83,18 @@ const RunnerSchema = z.strictObject({
   state_write: Duration.optional(),
 });
 
+/**
+ * SWIM membership in the agents (docs/membership.md; off unless given):
+ * `liveness = "swim"` also makes placement read it and heartbeats go
+ * without acks (services.lease = "swim" of a real agent).
+ */
+const MembershipSchema = z.strictObject({
+  swim: z.boolean().default(true),
+  liveness: z.enum(['acked-heartbeats', 'swim']).default('acked-heartbeats'),
+  probe_interval: Duration.optional(),
+  probe_timeout: Duration.optional(),
+});
+
 const CapacitySchema = z.strictObject({
   cpus: z.number().positive(),
   memory_mb: z.number().int().positive(),
@@ -231,6 +243,7 @@ export const ScenarioFileSchema = z.strictObject({
   timing: TimingSchema.default({}),
   network: NetworkSchema.default({}),
   runner: RunnerSchema.default({}),
+  membership: MembershipSchema.optional(),
   capacity: CapacitySchema.optional(),
   /** Validated one by one in load.ts, so that errors name the step. */
   steps: z.array(z.unknown()).default([]),

@@ -95,6 +95,30 @@ describe('scenario files', () => {
     );
   });
 
+  test('membership: SWIM settings parse; bad ones are errors', () => {
+    const swim = parseScenario(
+      `nodes = 3\n[membership]\nliveness = "swim"\nprobe_interval = "500ms"\nprobe_timeout = "200ms"\n`,
+      'swim.toml',
+    );
+    assert.deepEqual(swim.membership, {
+      liveness: 'swim',
+      params: { probeIntervalMs: 500, probeTimeoutMs: 200 },
+    });
+    assert.equal(parseScenario('nodes = 3\n', 'plain.toml').membership, undefined);
+    assert.match(
+      problemsOf(`nodes = 3\n[membership]\nswim = false\nliveness = "swim"\n`)[0] ?? '',
+      /membership: liveness = "swim" needs swim = true/,
+    );
+    assert.match(
+      problemsOf(`nodes = 3\n[membership]\nprobe_timeout = "2s"\n`)[0] ?? '',
+      /membership: probe_timeout \(2000 ms\) must be below probe_interval \(1000 ms\)/,
+    );
+    assert.match(
+      problemsOf(`nodes = 3\n[membership]\nliveness = "gut-feeling"\n`)[0] ?? '',
+      /membership\.liveness/,
+    );
+  });
+
   test('witness lists and clock rates name existing nodes', () => {
     assert.match(
       problemsOf(`nodes = 3\nwitnesses = ["n1", "n9"]\n`)[0] ?? '',

@@ -1,3 +1,5 @@
 import { scenarioTests } from './scenario-tests.js';
 
 scenarioTests(['drain', 'flapping-node', 'restore-wait', 'churn']);
+// Placement on SWIM liveness (heartbeats without acks).
+scenarioTests(['node-crash-swim']);
