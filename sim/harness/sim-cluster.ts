@@ -128,6 +128,12 @@ export interface SimClusterOptions {
    * runs 1 % slow). Nodes not listed run at rate 1.
    */
   clockRates?: Readonly<Record<string, number>>;
+  /**
+   * Nodes that have the workload image before their first claim (default:
+   * every node). The others fetch it from a node that has it
+   * (`/silo/image/1`), found through the observed document's `images` record.
+   */
+  imageOn?: readonly string[];
   /** SWIM membership in every agent (default off). */
   membership?: SimMembership;
   logger?: Logger;
@@ -615,8 +621,9 @@ export class SimCluster {
     try {
       this.enroll(agent, node);
       if (agent.reconciler) {
-        // A pre-pulled image: every node has it before its first claim.
-        if (!(await agent.reconciler.images.has(this.image.digest))) {
+        // A pre-pulled image: every node (or every node of `imageOn`) has it before its first claim.
+        const prePulled = this.options.imageOn?.includes(node.name) ?? true;
+        if (prePulled && !(await agent.reconciler.images.has(this.image.digest))) {
           await agent.reconciler.images.importFile(this.image.tar, this.image.digest);
         }
       }

@@ -43,6 +43,7 @@ export interface Scenario {
   bootstrapPeers: number | undefined;
   runner: Partial<SimRunnerTiming>;
   membership: SimMembership | undefined;
+  imageOn: string[] | undefined;
   capacity: Capacity | undefined;
   steps: Step[];
   expect: { invariants: InvariantName[]; convergeWithinMs: number; livenessBoundMs: number };
@@ -104,6 +105,7 @@ export function parseScenario(text: string, file: string): Scenario {
   else if (doc.witnesses !== undefined && doc.witnesses > doc.nodes)
     problems.push(`witnesses: ${doc.witnesses} witnesses but only ${doc.nodes} nodes`);
   problems.push(...nodeNameProblems('clock_rates', Object.keys(doc.clock_rates ?? {}), doc.nodes));
+  problems.push(...nodeNameProblems('image_on', doc.image_on ?? [], doc.nodes));
   const timing = toTiming(doc.timing);
   const merged = { ...DEFAULT_SIM_TIMING, ...timing };
   if (!(merged.suspectAfterMs < merged.deadAfterMs)) {
@@ -136,6 +138,7 @@ export function parseScenario(text: string, file: string): Scenario {
     nodes: doc.nodes,
     witnesses: doc.witnesses,
     clockRates: doc.clock_rates,
+    imageOn: doc.image_on,
     timing,
     network: definedOnly({
       latencyMs: doc.network.latency,

@@ -97,6 +97,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     ...(scenario.witnesses !== undefined ? { witnesses: scenario.witnesses } : {}),
     ...(scenario.clockRates !== undefined ? { clockRates: scenario.clockRates } : {}),
     ...(scenario.membership !== undefined ? { membership: scenario.membership } : {}),
+    ...(scenario.imageOn !== undefined ? { imageOn: scenario.imageOn } : {}),
     logger: options.logger,
     root: options.root,
   });

@@ -244,6 +244,8 @@ export const ScenarioFileSchema = z.strictObject({
   network: NetworkSchema.default({}),
   runner: RunnerSchema.default({}),
   membership: MembershipSchema.optional(),
+  /** Nodes that have the workload image at start (default: all); the others fetch it from them. */
+  image_on: z.array(z.string().min(1)).min(1).optional(),
   capacity: CapacitySchema.optional(),
   /** Validated one by one in load.ts, so that errors name the step. */
   steps: z.array(z.unknown()).default([]),

@@ -131,7 +131,10 @@ export async function startAgent(
       dataDir,
       caPublicKey: bundle.caPublicKey,
       overlayCidr: bundle.overlayCidr,
-      images: new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
+      // The reconciler's store, so that an uploaded image is recorded as held here at once (image-holders.ts).
+      images:
+        agent.reconciler?.images ??
+        new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
       peerDigests,
     });
   } catch (err) {

@@ -94,6 +94,7 @@ export class PeerImageFetcher implements ImageSource {
           });
           fetchedFrom = got.nodeId ?? got.peerId;
           this.logger.info({ digest, from: fetchedFrom, size: got.size }, 'image fetched from a peer');
+          store.noteChanged();
         } catch (err) {
           if (!(err instanceof BlobUnavailableError)) throw err;
           throw new ImageUnavailableError(

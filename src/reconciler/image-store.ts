@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, open, rename, rm, stat, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, symlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -56,6 +56,7 @@ export class ImageStore {
   private readonly verifications: Counter<'result'>;
   private readonly unpacking = new Map<string, Promise<string>>();
   private readonly verifySignature: ImageSignatureVerifier;
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(options: ImageStoreOptions) {
     if (options.verifySignature !== undefined) this.verifySignature = options.verifySignature;
@@ -76,6 +77,39 @@ export class ImageStore {
 
   rootfsPath(digest: string): string {
     return join(this.root, 'unpacked', hexOf(digest));
+  }
+
+  /** Digests of the image tars in the store, oldest first. */
+  async list(): Promise<string[]> {
+    const dir = join(this.root, 'sha256');
+    const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    const found: { digest: string; mtimeMs: number }[] = [];
+    for (const name of names) {
+      if (!/^[0-9a-f]{64}$/.test(name)) continue;
+      const info = await stat(join(dir, name)).catch(() => null);
+      if (info?.isFile()) found.push({ digest: `sha256:${name}`, mtimeMs: info.mtimeMs });
+    }
+    return found.sort((a, b) => a.mtimeMs - b.mtimeMs).map((entry) => entry.digest);
+  }
+
+  /** Called after an image was stored or removed (the holder registry, docs/protocol.md `images`). */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  /** Tells the listeners that the store changed (also called by whoever wrote a tar into it directly). */
+  noteChanged(): void {
+    for (const listener of this.changeListeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'an image store listener threw');
+      }
+    }
   }
 
   async has(digest: string): Promise<boolean> {
@@ -107,6 +141,7 @@ export class ImageStore {
       }
       await rename(temp, this.tarPath(digest));
       this.logger.info({ digest, size }, 'image stored');
+      this.noteChanged();
       return { digest, size };
     } finally {
       await rm(temp, { force: true });
@@ -136,6 +171,7 @@ export class ImageStore {
     if (actual !== digest) {
       await rm(this.tarPath(digest), { force: true });
       await rm(this.rootfsPath(digest), { recursive: true, force: true });
+      this.noteChanged();
       return {
         ok: false,
         code: 'tampered',
@@ -181,6 +217,7 @@ export class ImageStore {
   async remove(digest: string): Promise<void> {
     await rm(this.rootfsPath(digest), { recursive: true, force: true });
     await rm(this.tarPath(digest), { force: true });
+    this.noteChanged();
   }
 
   private async unpackOnce(digest: string, target: string): Promise<string> {

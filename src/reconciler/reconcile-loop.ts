@@ -57,7 +57,10 @@ import type { StateSnapshots } from './snapshots.js';
 export interface ReconcileLoopOptions {
   nodeId: string;
   workloads: Pick<WorkloadsView, 'list' | 'onChange'>;
-  observed: Pick<ObservedView, 'listAll' | 'listForNode' | 'get' | 'setStatus' | 'remove' | 'onChange'>;
+  observed: Pick<
+    ObservedView,
+    'listAll' | 'listForNode' | 'get' | 'setStatus' | 'remove' | 'onChange' | 'holdersOf'
+  >;
   /** Drain flags (and their changes). */
   enrollment: Pick<EnrollmentView, 'isDraining' | 'onChange'>;
   /** The verified, active (unrevoked) enrolled nodes, draining ones included. */
@@ -1289,10 +1292,17 @@ export class ReconcileLoop {
   }
 
   /** Nodes that ran this image (their entry is at a revision whose spec names it), live ones first. */
+  /**
+   * Nodes to ask for `spec`'s image: those whose store holds it (the
+   * observed document's `images` record, connected to us or not), then those
+   * that ran it; dead ones last. Peers we are merely connected to come after
+   * these (fetchFromPeers).
+   */
   private imageHints(spec: WorkloadSpec): string[] {
     const specs = new Map(this.options.workloads.list().map((s) => [s.name, s]));
     const liveness = this.options.lease.liveness(this.now());
-    const nodes = new Set<string>();
+    const nodes = new Set<string>(this.options.observed.holdersOf(spec.imageDigest));
+    nodes.delete(this.nodeId);
     for (const [nodeId, statuses] of this.options.observed.listAll()) {
       if (nodeId === this.nodeId) continue;
       for (const [name, status] of statuses) {

@@ -16,6 +16,7 @@ import type { SignedEnrollment } from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
 import { HeartbeatLeaseSource } from './heartbeat-lease.js';
 import { IMAGE_PROTOCOL, PeerImageFetcher } from './image-fetch.js';
+import { ImageHolderRecord } from './image-holders.js';
 import { caImageVerifier, type ImageSignatureVerifier, ImageStore } from './image-store.js';
 import { DetectorLeaseSource, type LeaseKind, type LeaseSource } from './lease.js';
 import type { ResourceLimiterOptions } from './limits.js';
@@ -113,6 +114,7 @@ export class Reconciler {
   private readonly deps: ReconcilerDeps;
   private readonly options: ReconcilerOptions;
   private readonly imageExchange: BlobExchange;
+  private readonly imageHolders: ImageHolderRecord;
   private readonly scratchExchange: BlobExchange;
   private readonly now: () => number;
   private readonly verifySignature: ImageSignatureVerifier;
@@ -164,6 +166,12 @@ export class Reconciler {
       source: fileBlobSource((digest) => this.images.tarPath(digest)),
       logger,
       registry,
+    });
+    this.imageHolders = new ImageHolderRecord({
+      nodeId: deps.nodeId,
+      store: this.images,
+      observed: deps.observed,
+      logger,
     });
     this.scratchExchange = new BlobExchange({
       node,
@@ -253,6 +261,8 @@ export class Reconciler {
     this.started = true;
     const { deps, options } = this;
     await this.imageExchange.start();
+    // Serving images from now on: say which (reconcile-loop.ts imageHints asks the holders first).
+    await this.imageHolders.start();
     await this.scratchExchange.start();
     await this.leaseExchange.start(async (from, requests) => this.witness.serve(from, requests));
     this.leases.start();
@@ -331,6 +341,7 @@ export class Reconciler {
       await this.leaseExchange.stop();
       await this.grantStore.close();
       await this.scratchExchange.stop();
+      await this.imageHolders.stop();
       await this.imageExchange.stop();
       this.leaseSource?.close?.();
     }

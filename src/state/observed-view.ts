@@ -1,7 +1,15 @@
 import * as Y from 'yjs';
 import type { ClusterState } from './cluster-state.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
-import { NodeIdSchema, type ObservedStatus, ObservedStatusSchema, WorkloadNameSchema } from './schemas.js';
+import {
+  type ImagesHeld,
+  ImagesHeldSchema,
+  MAX_IMAGES_HELD,
+  NodeIdSchema,
+  type ObservedStatus,
+  ObservedStatusSchema,
+  WorkloadNameSchema,
+} from './schemas.js';
 
 export interface ObservedViewOptions extends ViewOptions {
   /** The node this agent runs as: the only entry it writes. */
@@ -36,6 +44,10 @@ export class ObservedView {
 
   private get nodes(): Y.Map<unknown> {
     return this.state.doc('observed').getMap('nodes');
+  }
+
+  private get images(): Y.Map<unknown> {
+    return this.state.doc('observed').getMap('images');
   }
 
   /** Writes this node's status of `workload`; durable on return. */
@@ -76,6 +88,39 @@ export class ObservedView {
     if (!(inner instanceof Y.Map) || !inner.has(workload)) return false;
     this.state.transactLocal('observed', () => inner.delete(workload));
     return true;
+  }
+
+  /**
+   * Records the image digests this node's store holds (`images/<nodeId>`,
+   * docs/protocol.md). Writes nothing when the set is unchanged; durable on
+   * return. At most MAX_IMAGES_HELD (the first ones given are kept).
+   */
+  setImagesHeld(nodeId: string, digests: readonly string[], at: number): boolean {
+    this.requireOwn(nodeId, 'record held images');
+    const unique = [...new Set(digests)].slice(0, MAX_IMAGES_HELD).sort();
+    const current = this.imagesOf(nodeId);
+    if (current !== undefined && sameList(current.digests, unique)) return false;
+    const valid = this.check.require('images', nodeId, { digests: unique, at }, ImagesHeldSchema);
+    this.state.transactLocal('observed', () => this.images.set(nodeId, valid));
+    return true;
+  }
+
+  /** A node's recorded images, if it wrote a valid entry. */
+  imagesOf(nodeId: string): ImagesHeld | undefined {
+    const value = this.images.get(nodeId);
+    if (value === undefined) return undefined;
+    return this.check.parse('images', nodeId, value, ImagesHeldSchema);
+  }
+
+  /** Nodes whose recorded images include `digest`, in node id order (this node included). */
+  holdersOf(digest: string): string[] {
+    const out: string[] = [];
+    for (const [nodeId, value] of [...this.images.entries()].sort(byKey)) {
+      if (!this.check.key('images', nodeId, value, NodeIdSchema)) continue;
+      if (this.check.parse('images', nodeId, value, ImagesHeldSchema)?.digests.includes(digest))
+        out.push(nodeId);
+    }
+    return out;
   }
 
   onChange(listener: (origin: unknown) => void): () => void {
@@ -127,4 +172,8 @@ export class ObservedView {
     if (!this.check.key('nodes', key, value, WorkloadNameSchema, workload)) return undefined;
     return this.check.parse('nodes', key, value, ObservedStatusSchema);
   }
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i]);
 }

@@ -149,6 +149,22 @@ export const SnapshotRefSchema = z.object({
 });
 export type SnapshotRef = z.infer<typeof SnapshotRefSchema>;
 
+/** Image digests one node's store holds, at most this many (a node with more lists the newest). */
+export const MAX_IMAGES_HELD = 256;
+
+/**
+ * The images a node can serve (observed document, `images/<nodeId>`), so
+ * that a node placing a workload finds a copy of its image on any node, not
+ * only on the peers it happens to be connected to (docs/protocol.md).
+ */
+export const ImagesHeldSchema = z.object({
+  digests: z
+    .array(z.string().regex(/^sha256:[0-9a-f]{64}$/, 'image digest: sha256:<64 hex>'))
+    .max(MAX_IMAGES_HELD),
+  at: z.number().int().nonnegative(),
+});
+export type ImagesHeld = z.infer<typeof ImagesHeldSchema>;
+
 /** One workload's status on one node (observed document, `nodes/<nodeId>/<workload>`). */
 export const ObservedStatusSchema = z.object({
   phase: PhaseSchema,

@@ -26,7 +26,10 @@ import tar from 'tar-stream';
 import { generateEd25519KeyPair } from '../../src/identity/ed25519.js';
 import { signImageDigest } from '../../src/identity/image-signing.js';
 import { buildImage, digestFile, ImageBuildError } from '../../src/reconciler/image.js';
+import { ImageHolderRecord } from '../../src/reconciler/image-holders.js';
 import { extractSafely, ImageStore } from '../../src/reconciler/image-store.js';
+import { ClusterState } from '../../src/state/cluster-state.js';
+import { ObservedView } from '../../src/state/observed-view.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { makeHarness, TOOLBOX_DIR } from './helpers.js';
 
@@ -190,6 +193,47 @@ describe('image store', () => {
     assert.equal(await images.unpack(digest), rootfs);
     // The registry counts verifications.
     assert.ok(await images.has(digest));
+  });
+
+  test('the holder record follows the store: import, a tampered copy removed, remove', async (t) => {
+    const { dataDir, ca, images, tarFile, digest } = await store(t);
+    const state = new ClusterState({ logger: silentLogger() });
+    const observed = new ObservedView({
+      state,
+      logger: silentLogger(),
+      registry: new Registry(),
+      nodeId: 'node-a',
+    });
+    const record = new ImageHolderRecord({
+      nodeId: 'node-a',
+      store: images,
+      observed,
+      logger: silentLogger(),
+    });
+    t.after(() => record.stop());
+    assert.deepEqual(await images.list(), []);
+    await record.start();
+    assert.deepEqual(observed.imagesOf('node-a')?.digests, []);
+    await images.importFile(tarFile);
+    await record.publish();
+    assert.deepEqual(await images.list(), [digest]);
+    assert.deepEqual(observed.holdersOf(digest), ['node-a']);
+    // Stray files in the store directory are not images.
+    await writeFile(join(dataDir, 'images', 'sha256', '.tmp-partial'), 'x');
+    await writeFile(join(dataDir, 'images', 'sha256', 'notes.txt'), 'x');
+    assert.deepEqual(await images.list(), [digest]);
+    // A copy whose bytes changed is deleted by verify, and the record follows.
+    await writeFile(images.tarPath(digest), 'not the image any more');
+    const verified = await images.verify(digest, signImageDigest(ca.privateKey, digest));
+    assert.equal(verified.ok, false);
+    await record.publish();
+    assert.deepEqual(observed.holdersOf(digest), []);
+    await images.importFile(tarFile);
+    await record.publish();
+    assert.deepEqual(observed.holdersOf(digest), ['node-a']);
+    await images.remove(digest);
+    await record.publish();
+    assert.deepEqual(observed.holdersOf(digest), []);
   });
 
   test('unsigned, wrongly signed and tampered images are refused with a reason', async (t) => {

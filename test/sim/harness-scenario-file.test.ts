@@ -130,6 +130,11 @@ describe('scenario files', () => {
     );
     assert.match(problemsOf(`nodes = 3\n[clock_rates]\nn1 = 2.0\n`)[0] ?? '', /clock_rates/);
     assert.match(
+      problemsOf(`nodes = 3\nimage_on = ["n4"]\n`)[0] ?? '',
+      /image_on: "n4" names a node that does not exist at this point \(n1\.\.n3\)/,
+    );
+    assert.deepEqual(parseScenario(`nodes = 3\nimage_on = ["n3"]\n`, 'image.toml').imageOn, ['n3']);
+    assert.match(
       problemsOf(`nodes = 3\n[clock_rates]\nnode-1 = 1.0\n`)[0] ?? '',
       /"node-1" is not a node name/,
     );

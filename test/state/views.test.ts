@@ -357,6 +357,39 @@ describe('ObservedView', () => {
     observed.setStatus('node-a', 'db', observedStatus(9));
     assert.deepEqual([...observed.listForNode('node-a').keys()], ['db']);
   });
+
+  test('images held: own entry only, unchanged sets write nothing, garbage from peers is skipped', async () => {
+    const { observed, state, registry } = setup();
+    const digest = (c: string) => `sha256:${c.repeat(64)}`;
+    assert.equal(observed.setImagesHeld('node-a', [digest('b'), digest('a'), digest('b')], 1000), true);
+    assert.deepEqual(observed.imagesOf('node-a'), { digests: [digest('a'), digest('b')], at: 1000 });
+    // The same set in another order is no change: nothing written, the old time kept.
+    assert.equal(observed.setImagesHeld('node-a', [digest('a'), digest('b')], 2000), false);
+    assert.equal(observed.imagesOf('node-a')?.at, 1000);
+    assert.throws(
+      () => observed.setImagesHeld('node-b', [digest('a')], 1),
+      /may not record held images for node "node-b"/,
+    );
+    assert.throws(
+      () => observed.setImagesHeld('node-a', ['sha256:nothex'], 1),
+      (err: unknown) =>
+        err instanceof InvalidRecordError && /observed\/images record "node-a": digests/.test(err.message),
+    );
+    fromPeer(state, 'observed', (d) => {
+      const images = d.getMap('images');
+      images.set('node-c', { digests: [digest('a')], at: 5 });
+      images.set('node-d', { digests: 'all of them', at: 5 });
+      images.set('node-e', { digests: [digest('a'), 'rm -rf /'], at: 5 });
+      images.set('NOT A NODE', { digests: [digest('a')], at: 5 });
+      images.set('node-f', new Y.Map());
+    });
+    assert.deepEqual(observed.holdersOf(digest('a')), ['node-a', 'node-c']);
+    assert.deepEqual(observed.holdersOf(digest('b')), ['node-a']);
+    assert.deepEqual(observed.holdersOf(digest('c')), []);
+    assert.ok((await invalidTotal(registry, { doc: 'observed', map: 'images' })) >= 4);
+    // The statuses are untouched by the images map.
+    assert.deepEqual([...observed.listAll().keys()], []);
+  });
 });
 
 describe('onChange', () => {
