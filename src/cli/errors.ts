@@ -1,9 +1,4 @@
-import { AgentSetupError } from '../agent/setup-error.js';
-import { ConfigError } from '../config/load.js';
-import { EnrollmentFormatError } from '../identity/bundle.js';
-import { KeyFileError } from '../identity/key-files.js';
-import { ImageBuildError } from '../reconciler/image.js';
-import { ManifestError } from '../reconciler/manifest.js';
+import { InputError } from '../util/input-error.js';
 
 /** The `silo` exit codes (docs/cli.md). */
 export const EXIT = {
@@ -33,22 +28,14 @@ export const inputError = (message: string): CliError => new CliError(message, E
 /** Exit code for any error that reaches the top level. */
 export function exitCodeOf(err: unknown): ExitCode {
   if (err instanceof CliError) return err.exitCode;
-  if (
-    err instanceof ConfigError ||
-    err instanceof AgentSetupError ||
-    err instanceof ManifestError ||
-    err instanceof KeyFileError ||
-    err instanceof EnrollmentFormatError ||
-    err instanceof ImageBuildError
-  ) {
-    return EXIT.input;
-  }
+  // ConfigError, AgentSetupError, ManifestError, KeyFileError, EnrollmentFormatError, ImageBuildError.
+  if (err instanceof InputError) return EXIT.input;
   return EXIT.failure;
 }
 
 /** The message printed for `err`: one line (several problems joined by "; "), no stack. */
 export function messageOf(err: unknown): string {
-  if (err instanceof ConfigError) return `${err.source}: invalid configuration: ${err.problems.join('; ')}`;
+  if (err instanceof InputError) return err.oneLine();
   const text = err instanceof Error ? err.message : String(err);
   return text.trim().split(/\n\s*/).join('; ');
 }

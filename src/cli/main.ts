@@ -1,15 +1,4 @@
 import { Command, CommanderError } from 'commander';
-import { registerAgentCommand } from './commands/agent.js';
-import { registerApplyCommands } from './commands/apply.js';
-import { registerCaCommands } from './commands/ca.js';
-import { registerDemoCommand } from './commands/demo.js';
-import { registerDrainCommands } from './commands/drain.js';
-import { registerHarnessCommands } from './commands/harness.js';
-import { registerImageCommands } from './commands/image.js';
-import { registerLogsCommand } from './commands/logs.js';
-import { registerNodeCommands } from './commands/node.js';
-import { registerOrgCommands } from './commands/org.js';
-import { registerQueryCommands } from './commands/query.js';
 import { CliContext, type CliIo, processIo } from './context.js';
 import { EXIT, exitCodeOf, messageOf } from './errors.js';
 
@@ -26,7 +15,63 @@ function errorLine(json: boolean, message: string, exitCode: number): string {
   return json ? `${JSON.stringify({ error: { message, exitCode } })}\n` : `silo: ${message}\n`;
 }
 
-export function buildProgram(ctx: CliContext, json = false): Command {
+type Registrar = (program: Command, ctx: CliContext) => void;
+
+/**
+ * The command modules, loaded on demand: a command that only talks to the
+ * agent's API (`silo nodes`) need not load the CA, the image builder, the
+ * demo or the agent itself. In the order `silo --help` lists them.
+ */
+const COMMAND_MODULES = {
+  org: async () => (await import('./commands/org.js')).registerOrgCommands,
+  node: async () => (await import('./commands/node.js')).registerNodeCommands,
+  ca: async () => (await import('./commands/ca.js')).registerCaCommands,
+  agent: async () => (await import('./commands/agent.js')).registerAgentCommand,
+  apply: async () => (await import('./commands/apply.js')).registerApplyCommands,
+  query: async () => (await import('./commands/query.js')).registerQueryCommands,
+  drain: async () => (await import('./commands/drain.js')).registerDrainCommands,
+  logs: async () => (await import('./commands/logs.js')).registerLogsCommand,
+  image: async () => (await import('./commands/image.js')).registerImageCommands,
+  demo: async () => (await import('./commands/demo.js')).registerDemoCommand,
+  harness: async () => (await import('./commands/harness.js')).registerHarnessCommands,
+} satisfies Record<string, () => Promise<Registrar>>;
+
+type CommandModule = keyof typeof COMMAND_MODULES;
+
+/** Top-level command → the module that registers it (test/cli checks that every command is here). */
+export const COMMAND_MODULE_OF: Readonly<Record<string, CommandModule>> = {
+  org: 'org',
+  node: 'node',
+  ca: 'ca',
+  witnesses: 'ca',
+  agent: 'agent',
+  apply: 'apply',
+  delete: 'apply',
+  status: 'query',
+  nodes: 'query',
+  workloads: 'query',
+  drain: 'drain',
+  undrain: 'drain',
+  logs: 'logs',
+  image: 'image',
+  demo: 'demo',
+  sim: 'harness',
+  bench: 'harness',
+};
+
+/**
+ * The registrars a command line needs: only the named command's module,
+ * or every module when no known command is named (help, a typo, which
+ * needs them all for its "did you mean").
+ */
+export async function registrarsFor(args: readonly string[]): Promise<Registrar[]> {
+  const first = args.find((arg) => !arg.startsWith('-'));
+  const only = first === undefined ? undefined : COMMAND_MODULE_OF[first];
+  const modules = only === undefined ? (Object.keys(COMMAND_MODULES) as CommandModule[]) : [only];
+  return Promise.all(modules.map((name) => COMMAND_MODULES[name]()));
+}
+
+export function buildProgram(ctx: CliContext, json: boolean, registrars: readonly Registrar[]): Command {
   const program = new Command('silo');
   program
     .description('silo: cluster state, enrollment and services of a self-managing fleet')
@@ -43,17 +88,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
     })
     .showHelpAfterError(json ? false : '(add --help for usage)')
     .showSuggestionAfterError(true);
-  registerOrgCommands(program, ctx);
-  registerNodeCommands(program, ctx);
-  registerCaCommands(program, ctx);
-  registerAgentCommand(program, ctx);
-  registerApplyCommands(program, ctx);
-  registerQueryCommands(program, ctx);
-  registerDrainCommands(program, ctx);
-  registerLogsCommand(program, ctx);
-  registerImageCommands(program, ctx);
-  registerDemoCommand(program, ctx);
-  registerHarnessCommands(program, ctx);
+  for (const register of registrars) register(program, ctx);
   // Commands with subcommands (org, node, ca, image) print their help and exit 2 when called bare.
   return program;
 }
@@ -70,7 +105,7 @@ export async function main(
 ): Promise<number> {
   const ctx = new CliContext(io, env);
   const json = wantsJson(argv.slice(2));
-  const program = buildProgram(ctx, json);
+  const program = buildProgram(ctx, json, await registrarsFor(argv.slice(2)));
   try {
     await program.parseAsync(argv);
     return ctx.exitCode;

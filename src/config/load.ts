@@ -1,17 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { InputError } from '../util/input-error.js';
 import { suggest } from '../util/suggest.js';
 import { type AgentConfig, AgentConfigSchema } from './schema.js';
 
 /** A config problem: names the file, the key and what is wrong with it. */
-export class ConfigError extends Error {
+export class ConfigError extends InputError {
   constructor(
     readonly source: string,
     readonly problems: string[],
   ) {
     super(`${source}: invalid configuration\n  ${problems.join('\n  ')}`);
     this.name = 'ConfigError';
+  }
+
+  override oneLine(): string {
+    return `${this.source}: invalid configuration: ${this.problems.join('; ')}`;
   }
 }
 

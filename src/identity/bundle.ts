@@ -6,6 +6,7 @@ import {
   SignedEnrollmentSchema,
   WitnessConfigRecordSchema,
 } from '../state/schemas.js';
+import { InputError } from '../util/input-error.js';
 import { formatIssues } from './issues.js';
 import { OrgNameSchema, OverlayCidrSchema } from './org.js';
 
@@ -73,7 +74,7 @@ export const EnrollmentBundleSchema = z.strictObject({
 });
 export type EnrollmentBundle = z.infer<typeof EnrollmentBundleSchema>;
 
-export class EnrollmentFormatError extends Error {
+export class EnrollmentFormatError extends InputError {
   constructor(what: string, detail: string) {
     super(`malformed ${what}: ${detail}`);
     this.name = 'EnrollmentFormatError';

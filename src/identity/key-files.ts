@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { InputError } from '../util/input-error.js';
 
 /**
  * Files holding keys and identity: written atomically (temp file in the same
@@ -9,7 +10,7 @@ import { basename, dirname, join } from 'node:path';
  * 0600 from the start rather than chmod-ed after being written.
  */
 
-export class KeyFileError extends Error {
+export class KeyFileError extends InputError {
   constructor(
     readonly path: string,
     problem: string,

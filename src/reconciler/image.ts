@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { InputError } from '../util/input-error.js';
 import { symlinkProblem, writeTreeTar } from './tree-tar.js';
 
 /**
@@ -19,7 +20,7 @@ import { symlinkProblem, writeTreeTar } from './tree-tar.js';
 
 export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 
-export class ImageBuildError extends Error {
+export class ImageBuildError extends InputError {
   override name = 'ImageBuildError';
 }
 

@@ -10,6 +10,7 @@ import {
   WORKLOAD_NAME_PATTERN,
   type WorkloadSpec,
 } from '../state/schemas.js';
+import { InputError } from '../util/input-error.js';
 import { suggest } from '../util/suggest.js';
 
 /**
@@ -104,7 +105,7 @@ export interface ManifestProblem {
 }
 
 /** A manifest that could not be read, parsed or validated; `message` lists every problem, one a line. */
-export class ManifestError extends Error {
+export class ManifestError extends InputError {
   constructor(
     readonly file: string,
     readonly problems: ManifestProblem[],
