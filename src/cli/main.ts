@@ -1,6 +1,7 @@
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Help } from 'commander';
 import { CliContext, type CliIo, processIo } from './context.js';
 import { EXIT, exitCodeOf, messageOf } from './errors.js';
+import { addExamples, optionDescription } from './help.js';
 
 /**
  * With --json an error is one JSON document on stderr, `{"error": {"message", "exitCode"}}`, so that a
@@ -87,8 +88,10 @@ export function buildProgram(ctx: CliContext, json: boolean, registrars: readonl
       },
     })
     .showHelpAfterError(json ? false : '(add --help for usage)')
-    .showSuggestionAfterError(true);
+    .showSuggestionAfterError(true)
+    .configureHelp({ optionDescription: (option) => optionDescription(new Help(), option) });
   for (const register of registrars) register(program, ctx);
+  addExamples(program);
   // Commands with subcommands (org, node, ca, image) print their help and exit 2 when called bare.
   return program;
 }

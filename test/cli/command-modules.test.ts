@@ -1,8 +1,10 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { Command } from 'commander';
 import { CliContext } from '../../src/cli/context.js';
-import { buildProgram, COMMAND_MODULE_OF, registrarsFor } from '../../src/cli/main.js';
+import { EXAMPLES } from '../../src/cli/help.js';
+import { buildProgram, COMMAND_MODULE_OF, main, registrarsFor } from '../../src/cli/main.js';
 
 const quietIo = { out: () => undefined, err: () => undefined, isTTY: false };
 
@@ -27,5 +29,28 @@ describe('command modules load on demand', () => {
     assert.equal((await registrarsFor(['--help'])).length, count);
     assert.equal((await registrarsFor(['nods'])).length, count);
     assert.equal((await registrarsFor(['--json', 'nodes'])).length, 1);
+  });
+
+  test('--help marks required options and ends with examples of real commands', async () => {
+    const program = buildProgram(new CliContext(quietIo, {}), false, await registrarsFor([]));
+    const find = (path: string) =>
+      path
+        .split(' ')
+        .reduce<Command | undefined>((at, name) => at?.commands.find((c) => c.name() === name), program);
+    for (const [path, examples] of Object.entries(EXAMPLES)) {
+      assert.ok(find(path), `"${path}" is a command`);
+      for (const example of examples) assert.match(example, new RegExp(`(^|\\s)silo ${path}( |$)`), example);
+    }
+    const help = find('org init')?.helpInformation() ?? '';
+    assert.match(help, /--name <org> +org name: lowercase letters, digits, "-" \(required\)/);
+    assert.doesNotMatch(help, /--cidr.*\(required\)/);
+    let out = '';
+    const code = await main(
+      ['node', 'silo', 'org', 'init', '--help'],
+      { ...quietIo, out: (t) => (out += t) },
+      {},
+    );
+    assert.equal(code, 0);
+    assert.match(out, /Examples:\n {2}silo org init --dir/);
   });
 });
