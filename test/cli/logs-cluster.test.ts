@@ -151,6 +151,68 @@ describe('silo logs across nodes', { timeout: 240_000 }, () => {
     }
   });
 
+  test("-f follows a workload that moves (drain): the note on stderr, then the new holder's lines", async () => {
+    const svc = join(dir, 'svc');
+    const holderOf = async (): Promise<string | null> => {
+      const row = JSON.parse(
+        (await silo(['workloads', 'talker', '--json', ...sock(0)])).stdout,
+      ) as WorkloadRow;
+      return row.phase === 'running' ? row.holder : null;
+    };
+    const child = spawn(process.execPath, [BIN, 'logs', 'talker', '-f', '--tail', '1', ...sock(0)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    try {
+      await waitFor("the follow prints n2's lines", async () => /line \d+\n/.test(out));
+      // Any node may run it now; draining n2 moves it to n1.
+      await writeFile(
+        join(svc, 'anywhere.toml'),
+        [
+          'name = "talker"',
+          'image = "./image"',
+          'command = "/bin/talker"',
+          'scratch_class = "volatile"',
+          '',
+        ].join('\n'),
+      );
+      const relaxed = await silo(['apply', join(svc, 'anywhere.toml'), '--org', orgDir, ...sock(0)]);
+      assert.equal(relaxed.code, 0, relaxed.stderr);
+      assert.equal((await silo(['drain', 'n2', ...sock(0)])).code, 0);
+      await waitFor('talker runs on n1', async () => (await holderOf()) === 'n1', 120_000);
+      await waitFor(
+        'the CLI says it follows the move',
+        async () => /moved from n2 to n1; following it there/.test(err),
+        60_000,
+      );
+      const linesBefore = out.length;
+      await waitFor(
+        'lines from n1 arrive on the same command',
+        async () => /line \d+\n/.test(out.slice(linesBefore)),
+        60_000,
+      );
+      assert.equal(child.exitCode, null, 'the follow is still running');
+      child.kill('SIGINT');
+      assert.equal(await exited, 0);
+    } finally {
+      clearTimeout(timer);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      // Back as it was for the tests below: only n2 may run it.
+      await silo(['undrain', 'n2', ...sock(0)]);
+      await silo(['apply', join(svc, 'manifest.toml'), '--org', orgDir, ...sock(0)]);
+      await waitFor('talker back on n2', async () => (await holderOf()) === 'n2', 120_000);
+    }
+  });
+
   test('bad input: unknown workload or node exits 5, a not-held workload 5, a bad --tail 2', async () => {
     const ghost = await silo(['logs', 'ghost', ...sock(0)]);
     assert.equal(ghost.code, 5);

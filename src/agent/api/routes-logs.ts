@@ -47,9 +47,61 @@ export function registerLogRoutes(app: FastifyInstance, ctx: RouteContext): void
       trailer: LOG_END_TRAILER,
       'x-silo-log-node': source.nodeId,
     });
-    res.on('close', () => controller.abort());
-    void pump(chunks, res, controller.signal, (err) => apiErrorOf(err, source, workload));
+    // Following the holder (no --node): when the workload moves, the old node's file gets no more lines,
+    // so the stream ends saying where it went, and the CLI follows it there.
+    const unwatch =
+      query.node === undefined
+        ? watchMove(ctx.agent, workload, source.nodeId, (end) => controller.abort(new LogStreamEnd(end)))
+        : () => undefined;
+    res.on('close', () => {
+      unwatch();
+      controller.abort();
+    });
+    void pump(chunks, res, controller.signal, (err) => apiErrorOf(err, source, workload)).finally(unwatch);
   });
+}
+
+/** Why a followed stream was ended by this agent (the trailer's value), not by the client leaving. */
+class LogStreamEnd extends Error {
+  override name = 'LogStreamEnd';
+}
+
+/**
+ * Calls `end` once `from` no longer holds `workload` and another node runs it
+ * (`moved: <workload> moved from <from> to <to>`), or once the workload is
+ * deleted (`deleted: ...`). A holder that stopped with nobody holding yet
+ * (a takeover in progress) is waited for.
+ */
+function watchMove(
+  agent: NodeAgent,
+  workload: string,
+  from: string,
+  end: (reason: string) => void,
+): () => void {
+  const check = (): void => {
+    if (!agent.workloads.get(workload)) {
+      stop();
+      end(`deleted: "${workload}" was deleted`);
+      return;
+    }
+    const statuses = agent.observed.listAll();
+    const own = statuses.get(from)?.get(workload);
+    if (own !== undefined && (HOLDING as readonly string[]).includes(own.phase)) return;
+    const next = [...statuses]
+      // Running, not merely pulling or starting: its log file exists by then, so the follow can open it.
+      .filter(([nodeId, byName]) => nodeId !== from && byName.get(workload)?.phase === 'running')
+      .map(([nodeId]) => nodeId)[0];
+    if (next === undefined) return;
+    stop();
+    end(`moved: "${workload}" moved from ${from} to ${next}`);
+  };
+  const offObserved = agent.observed.onChange(check);
+  const offWorkloads = agent.workloads.onChange(check);
+  const stop = (): void => {
+    offObserved();
+    offWorkloads();
+  };
+  return stop;
 }
 
 /** Copies `chunks` into the response until either ends; the trailer says how the log stream ended. */
@@ -62,14 +114,16 @@ async function pump(
   let end = 'ok';
   try {
     for await (const chunk of chunks) {
-      if (signal.aborted || res.writableEnded) return;
+      if (signal.aborted || res.writableEnded) break;
       if (!res.write(chunk)) await waitDrain(res, signal);
     }
   } catch (err) {
     const apiError = toApiError(err);
     end = `${apiError instanceof ApiError ? apiError.code : 'internal'}: ${apiError.message}`;
   }
-  if (res.writableEnded || signal.aborted) return;
+  if (signal.reason instanceof LogStreamEnd) end = signal.reason.message;
+  else if (res.writableEnded || signal.aborted) return;
+  if (res.writableEnded) return;
   res.addTrailers({ [LOG_END_TRAILER]: end.replace(/[\r\n]+/g, ' ') });
   res.end();
 }

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
@@ -51,26 +52,34 @@ export function registerLogsCommand(program: Command, ctx: CliContext): void {
       else ctx.io.out(text);
       return;
     }
-    const res = await client.open(`${path}&follow=1`);
-    const ended = await new Promise<string | null>((resolve) => {
-      const finish = (end: string | null): void => {
-        process.off('SIGINT', stop);
-        resolve(end);
-      };
-      // Ctrl-C: closing the response tells the agent (and through it the holder) to stop.
-      const stop = (): void => {
-        res.destroy();
-        finish(null);
-      };
-      process.once('SIGINT', stop);
-      res.on('data', (chunk: Buffer) => ctx.io.out(chunk.toString('utf8')));
-      res.on('end', () =>
-        finish(String(res.trailers[LOG_END_TRAILER] ?? 'closed: the agent ended the stream')),
-      );
-      res.on('error', () => finish('unreachable: the connection to the agent broke'));
-    });
-    if (ended === null || ended === 'ok') return;
-    throw endError(ended);
+    // A workload that moves (drain, takeover) ends the stream with "moved: ...": follow it to its new holder.
+    for (;;) {
+      const ended = await followOnce(ctx, await client.open(`${path}&follow=1`));
+      if (ended === null || ended === 'ok') return;
+      if (!ended.startsWith('moved:') || flags.node !== undefined) throw endError(ended);
+      ctx.io.err(`silo: ${ended.slice('moved:'.length).trim()}; following it there\n`);
+    }
+  });
+}
+
+/** Prints one followed stream until it ends; returns its end trailer, or null when Ctrl-C ended it. */
+function followOnce(ctx: CliContext, res: IncomingMessage): Promise<string | null> {
+  return new Promise<string | null>((resolve) => {
+    const finish = (end: string | null): void => {
+      process.off('SIGINT', stop);
+      resolve(end);
+    };
+    // Ctrl-C: closing the response tells the agent (and through it the holder) to stop.
+    const stop = (): void => {
+      res.destroy();
+      finish(null);
+    };
+    process.once('SIGINT', stop);
+    res.on('data', (chunk: Buffer) => ctx.io.out(chunk.toString('utf8')));
+    res.on('end', () =>
+      finish(String(res.trailers[LOG_END_TRAILER] ?? 'closed: the agent ended the stream')),
+    );
+    res.on('error', () => finish('unreachable: the connection to the agent broke'));
   });
 }
 
