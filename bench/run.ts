@@ -9,6 +9,8 @@
  *   swim-model  --nodes 100,1000,10000 --out <dir> [--warmup-s 30] [--after-s 120] [--crashes 5]
  *               [--gossip-nodes 3] [--gossip-interval-ms 200]
  *               [--latency-ms 10] [--jitter-ms 20] [--loss-pct 0,5] [--seed 1]
+ *   agent-cost  --nodes 10,20,40 --out <dir> [--liveness acked-heartbeats,swim] [--warmup-s 20]
+ *               [--window-s 30] [--writes-per-s 10] [--latency-ms 10] [--seed 1]
  *
  * Progress goes to stderr; the result files go to --out.
  */
@@ -20,6 +22,7 @@ import {
   SwimParamsError,
   validateSwimParams,
 } from '../src/membership/swim-core.js';
+import { agentCostMarkdown, runAgentCost, writeAgentCostReport } from './agent-cost.js';
 import { writeConvergenceReport } from './convergence/report.js';
 import { runConvergence } from './convergence/run-convergence.js';
 import { runSwimModel, swimModelMarkdown, writeSwimModelReport } from './swim-model.js';
@@ -27,7 +30,8 @@ import { runTakeover, takeoverMarkdown, writeTakeoverReport } from './takeover.j
 
 const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 --writes 200 --out <dir> [options]
        npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]
-       npm run bench -- swim-model --nodes 100,1000,10000 --out <dir> [options]`;
+       npm run bench -- swim-model --nodes 100,1000,10000 --out <dir> [options]
+       npm run bench -- agent-cost --nodes 10,20,40 --out <dir> [options]`;
 
 class UsageError extends Error {}
 
@@ -38,6 +42,7 @@ async function main(): Promise<number> {
   if (command === 'convergence') return convergence(rest);
   if (command === 'takeover') return takeover(rest);
   if (command === 'swim-model') return swimModel(rest);
+  if (command === 'agent-cost') return agentCost(rest);
   throw new UsageError(command === undefined ? 'which benchmark?' : `unknown benchmark "${command}"`);
 }
 
@@ -170,6 +175,42 @@ async function swimModel(args: string[]): Promise<number> {
   });
   const files = await writeSwimModelReport(report, out);
   process.stdout.write(swimModelMarkdown(report));
+  log(`wrote ${files.json}, ${files.markdown}`);
+  return 0;
+}
+
+async function agentCost(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      nodes: { type: 'string', default: '10,20,40' },
+      liveness: { type: 'string', default: 'acked-heartbeats,swim' },
+      'warmup-s': { type: 'string', default: '20' },
+      'window-s': { type: 'string', default: '30' },
+      'writes-per-s': { type: 'string', default: '10' },
+      'latency-ms': { type: 'string', default: '10' },
+      seed: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const liveness = (values.liveness ?? '').split(',').map((kind) => {
+    if (kind !== 'acked-heartbeats' && kind !== 'swim')
+      throw new UsageError(`--liveness takes acked-heartbeats and/or swim, got "${kind}"`);
+    return kind;
+  });
+  const report = await runAgentCost({
+    nodes: list(values.nodes, '--nodes'),
+    liveness,
+    warmupS: positive(values['warmup-s'], '--warmup-s'),
+    windowS: positive(values['window-s'], '--window-s'),
+    writesPerS: nonNegative(values['writes-per-s'], '--writes-per-s'),
+    latencyMs: nonNegative(values['latency-ms'], '--latency-ms'),
+    seed: nonNegative(values.seed, '--seed'),
+    log,
+  });
+  const files = await writeAgentCostReport(report, out);
+  process.stdout.write(agentCostMarkdown(report));
   log(`wrote ${files.json}, ${files.markdown}`);
   return 0;
 }

@@ -369,16 +369,23 @@ describe('place: examples', () => {
         makeSpec('w-zone', { constraints: { zone: 'b' } }),
         makeSpec('w-big', { cpus: 2 }),
         makeSpec('w-ok', { cpus: 1 }),
+        makeSpec('w-ok2', { cpus: 1 }),
       ],
       nodes,
       liveness: alive('n-a'),
       holders: {},
     });
-    assert.deepEqual(result.assignments.get('w-zone'), { pending: 'no node matches constraints {zone=b}' });
+    // It would fit an empty node, but w-ok took the room: "no capacity" (it may fit later).
     assert.match(
-      (result.assignments.get('w-big') as { pending: string }).pending,
-      /^no capacity: needs 2 cpus/,
+      (result.assignments.get('w-ok2') as { pending: string }).pending,
+      /^no capacity: needs 1 cpus/,
     );
+    assert.deepEqual(result.assignments.get('w-zone'), { pending: 'no node matches constraints {zone=b}' });
+    // Larger than any matching node, even an empty one: "fits no node", not "no capacity".
+    assert.deepEqual(result.assignments.get('w-big'), {
+      pending:
+        'fits no node: needs 2 cpus, 256 MB memory, 100 MB scratch; none of the 1 matching nodes is that large',
+    });
     assert.deepEqual(result.assignments.get('w-ok'), { node: 'n-a', sticky: false });
     const none = place({ specs: [makeSpec('w')], nodes: [], liveness: {}, holders: {} });
     assert.deepEqual(none.assignments.get('w'), { pending: 'no active enrolled nodes' });
@@ -471,7 +478,8 @@ describe('place: examples', () => {
       holders: { w: fenced },
     });
     assert.deepEqual(full.assignments.get('w'), {
-      pending: 'no capacity: needs 1 cpus, 256 MB memory, 100 MB scratch; none of 3 eligible nodes has room',
+      pending:
+        'fits no node: needs 1 cpus, 256 MB memory, 100 MB scratch; none of the 3 matching nodes is that large',
       movedBecause: lost,
     });
     // Going last is about this workload only: another workload may still be placed on that node.

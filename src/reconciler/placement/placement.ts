@@ -31,6 +31,8 @@ function fits(need: Units, used: Units, total: Units): boolean {
   );
 }
 
+const NOTHING_USED: Readonly<Units> = { milliCpus: 0, memoryMb: 0, scratchMb: 0 };
+
 function add(used: Units, need: Units): void {
   used.milliCpus += need.milliCpus;
   used.memoryMb += need.memoryMb;
@@ -127,6 +129,13 @@ export function place(input: PlacementInput): PlacementResult {
       assignments.set(spec.name, withReason({ pending }));
       continue;
     }
+    const need = toUnits(spec);
+    // Bigger than every matching node even when empty: waiting will not help, so say so (not "no capacity").
+    if (!matching.some((node) => fits(need, NOTHING_USED, totals.get(node.nodeId)!))) {
+      const pending = `fits no node: needs ${describeNeed(spec)}; none of the ${matching.length} matching nodes is that large`;
+      assignments.set(spec.name, withReason({ pending }));
+      continue;
+    }
     // New placements go to alive nodes only: a suspect node may be on its way
     // out, and a target that dies before it starts just delays the workload.
     const eligible = matching.filter(
@@ -137,7 +146,6 @@ export function place(input: PlacementInput): PlacementResult {
       assignments.set(spec.name, withReason({ pending }));
       continue;
     }
-    const need = toUnits(spec);
     const fencedHolder = holderOf(input.holders, spec.name);
     const avoid = fencedHolder?.fenced === true ? fencedHolder.nodeId : null;
     // A holder that fenced itself goes last: it may be cut off from the witnesses.
