@@ -37,6 +37,8 @@ export interface AgentCostWindow {
   /** This process's CPU (user + system) per agent, percent of one core. */
   cpuPctPerAgent: number;
   loopP99Ms: number;
+  /** Connections opened in the window, per agent per minute (SWIM probes members it has no connection to). */
+  connectionsPerAgentMin: number;
 }
 
 export interface AgentCostRow {
@@ -114,7 +116,7 @@ async function measure(
 ): Promise<AgentCostWindow> {
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
-  const bytesBefore = cluster.net.stats().totalBytes;
+  const before = cluster.net.stats();
   const cpuBefore = process.cpuUsage();
   const startedAt = performance.now();
   const timer = perS > 0 ? setInterval(tick, 1000 / perS) : null;
@@ -123,8 +125,11 @@ async function measure(
   const elapsedS = (performance.now() - startedAt) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
   loop.disable();
-  const bytes = cluster.net.stats().totalBytes - bytesBefore;
+  const after = cluster.net.stats();
+  const bytes = after.totalBytes - before.totalBytes;
+  const opened = after.connections.opened - before.connections.opened;
   return {
+    connectionsPerAgentMin: round((opened / elapsedS / nodes) * 60),
     bytesPerAgentS: Math.round(bytes / elapsedS / nodes),
     cpuPctPerAgent: round((((cpu.user + cpu.system) / 1000 / (elapsedS * 1000)) * 100) / nodes, 2),
     loopP99Ms: round(loop.percentile(99) / 1e6),
@@ -139,14 +144,15 @@ export function agentCostMarkdown(report: AgentCostReport): string {
     '',
     'Bytes are everything the simulated links carried (noise, yamux, libp2p framing included), per agent. CPU is this',
     "process's, per agent, in percent of one core. A row marked saturated had event-loop p99 above 200 ms: timers ran",
-    'late, so its figures describe this machine more than the protocol.',
+    'late, so its figures describe this machine more than the protocol. New connections: opened during the idle',
+    'window, per agent per minute.',
     '',
-    '| agents | liveness | idle traffic | idle CPU | idle loop p99 | writes traffic | writes CPU | writes loop p99 | |',
-    '|---:|---|---:|---:|---:|---:|---:|---:|---|',
+    '| agents | liveness | idle traffic | idle CPU | idle loop p99 | idle new connections | writes traffic | writes CPU | writes loop p99 | |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   for (const r of report.rows) {
     lines.push(
-      `| ${r.nodes} | ${r.liveness} | ${kb(r.idle.bytesPerAgentS)} | ${r.idle.cpuPctPerAgent} % | ${r.idle.loopP99Ms} ms | ${kb(r.writes.bytesPerAgentS)} | ${r.writes.cpuPctPerAgent} % | ${r.writes.loopP99Ms} ms | ${r.saturated ? 'saturated' : ''} |`,
+      `| ${r.nodes} | ${r.liveness} | ${kb(r.idle.bytesPerAgentS)} | ${r.idle.cpuPctPerAgent} % | ${r.idle.loopP99Ms} ms | ${r.idle.connectionsPerAgentMin}/min | ${kb(r.writes.bytesPerAgentS)} | ${r.writes.cpuPctPerAgent} % | ${r.writes.loopP99Ms} ms | ${r.saturated ? 'saturated' : ''} |`,
     );
   }
   return `${lines.join('\n')}\n`;
