@@ -165,6 +165,9 @@ describe('silo CLI against running agents', () => {
     assert.equal(human.code, 0);
     assert.match(human.stdout, /node {9}n1 \(org clitest\)/);
     assert.match(human.stdout, /n2 {2,}alive/);
+    // Ownership health, not only document convergence: both nodes are witnesses (the first three signed).
+    assert.match(human.stdout, /^liveness {5}acked-heartbeats$/m);
+    assert.match(human.stdout, /^witnesses {4}v\d+: 2 of 2 alive, quorum 2: ok$/m);
 
     const json = await siloProcess(['status', '--json', ...sock()]);
     assert.equal(json.code, 0, json.stderr);
@@ -494,5 +497,24 @@ describe('silo CLI against running agents', () => {
     const code = await n(1).agent?.stop();
     assert.equal(code, 0, n(1).agent?.log());
     assert.ok(!existsSync(n(1).socket));
+  });
+
+  test('status says when the witnesses have no quorum (documents may still be converged)', async () => {
+    const res = await waitFor(
+      'n1 sees n2 gone and says so',
+      async () => {
+        const r = await silo(['status', ...sock(0)]);
+        return /^witnesses {4}v\d+: 1 of 2 alive, quorum 2: NO QUORUM/m.test(r.stdout) ? r : null;
+      },
+      60_000,
+    );
+    assert.equal(res.code, 0);
+    const json = JSON.parse((await silo(['status', '--json', ...sock(0)])).stdout) as {
+      ownership: { witnesses: { hasQuorum: boolean; alive: number; total: number } };
+    };
+    assert.deepEqual(
+      { ...json.ownership.witnesses, version: undefined },
+      { version: undefined, total: 2, alive: 1, quorum: 2, hasQuorum: false },
+    );
   });
 });

@@ -4,7 +4,7 @@ import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../../identity/ipv4-c
 import type { RouteContext } from './context.js';
 import { ApiError, badRequest, conflict, notFound } from './errors.js';
 import { DrainBodySchema, NodeIdParams, parseInput } from './validate.js';
-import { nodeRows } from './views.js';
+import { nodeRows, ownershipHealth } from './views.js';
 
 /** Status, nodes, drain flags, enrollment records and revocations, metrics. */
 export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): void {
@@ -16,6 +16,7 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
     connections: agent.gossip.connectionInfo(),
     now: Date.now(),
     convergence: ctx.peerDigests?.estimate() ?? null,
+    ownership: ownershipHealth(agent),
   }));
 
   app.get('/v1/nodes', async () => ({ nodes: nodeRows(agent, ctx.peerDigests) }));

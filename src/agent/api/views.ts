@@ -1,4 +1,5 @@
 import type { Liveness, MemberView } from '../../gossip/index.js';
+import { quorumSize } from '../../ownership/witness-config.js';
 import type { DocName } from '../../state/names.js';
 import type {
   DrainFlag,
@@ -120,6 +121,40 @@ export function witnessesView(agent: NodeAgent): WitnessesView {
       enrolled: active.has(nodeId),
       liveness: nodeId === agent.nodeId ? 'self' : (members.get(nodeId)?.state ?? 'unknown'),
     })),
+  };
+}
+
+/** What `silo status` says about ownership (docs/cli.md): can exclusive workloads start and renew here? */
+export interface OwnershipHealth {
+  /** The liveness source placement reads ("acked-heartbeats", "local-detector", "swim"); null without a reconciler. */
+  liveness: string | null;
+  /** The witness configuration in force and how many of its witnesses this node sees alive (itself included). */
+  witnesses: { version: number; total: number; alive: number; quorum: number; hasQuorum: boolean } | null;
+  /** Exclusive workloads this node wants a lease for, and the ones whose lease it does not hold now. */
+  leases: { wanted: number; held: number; notHeld: string[] } | null;
+}
+
+export function ownershipHealth(agent: NodeAgent): OwnershipHealth {
+  const view = witnessesView(agent);
+  const witnesses =
+    view.config === null
+      ? null
+      : (() => {
+          const total = view.witnesses.length;
+          const alive = view.witnesses.filter(
+            (w) => w.enrolled && (w.liveness === 'self' || w.liveness === 'alive'),
+          ).length;
+          const quorum = quorumSize({ version: view.config.version, witnesses: view.config.witnesses });
+          return { version: view.config.version, total, alive, quorum, hasQuorum: alive >= quorum };
+        })();
+  const reconciler = agent.reconciler;
+  if (!reconciler) return { liveness: null, witnesses, leases: null };
+  const wanted = reconciler.leases.wanted();
+  const notHeld = wanted.filter((name) => !reconciler.leases.status(name).held).sort();
+  return {
+    liveness: reconciler.livenessKind,
+    witnesses,
+    leases: { wanted: wanted.length, held: wanted.length - notHeld.length, notHeld },
   };
 }
 

@@ -1,12 +1,17 @@
 import type { Command } from 'commander';
-import type { NodeRow, WorkloadRow } from '../../agent/api/views.js';
+import type { NodeRow, OwnershipHealth, WorkloadRow } from '../../agent/api/views.js';
 import type { AgentStatus } from '../../agent/node-agent.js';
 import type { ConvergenceEstimate } from '../../agent/peer-digests.js';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
 import { ago, duration, shortDigest, shortDigests, table } from '../format.js';
 
-export type StatusResponse = AgentStatus & { now: number; convergence: ConvergenceEstimate | null };
+export type StatusResponse = AgentStatus & {
+  now: number;
+  convergence: ConvergenceEstimate | null;
+  /** Absent from agents older than this CLI. */
+  ownership?: OwnershipHealth;
+};
 
 type Flags = JsonFlag & ConnectionFlags;
 
@@ -24,6 +29,7 @@ export function renderStatus(status: StatusResponse): string {
       .map(([doc, d]) => `${doc}=${d}`)
       .join(' ')}`,
     `convergence  ${convergence}`,
+    ...ownershipLines(status.ownership),
   ];
   if (status.members.length > 0) {
     lines.push(
@@ -43,6 +49,31 @@ export function renderStatus(status: StatusResponse): string {
     );
   }
   return lines.join('\n');
+}
+
+/**
+ * Whether exclusive workloads can start and renew here: converged documents say nothing about that (two of three
+ * witnesses down leaves the documents converged and every exclusive workload fenced).
+ */
+function ownershipLines(ownership: OwnershipHealth | undefined): string[] {
+  if (ownership === undefined) return [];
+  const lines: string[] = [];
+  if (ownership.liveness !== null) lines.push(`liveness     ${ownership.liveness}`);
+  const w = ownership.witnesses;
+  lines.push(
+    w === null
+      ? 'witnesses    none configured: exclusive workloads cannot start'
+      : `witnesses    v${w.version}: ${w.alive} of ${w.total} alive, quorum ${w.quorum}: ${
+          w.hasQuorum ? 'ok' : 'NO QUORUM, exclusive workloads cannot start or renew their leases'
+        }`,
+  );
+  const l = ownership.leases;
+  if (l !== null && l.wanted > 0) {
+    lines.push(
+      `leases       ${l.held} of ${l.wanted} held${l.notHeld.length > 0 ? `; not held: ${l.notHeld.join(', ')}` : ''}`,
+    );
+  }
+  return lines;
 }
 
 export function renderNodes(nodes: NodeRow[]): string {
