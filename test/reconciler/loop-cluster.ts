@@ -93,6 +93,29 @@ export class LoopCluster extends EnrolledCluster {
     return agent;
   }
 
+  /**
+   * Enrolls `ids`, starts the first as an in-process agent and registers the
+   * others' records with it (as `ca sign --socket` does); the others get its
+   * address as their seed and are the caller's to start.
+   */
+  async enrollAround(
+    ids: readonly string[],
+    nodes: Map<string, EnrolledNode>,
+  ): Promise<{ first: NodeAgent; seed: string }> {
+    const [firstId, ...rest] = ids;
+    if (firstId === undefined) throw new Error('enrollAround needs at least one node id');
+    const a = await this.enroll(firstId);
+    nodes.set(a.nodeId, a);
+    const first = await this.startAgent(a);
+    const seed = first.gossip.multiaddrs()[0]!;
+    for (const id of rest) {
+      const node = await this.enroll(id, [seed]);
+      first.enrollment.put(node.bundle.record);
+      nodes.set(id, node);
+    }
+    return { first, seed };
+  }
+
   /** Starts `node` as an agent in a child process (so that it can be SIGKILLed like a real crash). */
   async startChild(node: EnrolledNode, bootstrap: string[]): Promise<{ addrs: string[] }> {
     const configFile = join(this.root, `${node.nodeId}-child.json`);

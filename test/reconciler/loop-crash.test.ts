@@ -35,15 +35,9 @@ describe('reconcile loop: a crashed holder', { timeout: 240_000 }, () => {
   const inProcess = () => [...cluster.agents.values()];
 
   before(async () => {
-    const a = await cluster.enroll('node-a');
-    nodes.set(a.nodeId, a);
-    first = await cluster.startAgent(a);
-    const seed = first.gossip.multiaddrs()[0]!;
-    for (const id of ids.slice(1)) {
-      const node = await cluster.enroll(id, [seed]);
-      first.enrollment.put(node.bundle.record);
-      nodes.set(id, node);
-    }
+    const started = await cluster.enrollAround(ids, nodes);
+    first = started.first;
+    const seed = started.seed;
     await cluster.startAgent(nodes.get('node-b')!, [seed]);
     // node-c runs in a process of its own so that it can really crash.
     await cluster.startChild(nodes.get('node-c')!, [seed]);

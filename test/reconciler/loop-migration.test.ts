@@ -21,15 +21,7 @@ describe('reconcile loop: planned moves', { timeout: 180_000 }, () => {
   const ids = ['node-a', 'node-b', 'node-c'];
 
   before(async () => {
-    const a = await cluster.enroll('node-a');
-    nodes.set(a.nodeId, a);
-    first = await cluster.startAgent(a);
-    const seed = first.gossip.multiaddrs()[0]!;
-    for (const id of ids.slice(1)) {
-      const node = await cluster.enroll(id, [seed]);
-      first.enrollment.put(node.bundle.record);
-      nodes.set(id, node);
-    }
+    first = (await cluster.enrollAround(ids, nodes)).first;
     for (const id of ids.slice(1)) await cluster.startAgent(nodes.get(id)!, nodes.get(id)!.bundle.seedPeers);
     await waitFor('every agent hears the two others', () =>
       agents().every((agent) => agent.gossip.detector.nodesIn('alive').length === 2),

@@ -22,15 +22,9 @@ describe('reconcile loop: a revoked holder', { timeout: 180_000 }, () => {
   const agent = (id: string) => cluster.agents.get(id)!;
 
   before(async () => {
-    const a = await cluster.enroll('node-a');
-    nodes.set(a.nodeId, a);
-    first = await cluster.startAgent(a);
-    const seed = first.gossip.multiaddrs()[0]!;
-    for (const id of ids.slice(1)) {
-      const node = await cluster.enroll(id, [seed]);
-      first.enrollment.put(node.bundle.record);
-      nodes.set(id, node);
-    }
+    const started = await cluster.enrollAround(ids, nodes);
+    first = started.first;
+    const seed = started.seed;
     for (const id of ids.slice(1)) await cluster.startAgent(nodes.get(id)!, [seed]);
     await waitFor('every agent hears the two others', () =>
       [...cluster.agents.values()].every((a) => a.gossip.detector.nodesIn('alive').length === 2),

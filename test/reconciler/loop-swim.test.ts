@@ -23,15 +23,9 @@ describe('reconcile loop on SWIM liveness', { timeout: 240_000 }, () => {
   let second: NodeAgent;
 
   before(async () => {
-    const a = await cluster.enroll('node-a');
-    nodes.set(a.nodeId, a);
-    first = await cluster.startAgent(a);
-    const seed = first.gossip.multiaddrs()[0]!;
-    for (const id of ids.slice(1)) {
-      const node = await cluster.enroll(id, [seed]);
-      first.enrollment.put(node.bundle.record);
-      nodes.set(id, node);
-    }
+    const started = await cluster.enrollAround(ids, nodes);
+    first = started.first;
+    const seed = started.seed;
     second = await cluster.startAgent(nodes.get('node-b')!, [seed]);
     await cluster.startChild(nodes.get('node-c')!, [seed]);
     await waitFor('SWIM on both in-process agents sees the two others alive', () =>
