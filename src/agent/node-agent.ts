@@ -61,7 +61,8 @@ export interface NodeAgentOptions {
   /**
    * SWIM + Lifeguard membership over `/silo/swim/1` (docs/membership.md),
    * run beside the heartbeat detector: `silo nodes` and the `silo_swim_*`
-   * metrics show what it sees, nothing decides by it yet. Off when absent.
+   * metrics show what it sees; the reconciler reads it with leaseKind
+   * "swim". Off when absent.
    */
   membership?: { swim: boolean; params?: Partial<SwimParams> };
 }
