@@ -77,6 +77,17 @@ describe('silo logs across nodes', { timeout: 240_000 }, () => {
     );
     const nowhere = await silo(['apply', join(svc, 'nowhere.toml'), '--org', orgDir, ...sock(0)]);
     assert.equal(nowhere.code, 0, nowhere.stderr);
+    // Nothing reports on it, yet `silo workloads` says why it does not run: placement's reason.
+    const why = await waitFor('placement says why nowhere is pending', async () => {
+      const row = JSON.parse(
+        (await silo(['workloads', 'nowhere', '--json', ...sock(0)])).stdout,
+      ) as WorkloadRow;
+      return row.placement !== null ? row : null;
+    });
+    assert.equal(why.placement, 'pending: no node matches constraints {role=none}');
+    assert.equal(why.reason, 'no node matches constraints {role=none}');
+    const table = await silo(['workloads', ...sock(0)]);
+    assert.match(table.stdout, /^nowhere .* no node matches constraints \{role=none\}$/m);
     await waitFor(
       'talker running on n2, as n1 sees it',
       async () => {

@@ -158,6 +158,9 @@ export function ownershipHealth(agent: NodeAgent): OwnershipHealth {
   };
 }
 
+/** How ReconcileLoop.status() writes an assignment that placement left pending. */
+const PENDING = 'pending: ';
+
 /** Phases in which a node holds (runs or is bringing up or down) a workload. */
 const HOLDING: readonly Phase[] = ['running', 'starting', 'pulling', 'stopping'];
 /** Which status speaks for a workload when several nodes report one: the lowest rank wins. */
@@ -179,7 +182,18 @@ export interface WorkloadRow {
   /** The most telling phase reported by any node; "pending" when no node reported one. */
   phase: Phase;
   restarts: number;
+  /**
+   * Why, from the most telling node report; when no node holds it and no
+   * report says why, placement's reason for leaving it pending ("fits no
+   * node: ...", "no node matches constraints ...").
+   */
   reason: string | null;
+  /**
+   * Where this agent's last placement puts it: a node id, or "pending:
+   * <reason>"; null without a reconciler (placement is the same pure function
+   * of the converged documents on every node).
+   */
+  placement: string | null;
   /** Every node's report, by node id. */
   statuses: Record<string, ObservedStatus>;
   /** The holder's lease epoch (ballot), exclusive workloads only. */
@@ -213,17 +227,17 @@ function activeObserved(agent: NodeAgent): Map<string, Map<string, ObservedStatu
 export function workloadRows(agent: NodeAgent): WorkloadRow[] {
   const observed = activeObserved(agent);
   const loop = agent.reconciler?.loop?.status();
-  return agent.workloads
-    .list()
-    .map((spec) =>
-      workloadRow(spec, observed, loop?.workloads.find((w) => w.name === spec.name)?.lease ?? null),
-    );
+  return agent.workloads.list().map((spec) => {
+    const here = loop?.workloads.find((w) => w.name === spec.name);
+    return workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null);
+  });
 }
 
 export function workloadRow(
   spec: WorkloadSpec,
   observed: Map<string, Map<string, ObservedStatus>>,
   lease: WorkloadRow['lease'] = null,
+  placement: string | null = null,
 ): WorkloadRow {
   const statuses: Record<string, ObservedStatus> = {};
   let best: { nodeId: string; status: ObservedStatus } | null = null;
@@ -233,13 +247,16 @@ export function workloadRow(
     statuses[nodeId] = status;
     if (best === null || RANK[status.phase] < RANK[best.status.phase]) best = { nodeId, status };
   }
+  const holder = best && HOLDING.includes(best.status.phase) ? best.nodeId : null;
+  const pending = placement?.startsWith(PENDING) ? placement.slice(PENDING.length) : null;
   return {
     name: spec.name,
     spec,
-    holder: best && HOLDING.includes(best.status.phase) ? best.nodeId : null,
+    holder,
     phase: best?.status.phase ?? 'pending',
     restarts: best?.status.restarts ?? 0,
-    reason: best?.status.reason ?? null,
+    reason: best?.status.reason ?? (holder === null ? pending : null),
+    placement,
     statuses,
     epoch: best?.status.epoch ?? null,
     lease: lease === null ? null : { ...lease, grantedBy: [...lease.grantedBy], missing: [...lease.missing] },

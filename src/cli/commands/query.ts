@@ -131,6 +131,8 @@ function renderWorkload(w: WorkloadRow): string {
   const lines = [
     `name        ${w.name} (revision ${s.revision})`,
     `phase       ${w.phase}${w.holder ? ` on ${w.holder}` : ''}${w.reason ? ` (${w.reason})` : ''}`,
+    // Older agents send no placement.
+    ...(w.placement ? [`placement   ${w.placement}`] : []),
     `image       ${s.image} ${s.imageDigest}`,
     `command     ${[s.command, ...s.args].join(' ')}`,
     `resources   ${s.cpus} cpu, ${s.memoryMb} MiB, scratch ${s.scratchMb} MiB ${s.scratchClass}`,

@@ -39,13 +39,14 @@ export function renderSnapshot(snapshot: ClusterSnapshot, header: string): strin
       : snapshot.workloads.length === 0
         ? 'no workloads'
         : table(
-            ['WORKLOAD', 'REV', 'PHASE', 'HOLDER', 'RESTARTS'],
+            ['WORKLOAD', 'REV', 'PHASE', 'HOLDER', 'RESTARTS', 'REASON'],
             snapshot.workloads.map((w) => [
               w.name,
               String(w.spec.revision),
               w.phase,
               w.holder ?? '-',
               String(w.restarts),
+              w.reason ?? '',
             ]),
           );
   const state = snapshot.converged
