@@ -279,6 +279,19 @@ describe('silo CLI against running agents', () => {
     const missing = await silo(['apply', noImage, '--org', orgDir, ...sock()]);
     assert.equal(missing.code, 3);
     assert.match(missing.stderr, /image: .*missing does not exist/);
+    assert.match(missing.stderr, /build it with `silo image build <dir> -o <file\.tar>`, or pass --image/);
+    // The example's layout: image = "./app.tar" not built yet, its directory beside it: the hint names both.
+    const layout = join(dir, 'unbuilt');
+    await mkdir(join(layout, 'image'), { recursive: true });
+    await writeFile(join(layout, 'manifest.toml'), 'name = "unbuilt"\nimage = "./app.tar"\ncommand = "/x"\n');
+    const unbuilt = await silo(['apply', join(layout, 'manifest.toml'), '--org', orgDir, ...sock()]);
+    assert.equal(unbuilt.code, 3);
+    assert.ok(
+      unbuilt.stderr.includes(
+        `build it with \`silo image build ${join(layout, 'image')} -o ${join(layout, 'app.tar')}\`, or pass --image ${join(layout, 'image')}`,
+      ),
+      unbuilt.stderr,
+    );
     assert.deepEqual(await digests(), before);
   });
 

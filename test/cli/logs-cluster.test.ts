@@ -208,9 +208,14 @@ describe('silo logs across nodes', { timeout: 240_000 }, () => {
       const linesBefore = out.length;
       await waitFor(
         'lines from n1 arrive on the same command',
-        async () => /line \d+\n/.test(out.slice(linesBefore)),
+        async () => {
+          // An exit here is the failure to report (with what the command said), not a timeout.
+          if (child.exitCode !== null) return `exited ${child.exitCode}: ${err}`;
+          return /line \d+\n/.test(out.slice(linesBefore));
+        },
         60_000,
       );
+      assert.equal(child.exitCode, null, `the follow ended: ${err}`);
       assert.equal(child.exitCode, null, 'the follow is still running');
       child.kill('SIGINT');
       assert.equal(await exited, 0);

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { signImageDigest } from '../../identity/image-signing.js';
 import { loadOrg } from '../../identity/org.js';
@@ -39,6 +39,23 @@ export interface ApplyResult {
  * spec written. Nothing is written to the cluster before the manifest, the
  * image and the org key have all been checked.
  */
+/**
+ * What to do about a manifest's image that is not there: build the tar from
+ * a directory beside it (the example's `image/`, or the tar's name without
+ * `.tar`), or point --image at one.
+ */
+async function missingImageHint(imagePath: string, fromFlag: boolean): Promise<string> {
+  if (fromFlag) return '';
+  const dir = dirname(imagePath);
+  for (const candidate of [imagePath.replace(/\.tar$/, ''), join(dir, 'image')]) {
+    if (candidate === imagePath) continue;
+    if ((await stat(candidate).catch(() => null))?.isDirectory()) {
+      return `; build it with \`silo image build ${candidate} -o ${imagePath}\`, or pass --image ${candidate}`;
+    }
+  }
+  return '; build it with `silo image build <dir> -o <file.tar>`, or pass --image <dir or tar>';
+}
+
 export async function applyManifest(client: ApiClient, options: ApplyOptions): Promise<ApplyResult> {
   const loaded = await loadManifest(options.manifestFile);
   const { manifest } = loaded;
@@ -52,7 +69,9 @@ export async function applyManifest(client: ApiClient, options: ApplyOptions): P
     if (imagePath !== null) {
       const info = await stat(imagePath).catch(() => null);
       if (info === null) {
-        throw inputError(`${imageSource} ${imagePath} does not exist (expected an image directory or tar)`);
+        throw inputError(
+          `${imageSource} ${imagePath} does not exist (expected an image directory or tar)${await missingImageHint(imagePath, options.image !== undefined)}`,
+        );
       }
       if (info.isDirectory()) {
         scratch = await mkdtemp(join(tmpdir(), 'silo-apply-'));

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { type Command, InvalidArgumentError } from 'commander';
-import type { ConnectionFlags } from '../api-client.js';
+import type { ApiClient, ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
 import { CliError, EXIT, type ExitCode } from '../errors.js';
 
@@ -53,13 +53,38 @@ export function registerLogsCommand(program: Command, ctx: CliContext): void {
       return;
     }
     // A workload that moves (drain, takeover) ends the stream with "moved: ...": follow it to its new holder.
+    let moved = false;
     for (;;) {
-      const ended = await followOnce(ctx, await client.open(`${path}&follow=1`));
+      const res = moved
+        ? await openAfterMove(client, `${path}&follow=1`)
+        : await client.open(`${path}&follow=1`);
+      const ended = await followOnce(ctx, res);
       if (ended === null || ended === 'ok') return;
       if (!ended.startsWith('moved:') || flags.node !== undefined) throw endError(ended);
       ctx.io.err(`silo: ${ended.slice('moved:'.length).trim()}; following it there\n`);
+      moved = true;
     }
   });
+}
+
+/** How long a follow waits for the new holder's log to appear after a move. */
+const MOVE_LOG_WAIT_MS = 30_000;
+
+/**
+ * The new holder reports `running` as its process starts; its log file may
+ * appear a moment later (404 until then), so a follow across a move retries
+ * "not found" for a while before it gives up.
+ */
+async function openAfterMove(client: ApiClient, path: string): Promise<IncomingMessage> {
+  const giveUpAt = Date.now() + MOVE_LOG_WAIT_MS;
+  for (;;) {
+    try {
+      return await client.open(path);
+    } catch (err) {
+      if (!(err instanceof CliError) || err.exitCode !== EXIT.notFound || Date.now() >= giveUpAt) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
 }
 
 /** Prints one followed stream until it ends; returns its end trailer, or null when Ctrl-C ended it. */
