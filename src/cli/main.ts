@@ -67,7 +67,9 @@ export const COMMAND_MODULE_OF: Readonly<Record<string, CommandModule>> = {
  */
 export async function registrarsFor(args: readonly string[]): Promise<Registrar[]> {
   const first = args.find((arg) => !arg.startsWith('-'));
-  const only = first === undefined ? undefined : COMMAND_MODULE_OF[first];
+  // Own keys only: `silo constructor` is an unknown command, not Object.prototype's.
+  const only =
+    first !== undefined && Object.hasOwn(COMMAND_MODULE_OF, first) ? COMMAND_MODULE_OF[first] : undefined;
   const modules = only === undefined ? (Object.keys(COMMAND_MODULES) as CommandModule[]) : [only];
   return Promise.all(modules.map((name) => COMMAND_MODULES[name]()));
 }

@@ -28,6 +28,13 @@ describe('command modules load on demand', () => {
     assert.ok(count > 5);
     assert.equal((await registrarsFor(['--help'])).length, count);
     assert.equal((await registrarsFor(['nods'])).length, count);
+    for (const inherited of ['constructor', '__proto__', 'toString']) {
+      assert.equal((await registrarsFor([inherited])).length, count, inherited);
+      const errors: string[] = [];
+      const code = await main(['node', 'silo', inherited], { ...quietIo, err: (t) => errors.push(t) }, {});
+      assert.equal(code, 2, `silo ${inherited}: ${errors.join('')}`);
+      assert.match(errors.join(''), /unknown command/);
+    }
     assert.equal((await registrarsFor(['--json', 'nodes'])).length, 1);
   });
 
