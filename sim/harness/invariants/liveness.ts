@@ -1,6 +1,8 @@
 import { place, takeoverExtraWaitMs } from '../../../src/reconciler/placement/index.js';
 import type { HolderRef, Liveness, PlacementNode } from '../../../src/reconciler/placement/types.js';
+import type { ReconcileStatus } from '../../../src/reconciler/reconcile-loop.js';
 import type { WorkloadSpec } from '../../../src/state/schemas.js';
+import type { LiveProcess } from '../running-registry.js';
 import type { FaultEvent, FaultKind, SimCluster } from '../sim-cluster.js';
 import { type InvariantResult, result } from './types.js';
 
@@ -16,6 +18,26 @@ const DISRUPTIVE = new Set<FaultKind>([
   'apply',
   'drain',
 ]);
+
+/**
+ * What the checker reads of the cluster: its ground truth (who is up, cut,
+ * partitioned, draining, which processes run) and each agent's specs and
+ * loop status. SimCluster is one; tests drive the checker with a small fake.
+ */
+export interface LivenessCluster {
+  readonly timing: SimCluster['timing'];
+  readonly registry: { snapshot(): Map<string, LiveProcess[]> };
+  names(): string[];
+  live(): string[];
+  isUp(name: string): boolean;
+  cutPairs(): [string, string][];
+  partitionGroups(): string[][] | null;
+  draining(): Set<string>;
+  capacity(): ReturnType<SimCluster['capacity']>;
+  onFault(listener: (event: FaultEvent) => void): () => void;
+  agents(): { workloads: { list(): WorkloadSpec[] } }[];
+  agent(name: string): { reconciler?: { loop?: { status(): ReconcileStatus } | null } | undefined };
+}
 
 export interface LivenessCheckerOptions {
   /** Slack beyond dead_after + the takeover wait + claim_settle (docs/sim.md, "Invariants"). */
@@ -56,6 +78,8 @@ interface Pending {
   deadline: number;
   timer: NodeJS.Timeout;
   recovered: boolean;
+  /** When every placeable workload first ran after the event (null: not yet). */
+  recoveredAt: number | null;
 }
 
 /**
@@ -68,9 +92,18 @@ interface Pending {
  * view: the running nodes of each partition group; exclusive workloads only
  * in a group holding a quorum (> N/2 of the enrolled nodes); placement's own
  * pure `place()` decides whether capacity and constraints allow it.
+ *
+ * Once a disruption has been recovered from, a workload can still go down
+ * again with no new disruption: under sustained loss a lease renewal can
+ * miss its witnesses and the holder fences. Such a *fresh outage* is held to
+ * the same budget, counted from its own start: a deadline check that lands
+ * inside one (the deadline is only an instant) does not fail it while it is
+ * younger than the budget, and the poller fails it once it is older. A
+ * point-in-time check alone would fail a run whose lease lapsed a moment
+ * before the deadline and pass one whose lease lapsed for good just after it.
  */
 export class LivenessChecker {
-  private readonly cluster: SimCluster;
+  private readonly cluster: LivenessCluster;
   private readonly options: LivenessCheckerOptions;
   private readonly checks: { label: string; evaluation: Evaluation }[] = [];
   private readonly recoveries: Recovery[] = [];
@@ -79,11 +112,13 @@ export class LivenessChecker {
   private readonly downSince = new Map<string, number>();
   /** workload → its longest finished outage, ms. */
   private readonly outages = new Map<string, number>();
+  /** Fresh outages already failed (workload → its start), so each is reported once. */
+  private readonly failedOutages = new Map<string, number>();
   private readonly poller: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private readonly describeTime: (at: number) => string;
 
-  constructor(cluster: SimCluster, options: LivenessCheckerOptions) {
+  constructor(cluster: LivenessCluster, options: LivenessCheckerOptions) {
     this.cluster = cluster;
     this.options = options;
     this.describeTime = options.describeTime ?? ((at) => `${Math.round(at)} ms`);
@@ -123,7 +158,14 @@ export class LivenessChecker {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
-    this.record('at the end', this.evaluate());
+    // A fresh outage still within its budget is a recovery to wait for
+    // (tracked from the ground truth now, not as of the last poll).
+    for (;;) {
+      this.trackOutages(this.evaluate().notRunning);
+      if (this.pending !== pending || this.youngFreshOutages(performance.now()).size === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    this.record('at the end', this.excusingFreshOutages(this.evaluate()));
   }
 
   stop(): void {
@@ -250,6 +292,8 @@ export class LivenessChecker {
   }
 
   private onDisruption(event: FaultEvent): void {
+    // The new deadline covers whatever is down now.
+    this.failedOutages.clear();
     const previous = this.pending;
     if (previous !== null) {
       clearTimeout(previous.timer);
@@ -262,6 +306,7 @@ export class LivenessChecker {
       event,
       deadline,
       recovered: false,
+      recoveredAt: null,
       timer: setTimeout(() => this.onDeadline(pending), Math.max(0, deadline - performance.now())),
     };
     pending.timer.unref();
@@ -270,7 +315,7 @@ export class LivenessChecker {
 
   private onDeadline(pending: Pending): void {
     if (this.pending !== pending) return;
-    const evaluation = this.evaluate();
+    const evaluation = this.excusingFreshOutages(this.evaluate());
     this.record(
       `${this.describeTime(pending.event.at)} ${label(pending.event)} + ${this.budgetMs()} ms`,
       evaluation,
@@ -293,10 +338,12 @@ export class LivenessChecker {
   private poll(): void {
     const evaluation = this.evaluate();
     this.trackOutages(evaluation.notRunning);
+    this.failStaleFreshOutages(evaluation);
     const pending = this.pending;
     if (pending === null || pending.recovered) return;
     if (evaluation.settled) {
       pending.recovered = true;
+      pending.recoveredAt = performance.now();
       const recovery: Recovery = {
         event: label(pending.event),
         at: pending.event.at,
@@ -304,6 +351,58 @@ export class LivenessChecker {
       };
       this.recoveries.push(recovery);
       this.options.onRecovery?.(recovery);
+    }
+  }
+
+  /** Outages that began after the current disruption was recovered from: workload → start. */
+  private freshOutages(): Map<string, number> {
+    const fresh = new Map<string, number>();
+    const recoveredAt = this.pending?.recoveredAt ?? null;
+    if (recoveredAt === null) return fresh;
+    for (const [workload, since] of this.downSince) if (since > recoveredAt) fresh.set(workload, since);
+    return fresh;
+  }
+
+  /** Fresh outages still within the budget, counted from their own start. */
+  private youngFreshOutages(now: number): Map<string, number> {
+    const budget = this.budgetMs();
+    const young = new Map<string, number>();
+    for (const [workload, since] of this.freshOutages()) if (now - since < budget) young.set(workload, since);
+    return young;
+  }
+
+  /** The evaluation without the workloads whose fresh outage is younger than the budget. */
+  private excusingFreshOutages(evaluation: Evaluation): Evaluation {
+    this.trackOutages(evaluation.notRunning);
+    const young = this.youngFreshOutages(performance.now());
+    if (young.size === 0) return evaluation;
+    const problems: string[] = [];
+    const notRunning: string[] = [];
+    evaluation.notRunning.forEach((workload, i) => {
+      if (young.has(workload)) return;
+      notRunning.push(workload);
+      problems.push(evaluation.problems[i] ?? workload);
+    });
+    const ok = problems.length === 0;
+    return { ...evaluation, ok, problems, notRunning, settled: evaluation.settled && ok };
+  }
+
+  /** A fresh outage older than the budget is a violation of its own, reported once. */
+  private failStaleFreshOutages(evaluation: Evaluation): void {
+    const now = performance.now();
+    const budget = this.budgetMs();
+    for (const [workload, since] of this.freshOutages()) {
+      if (now - since < budget || this.failedOutages.get(workload) === since) continue;
+      this.failedOutages.set(workload, since);
+      const index = evaluation.notRunning.indexOf(workload);
+      const problem = evaluation.problems[index] ?? `${workload} placeable but not running`;
+      this.record(`${this.describeTime(since)} ${workload} went down with no disruption + ${budget} ms`, {
+        ...evaluation,
+        ok: false,
+        settled: false,
+        problems: [problem],
+        notRunning: [workload],
+      });
     }
   }
 
