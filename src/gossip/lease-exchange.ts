@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { LeaseReply, LeaseRequest } from '../ownership/lease-messages.js';
-import { MAX_LEASE_MS } from '../ownership/lease-messages.js';
+import { MAX_LEASE_MS, REFUSAL_REASONS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, WorkloadNameSchema } from '../state/schemas.js';
 import { packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -42,7 +42,7 @@ export const LeaseReplySchema = z.strictObject({
   witness: NodeIdSchema,
   round: Int,
   granted: z.boolean(),
-  refusal: z.enum(['held', 'stale-ballot', 'config-mismatch', 'not-a-witness', 'invalid']).nullable(),
+  refusal: z.enum(REFUSAL_REASONS).nullable(),
   ballot: Int,
   holder: NodeIdSchema.nullable(),
   configVersion: Int,

@@ -306,7 +306,11 @@ export class LeaseClaimant {
           ? `has granted ballot ${reply.ballot}${reply.holder ? ` to ${reply.holder}` : ''}`
           : reply.refusal === 'config-mismatch'
             ? `counts in configuration ${reply.configVersion}`
-            : (reply.refusal ?? 'refused');
+            : reply.refusal === 'quiet'
+              ? 'restarted: grants nothing until every lease it may have granted before has ended'
+              : reply.refusal === 'too-long'
+                ? 'refuses a lease this long (stop_timeout above its services.max_stop_timeout)'
+                : (reply.refusal ?? 'refused');
     state.said.set(reply.witness, what);
     if (sent.ballot === state.ballot && reply.refusal === 'stale-ballot') state.bump = true;
     if (sent.ballot === state.ballot && reply.refusal === 'held' && reply.holder !== this.selfId)

@@ -37,7 +37,16 @@ export type RefusalReason =
   /** This node is not a witness of its configuration (or has none). */
   | 'not-a-witness'
   /** Malformed or out-of-bounds request. */
-  | 'invalid';
+  | 'invalid'
+  /** The lease asked for is longer than this witness's bound on lease lengths (services.max_stop_timeout). */
+  | 'too-long'
+  /**
+   * The witness started on an existing store less than one maximal hold ago:
+   * its store may be an older copy (a backup, a VM snapshot) that forgot
+   * grants made since, so it grants nothing until every lease it could have
+   * granted before has ended (docs/placement.md, rule W6).
+   */
+  | 'quiet';
 
 export interface LeaseReply {
   workload: string;
@@ -56,5 +65,20 @@ export interface LeaseReply {
   remainingMs: number | null;
 }
 
-/** Longest lease a witness grants: a bound on how long a vanished claimant can block a workload. */
+/**
+ * Longest lease any witness grants (a witness's own bound, from its
+ * configuration, is at most this): a bound on how long a vanished claimant
+ * can block a workload.
+ */
 export const MAX_LEASE_MS = 10 * 60_000;
+
+/** Every refusal reason, for wire schemas. */
+export const REFUSAL_REASONS = [
+  'held',
+  'stale-ballot',
+  'config-mismatch',
+  'not-a-witness',
+  'invalid',
+  'too-long',
+  'quiet',
+] as const satisfies readonly RefusalReason[];

@@ -3,7 +3,7 @@ import { MAX_LEASE_MS } from './lease-messages.js';
 import type { WitnessConfig } from './witness-config.js';
 
 /**
- * The witness side of the lease protocol (docs/placement.md, rules W1-W5).
+ * The witness side of the lease protocol (docs/placement.md, rules W1-W6).
  * Pure: time comes in as `now` (this witness's monotonic clock, ms), the
  * caller persists what `handle` returns in `persist` durably BEFORE it sends
  * the reply, and feeds the persisted records back to `restore` after a
@@ -38,6 +38,13 @@ export interface WitnessCoreOptions {
   selfId: string;
   /** Clock rates differ from real time by at most this many parts per million (docs/placement.md). */
   clockDriftPpm: number;
+  /**
+   * The longest lease this witness grants (claimant's clock, ms; at most
+   * MAX_LEASE_MS, the default). Longer requests are refused `too-long`. It
+   * bounds the quiet period after a restart (W6), so it is also what a
+   * restart costs this witness in availability.
+   */
+  maxLeaseMs?: number;
 }
 
 export interface HandleResult {
@@ -60,8 +67,11 @@ export function holdMs(durationMs: number, clockDriftPpm: number): number {
 export class WitnessCore {
   private readonly selfId: string;
   private readonly driftPpm: number;
+  private readonly maxLeaseMs: number;
   private readonly records = new Map<string, LiveRecord>();
   private config: WitnessConfig | null = null;
+  /** W6: no hold is granted before this local time. */
+  private quietUntil = Number.NEGATIVE_INFINITY;
 
   constructor(options: WitnessCoreOptions) {
     if (
@@ -72,8 +82,30 @@ export class WitnessCore {
       )
     )
       throw new RangeError(`clockDriftPpm must be in [0, 100000), got ${options.clockDriftPpm}`);
+    const maxLeaseMs = options.maxLeaseMs ?? MAX_LEASE_MS;
+    if (!(Number.isSafeInteger(maxLeaseMs) && maxLeaseMs >= 1 && maxLeaseMs <= MAX_LEASE_MS))
+      throw new RangeError(`maxLeaseMs must be an integer in [1, ${MAX_LEASE_MS}], got ${maxLeaseMs}`);
     this.selfId = options.selfId;
     this.driftPpm = options.clockDriftPpm;
+    this.maxLeaseMs = maxLeaseMs;
+  }
+
+  /**
+   * W6: after a start on a store that existed, grant no hold for one maximal
+   * hold. The store may be an older copy (restored from a backup, a VM
+   * snapshot rolled back) that has forgotten grants made since; W1 and W5
+   * cannot help with what was never read back. Every lease this witness
+   * granted in an earlier life has ended once the quiet period is over,
+   * whatever the store says. Returns the local time it ends.
+   */
+  startQuietPeriod(now: number): number {
+    this.quietUntil = Math.max(this.quietUntil, now + holdMs(this.maxLeaseMs, this.driftPpm));
+    return this.quietUntil;
+  }
+
+  /** How long the quiet period still lasts, ms (0: over, or none). */
+  quietRemainingMs(now: number): number {
+    return Math.max(0, Math.ceil(this.quietUntil - now));
   }
 
   /**
@@ -113,6 +145,12 @@ export class WitnessCore {
     if (!validRequest(request)) return refuse('invalid');
     if (!this.isWitness()) return refuse('not-a-witness');
     if (request.configVersion !== this.configVersion()) return refuse('config-mismatch');
+    if (request.op === 'hold') {
+      if (request.durationMs > this.maxLeaseMs) return refuse('too-long');
+      // W6: renewals too: a restored record may name a holder that lost the
+      // lease to another in the forgotten part of the history.
+      if (now < this.quietUntil) return refuse('quiet');
+    }
 
     if (request.op === 'release') {
       // W4: only the holder of that very ballot can release it.

@@ -59,6 +59,8 @@ type Step =
   | { k: 'dup'; i: number }
   | { k: 'drop'; i: number }
   | { k: 'crashWitness'; w: number; offset: number }
+  /** Restart witness w on an older copy of its store: `back` writes ago (further back than its history: empty). */
+  | { k: 'rollbackWitness'; w: number; offset: number; back: number }
   | { k: 'crashClaimant'; c: number; offset: number }
   | { k: 'want'; c: number; wl: number; dur: number }
   | { k: 'unwant'; c: number; wl: number }
@@ -112,6 +114,7 @@ const STEP_WEIGHTS: StepWeights = {
   dup: 1,
   drop: 1,
   crashWitness: 1,
+  rollbackWitness: 1,
   crashClaimant: 1,
   want: 3,
   unwant: 1,
@@ -136,6 +139,12 @@ function stepArb(weights: StepWeights): fc.Arbitrary<Step> {
     dup: fc.record({ k: fc.constant('dup'), i: fc.nat(999) }),
     drop: fc.record({ k: fc.constant('drop'), i: fc.nat(999) }),
     crashWitness: fc.record({ k: fc.constant('crashWitness'), w: fc.nat(4), offset: offsetArb }),
+    rollbackWitness: fc.record({
+      k: fc.constant('rollbackWitness'),
+      w: fc.nat(4),
+      offset: offsetArb,
+      back: fc.nat(6),
+    }),
     crashClaimant: fc.record({ k: fc.constant('crashClaimant'), c: fc.nat(2), offset: offsetArb }),
     want: fc.record({
       k: fc.constant('want'),
@@ -234,6 +243,8 @@ interface Variant {
   witnessDriftPpm: number;
   /** Witnesses persist what `handle` returns (false: a restart restores from nothing). */
   durable: boolean;
+  /** W6: a restarted witness grants nothing for one maximal hold (false: it grants at once). */
+  quiet: boolean;
   claimant: 'quorum' | 'settle';
   /** Every claimant clock at 1−ρ (slow), every witness clock at 1+ρ (fast). */
   adverseClocks: boolean;
@@ -252,6 +263,7 @@ interface Variant {
 const PROTOCOL: Variant = {
   witnessDriftPpm: DRIFT_PPM,
   durable: true,
+  quiet: true,
   claimant: 'quorum',
   adverseClocks: false,
   repliesTo: 'stream',
@@ -312,6 +324,10 @@ class World {
   private readonly nodes: string[];
   private readonly witnesses = new Map<string, WitnessProcess>();
   private readonly stores = new Map<string, Map<string, WitnessRecord>>();
+  /** A witness restarted on an older copy of its store in this run (S2 is no longer claimed). */
+  private rolledBack = false;
+  /** Every state each witness's store has been in, oldest first (what an older copy could hold). */
+  private readonly history = new Map<string, Map<string, WitnessRecord>[]>();
   /** pid/workload → the episode going on. */
   private readonly open = new Map<string, Episode>();
   private readonly rate = new Map<string, number>();
@@ -336,15 +352,23 @@ class World {
     });
     this.witnessIds.forEach((id, i) => {
       this.stores.set(id, new Map());
-      this.witnesses.set(id, this.newWitness(id, scenario.offsets[i] ?? 0));
+      this.history.set(id, []);
+      this.witnesses.set(id, this.newWitness(id, scenario.offsets[i] ?? 0, false));
     });
     this.claimants = claimantIds.map((id, i) => this.newClaimant(id, scenario.offsets[5 + i] ?? 0));
   }
 
-  private newWitness(id: string, offset: number): WitnessProcess {
-    const core = new WitnessCore({ selfId: id, clockDriftPpm: this.variant.witnessDriftPpm });
+  /** `restarted`: the process starts on a store that existed (W6 applies); false only for the first start. */
+  private newWitness(id: string, offset: number, restarted: boolean): WitnessProcess {
+    const core = new WitnessCore({
+      selfId: id,
+      clockDriftPpm: this.variant.witnessDriftPpm,
+      maxLeaseMs: MAX_DURATION,
+    });
     core.setConfig(this.config);
-    core.restore(this.stores.get(id)!.values(), this.local(id, offset));
+    const now = this.local(id, offset);
+    core.restore(this.stores.get(id)!.values(), now);
+    if (restarted && this.variant.quiet) core.startQuietPeriod(now);
     return { id, core, offset };
   }
 
@@ -388,8 +412,11 @@ class World {
       const witness = this.witnesses.get(message.to)!;
       const { reply, persist } = witness.core.handle(message.request, this.local(witness.id, witness.offset));
       // W1: on disk before the reply leaves.
-      if (persist !== null && this.variant.durable)
-        this.stores.get(witness.id)!.set(persist.workload, persist);
+      if (persist !== null && this.variant.durable) {
+        const store = this.stores.get(witness.id)!;
+        store.set(persist.workload, persist);
+        this.history.get(witness.id)!.push(new Map(store));
+      }
       this.send({ kind: 'reply', from: witness.id, to: message.from, process: message.process, reply });
     } else {
       const claimant = this.claimants.find((c) => c.id === message.to)!;
@@ -467,7 +494,20 @@ class World {
         const id = pick(this.witnessIds, step.w);
         if (this.open.size > 0) this.restartsUnderLease++;
         this.log(`crash+restart witness ${id}`);
-        this.witnesses.set(id, this.newWitness(id, step.offset));
+        this.witnesses.set(id, this.newWitness(id, step.offset, true));
+        break;
+      }
+      case 'rollbackWitness': {
+        const id = pick(this.witnessIds, step.w);
+        if (this.open.size > 0) this.restartsUnderLease++;
+        const history = this.history.get(id)!;
+        const kept = Math.max(0, history.length - 1 - step.back);
+        const copy = kept === 0 ? new Map<string, WitnessRecord>() : new Map(history[kept - 1]);
+        history.length = kept;
+        this.stores.set(id, copy);
+        this.rolledBack = true;
+        this.log(`restart witness ${id} on a copy of its store ${step.back + 1} writes old`);
+        this.witnesses.set(id, this.newWitness(id, step.offset, true));
         break;
       }
       case 'crashClaimant': {
@@ -597,6 +637,11 @@ class World {
   }
 
   private checkFencing(claimant: ClaimantProcess, workload: string, ballot: number): void {
+    // S2 is not claimed once a witness restarted on an older copy of its
+    // store: it forgot the ballots it granted since, and a quorum of
+    // witnesses none of which remembers a ballot lets it be granted again
+    // (W6 keeps S1; docs/placement.md, "What stays open").
+    if (this.rolledBack) return;
     for (const earlier of this.episodes) {
       if (earlier.workload !== workload) continue;
       // A process may hold again with its own ballot (after a lapse nobody
@@ -779,7 +824,7 @@ function scenario(steps: Step[], overrides: Partial<Scenario> = {}): Scenario {
 // Tests
 
 describe('witness lease protocol, model-checked', () => {
-  test('S1 and S2 hold under loss, delay, duplication, partitions, restarts and drifting clocks', () => {
+  test('S1 and S2 hold under loss, delay, duplication, partitions, restarts and drifting clocks (S1 also when a witness restarts on an older copy of its store)', () => {
     const runs = 50_000;
     const seen = { runsHolding: 0, holdings: 0, handovers: 0, tightHandovers: 0, restartsUnderLease: 0 };
     fc.assert(
@@ -803,8 +848,10 @@ describe('witness lease protocol, model-checked', () => {
     // right at the margin, and witnesses restart while leases are held.
     assert.ok(seen.runsHolding >= runs / 5, `only ${seen.runsHolding} of ${runs} runs had a holder`);
     assert.ok(seen.handovers >= runs / 50, `only ${seen.handovers} handovers in ${runs} runs`);
+    // (Quiet periods after witness restarts, W6, make handovers rarer: about
+    // 80 tight ones in 50,000 runs with this seed, down from about 200.)
     assert.ok(
-      seen.tightHandovers >= runs / 500,
+      seen.tightHandovers >= runs / 1000,
       `only ${seen.tightHandovers} tight handovers in ${runs} runs`,
     );
     assert.ok(
@@ -844,6 +891,12 @@ describe('the checker catches broken variants', () => {
   test('witnesses that grant without a durable record', () => {
     const why = caught('no durable record', { ...PROTOCOL, durable: false }, 2000);
     assert.match(why, /^S[12]:/);
+  });
+
+  test('witnesses restarted on an older copy of their store that grant at once (no quiet period, W6)', () => {
+    const why = caught('no quiet period', { ...PROTOCOL, quiet: false }, 5000);
+    assert.match(why, /^S1:/);
+    assert.match(why, /restart witness w\d on a copy of its store/);
   });
 
   test('witnesses that do not stretch holds for drift', () => {
