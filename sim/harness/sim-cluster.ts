@@ -12,7 +12,7 @@
  * has: which nodes are down, the partition groups and cuts in force, and
  * every fault with its time (performance.now, never a node's skewed clock).
  */
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -54,6 +54,8 @@ export interface SimTiming {
   fenceAfterMs: number;
   claimSettleMs: number;
   fenceSlackMs: number;
+  /** services.max_stop_timeout: with fence_after and fence_slack, the witnesses' quiet period after a restart (W6). */
+  maxStopTimeoutMs: number;
   clockDriftPpm: number;
   tickMs: number;
   debounceMs: number;
@@ -86,6 +88,7 @@ export const DEFAULT_SIM_TIMING: SimTiming = {
   fenceAfterMs: 4000,
   claimSettleMs: 1000,
   fenceSlackMs: 1000,
+  maxStopTimeoutMs: 2000,
   clockDriftPpm: 1000,
   tickMs: 500,
   debounceMs: 50,
@@ -154,6 +157,7 @@ export type FaultKind =
   | 'link'
   | 'crash'
   | 'restart'
+  | 'copy'
   | 'join'
   | 'skew'
   | 'apply'
@@ -326,13 +330,44 @@ export class SimCluster {
     await this.teardown(node);
   }
 
-  /** The crashed node comes back: same key, same data dir, a new incarnation. */
-  async restart(name: string): Promise<void> {
+  /**
+   * The crashed node comes back: same key, a new incarnation, on its data
+   * dir, or on a copy `copyData` took earlier (a backup restored, a VM
+   * snapshot rolled back: everything written since is gone).
+   */
+  async restart(name: string, options: { fromCopy?: string } = {}): Promise<void> {
     const node = this.requireNode(name);
     if (node.up) throw new Error(`restart: ${name} is running`);
+    let detail = '';
+    if (options.fromCopy !== undefined) {
+      const copy = this.copyPath(options.fromCopy, name);
+      if (!(await stat(copy).catch(() => null))?.isDirectory())
+        throw new Error(`restart: ${name} has no copy "${options.fromCopy}" (take one with copy-data)`);
+      await rm(node.dataDir, { recursive: true, force: true });
+      await cp(copy, node.dataDir, { recursive: true });
+      detail = ` on copy "${options.fromCopy}"`;
+    }
     this.net.recover(name);
     await this.startAgent(node);
-    this.recordFault('restart', [name], `${name} (start #${node.starts})`);
+    this.recordFault('restart', [name], `${name} (start #${node.starts})${detail}`);
+  }
+
+  /**
+   * Copies a down node's data dir aside as `label`: what a backup or a VM
+   * snapshot taken now holds. Only of a down node: the agents here share the
+   * process and write without fsync, so a copy of a running one could be torn.
+   */
+  async copyData(name: string, label: string): Promise<void> {
+    const node = this.requireNode(name);
+    if (node.up) throw new Error(`copy-data: ${name} is running (crash it first)`);
+    const copy = this.copyPath(label, name);
+    await rm(copy, { recursive: true, force: true });
+    await cp(node.dataDir, copy, { recursive: true });
+    this.recordFault('copy', [name], `${name} as "${label}"`);
+  }
+
+  private copyPath(label: string, name: string): string {
+    return join(this.root, 'copies', encodeURIComponent(label), name);
   }
 
   // ---- network faults -----------------------------------------------------------------------------------
@@ -577,6 +612,7 @@ export class SimCluster {
               fenceSlackMs: t.fenceSlackMs,
               clockDriftPpm: t.clockDriftPpm,
             },
+            maxStopTimeoutMs: t.maxStopTimeoutMs,
             tickMs: t.tickMs,
             debounceMs: t.debounceMs,
             checkpointIntervalMs: t.checkpointIntervalMs,
@@ -647,6 +683,11 @@ export class SimCluster {
    */
   /** The witness configuration as the simulator's "CA" issued it last (version 1 at start). */
   private witnessConfig: { version: number; witnesses: string[] } | null = null;
+
+  /** The witnesses of the configuration issued last (empty before the first agent started). */
+  witnesses(): string[] {
+    return [...(this.witnessConfig?.witnesses ?? [])];
+  }
 
   /**
    * Issues the next witness configuration and writes it through `via` (like

@@ -72,6 +72,8 @@ export function parseScenario(text: string, file: string): Scenario {
   const doc = top.data;
   const problems: string[] = [];
   const steps: Step[] = [];
+  const timing = toTiming(doc.timing);
+  const merged = { ...DEFAULT_SIM_TIMING, ...timing };
   let knownNodes = doc.nodes;
   let previousAt = 0;
   doc.steps.forEach((rawStep, i) => {
@@ -99,6 +101,13 @@ export function parseScenario(text: string, file: string): Scenario {
         problems.push(`${where}: ${problem}`);
     }
     if (step.action === 'join') knownNodes += step.count;
+    // The witnesses refuse a lease longer than their bound (rule W6): such a workload would never run.
+    const stop = 'workload' in step ? step.workload?.stop_timeout : undefined;
+    if (stop !== undefined && stop > merged.maxStopTimeoutMs) {
+      problems.push(
+        `${where}: workload stop_timeout (${stop} ms) is above timing.max_stop_timeout (${merged.maxStopTimeoutMs} ms); the witnesses would refuse its lease`,
+      );
+    }
     steps.push(step);
   });
   if (Array.isArray(doc.witnesses)) problems.push(...nodeNameProblems('witnesses', doc.witnesses, doc.nodes));
@@ -106,8 +115,6 @@ export function parseScenario(text: string, file: string): Scenario {
     problems.push(`witnesses: ${doc.witnesses} witnesses but only ${doc.nodes} nodes`);
   problems.push(...nodeNameProblems('clock_rates', Object.keys(doc.clock_rates ?? {}), doc.nodes));
   problems.push(...nodeNameProblems('image_on', doc.image_on ?? [], doc.nodes));
-  const timing = toTiming(doc.timing);
-  const merged = { ...DEFAULT_SIM_TIMING, ...timing };
   if (!(merged.suspectAfterMs < merged.deadAfterMs)) {
     problems.push(
       `timing: suspect_after (${merged.suspectAfterMs} ms) must be below dead_after (${merged.deadAfterMs} ms)`,
@@ -244,6 +251,7 @@ function toTiming(t: z.output<typeof ScenarioFileSchema>['timing']): Partial<Sim
     fenceAfterMs: t.fence_after,
     claimSettleMs: t.claim_settle,
     fenceSlackMs: t.fence_slack,
+    maxStopTimeoutMs: t.max_stop_timeout,
     clockDriftPpm: t.clock_drift_ppm,
     tickMs: t.tick,
     debounceMs: t.debounce,

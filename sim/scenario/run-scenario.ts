@@ -386,8 +386,15 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
     }
     case 'restart': {
       const nodes = pick(step.nodes);
-      await Promise.all(nodes.map((name) => cluster.restart(name)));
-      return nodes.length === 0 ? '(nothing down)' : compactNames(nodes);
+      const options = step.from_copy === undefined ? {} : { fromCopy: step.from_copy };
+      await Promise.all(nodes.map((name) => cluster.restart(name, options)));
+      const on = step.from_copy === undefined ? '' : ` on copy "${step.from_copy}"`;
+      return nodes.length === 0 ? '(nothing down)' : `${compactNames(nodes)}${on}`;
+    }
+    case 'copy-data': {
+      const nodes = pick(step.nodes);
+      for (const name of nodes) await cluster.copyData(name, step.name);
+      return `${compactNames(nodes)} as "${step.name}"`;
     }
     case 'join': {
       const joined: string[] = [];

@@ -61,6 +61,7 @@ const TimingSchema = z.strictObject({
   fence_after: Duration.optional(),
   claim_settle: Duration.optional(),
   fence_slack: Duration.optional(),
+  max_stop_timeout: Duration.optional(),
   clock_drift_ppm: z.number().int().min(0).max(100_000).optional(),
   tick: Duration.optional(),
   debounce: Duration.optional(),
@@ -160,7 +161,20 @@ export const StepSchemas = {
   }),
   loss: z.strictObject({ ...at, action: z.literal('loss'), pct: Percent, nodes: Selector.optional() }),
   crash: z.strictObject({ ...at, action: z.literal('crash'), nodes: Selector }),
-  restart: z.strictObject({ ...at, action: z.literal('restart'), nodes: Selector.default('down') }),
+  restart: z.strictObject({
+    ...at,
+    action: z.literal('restart'),
+    nodes: Selector.default('down'),
+    /** Restart on the copy a `copy-data` step took under this name (everything written since is lost). */
+    from_copy: z.string().min(1).max(64).optional(),
+  }),
+  /** Copy the data dirs of down nodes aside under `name` (a backup, a VM snapshot). */
+  'copy-data': z.strictObject({
+    ...at,
+    action: z.literal('copy-data'),
+    nodes: Selector,
+    name: z.string().min(1).max(64),
+  }),
   join: z.strictObject({ ...at, action: z.literal('join'), count: Count.default(1) }),
   skew: z.strictObject({ ...at, action: z.literal('skew'), nodes: Selector, by: SignedDuration }),
   /** Issue the next witness configuration (one witness added or removed), written through `via`. */

@@ -3,6 +3,7 @@ import { chmod, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { DEFAULT_MAX_STOP_TIMEOUT_MS } from '../ownership/lease-bounds.js';
 import type { ImageStore } from '../reconciler/image-store.js';
 import { InvalidRecordError } from '../state/record-check.js';
 import type { RouteContext } from './api/context.js';
@@ -32,6 +33,8 @@ export interface ControlApiOptions {
   images?: ImageStore;
   peerDigests?: PeerDigests;
   maxImageBytes?: number;
+  /** services.max_stop_timeout: an exclusive workload with a longer stop_timeout is refused at apply. */
+  maxStopTimeoutMs?: number;
 }
 
 /**
@@ -69,6 +72,7 @@ export class ControlApi {
       images: options.images,
       peerDigests: options.peerDigests,
       maxImageBytes: options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
+      maxStopTimeoutMs: options.maxStopTimeoutMs ?? DEFAULT_MAX_STOP_TIMEOUT_MS,
       streams,
     };
     const api = new ControlApi(options, ctx);

@@ -84,6 +84,7 @@ export async function startAgent(
     reconciler: {
       sandbox: config.services.sandbox,
       timing: { fenceAfterMs: config.services.fence_after },
+      maxStopTimeoutMs: config.services.max_stop_timeout,
       leaseKind: config.services.lease,
       checkpointIntervalMs: config.services.checkpoint_interval,
       replicas: config.services.replicas,
@@ -136,6 +137,7 @@ export async function startAgent(
         agent.reconciler?.images ??
         new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
       peerDigests,
+      maxStopTimeoutMs: config.services.max_stop_timeout,
     });
   } catch (err) {
     peerDigests.stop();

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { DEFAULT_MAX_STOP_TIMEOUT_MS, WINDOW_STRETCH } from '../ownership/lease-bounds.js';
+import { MAX_LEASE_MS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, ORG_NAME_PATTERN } from '../state/schemas.js';
 import { parseDuration } from './duration.js';
 
@@ -78,6 +80,13 @@ const ServicesSection = z
     sandbox: z.enum(['auto', 'bubblewrap', 'none']).default('auto'),
     fence_after: Duration.default(6000),
     /**
+     * The longest stop_timeout an exclusive workload may have. It bounds
+     * lease lengths (4 × fence_after + this + fence_slack), which is also
+     * how long a witness grants nothing after a restart (docs/placement.md,
+     * rule W6).
+     */
+    max_stop_timeout: Duration.default(DEFAULT_MAX_STOP_TIMEOUT_MS),
+    /**
      * The liveness source placement reads (docs/reconciler.md, "The liveness
      * source"): "acked-heartbeats", "local-detector" or "swim" (needs
      * membership.swim). Ownership comes from the witness leases either way.
@@ -152,6 +161,20 @@ export const AgentConfigSchema = z
         code: 'custom',
         path: ['gossip', 'heartbeat'],
         message: 'must be less than gossip.suspect_after',
+      });
+    }
+    const s = config.services;
+    if (!(s.max_stop_timeout >= 1000)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['services', 'max_stop_timeout'],
+        message: 'must be at least 1s',
+      });
+    } else if (WINDOW_STRETCH * s.fence_after + s.max_stop_timeout + 2000 > MAX_LEASE_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['services', 'max_stop_timeout'],
+        message: `with fence_after it makes leases longer than ${MAX_LEASE_MS / 60_000} minutes (${WINDOW_STRETCH} × fence_after + max_stop_timeout + 2 s)`,
       });
     }
     if (!(config.services.fence_after < g.dead_after)) {

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { open, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
 import type { Durability } from '../state/lmdb-log.js';
@@ -30,9 +32,16 @@ export class GrantStoreError extends Error {
 export class GrantStore {
   private readonly root: RootDatabase<string, string>;
   readonly path: string;
+  /**
+   * The store was there before this open (rule W6: a witness that starts on
+   * an existing store keeps a quiet period; one on a new store has granted
+   * nothing).
+   */
+  readonly existed: boolean;
 
   constructor(options: { path: string; durability?: Durability }) {
     this.path = options.path;
+    this.existed = existsSync(join(this.path, 'data.mdb'));
     const problem = storePathProblem(this.path);
     if (problem !== null) {
       throw new GrantStoreError(

@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { LeaseClaimant, type LeaseStatus, type LeaseWant, type Outgoing } from './claimant-core.js';
+import { WINDOW_STRETCH } from './lease-bounds.js';
 import type { LeaseReply, LeaseRequest } from './lease-messages.js';
 import type { WitnessConfig } from './witness-config.js';
 
@@ -255,12 +256,14 @@ export class LeaseManager {
    * recent round trips, up to 4× `baseMs`. Any length is as safe as any
    * other (the witnesses hold what was asked for); a longer one trades
    * takeover time for not fencing a holder the network merely slowed.
+   * WINDOW_STRETCH is part of the witnesses' bound on lease lengths
+   * (lease-bounds.ts).
    */
   windowFor(baseMs: number): number {
     if (this.rtts.length < 4) return baseMs;
     const sorted = [...this.rtts].sort((a, b) => a - b);
     const tail = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))]!;
-    return Math.round(Math.min(4 * baseMs, Math.max(baseMs, 4 * tail)));
+    return Math.round(Math.min(WINDOW_STRETCH * baseMs, Math.max(baseMs, 4 * tail)));
   }
 
   private deliver(replies: readonly LeaseReply[]): void {

@@ -20,6 +20,8 @@ export interface WitnessServiceOptions {
   /** The configuration in force (the enrollment document's newest), read on every batch. */
   config: () => WitnessConfig | null;
   clockDriftPpm: number;
+  /** The longest lease this witness grants (lease-bounds.ts); also its quiet period after a restart (W6). */
+  maxLeaseMs: number;
   /** Monotonic clock, ms (performance.now in the agent). */
   now: () => number;
   logger: Logger;
@@ -32,18 +34,32 @@ export class WitnessService {
   private readonly logger: Logger;
   private readonly decisions: Counter<'op' | 'result'>;
   private readonly holding: Gauge;
+  private readonly quiet: Gauge;
 
   constructor(options: WitnessServiceOptions) {
     this.options = options;
     this.logger = options.logger.child({ component: 'witness' });
-    this.core = new WitnessCore({ selfId: options.selfId, clockDriftPpm: options.clockDriftPpm });
+    this.core = new WitnessCore({
+      selfId: options.selfId,
+      clockDriftPpm: options.clockDriftPpm,
+      maxLeaseMs: options.maxLeaseMs,
+    });
     const records = options.store.load();
-    this.core.restore(records, options.now());
+    const startedAt = options.now();
+    this.core.restore(records, startedAt);
     if (records.length > 0)
       this.logger.info(
         { records: records.length },
         'witness records restored: every lease they name counts as granted now (a restart never shortens a lease)',
       );
+    if (options.store.existed) {
+      // W6 (docs/placement.md): the store may be an older copy.
+      const quietMs = this.core.startQuietPeriod(startedAt) - startedAt;
+      this.logger.info(
+        { quietMs, maxLeaseMs: options.maxLeaseMs },
+        'witness started on an existing store: it grants no lease until every lease it may have granted before has ended (a restored older copy of the store would have forgotten them)',
+      );
+    }
     this.decisions = new Counter({
       name: 'silo_witness_requests_total',
       help: 'Lease requests this node answered as a witness, by operation and result (granted or the refusal reason)',
@@ -64,6 +80,17 @@ export class WitnessService {
         );
       },
     });
+    this.quiet = new Gauge({
+      name: 'silo_witness_quiet_seconds',
+      help: 'Seconds this witness still grants no lease after starting on an existing store (rule W6; 0 when it grants)',
+      registers: [options.registry],
+      collect: () => this.quiet.set(this.quietRemainingMs() / 1000),
+    });
+  }
+
+  /** How long this witness still grants nothing after its start (W6), ms; 0 when it grants. */
+  quietRemainingMs(): number {
+    return this.core.quietRemainingMs(this.options.now());
   }
 
   /** Answers a batch from node `from`; `null` entries failed validation (or the sender rule). */

@@ -6,6 +6,7 @@ import type { GossipLayer } from '../gossip/index.js';
 import { LeaseExchange } from '../gossip/lease-exchange.js';
 import type { PublicKeyInput } from '../identity/ed25519.js';
 import { GrantStore } from '../ownership/grant-store.js';
+import { DEFAULT_MAX_STOP_TIMEOUT_MS, maxLeaseMs } from '../ownership/lease-bounds.js';
 import { LeaseManager } from '../ownership/lease-manager.js';
 import type { WitnessConfig } from '../ownership/witness-config.js';
 import { WitnessService } from '../ownership/witness-service.js';
@@ -45,6 +46,12 @@ export interface ReconcilerOptions {
   sandbox?: SandboxPreference;
   /** Ownership timing; dead_after always comes from the failure detector. */
   timing?: Partial<Omit<OwnershipTiming, 'deadAfterMs'>>;
+  /**
+   * services.max_stop_timeout (default 30 s): the longest stop_timeout a
+   * workload may have; with fence_after and fence_slack it bounds lease
+   * lengths and so this node's witness quiet period after a restart (W6).
+   */
+  maxStopTimeoutMs?: number;
   tickMs?: number;
   debounceMs?: number;
   /** services.checkpoint_interval (default 30 s; 0 disables checkpoints). */
@@ -195,6 +202,11 @@ export class Reconciler {
       store: this.grantStore,
       config,
       clockDriftPpm: timing.clockDriftPpm,
+      maxLeaseMs: maxLeaseMs({
+        fenceAfterMs: timing.fenceAfterMs,
+        fenceSlackMs: timing.fenceSlackMs,
+        maxStopTimeoutMs: options.maxStopTimeoutMs ?? DEFAULT_MAX_STOP_TIMEOUT_MS,
+      }),
       now: monotonic,
       logger,
       registry,

@@ -36,6 +36,7 @@ function openWitness(id: string, path: string) {
     store,
     config: () => CONFIG,
     clockDriftPpm: 1000,
+    maxLeaseMs: 60_000,
     now: () => performance.now(),
     logger: silentLogger(),
     registry: new Registry(),
@@ -155,7 +156,7 @@ test('an event-loop stall past the margin drops every grant (the workload fences
   }
 });
 
-test('a restarted witness restores its grants from disk and still refuses another claimant', async () => {
+test('a restarted witness restores its grants from disk and grants nothing during its quiet period (W6)', async () => {
   const ws = witnesses();
   const a = manager('c1', ws);
   a.start();
@@ -176,8 +177,12 @@ test('a restarted witness restores its grants from disk and still refuses anothe
   try {
     b.want('db', WANT);
     await new Promise((resolve) => setTimeout(resolve, 400));
-    assert.equal(b.status('db').held, false);
+    const status = b.status('db');
+    assert.equal(status.held, false);
+    assert.match(status.missing.map((m) => m.said).join('; '), /restarted: grants nothing/);
     assert.equal(restarted.get('w1')?.service.record('db')?.holder, 'c1');
+    const quiet = restarted.get('w1')?.service.quietRemainingMs() ?? 0;
+    assert.ok(quiet > 55_000 && quiet <= 60_200, `quiet for about one maximal hold, got ${quiet} ms`);
   } finally {
     b.stop();
   }

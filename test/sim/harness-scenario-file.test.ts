@@ -59,7 +59,7 @@ describe('scenario files', () => {
 
   test('errors name the step, its time and action, and the field', () => {
     assert.deepEqual(problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "explode"\n`), [
-      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, join, skew, witnesses, write, writes, apply, drain, wait, flap',
+      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, copy-data, join, skew, witnesses, write, writes, apply, drain, wait, flap',
     ]);
     const [bad] = problemsOf(
       `nodes = 3\n[[steps]]\nat = "1s"\naction = "heal"\n[[steps]]\nat = "soon"\naction = "crash"\nnodes = "n1"\n`,
@@ -116,6 +116,29 @@ describe('scenario files', () => {
     assert.match(
       problemsOf(`nodes = 3\n[membership]\nliveness = "gut-feeling"\n`)[0] ?? '',
       /membership\.liveness/,
+    );
+  });
+
+  test('copies of data dirs: copy-data and restart from_copy parse; a stop_timeout above max_stop_timeout is an error', () => {
+    const steps =
+      `nodes = 3\n[[steps]]\nat = "1s"\naction = "crash"\nnodes = "n2"\n` +
+      `[[steps]]\nat = "+0s"\naction = "copy-data"\nnodes = "n2"\nname = "old"\n` +
+      `[[steps]]\nat = "+1s"\naction = "restart"\nnodes = "n2"\nfrom_copy = "old"\n`;
+    const parsed = parseScenario(steps, 'copies.toml');
+    assert.deepEqual(
+      parsed.steps.map((step) => step.action),
+      ['crash', 'copy-data', 'restart'],
+    );
+    assert.equal((parsed.steps[2] as { from_copy?: string }).from_copy, 'old');
+    assert.match(
+      problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "copy-data"\nnodes = "n2"\n`)[0] ?? '',
+      /step 1 .*name/,
+    );
+    assert.match(
+      problemsOf(
+        `nodes = 3\n[timing]\nmax_stop_timeout = "1s"\n[[steps]]\nat = "0s"\naction = "apply"\nworkload = { name = "db", stop_timeout = "5s" }\n`,
+      )[0] ?? '',
+      /workload stop_timeout \(5000 ms\) is above timing\.max_stop_timeout \(1000 ms\); the witnesses would refuse its lease/,
     );
   });
 

@@ -28,6 +28,8 @@ class ScriptedCluster implements LivenessCluster {
     claimSettleMs: 10,
     tickMs: 10,
     clockDriftPpm: 0,
+    // Lease bound 4 × 50 + 10 + 10 = 220 ms: a restarted witness is quiet that long (W6).
+    maxStopTimeoutMs: 10,
   };
   private readonly running = new Map<string, LiveProcess[]>();
   private readonly listeners: ((event: FaultEvent) => void)[] = [];
@@ -59,6 +61,9 @@ class ScriptedCluster implements LivenessCluster {
     this.listeners.push(listener);
     return () => undefined;
   }
+  witnesses(): string[] {
+    return [...NODES];
+  }
   agents() {
     return [{ workloads: { list: () => this.specs } }];
   }
@@ -69,6 +74,10 @@ class ScriptedCluster implements LivenessCluster {
   apply(): void {
     for (const listener of this.listeners)
       listener({ kind: 'apply', at: performance.now(), nodes: [], detail: 'db' });
+  }
+  restart(node: string): void {
+    for (const listener of this.listeners)
+      listener({ kind: 'restart', at: performance.now(), nodes: [node], detail: '' });
   }
   start(node: string): void {
     this.running.set('db', [
@@ -173,4 +182,19 @@ test('the final check waits out a fresh outage and fails it if it outlasts the b
     result.violations.some((v) => v.startsWith('at the end') || v.includes('went down with no disruption')),
     result.violations.join('; '),
   );
+});
+
+test("a witness's restart moves the deadline past its quiet period (W6), and no further", async () => {
+  const cluster = new ScriptedCluster();
+  const { checker, checks } = checkerOn(cluster);
+  const quietMs = checker.witnessQuietMs();
+  assert.ok(quietMs >= 221 && quietMs <= 223, `quiet ${quietMs} ms`);
+  cluster.restart('n1');
+  cluster.apply();
+  await sleep(BUDGET_MS + 60);
+  assert.equal(checks.length, 0, 'no deadline while the witness may still be quiet');
+  await sleep(quietMs);
+  checker.stop();
+  assert.equal(checks.length, 1);
+  assert.equal(checks[0]?.[1].ok, false, 'never running past quiet + budget fails');
 });

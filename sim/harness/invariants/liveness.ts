@@ -1,3 +1,5 @@
+import { maxLeaseMs } from '../../../src/ownership/lease-bounds.js';
+import { holdMs } from '../../../src/ownership/witness-core.js';
 import { place, takeoverExtraWaitMs } from '../../../src/reconciler/placement/index.js';
 import type { HolderRef, Liveness, PlacementNode } from '../../../src/reconciler/placement/types.js';
 import type { ReconcileStatus } from '../../../src/reconciler/reconcile-loop.js';
@@ -35,6 +37,8 @@ export interface LivenessCluster {
   draining(): Set<string>;
   capacity(): ReturnType<SimCluster['capacity']>;
   onFault(listener: (event: FaultEvent) => void): () => void;
+  /** The witnesses of the newest configuration (a restarted one keeps a quiet period, rule W6). */
+  witnesses(): string[];
   agents(): { workloads: { list(): WorkloadSpec[] } }[];
   agent(name: string): { reconciler?: { loop?: { status(): ReconcileStatus } | null } | undefined };
 }
@@ -114,6 +118,8 @@ export class LivenessChecker {
   private readonly outages = new Map<string, number>();
   /** Fresh outages already failed (workload → its start), so each is reported once. */
   private readonly failedOutages = new Map<string, number>();
+  /** When the quiet periods of restarted witnesses end (rule W6): deadlines start no earlier. */
+  private witnessesQuietUntil = Number.NEGATIVE_INFINITY;
   private readonly poller: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private readonly describeTime: (at: number) => string;
@@ -144,6 +150,20 @@ export class LivenessChecker {
       stopTimeout,
     );
     return t.deadAfterMs + extra + t.claimSettleMs + 2 * t.tickMs + this.options.boundMs;
+  }
+
+  /**
+   * How long a witness grants nothing after a restart (rule W6), in real
+   * time: holdMs of the longest lease on a clock that runs slow by ρ.
+   */
+  witnessQuietMs(): number {
+    const t = this.cluster.timing;
+    const bound = maxLeaseMs({
+      fenceAfterMs: t.fenceAfterMs,
+      fenceSlackMs: t.fenceSlackMs,
+      maxStopTimeoutMs: t.maxStopTimeoutMs,
+    });
+    return Math.ceil(holdMs(bound, t.clockDriftPpm) / (1 - t.clockDriftPpm / 1e6));
   }
 
   recoveryTimes(): readonly Recovery[] {
@@ -301,7 +321,11 @@ export class LivenessChecker {
         this.recoveries.push({ event: label(previous.event), at: previous.event.at, ms: null });
       }
     }
-    const deadline = event.at + this.budgetMs();
+    // A restarted witness grants nothing for its quiet period (rule W6):
+    // placement may have to wait it out before a quorum of witnesses grants.
+    if (event.kind === 'restart' && event.nodes.some((node) => this.cluster.witnesses().includes(node)))
+      this.witnessesQuietUntil = Math.max(this.witnessesQuietUntil, event.at + this.witnessQuietMs());
+    const deadline = Math.max(event.at, this.witnessesQuietUntil) + this.budgetMs();
     const pending: Pending = {
       event,
       deadline,

@@ -15,6 +15,8 @@ export interface RouteContext {
   images?: ImageStore;
   peerDigests?: PeerDigests;
   maxImageBytes: number;
+  /** services.max_stop_timeout, ms: the longest stop_timeout an exclusive workload may have (lease-bounds.ts). */
+  maxStopTimeoutMs: number;
   /** Long-lived responses (event streams, log follows), ended when the API closes. */
   streams: Set<ServerResponse>;
 }

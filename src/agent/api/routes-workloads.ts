@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { verifyImageDigest } from '../../identity/image-signing.js';
+import { ownershipClass } from '../../reconciler/placement/types.js';
 import type { RouteContext } from './context.js';
 import { badRequest, notFound } from './errors.js';
 import { parseInput, WorkloadNameParams, WorkloadSpecInputSchema } from './validate.js';
@@ -28,6 +29,13 @@ export function registerWorkloadRoutes(app: FastifyInstance, ctx: RouteContext):
     const input = parseInput(WorkloadSpecInputSchema, withName, 'workload spec');
     if (input.name !== name) {
       throw badRequest(`spec name "${input.name}" does not match the workload "${name}" in the URL`);
+    }
+    // The witnesses refuse a lease longer than their bound (rule W6); say so
+    // here rather than let the workload wait for a lease it never gets.
+    if (ownershipClass(input) === 'exclusive' && input.stopTimeoutMs > ctx.maxStopTimeoutMs) {
+      throw badRequest(
+        `stopTimeoutMs ${input.stopTimeoutMs} is longer than this cluster allows an exclusive workload (services.max_stop_timeout = ${ctx.maxStopTimeoutMs / 1000} s): lower stop_timeout, or raise services.max_stop_timeout on every node (a witness restart then waits longer; docs/placement.md, rule W6)`,
+      );
     }
     if (ctx.caPublicKey) {
       const failure = verifyImageDigest(ctx.caPublicKey, input.imageDigest, input.imageSignature);

@@ -132,6 +132,12 @@ export interface OwnershipHealth {
   witnesses: { version: number; total: number; alive: number; quorum: number; hasQuorum: boolean } | null;
   /** Exclusive workloads this node wants a lease for, and the ones whose lease it does not hold now. */
   leases: { wanted: number; held: number; notHeld: string[] } | null;
+  /**
+   * How long this node's witness still grants nothing after starting on an
+   * existing store (docs/placement.md, rule W6), ms; 0 when it grants, null
+   * without a reconciler. Absent from older agents' answers.
+   */
+  witnessQuietMs?: number | null;
 }
 
 export function ownershipHealth(agent: NodeAgent): OwnershipHealth {
@@ -148,13 +154,14 @@ export function ownershipHealth(agent: NodeAgent): OwnershipHealth {
           return { version: view.config.version, total, alive, quorum, hasQuorum: alive >= quorum };
         })();
   const reconciler = agent.reconciler;
-  if (!reconciler) return { liveness: null, witnesses, leases: null };
+  if (!reconciler) return { liveness: null, witnesses, leases: null, witnessQuietMs: null };
   const wanted = reconciler.leases.wanted();
   const notHeld = wanted.filter((name) => !reconciler.leases.status(name).held).sort();
   return {
     liveness: reconciler.livenessKind,
     witnesses,
     leases: { wanted: wanted.length, held: wanted.length - notHeld.length, notHeld },
+    witnessQuietMs: reconciler.witness.quietRemainingMs(),
   };
 }
 

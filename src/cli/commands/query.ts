@@ -67,6 +67,12 @@ function ownershipLines(ownership: OwnershipHealth | undefined): string[] {
           w.hasQuorum ? 'ok' : 'NO QUORUM, exclusive workloads cannot start or renew their leases'
         }`,
   );
+  const quietMs = ownership.witnessQuietMs ?? 0;
+  if (quietMs > 0) {
+    lines.push(
+      `witness      quiet ${Math.ceil(quietMs / 1000)} s more: restarted on an existing store, it grants no lease until every lease it may have granted before has ended`,
+    );
+  }
   const l = ownership.leases;
   if (l !== null && l.wanted > 0) {
     lines.push(
