@@ -146,7 +146,16 @@ export interface SimClusterOptions {
 export interface SimMembership {
   liveness: 'acked-heartbeats' | 'swim';
   params?: Partial<SwimParams>;
+  /**
+   * With `liveness: "swim"`: heartbeats every this many ms instead of
+   * timing.heartbeatMs, and SWIM vouches for live members in the heartbeat
+   * detector (membership.heartbeat_interval of a real agent; default 10 s).
+   */
+  heartbeatIntervalMs?: number;
 }
+
+/** membership.heartbeat_interval's default (config/schema.ts). */
+export const DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS = 10_000;
 
 export type FaultKind =
   | 'start'
@@ -635,7 +644,10 @@ export class SimCluster {
         privateKey: node.key,
         bootstrap: this.bootstrapFor(node),
         now,
-        heartbeatMs: t.heartbeatMs,
+        heartbeatMs:
+          membership?.liveness === 'swim'
+            ? (membership.heartbeatIntervalMs ?? DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS)
+            : t.heartbeatMs,
         suspectAfterMs: t.suspectAfterMs,
         deadAfterMs: t.deadAfterMs,
         syncGraceMs: t.syncGraceMs,
@@ -651,7 +663,13 @@ export class SimCluster {
       },
       ...(reconciler ? { reconciler } : {}),
       ...(membership
-        ? { membership: { swim: true, ...(membership.params ? { params: membership.params } : {}) } }
+        ? {
+            membership: {
+              swim: true,
+              vouch: membership.liveness === 'swim',
+              ...(membership.params ? { params: membership.params } : {}),
+            },
+          }
         : {}),
     });
     try {

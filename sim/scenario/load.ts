@@ -159,6 +159,7 @@ export function parseScenario(text: string, file: string): Scenario {
         : {
             liveness: m.liveness,
             params: definedOnly({ probeIntervalMs: m.probe_interval, probeTimeoutMs: m.probe_timeout }),
+            ...(m.heartbeat_interval === undefined ? {} : { heartbeatIntervalMs: m.heartbeat_interval }),
           },
     runner: definedOnly({
       startMs: doc.runner.start,

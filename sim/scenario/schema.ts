@@ -94,6 +94,8 @@ const MembershipSchema = z.strictObject({
   liveness: z.enum(['acked-heartbeats', 'swim']).default('acked-heartbeats'),
   probe_interval: Duration.optional(),
   probe_timeout: Duration.optional(),
+  /** With liveness = "swim": heartbeats this often instead of timing.heartbeat (default 10 s). */
+  heartbeat_interval: Duration.optional(),
 });
 
 const CapacitySchema = z.strictObject({

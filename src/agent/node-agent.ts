@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { enrollmentGater } from '../gossip/gater.js';
 import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from '../gossip/index.js';
+import { SwimDetectorFeed } from '../gossip/swim-detector-feed.js';
 import { SwimMembership } from '../gossip/swim-transport.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
@@ -62,9 +63,11 @@ export interface NodeAgentOptions {
    * SWIM + Lifeguard membership over `/silo/swim/1` (docs/membership.md),
    * run beside the heartbeat detector: `silo nodes` and the `silo_swim_*`
    * metrics show what it sees; the reconciler reads it with leaseKind
-   * "swim". Off when absent.
+   * "swim". Off when absent. `vouch`: SWIM vouches for the members it holds
+   * alive in the heartbeat failure detector (SwimDetectorFeed), for when
+   * heartbeats go out rarely (services.lease = "swim").
    */
-  membership?: { swim: boolean; params?: Partial<SwimParams> };
+  membership?: { swim: boolean; params?: Partial<SwimParams>; vouch?: boolean };
 }
 
 /** The collaborators one agent is built from (tests and the simulator may build them themselves). */
@@ -84,6 +87,8 @@ export interface NodeAgentComponents {
   overlay?: OverlaySync;
   reconciler?: Reconciler;
   swim?: SwimMembership;
+  /** Keeps the heartbeat detector fresh from SWIM's view (membership.vouch). */
+  swimFeed?: SwimDetectorFeed;
 }
 
 export interface AgentStatus {
@@ -119,6 +124,7 @@ export class NodeAgent {
   /** SWIM membership, when enabled (`membership.swim`). */
   readonly swim: SwimMembership | undefined;
   private readonly overlay: OverlaySync | undefined;
+  private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
   private startedAt: number | null = null;
 
@@ -137,6 +143,7 @@ export class NodeAgent {
     this.overlay = components.overlay;
     this.reconciler = components.reconciler;
     this.swim = components.swim;
+    this.swimFeed = components.swimFeed;
     this.trust?.onRevoked((peerIds) => {
       for (const peerId of peerIds) {
         this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
@@ -225,6 +232,14 @@ export class NodeAgent {
         if (trust) trust.onActiveChange(() => swim.refreshMembers());
         else enrollment.onChange(() => swim.refreshMembers());
       }
+      const swimFeed =
+        swim && options.membership?.vouch
+          ? new SwimDetectorFeed({
+              swim,
+              detector: gossip.detector,
+              intervalMs: Math.max(100, Math.floor(gossip.detector.suspectAfterMs / 3)),
+            })
+          : undefined;
       const workloads = new WorkloadsView(viewOptions);
       const specGuard = new SpecRevisionGuard({ state, workloads, logger });
       const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
@@ -268,6 +283,7 @@ export class NodeAgent {
         overlay,
         reconciler,
         ...(swim ? { swim } : {}),
+        ...(swimFeed ? { swimFeed } : {}),
       });
     } catch (err) {
       await state.close();
@@ -287,6 +303,7 @@ export class NodeAgent {
       await this.overlay?.start();
       await this.gossip.start();
       await this.swim?.start();
+      this.swimFeed?.start();
       reconcilerStarting = true;
       await this.reconciler?.start();
     } catch (err) {
@@ -294,6 +311,7 @@ export class NodeAgent {
       // gossip port taken) otherwise leaves the WireGuard interface up and wireguard-go running,
       // which also keeps the `silo agent` process from ever exiting.
       if (reconcilerStarting) await this.reconciler?.stop().catch(() => undefined);
+      this.swimFeed?.stop();
       await this.swim?.stop().catch(() => undefined);
       await this.gossip.stop().catch(() => undefined);
       await this.overlay?.stop().catch(() => undefined);
@@ -321,6 +339,7 @@ export class NodeAgent {
       await this.reconciler
         ?.stop()
         .catch((err: unknown) => this.logger.error({ err }, 'stopping the reconciler failed'));
+      this.swimFeed?.stop();
       await this.swim?.stop();
       await this.gossip.stop();
       await this.overlay?.stop();

@@ -92,6 +92,7 @@ export async function startAgent(
     },
     membership: {
       swim: config.membership.swim,
+      vouch: config.services.lease === 'swim',
       params: {
         probeIntervalMs: config.membership.probe_interval,
         probeTimeoutMs: config.membership.probe_timeout,
@@ -104,7 +105,9 @@ export async function startAgent(
       bootstrap: [...new Set([...config.gossip.bootstrap, ...bundle.seedPeers])],
       psk,
       batchMs: config.gossip.batch,
-      heartbeatMs: config.gossip.heartbeat,
+      // Under SWIM liveness heartbeats carry digests and addresses only, and SWIM vouches for live members.
+      heartbeatMs:
+        config.services.lease === 'swim' ? config.membership.heartbeat_interval : config.gossip.heartbeat,
       // Only the acked-heartbeats liveness source reads acks; without them a heartbeat stays small.
       heartbeatAcks: config.services.lease === 'acked-heartbeats',
       suspectAfterMs: config.gossip.suspect_after,
@@ -118,7 +121,11 @@ export async function startAgent(
   const peerDigests = new PeerDigests({
     state: agent.state,
     gossip: agent.gossip,
-    staleAfterMs: config.gossip.suspect_after,
+    // A peer's digests are as fresh as its last heartbeat: under SWIM liveness they come every heartbeat_interval.
+    staleAfterMs:
+      config.services.lease === 'swim'
+        ? config.membership.heartbeat_interval + config.gossip.suspect_after
+        : config.gossip.suspect_after,
   });
   let api: ControlApi | null = null;
   try {

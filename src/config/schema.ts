@@ -109,6 +109,14 @@ const MembershipSection = z
     swim: z.boolean().default(true),
     probe_interval: Duration.default(1000),
     probe_timeout: Duration.default(500),
+    /**
+     * With services.lease = "swim": how often heartbeats go out instead of
+     * gossip.heartbeat. They then carry only digests and addresses; SWIM
+     * vouches for live members in the heartbeat detector, so every node
+     * receiving every node's heartbeat costs N/heartbeat_interval messages
+     * a second instead of N per gossip.heartbeat (docs/membership.md).
+     */
+    heartbeat_interval: Duration.default(10_000),
   })
   .strict();
 
@@ -154,6 +162,13 @@ export const AgentConfigSchema = z
         path: ['membership', 'probe_timeout'],
         message:
           'must be less than membership.probe_interval (the indirect probes need the rest of the period)',
+      });
+    }
+    if (!(config.membership.heartbeat_interval >= g.heartbeat)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['membership', 'heartbeat_interval'],
+        message: 'must be at least gossip.heartbeat',
       });
     }
     if (!(g.heartbeat < g.suspect_after)) {

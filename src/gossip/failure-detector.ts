@@ -110,6 +110,28 @@ export class FailureDetector {
     return true;
   }
 
+  /**
+   * Another failure detector (SWIM) vouches that a known node is alive now:
+   * its silence restarts from now, and a suspect or dead one is alive again.
+   * Incarnation and seq stay as the last heartbeat set them, so a replayed
+   * heartbeat still refreshes nothing. A node never heard from is left
+   * unknown (its first heartbeat brings its incarnation and addresses).
+   * Returns false for an unknown node.
+   */
+  vouch(nodeId: string): boolean {
+    const member = this.members.get(nodeId);
+    if (!member) return false;
+    const now = this.now();
+    member.lastSeenAt = now;
+    if (member.state !== 'alive') {
+      const previous = member.state;
+      member.state = 'alive';
+      member.since = now;
+      this.emit('alive', { nodeId, incarnation: member.incarnation, previous, rejoined: false });
+    }
+    return true;
+  }
+
   /** Re-evaluates every node against the clock; call it at least every few hundred ms. */
   tick(): void {
     const now = this.now();

@@ -195,6 +195,17 @@ describe('control API', () => {
       assert.equal(absurd.status, 400, field);
       assert.match(absurd.json().error?.message ?? '', new RegExp(field), field);
     }
+    // An exclusive workload whose stop_timeout the witnesses' lease bound cannot cover (rule W6).
+    const slowStop = await raw(socket, 'PUT', '/v1/workloads/web', {
+      ...spec,
+      scratchClass: 'persistent',
+      stopTimeoutMs: 31_000,
+    });
+    assert.equal(slowStop.status, 400);
+    assert.match(
+      slowStop.json().error?.message ?? '',
+      /stopTimeoutMs 31000 is longer than this cluster allows an exclusive workload \(services\.max_stop_timeout = 30 s\)/,
+    );
     const typo = await raw(socket, 'PUT', '/v1/workloads/web', { ...spec, cpu: 1 });
     assert.equal(typo.status, 400);
     assert.match(typo.json().error?.message ?? '', /Unrecognized key: "cpu"/);

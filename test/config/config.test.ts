@@ -101,10 +101,39 @@ describe('agent config', () => {
     );
   });
 
+  test('services.max_stop_timeout: 30 s by default, at least 1 s, and with fence_after within the 10 min lease cap', () => {
+    const base = 'org = "o"\n[node]\nid = "n"\n';
+    assert.equal(loadAgentConfig(writeConfig('s0.toml', base), {}).services.max_stop_timeout, 30_000);
+    expectConfigError(
+      () => loadAgentConfig(writeConfig('s1.toml', `${base}[services]\nmax_stop_timeout = "500ms"\n`), {}),
+      'services.max_stop_timeout: must be at least 1s',
+    );
+    expectConfigError(
+      () => loadAgentConfig(writeConfig('s2.toml', `${base}[services]\nmax_stop_timeout = "10m"\n`), {}),
+      'services.max_stop_timeout: with fence_after it makes leases longer than 10 minutes',
+    );
+  });
+
   test('membership: SWIM on by default; probe_timeout must be below probe_interval; the environment can turn it off', () => {
     const base = 'org = "o"\n[node]\nid = "n"\n';
     const defaults = loadAgentConfig(writeConfig('m0.toml', base), {});
-    assert.deepEqual(defaults.membership, { swim: true, probe_interval: 1000, probe_timeout: 500 });
+    assert.deepEqual(defaults.membership, {
+      swim: true,
+      probe_interval: 1000,
+      probe_timeout: 500,
+      heartbeat_interval: 10_000,
+    });
+    expectConfigError(
+      () =>
+        loadAgentConfig(
+          writeConfig(
+            'm6.toml',
+            `${base}[gossip]\nheartbeat = "2s"\n[membership]\nheartbeat_interval = "1s"\n`,
+          ),
+          {},
+        ),
+      'membership.heartbeat_interval: must be at least gossip.heartbeat',
+    );
     const off = loadAgentConfig(writeConfig('m1.toml', base), { SILO_MEMBERSHIP_SWIM: 'false' });
     assert.equal(off.membership.swim, false);
     expectConfigError(
