@@ -18,7 +18,12 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type * as Y from 'yjs';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
+import {
+  generateNodeKey,
+  HEARTBEAT_WARMUP_BEATS,
+  type PrivateKey,
+  peerIdOf,
+} from '../../src/gossip/index.js';
 import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
 import { Origin } from '../../src/state/names.js';
@@ -648,6 +653,7 @@ export class SimCluster {
           membership?.liveness === 'swim'
             ? (membership.heartbeatIntervalMs ?? DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS)
             : t.heartbeatMs,
+        heartbeatWarmup: { count: HEARTBEAT_WARMUP_BEATS, intervalMs: t.heartbeatMs },
         suspectAfterMs: t.suspectAfterMs,
         deadAfterMs: t.deadAfterMs,
         syncGraceMs: t.syncGraceMs,

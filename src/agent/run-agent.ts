@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { AgentConfig } from '../config/schema.js';
+import { HEARTBEAT_WARMUP_BEATS } from '../gossip/liveness.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { verifyEnrollmentBundle } from '../identity/ca.js';
 import { parseOverlayCidr } from '../identity/ipv4-cidr.js';
@@ -108,6 +109,8 @@ export async function startAgent(
       // Under SWIM liveness heartbeats carry digests and addresses only, and SWIM vouches for live members.
       heartbeatMs:
         config.services.lease === 'swim' ? config.membership.heartbeat_interval : config.gossip.heartbeat,
+      // ...but the first ten at gossip.heartbeat, so that every node learns every node's addresses at once.
+      heartbeatWarmup: { count: HEARTBEAT_WARMUP_BEATS, intervalMs: config.gossip.heartbeat },
       // Only the acked-heartbeats liveness source reads acks; without them a heartbeat stays small.
       heartbeatAcks: config.services.lease === 'acked-heartbeats',
       suspectAfterMs: config.gossip.suspect_after,

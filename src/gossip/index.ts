@@ -35,6 +35,7 @@ export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js'
 export { FailureDetector } from './failure-detector.js';
 export type { Heartbeat } from './heartbeat.js';
 export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
+export { HEARTBEAT_WARMUP_BEATS } from './liveness.js';
 export type { LogErrorCode, LogExchange, LogReader, LogRequest, LogStream } from './log-exchange.js';
 export { LOGS_PROTOCOL, LogFetchError, MAX_LOG_LINES } from './log-exchange.js';
 export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
@@ -75,6 +76,8 @@ export interface GossipLayerOptions {
   batchMs?: number;
   isSenderAllowed?: SenderCheck;
   heartbeatMs?: number;
+  /** The first heartbeats at a shorter interval (LivenessOptions.warmup). */
+  heartbeatWarmup?: { count: number; intervalMs: number };
   /**
    * Heartbeats carry `acks` and `dead` (one entry per node; default true).
    * Only the "acked-heartbeats" liveness source reads them; without them a
@@ -176,6 +179,7 @@ export class GossipLayer {
       detector: this.detector,
       now: options.now,
       heartbeatMs: options.heartbeatMs,
+      warmup: options.heartbeatWarmup,
       acks: options.heartbeatAcks,
       syncGraceMs: options.syncGraceMs,
       incarnation: options.incarnation,

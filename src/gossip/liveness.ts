@@ -33,6 +33,14 @@ export interface LivenessOptions {
   /** Local clock, the same one the detector uses (injectable for the simulator). */
   now?: () => number;
   heartbeatMs?: number;
+  /**
+   * The first `count` heartbeats go out every `intervalMs` (shorter than
+   * heartbeatMs), then every heartbeatMs. Heartbeats carry listen addresses,
+   * which is how a node learns where the members it is not connected to
+   * are: with rare heartbeats (SWIM liveness) a node that lost its only
+   * connection early would otherwise not learn anyone for a whole interval.
+   */
+  warmup?: { count: number; intervalMs: number };
   /** Send `acks` and `dead` (default true); the receiving side records them either way. */
   acks?: boolean;
   /** How long a peer's digests may differ from ours before we sync with it, ms. */
@@ -51,6 +59,8 @@ export interface LivenessOptions {
 }
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
+/** How many heartbeats a warm-up sends at the short interval (LivenessOptions.warmup). */
+export const HEARTBEAT_WARMUP_BEATS = 10;
 export const DEFAULT_SYNC_GRACE_MS = 2000;
 
 type HeartbeatReject = HeartbeatRejection | 'unsigned' | 'sender-not-allowed' | 'impersonation';
@@ -122,6 +132,7 @@ export class LivenessService {
   private readonly detector: FailureDetector;
   private readonly now: () => number;
   private readonly heartbeatMs: number;
+  private readonly warmup: { count: number; intervalMs: number } | undefined;
   private readonly sendAcks: boolean;
   private readonly syncGraceMs: number;
   private readonly isSenderAllowed: SenderCheck;
@@ -148,6 +159,7 @@ export class LivenessService {
     this.metrics = new LivenessMetrics(options.registry, this.detector);
     this.now = options.now ?? Date.now;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+    this.warmup = options.warmup;
     this.sendAcks = options.acks ?? true;
     this.syncGraceMs = options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS;
     this.ledger = new HeartbeatLedger({
@@ -168,8 +180,7 @@ export class LivenessService {
     const pubsub = this.node.services.pubsub;
     pubsub.topicValidators.set(this.topic, (_peer, message) => this.validate(message));
     pubsub.subscribe(this.topic);
-    this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
-    this.heartbeatTimer.unref();
+    this.scheduleHeartbeats();
     // The detector is ticked well inside a heartbeat so that a transition
     // is noticed soon after its deadline passes.
     const tickMs = Math.max(20, Math.min(250, Math.floor(this.detector.suspectAfterMs / 4)));
@@ -186,6 +197,27 @@ export class LivenessService {
     const pubsub = this.node.services.pubsub;
     pubsub.unsubscribe(this.topic);
     pubsub.topicValidators.delete(this.topic);
+  }
+
+  /** The warm-up beats (if any), then one every heartbeatMs; `heartbeatTimer` is always the live timer. */
+  private scheduleHeartbeats(): void {
+    const regular = () => {
+      this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
+      this.heartbeatTimer.unref();
+    };
+    const warm = this.warmup;
+    if (warm === undefined || warm.count <= 0 || warm.intervalMs >= this.heartbeatMs) {
+      regular();
+      return;
+    }
+    let left = warm.count;
+    this.heartbeatTimer = setInterval(() => {
+      void this.beat();
+      if (--left > 0 || !this.running) return;
+      clearInterval(this.heartbeatTimer);
+      regular();
+    }, warm.intervalMs);
+    this.heartbeatTimer.unref();
   }
 
   /** This process's current incarnation (it grows when the node rejoins after being declared dead). */
