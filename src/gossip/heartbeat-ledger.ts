@@ -109,26 +109,37 @@ export class HeartbeatLedger {
   /**
    * Fields of the heartbeat about to be sent; records its send time. Acks
    * cover the nodes heard within dead_after whose incarnation we have not
-   * declared dead; `dead` lists every declaration (A1).
+   * declared dead; `dead` lists every declaration (A1). `withEvidence`
+   * false: both left empty (heartbeats that carry neither).
    */
-  nextHeartbeat(): OutgoingHeartbeatFields {
+  nextHeartbeat(withEvidence = true): OutgoingHeartbeatFields {
     const now = this.now();
     const dead = new Map<string, number>();
+    const acks = new Map<string, HeartbeatAck>();
+    if (!withEvidence) {
+      // Heartbeats without acks and dead (heartbeatAcks off): skip the two
+      // walks over every member, which would make each beat O(N) for nothing.
+      return { incarnation: this.currentIncarnation, seq: this.nextSeq(now), acks, dead };
+    }
     for (const nodeId of this.candidates()) {
       const incarnation = this.ownDeadIncarnation(nodeId, now);
       if (incarnation !== undefined) dead.set(nodeId, incarnation);
     }
-    const acks = new Map<string, HeartbeatAck>();
     for (const member of this.detector.view()) {
       if (member.nodeId === this.selfId || member.state === 'dead') continue;
       if (now - member.lastSeenAt >= this.detector.deadAfterMs) continue;
       if (this.isDeclaredDead(member.nodeId, member.incarnation)) continue;
       acks.set(member.nodeId, [member.incarnation, member.seq]);
     }
+    return { incarnation: this.currentIncarnation, seq: this.nextSeq(now), acks, dead };
+  }
+
+  /** The next heartbeat's seq, logged with its send time (acks name it later). */
+  private nextSeq(now: number): number {
     const seq = this.seq++;
     this.sendLog.push({ seq, at: now });
     this.trimSendLog(now);
-    return { incarnation: this.currentIncarnation, seq, acks, dead };
+    return seq;
   }
 
   /** Local send time of our heartbeat `(incarnation, seq)`, if it is recent enough to be in the log. */

@@ -232,7 +232,7 @@ export class LivenessService {
 
   private async beat(): Promise<void> {
     if (!this.running) return;
-    const { incarnation, seq, acks, dead } = this.ledger.nextHeartbeat();
+    const { incarnation, seq, acks, dead } = this.ledger.nextHeartbeat(this.sendAcks);
     const heartbeat: HeartbeatFields = {
       org: this.org,
       nodeId: this.nodeId,

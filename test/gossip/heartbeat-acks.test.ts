@@ -115,6 +115,19 @@ function setup(deadAfterMs = 1000) {
 }
 
 describe('HeartbeatLedger', () => {
+  test('without evidence: no acks and no dead entries, but seq and the send log go on', () => {
+    const { clock, detector, ledger } = setup(1000);
+    detector.observe('a', 3, 1);
+    const withAcks = ledger.nextHeartbeat();
+    assert.deepEqual([...withAcks.acks.keys()], ['a']);
+    clock.advance(100);
+    const bare = ledger.nextHeartbeat(false);
+    assert.equal(bare.seq, withAcks.seq + 1);
+    assert.equal(bare.acks.size, 0);
+    assert.equal(bare.dead.size, 0);
+    assert.equal(ledger.sentAt(7, bare.seq), clock.now());
+  });
+
   test('send log: seq → local send time, current incarnation only, trimmed to dead_after', () => {
     const { clock, ledger } = setup(1000);
     const first = ledger.nextHeartbeat();
