@@ -35,6 +35,12 @@ const COMMAND_MODULES = {
   image: async () => (await import('./commands/image.js')).registerImageCommands,
   demo: async () => (await import('./commands/demo.js')).registerDemoCommand,
   harness: async () => (await import('./commands/harness.js')).registerHarnessCommands,
+  completion: async (): Promise<Registrar> => {
+    const { registerCompletionCommand } = await import('./commands/completion.js');
+    // The script covers every command: build the full program (every module) when it is asked for.
+    return (program, ctx) =>
+      registerCompletionCommand(program, ctx, async () => buildProgram(ctx, false, await registrarsFor([])));
+  },
 } satisfies Record<string, () => Promise<Registrar>>;
 
 type CommandModule = keyof typeof COMMAND_MODULES;
@@ -58,6 +64,7 @@ export const COMMAND_MODULE_OF: Readonly<Record<string, CommandModule>> = {
   demo: 'demo',
   sim: 'harness',
   bench: 'harness',
+  completion: 'completion',
 };
 
 /**
