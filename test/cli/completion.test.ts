@@ -64,7 +64,11 @@ describe('silo completion', () => {
     assert.deepEqual(complete(['silo', '--json', 'nodes', '--s']), ['--socket']);
     writeFileSync(join(dir, 'web.toml'), 'name = "web"\n');
     assert.deepEqual(complete(['silo', 'apply', 'we']), ['web.toml']);
-    assert.deepEqual(complete(['silo', 'nosuch', '--']), ['--help', '--version'], 'an unknown word is skipped');
+    assert.deepEqual(
+      complete(['silo', 'nosuch', '--']),
+      ['--help', '--version'],
+      'an unknown word is skipped',
+    );
   });
 
   test('zsh: the bash function through bashcompinit', async () => {
