@@ -11,10 +11,13 @@
  *               [--latency-ms 10] [--jitter-ms 20] [--loss-pct 0,5] [--seed 1]
  *   agent-cost  --nodes 10,20,40 --out <dir> [--liveness acked-heartbeats,swim] [--warmup-s 20]
  *               [--window-s 30] [--writes-per-s 10] [--latency-ms 10] [--seed 1]
+ *   recovery    --records 1000,10000,100000 --out <dir> [--batch 1000] [--latency-ms 5]
+ *               [--timeout-s 300] [--seed 1]
  *
  * Progress goes to stderr; the result files go to --out.
  */
 import '../src/util/polyfill.js';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   DEFAULT_SWIM_PARAMS,
@@ -25,13 +28,15 @@ import {
 import { agentCostMarkdown, runAgentCost, writeAgentCostReport } from './agent-cost.js';
 import { writeConvergenceReport } from './convergence/report.js';
 import { runConvergence } from './convergence/run-convergence.js';
+import { recoveryMarkdown, runRecovery, writeRecoveryReport } from './recovery.js';
 import { runSwimModel, swimModelMarkdown, writeSwimModelReport } from './swim-model.js';
 import { runTakeover, takeoverMarkdown, writeTakeoverReport } from './takeover.js';
 
 const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 --writes 200 --out <dir> [options]
        npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]
        npm run bench -- swim-model --nodes 100,1000,10000 --out <dir> [options]
-       npm run bench -- agent-cost --nodes 10,20,40 --out <dir> [options]`;
+       npm run bench -- agent-cost --nodes 10,20,40 --out <dir> [options]
+       npm run bench -- recovery --records 1000,10000,100000 --out <dir> [options]`;
 
 class UsageError extends Error {}
 
@@ -43,6 +48,7 @@ async function main(): Promise<number> {
   if (command === 'takeover') return takeover(rest);
   if (command === 'swim-model') return swimModel(rest);
   if (command === 'agent-cost') return agentCost(rest);
+  if (command === 'recovery') return recovery(rest);
   throw new UsageError(command === undefined ? 'which benchmark?' : `unknown benchmark "${command}"`);
 }
 
@@ -212,6 +218,33 @@ async function agentCost(args: string[]): Promise<number> {
   const files = await writeAgentCostReport(report, out);
   process.stdout.write(agentCostMarkdown(report));
   log(`wrote ${files.json}, ${files.markdown}`);
+  return 0;
+}
+
+async function recovery(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      records: { type: 'string', default: '1000,10000,100000' },
+      batch: { type: 'string', default: '1000' },
+      'latency-ms': { type: 'string', default: '5' },
+      'timeout-s': { type: 'string', default: '300' },
+      seed: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const report = await runRecovery({
+    records: list(values.records, '--records'),
+    batch: list(values.batch, '--batch')[0] as number,
+    latencyMs: nonNegative(values['latency-ms'], '--latency-ms'),
+    timeoutS: positive(values['timeout-s'], '--timeout-s'),
+    seed: nonNegative(values.seed, '--seed'),
+    log,
+  });
+  await writeRecoveryReport(out, report);
+  process.stdout.write(recoveryMarkdown(report));
+  log(`wrote ${join(out, 'recovery.json')}, ${join(out, 'recovery.md')}`);
   return 0;
 }
 

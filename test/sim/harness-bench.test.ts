@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { writeConvergenceReport } from '../../bench/convergence/report.js';
 import { type ConvergenceReport, runConvergence } from '../../bench/convergence/run-convergence.js';
+import { runRecovery, writeRecoveryReport } from '../../bench/recovery.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -88,6 +89,29 @@ test('a tiny convergence bench (2 sizes, few writes) writes valid JSON, markdown
   assert.doesNotMatch(svg, /NaN|undefined/);
 });
 
+test('a tiny recovery bench: every phase finishes, the report has its row', {
+  timeout: 120_000,
+}, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'silo-bench-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const report = await runRecovery({
+    records: [30],
+    batch: 7,
+    latencyMs: 2,
+    timeoutS: 60,
+    seed: 1,
+    log: () => {},
+  });
+  const row = report.rows[0];
+  assert.ok(row);
+  assert.ok(row.docBytes > 30 * 100, `the workloads document holds 30 specs (${row.docBytes} bytes)`);
+  for (const name of ['write', 'follow', 'restart', 'restartEqual', 'catchUp'] as const)
+    assert.equal(typeof row[name].ms, 'number', `${name} finished`);
+  await writeRecoveryReport(dir, report);
+  assert.match(await readFile(join(dir, 'recovery.md'), 'utf8'), /^\| 30 \| \d+ KB \| \d+ ms/m);
+  assert.deepEqual(JSON.parse(await readFile(join(dir, 'recovery.json'), 'utf8')).rows[0].records, 30);
+});
+
 test('npm run bench rejects bad arguments with exit 2', { timeout: 60_000 }, async () => {
   const unknown = await runBench(['nope']);
   assert.equal(unknown.code, 2);
@@ -98,6 +122,9 @@ test('npm run bench rejects bad arguments with exit 2', { timeout: 60_000 }, asy
   const badNodes = await runBench(['convergence', '--nodes', '2,x', '--out', '/tmp/never']);
   assert.equal(badNodes.code, 2);
   assert.match(badNodes.stderr, /--nodes must be a number, got "x"/);
+  const badRecords = await runBench(['recovery', '--records', '0', '--out', '/tmp/never']);
+  assert.equal(badRecords.code, 2);
+  assert.match(badRecords.stderr, /--records must be > 0, got 0/);
 });
 
 function runBench(args: string[]): Promise<{ code: number | null; stderr: string }> {

@@ -80,6 +80,22 @@ describe('log frames', () => {
 });
 
 describe('LmdbUpdateLog', () => {
+  test('a compacted snapshot larger than max_update_bytes restores in full (the wire limit is not the store limit)', async (t) => {
+    const { dir, cleanup } = await tempDir('big-snapshot');
+    t.after(cleanup);
+    const path = join(dir, 'store');
+    const first = openState(path, { compactEvery: 5, maxUpdateBytes: 2048 });
+    for (let i = 0; i < 40; i++) first.workloads.put(workloadSpec(`svc-${i}`));
+    assert.ok(first.state.encodeDiff('workloads').byteLength > 2048, 'the document outgrew the wire limit');
+    assert.ok((await metricValue(first.registry, 'silo_state_log_compactions_total')) >= 1);
+    const digests = first.state.digestsAll();
+    await first.state.close();
+    const second = openState(path, { compactEvery: 5, maxUpdateBytes: 2048 });
+    t.after(() => second.state.close());
+    assert.equal(second.workloads.list().length, 40);
+    assert.deepEqual(second.state.digestsAll(), digests);
+  });
+
   test('restart from disk keeps every acknowledged write, across compactions', async (t) => {
     const { dir, cleanup } = await tempDir('restart');
     t.after(cleanup);
