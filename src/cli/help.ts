@@ -34,6 +34,7 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
   undrain: ['silo undrain node-2'],
   logs: ['silo logs counter --tail 50', 'silo logs counter -f'],
   events: ['silo events', 'silo events --json --count 20'],
+  top: ['silo top', 'silo top --interval 5 --socket /var/lib/silo/silo.sock'],
   completion: ['silo completion bash > /etc/bash_completion.d/silo'],
   demo: ['silo demo --nodes 3', 'silo demo --nodes 5 --duration-s 60 --json'],
 };

@@ -56,6 +56,7 @@ export const COMMAND_MODULE_OF: Readonly<Record<string, CommandModule>> = {
   apply: 'apply',
   delete: 'apply',
   status: 'query',
+  top: 'query',
   nodes: 'query',
   workloads: 'query',
   drain: 'drain',

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type ClusterNode, silo, siloProcess, startEnrolledAgents, tempDir } from './helpers.js';
 
-/** `silo events` against a real agent process: the stream, --json lines, --count, and the end of the stream. */
+/**
+ * `silo events` and `silo top` against a real agent process: the stream,
+ * --json lines, --count, the end of the stream; top's frame.
+ */
 describe('silo events', () => {
   let remove: () => Promise<void>;
   let node: ClusterNode;
@@ -63,6 +66,23 @@ describe('silo events', () => {
     const bad = await silo(['events', '--count', '0', '--socket', node.socket]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /expected a whole number of events, at least 1/);
+  });
+
+  test('silo top --once: one frame with ownership, nodes and workloads; piped without --once, frames follow', async () => {
+    const once = await silo(['top', '--once', '--socket', node.socket]);
+    assert.equal(once.code, 0, once.stderr);
+    assert.match(once.stdout, /^silo top: n1 \(org ev\) at \d\d:\d\d:\d\d, \d+ connections, documents /);
+    assert.match(once.stdout, /^witnesses {4}v1: 1 of 1 alive, quorum 1: ok$/m);
+    assert.match(once.stdout, /^NODE +LIVENESS/m);
+    assert.match(once.stdout, /^n1\* +alive/m);
+    assert.match(once.stdout, /^no workloads$/m);
+    // Not a terminal and no --once: frames one after another until killed.
+    const piped = siloProcess(['top', '--interval', '0.2', '--socket', node.socket], {}, 3000);
+    const res = await piped;
+    assert.ok((res.stdout.match(/^silo top: n1/gm) ?? []).length >= 2, res.stdout);
+    const bad = await silo(['top', '--interval', '0', '--socket', node.socket]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /expected seconds between 0\.2 and 3600/);
   });
 
   test('the agent stopping ends the stream with exit 4 and says so', async () => {

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { NodeRow, OwnershipHealth, WorkloadRow } from '../../agent/api/views.js';
 import type { AgentStatus } from '../../agent/node-agent.js';
 import type { ConvergenceEstimate } from '../../agent/peer-digests.js';
@@ -172,6 +172,33 @@ function renderWorkload(w: WorkloadRow): string {
   return lines.join('\n');
 }
 
+/** One frame of `silo top`: this agent's status head, then every node and every workload as it sees them. */
+export function renderTop(status: StatusResponse, nodes: NodeRow[], workloads: WorkloadRow[]): string {
+  const c = status.convergence;
+  const convergence =
+    c === null ? 'unknown' : c.converged ? 'converged' : `differs from peers for ${duration(c.lagMs)}`;
+  return [
+    `silo top: ${status.nodeId} (org ${status.org}) at ${new Date(status.now).toISOString().slice(11, 19)}, ${status.peers} connections, documents ${convergence}`,
+    ...ownershipLines(status.ownership),
+    '',
+    renderNodes(nodes),
+    '',
+    renderWorkloads(workloads),
+  ].join('\n');
+}
+
+interface TopFlags extends ConnectionFlags {
+  interval: number;
+  once?: boolean;
+}
+
+function refreshSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0.2 || n > 3600)
+    throw new InvalidArgumentError('expected seconds between 0.2 and 3600');
+  return n;
+}
+
 export function registerQueryCommands(program: Command, ctx: CliContext): void {
   withConnection(
     withJson(program.command('status').description("this agent's status and convergence")),
@@ -203,5 +230,55 @@ export function registerQueryCommands(program: Command, ctx: CliContext): void {
     }
     const { workloads } = await client.get<{ workloads: WorkloadRow[] }>('/v1/workloads');
     ctx.print(flags, { workloads }, () => renderWorkloads(workloads));
+  });
+  registerTop(program, ctx);
+}
+
+/** `silo top`: renderTop every --interval seconds until Ctrl-C (or once). */
+function registerTop(program: Command, ctx: CliContext): void {
+  withConnection(
+    program
+      .command('top')
+      .description(
+        'a live view of the cluster as this agent sees it: nodes, workloads, ownership (Ctrl-C stops)',
+      )
+      .option('--interval <seconds>', 'refresh period', refreshSeconds, 1)
+      .option('--once', 'print one frame and exit'),
+  ).action(async (flags: TopFlags) => {
+    const client = await ctx.client(flags);
+    const frame = async (): Promise<string> => {
+      const [status, { nodes }, { workloads }] = await Promise.all([
+        client.get<StatusResponse>('/v1/status'),
+        client.get<{ nodes: NodeRow[] }>('/v1/nodes'),
+        client.get<{ workloads: WorkloadRow[] }>('/v1/workloads'),
+      ]);
+      return renderTop(status, nodes, workloads);
+    };
+    if (flags.once) {
+      ctx.io.out(`${await frame()}\n`);
+      return;
+    }
+    // Until Ctrl-C: on a terminal each frame replaces the last; piped, frames follow each other.
+    let stopped = false;
+    const stop = (): void => {
+      stopped = true;
+    };
+    process.once('SIGINT', stop);
+    try {
+      while (!stopped) {
+        let text: string;
+        try {
+          text = await frame();
+        } catch (err) {
+          // Like top, keep trying: the agent may be restarting.
+          text = `silo top: ${(err as Error).message}; retrying every ${flags.interval} s`;
+        }
+        ctx.io.out(ctx.io.isTTY ? `\x1b[H\x1b[2J${text}\n` : `${text}\n\n`);
+        const wake = Date.now() + flags.interval * 1000;
+        while (!stopped && Date.now() < wake) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    } finally {
+      process.off('SIGINT', stop);
+    }
   });
 }
