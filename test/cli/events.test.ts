@@ -77,7 +77,7 @@ describe('silo events', () => {
     assert.match(once.stdout, /^n1\* +alive/m);
     assert.match(once.stdout, /^no workloads$/m);
     // Not a terminal and no --once: frames one after another until killed.
-    const piped = siloProcess(['top', '--interval', '0.2', '--socket', node.socket], {}, 3000);
+    const piped = siloProcess(['top', '--interval', '0.2', '--socket', node.socket], {}, 8000);
     const res = await piped;
     assert.ok((res.stdout.match(/^silo top: n1/gm) ?? []).length >= 2, res.stdout);
     const bad = await silo(['top', '--interval', '0', '--socket', node.socket]);
