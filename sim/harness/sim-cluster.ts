@@ -17,13 +17,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type * as Y from 'yjs';
+import { heartbeatSchedule } from '../../src/agent/heartbeat-schedule.js';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import {
-  generateNodeKey,
-  HEARTBEAT_WARMUP_BEATS,
-  type PrivateKey,
-  peerIdOf,
-} from '../../src/gossip/index.js';
+import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
 import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
 import { Origin } from '../../src/state/names.js';
@@ -158,9 +154,6 @@ export interface SimMembership {
    */
   heartbeatIntervalMs?: number;
 }
-
-/** membership.heartbeat_interval's default (config/schema.ts). */
-export const DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS = 10_000;
 
 export type FaultKind =
   | 'start'
@@ -649,11 +642,12 @@ export class SimCluster {
         privateKey: node.key,
         bootstrap: this.bootstrapFor(node),
         now,
-        heartbeatMs:
-          membership?.liveness === 'swim'
-            ? (membership.heartbeatIntervalMs ?? DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS)
-            : t.heartbeatMs,
-        heartbeatWarmup: { count: HEARTBEAT_WARMUP_BEATS, intervalMs: t.heartbeatMs },
+        ...heartbeatSchedule(membership?.liveness ?? 'acked-heartbeats', {
+          heartbeatMs: t.heartbeatMs,
+          ...(membership?.heartbeatIntervalMs !== undefined && {
+            swimIntervalMs: membership.heartbeatIntervalMs,
+          }),
+        }),
         suspectAfterMs: t.suspectAfterMs,
         deadAfterMs: t.deadAfterMs,
         syncGraceMs: t.syncGraceMs,
@@ -665,7 +659,6 @@ export class SimCluster {
         redialBackoffMaxMs: t.redialBackoffMaxMs,
         meshCheckIntervalMs: t.meshCheckIntervalMs,
         targetConnections: t.targetConnections,
-        heartbeatAcks: membership?.liveness !== 'swim',
       },
       ...(reconciler ? { reconciler } : {}),
       ...(membership

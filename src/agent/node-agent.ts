@@ -224,6 +224,9 @@ export class NodeAgent {
             members: () => activeNodes().map((r) => ({ nodeId: r.nodeId, peerId: r.peerId })),
             logger,
             registry,
+            // Every probe is also an anti-entropy check (docs/protocol.md, "Anti-entropy").
+            digests: () => state.digestsAll(),
+            onPeerDigests: (report) => gossip.observePeerDigests(report),
             ...(options.membership.params ? { params: options.membership.params } : {}),
           })
         : undefined;

@@ -4,7 +4,6 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { AgentConfig } from '../config/schema.js';
-import { HEARTBEAT_WARMUP_BEATS } from '../gossip/liveness.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { verifyEnrollmentBundle } from '../identity/ca.js';
 import { parseOverlayCidr } from '../identity/ipv4-cidr.js';
@@ -22,6 +21,7 @@ import { OverlayManager } from '../overlay/overlay-manager.js';
 import { ImageStore } from '../reconciler/image-store.js';
 import { createLogger } from '../util/logger.js';
 import { ControlApi } from './control-api.js';
+import { heartbeatSchedule } from './heartbeat-schedule.js';
 import { NodeAgent } from './node-agent.js';
 import { PeerDigests } from './peer-digests.js';
 import { AgentSetupError } from './setup-error.js';
@@ -106,13 +106,11 @@ export async function startAgent(
       bootstrap: [...new Set([...config.gossip.bootstrap, ...bundle.seedPeers])],
       psk,
       batchMs: config.gossip.batch,
-      // Under SWIM liveness heartbeats carry digests and addresses only, and SWIM vouches for live members.
-      heartbeatMs:
-        config.services.lease === 'swim' ? config.membership.heartbeat_interval : config.gossip.heartbeat,
-      // ...but the first ten at gossip.heartbeat, so that every node learns every node's addresses at once.
-      heartbeatWarmup: { count: HEARTBEAT_WARMUP_BEATS, intervalMs: config.gossip.heartbeat },
-      // Only the acked-heartbeats liveness source reads acks; without them a heartbeat stays small.
-      heartbeatAcks: config.services.lease === 'acked-heartbeats',
+      // Under SWIM liveness heartbeats only introduce a node and its addresses, spread by the cluster's size.
+      ...heartbeatSchedule(config.services.lease, {
+        heartbeatMs: config.gossip.heartbeat,
+        swimIntervalMs: config.membership.heartbeat_interval,
+      }),
       suspectAfterMs: config.gossip.suspect_after,
       deadAfterMs: config.gossip.dead_after,
       syncIntervalMs: config.gossip.sync_interval,
@@ -124,10 +122,11 @@ export async function startAgent(
   const peerDigests = new PeerDigests({
     state: agent.state,
     gossip: agent.gossip,
-    // A peer's digests are as fresh as its last heartbeat: under SWIM liveness they come every heartbeat_interval.
+    // A peer's digests are as fresh as its last heartbeat or probe: under SWIM liveness heartbeats come every
+    // heartbeat_interval or more (spread by the cluster's size), probes to a given peer about as rarely.
     staleAfterMs:
       config.services.lease === 'swim'
-        ? config.membership.heartbeat_interval + config.gossip.suspect_after
+        ? () => agent.gossip.heartbeatIntervalMs() + config.gossip.suspect_after
         : config.gossip.suspect_after,
   });
   let api: ControlApi | null = null;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS } from '../agent/heartbeat-schedule.js';
 import { DEFAULT_MAX_STOP_TIMEOUT_MS, WINDOW_STRETCH } from '../ownership/lease-bounds.js';
 import { MAX_LEASE_MS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, ORG_NAME_PATTERN } from '../state/schemas.js';
@@ -116,7 +117,7 @@ const MembershipSection = z
      * receiving every node's heartbeat costs N/heartbeat_interval messages
      * a second instead of N per gossip.heartbeat (docs/membership.md).
      */
-    heartbeat_interval: Duration.default(10_000),
+    heartbeat_interval: Duration.default(DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS),
   })
   .strict();
 

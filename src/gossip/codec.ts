@@ -1,4 +1,5 @@
 import { Packr, Unpackr } from 'msgpackr';
+import { DOC_NAMES, type DocName } from '../state/names.js';
 
 /**
  * msgpack as docs/protocol.md defines it: plain maps, arrays, strings,
@@ -34,4 +35,25 @@ export function isUint32(value: unknown): value is number {
 /** A non-negative integer that a double holds exactly. */
 export function isSafeNonNegativeInt(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A document digest on the wire is a short string (cluster-state.ts makes 16 hex digits); longer is hostile. */
+export const MAX_DIGEST_LENGTH = 128;
+
+/**
+ * The `{enrollment, workloads, observed}` digest map that heartbeats and
+ * SWIM probes carry (docs/protocol.md): every document's digest, each a
+ * string of at most MAX_DIGEST_LENGTH. Returns the checked map or why not.
+ */
+export function decodeDocDigests(value: unknown): Record<DocName, string> | string {
+  if (!isPlainRecord(value)) return 'digests is not a map';
+  const checked = {} as Record<DocName, string>;
+  for (const doc of DOC_NAMES) {
+    const digest = value[doc];
+    if (typeof digest !== 'string' || digest.length > MAX_DIGEST_LENGTH) {
+      return `digest of ${doc} is missing or not a string`;
+    }
+    checked[doc] = digest;
+  }
+  return checked;
 }

@@ -1,5 +1,11 @@
-import { DOC_NAMES, type DocName } from '../state/names.js';
-import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
+import type { DocName } from '../state/names.js';
+import {
+  decodeDocDigests,
+  isPlainRecord,
+  isSafeNonNegativeInt,
+  packMessage,
+  unpackMessage,
+} from './codec.js';
 import { MAX_NODE_ID_LENGTH } from './envelope.js';
 
 export const HEARTBEAT_VERSION = 1;
@@ -14,7 +20,6 @@ export const HEARTBEAT_VERSION = 1;
 export const MAX_HEARTBEAT_BYTES = 96 * 1024;
 /** At most this many `acks` plus `dead` entries per heartbeat (one per other node: 1024-node clusters). */
 export const MAX_HEARTBEAT_ENTRIES = 1024;
-const MAX_DIGEST_LENGTH = 128;
 /** At most this many listen addresses per heartbeat, each at most MAX_ADDR_LENGTH characters. */
 export const MAX_HEARTBEAT_ADDRS = 8;
 const MAX_ADDR_LENGTH = 256;
@@ -147,15 +152,8 @@ export function decodeHeartbeat(bytes: Uint8Array, expectOrg: string): DecodedHe
   if (!isSafeNonNegativeInt(seq)) return reject('malformed', 'seq is not a non-negative integer');
   if (typeof sentAt !== 'number' || !Number.isFinite(sentAt))
     return reject('malformed', 'sentAt is not a number');
-  if (!isPlainRecord(digests)) return reject('malformed', 'digests is not a map');
-  const checked = {} as Record<DocName, string>;
-  for (const doc of DOC_NAMES) {
-    const digest = digests[doc];
-    if (typeof digest !== 'string' || digest.length > MAX_DIGEST_LENGTH) {
-      return reject('malformed', `digest of ${doc} is missing or not a string`);
-    }
-    checked[doc] = digest;
-  }
+  const checked = decodeDocDigests(digests);
+  if (typeof checked === 'string') return reject('malformed', checked);
   const checkedAddrs = addrs === undefined ? [] : addrs;
   if (
     !Array.isArray(checkedAddrs) ||

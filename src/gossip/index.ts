@@ -4,8 +4,8 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
-import { DOC_NAMES } from '../state/names.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
+import { DEFAULT_SYNC_GRACE_MS, DigestWatch, type PeerDigestReport } from './digest-watch.js';
 import { FailureDetector } from './failure-detector.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { HeartbeatLedger } from './heartbeat-ledger.js';
@@ -31,11 +31,11 @@ import { AntiEntropy, type SyncResult } from './sync.js';
 import { orgTopics } from './topics.js';
 
 export { PeerBlocklist } from './blocklist.js';
+export type { PeerDigestReport } from './digest-watch.js';
 export type { Liveness, LivenessEvent, MemberView } from './failure-detector.js';
 export { FailureDetector } from './failure-detector.js';
 export type { Heartbeat } from './heartbeat.js';
 export { generateNodeKey, nodeKeyFromBytes, nodeKeyToBytes, peerIdOf } from './keys.js';
-export { HEARTBEAT_WARMUP_BEATS } from './liveness.js';
 export type { LogErrorCode, LogExchange, LogReader, LogRequest, LogStream } from './log-exchange.js';
 export { LOGS_PROTOCOL, LogFetchError, MAX_LOG_LINES } from './log-exchange.js';
 export { docTopic, livenessTopic, SYNC_PROTOCOL } from './topics.js';
@@ -78,6 +78,12 @@ export interface GossipLayerOptions {
   heartbeatMs?: number;
   /** The first heartbeats at a shorter interval (LivenessOptions.warmup). */
   heartbeatWarmup?: { count: number; intervalMs: number };
+  /**
+   * At most this many heartbeats from all known members together reach a
+   * node per heartbeatMs; a larger cluster spreads them out
+   * (LivenessOptions.spread; SWIM liveness). Absent: every heartbeatMs.
+   */
+  heartbeatsPerInterval?: number;
   /**
    * Heartbeats carry `acks` and `dead` (one entry per node; default true).
    * Only the "acked-heartbeats" liveness source reads them; without them a
@@ -129,6 +135,8 @@ export class GossipLayer {
   private readonly replicator: Replicator;
   private readonly sync: AntiEntropy;
   private readonly liveness: LivenessService;
+  private readonly digestWatch: DigestWatch;
+  private readonly digestListeners = new Set<(report: PeerDigestReport) => void>();
   private readonly redial: Redialer;
   private readonly meshRepair: MeshRepair;
   private readonly streamRepair: StreamRepair;
@@ -180,11 +188,16 @@ export class GossipLayer {
       now: options.now,
       heartbeatMs: options.heartbeatMs,
       warmup: options.heartbeatWarmup,
+      ...(options.heartbeatsPerInterval !== undefined && {
+        // Every node we know of, ourselves included.
+        spread: {
+          members: () => this.detector.view().length + 1,
+          perInterval: options.heartbeatsPerInterval,
+        },
+      }),
       acks: options.heartbeatAcks,
-      syncGraceMs: options.syncGraceMs,
       incarnation: options.incarnation,
       isSenderAllowed: options.isSenderAllowed,
-      requestSync: (peerId) => void this.sync.syncWith(peerId),
       onPeerAddrs: (peerId, addrs) => {
         let learned = false;
         for (const addr of addrs) learned = this.redial.addAddress(addr) || learned;
@@ -199,6 +212,14 @@ export class GossipLayer {
         // A peer (or address) heard of for the first time is dialed now if we are below target.
         this.redial.check();
       },
+    });
+    this.digestWatch = new DigestWatch({
+      state: options.state,
+      logger: this.logger,
+      registry: options.registry,
+      graceMs: options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS,
+      now: this.now,
+      requestSync: (peerId) => void this.sync.syncWith(peerId),
     });
     this.redial = new Redialer({
       ...common,
@@ -305,7 +326,14 @@ export class GossipLayer {
         if (event.previous === 'dead') this.returned.set(event.nodeId, this.now());
       }),
       // Called after the detector saw the same heartbeat, so a return is caught on its first heartbeat.
-      this.liveness.onHeartbeat((heartbeat) => this.catchUpIfBehind(heartbeat)),
+      this.liveness.onHeartbeat((heartbeat, signer) =>
+        this.observePeerDigests({
+          nodeId: heartbeat.nodeId,
+          peerId: signer,
+          digests: heartbeat.digests,
+          via: 'heartbeat',
+        }),
+      ),
     ];
     this.logger.info({ addrs: this.multiaddrs() }, 'gossip layer started');
   }
@@ -343,11 +371,11 @@ export class GossipLayer {
    * came while another ran is tried again at its next heartbeat, for
    * dead_after after its return.
    */
-  private catchUpIfBehind(heartbeat: Heartbeat): void {
-    const since = this.returned.get(heartbeat.nodeId);
+  private catchUpIfBehind(report: PeerDigestReport): void {
+    const since = this.returned.get(report.nodeId);
     if (since === undefined) return;
     if (this.now() - since > this.detector.deadAfterMs) {
-      this.returned.delete(heartbeat.nodeId);
+      this.returned.delete(report.nodeId);
       return;
     }
     // Equal now is no reason to stop watching: right after a heal a relay
@@ -355,14 +383,12 @@ export class GossipLayer {
     // other side, and its digests then move away from ours again. Forgetting
     // it at the first equal heartbeat left such differences to the digest
     // grace (seconds in the partition-heal scenario).
-    const ours = this.state.digestsAll();
-    if (DOC_NAMES.every((doc) => heartbeat.digests[doc] === ours[doc])) return;
-    this.catchUpWith(heartbeat.nodeId);
+    if (this.digestWatch.matchesOurs(report.digests)) return;
+    this.catchUpWith(report.nodeId, report.peerId);
   }
 
-  private catchUpWith(nodeId: string): void {
-    const peerId = this.liveness.peerIdOf(nodeId);
-    if (this.catchingUp || peerId === undefined || !this.started) return;
+  private catchUpWith(nodeId: string, peerId: string): void {
+    if (this.catchingUp || !this.started) return;
     this.catchingUp = true;
     this.sync
       .syncWith(peerId)
@@ -449,6 +475,29 @@ export class GossipLayer {
   /** Every accepted heartbeat of a peer (digests, incarnation, seq), as it arrives. */
   onHeartbeat(listener: (heartbeat: Heartbeat) => void): () => void {
     return this.liveness.onHeartbeat(listener);
+  }
+
+  /**
+   * A peer's digests as a message other than a heartbeat reported them (a
+   * SWIM ping or ack, src/gossip/swim-transport.ts): they count for
+   * anti-entropy and catch-up exactly as a heartbeat's do.
+   */
+  observePeerDigests(report: PeerDigestReport): void {
+    if (!this.started) return;
+    this.digestWatch.observe(report);
+    this.catchUpIfBehind(report);
+    for (const listener of this.digestListeners) listener(report);
+  }
+
+  /** Every peer digest report (heartbeats and probes), as it arrives. */
+  onPeerDigests(listener: (report: PeerDigestReport) => void): () => void {
+    this.digestListeners.add(listener);
+    return () => this.digestListeners.delete(listener);
+  }
+
+  /** How long this node now waits between regular heartbeats, ms (grows with the cluster when spread). */
+  heartbeatIntervalMs(): number {
+    return this.liveness.intervalMs();
   }
 
   /** The libp2p peer id that signs `nodeId`'s heartbeats, once one was heard. */

@@ -3,7 +3,6 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
-import { DOC_NAMES } from '../state/names.js';
 import type { FailureDetector } from './failure-detector.js';
 import {
   decodeHeartbeat,
@@ -41,10 +40,18 @@ export interface LivenessOptions {
    * connection early would otherwise not learn anyone for a whole interval.
    */
   warmup?: { count: number; intervalMs: number };
+  /**
+   * Spread heartbeats so that a node receives at most `perInterval` of them
+   * from all members together per heartbeatMs: with more members than that,
+   * each sends every heartbeatMs × members / perInterval instead. Under SWIM
+   * liveness heartbeats only introduce a node and its addresses (the
+   * failure detection is SWIM's, digests also travel on probes), so their
+   * cost need not grow with the cluster (docs/membership.md). Absent: every
+   * heartbeatMs whatever the cluster's size.
+   */
+  spread?: { members: () => number; perInterval: number };
   /** Send `acks` and `dead` (default true); the receiving side records them either way. */
   acks?: boolean;
-  /** How long a peer's digests may differ from ours before we sync with it, ms. */
-  syncGraceMs?: number;
   /**
    * This process's incarnation. Defaults to the wall-clock start time; an
    * agent that persists state should pass max(previous + 1, Date.now()) so
@@ -52,16 +59,11 @@ export interface LivenessOptions {
    */
   incarnation?: number;
   isSenderAllowed?: SenderCheck;
-  /** Called with the libp2p peer id of a node whose digests stayed different for longer than the grace. */
-  requestSync: (peerId: string) => void;
   /** Called with the dialable addresses (each ending in `/p2p/<signer>`) a fresh heartbeat advertised. */
   onPeerAddrs?: (peerId: string, addrs: Multiaddr[]) => void;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
-/** How many heartbeats a warm-up sends at the short interval (LivenessOptions.warmup). */
-export const HEARTBEAT_WARMUP_BEATS = 10;
-export const DEFAULT_SYNC_GRACE_MS = 2000;
 
 type HeartbeatReject = HeartbeatRejection | 'unsigned' | 'sender-not-allowed' | 'impersonation';
 
@@ -70,7 +72,6 @@ class LivenessMetrics {
   readonly received: Counter;
   readonly stale: Counter;
   readonly rejects: Counter<'reason'>;
-  readonly digestSyncs: Counter;
   readonly members: Gauge<'state'>;
 
   constructor(registry: Registry, detector: FailureDetector) {
@@ -96,11 +97,6 @@ class LivenessMetrics {
       labelNames: ['reason'],
       registers,
     });
-    this.digestSyncs = new Counter({
-      name: 'silo_liveness_digest_syncs_total',
-      help: 'Syncs requested because a peer digest differed for longer than the grace',
-      registers,
-    });
     this.members = new Gauge({
       name: 'silo_liveness_members',
       help: 'Known nodes by failure-detector state',
@@ -115,9 +111,10 @@ class LivenessMetrics {
 }
 
 /**
- * Publishes this node's heartbeat on the liveness topic, feeds received
- * heartbeats to the failure detector, and asks for a sync with a peer
- * whose document digests have differed from ours for longer than a grace.
+ * Publishes this node's heartbeat on the liveness topic and feeds received
+ * heartbeats to the failure detector; what a heartbeat says about its
+ * sender's documents goes to the heartbeat listeners (the layer's digest
+ * watch, docs/protocol.md "Anti-entropy").
  */
 export class LivenessService {
   /** Acks, dead declarations, our send log and peers' reports (docs/placement.md L1, A1). */
@@ -133,17 +130,14 @@ export class LivenessService {
   private readonly now: () => number;
   private readonly heartbeatMs: number;
   private readonly warmup: { count: number; intervalMs: number } | undefined;
+  private readonly spread: { members: () => number; perInterval: number } | undefined;
   private readonly sendAcks: boolean;
-  private readonly syncGraceMs: number;
   private readonly isSenderAllowed: SenderCheck;
-  private readonly requestSync: (peerId: string) => void;
   private readonly onPeerAddrs: ((peerId: string, addrs: Multiaddr[]) => void) | undefined;
   private readonly topic: string;
   /** nodeId → libp2p peer id that signed its latest heartbeat. */
   private readonly peerIds = new Map<string, string>();
-  /** nodeId → its (unchanged) differing digests and the local time they were first seen. */
-  private readonly mismatch = new Map<string, { theirs: string; since: number }>();
-  private readonly heartbeatListeners = new Set<(heartbeat: Heartbeat) => void>();
+  private readonly heartbeatListeners = new Set<(heartbeat: Heartbeat, signer: string) => void>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private running = false;
@@ -160,8 +154,10 @@ export class LivenessService {
     this.now = options.now ?? Date.now;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.warmup = options.warmup;
+    this.spread = options.spread;
+    if (this.spread !== undefined && !(this.spread.perInterval >= 1))
+      throw new RangeError(`spread.perInterval must be ≥ 1, got ${this.spread.perInterval}`);
     this.sendAcks = options.acks ?? true;
-    this.syncGraceMs = options.syncGraceMs ?? DEFAULT_SYNC_GRACE_MS;
     this.ledger = new HeartbeatLedger({
       selfId: this.nodeId,
       incarnation: options.incarnation ?? Date.now(),
@@ -169,7 +165,6 @@ export class LivenessService {
       now: this.now,
     });
     this.isSenderAllowed = options.isSenderAllowed ?? allowAnySender;
-    this.requestSync = options.requestSync;
     this.onPeerAddrs = options.onPeerAddrs;
     this.topic = livenessTopic(this.org);
   }
@@ -192,17 +187,26 @@ export class LivenessService {
   stop(): void {
     if (!this.running) return;
     this.running = false;
-    clearInterval(this.heartbeatTimer);
+    // The live timer is an interval during warm-up and a timeout after; clearTimeout clears either.
+    clearTimeout(this.heartbeatTimer);
     clearInterval(this.tickTimer);
     const pubsub = this.node.services.pubsub;
     pubsub.unsubscribe(this.topic);
     pubsub.topicValidators.delete(this.topic);
   }
 
-  /** The warm-up beats (if any), then one every heartbeatMs; `heartbeatTimer` is always the live timer. */
+  /**
+   * The warm-up beats (if any), then one every intervalMs() (re-read after
+   * each beat, so that the spread follows the membership);
+   * `heartbeatTimer` is always the live timer.
+   */
   private scheduleHeartbeats(): void {
     const regular = () => {
-      this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
+      this.heartbeatTimer = setTimeout(() => {
+        if (!this.running) return;
+        void this.beat();
+        regular();
+      }, this.intervalMs());
       this.heartbeatTimer.unref();
     };
     const warm = this.warmup;
@@ -218,6 +222,13 @@ export class LivenessService {
       regular();
     }, warm.intervalMs);
     this.heartbeatTimer.unref();
+  }
+
+  /** How long after this beat the next regular one goes out, ms (LivenessOptions.spread). */
+  intervalMs(): number {
+    if (this.spread === undefined) return this.heartbeatMs;
+    const members = Math.max(1, this.spread.members());
+    return Math.round(this.heartbeatMs * Math.max(1, members / this.spread.perInterval));
   }
 
   /** This process's current incarnation (it grows when the node rejoins after being declared dead). */
@@ -309,13 +320,12 @@ export class LivenessService {
     this.ledger.record(heartbeat);
     this.peerIds.set(heartbeat.nodeId, signer);
     this.learnAddrs(heartbeat, signer);
-    this.compareDigests(heartbeat, signer);
-    for (const listener of this.heartbeatListeners) listener(heartbeat);
+    for (const listener of this.heartbeatListeners) listener(heartbeat, signer);
     return TopicValidatorResult.Accept;
   }
 
-  /** Called with every fresh heartbeat that passed validation (sender enrolled, newer than the last). */
-  onHeartbeat(listener: (heartbeat: Heartbeat) => void): () => void {
+  /** Called with every fresh heartbeat that passed validation (sender enrolled, newer than the last) and its signer. */
+  onHeartbeat(listener: (heartbeat: Heartbeat, signer: string) => void): () => void {
     this.heartbeatListeners.add(listener);
     return () => this.heartbeatListeners.delete(listener);
   }
@@ -335,39 +345,6 @@ export class LivenessService {
       }
     }
     if (usable.length > 0) this.onPeerAddrs(signer, usable);
-  }
-
-  /**
-   * A difference counts only while the peer's digests stay the same: a
-   * peer whose digests keep changing is receiving writes, and a snapshot of
-   * two nodes in the middle of a write burst almost always differs. Syncing
-   * on every such heartbeat cost a session per peer per grace during any
-   * sustained write load; a difference that survives the burst is caught
-   * once the peer settles (or by the periodic sync meanwhile).
-   */
-  private compareDigests(heartbeat: Heartbeat, signer: string): void {
-    const ours = this.state.digestsAll();
-    const differs = DOC_NAMES.some((doc) => heartbeat.digests[doc] !== ours[doc]);
-    if (!differs) {
-      this.mismatch.delete(heartbeat.nodeId);
-      return;
-    }
-    const now = this.now();
-    const theirs = DOC_NAMES.map((doc) => heartbeat.digests[doc]).join(' ');
-    const entry = this.mismatch.get(heartbeat.nodeId);
-    if (entry === undefined || entry.theirs !== theirs) {
-      this.mismatch.set(heartbeat.nodeId, { theirs, since: now });
-      return;
-    }
-    if (now - entry.since >= this.syncGraceMs) {
-      // Restart the grace so that a lasting difference (e.g. one side
-      // cannot apply the other's update) costs one sync per grace, not one
-      // per heartbeat.
-      entry.since = now;
-      this.metrics.digestSyncs.inc();
-      this.logger.debug({ peerNode: heartbeat.nodeId, peer: signer }, 'digests differ beyond grace; syncing');
-      this.requestSync(signer);
-    }
   }
 
   private reject(reason: HeartbeatReject, signer: string | undefined, detail: string): TopicValidatorResult {

@@ -13,6 +13,8 @@ import {
   type SwimParams,
 } from '../membership/swim-core.js';
 import { decodeSwimFrame, encodeSwimFrame, MAX_SWIM_FRAME_BYTES } from '../membership/swim-frames.js';
+import type { DocName } from '../state/names.js';
+import type { PeerDigestReport } from './digest-watch.js';
 import type { GossipNode } from './node.js';
 
 /**
@@ -48,6 +50,13 @@ export interface SwimMembershipOptions {
   random?: () => number;
   /** Start from this incarnation (default 0: a restart catches up by refuting its own obituary). */
   incarnation?: number;
+  /**
+   * This node's document digests, sent on every ping and ack so that each
+   * probe is also an anti-entropy check (docs/protocol.md); none when absent.
+   */
+  digests?: () => Record<DocName, string>;
+  /** Called with the digests a member's ping or ack carried (GossipLayer.observePeerDigests). */
+  onPeerDigests?: (report: PeerDigestReport) => void;
 }
 
 export type SwimChangeListener = (event: { node: string; state: MemberState; incarnation: number }) => void;
@@ -239,6 +248,8 @@ export class SwimMembership {
     this.metrics.messages.inc({ direction: 'in', kind: decoded.message.kind });
     this.core.receive(this.now(), from, decoded.message);
     this.pump();
+    if (decoded.digests !== undefined)
+      this.options.onPeerDigests?.({ nodeId: from, peerId, digests: decoded.digests, via: 'probe' });
   }
 
   /** Sends what the core wants sent, reports what changed, and sets the timer for its next wake. */
@@ -281,7 +292,7 @@ export class SwimMembership {
   private deliver(to: string, message: SwimMessage): void {
     const peerId = this.peerOf.get(to);
     if (peerId === undefined) return;
-    const bytes = lp.encode.single(encodeSwimFrame(message)).subarray();
+    const bytes = lp.encode.single(encodeSwimFrame(message, this.options.digests?.())).subarray();
     this.metrics.messages.inc({ direction: 'out', kind: message.kind });
     const send = async () => {
       const signal = AbortSignal.timeout(SEND_TIMEOUT_MS);

@@ -1,4 +1,11 @@
-import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from '../gossip/codec.js';
+import {
+  decodeDocDigests,
+  isPlainRecord,
+  isSafeNonNegativeInt,
+  packMessage,
+  unpackMessage,
+} from '../gossip/codec.js';
+import type { DocName } from '../state/names.js';
 import { NODE_ID_PATTERN } from '../state/schemas.js';
 import {
   MAX_UPDATES_PER_MESSAGE,
@@ -11,8 +18,13 @@ import {
  * The wire form of SwimCore's messages (docs/membership.md, "Wire format";
  * docs/protocol.md). One msgpack map per message:
  *
- *   {v: 1, k: "ping" | "ping-req" | "ack" | "nack" | "gossip", s: seq, t?: target, u: [update, ...]}
+ *   {v: 1, k: "ping" | "ping-req" | "ack" | "nack" | "gossip", s: seq, t?: target, u: [update, ...], d?: digests}
  *   update = [node, state (0 alive, 1 suspect, 2 dead), incarnation, from?]
+ *   digests = {enrollment, workloads, observed}: the sender's document digests, on pings and acks only
+ *
+ * The digests are not SWIM's: they let every probe double as an
+ * anti-entropy check (docs/protocol.md, "Anti-entropy"), so that no node
+ * has to broadcast its digests to all others.
  *
  * Updates are arrays, not maps: they are most of every message, and a map
  * would repeat four key names in each. Who sent a message is not in it: the
@@ -36,10 +48,15 @@ const STATES: readonly MemberState[] = ['alive', 'suspect', 'dead'];
 export type SwimFrameRejection = 'oversize' | 'malformed' | 'wrong-version';
 
 export type DecodedSwimFrame =
-  | { ok: true; message: SwimMessage }
+  | { ok: true; message: SwimMessage; digests?: Record<DocName, string> }
   | { ok: false; reason: SwimFrameRejection; detail: string };
 
-export function encodeSwimFrame(message: SwimMessage): Uint8Array {
+/** The message kinds that may carry the sender's digests: the two of a direct probe. */
+export function carriesDigests(kind: SwimMessage['kind']): boolean {
+  return kind === 'ping' || kind === 'ack';
+}
+
+export function encodeSwimFrame(message: SwimMessage, digests?: Record<DocName, string>): Uint8Array {
   const frame: Record<string, unknown> = {
     v: SWIM_FRAME_VERSION,
     k: message.kind,
@@ -51,6 +68,7 @@ export function encodeSwimFrame(message: SwimMessage): Uint8Array {
     ),
   };
   if (message.kind === 'ping-req') frame.t = message.target;
+  if (digests !== undefined && carriesDigests(message.kind)) frame.d = digests;
   return packMessage(frame);
 }
 
@@ -88,7 +106,7 @@ export function decodeSwimFrame(bytes: Uint8Array): DecodedSwimFrame {
     return reject('malformed', `not msgpack: ${(err as Error).message}`);
   }
   if (!isPlainRecord(value)) return reject('malformed', 'not a msgpack map');
-  const { v, k, s, t, u } = value;
+  const { v, k, s, t, u, d } = value;
   if (v !== SWIM_FRAME_VERSION) return reject('wrong-version', `v=${String(v)}`);
   if (k !== 'ping' && k !== 'ping-req' && k !== 'ack' && k !== 'nack' && k !== 'gossip')
     return reject('malformed', `k=${JSON.stringify(k)?.slice(0, 32)} is not a message kind`);
@@ -102,10 +120,18 @@ export function decodeSwimFrame(bytes: Uint8Array): DecodedSwimFrame {
     if (typeof update === 'string') return reject('malformed', update);
     updates.push(update);
   }
+  let digests: Record<DocName, string> | undefined;
+  if (d !== undefined) {
+    if (!carriesDigests(k)) return reject('malformed', `d (digests) on a ${k}`);
+    const checked = decodeDocDigests(d);
+    if (typeof checked === 'string') return reject('malformed', `d: ${checked}`);
+    digests = checked;
+  }
+  const extra = digests === undefined ? {} : { digests };
   if (k === 'ping-req') {
     if (!isNodeId(t)) return reject('malformed', 't (target) is not a node id');
     return { ok: true, message: { kind: k, seq: s, target: t, updates } };
   }
   if (t !== undefined) return reject('malformed', `t (target) on a ${k}`);
-  return { ok: true, message: { kind: k, seq: s, updates } };
+  return { ok: true, message: { kind: k, seq: s, updates }, ...extra };
 }

@@ -104,4 +104,24 @@ describe('liveness', () => {
     writeSpec(b, 'normal', 2);
     await waitFor('normal replication', () => a.state.doc('workloads').getMap('specs').get('normal') === 2);
   });
+
+  test('spread heartbeats: the interval grows with the members known, so what each node receives does not', async (t) => {
+    // At most 2 heartbeats per 300 ms reach a node: with 4 members, each sends every 600 ms.
+    const nodes = await startCluster(4, { heartbeatMs: 300, heartbeatsPerInterval: 2 });
+    t.after(() => stopAll(nodes));
+    const [a] = nodes as [TestNode];
+    await waitFor('everyone heard everyone', () =>
+      nodes.every((n) => n.gossip.detector.view().length === 3),
+    );
+    for (const node of nodes) assert.equal(node.gossip.heartbeatIntervalMs(), 600);
+    const before = await metricValue(a, 'silo_liveness_heartbeats_sent_total');
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const sent = (await metricValue(a, 'silo_liveness_heartbeats_sent_total')) - before;
+    // 3 s / 600 ms = 5 (10 at the unspread 300 ms); a late timer on a loaded machine only lowers it.
+    assert.ok(sent >= 3 && sent <= 6, `${sent} heartbeats in 3 s`);
+    // Unspread, the same cluster keeps the base interval.
+    const plain = await startNode('plain', { heartbeatMs: 300 });
+    t.after(() => stopNode(plain));
+    assert.equal(plain.gossip.heartbeatIntervalMs(), 300);
+  });
 });

@@ -6,8 +6,10 @@ import * as lp from 'it-length-prefixed';
 import { packMessage } from '../../src/gossip/codec.js';
 import { SWIM_PROTOCOL, type SwimMember, SwimMembership } from '../../src/gossip/swim-transport.js';
 import { encodeSwimFrame } from '../../src/membership/swim-frames.js';
+import { Origin } from '../../src/state/names.js';
 import {
   metricValue,
+  type NodeOverrides,
   silentLogger,
   startCluster,
   stopAll,
@@ -106,5 +108,74 @@ describe('SWIM over /silo/swim/1 (real libp2p)', () => {
     assert.equal(sees(0, 'node-1'), 'alive');
     assert.equal(sees(1, 'node-0'), 'alive');
     assert.ok((await metricValue(nodes[0]!, 'silo_swim_members', { state: 'dead' })) >= 1);
+  });
+});
+
+describe('digests on SWIM probes (docs/protocol.md, "Anti-entropy")', () => {
+  // Heartbeats only at start, no periodic sync: only what the probes carry can show a difference.
+  const QUIET: NodeOverrides = { heartbeatMs: 600_000, syncIntervalMs: 0, syncGraceMs: 300 };
+
+  async function pair(withDigests: boolean) {
+    const nodes = await startCluster(2, QUIET);
+    const members = nodes.map((n) => ({ nodeId: n.nodeId, peerId: n.gossip.peerId }));
+    const swims = nodes.map(
+      (n) =>
+        new SwimMembership({
+          node: n.gossip.node,
+          selfId: n.nodeId,
+          members: () => members,
+          logger: silentLogger,
+          registry: n.registry,
+          params: PARAMS,
+          ...(withDigests && {
+            digests: () => n.state.digestsAll(),
+            onPeerDigests: (report) => n.gossip.observePeerDigests(report),
+          }),
+        }),
+    );
+    for (const swim of swims) await swim.start();
+    // Let the sync that every new connection runs finish first: it would carry the write too.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const stop = async () => {
+      for (const swim of swims) await swim.stop();
+      await stopAll(nodes);
+    };
+    return { nodes, stop };
+  }
+
+  /** A write that gossip never carries (as if its message was lost): only anti-entropy can bring it over. */
+  function silentWrite(node: TestNode, key: string): void {
+    const doc = node.state.doc('workloads');
+    doc.transact(() => doc.getMap('specs').set(key, 'v'), Origin.remote);
+  }
+
+  test('a difference no message carried is repaired by a sync the probes asked for', async () => {
+    const { nodes, stop } = await pair(true);
+    try {
+      const [a, b] = nodes as [TestNode, TestNode];
+      const reports: string[] = [];
+      b.gossip.onPeerDigests((r) => reports.push(r.via));
+      silentWrite(a, 'lost-write');
+      await waitFor('b has the write', () => b.state.digest('workloads') === a.state.digest('workloads'), 15_000);
+      assert.ok(reports.includes('probe'), 'digests came with probes');
+      const syncs =
+        (await metricValue(a, 'silo_liveness_digest_syncs_total')) +
+        (await metricValue(b, 'silo_liveness_digest_syncs_total'));
+      assert.ok(syncs >= 1, `digest syncs: ${syncs}`);
+    } finally {
+      await stop();
+    }
+  });
+
+  test('without digests on the probes the same difference stays (the test above can fail)', async () => {
+    const { nodes, stop } = await pair(false);
+    try {
+      const [a, b] = nodes as [TestNode, TestNode];
+      silentWrite(a, 'lost-write');
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      assert.notEqual(b.state.digest('workloads'), a.state.digest('workloads'));
+    } finally {
+      await stop();
+    }
   });
 });

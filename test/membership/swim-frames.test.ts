@@ -46,6 +46,23 @@ describe('SWIM frames (docs/membership.md, "Wire format")', () => {
     );
   });
 
+  test("pings and acks carry the sender's digests; other kinds never do", () => {
+    const digests = { enrollment: 'a'.repeat(16), workloads: 'b'.repeat(16), observed: 'c'.repeat(16) };
+    fc.assert(
+      fc.property(message, (m) => {
+        const decoded = decodeSwimFrame(encodeSwimFrame(m, digests));
+        assert.equal(decoded.ok, true);
+        const carried = decoded.ok ? decoded.digests : undefined;
+        if (m.kind === 'ping' || m.kind === 'ack') assert.deepEqual(carried, digests);
+        else assert.equal(carried, undefined, `a ${m.kind} left its digests out`);
+      }),
+      { numRuns: 300 },
+    );
+    // The frame without digests (an agent of an earlier version) is still a message.
+    const plain = decodeSwimFrame(encodeSwimFrame({ kind: 'ping', seq: 3, updates: [] }));
+    assert.deepEqual(plain, { ok: true, message: { kind: 'ping', seq: 3, updates: [] } });
+  });
+
   test('the largest legal frame fits the size bound', () => {
     const long = 'n'.repeat(63);
     const full: SwimMessage = {
@@ -66,6 +83,7 @@ describe('SWIM frames (docs/membership.md, "Wire format")', () => {
 
   test('each kind of bad frame is refused with a reason that names it', () => {
     const base = { v: 1, k: 'ping', s: 1, u: [] };
+    const digestsOk = { enrollment: 'a', workloads: 'b', observed: 'c' };
     const cases: [unknown, RegExp][] = [
       [[1, 2, 3], /malformed: not a msgpack map/],
       [{ ...base, v: 2 }, /wrong-version: v=2/],
@@ -91,6 +109,11 @@ describe('SWIM frames (docs/membership.md, "Wire format")', () => {
       [{ ...base, u: [['a', 1, 1, 'C']] }, /update 0: from is not a node id/],
       [{ ...base, k: 'ping-req' }, /malformed: t \(target\) is not a node id/],
       [{ ...base, t: 'b' }, /malformed: t \(target\) on a ping/],
+      [{ ...base, k: 'nack', d: digestsOk }, /malformed: d \(digests\) on a nack/],
+      [{ ...base, d: 'abc' }, /malformed: d: digests is not a map/],
+      [{ ...base, d: { ...digestsOk, workloads: 7 } }, /malformed: d: digest of workloads is missing/],
+      [{ ...base, d: { enrollment: 'a', workloads: 'b' } }, /malformed: d: digest of observed is missing/],
+      [{ ...base, d: { ...digestsOk, observed: 'x'.repeat(129) } }, /malformed: d: digest of observed/],
     ];
     for (const [frame, expected] of cases)
       assert.match(rejected(packMessage(frame)), expected, JSON.stringify(frame));
