@@ -4,7 +4,8 @@
  *   convergence --nodes 5,10,25,50 --latency-ms 10 --writes 200 --out <dir>
  *               [--jitter-ms 0] [--gap-ms 20] [--partition-writes 100] [--pushpull-interval-ms 1000]
  *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3] [--doc-updates 100000]
- *               [--heartbeat-ms 1000] [--no-baselines] [--seed 1]
+ *               [--heartbeat-ms 1000] [--mesh D,Dlo,Dhi] [--liveness acked-heartbeats|swim]
+ *               [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
  *   swim-model  --nodes 100,1000,10000 --out <dir> [--warmup-s 30] [--after-s 120] [--crashes 5]
  *               [--gossip-nodes 3] [--gossip-interval-ms 200]
@@ -19,6 +20,7 @@
 import '../src/util/polyfill.js';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { MeshDegree } from '../src/gossip/index.js';
 import {
   DEFAULT_SWIM_PARAMS,
   type SwimParams,
@@ -39,6 +41,21 @@ const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 
        npm run bench -- recovery --records 1000,10000,100000 --out <dir> [options]`;
 
 class UsageError extends Error {}
+
+function usage(message: string): never {
+  throw new UsageError(message);
+}
+
+/** `--mesh D,Dlo,Dhi`: gossipsub's mesh degree, Dlo ≤ D ≤ Dhi, all ≥ 1. */
+function meshDegree(text: string): MeshDegree {
+  const parts = text.split(',').map((p) => Number(p));
+  const [D, Dlo, Dhi] = parts;
+  if (parts.length !== 3 || D === undefined || Dlo === undefined || Dhi === undefined)
+    return usage(`--mesh takes D,Dlo,Dhi, got "${text}"`);
+  if (!parts.every((p) => Number.isInteger(p) && p >= 1) || !(Dlo <= D && D <= Dhi))
+    return usage(`--mesh needs whole numbers with 1 ≤ Dlo ≤ D ≤ Dhi, got "${text}"`);
+  return { D, Dlo, Dhi };
+}
 
 const log = (line: string) => process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
@@ -67,6 +84,8 @@ async function convergence(args: string[]): Promise<number> {
       'sustain-seconds': { type: 'string', default: '3' },
       'doc-updates': { type: 'string', default: '100000' },
       'heartbeat-ms': { type: 'string' },
+      mesh: { type: 'string' },
+      liveness: { type: 'string', default: 'acked-heartbeats' },
       'no-baselines': { type: 'boolean', default: false },
       seed: { type: 'string', default: '1' },
       out: { type: 'string' },
@@ -88,6 +107,12 @@ async function convergence(args: string[]): Promise<number> {
     docUpdates: positive(values['doc-updates'], '--doc-updates'),
     seed: nonNegative(values.seed, '--seed'),
     baselines: !values['no-baselines'],
+    ...(values.mesh === undefined ? {} : { mesh: meshDegree(values.mesh) }),
+    ...(values.liveness === 'swim'
+      ? { membership: { liveness: 'swim' as const } }
+      : values.liveness === 'acked-heartbeats'
+        ? {}
+        : usage(`--liveness takes acked-heartbeats or swim, got "${values.liveness}"`)),
     ...(heartbeat === undefined
       ? {}
       : {

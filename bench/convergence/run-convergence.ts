@@ -7,9 +7,10 @@
 import os from 'node:os';
 import { pino } from 'pino';
 import { LoadMonitor, type LoadSample } from '../../sim/harness/load-monitor.js';
-import { SimCluster, type SimTiming } from '../../sim/harness/sim-cluster.js';
+import { SimCluster, type SimMembership, type SimTiming } from '../../sim/harness/sim-cluster.js';
 import { Prng } from '../../sim/net/prng.js';
 import { SimNetwork } from '../../sim/net/sim-network.js';
+import type { MeshDegree } from '../../src/gossip/index.js';
 import { heapAfterGc } from '../lib/heap.js';
 import { sleep, waitUntil } from '../lib/stats.js';
 import { type DocGrowth, measureDocGrowth } from './doc-growth.js';
@@ -48,6 +49,9 @@ export interface ConvergenceOptions {
   /** Window for the background-traffic measurement, ms (default 2000). */
   idleMs?: number;
   timing?: Partial<SimTiming>;
+  /** silo's agents: gossipsub mesh degree (default the agent's) and SWIM liveness (default acked heartbeats). */
+  mesh?: Partial<MeshDegree>;
+  membership?: SimMembership;
   log: (line: string) => void;
 }
 
@@ -123,6 +127,8 @@ async function runSize(n: number, options: ConvergenceOptions): Promise<SizeRun>
     network: { latencyMs: options.latencyMs, jitterMs: options.jitterMs },
     reconciler: false,
     ...(options.timing ? { timing: options.timing } : {}),
+    ...(options.mesh ? { mesh: options.mesh } : {}),
+    ...(options.membership ? { membership: options.membership } : {}),
   });
   const startupMs = Math.round(performance.now() - began);
   const memoryPerAgentMb = Math.round(((process.memoryUsage().rss - rss) / 1024 / 1024 / n) * 10) / 10;

@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import type * as Y from 'yjs';
 import { heartbeatSchedule } from '../../src/agent/heartbeat-schedule.js';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
+import { generateNodeKey, type MeshDegree, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
 import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
 import { Origin } from '../../src/state/names.js';
@@ -140,6 +140,8 @@ export interface SimClusterOptions {
   imageOn?: readonly string[];
   /** SWIM membership in every agent (default off). */
   membership?: SimMembership;
+  /** Gossipsub mesh degree of every agent (default src/gossip/node.ts DEFAULT_MESH_DEGREE). */
+  mesh?: Partial<MeshDegree>;
   logger?: Logger;
 }
 
@@ -659,6 +661,7 @@ export class SimCluster {
         redialBackoffMaxMs: t.redialBackoffMaxMs,
         meshCheckIntervalMs: t.meshCheckIntervalMs,
         targetConnections: t.targetConnections,
+        ...(this.options.mesh ? { mesh: this.options.mesh } : {}),
       },
       ...(reconciler ? { reconciler } : {}),
       ...(membership

@@ -44,6 +44,7 @@ export type {
   ConnectionLimits,
   CustomTransport,
   GossipNode,
+  MeshDegree,
   PrivateKey,
   SenderCheck,
   SyncResult,

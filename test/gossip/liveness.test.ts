@@ -110,9 +110,7 @@ describe('liveness', () => {
     const nodes = await startCluster(4, { heartbeatMs: 300, heartbeatsPerInterval: 2 });
     t.after(() => stopAll(nodes));
     const [a] = nodes as [TestNode];
-    await waitFor('everyone heard everyone', () =>
-      nodes.every((n) => n.gossip.detector.view().length === 3),
-    );
+    await waitFor('everyone heard everyone', () => nodes.every((n) => n.gossip.detector.view().length === 3));
     for (const node of nodes) assert.equal(node.gossip.heartbeatIntervalMs(), 600);
     const before = await metricValue(a, 'silo_liveness_heartbeats_sent_total');
     await new Promise((resolve) => setTimeout(resolve, 3000));

@@ -156,7 +156,11 @@ describe('digests on SWIM probes (docs/protocol.md, "Anti-entropy")', () => {
       const reports: string[] = [];
       b.gossip.onPeerDigests((r) => reports.push(r.via));
       silentWrite(a, 'lost-write');
-      await waitFor('b has the write', () => b.state.digest('workloads') === a.state.digest('workloads'), 15_000);
+      await waitFor(
+        'b has the write',
+        () => b.state.digest('workloads') === a.state.digest('workloads'),
+        15_000,
+      );
       assert.ok(reports.includes('probe'), 'digests came with probes');
       const syncs =
         (await metricValue(a, 'silo_liveness_digest_syncs_total')) +
