@@ -3,6 +3,7 @@ import os from 'node:os';
 import { monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { heartbeatSchedule } from '../src/agent/heartbeat-schedule.js';
 import { docTopic, GossipLayer } from '../src/gossip/index.js';
 import { ClusterState } from '../src/state/cluster-state.js';
 
@@ -13,7 +14,11 @@ import { ClusterState } from '../src/state/cluster-state.js';
  * other node has applied it. Also reports envelope bytes per write and
  * node start-up time. Prints JSON.
  *
- *   npx tsx bench/gossip-latency.ts [--nodes 5] [--writes 200] [--warmup-ms 3000] [--batch-ms 5]
+ *   npx tsx bench/gossip-latency.ts [--nodes 5] [--writes 200] [--warmup-ms 3000] [--batch-ms 5] [--swim]
+ *
+ * `--swim`: heartbeats as under `services.lease = "swim"` (no acks, every
+ * 10 s spread by the cluster's size; src/agent/heartbeat-schedule.ts). The
+ * SWIM probes themselves are not run here (they are not the gossip layer's).
  */
 
 const ORG = 'bench';
@@ -50,6 +55,7 @@ async function main(): Promise<void> {
   const writes = arg('writes', 200);
   const warmupMs = arg('warmup-ms', 3000);
   const batchMs = arg('batch-ms', 5);
+  const liveness = process.argv.includes('--swim') ? 'swim' : 'acked-heartbeats';
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
 
   const nodes: BenchNode[] = [];
@@ -72,6 +78,7 @@ async function main(): Promise<void> {
       registry,
       bootstrap,
       batchMs,
+      ...heartbeatSchedule(liveness, { heartbeatMs: 1000 }),
       // Every node dials from 127.0.0.1; libp2p's default allows 5 inbound attempts per second per host.
       connectionLimits: { inboundPerHostPerSecond: 1000 },
     });
@@ -162,6 +169,7 @@ async function main(): Promise<void> {
     nodes: n,
     writes,
     batchMs,
+    liveness,
     cpus: os.cpus().length,
     loadavg1m: round(os.loadavg()[0]!),
     writeToAllMs: {
