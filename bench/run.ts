@@ -4,7 +4,7 @@
  *   convergence --nodes 5,10,25,50 --latency-ms 10 --writes 200 --out <dir>
  *               [--jitter-ms 0] [--gap-ms 20] [--partition-writes 100] [--pushpull-interval-ms 1000]
  *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3] [--doc-updates 100000]
- *               [--heartbeat-ms 1000] [--mesh D,Dlo,Dhi] [--liveness acked-heartbeats|swim]
+ *               [--heartbeat-ms 1000] [--mesh D,Dlo,Dhi] [--no-flood-publish] [--liveness acked-heartbeats|swim]
  *               [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
  *   swim-model  --nodes 100,1000,10000 --out <dir> [--warmup-s 30] [--after-s 120] [--crashes 5]
@@ -85,6 +85,7 @@ async function convergence(args: string[]): Promise<number> {
       'doc-updates': { type: 'string', default: '100000' },
       'heartbeat-ms': { type: 'string' },
       mesh: { type: 'string' },
+      'no-flood-publish': { type: 'boolean', default: false },
       liveness: { type: 'string', default: 'acked-heartbeats' },
       'no-baselines': { type: 'boolean', default: false },
       seed: { type: 'string', default: '1' },
@@ -108,6 +109,7 @@ async function convergence(args: string[]): Promise<number> {
     seed: nonNegative(values.seed, '--seed'),
     baselines: !values['no-baselines'],
     ...(values.mesh === undefined ? {} : { mesh: meshDegree(values.mesh) }),
+    ...(values['no-flood-publish'] ? { floodPublish: false } : {}),
     ...(values.liveness === 'swim'
       ? { membership: { liveness: 'swim' as const } }
       : values.liveness === 'acked-heartbeats'

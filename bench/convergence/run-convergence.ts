@@ -51,6 +51,7 @@ export interface ConvergenceOptions {
   timing?: Partial<SimTiming>;
   /** silo's agents: gossipsub mesh degree (default the agent's) and SWIM liveness (default acked heartbeats). */
   mesh?: Partial<MeshDegree>;
+  floodPublish?: boolean;
   membership?: SimMembership;
   log: (line: string) => void;
 }
@@ -128,6 +129,7 @@ async function runSize(n: number, options: ConvergenceOptions): Promise<SizeRun>
     reconciler: false,
     ...(options.timing ? { timing: options.timing } : {}),
     ...(options.mesh ? { mesh: options.mesh } : {}),
+    ...(options.floodPublish !== undefined && { floodPublish: options.floodPublish }),
     ...(options.membership ? { membership: options.membership } : {}),
   });
   const startupMs = Math.round(performance.now() - began);

@@ -142,6 +142,8 @@ export interface SimClusterOptions {
   membership?: SimMembership;
   /** Gossipsub mesh degree of every agent (default src/gossip/node.ts DEFAULT_MESH_DEGREE). */
   mesh?: Partial<MeshDegree>;
+  /** Gossipsub flood publish in every agent (default the agent's: on). */
+  floodPublish?: boolean;
   logger?: Logger;
 }
 
@@ -662,6 +664,7 @@ export class SimCluster {
         meshCheckIntervalMs: t.meshCheckIntervalMs,
         targetConnections: t.targetConnections,
         ...(this.options.mesh ? { mesh: this.options.mesh } : {}),
+        ...(this.options.floodPublish !== undefined && { floodPublish: this.options.floodPublish }),
       },
       ...(reconciler ? { reconciler } : {}),
       ...(membership

@@ -91,8 +91,10 @@ const ServicesSection = z
      * The liveness source placement reads (docs/reconciler.md, "The liveness
      * source"): "acked-heartbeats", "local-detector" or "swim" (needs
      * membership.swim). Ownership comes from the witness leases either way.
+     * Unset: "swim" when membership.swim is on (the default), whose cost per
+     * node does not grow with the cluster, else "acked-heartbeats".
      */
-    lease: z.enum(['acked-heartbeats', 'local-detector', 'swim']).default('acked-heartbeats'),
+    lease: z.enum(['acked-heartbeats', 'local-detector', 'swim']).optional(),
     checkpoint_interval: Duration.default(30_000),
     replicas: z.number().int().min(0).default(1),
     max_parallel: z.number().int().positive().default(1),
@@ -112,10 +114,11 @@ const MembershipSection = z
     probe_timeout: Duration.default(500),
     /**
      * With services.lease = "swim": how often heartbeats go out instead of
-     * gossip.heartbeat. They then carry only digests and addresses; SWIM
-     * vouches for live members in the heartbeat detector, so every node
-     * receiving every node's heartbeat costs N/heartbeat_interval messages
-     * a second instead of N per gossip.heartbeat (docs/membership.md).
+     * gossip.heartbeat, × max(1, nodes / 10) (src/agent/heartbeat-schedule.ts).
+     * They then only introduce a node and its addresses; SWIM vouches for
+     * live members in the heartbeat detector and its probes carry the
+     * digests, so a node receives at most 10 heartbeats per interval
+     * whatever the cluster's size (docs/membership.md).
      */
     heartbeat_interval: Duration.default(DEFAULT_SWIM_HEARTBEAT_INTERVAL_MS),
   })
@@ -211,7 +214,15 @@ export const AgentConfigSchema = z
         message: 'required when overlay.mode = "wireguard"',
       });
     }
-  });
+  })
+  .transform((config) => ({
+    ...config,
+    services: {
+      ...config.services,
+      lease:
+        config.services.lease ?? (config.membership.swim ? ('swim' as const) : ('acked-heartbeats' as const)),
+    },
+  }));
 
 export type AgentConfig = z.output<typeof AgentConfigSchema>;
 export type AgentConfigInput = z.input<typeof AgentConfigSchema>;

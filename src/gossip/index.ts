@@ -73,6 +73,8 @@ export interface GossipLayerOptions {
   memoryLatencyMs?: number;
   connectionLimits?: ConnectionLimits;
   mesh?: Partial<MeshDegree>;
+  /** GossipNodeOptions.floodPublish (default true). */
+  floodPublish?: boolean;
   gossipHeartbeatMs?: number;
   batchMs?: number;
   isSenderAllowed?: SenderCheck;
@@ -279,6 +281,7 @@ export class GossipLayer {
       memoryLatencyMs: options.memoryLatencyMs,
       connectionLimits: options.connectionLimits,
       mesh: options.mesh,
+      ...(options.floodPublish !== undefined && { floodPublish: options.floodPublish }),
       gossipHeartbeatMs: options.gossipHeartbeatMs,
       scoredTopics: orgTopics(options.org).all,
       start: false,

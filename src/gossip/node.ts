@@ -46,14 +46,24 @@ export interface ConnectionLimits {
   maxConnections?: number;
 }
 
-/** Gossipsub mesh degree. Defaults suit clusters of a few to a few dozen nodes. */
+/** Gossipsub mesh degree. */
 export interface MeshDegree {
   D: number;
   Dlo: number;
   Dhi: number;
 }
 
-export const DEFAULT_MESH_DEGREE: MeshDegree = { D: 6, Dlo: 4, Dhi: 10 };
+/**
+ * D = 3 (gossipsub's default is 6): each node hears a message from about
+ * D − 1 mesh peers besides the first, so D sets the duplicates. Measured on
+ * the simulator (docs/benchmarks.md, "Mesh degree"): D = 6 gave 4.8-5.8
+ * duplicate deliveries per agent per write at 10-20 agents, D = 4 4.0-4.3,
+ * D = 3 3.0 with lower write→all latency (less work per write). Delivery
+ * does not rest on the mesh alone: our own messages go to every subscribed
+ * peer (flood publish), gossip (IHAVE to Dlazy = 6 others) recovers what a
+ * thin mesh missed, and anti-entropy repairs the rest.
+ */
+export const DEFAULT_MESH_DEGREE: MeshDegree = { D: 3, Dlo: 2, Dhi: 6 };
 
 /**
  * Largest gossipsub RPC accepted from a peer. It must hold one envelope of
@@ -82,6 +92,8 @@ export interface GossipNodeOptions {
   /** @libp2p/memory per-listener latency in ms (a throughput cap per chunk). */
   memoryLatencyMs?: number;
   mesh?: Partial<MeshDegree>;
+  /** Send our own messages to every subscribed peer, not only the mesh (default true; see below). */
+  floodPublish?: boolean;
   /** Gossipsub heartbeat (mesh maintenance and IHAVE gossip), ms. */
   gossipHeartbeatMs?: number;
   /** Topics whose invalid messages lower the sender's peer score (the document and liveness topics). */
@@ -180,7 +192,7 @@ export async function createGossipNode(options: GossipNodeOptions): Promise<Goss
         // A self-published message goes to every subscribed peer, not only
         // the mesh: a write reaches direct peers in one hop even when the
         // mesh is still forming or thin.
-        floodPublish: true,
+        floodPublish: options.floodPublish ?? true,
         // Without it gossipsub verifies the signature of every copy of a
         // message before it notices the copy is a duplicate; with D mesh
         // peers each forwarding every heartbeat that is most of its CPU.
@@ -189,6 +201,8 @@ export async function createGossipNode(options: GossipNodeOptions): Promise<Goss
         Dlo: mesh.Dlo,
         Dhi: mesh.Dhi,
         Dout: Math.min(2, Math.floor(mesh.D / 2), mesh.Dlo - 1),
+        // Peers kept by score when pruning an overfull mesh; more than D would mean none is kept at random.
+        Dscore: Math.min(4, mesh.D),
         heartbeatInterval: options.gossipHeartbeatMs ?? 1000,
         scoreParams: scoreParams(options.scoredTopics ?? []),
         maxInboundDataLength: options.maxRpcBytes ?? DEFAULT_MAX_RPC_BYTES,

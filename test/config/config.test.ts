@@ -39,7 +39,7 @@ describe('agent config', () => {
     assert.equal(shipped.gossip.dead_after, 10_000);
     assert.equal(shipped.gossip.heartbeat, 1000);
     assert.equal(shipped.services.fence_after, 6000);
-    assert.equal(shipped.services.lease, 'acked-heartbeats');
+    assert.equal(shipped.services.lease, 'swim');
   });
 
   test('services.lease picks the lease source and rejects unknown ones', () => {
@@ -50,6 +50,14 @@ describe('agent config', () => {
     assert.equal(loadAgentConfig(ok, {}).services.lease, 'local-detector');
     const bad = writeConfig('lease-bad.toml', 'org = "o"\n[node]\nid = "n"\n[services]\nlease = "vibes"\n');
     expectConfigError(() => loadAgentConfig(bad, {}), 'services.lease');
+    // Unset: SWIM when SWIM membership runs (the default), acked heartbeats when it is turned off.
+    const unset = writeConfig('lease-unset.toml', 'org = "o"\n[node]\nid = "n"\n');
+    assert.equal(loadAgentConfig(unset, {}).services.lease, 'swim');
+    const noSwim = writeConfig(
+      'lease-no-swim.toml',
+      'org = "o"\n[node]\nid = "n"\n[membership]\nswim = false\n',
+    );
+    assert.equal(loadAgentConfig(noSwim, {}).services.lease, 'acked-heartbeats');
   });
 
   test('environment overrides win over the file and are validated', () => {
