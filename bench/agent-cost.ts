@@ -1,7 +1,6 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SimCluster } from '../sim/harness/sim-cluster.js';
+import { writeReport } from './lib/report.js';
 import { round } from './lib/stats.js';
 
 /**
@@ -158,14 +157,9 @@ export function agentCostMarkdown(report: AgentCostReport): string {
   return `${lines.join('\n')}\n`;
 }
 
-export async function writeAgentCostReport(
+export function writeAgentCostReport(
   report: AgentCostReport,
   dir: string,
 ): Promise<{ json: string; markdown: string }> {
-  await mkdir(dir, { recursive: true });
-  const json = join(dir, 'agent-cost.json');
-  const markdown = join(dir, 'agent-cost.md');
-  await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(markdown, agentCostMarkdown(report));
-  return { json, markdown };
+  return writeReport(dir, 'agent-cost', report, agentCostMarkdown(report));
 }

@@ -1,8 +1,7 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SimCluster } from '../sim/harness/sim-cluster.js';
 import { DEFAULT_WORKLOAD, simWorkloadSpec } from '../sim/harness/workload.js';
+import { writeReport } from './lib/report.js';
 import { round } from './lib/stats.js';
 
 /**
@@ -153,7 +152,5 @@ export function recoveryMarkdown(report: RecoveryReport): string {
 }
 
 export async function writeRecoveryReport(dir: string, report: RecoveryReport): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'recovery.json'), `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(join(dir, 'recovery.md'), recoveryMarkdown(report));
+  await writeReport(dir, 'recovery', report, recoveryMarkdown(report));
 }

@@ -1,7 +1,6 @@
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { MemberIndex, SwimCore, type SwimMessage, type SwimParams } from '../src/membership/swim-core.js';
 import { encodeSwimFrame } from '../src/membership/swim-frames.js';
+import { writeReport } from './lib/report.js';
 import { type Distribution, distribution, round } from './lib/stats.js';
 
 /**
@@ -282,14 +281,9 @@ export function swimModelMarkdown(report: SwimModelReport): string {
   return `${lines.join('\n')}\n`;
 }
 
-export async function writeSwimModelReport(
+export function writeSwimModelReport(
   report: SwimModelReport,
   dir: string,
 ): Promise<{ json: string; markdown: string }> {
-  await mkdir(dir, { recursive: true });
-  const json = join(dir, 'swim-model.json');
-  const markdown = join(dir, 'swim-model.md');
-  await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(markdown, swimModelMarkdown(report));
-  return { json, markdown };
+  return writeReport(dir, 'swim-model', report, swimModelMarkdown(report));
 }

@@ -7,14 +7,14 @@
  * grace + 300 s default eviction toleration) and Nomad (≈20 s for a lost
  * client's allocations to be rescheduled with default heartbeat TTLs).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+
 import os from 'node:os';
-import { join } from 'node:path';
 import { LoadMonitor, type LoadSample } from '../sim/harness/load-monitor.js';
 import type { RunStart } from '../sim/harness/running-registry.js';
 import { SimCluster, type SimTiming } from '../sim/harness/sim-cluster.js';
 import { DEFAULT_WORKLOAD } from '../sim/harness/workload.js';
 import { holdMs } from '../src/ownership/index.js';
+import { writeReport } from './lib/report.js';
 import { type Distribution, distribution, round, sleep, waitUntil } from './lib/stats.js';
 
 export interface TakeoverOptions {
@@ -167,16 +167,11 @@ function everyoneAlive(cluster: SimCluster): boolean {
     .every((agent) => live.every((n) => n === agent.nodeId || agent.gossip.detector.state(n) === 'alive'));
 }
 
-export async function writeTakeoverReport(
+export function writeTakeoverReport(
   report: TakeoverReport,
   dir: string,
 ): Promise<{ json: string; markdown: string }> {
-  await mkdir(dir, { recursive: true });
-  const json = join(dir, 'takeover.json');
-  const markdown = join(dir, 'takeover.md');
-  await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
-  await writeFile(markdown, takeoverMarkdown(report));
-  return { json, markdown };
+  return writeReport(dir, 'takeover', report, takeoverMarkdown(report));
 }
 
 export function takeoverMarkdown(report: TakeoverReport): string {

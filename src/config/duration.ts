@@ -13,10 +13,3 @@ export function parseDuration(value: unknown): number {
   }
   throw new Error(`expected a duration like "500ms", "1s" or "2m", got ${JSON.stringify(value)}`);
 }
-
-export function formatDuration(ms: number): string {
-  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0 && ms > 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}

@@ -523,13 +523,4 @@ export class GossipLayer {
   meshPeers(topic: string): string[] {
     return this.node.services.pubsub.getMeshPeers(topic);
   }
-
-  /**
-   * Escape hatch for tests and fault injection: publishes arbitrary bytes on
-   * any topic, bypassing the envelope. Never used by silo itself.
-   */
-  async publishRaw(topic: string, bytes: Uint8Array): Promise<number> {
-    const result = await this.node.services.pubsub.publish(topic, bytes);
-    return result.recipients.length;
-  }
 }

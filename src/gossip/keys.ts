@@ -42,16 +42,6 @@ export function peerIdOf(key: PrivateKey): string {
   return peerIdFromPrivateKey(key).toString();
 }
 
-/** True when `value` parses as a libp2p peer id. */
-export function isPeerIdString(value: string): boolean {
-  try {
-    peerIdFromString(value);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The key type a peer id string names ("Ed25519", "RSA", ...); throws for a string that is no peer id. */
 export function peerIdKeyType(value: string): string {
   return peerIdFromString(value).type;

@@ -14,6 +14,7 @@ import {
 } from '../membership/swim-core.js';
 import { decodeSwimFrame, encodeSwimFrame, MAX_SWIM_FRAME_BYTES } from '../membership/swim-frames.js';
 import type { DocName } from '../state/names.js';
+import { Listeners } from '../util/listeners.js';
 import type { PeerDigestReport } from './digest-watch.js';
 import type { GossipNode } from './node.js';
 
@@ -122,7 +123,9 @@ export class SwimMembership {
   private readonly core: SwimCore;
   private readonly now: () => number;
   private readonly metrics: ReturnType<typeof createSwimMetrics>;
-  private readonly listeners = new Set<SwimChangeListener>();
+  private readonly listeners = new Listeners<Parameters<SwimChangeListener>>((err) =>
+    this.logger.warn({ err: (err as Error).message }, 'a SWIM change listener threw'),
+  );
   private peerOf = new Map<string, string>();
   private nodeOf = new Map<string, string>();
   private timer: NodeJS.Timeout | null = null;
@@ -161,8 +164,7 @@ export class SwimMembership {
 
   /** Called on every change of this node's view of another member. */
   onChange(listener: SwimChangeListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   async start(): Promise<void> {
@@ -280,13 +282,7 @@ export class SwimMembership {
       { node: event.node, incarnation: event.incarnation },
       `swim: ${event.node} is ${event.state}`,
     );
-    for (const listener of this.listeners) {
-      try {
-        listener({ node: event.node, state: event.state, incarnation: event.incarnation });
-      } catch (err) {
-        this.logger.warn({ err: (err as Error).message }, 'a SWIM change listener threw');
-      }
-    }
+    this.listeners.emit({ node: event.node, state: event.state, incarnation: event.incarnation });
   }
 
   private deliver(to: string, message: SwimMessage): void {

@@ -34,15 +34,6 @@ export function parseIpv4(text: string): number {
   return value;
 }
 
-export function isIpv4(text: string): boolean {
-  try {
-    parseIpv4(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export function formatIpv4(value: number): string {
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff)
     throw new Error(`${value} is not an IPv4 address`);

@@ -208,15 +208,6 @@ export function enrollmentRequest(
   return parseEnrollmentRequest(signEnrollmentRequest(body.data, identity.libp2pPrivateKey));
 }
 
-export async function saveEnrollmentBundle(dir: string, bundle: EnrollmentBundle): Promise<void> {
-  const checked = parseEnrollmentBundle(bundle);
-  await writeFileAtomic(
-    join(dir, NODE_FILES.enrollment),
-    `${JSON.stringify(checked, null, 2)}\n`,
-    PUBLIC_FILE_MODE,
-  );
-}
-
 /** The node's enrollment bundle, or null when the node is not enrolled yet. Shape-checked, not signature-checked. */
 export async function loadEnrollmentBundle(dir: string): Promise<EnrollmentBundle | null> {
   const path = join(dir, NODE_FILES.enrollment);

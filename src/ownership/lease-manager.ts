@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { Listeners } from '../util/listeners.js';
 import { LeaseClaimant, type LeaseStatus, type LeaseWant, type Outgoing } from './claimant-core.js';
 import { WINDOW_STRETCH } from './lease-bounds.js';
 import type { LeaseReply, LeaseRequest } from './lease-messages.js';
@@ -47,7 +48,9 @@ export class LeaseManager {
   private readonly claimant: LeaseClaimant;
   private readonly clock: () => number;
   private readonly logger: Logger;
-  private readonly listeners = new Set<() => void>();
+  private readonly listeners = new Listeners<[]>((err) =>
+    this.logger.error({ err }, 'lease listener failed'),
+  );
   private readonly metrics: { stalls: Counter; rounds: Counter<'result'>; held: Gauge };
   private pollTimer: NodeJS.Timeout | null = null;
   private watchdog: NodeJS.Timeout | null = null;
@@ -113,8 +116,7 @@ export class LeaseManager {
 
   /** Called when a lease starts or ends (may run / must stop). */
   onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   want(workload: string, want: LeaseWant): void {
@@ -298,12 +300,6 @@ export class LeaseManager {
   }
 
   private notify(): void {
-    for (const listener of this.listeners) {
-      try {
-        listener();
-      } catch (err) {
-        this.logger.error({ err }, 'lease listener failed');
-      }
-    }
+    this.listeners.emit();
   }
 }

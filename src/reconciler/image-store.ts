@@ -10,6 +10,7 @@ import tar from 'tar-stream';
 import type { PublicKeyInput } from '../identity/ed25519.js';
 import { verifyImageDigest } from '../identity/image-signing.js';
 import { counterIn } from '../state/metric-registry.js';
+import { Listeners } from '../util/listeners.js';
 import { checkSymlinkTarget, DIGEST_PATTERN, digestFile, type ImageBuildError } from './image.js';
 
 /**
@@ -56,7 +57,9 @@ export class ImageStore {
   private readonly verifications: Counter<'result'>;
   private readonly unpacking = new Map<string, Promise<string>>();
   private readonly verifySignature: ImageSignatureVerifier;
-  private readonly changeListeners = new Set<() => void>();
+  private readonly changeListeners = new Listeners<[]>((err) =>
+    this.logger.warn({ err: (err as Error).message }, 'an image store listener threw'),
+  );
 
   constructor(options: ImageStoreOptions) {
     if (options.verifySignature !== undefined) this.verifySignature = options.verifySignature;
@@ -97,19 +100,12 @@ export class ImageStore {
 
   /** Called after an image was stored or removed (the holder registry, docs/protocol.md `images`). */
   onChange(listener: () => void): () => void {
-    this.changeListeners.add(listener);
-    return () => this.changeListeners.delete(listener);
+    return this.changeListeners.add(listener);
   }
 
   /** Tells the listeners that the store changed (also called by whoever wrote a tar into it directly). */
   noteChanged(): void {
-    for (const listener of this.changeListeners) {
-      try {
-        listener();
-      } catch (err) {
-        this.logger.warn({ err: (err as Error).message }, 'an image store listener threw');
-      }
-    }
+    this.changeListeners.emit();
   }
 
   async has(digest: string): Promise<boolean> {

@@ -352,11 +352,6 @@ export class ReconcileLoop {
     return { nodeId: this.nodeId, leaseSource: 'witnesses', workloads };
   }
 
-  /** Runs one pass now (tests; the loop runs passes by itself). */
-  reconcileNow(): void {
-    this.pass();
-  }
-
   // ---- the pass -------------------------------------------------------------
 
   private schedule(): void {

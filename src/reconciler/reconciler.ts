@@ -116,8 +116,6 @@ export class Reconciler {
   readonly images: ImageStore;
   readonly snapshotStore: SnapshotStore;
   readonly runner: ServiceRunner;
-  /** The ServiceRuntime behind the runner, unless a runner was supplied. */
-  readonly runtime: ServiceRuntime | null;
   private readonly deps: ReconcilerDeps;
   private readonly options: ReconcilerOptions;
   private readonly imageExchange: BlobExchange;
@@ -151,9 +149,8 @@ export class Reconciler {
     this.snapshotStore = new SnapshotStore({ dataDir, logger, registry, now: this.now });
     if (options.runner !== undefined) {
       this.runner = options.runner;
-      this.runtime = null;
     } else {
-      this.runtime = new ServiceRuntime({
+      const runtime = new ServiceRuntime({
         dataDir,
         imageStore: this.images,
         logger,
@@ -164,7 +161,7 @@ export class Reconciler {
         ...(options.quota ? { quota: options.quota } : {}),
         ...(options.limits ? { limits: options.limits } : {}),
       });
-      this.runner = new RuntimeRunner(this.runtime);
+      this.runner = new RuntimeRunner(runtime);
     }
     const node = deps.gossip.node;
     this.imageExchange = new BlobExchange({

@@ -10,6 +10,7 @@ import {
   type WorkloadSpec,
   WorkloadSpecSchema,
 } from '../state/schemas.js';
+import { Listeners } from '../util/listeners.js';
 import { type RuntimeConfig, runGenerator } from './generator.js';
 import type { ImageStore } from './image-store.js';
 import {
@@ -102,8 +103,12 @@ export class ServiceRuntime {
   private readonly logger: Logger;
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new Map<string, Promise<unknown>>();
-  private readonly statusListeners = new Set<(status: ServiceStatus) => void>();
-  private readonly eventListeners = new Set<(event: RuntimeEvent) => void>();
+  private readonly statusListeners = new Listeners<[ServiceStatus]>((err) =>
+    this.logger.error({ err: (err as Error).message }, 'status listener threw'),
+  );
+  private readonly eventListeners = new Listeners<[RuntimeEvent]>((err) =>
+    this.logger.error({ err: (err as Error).message }, 'event listener threw'),
+  );
   private readonly limiter: ResourceLimiter;
   private readonly quota: QuotaOptions;
   private readonly instanceId: string;
@@ -161,13 +166,11 @@ export class ServiceRuntime {
   }
 
   onStatus(listener: (status: ServiceStatus) => void): () => void {
-    this.statusListeners.add(listener);
-    return () => this.statusListeners.delete(listener);
+    return this.statusListeners.add(listener);
   }
 
   onEvent(listener: (event: RuntimeEvent) => void): () => void {
-    this.eventListeners.add(listener);
-    return () => this.eventListeners.delete(listener);
+    return this.eventListeners.add(listener);
   }
 
   /** Make `spec` run here (idempotent per revision). Throws only for an invalid spec. */
@@ -464,24 +467,11 @@ export class ServiceRuntime {
   }
 
   private emit(entry: Entry): void {
-    const view = this.view(entry);
-    for (const listener of this.statusListeners) {
-      try {
-        listener(view);
-      } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'status listener threw');
-      }
-    }
+    this.statusListeners.emit(this.view(entry));
   }
 
   private emitEvent(event: RuntimeEvent): void {
-    for (const listener of this.eventListeners) {
-      try {
-        listener(event);
-      } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'event listener threw');
-      }
-    }
+    this.eventListeners.emit(event);
   }
 
   private view(entry: Entry): ServiceStatus {

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ObservedStatus, Phase } from '../state/schemas.js';
+import { Listeners } from '../util/listeners.js';
 import { killCgroupMembers } from './limits.js';
 import { RotatingLog } from './log-rotation.js';
 import { isSameProcessAlive, killQuietly, readProcStat, waitUntilGone } from './proc.js';
@@ -107,7 +108,9 @@ export class Supervisor {
   private readonly tuning: SupervisorTuning;
   private readonly logger: Logger;
   private readonly log: RotatingLog;
-  private readonly listeners = new Set<StatusListener>();
+  private readonly listeners = new Listeners<Parameters<StatusListener>>((err) =>
+    this.logger.error({ err: (err as Error).message }, 'status listener threw'),
+  );
   private status: ObservedStatus;
   private run: Run | null = null;
   private backoffTimer: NodeJS.Timeout | null = null;
@@ -162,8 +165,7 @@ export class Supervisor {
   }
 
   onStatus(listener: StatusListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   start(): void {
@@ -507,14 +509,7 @@ export class Supervisor {
     if (this.status.reason !== null && this.status.reason.length > 2000) {
       this.status.reason = `${this.status.reason.slice(0, 1997)}...`;
     }
-    const snapshot = this.current();
-    for (const listener of this.listeners) {
-      try {
-        listener(snapshot);
-      } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'status listener threw');
-      }
-    }
+    this.listeners.emit(this.current());
   }
 }
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import * as Y from 'yjs';
+import { Listeners } from '../util/listeners.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
 
@@ -47,7 +48,9 @@ export const DEFAULT_MAX_SYNC_UPDATE_BYTES = 64 * 1024 * 1024;
  */
 export class ClusterState {
   private readonly docs: Record<DocName, Y.Doc>;
-  private readonly listeners = new Set<UpdateListener>();
+  private readonly listeners = new Listeners<Parameters<UpdateListener>>((err) =>
+    this.logger.error({ err }, 'update listener failed'),
+  );
   private readonly digests = new Map<DocName, string>();
   private readonly logger: Logger;
   private readonly log: UpdateLog | undefined;
@@ -89,8 +92,7 @@ export class ClusterState {
 
   /** Subscribes to every update applied to any document (after it is durable). */
   onChange(listener: UpdateListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /**
@@ -197,12 +199,6 @@ export class ClusterState {
         this.log.compact(name, Y.encodeStateAsUpdate(this.docs[name]));
       }
     }
-    for (const listener of this.listeners) {
-      try {
-        listener(name, update, origin);
-      } catch (err) {
-        this.logger.error({ err, doc: name }, 'update listener failed');
-      }
-    }
+    this.listeners.emit(name, update, origin);
   }
 }

@@ -166,7 +166,7 @@ describe('silo CLI against running agents', () => {
     assert.match(human.stdout, /node {9}n1 \(org clitest\)/);
     assert.match(human.stdout, /n2 {2,}alive/);
     // Ownership health, not only document convergence: both nodes are witnesses (the first three signed).
-    assert.match(human.stdout, /^liveness {5}acked-heartbeats$/m);
+    assert.match(human.stdout, /^liveness {5}swim$/m);
     assert.match(human.stdout, /^witnesses {4}v\d+: 2 of 2 alive, quorum 2: ok$/m);
 
     const json = await siloProcess(['status', '--json', ...sock()]);

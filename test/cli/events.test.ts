@@ -1,31 +1,21 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type ClusterNode, silo, siloProcess, startEnrolledAgents, tempDir } from './helpers.js';
+import { type ClusterNode, silo, siloProcess, startSingleAgent } from './helpers.js';
 
 /**
  * `silo events` and `silo top` against a real agent process: the stream,
  * --json lines, --count, the end of the stream; top's frame.
  */
 describe('silo events', () => {
-  let remove: () => Promise<void>;
+  let stop: (() => Promise<void>) | undefined;
   let node: ClusterNode;
 
   before(async () => {
-    const made = await tempDir('silo-events-');
-    remove = made.remove;
-    const cluster = await startEnrolledAgents({
-      dir: made.dir,
-      org: 'ev',
-      cidr: '10.62.0.0/24',
-      ids: ['n1'],
-      nodeInitArgs: () => [],
-    });
-    node = cluster.nodes[0]!;
+    ({ node, stop } = await startSingleAgent({ prefix: 'silo-events-', org: 'ev', cidr: '10.62.0.0/24' }));
   });
 
   after(async () => {
-    await node?.agent?.stop();
-    await remove?.();
+    await stop?.();
   });
 
   /** Writes to the enrollment document (drain, undrain) until `done` settles: each write is a `state` event. */

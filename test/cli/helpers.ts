@@ -180,6 +180,41 @@ export interface EnrolledAgents {
  * registered through the first's API, then started. Each step's exit code is
  * asserted; waiting for liveness and convergence is the caller's business.
  */
+/**
+ * One enrolled agent process (node id `n1`) in a temporary directory, for
+ * tests of what a single agent's CLI and API show; stop() stops it and
+ * removes the directory.
+ */
+export async function startSingleAgent(options: {
+  prefix: string;
+  org: string;
+  cidr: string;
+  config?: Record<string, Record<string, unknown>>;
+}): Promise<{ node: ClusterNode; stop: () => Promise<void> }> {
+  const made = await tempDir(options.prefix);
+  try {
+    const cluster = await startEnrolledAgents({
+      dir: made.dir,
+      org: options.org,
+      cidr: options.cidr,
+      ids: ['n1'],
+      nodeInitArgs: () => [],
+      ...(options.config ? { config: () => options.config ?? {} } : {}),
+    });
+    const node = cluster.nodes[0]!;
+    return {
+      node,
+      stop: async () => {
+        await node.agent?.stop();
+        await made.remove();
+      },
+    };
+  } catch (err) {
+    await made.remove();
+    throw err;
+  }
+}
+
 export async function startEnrolledAgents(options: EnrolledAgentsOptions): Promise<EnrolledAgents> {
   const orgDir = join(options.dir, 'org');
   const orgInit = await silo([

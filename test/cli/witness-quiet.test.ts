@@ -1,13 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import {
-  type ClusterNode,
-  silo,
-  startAgentProcess,
-  startEnrolledAgents,
-  tempDir,
-  waitFor,
-} from './helpers.js';
+import { type ClusterNode, silo, startAgentProcess, startSingleAgent, waitFor } from './helpers.js';
 
 /**
  * Rule W6 (docs/placement.md) with a real agent process: a witness that
@@ -15,7 +8,7 @@ import {
  * says so; a witness on a new store grants at once.
  */
 describe('witness quiet period after a restart', () => {
-  let remove: () => Promise<void>;
+  let stop: (() => Promise<void>) | undefined;
   let node: ClusterNode;
 
   interface StatusJson {
@@ -30,23 +23,17 @@ describe('witness quiet period after a restart', () => {
   }
 
   before(async () => {
-    const made = await tempDir('silo-quiet-');
-    remove = made.remove;
-    const cluster = await startEnrolledAgents({
-      dir: made.dir,
+    ({ node, stop } = await startSingleAgent({
+      prefix: 'silo-quiet-',
       org: 'wq',
       cidr: '10.61.0.0/24',
-      ids: ['n1'],
-      nodeInitArgs: () => [],
       // Lease bound 4 × 1 s + 2 s + 2 s = 8 s: the quiet period after a restart.
-      config: () => ({ services: { fence_after: '1s', max_stop_timeout: '2s' } }),
-    });
-    node = cluster.nodes[0]!;
+      config: { services: { fence_after: '1s', max_stop_timeout: '2s' } },
+    }));
   });
 
   after(async () => {
-    await node?.agent?.stop();
-    await remove?.();
+    await stop?.();
   });
 
   test('a new store: no quiet period', async () => {

@@ -15,10 +15,14 @@ export type StatusResponse = AgentStatus & {
 
 type Flags = JsonFlag & ConnectionFlags;
 
+/** Whether this agent's documents agree with its peers', in words (`silo status`, `silo top`). */
+function convergenceText(c: ConvergenceEstimate | null): string {
+  if (c === null) return 'unknown';
+  return c.converged ? 'converged' : `differs from peers for ${duration(c.lagMs)}`;
+}
+
 export function renderStatus(status: StatusResponse): string {
-  const c = status.convergence;
-  const convergence =
-    c === null ? 'unknown' : c.converged ? 'converged' : `differs from peers for ${duration(c.lagMs)}`;
+  const convergence = convergenceText(status.convergence);
   const lines = [
     `node         ${status.nodeId} (org ${status.org})`,
     `peer id      ${status.peerId}`,
@@ -37,7 +41,7 @@ export function renderStatus(status: StatusResponse): string {
       table(
         ['MEMBER', 'LIVENESS', 'LAST HEARD', 'IN SYNC'],
         status.members.map((m) => {
-          const peer = c?.peers.find((p) => p.nodeId === m.nodeId);
+          const peer = status.convergence?.peers.find((p) => p.nodeId === m.nodeId);
           return [
             m.nodeId,
             m.state,
@@ -174,9 +178,7 @@ function renderWorkload(w: WorkloadRow): string {
 
 /** One frame of `silo top`: this agent's status head, then every node and every workload as it sees them. */
 export function renderTop(status: StatusResponse, nodes: NodeRow[], workloads: WorkloadRow[]): string {
-  const c = status.convergence;
-  const convergence =
-    c === null ? 'unknown' : c.converged ? 'converged' : `differs from peers for ${duration(c.lagMs)}`;
+  const convergence = convergenceText(status.convergence);
   return [
     `silo top: ${status.nodeId} (org ${status.org}) at ${new Date(status.now).toISOString().slice(11, 19)}, ${status.peers} connections, documents ${convergence}`,
     ...ownershipLines(status.ownership),
