@@ -527,6 +527,12 @@ export class SimCluster {
 
   // ---- faults log ---------------------------------------------------------------------------------------
 
+  /** SWIM's state of `node` in running agent `viewer`'s view (null: no SWIM, not a member, or `viewer` is down). */
+  swimStateOf(viewer: string, node: string): 'alive' | 'suspect' | 'dead' | null {
+    const agent = this.requireNode(viewer).agent;
+    return agent?.swim?.stateOf(node)?.state ?? null;
+  }
+
   faults(): readonly FaultEvent[] {
     return this.faultLog;
   }

@@ -4,6 +4,7 @@
  * and returns the summary (docs/sim.md, "Running").
  */
 import type { Logger } from 'pino';
+import { type Detection, DetectionWatch } from '../harness/detection-watch.js';
 import { awaitConvergence, ConvergenceLog } from '../harness/invariants/convergence.js';
 import { type Evaluation, LivenessChecker, type Recovery } from '../harness/invariants/liveness.js';
 import { SafetyChecker } from '../harness/invariants/safety.js';
@@ -60,6 +61,8 @@ export interface RunMetrics {
   recoveries: { event: string; ms: number | null }[];
   /** Per workload, the longest time it was placeable but not running (ms), longest first. */
   longestOutages: { workload: string; ms: number }[];
+  /** With SWIM: after each crash, how long until some agent suspected it and until every running agent held it dead. */
+  detections: Detection[];
   /** Unplanned moves of persistent workloads and the writes they lost (restored from an older checkpoint). */
   takeovers: { workload: string; from: string; to: string; previousEnd: string; lostWrites: number }[];
   processes: { starts: number; stops: number; kills: number };
@@ -113,6 +116,18 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
   const safety = new SafetyChecker(cluster.registry, describeTime);
   const stateMoves = new StateMoveChecker(cluster.registry, describeTime);
   const convergence = new ConvergenceLog();
+  const detection =
+    scenario.membership === undefined
+      ? null
+      : new DetectionWatch(cluster, {
+          onDetected: (d) =>
+            timeline.line(
+              d.deadEverywhereMs === null
+                ? `swim: ${d.node} not dead in every view (${d.firstSuspectMs === null ? 'never suspected' : `first suspected after ${d.firstSuspectMs} ms`})`
+                : `swim: ${d.node} dead in every running agent's view ${d.deadEverywhereMs} ms after its crash (first suspected after ${d.firstSuspectMs} ms)`,
+            ),
+        });
+  detection?.start();
   const liveness = new LivenessChecker(cluster, {
     boundMs: scenario.expect.livenessBoundMs,
     describeTime,
@@ -243,6 +258,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     if (progress) clearInterval(progress);
     timeline.clearProgress();
     liveness.stop();
+    detection?.stop();
     safety.stop();
     stateMoves.stop();
     unsubscribeRuns();
@@ -262,6 +278,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
     longestOutages: [...liveness.longestOutages()]
       .sort((a, b) => b[1] - a[1])
       .map(([workload, ms]) => ({ workload, ms: Math.round(ms) })),
+    detections: [...(detection?.detections() ?? [])],
     takeovers: stateMoves.takeovers().map((t) => ({
       workload: t.workload,
       from: t.from,
