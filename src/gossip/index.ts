@@ -7,7 +7,6 @@ import type { ClusterState } from '../state/cluster-state.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { DEFAULT_SYNC_GRACE_MS, DigestWatch, type PeerDigestReport } from './digest-watch.js';
 import { FailureDetector } from './failure-detector.js';
-import type { Heartbeat } from './heartbeat.js';
 import type { HeartbeatLedger } from './heartbeat-ledger.js';
 import { generateNodeKey } from './keys.js';
 import { LivenessService } from './liveness.js';
@@ -474,11 +473,6 @@ export class GossipLayer {
 
   syncWith(peerId: string): Promise<SyncResult> {
     return this.sync.syncWith(peerId);
-  }
-
-  /** Every accepted heartbeat of a peer (digests, incarnation, seq), as it arrives. */
-  onHeartbeat(listener: (heartbeat: Heartbeat) => void): () => void {
-    return this.liveness.onHeartbeat(listener);
   }
 
   /**
