@@ -405,14 +405,26 @@ describe('silo CLI against running agents', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
-    const followed = new Promise<void>((resolve) => {
-      child.stdout.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        if (out === 'c\n') void appendFile(join(logs, 'current'), 'd\n');
-        if (out.includes('d\n')) resolve();
-      });
+    let err = '';
+    let appended = false;
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const followed = new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        if (!appended && out.includes('c\n')) {
+          appended = true;
+          void appendFile(join(logs, 'current'), 'd\n');
+        }
+        if (out.includes('d\n')) resolve();
+      });
+      // A follow that ends before the new line arrived fails here instead of hanging the file.
+      void exited.then((code) =>
+        reject(new Error(`logs -f exited ${code} early: ${JSON.stringify({ out, err })}`)),
+      );
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     await followed;
     child.kill('SIGINT');

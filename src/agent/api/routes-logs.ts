@@ -70,7 +70,10 @@ class LogStreamEnd extends Error {
  * Calls `end` once `from` no longer holds `workload` and another node runs it
  * (`moved: <workload> moved from <from> to <to>`), or once the workload is
  * deleted (`deleted: ...`). A holder that stopped with nobody holding yet
- * (a takeover in progress) is waited for.
+ * (a takeover in progress) is waited for. A log followed without a spec
+ * (what a deleted service left on disk) is not ended as "deleted" by the
+ * first unrelated change of the documents: only a spec that existed when the
+ * follow began can be deleted.
  */
 function watchMove(
   agent: NodeAgent,
@@ -78,8 +81,10 @@ function watchMove(
   from: string,
   end: (reason: string) => void,
 ): () => void {
+  const hadSpec = agent.workloads.get(workload) !== undefined;
   const check = (): void => {
     if (!agent.workloads.get(workload)) {
+      if (!hadSpec) return;
       stop();
       end(`deleted: "${workload}" was deleted`);
       return;
