@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { isSameProcessAlive, killQuietly, readProcStat } from '../../src/reconciler/proc.js';
 import type { ServiceStatus } from '../../src/reconciler/service-runtime.js';
 import { reapOrphans } from '../../src/reconciler/supervisor.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeHarness, sandboxSkipReason, waitForStatus } from './helpers.js';
 
 const CHILD = fileURLToPath(new URL('./runtime-child.ts', import.meta.url));
@@ -98,6 +99,12 @@ describe('orphan reaping after an agent restart', () => {
     const fresh = await waitForStatus(h.runtime, 'lonely', (s) => s.phase === 'running', 'running');
     assert.ok(!isSameProcessAlive(status.pid));
     assert.notEqual(fresh.pid, status.pid);
+    // "running" can come a moment before the new process has exec'd into the command that carries the marker.
+    await waitFor(
+      'the new copy carries the marker',
+      () => copiesOf(marker).includes(fresh.pid as number),
+      10_000,
+    );
     assert.deepEqual(copiesOf(marker), [fresh.pid]);
   });
 
@@ -149,10 +156,16 @@ describe('orphan reaping after an agent restart', () => {
     const fresh = await waitForStatus(h.runtime, 'boxed', (s) => s.phase === 'running', 'running');
     assert.ok(fresh.pid !== null && fresh.pid !== status.pid);
     assert.ok(!isSameProcessAlive(status.pid));
-    // Every live process carrying the marker belongs to the new run: its service and its bwrap.
+    // Every live process carrying the marker belongs to the new run: its service and its bwrap. "running"
+    // can come a moment before the sandboxed process has exec'd into the command that carries the marker
+    // (seen once in CI under load), so wait for it to show first.
+    await waitFor(
+      'the new copy carries the marker',
+      () => copiesOf(marker).includes(fresh.pid as number),
+      10_000,
+    );
     const freshParent = readProcStat(fresh.pid)?.ppid;
     const copies = copiesOf(marker);
-    assert.ok(copies.includes(fresh.pid));
     assert.ok(
       copies.every((pid) => pid === fresh.pid || pid === freshParent),
       `copies ${copies.map((pid) => JSON.stringify(readProcStat(pid)))} vs service ${fresh.pid} (bwrap ${freshParent}), old ${status.pid}`,
