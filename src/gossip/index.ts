@@ -4,6 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import { Listeners } from '../util/listeners.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { DEFAULT_SYNC_GRACE_MS, DigestWatch, type PeerDigestReport } from './digest-watch.js';
 import { FailureDetector } from './failure-detector.js';
@@ -138,7 +139,9 @@ export class GossipLayer {
   private readonly sync: AntiEntropy;
   private readonly liveness: LivenessService;
   private readonly digestWatch: DigestWatch;
-  private readonly digestListeners = new Set<(report: PeerDigestReport) => void>();
+  private readonly digestListeners = new Listeners<[PeerDigestReport]>((err) =>
+    this.logger.warn({ err: (err as Error).message }, 'a peer digest listener threw'),
+  );
   private readonly redial: Redialer;
   private readonly meshRepair: MeshRepair;
   private readonly streamRepair: StreamRepair;
@@ -484,13 +487,12 @@ export class GossipLayer {
     if (!this.started) return;
     this.digestWatch.observe(report);
     this.catchUpIfBehind(report);
-    for (const listener of this.digestListeners) listener(report);
+    this.digestListeners.emit(report);
   }
 
   /** Every peer digest report (heartbeats and probes), as it arrives. */
   onPeerDigests(listener: (report: PeerDigestReport) => void): () => void {
-    this.digestListeners.add(listener);
-    return () => this.digestListeners.delete(listener);
+    return this.digestListeners.add(listener);
   }
 
   /** How long this node now waits between regular heartbeats, ms (grows with the cluster when spread). */

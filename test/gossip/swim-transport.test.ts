@@ -4,7 +4,12 @@ import { after, before, describe, test } from 'node:test';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import { packMessage } from '../../src/gossip/codec.js';
-import { SWIM_PROTOCOL, type SwimMember, SwimMembership } from '../../src/gossip/swim-transport.js';
+import {
+  SWIM_PROTOCOL,
+  type SwimMember,
+  SwimMembership,
+  type SwimMembershipOptions,
+} from '../../src/gossip/swim-transport.js';
 import { encodeSwimFrame } from '../../src/membership/swim-frames.js';
 import { Origin } from '../../src/state/names.js';
 import {
@@ -21,6 +26,23 @@ import {
 /** Fast periods so that a test sees a crash declared within seconds; real libp2p over loopback TCP. */
 const PARAMS = { probeIntervalMs: 200, probeTimeoutMs: 100 };
 
+/** SWIM on a test node's libp2p, with the fast PARAMS; `extra` adds options (digests on probes). */
+function swimOn(
+  n: TestNode,
+  members: () => SwimMember[],
+  extra: Partial<SwimMembershipOptions> = {},
+): SwimMembership {
+  return new SwimMembership({
+    node: n.gossip.node,
+    selfId: n.nodeId,
+    members,
+    logger: silentLogger,
+    registry: n.registry,
+    params: PARAMS,
+    ...extra,
+  });
+}
+
 describe('SWIM over /silo/swim/1 (real libp2p)', () => {
   let nodes: TestNode[] = [];
   let members: SwimMember[] = [];
@@ -30,17 +52,7 @@ describe('SWIM over /silo/swim/1 (real libp2p)', () => {
     // Three members and a fourth libp2p node that is not one (a stranger with a valid libp2p key).
     nodes = await startCluster(4);
     members = nodes.slice(0, 3).map((n) => ({ nodeId: n.nodeId, peerId: n.gossip.peerId }));
-    swims = nodes.slice(0, 3).map(
-      (n) =>
-        new SwimMembership({
-          node: n.gossip.node,
-          selfId: n.nodeId,
-          members: () => members,
-          logger: silentLogger,
-          registry: n.registry,
-          params: PARAMS,
-        }),
-    );
+    swims = nodes.slice(0, 3).map((n) => swimOn(n, () => members));
     for (const swim of swims) await swim.start();
   });
   after(async () => {
@@ -118,20 +130,17 @@ describe('digests on SWIM probes (docs/protocol.md, "Anti-entropy")', () => {
   async function pair(withDigests: boolean) {
     const nodes = await startCluster(2, QUIET);
     const members = nodes.map((n) => ({ nodeId: n.nodeId, peerId: n.gossip.peerId }));
-    const swims = nodes.map(
-      (n) =>
-        new SwimMembership({
-          node: n.gossip.node,
-          selfId: n.nodeId,
-          members: () => members,
-          logger: silentLogger,
-          registry: n.registry,
-          params: PARAMS,
-          ...(withDigests && {
-            digests: () => n.state.digestsAll(),
-            onPeerDigests: (report) => n.gossip.observePeerDigests(report),
-          }),
-        }),
+    const swims = nodes.map((n) =>
+      swimOn(
+        n,
+        () => members,
+        withDigests
+          ? {
+              digests: () => n.state.digestsAll(),
+              onPeerDigests: (report) => n.gossip.observePeerDigests(report),
+            }
+          : {},
+      ),
     );
     for (const swim of swims) await swim.start();
     // Let the sync that every new connection runs finish first: it would carry the write too.
