@@ -131,6 +131,18 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
       }
     });
   }
+  // A revoked node reaches nobody: a write it took would be acknowledged and
+  // then never leave it (docs/security.md, "Revocation"). Reads still work.
+  app.addHook('preHandler', async (request) => {
+    if (request.method === 'GET' || request.method === 'HEAD') return;
+    const revoked = ctx.agent.revocationOfSelf();
+    if (revoked === null) return;
+    throw new ApiError(
+      'revoked',
+      `this node was revoked by the org CA at ${new Date(revoked.revokedAt).toISOString()}` +
+        `${revoked.reason.length > 0 ? ` (${revoked.reason})` : ''}: it takes no writes; use another node`,
+    );
+  });
   app.addHook('onResponse', async (request, reply) => {
     logger.debug({ method: request.method, url: request.url, status: reply.statusCode }, 'api request');
   });

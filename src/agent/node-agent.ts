@@ -6,6 +6,7 @@ import { GossipLayer, type GossipLayerOptions, type MemberView, peerIdOf } from 
 import { SwimDetectorFeed } from '../gossip/swim-detector-feed.js';
 import { SwimMembership } from '../gossip/swim-transport.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
+import { checkRevocation } from '../identity/ca.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import type { SwimParams } from '../membership/swim-core.js';
@@ -17,11 +18,12 @@ import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
+import type { Revocation } from '../state/schemas.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
-import { EnrollmentTrust } from './trust.js';
+import { EnrollmentTrust, type LostPeer } from './trust.js';
 
 /** Gossip settings the agent passes through (identity and state are the agent's own). */
 export type AgentGossipOptions = Omit<GossipLayerOptions, 'org' | 'nodeId' | 'state' | 'logger' | 'registry'>;
@@ -101,6 +103,8 @@ export interface AgentStatus {
   peers: number;
   digests: Record<DocName, string>;
   members: MemberView[];
+  /** Set when this node's own enrollment is revoked (docs/security.md, "Revocation"). */
+  revoked: { revokedAt: number; reason: string } | null;
 }
 
 /**
@@ -127,6 +131,8 @@ export class NodeAgent {
   private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
   private startedAt: number | null = null;
+  /** The "this node was revoked" error was logged (once per agent life). */
+  private revokedNoticed = false;
 
   constructor(components: NodeAgentComponents) {
     this.org = components.org;
@@ -144,13 +150,68 @@ export class NodeAgent {
     this.reconciler = components.reconciler;
     this.swim = components.swim;
     this.swimFeed = components.swimFeed;
-    this.trust?.onRevoked((peerIds) => {
-      for (const peerId of peerIds) {
-        this.gossip.closeConnectionsTo(peerId).catch((err: unknown) => {
-          this.logger.warn({ err, peerId }, 'closing connections of a revoked peer failed');
-        });
-      }
-    });
+    this.trust?.onRevoked((lost) => this.dropLostPeers(lost));
+    this.trust?.onActiveChange(() => this.checkSelfRevoked());
+    this.gossip.onRevocationNotice((record, fromPeer) => this.recordRevocationNotice(record, fromPeer));
+  }
+
+  /**
+   * Peers that lost their enrollment: each is handed the revocation that
+   * covers it, if there is one (so it learns why nobody answers any more,
+   * docs/security.md "Revocation"), then its connections are closed.
+   */
+  private dropLostPeers(lost: LostPeer[]): void {
+    for (const peer of lost) {
+      if (peer.peerId === this.gossip.peerId) continue;
+      const revocation = this.enrollment.revocation(peer.nodeId);
+      const done = revocation
+        ? this.gossip.notifyRevokedAndClose(peer.peerId, revocation)
+        : this.gossip.closeConnectionsTo(peer.peerId);
+      done.catch((err: unknown) => {
+        this.logger.warn({ err, peerId: peer.peerId }, 'closing connections of a revoked peer failed');
+      });
+    }
+  }
+
+  /**
+   * A revocation a member handed us: recorded if the CA signed it and it is
+   * newer than the one we hold (the document keeps the latest per node, as
+   * POST /v1/revocations does). Whoever sent it, the signature decides.
+   */
+  private recordRevocationNotice(record: unknown, fromPeer: string): void {
+    if (!this.trust) return;
+    const checked = checkRevocation(this.trust.caPublicKey, record);
+    if (!checked.ok) {
+      this.logger.warn(
+        { fromPeer, reason: checked.failure.reason },
+        `ignored a revocation notice: ${checked.failure.message}`,
+      );
+      return;
+    }
+    const before = this.enrollment.revocation(checked.value.nodeId);
+    if (before && before.revokedAt >= checked.value.revokedAt) return;
+    this.enrollment.revoke(checked.value);
+  }
+
+  /** Said once per agent life, when this node learns it was revoked (at start, from its store, too). */
+  private checkSelfRevoked(): void {
+    if (this.revokedNoticed || !this.trust) return;
+    const revocation = this.trust.selfRevocation();
+    if (revocation === null) return;
+    this.revokedNoticed = true;
+    this.logger.error(
+      { revokedAt: new Date(revocation.revokedAt).toISOString(), reason: revocation.reason },
+      `this node was revoked by the org CA: it no longer belongs to org "${this.org}". No member talks to it, ` +
+        'it refuses writes and runs no workloads. To rejoin, make a new key (silo node init) and have it signed (silo ca sign).',
+    );
+    for (const peerId of this.gossip.peers()) {
+      this.gossip.closeConnectionsTo(peerId).catch(() => undefined);
+    }
+  }
+
+  /** The revocation that covers this node itself, or null (always null without enrollment trust). */
+  revocationOfSelf(): Revocation | null {
+    return this.trust?.selfRevocation() ?? null;
   }
 
   static async create(options: NodeAgentOptions): Promise<NodeAgent> {
@@ -363,6 +424,7 @@ export class NodeAgent {
       peers: this.gossip.peers().length,
       digests: this.state.digestsAll(),
       members: this.gossip.detector.view(),
+      revoked: revokedOf(this.revocationOfSelf()),
     };
   }
 
@@ -370,6 +432,10 @@ export class NodeAgent {
   sameStateAs(other: NodeAgent): boolean {
     return DOC_NAMES.every((name) => this.state.digest(name) === other.state.digest(name));
   }
+}
+
+function revokedOf(revocation: Revocation | null): AgentStatus['revoked'] {
+  return revocation === null ? null : { revokedAt: revocation.revokedAt, reason: revocation.reason };
 }
 
 function logReader(dataDir: string): NonNullable<NonNullable<GossipLayerOptions['logs']>['read']> {

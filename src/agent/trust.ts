@@ -4,7 +4,7 @@ import type { EnrollmentBundle } from '../identity/bundle.js';
 import { checkWitnessConfigRecord } from '../identity/ca.js';
 import { type EnrollmentView as ActiveNodes, computeActiveNodes } from '../identity/enrollment-verifier.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
-import type { SignedEnrollment } from '../state/schemas.js';
+import type { Revocation, SignedEnrollment } from '../state/schemas.js';
 
 export interface EnrollmentTrustOptions {
   bundle: EnrollmentBundle;
@@ -13,7 +13,13 @@ export interface EnrollmentTrustOptions {
   registry: Registry;
 }
 
-type RevokedListener = (peerIds: string[]) => void;
+/** A peer that was admitted and no longer is, with the node id its record carried. */
+export interface LostPeer {
+  peerId: string;
+  nodeId: string;
+}
+
+type RevokedListener = (lost: LostPeer[]) => void;
 
 /**
  * Who may talk to this node: the org's active enrolled nodes, computed from
@@ -40,6 +46,7 @@ export class EnrollmentTrust {
   private readonly rejectedGauge: Gauge;
   private readonly deniedTotal: Counter<'stage'>;
   private current: ActiveNodes;
+  private revokedSelf = false;
   private unsubscribe: (() => void) | null = null;
 
   constructor(options: EnrollmentTrustOptions) {
@@ -67,6 +74,7 @@ export class EnrollmentTrust {
       registers: [options.registry],
     });
     this.current = this.compute();
+    this.revokedSelf = this.selfRevocation() !== null;
   }
 
   /**
@@ -116,7 +124,21 @@ export class EnrollmentTrust {
     return this.current;
   }
 
+  /**
+   * The CA-signed revocation that covers this node's own record, or null.
+   * Not when the document holds a newer active record with our key (the
+   * operator enrolled us again after the revocation).
+   */
+  selfRevocation(): Revocation | null {
+    if (this.current.byPeerId.has(this.self.peerId)) return null;
+    const revocation = this.enrollment.revocation(this.self.nodeId);
+    return revocation !== undefined && revocation.revokedAt >= this.self.issuedAt ? revocation : null;
+  }
+
   isPeerAllowed = (peerId: string): boolean => {
+    // A revoked node cuts itself off: every member refuses it anyway, and
+    // dialing them only fills its log (docs/security.md, "Revocation").
+    if (this.revokedSelf) return false;
     if (this.current.byPeerId.has(peerId)) return true;
     return this.bootstrapping() && this.seedPeerIds.has(peerId);
   };
@@ -130,7 +152,7 @@ export class EnrollmentTrust {
     this.deniedTotal.inc({ stage });
   }
 
-  /** Called with the peer ids that lost their admission (revoked or superseded). */
+  /** Called with the peers that lost their admission (revoked or superseded). */
   onRevoked(listener: RevokedListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -158,17 +180,23 @@ export class EnrollmentTrust {
   private refresh(): void {
     const before = this.current;
     this.current = this.compute();
+    this.revokedSelf = this.selfRevocation() !== null;
     this.activeGauge.set(this.current.active.length);
     this.rejectedGauge.set(this.current.rejectedRecords.length);
     for (const listener of this.changeListeners) listener();
-    const lost = [...before.byPeerId.keys()].filter((peerId) => !this.current.byPeerId.has(peerId));
+    const lost = [...before.byPeerId.values()]
+      .filter((record) => !this.current.byPeerId.has(record.peerId))
+      .map((record) => ({ peerId: record.peerId, nodeId: record.nodeId }));
     for (const rejection of this.current.rejectedRecords) {
       if (!before.rejectedRecords.some((r) => r.key === rejection.key && r.reason === rejection.reason)) {
         this.logger.warn({ record: rejection.key, reason: rejection.reason }, rejection.message);
       }
     }
     if (lost.length === 0) return;
-    this.logger.warn({ peers: lost }, 'peers lost their enrollment; closing their connections');
+    this.logger.warn(
+      { peers: lost.map((p) => p.nodeId) },
+      'peers lost their enrollment; handing them the revocation, closing their connections',
+    );
     for (const listener of this.listeners) listener(lost);
   }
 }

@@ -110,6 +110,7 @@ export class ApiClient {
       if (body.error?.message) message = body.error.message;
       // Another node the agent needed (a workload's holder, for logs) is unreachable: same exit as our own agent.
       if (body.error?.code === 'unreachable') exit = EXIT.unreachable;
+      if (body.error?.code === 'revoked') exit = EXIT.revoked;
     } catch {
       if (text.trim().length > 0) message = `HTTP ${status}: ${text.trim().slice(0, 200)}`;
     }

@@ -9,6 +9,7 @@ export const EXIT = {
   unreachable: 4,
   notFound: 5,
   unauthorized: 6,
+  revoked: 7,
 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 

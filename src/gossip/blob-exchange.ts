@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
+import { asBytes } from './single-frame.js';
 
 /**
  * Content-addressed file transfer between peers, used for images
@@ -69,10 +70,6 @@ export interface BlobExchangeOptions {
   /** Largest blob this node accepts, bytes. */
   maxBytes?: number;
   timeoutMs?: number;
-}
-
-async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) yield chunk.subarray();
 }
 
 const metricsByRegistry = new WeakMap<

@@ -26,6 +26,7 @@ import {
 } from './node.js';
 import { Redialer } from './redial.js';
 import { Replicator, type SenderCheck } from './replicator.js';
+import { type RevocationNoticeListener, RevocationNotices } from './revocation-notice.js';
 import { StreamRepair } from './stream-repair.js';
 import { AntiEntropy, type SyncResult } from './sync.js';
 import { orgTopics } from './topics.js';
@@ -135,6 +136,7 @@ export class GossipLayer {
   /** `/silo/logs/1`: serves this node's service logs, reads other nodes'. */
   readonly logs: LogExchange;
   private readonly logger: Logger;
+  private readonly revocationNotices: RevocationNotices;
   private readonly replicator: Replicator;
   private readonly sync: AntiEntropy;
   private readonly liveness: LivenessService;
@@ -164,6 +166,7 @@ export class GossipLayer {
     this.logger = options.logger.child({ component: 'gossip', peer: node.peerId.toString() });
     const common = { node, logger: this.logger, registry: options.registry };
     this.logs = new LogExchange({ ...common, ...options.logs });
+    this.revocationNotices = new RevocationNotices(common);
     this.detector = new FailureDetector({
       now: options.now,
       suspectAfterMs: options.suspectAfterMs,
@@ -319,6 +322,7 @@ export class GossipLayer {
     // so the first inbound connection already finds them.
     await this.sync.start();
     await this.logs.start();
+    await this.revocationNotices.start();
     await this.node.start();
     this.replicator.start();
     this.liveness.start();
@@ -357,6 +361,7 @@ export class GossipLayer {
     await this.replicator.stop();
     await this.sync.stop();
     await this.logs.stop();
+    await this.revocationNotices.stop();
     // gossipsub 14.1.2's stop() forgets its pending heartbeat timer, which
     // then keeps the process alive for up to one heartbeat interval.
     const status = (
@@ -459,6 +464,21 @@ export class GossipLayer {
 
   async closeConnectionsTo(peerId: string): Promise<void> {
     await this.node.hangUp(peerIdFromString(peerId));
+  }
+
+  /**
+   * Hands a peer that lost its enrollment the CA-signed `revocation` over an
+   * open connection (`/silo/revoked/1`, at most its timeout), then closes
+   * every connection to it. Never rejects.
+   */
+  async notifyRevokedAndClose(peerId: string, revocation: unknown): Promise<void> {
+    await this.revocationNotices.send(peerId, revocation);
+    await this.closeConnectionsTo(peerId);
+  }
+
+  /** Revocation notices other nodes hand us (the record unchecked: the listener verifies it). */
+  onRevocationNotice(listener: RevocationNoticeListener): () => void {
+    return this.revocationNotices.onNotice(listener);
   }
 
   /** Partition: refuse `peerId` from now on and drop the connections we have. */

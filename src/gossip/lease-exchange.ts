@@ -7,8 +7,9 @@ import { z } from 'zod';
 import type { LeaseReply, LeaseRequest } from '../ownership/lease-messages.js';
 import { MAX_LEASE_MS, REFUSAL_REASONS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, WorkloadNameSchema } from '../state/schemas.js';
-import { packMessage, unpackMessage } from './codec.js';
+import { packMessage } from './codec.js';
 import type { GossipNode } from './node.js';
+import { readOnlyFrame } from './single-frame.js';
 
 /**
  * `/silo/lease/1`: a claimant asks witnesses for workload leases
@@ -88,34 +89,13 @@ function metricFor(registry: Registry): Counter<'direction' | 'result'> {
   return counter;
 }
 
-async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) yield chunk.subarray();
-}
-
-/**
- * The one frame the other side sends, read to the end of its write side:
- * a stream whose remote end is left unread never closes, and libp2p's
- * per-connection stream limit then refuses every later batch.
- */
-async function onlyFrame(stream: Stream, signal: AbortSignal): Promise<unknown> {
-  const read = (async () => {
-    let frame: Uint8Array | undefined;
-    for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: MAX_FRAME_BYTES })) {
-      if (frame !== undefined) throw new LeaseExchangeError('more than one frame on a lease stream');
-      frame = chunk.subarray();
-    }
-    if (frame === undefined) throw new LeaseExchangeError('stream ended without a frame');
-    return unpackMessage(frame);
-  })();
-  const aborted = new Promise<never>((_, reject) => {
-    const fail = () => reject(new LeaseExchangeError('timed out'));
-    if (signal.aborted) fail();
-    signal.addEventListener('abort', fail, { once: true });
-  });
-  read.catch(() => undefined);
-  aborted.catch(() => undefined);
-  return Promise.race([read, aborted]);
-}
+const onlyFrame = (stream: Stream, signal: AbortSignal): Promise<unknown> =>
+  readOnlyFrame(
+    stream,
+    signal,
+    MAX_FRAME_BYTES,
+    (reason) => new LeaseExchangeError(`lease stream: ${reason}`),
+  );
 
 export class LeaseExchange {
   private readonly options: LeaseExchangeOptions;

@@ -279,7 +279,7 @@ export class SwimMembership {
     }
     const level = event.state === 'alive' ? 'debug' : 'info';
     this.logger[level](
-      { node: event.node, incarnation: event.incarnation },
+      { member: event.node, incarnation: event.incarnation },
       `swim: ${event.node} is ${event.state}`,
     );
     this.listeners.emit({ node: event.node, state: event.state, incarnation: event.incarnation });

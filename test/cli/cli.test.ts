@@ -10,6 +10,7 @@ import {
   agentToml,
   BIN,
   type ClusterNode,
+  duplicateTopLevelKeys,
   silo,
   siloProcess,
   startEnrolledAgents,
@@ -516,6 +517,30 @@ describe('silo CLI against running agents', () => {
       .nodes;
     assert.equal(rows.find((r) => r.nodeId === 'n2')?.revoked?.reason, 'retired');
     assert.equal((await silo(['ca', 'revoke', '--org', orgDir, 'ghost', ...sock()])).code, 5);
+  });
+
+  test('the revoked node learns it: status says so, writes exit 7, one log line instead of retries', async () => {
+    await waitFor('n2 knows it was revoked', async () => {
+      const res = await silo(['status', '--json', ...sock(1)]);
+      return (JSON.parse(res.stdout) as { revoked: { reason: string } | null }).revoked?.reason === 'retired';
+    });
+    const human = await silo(['status', ...sock(1)]);
+    assert.match(human.stdout, /REVOKED +at .*\(retired\): this node belongs to no org now/);
+    const write = await silo(['drain', 'n1', ...sock(1)]);
+    assert.equal(write.code, 7, write.stderr);
+    assert.match(write.stderr, /this node was revoked by the org CA at .* \(retired\): it takes no writes/);
+    const json = await silo(['status', '--json', ...sock(1)]);
+    assert.equal((JSON.parse(json.stdout) as { peers: number }).peers, 0, 'n2 has no connection left');
+    // Writes elsewhere still work; n1 did not take n2's refused drain.
+    assert.equal((await silo(['nodes', '--json', ...sock()])).code, 0);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const log = n(1).agent!.log();
+    assert.equal(log.match(/this node was revoked by the org CA/g)?.length, 1, log);
+    assert.doesNotMatch(log, /could not open a sync stream/, 'no retries against members that refuse it');
+    assert.deepEqual(duplicateTopLevelKeys('{"node":"a","x":{"node":1},"y":["node"],"node":"b"}'), ['node']);
+    for (const line of log.split('\n').filter((l) => l.startsWith('{'))) {
+      assert.deepEqual(duplicateTopLevelKeys(line), [], `one name per meaning: ${line}`);
+    }
   });
 
   test('SIGTERM stops an agent cleanly: exit 0, socket removed', async () => {

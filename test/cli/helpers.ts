@@ -310,3 +310,35 @@ async function enrollAndStart(
 function assertExit(result: RunResult, what: string): void {
   if (result.code !== 0) throw new Error(`silo ${what} exited ${result.code}: ${result.stderr}`);
 }
+
+/**
+ * The keys that occur more than once at the top level of a JSON object text
+ * (JSON.parse keeps the last and hides the others): pino writes a child
+ * logger's bindings and a call's fields side by side, so a field named like
+ * a binding ("node") would say two things under one name.
+ */
+export function duplicateTopLevelKeys(line: string): string[] {
+  const seen = new Set<string>();
+  const duplicates: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (end < line.length && line[end] !== '"') end += line[end] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = line.slice(i + 1, end);
+        if (seen.has(key)) duplicates.push(key);
+        seen.add(key);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1 && c === '{';
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return duplicates;
+}

@@ -63,6 +63,7 @@ interface Status {
   addrs: string[];
   connections: ConnectionInfo[];
   members: { nodeId: string }[];
+  revoked: { revokedAt: number; reason: string } | null;
 }
 
 interface AgentProc {
@@ -717,6 +718,12 @@ test('three agents in network namespaces gossip only over their WireGuard overla
     await waitFor(
       'node 3 to have no connection left',
       async () => (await status(n3)).connections.length === 0,
+      30_000,
+    );
+    // Node 3 was told (the revocation handed over before the close, or gossiped first).
+    await waitFor(
+      'node 3 to know it was revoked',
+      async () => (await status(n3)).revoked?.reason === 'e2e',
       30_000,
     );
     // The survivors still form the overlay.

@@ -1,5 +1,6 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { workloadRows } from '../../src/agent/api/views.js';
 import type { NodeAgent } from '../../src/agent/node-agent.js';
@@ -70,5 +71,38 @@ describe('reconcile loop: a revoked holder', { timeout: 180_000 }, () => {
       clearInterval(watch);
     }
     assert.equal(overlap, false, 'two copies ran at once');
+    // node-b hears why nobody answers: a member handed it the revocation (or it arrived by gossip first).
+    await waitFor('node-b knows it was revoked', () => agent('node-b').revocationOfSelf() !== null, 30_000);
+    assert.deepEqual(agent('node-b').status().revoked?.reason, 'test');
+    assert.equal(
+      agent('node-b').trust?.isPeerAllowed(agent('node-a').gossip.peerId),
+      false,
+      'it cuts itself off',
+    );
+  });
+
+  test('a revocation handed over by a member counts only with the CA signature', async () => {
+    const nodeC = agent('node-c');
+    const forged = signRevocation(generateKeyPairSync('ed25519').privateKey, {
+      nodeId: 'node-c',
+      revokedAt: Date.now(),
+      reason: 'forged',
+    });
+    await first.gossip.notifyRevokedAndClose(nodeC.gossip.peerId, forged);
+    await waitFor('node-a and node-c connected again', () =>
+      first.gossip.peers().includes(nodeC.gossip.peerId),
+    );
+    assert.equal(nodeC.revocationOfSelf(), null, 'a forged revocation is ignored');
+    assert.equal(nodeC.enrollment.revocation('node-c'), undefined);
+    // The real one, handed over only (node-a's document does not hold it): node-c records it and learns.
+    const real = signRevocation(cluster.org.caPrivateKey, {
+      nodeId: 'node-c',
+      revokedAt: Date.now(),
+      reason: 'real',
+    });
+    await first.gossip.notifyRevokedAndClose(nodeC.gossip.peerId, real);
+    assert.equal(first.enrollment.revocation('node-c'), undefined);
+    await waitFor('node-c knows it was revoked', () => nodeC.revocationOfSelf()?.reason === 'real');
+    await waitFor('node-c closed every connection', () => nodeC.gossip.peers().length === 0);
   });
 });

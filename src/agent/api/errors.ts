@@ -7,6 +7,7 @@
 export type ApiErrorCode =
   | 'bad_request'
   | 'unauthorized'
+  | 'revoked'
   | 'not_found'
   | 'not_held'
   | 'conflict'
@@ -18,6 +19,8 @@ export type ApiErrorCode =
 const STATUS: Record<ApiErrorCode, number> = {
   bad_request: 400,
   unauthorized: 401,
+  /** This node's own enrollment is revoked: it takes no writes (they would reach nobody). */
+  revoked: 403,
   not_found: 404,
   /** A workload no node holds or reported on: nothing to read its log from. */
   not_held: 404,

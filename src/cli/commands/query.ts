@@ -25,6 +25,13 @@ export function renderStatus(status: StatusResponse): string {
   const convergence = convergenceText(status.convergence);
   const lines = [
     `node         ${status.nodeId} (org ${status.org})`,
+    ...(status.revoked
+      ? [
+          `REVOKED      at ${new Date(status.revoked.revokedAt).toISOString()}${
+            status.revoked.reason.length > 0 ? ` (${status.revoked.reason})` : ''
+          }: this node belongs to no org now; it takes no writes and no member talks to it`,
+        ]
+      : []),
     `peer id      ${status.peerId}`,
     `up since     ${status.startedAt === null ? '-' : new Date(status.startedAt).toISOString()}`,
     `listening    ${status.addrs.join(' ') || '-'}`,
