@@ -7,6 +7,7 @@ import {
   saveWitnessConfig,
   type WitnessConfigVerifier,
 } from '../../identity/org.js';
+import { isClient } from '../../identity/role.js';
 import { changeProblem, MAX_WITNESSES, quorumSize } from '../../ownership/witness-config.js';
 import {
   NodeIdSchema,
@@ -63,6 +64,8 @@ function enrollmentProblem(nodeId: string, nodes: OrgNodes): string | null {
   const revocation = nodes.revoked.get(nodeId);
   if (revocation !== undefined && revocation.revokedAt >= record.issuedAt)
     return `node "${nodeId}" is not an enrolled node of the org (revoked at ${new Date(revocation.revokedAt).toISOString()})`;
+  if (isClient(record))
+    return `node "${nodeId}" is enrolled as a client: clients are never witnesses (docs/security.md, "Clients")`;
   return null;
 }
 
