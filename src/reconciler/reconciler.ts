@@ -269,6 +269,11 @@ export class Reconciler {
     return this.leaseSource?.kind ?? null;
   }
 
+  /** The liveness source in use (after `start`): its view and quorum evidence, for status and tests. */
+  get lease(): LeaseSource | null {
+    return this.leaseSource;
+  }
+
   /** The running loop (after `start`). */
   get loop(): ReconcileLoop | null {
     return this.loopInstance;
