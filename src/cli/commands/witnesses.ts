@@ -242,7 +242,7 @@ export function registerWitnessCommands(
   )
     .addHelpText(
       'after',
-      `\nOne witness is added or removed per version (replace one in two steps), at most ${MAX_WITNESSES},\neach an enrolled, unrevoked node of the org. With --socket or --url the new version is\nhanded to that running agent, which gossips it. Before the next change, check that\n\`silo witnesses\` on every witness shows the new version with every witness alive,\nthen wait one lease length.`,
+      `\nOne witness is added or removed per version (replace one in two steps), at most ${MAX_WITNESSES},\neach an enrolled, unrevoked node of the org (never a client). With --socket or --url the new version is\nhanded to that running agent, which gossips it. Before the next change, check that\n\`silo witnesses\` on every witness shows the new version with every witness alive,\nthen wait one lease length.`,
     )
     .action(async (nodeIds: string[], flags: SetFlags) => {
       const result = await setWitnesses({ orgDir: flags.org, nodeIds, readOrgNodes });
