@@ -9,6 +9,7 @@ import type { EnrollmentBundle } from '../identity/bundle.js';
 import { checkRevocation } from '../identity/ca.js';
 import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
+import { isClient, ownershipMembers } from '../identity/role.js';
 import type { SwimParams } from '../membership/swim-core.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
@@ -18,7 +19,7 @@ import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
-import type { Revocation } from '../state/schemas.js';
+import type { Revocation, SignedEnrollment } from '../state/schemas.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
@@ -241,6 +242,7 @@ export class NodeAgent {
       };
       const bundle = options.trust?.bundle;
       if (bundle) checkBundleMatches(bundle, options);
+      if (bundle && isClient(bundle.record)) checkClientOptions(options);
       const enrollment = new EnrollmentView({
         ...viewOptions,
         ...(bundle ? signatureHooks(bundle.caPublicKey) : {}),
@@ -276,13 +278,27 @@ export class NodeAgent {
       });
       // Without trust (simulator, replication tests) records are not
       // signature-checked: every listed, unrevoked node counts.
-      const activeNodes = () =>
-        trust ? trust.active().active : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId));
+      // Clients are admitted by the gater above but count for nothing that
+      // decides ownership (src/identity/role.ts): placement, the lease
+      // sources, SWIM and the heartbeat evidence all read `memberNodes`.
+      const memberNodes = () =>
+        trust
+          ? trust.active().members
+          : ownershipMembers(enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId)));
+      let listedClients: { from: readonly SignedEnrollment[]; ids: ReadonlySet<string> } | null = null;
+      const clientIds = (): ReadonlySet<string> => {
+        if (trust) return trust.active().clientIds;
+        const listed = enrollment.list();
+        if (listedClients?.from !== listed)
+          listedClients = { from: listed, ids: new Set(listed.filter(isClient).map((r) => r.nodeId)) };
+        return listedClients.ids;
+      };
+      gossip.heartbeatLedger.setNonMembers((nodeId) => clientIds().has(nodeId));
       const swim = options.membership?.swim
         ? new SwimMembership({
             node: gossip.node,
             selfId: options.nodeId,
-            members: () => activeNodes().map((r) => ({ nodeId: r.nodeId, peerId: r.peerId })),
+            members: () => memberNodes().map((r) => ({ nodeId: r.nodeId, peerId: r.peerId })),
             logger,
             registry,
             // Every probe is also an anti-entropy check (docs/protocol.md, "Anti-entropy").
@@ -320,7 +336,8 @@ export class NodeAgent {
             workloads,
             observed,
             enrollment,
-            activeNodes,
+            activeNodes: memberNodes,
+            isClient: (nodeId: string) => clientIds().has(nodeId),
             ...(trust
               ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) }
               : {}),
@@ -454,6 +471,22 @@ function overlayAddressCheck(overlayCidr: string): (remoteAddr: string) => boole
       return false;
     }
   };
+}
+
+/**
+ * A `client` record is for tools (docs/security.md, "Clients"): it syncs and
+ * writes, but nobody places work on it, asks it for a lease or counts it as
+ * a SWIM member, so running a reconciler or SWIM under it would only pretend.
+ */
+function checkClientOptions(options: NodeAgentOptions): void {
+  const parts = [
+    ...(options.reconciler ? ['a reconciler'] : []),
+    ...(options.membership?.swim ? ['SWIM membership'] : []),
+  ];
+  if (parts.length === 0) return;
+  throw new Error(
+    `node "${options.nodeId}" is enrolled as a client: clients are never placed, never witnesses and never members, so it cannot run ${parts.join(' or ')}`,
+  );
 }
 
 /** A bundle must belong to this org, this node id and this libp2p key, or nobody would admit us. */

@@ -17,6 +17,7 @@ import {
   x25519WgKeys,
 } from '../identity/node-identity.js';
 import { ORG_FILES, parsePnetKey } from '../identity/org.js';
+import { isClient } from '../identity/role.js';
 import { OverlayManager } from '../overlay/overlay-manager.js';
 import { ImageStore } from '../reconciler/image-store.js';
 import { createLogger } from '../util/logger.js';
@@ -69,6 +70,15 @@ export async function startAgent(
       ? overlayManagerFor(config, bundle, identityDir, logger, registry)
       : undefined;
 
+  // A client record (docs/security.md, "Clients") runs as a tool's agent:
+  // gossip, sync and the control API, no reconciler (nothing is ever placed
+  // here, no witness) and no SWIM (not a member).
+  const client = isClient(bundle.record);
+  if (client)
+    logger.info(
+      { node: config.node.id },
+      'enrolled as a client: syncing and serving the API only (no workloads, no witness, no SWIM)',
+    );
   const agent = await NodeAgent.create({
     org: config.org,
     nodeId: config.node.id,
@@ -82,17 +92,21 @@ export async function startAgent(
     trust: { bundle },
     overlay,
     // Runs the workloads placement gives this node (src/reconciler/reconcile-loop.ts).
-    reconciler: {
-      sandbox: config.services.sandbox,
-      timing: { fenceAfterMs: config.services.fence_after },
-      maxStopTimeoutMs: config.services.max_stop_timeout,
-      leaseKind: config.services.lease,
-      checkpointIntervalMs: config.services.checkpoint_interval,
-      replicas: config.services.replicas,
-      maxParallel: config.services.max_parallel,
-    },
+    ...(client
+      ? {}
+      : {
+          reconciler: {
+            sandbox: config.services.sandbox,
+            timing: { fenceAfterMs: config.services.fence_after },
+            maxStopTimeoutMs: config.services.max_stop_timeout,
+            leaseKind: config.services.lease,
+            checkpointIntervalMs: config.services.checkpoint_interval,
+            replicas: config.services.replicas,
+            maxParallel: config.services.max_parallel,
+          },
+        }),
     membership: {
-      swim: config.membership.swim,
+      swim: config.membership.swim && !client,
       vouch: config.services.lease === 'swim',
       params: {
         probeIntervalMs: config.membership.probe_interval,

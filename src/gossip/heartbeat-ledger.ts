@@ -74,6 +74,7 @@ export class HeartbeatLedger {
   /** nodeId → an incarnation peers mention that is newer than any we heard, and since when we know of it. */
   private readonly mentions = new Map<string, { incarnation: number; since: number }>();
   private expectedNodes: () => readonly string[] = () => [];
+  private isNonMember: (nodeId: string) => boolean = () => false;
   private readonly reportListeners = new Set<ReportListener>();
   private readonly rejoinListeners = new Set<(incarnation: number) => void>();
 
@@ -107,6 +108,16 @@ export class HeartbeatLedger {
   }
 
   /**
+   * Nodes that never count for ownership (`client` enrollment records,
+   * docs/protocol.md "Enrollment roles"): we hear them like anyone, but
+   * never acknowledge them nor declare them dead, so a tool that comes and
+   * goes leaves no trace in anybody's evidence. Read on every heartbeat.
+   */
+  setNonMembers(isNonMember: (nodeId: string) => boolean): void {
+    this.isNonMember = isNonMember;
+  }
+
+  /**
    * Fields of the heartbeat about to be sent; records its send time. Acks
    * cover the nodes heard within dead_after whose incarnation we have not
    * declared dead; `dead` lists every declaration (A1). `withEvidence`
@@ -127,6 +138,7 @@ export class HeartbeatLedger {
     }
     for (const member of this.detector.view()) {
       if (member.nodeId === this.selfId || member.state === 'dead') continue;
+      if (this.isNonMember(member.nodeId)) continue;
       if (now - member.lastSeenAt >= this.detector.deadAfterMs) continue;
       if (this.isDeclaredDead(member.nodeId, member.incarnation)) continue;
       acks.set(member.nodeId, [member.incarnation, member.seq]);
@@ -296,6 +308,7 @@ export class HeartbeatLedger {
     for (const nodeId of this.mentions.keys()) out.add(nodeId);
     for (const nodeId of this.declared.keys()) out.add(nodeId);
     out.delete(this.selfId);
+    for (const nodeId of out) if (this.isNonMember(nodeId)) out.delete(nodeId);
     return out;
   }
 

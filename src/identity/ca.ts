@@ -7,6 +7,7 @@ import { checkWitnessConfig } from '../ownership/witness-config.js';
 import {
   type EnrollmentRecord,
   EnrollmentRecordSchema,
+  type EnrollmentRole,
   type Revocation,
   type RevocationBody,
   RevocationBodySchema,
@@ -63,11 +64,28 @@ const StrictSignedEnrollmentSchema = z.strictObject(SignedEnrollmentSchema.shape
 const StrictRevocationSchema = z.strictObject(RevocationSchema.shape);
 const StrictWitnessConfigRecordSchema = z.strictObject(WitnessConfigRecordSchema.shape);
 
+/**
+ * `role` enters the signed record only when the record has one: a record
+ * without it (every record signed before roles existed, and every `node`
+ * record `silo ca sign` issues) signs and verifies byte for byte as before,
+ * and adding, changing or removing a role breaks the signature
+ * (docs/protocol.md, "Enrollment roles").
+ */
 export function enrollmentSigningPayload(record: EnrollmentRecord): Uint8Array {
-  const { nodeId, peerId, wgPublicKey, overlayIp, endpoints, capacity, labels, issuedAt } = record;
+  const { nodeId, peerId, wgPublicKey, overlayIp, endpoints, capacity, labels, issuedAt, role } = record;
   return canonicalBytes({
     kind: 'silo-enrollment',
-    record: { nodeId, peerId, wgPublicKey, overlayIp, endpoints, capacity, labels, issuedAt },
+    record: {
+      nodeId,
+      peerId,
+      wgPublicKey,
+      overlayIp,
+      endpoints,
+      capacity,
+      labels,
+      issuedAt,
+      ...(role === undefined ? {} : { role }),
+    },
   });
 }
 
@@ -218,6 +236,12 @@ export interface IssueOptions {
   seedPeers?: string[];
   /** Signed records of the seed nodes (see EnrollmentBundle.seedRecords). */
   seedRecords?: SignedEnrollment[];
+  /**
+   * The CA decides what the identity is for, not the request. `node` (the
+   * default) is recorded as no field at all, so node records stay exactly
+   * what agents without roles accept.
+   */
+  role?: EnrollmentRole;
 }
 
 /** Sign an enrollment request into the bundle handed back to the node. */
@@ -244,6 +268,7 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
     ...req,
     overlayIp,
     issuedAt: options.issuedAt ?? Date.now(),
+    ...(options.role === 'client' ? { role: 'client' as const } : {}),
   });
   return {
     v: 1,

@@ -7,6 +7,7 @@ import {
 } from './ca.js';
 import { type PublicKeyInput, toPublicKeyObject } from './ed25519.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from './ipv4-cidr.js';
+import { isClient, ownershipMembers } from './role.js';
 
 /**
  * Which enrolled nodes are ACTIVE, computed from the enrollment document's
@@ -45,6 +46,13 @@ export interface Rejection {
 export interface EnrollmentView {
   /** Active records, sorted by nodeId. */
   active: SignedEnrollment[];
+  /**
+   * The active records that count for ownership (role `node`), sorted by
+   * nodeId: what placement, quorums, SWIM and heartbeats count (role.ts).
+   */
+  members: SignedEnrollment[];
+  /** Node ids of the active `client` records: admitted, never counted. */
+  clientIds: ReadonlySet<string>;
   byNodeId: ReadonlyMap<string, SignedEnrollment>;
   byPeerId: ReadonlyMap<string, SignedEnrollment>;
   /** Valid revocations by nodeId. */
@@ -148,6 +156,8 @@ export function computeActiveNodes(input: EnrollmentInput): EnrollmentView {
   rejectedRevocations.sort((a, b) => compareStrings(a.key, b.key));
   return {
     active,
+    members: ownershipMembers(active),
+    clientIds: new Set(active.filter(isClient).map((record) => record.nodeId)),
     byNodeId: new Map(active.map((record) => [record.nodeId, record])),
     byPeerId: new Map(active.map((record) => [record.peerId, record])),
     revocations,

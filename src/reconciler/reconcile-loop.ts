@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { roleOf } from '../identity/role.js';
 import type { LeaseStatus, LeaseWant } from '../ownership/index.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import { Origin } from '../state/names.js';
@@ -508,6 +509,7 @@ export class ReconcileLoop {
       capacity: record.capacity,
       labels: record.labels,
       draining: enrollment.isDraining(record.nodeId),
+      role: roleOf(record),
     }));
     return {
       now,

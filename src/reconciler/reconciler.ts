@@ -110,6 +110,14 @@ export interface ReconcilerDeps {
   durability?: Durability;
   /** SWIM membership (`membership.swim`), for the "swim" liveness source. */
   swim?: SwimLivenessView;
+  /**
+   * Node ids enrolled as clients (docs/protocol.md, "Enrollment roles"). A
+   * witness configuration naming one (the CA refuses to sign that, but an
+   * older CA might have) keeps it in the quorum's count, as a witness that
+   * never grants: it is never asked. Dropping it from the count instead
+   * would let nodes that disagree on its role disagree on the quorum.
+   */
+  isClient?: (nodeId: string) => boolean;
 }
 
 export class Reconciler {
@@ -219,6 +227,10 @@ export class Reconciler {
       local: (requests) => this.witness.serve(deps.nodeId, requests),
       transport: {
         ask: (nodeId, requests) => {
+          if (deps.isClient?.(nodeId) === true)
+            return Promise.reject(
+              new Error(`witness ${nodeId} is enrolled as a client: clients grant no leases`),
+            );
           const peerId = directory.peerIdOf(nodeId);
           if (peerId === undefined)
             return Promise.reject(new Error(`witness ${nodeId} has no known peer id`));
@@ -255,6 +267,11 @@ export class Reconciler {
   /** The liveness source placement reads ("acked-heartbeats", "local-detector", "swim"; null before start). */
   get livenessKind(): string | null {
     return this.leaseSource?.kind ?? null;
+  }
+
+  /** The liveness source in use (after `start`): its view and quorum evidence, for status and tests. */
+  get lease(): LeaseSource | null {
+    return this.leaseSource;
   }
 
   /** The running loop (after `start`). */

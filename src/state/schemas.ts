@@ -41,6 +41,15 @@ export const CapacitySchema = z.object({
 });
 export type Capacity = z.infer<typeof CapacitySchema>;
 
+/**
+ * What an enrolled identity is for (docs/protocol.md, "Enrollment roles"):
+ * a `node` runs workloads and counts for ownership; a `client` (a tool, an
+ * operator's agent) may connect, sync and write through the rules, but is
+ * never placed, never a SWIM member, witness or quorum member. Absent = node.
+ */
+export const EnrollmentRoleSchema = z.enum(['node', 'client']);
+export type EnrollmentRole = z.infer<typeof EnrollmentRoleSchema>;
+
 /** What the org CA signs when it enrolls a node (everything but `cert`). */
 export const EnrollmentRecordSchema = z.object({
   nodeId: NodeIdSchema,
@@ -51,6 +60,8 @@ export const EnrollmentRecordSchema = z.object({
   capacity: CapacitySchema,
   labels: Labels,
   issuedAt: z.number().int().nonnegative(),
+  /** Signed only when present, so records from before roles keep their signatures. */
+  role: EnrollmentRoleSchema.optional(),
 });
 export type EnrollmentRecord = z.infer<typeof EnrollmentRecordSchema>;
 

@@ -12,6 +12,7 @@ import {
   x25519WgKeys,
 } from '../../src/identity/node-identity.js';
 import { createOrg, type Org } from '../../src/identity/org.js';
+import type { EnrollmentRole } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
 
 export const ORG_NAME = 'acme';
@@ -44,15 +45,21 @@ export class EnrolledCluster {
   /** As `silo ca sign` does: the first three nodes become witnesses, one version each. */
   private witnessConfig: ReturnType<typeof nextBootstrapWitnessConfig> = null;
 
-  async enroll(nodeId: string, seedPeers: string[] = []): Promise<EnrolledNode> {
+  /** `role` "client" as `silo ca sign --role client` does: no witness, never placed. */
+  async enroll(nodeId: string, seedPeers: string[] = [], role?: EnrollmentRole): Promise<EnrolledNode> {
     const identity = await createNodeIdentity(nodeId, { wgKeys: x25519WgKeys });
     const request = enrollmentRequest(identity, {
       endpoints: [],
       capacity: { cpus: 2, memoryMb: 2048, scratchMb: 4096 },
       labels: {},
     });
-    const issued = issueEnrollment(this.org, request, { allocatedIps: this.allocated, seedPeers });
-    this.witnessConfig = nextBootstrapWitnessConfig(this.org.caPrivateKey, this.witnessConfig, nodeId);
+    const issued = issueEnrollment(this.org, request, {
+      allocatedIps: this.allocated,
+      seedPeers,
+      ...(role ? { role } : {}),
+    });
+    if (role !== 'client')
+      this.witnessConfig = nextBootstrapWitnessConfig(this.org.caPrivateKey, this.witnessConfig, nodeId);
     const bundle = this.witnessConfig === null ? issued : { ...issued, witnessConfig: this.witnessConfig };
     this.allocated.push(bundle.record.overlayIp);
     return { nodeId, identity, bundle, dataDir: join(this.root, nodeId) };

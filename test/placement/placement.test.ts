@@ -356,6 +356,65 @@ describe('place: properties', () => {
   });
 });
 
+describe('place: client-role nodes (docs/protocol.md, "Enrollment roles")', () => {
+  test('a client is never chosen: placing with clients equals placing without them', () => {
+    fc.assert(
+      fc.property(
+        inputArb.chain((input) =>
+          fc.record({
+            input: fc.constant(input),
+            clients: fc.subarray(input.nodes.map((node) => node.nodeId)),
+          }),
+        ),
+        ({ input, clients }) => {
+          const marked = input.nodes.map((node) =>
+            clients.includes(node.nodeId) ? { ...node, role: 'client' as const } : node,
+          );
+          const result = place({ ...input, nodes: marked });
+          for (const assignment of result.assignments.values()) {
+            if ('node' in assignment) assert.ok(!clients.includes(assignment.node), assignment.node);
+          }
+          for (const client of clients) assert.equal(result.used.has(client), false);
+          const without = place({ ...input, nodes: input.nodes.filter((n) => !clients.includes(n.nodeId)) });
+          assert.deepEqual(normalise(result), normalise(without));
+        },
+      ),
+      RUNS,
+    );
+  });
+
+  test('a client holding a workload keeps nothing; the only alive node being a client leaves it pending', () => {
+    const spec = makeSpec('w-1');
+    const nodes = [makeNode('n-a', { role: 'client' }), makeNode('n-b', { role: 'node' })];
+    const liveness = new Map<string, Liveness>([
+      ['n-a', 'alive'],
+      ['n-b', 'alive'],
+    ]);
+    const holders = new Map<string, HolderRef>([['w-1', { nodeId: 'n-a', phase: 'running', since: 1 }]]);
+    const moved = place({ specs: [spec], nodes, liveness, holders }).assignments.get('w-1');
+    assert.deepEqual(moved, {
+      node: 'n-b',
+      sticky: false,
+      movedBecause: 'holder n-a is not an active enrolled node',
+    });
+    const onlyClient = place({
+      specs: [spec],
+      nodes: [makeNode('n-a', { role: 'client' })],
+      liveness,
+      holders: new Map(),
+    }).assignments.get('w-1');
+    assert.deepEqual(onlyClient, { pending: 'no active enrolled nodes' });
+  });
+
+  test('an unknown role is a clear error', () => {
+    const nodes = [{ ...makeNode('n-a'), role: 'admin' }] as unknown as PlacementNode[];
+    assert.throws(
+      () => place({ specs: [], nodes, liveness: new Map(), holders: new Map() }),
+      /role must be "node" or "client"/,
+    );
+  });
+});
+
 describe('place: examples', () => {
   const alive = (...ids: string[]): Record<string, Liveness> =>
     Object.fromEntries(ids.map((id) => [id, 'alive']));

@@ -190,6 +190,23 @@ describe('HeartbeatLeaseSource', () => {
   });
 });
 
+describe('HeartbeatLedger: client-role nodes (docs/protocol.md, "Enrollment roles")', () => {
+  test('a client is heard but never acknowledged, and never declared dead, heard or not', () => {
+    const n = setup(['self', 'a']);
+    // As NodeAgent wires it: the ledger expects the members and ignores the clients.
+    n.ledger.setExpectedNodes(() => ['self', 'a', 'tool-absent']);
+    n.ledger.setNonMembers((nodeId) => nodeId.startsWith('tool-'));
+    n.receive(heartbeatFrom('a', 1, 0));
+    n.receive(heartbeatFrom('tool-present', 1, 0));
+    const fresh = n.ledger.nextHeartbeat();
+    assert.deepEqual([...fresh.acks.keys()], ['a']);
+    assert.ok(n.detector.nodesIn('alive').includes('tool-present'), 'heard all the same');
+    n.advance(1500); // past dead_after: every silent node would be declared dead
+    const late = n.ledger.nextHeartbeat();
+    assert.deepEqual([...late.dead.keys()], ['a']);
+  });
+});
+
 describe('HeartbeatLeaseSource over real gossip (sim network, one-way cut)', () => {
   test('the cut-off holder fences while it still hears the others; they attest it dead; it rejoins after the heal', async (t) => {
     const net = new SimNetwork({ seed: 6, defaultLatencyMs: 2 });

@@ -11,7 +11,7 @@ import { buildImage } from '../../src/reconciler/image.js';
 import { loadManifest, manifestToSpec, type WorkloadSpecDraft } from '../../src/reconciler/manifest.js';
 import { rankNodes } from '../../src/reconciler/placement/index.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
-import type { ObservedStatus } from '../../src/state/schemas.js';
+import type { EnrollmentRole, ObservedStatus } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
 import {
   EnrolledCluster,
@@ -183,8 +183,12 @@ export class LoopCluster extends EnrolledCluster {
     await super.close();
   }
 
-  override async enroll(nodeId: string, seedPeers: string[] = []): Promise<EnrolledNode> {
-    const node = await super.enroll(nodeId, seedPeers);
+  override async enroll(
+    nodeId: string,
+    seedPeers: string[] = [],
+    role?: EnrollmentRole,
+  ): Promise<EnrolledNode> {
+    const node = await super.enroll(nodeId, seedPeers, role);
     this.nodeDirs.push(node.dataDir);
     return node;
   }

@@ -1,8 +1,10 @@
 import type { Liveness, MemberView } from '../../gossip/index.js';
+import { roleOf } from '../../identity/role.js';
 import { quorumSize } from '../../ownership/witness-config.js';
 import type { DocName } from '../../state/names.js';
 import type {
   DrainFlag,
+  EnrollmentRole,
   ObservedStatus,
   Phase,
   SignedEnrollment,
@@ -26,6 +28,11 @@ export interface NodeRow {
   capacity: SignedEnrollment['capacity'];
   labels: Record<string, string>;
   issuedAt: number;
+  /**
+   * Its enrollment role (docs/protocol.md, "Enrollment roles"): `client`
+   * records are admitted but never placed nor counted for ownership.
+   */
+  role: EnrollmentRole;
   /** As this node's failure detector sees it; "unknown" until a heartbeat was heard. */
   liveness: Liveness | 'unknown';
   /** ms since the last heartbeat (0 for self, null when never heard). */
@@ -66,6 +73,7 @@ export function nodeRows(
       capacity: record.capacity,
       labels: record.labels,
       issuedAt: record.issuedAt,
+      role: roleOf(record),
       liveness: self ? 'alive' : (member?.state ?? 'unknown'),
       lastSeenAgoMs: self ? 0 : member ? Math.max(0, now - member.lastSeenAt) : null,
       incarnation: self ? agent.gossip.incarnation : (member?.incarnation ?? null),

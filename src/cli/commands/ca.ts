@@ -1,13 +1,15 @@
 import type { KeyObject } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { EnrollmentBundle } from '../../identity/bundle.js';
 import { issueEnrollment, signRevocation, signWitnessConfig } from '../../identity/ca.js';
 import { fileExists, PUBLIC_FILE_MODE, writeFileAtomic } from '../../identity/key-files.js';
 import { currentWitnessConfig, loadOrg, ORG_FILES, saveWitnessConfig } from '../../identity/org.js';
+import { ENROLLMENT_ROLES, isClient, parseRole, roleOf } from '../../identity/role.js';
 import { changeProblem, DEFAULT_WITNESS_COUNT } from '../../ownership/witness-config.js';
 import {
+  type EnrollmentRole,
   type Revocation,
   RevocationSchema,
   type SignedEnrollment,
@@ -35,6 +37,12 @@ export interface SignRequestOptions {
    * this one (a documented re-key). Without it such a request is refused.
    */
   rekey?: boolean;
+  /**
+   * What the identity is for (docs/protocol.md, "Enrollment roles"; default
+   * node). The CA decides it, not the request: a `client` is never placed,
+   * never a witness, never counted for ownership.
+   */
+  role?: EnrollmentRole;
 }
 
 export interface SignRequestResult {
@@ -98,12 +106,16 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       seedPeers: options.seeds,
       seedRecords: seedRecordsOf(options.seeds, issued),
       issuedAt,
+      ...(options.role ? { role: options.role } : {}),
     });
   } catch (err) {
     throw inputError(`${options.requestFile}: ${(err as Error).message}`);
   }
   const current = await currentWitnessConfig(options.orgDir, orgWitnessVerifier(org.info.caPublicKey));
-  const witnessConfig = nextBootstrapWitnessConfig(org.caPrivateKey, current, bundle.record.nodeId);
+  // A client never becomes a witness: it grants no leases (docs/security.md, "Clients").
+  const witnessConfig = isClient(bundle.record)
+    ? current
+    : nextBootstrapWitnessConfig(org.caPrivateKey, current, bundle.record.nodeId);
   const witnessesChanged = witnessConfig !== current;
   if (witnessConfig !== null) bundle = { ...bundle, witnessConfig };
   await writeFileAtomic(
@@ -202,6 +214,15 @@ interface SignFlags extends JsonFlag, ConnectionFlags {
   seed: string[];
   overlayIp?: string;
   rekey?: boolean;
+  role: EnrollmentRole;
+}
+
+/** `--role`: a known role, or a usage error naming the ones there are. */
+function roleOption(value: string): EnrollmentRole {
+  const role = parseRole(value);
+  if (role === null)
+    throw new InvalidArgumentError(`unknown role "${value}": expected ${ENROLLMENT_ROLES.join(' or ')}`);
+  return role;
 }
 
 interface RevokeFlags extends JsonFlag, ConnectionFlags {
@@ -232,6 +253,12 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         .option(
           '--rekey',
           'the node id is enrolled with another key: revoke that key and enroll this one (refused without it)',
+        )
+        .option(
+          '--role <role>',
+          'node (runs workloads, counts for quorums) or client (a tool: syncs and writes, never placed nor counted)',
+          roleOption,
+          'node',
         ),
     ),
   )
@@ -247,6 +274,7 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         seeds: flags.seed,
         overlayIp: flags.overlayIp,
         rekey: flags.rekey === true,
+        role: flags.role,
       });
       let registered = false;
       const { record } = result.bundle;
@@ -283,6 +311,7 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         flags,
         {
           nodeId: record.nodeId,
+          role: roleOf(record),
           peerId: record.peerId,
           overlayIp: record.overlayIp,
           bundle: result.out,
@@ -296,7 +325,9 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
             ...(result.revocation !== null
               ? [`re-key: revoked the previous key of "${record.nodeId}" (${result.revocation.reason})`]
               : []),
-            `enrolled node "${record.nodeId}" with overlay IP ${record.overlayIp}`,
+            isClient(record)
+              ? `enrolled client "${record.nodeId}" with overlay IP ${record.overlayIp} (never placed, never counted for ownership)`
+              : `enrolled node "${record.nodeId}" with overlay IP ${record.overlayIp}`,
             // The proof binds the request to this key; the operator binds the key to the machine.
             `peer id: ${record.peerId} (the request was signed by its key; compare it with \`silo node init\`'s output on the node)`,
             `bundle: ${result.out} (install it as <identity dir>/enrollment.json)`,

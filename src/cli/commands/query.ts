@@ -109,10 +109,14 @@ export function renderNodes(nodes: NodeRow[]): string {
     'DIGESTS',
   ];
   if (swim) header.splice(2, 0, 'SWIM');
+  // Only a cluster with clients (docs/security.md, "Clients") gets the column; agents before roles send none.
+  const roles = nodes.some((n) => n.role === 'client');
+  if (roles) header.splice(1, 0, 'ROLE');
   return table(
     header,
     nodes.map((n) => [
       n.self ? `${n.nodeId}*` : n.nodeId,
+      ...(roles ? [n.role ?? 'node'] : []),
       n.liveness,
       ...(swim ? [n.swim ? n.swim.state : '-'] : []),
       n.overlayIp,

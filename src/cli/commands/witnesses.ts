@@ -7,6 +7,7 @@ import {
   saveWitnessConfig,
   type WitnessConfigVerifier,
 } from '../../identity/org.js';
+import { isClient } from '../../identity/role.js';
 import { changeProblem, MAX_WITNESSES, quorumSize } from '../../ownership/witness-config.js';
 import {
   NodeIdSchema,
@@ -63,6 +64,8 @@ function enrollmentProblem(nodeId: string, nodes: OrgNodes): string | null {
   const revocation = nodes.revoked.get(nodeId);
   if (revocation !== undefined && revocation.revokedAt >= record.issuedAt)
     return `node "${nodeId}" is not an enrolled node of the org (revoked at ${new Date(revocation.revokedAt).toISOString()})`;
+  if (isClient(record))
+    return `node "${nodeId}" is enrolled as a client: clients are never witnesses (docs/security.md, "Clients")`;
   return null;
 }
 
@@ -239,7 +242,7 @@ export function registerWitnessCommands(
   )
     .addHelpText(
       'after',
-      `\nOne witness is added or removed per version (replace one in two steps), at most ${MAX_WITNESSES},\neach an enrolled, unrevoked node of the org. With --socket or --url the new version is\nhanded to that running agent, which gossips it. Before the next change, check that\n\`silo witnesses\` on every witness shows the new version with every witness alive,\nthen wait one lease length.`,
+      `\nOne witness is added or removed per version (replace one in two steps), at most ${MAX_WITNESSES},\neach an enrolled, unrevoked node of the org (never a client). With --socket or --url the new version is\nhanded to that running agent, which gossips it. Before the next change, check that\n\`silo witnesses\` on every witness shows the new version with every witness alive,\nthen wait one lease length.`,
     )
     .action(async (nodeIds: string[], flags: SetFlags) => {
       const result = await setWitnesses({ orgDir: flags.org, nodeIds, readOrgNodes });

@@ -79,7 +79,9 @@ function holderOf(holders: PlacementInput['holders'], workload: string): HolderR
  *    score that still has room for cpus, memory and scratch.
  */
 export function place(input: PlacementInput): PlacementResult {
-  const nodes = checkNodes(input.nodes);
+  // Clients are never placed (docs/protocol.md, "Enrollment roles"): for
+  // placement they are not there at all, as if not enrolled.
+  const nodes = checkNodes(input.nodes).filter((node) => node.role !== 'client');
   const specs = checkSpecs(input.specs);
   const used = new Map<string, Units>(
     nodes.map((node) => [node.nodeId, { milliCpus: 0, memoryMb: 0, scratchMb: 0 }]),
@@ -198,6 +200,8 @@ function checkNodes(nodes: readonly PlacementNode[]): PlacementNode[] {
     }
     if (typeof node.draining !== 'boolean')
       throw new TypeError(`place: node ${node.nodeId} draining must be a boolean`);
+    if (node.role !== undefined && node.role !== 'node' && node.role !== 'client')
+      throw new TypeError(`place: node ${node.nodeId} role must be "node" or "client"`);
   }
   return [...nodes].sort((a, b) => compareAsc(a.nodeId, b.nodeId));
 }

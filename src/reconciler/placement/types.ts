@@ -1,4 +1,11 @@
-import type { Capacity, ObservedStatus, Phase, SnapshotRef, WorkloadSpec } from '../../state/schemas.js';
+import type {
+  Capacity,
+  EnrollmentRole,
+  ObservedStatus,
+  Phase,
+  SnapshotRef,
+  WorkloadSpec,
+} from '../../state/schemas.js';
 
 /**
  * Shared input and output shapes of the pure placement, ownership and move
@@ -25,6 +32,12 @@ export interface PlacementNode {
   labels: Readonly<Record<string, string>>;
   /** Operator drain flag: no new workloads, and its workloads move away one by one. */
   draining: boolean;
+  /**
+   * Enrollment role (docs/protocol.md, "Enrollment roles"); absent = node. A
+   * `client` is never chosen and holds nothing sticky: the agent leaves
+   * clients out of the input already, this keeps the rule in the pure core.
+   */
+  role?: EnrollmentRole;
 }
 
 /** nodeId → liveness. A node missing from the map counts as dead (never heard). */
@@ -82,7 +95,7 @@ export type Assignment =
 export interface PlacementResult {
   /** workload name → assignment, in workload name order. */
   assignments: ReadonlyMap<string, Assignment>;
-  /** nodeId → capacity taken by the workloads assigned to it, in node id order (every input node). */
+  /** nodeId → capacity taken by the workloads assigned to it, in node id order (every input node but clients). */
   used: ReadonlyMap<string, Capacity>;
 }
 
