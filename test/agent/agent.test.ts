@@ -120,12 +120,18 @@ describe('enrolled agents on loopback', () => {
       reason: 'decommissioned',
     });
     first.enrollment.revoke(revocation);
+    // The revoked node, once handed its revocation, closes its side too; so
+    // wait for the revocation itself everywhere, not only for the closes.
     await waitFor(
-      'others closed their connections to the revoked node',
-      () => others.every((a) => !a.gossip.peers().includes(victim.gossip.peerId)),
+      'others dropped the revoked node and closed their connections to it',
+      () =>
+        others.every(
+          (a) =>
+            !a.trust?.active().byNodeId.has('node-c') && !a.gossip.peers().includes(victim.gossip.peerId),
+        ),
       10_000,
     );
-    for (const agent of others) assert.ok(!agent.trust?.active().byNodeId.has('node-c'));
+    await waitFor('the revoked node knows it', () => victim.revocationOfSelf()?.reason === 'decommissioned');
     victim.workloads.put(spec('from-revoked'));
     await new Promise((resolve) => setTimeout(resolve, 1500));
     for (const agent of others) assert.equal(agent.workloads.get('from-revoked'), undefined);
