@@ -321,6 +321,8 @@ export class AntiEntropy {
     const partial = new Map<DocName, { parts: Uint8Array[]; bytes: number }>();
     /** Bytes of step 2 received so far per document, over all its slices. */
     const received = new Map<DocName, number>();
+    /** Documents whose step 2 arrives in slices. */
+    const sliced = new Set<DocName>();
     /** Sends `update` in frames of at most maxUpdateBytes, the last with `next` when another update follows. */
     const sendUpdate = (doc: DocName, update: Uint8Array, next: boolean): void => {
       const part = this.state.maxUpdateBytes;
@@ -398,8 +400,13 @@ export class AntiEntropy {
           partial.delete(frame.doc);
           if (frame.next !== true) awaitingStep2.delete(frame.doc);
           const update = parts.parts.length === 1 ? frame.update : concatBytes(parts.parts, parts.bytes);
+          // What a catch-up brings is relayed (replicator.ts) up to half the update limit, as an unsliced
+          // step 2 is; slices past that are applied as plain sync, left to the others' own sessions.
+          if (frame.next === true) sliced.add(frame.doc);
+          const pastRelayLimit = sliced.has(frame.doc) && total > this.state.maxUpdateBytes / 2;
+          const applyAs = origin === Origin.catchUp && pastRelayLimit ? Origin.sync : origin;
           try {
-            this.state.applyRemote(frame.doc, update, origin, this.state.maxSyncUpdateBytes);
+            this.state.applyRemote(frame.doc, update, applyAs, this.state.maxSyncUpdateBytes);
           } catch (err) {
             throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
           }
