@@ -29,6 +29,9 @@ export interface SliceLimits {
   structs: number;
 }
 
+/** Rounds of slicing what was written meanwhile before the rest goes in the last slice. */
+const MAX_ROUNDS = 3;
+
 export const DEFAULT_SLICE_LIMITS: SliceLimits = { bytes: 256 * 1024, structs: 2000 };
 
 export interface DiffSlice {
@@ -125,101 +128,115 @@ export function* diffSlices(
   const sent = new Map<number, number>(remote);
   /** Per client, where the diff taken now ends. */
   const end = new Map<number, number>();
-  let total = 0;
-  for (const [client, structs] of store.clients) {
-    const first = structs[0];
-    const last = structs[structs.length - 1];
-    if (!first || !last) continue;
-    const from = Math.max(remote.get(client) ?? 0, first.id.clock);
-    const to = last.id.clock + last.length;
-    if (from >= to) continue;
-    sent.set(client, from);
-    end.set(client, to);
-    total += structs.length - Y.findIndexSS(structs, from);
-  }
-  if (total <= limits.structs) {
+  /** Takes the ends from the store as it is now; returns how many structs lie between `sent` and them. */
+  const measure = (): number => {
+    let total = 0;
+    end.clear();
+    for (const [client, structs] of store.clients) {
+      const first = structs[0];
+      const last = structs[structs.length - 1];
+      if (!first || !last) continue;
+      const from = Math.max(sent.get(client) ?? 0, first.id.clock);
+      const to = last.id.clock + last.length;
+      if (from >= to) continue;
+      sent.set(client, from);
+      end.set(client, to);
+      total += structs.length - Y.findIndexSS(structs, from);
+    }
+    return total;
+  };
+  if (measure() <= limits.structs) {
     yield { update: Y.encodeStateAsUpdate(doc, remoteSv), last: true };
     return;
   }
-  const clients = [...end.keys()];
-  let next = 0;
-  while (next < clients.length) {
-    const runs = new Map<number, Run>();
-    let bytes = 0;
-    let count = 0;
-    /** Adds the struct holding `sent(client)` to the slice; false when the store has none. */
-    const take = (client: number): boolean => {
-      const structs = store.clients.get(client);
-      const clock = sent.get(client) ?? 0;
-      const last = structs?.[structs.length - 1];
-      if (!structs || !last || clock >= last.id.clock + last.length) return false;
-      const struct = structs[Y.findIndexSS(structs, clock)] as Struct;
-      let run = runs.get(client);
-      if (!run) {
-        run = { client, clock, count: 0, encoder: new Y.UpdateEncoderV1() };
-        runs.set(client, run);
-      }
-      const before = encodedLength(run.encoder);
-      struct.write(run.encoder, clock - struct.id.clock);
-      bytes += encodedLength(run.encoder) - before;
-      run.count++;
-      count++;
-      sent.set(client, struct.id.clock + struct.length);
-      return true;
-    };
-    /** Adds `client`'s next struct after whatever it depends on that the receiver lacks. */
-    const takeWithDependencies = (client: number): void => {
-      const stack: Array<{ client: number; until: number }> = [
-        { client, until: (sent.get(client) ?? 0) + 1 },
-      ];
-      const onStack = new Set<number>([client]);
-      while (stack.length > 0) {
-        const top = stack[stack.length - 1] as { client: number; until: number };
-        if ((sent.get(top.client) ?? 0) >= top.until) {
-          stack.pop();
-          onStack.delete(top.client);
-          continue;
-        }
-        const structs = store.clients.get(top.client);
-        const clock = sent.get(top.client) ?? 0;
-        const struct =
-          structs && clock < Y.getState(store, top.client)
-            ? structs[Y.findIndexSS(structs, clock)]
-            : undefined;
-        let blocked: Y.ID | undefined;
-        if (struct) {
-          for (const dep of dependencies(struct as Struct)) {
-            if (dep.client === top.client || onStack.has(dep.client)) continue;
-            if (dep.clock >= (sent.get(dep.client) ?? 0) && dep.clock < Y.getState(store, dep.client)) {
-              blocked = dep;
-              break;
-            }
-          }
-        }
-        if (blocked) {
-          stack.push({ client: blocked.client, until: blocked.clock + 1 });
-          onStack.add(blocked.client);
-        } else if (!take(top.client)) {
-          // Nothing more of it in the store (cannot happen in a consistent store): give up on it.
-          stack.pop();
-          onStack.delete(top.client);
-        }
-      }
-    };
-    while (next < clients.length && bytes < limits.bytes && count < limits.structs) {
-      const client = clients[next] as number;
-      if ((sent.get(client) ?? 0) >= (end.get(client) ?? 0)) {
-        next++;
-        continue;
-      }
-      const before = sent.get(client);
-      takeWithDependencies(client);
-      // The store holds less than its state said (cannot happen in a consistent store): skip the client.
-      if (sent.get(client) === before) next++;
-    }
-    // Each run holds consecutive structs of its client (`take` keeps them so); clients in any order.
-    if (runs.size > 0) yield { update: assemble([...runs.values()]), last: false };
+  // What was written while the slices went out is sliced too, for a few rounds (a document
+  // written to faster than it is sliced would never end); the rest goes in the last slice.
+  for (let round = 0; round < MAX_ROUNDS && (round === 0 || measure() > limits.structs); round++) {
+    yield* slicesUpToEnd();
   }
   // The structs are done; the delete set and whatever arrived meanwhile go in a last slice.
   yield { update: Y.encodeStateAsUpdate(doc, Y.encodeStateVector(sent)), last: true };
+
+  /** Slices of every struct from `sent` to `end`. */
+  function* slicesUpToEnd(): Generator<DiffSlice, void, void> {
+    const clients = [...end.keys()];
+    let next = 0;
+    while (next < clients.length) {
+      const runs = new Map<number, Run>();
+      let bytes = 0;
+      let count = 0;
+      /** Adds the struct holding `sent(client)` to the slice; false when the store has none. */
+      const take = (client: number): boolean => {
+        const structs = store.clients.get(client);
+        const clock = sent.get(client) ?? 0;
+        const last = structs?.[structs.length - 1];
+        if (!structs || !last || clock >= last.id.clock + last.length) return false;
+        const struct = structs[Y.findIndexSS(structs, clock)] as Struct;
+        let run = runs.get(client);
+        if (!run) {
+          run = { client, clock, count: 0, encoder: new Y.UpdateEncoderV1() };
+          runs.set(client, run);
+        }
+        const before = encodedLength(run.encoder);
+        struct.write(run.encoder, clock - struct.id.clock);
+        bytes += encodedLength(run.encoder) - before;
+        run.count++;
+        count++;
+        sent.set(client, struct.id.clock + struct.length);
+        return true;
+      };
+      /** Adds `client`'s next struct after whatever it depends on that the receiver lacks. */
+      const takeWithDependencies = (client: number): void => {
+        const stack: Array<{ client: number; until: number }> = [
+          { client, until: (sent.get(client) ?? 0) + 1 },
+        ];
+        const onStack = new Set<number>([client]);
+        while (stack.length > 0) {
+          const top = stack[stack.length - 1] as { client: number; until: number };
+          if ((sent.get(top.client) ?? 0) >= top.until) {
+            stack.pop();
+            onStack.delete(top.client);
+            continue;
+          }
+          const structs = store.clients.get(top.client);
+          const clock = sent.get(top.client) ?? 0;
+          const struct =
+            structs && clock < Y.getState(store, top.client)
+              ? structs[Y.findIndexSS(structs, clock)]
+              : undefined;
+          let blocked: Y.ID | undefined;
+          if (struct) {
+            for (const dep of dependencies(struct as Struct)) {
+              if (dep.client === top.client || onStack.has(dep.client)) continue;
+              if (dep.clock >= (sent.get(dep.client) ?? 0) && dep.clock < Y.getState(store, dep.client)) {
+                blocked = dep;
+                break;
+              }
+            }
+          }
+          if (blocked) {
+            stack.push({ client: blocked.client, until: blocked.clock + 1 });
+            onStack.add(blocked.client);
+          } else if (!take(top.client)) {
+            // Nothing more of it in the store (cannot happen in a consistent store): give up on it.
+            stack.pop();
+            onStack.delete(top.client);
+          }
+        }
+      };
+      while (next < clients.length && bytes < limits.bytes && count < limits.structs) {
+        const client = clients[next] as number;
+        if ((sent.get(client) ?? 0) >= (end.get(client) ?? 0)) {
+          next++;
+          continue;
+        }
+        const before = sent.get(client);
+        takeWithDependencies(client);
+        // The store holds less than its state said (cannot happen in a consistent store): skip the client.
+        if (sent.get(client) === before) next++;
+      }
+      // Each run holds consecutive structs of its client (`take` keeps them so); clients in any order.
+      if (runs.size > 0) yield { update: assemble([...runs.values()]), last: false };
+    }
+  }
 }

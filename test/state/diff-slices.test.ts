@@ -121,6 +121,25 @@ describe('diffSlices', () => {
     same(doc, target);
   });
 
+  test('what is written while the slices go out is sliced too, not left to one large last slice', () => {
+    const doc = busyDoc(5);
+    const target = new Y.Doc();
+    const limits = { bytes: 4096, structs: 40 };
+    let i = 0;
+    let lastStructs = -1;
+    for (const slice of diffSlices(doc, new Uint8Array([0]), limits)) {
+      Y.applyUpdate(target, slice.update);
+      if (slice.last) lastStructs = Y.decodeUpdate(slice.update).structs.length;
+      // 100 new specs while each of the first five slices goes out.
+      if (i++ < 5)
+        doc.transact(() => {
+          for (let k = 0; k < 100; k++) doc.getMap('specs').set(`burst-${i}-${k}`, k);
+        });
+    }
+    assert.ok(lastStructs >= 0 && lastStructs <= limits.structs, `last slice holds ${lastStructs} structs`);
+    same(doc, target);
+  });
+
   test('property: any document, any limits, any known prefix', () => {
     fc.assert(
       fc.property(
