@@ -4,6 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import type { SliceLimits } from '../state/diff-slices.js';
 import { Listeners } from '../util/listeners.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
 import { DEFAULT_SYNC_GRACE_MS, DigestWatch, type PeerDigestReport } from './digest-watch.js';
@@ -99,6 +100,8 @@ export interface GossipLayerOptions {
   syncGraceMs?: number;
   syncIntervalMs?: number;
   syncTimeoutMs?: number;
+  /** Where a large sync step 2 is cut into slices (src/state/diff-slices.ts); tests lower it. */
+  syncSliceLimits?: SliceLimits;
   incarnation?: number;
   /** Local clock for liveness (injectable so the simulator can skew it). */
   now?: () => number;
@@ -185,6 +188,7 @@ export class GossipLayer {
       state: options.state,
       intervalMs: options.syncIntervalMs,
       timeoutMs: options.syncTimeoutMs,
+      sliceLimits: options.syncSliceLimits,
       isReturningPeer: (peerId) => this.isReturning(peerId),
     });
     this.liveness = new LivenessService({

@@ -7,11 +7,16 @@ import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
  * frame is one msgpack map, sent length-prefixed (unsigned varint).
  */
 export const FrameType = {
-  /** y-protocols sync step 1: "here is my state vector for `doc`". */
+  /**
+   * y-protocols sync step 1: "here is my state vector for `doc`". `slices: true`: "I apply a
+   * step 2 sent as several updates" (a sender that knows slices may then send them).
+   */
   step1: 1,
   /**
    * y-protocols sync step 2: "here is everything you lack in `doc`". An update larger than
    * one frame may carry is sent as consecutive parts, all but the last with `more: true`.
+   * To a peer that announced `slices`, a large diff may go as several complete updates (each
+   * perhaps in parts): the last frame of every update but the last carries `next: true`.
    */
   step2: 2,
   /** The responder already runs a session with the initiator and declines this one. */
@@ -19,8 +24,8 @@ export const FrameType = {
 } as const;
 
 export type SyncFrame =
-  | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array }
-  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array; more?: true }
+  | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array; slices?: true }
+  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array; more?: true; next?: true }
   | { t: typeof FrameType.busy };
 
 /** A frame that breaks the protocol; the session is aborted and nothing of the frame is applied. */
@@ -54,8 +59,11 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
   if (!isDocName(doc))
     throw new SyncProtocolError('malformed', `unknown document ${String(doc).slice(0, 64)}`);
   if (t === FrameType.step1) {
-    const { sv } = value;
+    const { sv, slices } = value;
     if (!(sv instanceof Uint8Array)) throw new SyncProtocolError('malformed', 'step1 sv is not bytes');
+    if (slices !== undefined && slices !== true) {
+      throw new SyncProtocolError('malformed', 'step1 slices is not true');
+    }
     try {
       // Decoded here so that a garbage state vector is a protocol error,
       // not an exception inside encodeDiff.
@@ -63,12 +71,16 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
     } catch (err) {
       throw new SyncProtocolError('malformed', `step1 sv does not decode: ${(err as Error).message}`);
     }
-    return { t, doc, sv };
+    return slices === true ? { t, doc, sv, slices } : { t, doc, sv };
   }
-  const { update, more } = value;
+  const { update, more, next } = value;
   if (!(update instanceof Uint8Array) || update.byteLength === 0) {
     throw new SyncProtocolError('malformed', 'step2 update is not bytes');
   }
   if (more !== undefined && more !== true) throw new SyncProtocolError('malformed', 'step2 more is not true');
-  return more === true ? { t, doc, update, more } : { t, doc, update };
+  if (next !== undefined && next !== true) throw new SyncProtocolError('malformed', 'step2 next is not true');
+  if (more === true && next === true)
+    throw new SyncProtocolError('malformed', 'step2 with both more and next');
+  if (more === true) return { t, doc, update, more };
+  return next === true ? { t, doc, update, next } : { t, doc, update };
 }

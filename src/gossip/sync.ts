@@ -4,6 +4,7 @@ import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import type { SliceLimits } from '../state/diff-slices.js';
 import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
 import { FrameQueue } from './frame-queue.js';
 import { ThrottledLog } from './log-throttle.js';
@@ -46,12 +47,20 @@ export interface AntiEntropyOptions {
    * replicator relays (src/state/names.ts). Default: never.
    */
   isReturningPeer?: (peerId: string) => boolean;
+  /**
+   * Where a large step 2 is cut into slices for a peer that applies them (src/state/diff-slices.ts;
+   * default DEFAULT_SLICE_LIMITS). Tests lower it.
+   */
+  sliceLimits?: SliceLimits;
 }
 
 export const DEFAULT_SYNC_INTERVAL_MS = 30_000;
 export const DEFAULT_SYNC_TIMEOUT_MS = 10_000;
 /** The whole-session cap, in timeouts: bounds a peer that trickles frames just fast enough. */
 export const SESSION_CAP_TIMEOUTS = 12;
+/** Lets timers and I/O run between two slices of a large step 2 (sent or applied). */
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** Frame room around an update (msgpack map keys, type tag, doc name). */
 const FRAME_OVERHEAD_BYTES = 1024;
 
@@ -135,6 +144,7 @@ export class AntiEntropy {
   private readonly timeoutMs: number;
   private readonly maxFrameBytes: number;
   private readonly isReturningPeer: (peerId: string) => boolean;
+  private readonly sliceLimits: SliceLimits | undefined;
   private readonly sessions = new Map<string, Session>();
   private readonly untracked = new Set<Promise<SyncResult>>();
   private readonly openStreams = new Set<Stream>();
@@ -152,6 +162,7 @@ export class AntiEntropy {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SYNC_TIMEOUT_MS;
     this.maxFrameBytes = this.state.maxUpdateBytes + FRAME_OVERHEAD_BYTES;
     this.isReturningPeer = options.isReturningPeer ?? (() => false);
+    this.sliceLimits = options.sliceLimits;
   }
 
   async start(): Promise<void> {
@@ -308,9 +319,25 @@ export class AntiEntropy {
     const awaitingStep2 = new Set<DocName>(DOC_NAMES);
     /** Parts of a step 2 still arriving, per document (see FrameType.step2). */
     const partial = new Map<DocName, { parts: Uint8Array[]; bytes: number }>();
+    /** Bytes of step 2 received so far per document, over all its slices. */
+    const received = new Map<DocName, number>();
+    /** Documents whose step 2 arrives in slices. */
+    const sliced = new Set<DocName>();
+    /** Sends `update` in frames of at most maxUpdateBytes, the last with `next` when another update follows. */
+    const sendUpdate = (doc: DocName, update: Uint8Array, next: boolean): void => {
+      const part = this.state.maxUpdateBytes;
+      for (let at = 0; at < update.byteLength; at += part) {
+        const bytes = update.subarray(at, at + part);
+        if (at + part < update.byteLength) send({ t: FrameType.step2, doc, update: bytes, more: true });
+        else if (next) send({ t: FrameType.step2, doc, update: bytes, next: true });
+        else send({ t: FrameType.step2, doc, update: bytes });
+      }
+    };
     let result: SyncResult;
     try {
-      for (const doc of DOC_NAMES) send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc) });
+      for (const doc of DOC_NAMES) {
+        send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc), slices: true });
+      }
       let declined = false;
       for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: this.maxFrameBytes })) {
         const bytes = chunk.subarray();
@@ -330,17 +357,25 @@ export class AntiEntropy {
           if (!awaitingStep1.delete(frame.doc)) {
             throw new SyncProtocolError('malformed', `second step1 for ${frame.doc}`);
           }
-          const diff = this.state.encodeDiff(frame.doc, frame.sv);
-          if (diff.byteLength > this.state.maxSyncUpdateBytes) {
-            // The peer would reject it; see docs/protocol.md on this limit.
-            throw new SyncProtocolError('oversize', `${frame.doc} diff is ${diff.byteLength} bytes`);
-          }
-          // In parts of at most maxUpdateBytes, the largest frame a peer reads.
-          const part = this.state.maxUpdateBytes;
-          for (let at = 0; at < diff.byteLength; at += part) {
-            const update = diff.subarray(at, at + part);
-            if (at + part < diff.byteLength) send({ t: FrameType.step2, doc: frame.doc, update, more: true });
-            else send({ t: FrameType.step2, doc: frame.doc, update });
+          if (frame.slices === true) {
+            // Slice by slice, letting the loop run between them; the peer applies each as it comes.
+            let total = 0;
+            for (const slice of this.state.encodeDiffSlices(frame.doc, frame.sv, this.sliceLimits)) {
+              total += slice.update.byteLength;
+              if (total > this.state.maxSyncUpdateBytes) {
+                // The peer would reject it; see docs/protocol.md on this limit.
+                throw new SyncProtocolError('oversize', `${frame.doc} diff exceeds ${total} bytes`);
+              }
+              sendUpdate(frame.doc, slice.update, !slice.last);
+              if (!slice.last) await yieldToLoop();
+            }
+          } else {
+            // A peer that knows no slices: the whole diff as one update.
+            const diff = this.state.encodeDiff(frame.doc, frame.sv);
+            if (diff.byteLength > this.state.maxSyncUpdateBytes) {
+              throw new SyncProtocolError('oversize', `${frame.doc} diff is ${diff.byteLength} bytes`);
+            }
+            sendUpdate(frame.doc, diff, false);
           }
           if (awaitingStep1.size === 0) outbox.end();
         } else {
@@ -350,7 +385,9 @@ export class AntiEntropy {
           const parts = partial.get(frame.doc) ?? { parts: [], bytes: 0 };
           parts.parts.push(frame.update);
           parts.bytes += frame.update.byteLength;
-          if (parts.bytes > this.state.maxSyncUpdateBytes) {
+          const total = (received.get(frame.doc) ?? 0) + frame.update.byteLength;
+          received.set(frame.doc, total);
+          if (total > this.state.maxSyncUpdateBytes) {
             throw new SyncProtocolError(
               'oversize',
               `${frame.doc} step2 exceeds ${this.state.maxSyncUpdateBytes} bytes`,
@@ -361,13 +398,20 @@ export class AntiEntropy {
             continue;
           }
           partial.delete(frame.doc);
-          awaitingStep2.delete(frame.doc);
+          if (frame.next !== true) awaitingStep2.delete(frame.doc);
           const update = parts.parts.length === 1 ? frame.update : concatBytes(parts.parts, parts.bytes);
+          // What a catch-up brings is relayed (replicator.ts) up to half the update limit, as an unsliced
+          // step 2 is; slices past that are applied as plain sync, left to the others' own sessions.
+          if (frame.next === true) sliced.add(frame.doc);
+          const pastRelayLimit = sliced.has(frame.doc) && total > this.state.maxUpdateBytes / 2;
+          const applyAs = origin === Origin.catchUp && pastRelayLimit ? Origin.sync : origin;
           try {
-            this.state.applyRemote(frame.doc, update, origin, this.state.maxSyncUpdateBytes);
+            this.state.applyRemote(frame.doc, update, applyAs, this.state.maxSyncUpdateBytes);
           } catch (err) {
             throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
           }
+          // One slice of several: let timers and I/O run before the next.
+          if (frame.next === true) await yieldToLoop();
         }
         if (awaitingStep1.size === 0 && awaitingStep2.size === 0) break;
       }

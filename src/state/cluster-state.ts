@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import * as Y from 'yjs';
 import { Listeners } from '../util/listeners.js';
+import { type DiffSlice, diffSlices, type SliceLimits } from './diff-slices.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
 
@@ -132,6 +133,18 @@ export class ClusterState {
   /** Everything this node has that a peer with state vector `remoteSv` lacks. */
   encodeDiff(name: DocName, remoteSv?: Uint8Array): Uint8Array {
     return Y.encodeStateAsUpdate(this.docs[name], remoteSv);
+  }
+
+  /**
+   * `encodeDiff` as several self-contained updates when it is large (src/state/diff-slices.ts);
+   * the caller may yield to the event loop between slices.
+   */
+  encodeDiffSlices(
+    name: DocName,
+    remoteSv: Uint8Array,
+    limits?: SliceLimits,
+  ): Generator<DiffSlice, void, void> {
+    return diffSlices(this.docs[name], remoteSv, limits);
   }
 
   /**

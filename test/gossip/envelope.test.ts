@@ -160,12 +160,29 @@ describe('sync frames', () => {
       sv: Buffer.from(sv),
     });
     assert.deepEqual(decodeFrame(encodeFrame({ t: FrameType.busy })), { t: 3 });
+    // Slices (docs/protocol.md): `slices` on step 1, `next` on step 2; an older frame without them is unchanged.
+    assert.deepEqual(decodeFrame(encodeFrame({ t: FrameType.step1, doc: 'observed', sv, slices: true })), {
+      t: 1,
+      doc: 'observed',
+      sv: Buffer.from(sv),
+      slices: true,
+    });
+    const update = Y.encodeStateAsUpdate(new Y.Doc());
+    assert.deepEqual(decodeFrame(encodeFrame({ t: FrameType.step2, doc: 'workloads', update, next: true })), {
+      t: 2,
+      doc: 'workloads',
+      update: Buffer.from(update),
+      next: true,
+    });
     const bad = [
       Uint8Array.from([0xc1]),
       pack({ t: 9 }),
       pack({ t: 1, doc: 'nope', sv }),
       pack({ t: 1, doc: 'observed', sv: Uint8Array.from([0xff, 0xff, 0xff]) }),
       pack({ t: 2, doc: 'observed', update: new Uint8Array() }),
+      pack({ t: 1, doc: 'observed', sv, slices: 1 }),
+      pack({ t: 2, doc: 'observed', update: Uint8Array.from([0, 0]), next: false }),
+      pack({ t: 2, doc: 'observed', update: Uint8Array.from([0, 0]), next: true, more: true }),
     ];
     for (const bytes of bad) assert.throws(() => decodeFrame(bytes), SyncProtocolError);
     fc.assert(

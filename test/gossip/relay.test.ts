@@ -93,6 +93,33 @@ describe('relay of what a catch-up brought', () => {
     await waitFor('B caught up with C by its own session', () => readSpec(b, 'big') === big);
   });
 
+  test('a catch-up in slices is relayed only up to half the size limit; the others catch up by sync', async (t) => {
+    const nodes = await startCluster(3, {
+      ...NO_BACKGROUND_SYNC,
+      maxUpdateBytes: 64 * 1024,
+      syncSliceLimits: { bytes: 4096, structs: 20 },
+    });
+    t.after(() => stopAll(nodes));
+    const pad = 'y'.repeat(1024);
+    // About 300 KiB in 300 structs: sent in slices, far above half the limit (32 KiB) in all.
+    const [a, b, c] = await isolateAndWrite(nodes, (c) => {
+      for (let k = 0; k < 300; k++) writeSpec(c, `c-${k}`, `${k}:${pad}`);
+    });
+
+    join(a, c);
+    await waitFor('A caught up with C', () => readSpec(a, 'c-299') === `299:${pad}`);
+    await waitFor(
+      'A relayed the first slices',
+      async () => (await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' })) >= 1,
+    );
+    await sleep(500);
+    assert.equal(readSpec(b, 'c-299'), undefined, 'the slices past half the limit were not relayed');
+
+    join(b, c);
+    await waitFor('B caught up with C by its own session', () => readSpec(b, 'c-299') === `299:${pad}`);
+    for (let k = 0; k < 300; k++) assert.equal(readSpec(b, `c-${k}`), `${k}:${pad}`);
+  });
+
   test('two groups that never heard each other relay what their first session across brought', async (t) => {
     // As when a cluster splits before every node heard every other: no node is dead to
     // anyone, yet each group lacks the other's writes.
