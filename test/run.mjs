@@ -1,10 +1,22 @@
 // Runs every test/**/*.test.ts with node's test runner, one file at a time
 // (Node 20's --test does not expand globs, and agents under test share two
-// cores, so files run serially for stable timings). Extra arguments are
-// passed to node --test (e.g. --test-name-pattern).
+// cores, so files run serially for stable timings). `--unit` runs only the
+// tests that start no cluster (no agent processes, no libp2p cluster, no
+// simulator scenario, no namespaces): the quick loop while developing.
+// Other arguments are passed to node --test (e.g. --test-name-pattern).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+
+/** Files that run clusters, real processes or scenarios (matched against the path). */
+const CLUSTER = [
+  /^test\/(cli|e2e|gossip|agent)\//,
+  /^test\/overlay\/overlay-netns/,
+  /^test\/reconciler\/(loop-|orphans|sandbox|example-counter|scratch|supervisor|image)/,
+  /^test\/sim\/(scenarios-|harness-|sim-)/,
+  /^test\/state\/crash/,
+  /\.property\.test\.ts$/,
+];
 
 function findTests(dir) {
   const found = [];
@@ -16,7 +28,9 @@ function findTests(dir) {
   return found.sort();
 }
 
-const files = findTests('test');
+const args = process.argv.slice(2);
+const unitOnly = args.includes('--unit');
+const files = findTests('test').filter((file) => !unitOnly || !CLUSTER.some((re) => re.test(file)));
 const result = spawnSync(
   process.execPath,
   [
@@ -25,7 +39,7 @@ const result = spawnSync(
     '--test',
     '--test-concurrency=1',
     '--test-timeout=600000',
-    ...process.argv.slice(2),
+    ...args.filter((arg) => arg !== '--unit'),
     ...files,
   ],
   { stdio: 'inherit' },

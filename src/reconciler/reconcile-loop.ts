@@ -36,6 +36,7 @@ import {
 } from './placement/index.js';
 import type { RunnerStatus, ServiceRunner } from './service-runner.js';
 import type { StateSnapshots } from './snapshots.js';
+import { sameObservedStatus } from './status-equality.js';
 
 /**
  * The reconcile loop of one node (docs/placement.md): on every
@@ -1172,7 +1173,7 @@ export class ReconcileLoop {
     if (found === null) return;
     const desired = this.withEpoch(slot.name, found);
     const current = this.options.observed.get(this.nodeId, slot.name);
-    if (current !== undefined && sameStatus(current, desired)) return;
+    if (current !== undefined && sameObservedStatus(current, desired)) return;
     try {
       this.options.observed.setStatus(this.nodeId, slot.name, desired);
     } catch (err) {
@@ -1425,25 +1426,4 @@ function joinReason(first: string | null, second: string | null): string | null 
 
 function truncate(reason: string): string {
   return reason.length <= MAX_REASON ? reason : `${reason.slice(0, MAX_REASON - 3)}...`;
-}
-
-function sameStatus(a: ObservedStatus, b: ObservedStatus): boolean {
-  return (
-    a.phase === b.phase &&
-    a.since === b.since &&
-    a.revision === b.revision &&
-    a.restarts === b.restarts &&
-    a.reason === b.reason &&
-    (a.epoch ?? null) === (b.epoch ?? null) &&
-    a.sandbox === b.sandbox &&
-    a.scratchUsedMb === b.scratchUsedMb &&
-    a.lastExit?.code === b.lastExit?.code &&
-    a.lastExit?.signal === b.lastExit?.signal &&
-    a.lastExit?.at === b.lastExit?.at &&
-    (a.lastExit === null) === (b.lastExit === null) &&
-    a.snapshot?.digest === b.snapshot?.digest &&
-    a.snapshot?.size === b.snapshot?.size &&
-    a.snapshot?.at === b.snapshot?.at &&
-    (a.snapshot === null) === (b.snapshot === null)
-  );
 }
