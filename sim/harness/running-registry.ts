@@ -14,7 +14,9 @@ export type EndKind =
   /** The runner stopped it (SIGTERM, exit): the loop asked for it. */
   | 'stop'
   /** The node died under it (crash): no snapshot, no status written. */
-  | 'kill';
+  | 'kill'
+  /** The process died on its own (the node lives on); its runner starts it again on the same node. */
+  | 'exit';
 
 export interface RunStart {
   kind: 'start';

@@ -198,6 +198,14 @@ export class SimRunner implements ServiceRunner {
     };
     this.procs.set(spec.name, proc);
     this.setPhase(proc, 'pending');
+    await this.launch(proc);
+    this.logger.debug({ workload: spec.name, revision: spec.revision, reason }, 'sim process running');
+    return this.toStatus(proc);
+  }
+
+  /** Spawns `proc`'s process from its STATE_DIRECTORY as it is: starting, then running after startMs. */
+  private async launch(proc: SimProcess): Promise<void> {
+    const spec = proc.spec;
     const dirs = serviceDirs(this.options.dataDir, spec.name);
     await mkdir(dirs.state, { recursive: true });
     await mkdir(dirs.runtime, { recursive: true });
@@ -227,8 +235,39 @@ export class SimRunner implements ServiceRunner {
       );
       proc.writer.unref();
     }
-    this.logger.debug({ workload: spec.name, revision: spec.revision, reason }, 'sim process running');
-    return this.toStatus(proc);
+  }
+
+  /**
+   * The service's process dies on its own (SIGKILL from outside, a bug),
+   * while the node and the agent live on: as the real runtime does for
+   * restart = "always", the runner counts a restart, reports the exit and
+   * starts it again on this node, from the STATE_DIRECTORY it left. False
+   * when it does not run right now.
+   */
+  crashProcess(name: string): boolean {
+    const proc = this.procs.get(name);
+    if (proc === undefined || proc.phase !== 'running' || proc.pid === null || this.dead) return false;
+    if (proc.writer !== null) clearInterval(proc.writer);
+    proc.writer = null;
+    this.options.registry.ended({
+      kind: 'exit',
+      node: this.node,
+      workload: name,
+      pid: proc.pid,
+      stateDigest: null,
+      counter: proc.counter,
+      reason: 'killed by SIGKILL',
+    });
+    proc.pid = null;
+    proc.lastExit = { code: null, signal: 'SIGKILL', at: Math.floor(this.now()) };
+    proc.restarts++;
+    this.setPhase(proc, 'starting', 'restarting after an exit by SIGKILL');
+    // Queued like any operation on it: a stop or a new revision asked meanwhile waits for the restart.
+    void this.serial(name, async () => {
+      if (proc.phase === 'starting' && proc.pid === null && this.procs.get(name) === proc)
+        await this.launch(proc);
+    }).catch((err: unknown) => this.logger.debug({ err, workload: name }, 'sim restart after exit ended'));
+    return true;
   }
 
   private async stopProcess(proc: SimProcess, reason: string): Promise<void> {

@@ -102,7 +102,7 @@ export function parseScenario(text: string, file: string): Scenario {
     }
     if (step.action === 'join') knownNodes += step.count;
     // The witnesses refuse a lease longer than their bound (rule W6): such a workload would never run.
-    const stop = 'workload' in step ? step.workload?.stop_timeout : undefined;
+    const stop = step.action === 'apply' ? step.workload.stop_timeout : undefined;
     if (stop !== undefined && stop > merged.maxStopTimeoutMs) {
       problems.push(
         `${where}: workload stop_timeout (${stop} ms) is above timing.max_stop_timeout (${merged.maxStopTimeoutMs} ms); the witnesses would refuse its lease`,

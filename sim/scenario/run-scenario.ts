@@ -65,7 +65,8 @@ export interface RunMetrics {
   detections: Detection[];
   /** Unplanned moves of persistent workloads and the writes they lost (restored from an older checkpoint). */
   takeovers: { workload: string; from: string; to: string; previousEnd: string; lostWrites: number }[];
-  processes: { starts: number; stops: number; kills: number };
+  /** kills: died with their node; exits: died on their own and were restarted by their runner. */
+  processes: { starts: number; stops: number; kills: number; exits: number };
   network: { bytes: number; connectionsOpened: number; dialsRefused: number };
   load: LoadSample;
 }
@@ -140,7 +141,7 @@ export async function runScenario(scenario: Scenario, options: RunOptions = {}):
         timeline.line(`LIVENESS VIOLATION at ${label}: ${e.problems.slice(0, 3).join('; ')}`);
     },
   });
-  const processCounts = { starts: 0, stops: 0, kills: 0 };
+  const processCounts = { starts: 0, stops: 0, kills: 0, exits: 0 };
   const lastEnd = new Map<string, RunEvent>();
   const unsubscribeRuns = cluster.registry.subscribe((event) => {
     countProcess(processCounts, event);
@@ -467,6 +468,13 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
       for (const name of nodes) cluster.drain(name, !step.undrain);
       return `${step.undrain ? 'undrain' : 'drain'} ${compactNames(nodes)}`;
     }
+    case 'kill-service': {
+      const holders = cluster.registry.runningOn(step.workload).map((p) => p.node);
+      const killed = holders.filter((node) => cluster.runner(node)?.crashProcess(step.workload) === true);
+      return killed.length > 0
+        ? `${step.workload} on ${compactNames(killed)}`
+        : `${step.workload}: not running anywhere`;
+    }
     case 'wait': {
       if (step.until === 'converged') {
         const outcome = await awaitConvergence(cluster, step.timeout);
@@ -530,6 +538,7 @@ function definedLink(latencyMs?: number, jitterMs?: number, lossPct?: number) {
 function countProcess(counts: RunMetrics['processes'], event: RunEvent): void {
   if (event.kind === 'start') counts.starts++;
   else if (event.kind === 'stop') counts.stops++;
+  else if (event.kind === 'exit') counts.exits++;
   else counts.kills++;
 }
 
@@ -548,6 +557,9 @@ function describeRun(event: RunEvent, cluster: SimCluster, lastEnd: Map<string, 
   }
   if (event.kind === 'stop') {
     return `${event.workload}: process stopped on ${event.node} at counter ${event.counter} (${event.reason ?? 'no reason'})`;
+  }
+  if (event.kind === 'exit') {
+    return `${event.workload}: process on ${event.node} died at counter ${event.counter} (${event.reason ?? 'no reason'})`;
   }
   return `${event.workload}: process killed with ${event.node} at counter ${event.counter}`;
 }

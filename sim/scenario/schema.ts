@@ -216,6 +216,12 @@ export const StepSchemas = {
     nodes: Selector,
     undrain: z.boolean().default(false),
   }),
+  /** The workload's process dies on its own (SIGKILL) wherever it runs now; its node and agent live on. */
+  'kill-service': z.strictObject({
+    ...at,
+    action: z.literal('kill-service'),
+    workload: z.string().min(1),
+  }),
   wait: z.strictObject({
     ...at,
     action: z.literal('wait'),

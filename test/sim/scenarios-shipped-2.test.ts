@@ -1,6 +1,6 @@
 import { scenarioTests } from './scenario-tests.js';
 
-scenarioTests(['drain', 'flapping-node', 'restore-wait', 'churn']);
+scenarioTests(['drain', 'flapping-node', 'restore-wait', 'churn', 'service-crash']);
 // Placement on SWIM liveness (heartbeats without acks).
 scenarioTests(['node-crash-swim']);
 // 20 agents on SWIM liveness with the agent's default probe timings: crashes found, a takeover, a return.

@@ -1,4 +1,4 @@
-import type { RunEnd, RunningRegistry, RunStart } from '../running-registry.js';
+import type { EndKind, RunEnd, RunningRegistry, RunStart } from '../running-registry.js';
 import { type InvariantResult, result } from './types.js';
 
 /** The reconcile loop's reason for the holder's stop in a planned move (reconcile-loop.ts, stop-and-release). */
@@ -19,7 +19,7 @@ export interface Takeover {
   to: string;
   at: number;
   /** How the previous process ended: killed with its node, or stopped (fenced, agent stopping). */
-  previousEnd: 'kill' | 'stop';
+  previousEnd: EndKind;
   /** Writes of the previous process the new one does not start with (checkpoint age), >= 0. */
   lostWrites: number;
 }
