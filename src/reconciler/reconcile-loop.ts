@@ -14,7 +14,6 @@ import {
   type WorkloadSpec,
 } from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
-import { CheckpointHistory, replicaNodes } from './checkpoints.js';
 import { ImageRefusedError, type ImageSource } from './image-fetch.js';
 import type { LeaseSource } from './lease.js';
 import { LoopMetrics } from './loop-metrics.js';
@@ -35,6 +34,16 @@ import {
   type ViewEvaluation,
 } from './placement/index.js';
 import type { RunnerStatus, ServiceRunner } from './service-runner.js';
+import { type ClaimState, newSlot, type Slot, type Task } from './slot.js';
+import {
+  blankStatus,
+  joinReason,
+  pendingReportsOf,
+  RUNNING_PHASES,
+  slotStatus,
+  withEpoch,
+} from './slot-status.js';
+import { SnapshotKeeper } from './snapshot-keeper.js';
 import type { StateSnapshots } from './snapshots.js';
 import { sameObservedStatus } from './status-equality.js';
 
@@ -115,56 +124,12 @@ export interface WorkloadLeases {
 /** How the loop stops: hand everything over, or just halt (a crash, as the cluster sees it). */
 export type StopPolicy = 'release' | 'halt';
 
-interface ClaimState {
-  revision: number;
-  restore: Restore;
-  takeoverFrom: string | null;
-  /** Image and state are in place: `start` may run the process. */
-  prepared: boolean;
-}
-
-/** A pending release (stop + snapshot) that must complete even if its first attempt failed. */
-interface ReleaseState {
-  reason: string;
-  snapshot: boolean;
-}
-
-interface Task {
-  kind: string;
-  urgent: boolean;
-  controller: AbortController;
-  done: Promise<void>;
-}
-
-interface Slot {
-  readonly name: string;
-  /** The status the loop writes itself; null while the runner's status is mirrored. */
-  authored: ObservedStatus | null;
-  /** The phase last mirrored from the runner, and since when on the loop's clock. */
-  mirrored: { phase: Phase; since: number } | null;
-  /** Newest checkpoint of the current run, announced as `snapshot` while mirrored. */
-  checkpoint: SnapshotRef | null;
-  lastCheckpointAt: number | null;
-  claim: ClaimState | null;
-  release: ReleaseState | null;
-  /** Shown as the reason while the runner gives none (where the state came from, what was lost). */
-  note: string | null;
-  task: Task | null;
-  error: { what: string; message: string } | null;
-  failures: number;
-  retryAt: number;
-  dropped: boolean;
-}
-
 /** Actions that must not wait behind a pull: they abort it. */
 const URGENT = new Set(['fence-stop', 'yield', 'stop-and-forget']);
-/** Runner phases in which something runs (or is about to). */
-const RUNNING_PHASES = new Set<Phase>(['pending', 'starting', 'running', 'stopping']);
 /** Observed phases whose node ran the workload's current revision (it has the image). */
 const RAN_PHASES = new Set<Phase>(['starting', 'running', 'stopping', 'released', 'failed']);
 /** Phases of this node's entry for which it keeps its witness lease. */
 const LEASED_PHASES = new Set<Phase>(['pulling', 'starting', 'running', 'stopping']);
-const MAX_REASON = 2000;
 
 export class ReconcileLoop {
   readonly nodeId: string;
@@ -173,8 +138,9 @@ export class ReconcileLoop {
   private readonly clock: () => number;
   private readonly timing: OwnershipTiming;
   private readonly metrics: LoopMetrics;
-  private readonly history = new CheckpointHistory();
   private readonly slots = new Map<string, Slot>();
+  /** Checkpoint history, replica pulls, pins and snapshot garbage collection. */
+  private readonly keeper: SnapshotKeeper;
   /** workload → why this node waits (placement's wait actions), for status output. */
   private readonly waits = new Map<string, string>();
   /** Workloads whose `pending` status this node reports for the cluster. */
@@ -183,18 +149,12 @@ export class ReconcileLoop {
   private knownSpecs: Set<string> | null = null;
   /** Deleted workloads whose STATE_DIRECTORY this node still has to empty. */
   private readonly pendingWipes = new Set<string>();
-  private readonly replicaPulls = new Map<string, Promise<void>>();
-  private readonly replicaRetryAt = new Map<string, number>();
-  /** Digests in use by a claim or a replica pull right now: never collected. */
-  private readonly pinned = new Map<string, number>();
   private readonly unsubscribes: (() => void)[] = [];
   private lastNow = 0;
   private lastActions: LocalAction[] = [];
   private lastEvaluation: ViewEvaluation | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
   private debounceTimer: NodeJS.Timeout | null = null;
-  private lastGcAt = 0;
-  private gcRunning = false;
   private running = false;
 
   constructor(options: ReconcileLoopOptions) {
@@ -219,6 +179,17 @@ export class ReconcileLoop {
       phases: () => [...options.observed.listForNode(this.nodeId).values()].map((s) => s.phase),
       checkpointAges: () => this.checkpointAges(),
     });
+    this.keeper = new SnapshotKeeper({
+      nodeId: this.nodeId,
+      snapshots: options.snapshots,
+      observed: options.observed,
+      replicas: this.replicas,
+      gcIntervalMs: options.gcIntervalMs ?? 60_000,
+      now: () => this.now(),
+      logger: this.logger,
+      replicaPulls: this.metrics.replicaPulls,
+      heldDigests: () => this.heldDigests(),
+    });
   }
 
   /**
@@ -230,12 +201,12 @@ export class ReconcileLoop {
     return Math.max(10, Math.min(this.options.tickMs ?? 1000, Math.floor(this.timing.fenceAfterMs / 4)));
   }
 
-  private get checkpointIntervalMs(): number {
-    return this.options.checkpointIntervalMs ?? 30_000;
-  }
-
   private get replicas(): number {
     return this.options.replicas ?? 1;
+  }
+
+  private get checkpointIntervalMs(): number {
+    return this.options.checkpointIntervalMs ?? 30_000;
   }
 
   /**
@@ -290,7 +261,7 @@ export class ReconcileLoop {
       if (slot.task && !slot.task.urgent) slot.task.controller.abort(new Error('agent stopping'));
     }
     await Promise.allSettled([...this.slots.values()].map((slot) => slot.task?.done));
-    await Promise.allSettled([...this.replicaPulls.values()]);
+    await this.keeper.settle();
     if (policy === 'halt' || !wasRunning) {
       this.logger.info({ policy }, 'reconcile loop halted');
       return;
@@ -401,19 +372,18 @@ export class ReconcileLoop {
     }
     this.lastActions = actions;
     this.lastEvaluation = evaluation;
-    this.recordCheckpoints(evaluation);
-    this.pendingReports = this.pendingToReport(view, evaluation);
+    this.keeper.record(evaluation, new Set(specsByName.keys()));
+    this.pendingReports = pendingReportsOf(this.nodeId, view, evaluation, this.timing.deadAfterMs);
     this.waits.clear();
     for (const action of actions) this.dispatch(action, specsByName.get(action.workload), view);
     this.writePendingReports(evaluation, specsByName);
     this.resumeReleases(now);
     this.scheduleCheckpoints(now, specsByName);
-    this.pullReplicas(view, evaluation, specsByName);
+    this.keeper.pullReplicas(view, evaluation, specsByName);
     for (const slot of this.slots.values()) this.writeSlot(slot);
     this.syncLeases(specsByName);
-    this.history.retain(new Set(specsByName.keys()));
     this.wipeDeleted(specsByName);
-    this.maybeCollect(now);
+    this.keeper.maybeCollect(now);
   }
 
   /**
@@ -650,7 +620,7 @@ export class ReconcileLoop {
     slot.error = null;
     slot.mirrored = null;
     const why = takeoverFrom === null ? 'claimed' : `claimed: taking over from ${takeoverFrom} (dead)`;
-    slot.authored = this.blankStatus('pulling', spec.revision, `${why}; ${describeRestore(restore)}`);
+    slot.authored = blankStatus(this.now(), 'pulling', spec.revision, `${why}; ${describeRestore(restore)}`);
     this.writeSlot(slot);
     this.logger.info(
       { workload: spec.name, revision: spec.revision, restore: restore.from, takeoverFrom },
@@ -670,7 +640,7 @@ export class ReconcileLoop {
       this.metrics.actions.inc({ kind: 'image', result: 'refused' });
       this.logger.error({ workload: spec.name, reason: err.message }, 'image refused');
       slot.claim = null;
-      slot.authored = this.blankStatus('failed', spec.revision, err.message);
+      slot.authored = blankStatus(this.now(), 'failed', spec.revision, err.message);
       return false;
     }
     signal.throwIfAborted();
@@ -702,7 +672,7 @@ export class ReconcileLoop {
       case 'snapshot': {
         let from: string | null;
         try {
-          from = await this.withPin(restore.snapshot.digest, () =>
+          from = await this.keeper.withPin(restore.snapshot.digest, () =>
             snapshots.fetch(restore.snapshot.digest, this.snapshotSources(name, restore.nodeId), {
               anyPeer: true,
               signal,
@@ -718,7 +688,7 @@ export class ReconcileLoop {
             spec,
             restore.nodeId,
             what,
-            this.history.olderThan(name, restore.snapshot),
+            this.keeper.history.olderThan(name, restore.snapshot),
             signal,
           );
           return;
@@ -730,13 +700,13 @@ export class ReconcileLoop {
         return;
       }
       case 'checkpoint': {
-        const candidates = [restore.snapshot, ...this.history.olderThan(name, restore.snapshot)];
+        const candidates = [restore.snapshot, ...this.keeper.history.olderThan(name, restore.snapshot)];
         const sources = this.snapshotSources(name, restore.nodeId);
         const failures: string[] = [];
         for (const ref of candidates) {
           signal.throwIfAborted();
           try {
-            const from = await this.withPin(ref.digest, () =>
+            const from = await this.keeper.withPin(ref.digest, () =>
               snapshots.fetch(ref.digest, sources, { anyPeer: true, signal }),
             );
             signal.throwIfAborted();
@@ -809,7 +779,7 @@ export class ReconcileLoop {
     for (const ref of older) {
       signal.throwIfAborted();
       try {
-        await this.withPin(ref.digest, () =>
+        await this.keeper.withPin(ref.digest, () =>
           snapshots.fetch(ref.digest, this.snapshotSources(name, from), { anyPeer: true, signal }),
         );
         signal.throwIfAborted();
@@ -872,7 +842,7 @@ export class ReconcileLoop {
     // The new image first: the old revision keeps running while it is fetched.
     await this.options.images.ensure(spec, this.imageHints(spec), signal);
     signal.throwIfAborted();
-    const current = this.desired(slot) ?? this.blankStatus('starting', spec.revision, null);
+    const current = this.desired(slot) ?? blankStatus(this.now(), 'starting', spec.revision, null);
     const since = this.now();
     slot.authored = {
       ...current,
@@ -904,7 +874,7 @@ export class ReconcileLoop {
     const revision = current?.revision ?? this.specOf(slot.name)?.revision ?? 0;
     if (slot.authored?.phase !== 'stopping') {
       slot.authored = {
-        ...(current ?? this.blankStatus('stopping', revision, null)),
+        ...(current ?? blankStatus(this.now(), 'stopping', revision, null)),
         phase: 'stopping',
         since: this.now(),
         reason: release.reason,
@@ -1010,101 +980,15 @@ export class ReconcileLoop {
     }
   }
 
-  /** Keep a copy of the checkpoints of workloads held elsewhere when this node is one of their replicas. */
-  private pullReplicas(
-    view: LocalView,
-    evaluation: ViewEvaluation,
-    specs: ReadonlyMap<string, WorkloadSpec>,
-  ): void {
-    if (this.replicas <= 0) return;
-    const live = view.nodes.map((n) => n.nodeId).filter((id) => livenessOf(view.liveness, id) !== 'dead');
-    const now = view.now;
-    for (const [key, at] of this.replicaRetryAt) if (at <= now) this.replicaRetryAt.delete(key);
-    for (const [name, holder] of evaluation.holders) {
-      if (specs.get(name)?.scratchClass !== 'persistent') continue;
-      if (holder.nodeId === this.nodeId || holder.stale || holder.snapshot === null) continue;
-      const replicas = replicaNodes(name, holder.nodeId, live, this.replicas);
-      if (!replicas.includes(this.nodeId) || this.replicaPulls.has(name)) continue;
-      const ref = holder.snapshot;
-      const key = `${name}\0${ref.digest}`;
-      if ((this.replicaRetryAt.get(key) ?? 0) > now) continue;
-      const sources = [holder.nodeId, ...replicas.filter((id) => id !== this.nodeId)];
-      const pull = (async () => {
-        if (await this.options.snapshots.has(ref.digest)) return;
-        try {
-          const from = await this.withPin(ref.digest, () =>
-            this.options.snapshots.fetch(ref.digest, sources),
-          );
-          this.metrics.replicaPulls.inc({ result: 'ok' });
-          this.logger.debug({ workload: name, digest: ref.digest, from }, 'checkpoint replica pulled');
-          this.replicaRetryAt.delete(key);
-        } catch (err) {
-          this.metrics.replicaPulls.inc({ result: 'error' });
-          this.replicaRetryAt.set(key, this.now() + 2000);
-          this.logger.debug(
-            { workload: name, digest: ref.digest, err: (err as Error).message },
-            'replica pull failed',
-          );
-        }
-      })().finally(() => this.replicaPulls.delete(name));
-      this.replicaPulls.set(name, pull);
-    }
-  }
-
-  private recordCheckpoints(evaluation: ViewEvaluation): void {
-    for (const [workload, claims] of evaluation.claims) {
-      for (const claim of claims) if (claim.snapshot !== null) this.history.record(workload, claim.snapshot);
-    }
-  }
-
-  private maybeCollect(now: number): void {
-    const interval = this.options.gcIntervalMs ?? 60_000;
-    if (interval <= 0 || this.gcRunning) return;
-    if (this.lastGcAt === 0) this.lastGcAt = now;
-    if (now - this.lastGcAt < interval) return;
-    this.lastGcAt = now;
-    this.gcRunning = true;
-    void this.collect()
-      .catch((err: unknown) => this.logger.warn({ err }, 'snapshot garbage collection failed'))
-      .finally(() => {
-        this.gcRunning = false;
-      });
-  }
-
-  /** Deletes stored snapshots nobody references (observed document, recent checkpoints, in use). */
-  async collect(): Promise<number> {
-    const keep = new Set<string>(this.pinned.keys());
-    for (const digest of this.history.digests()) keep.add(digest);
-    for (const statuses of this.options.observed.listAll().values()) {
-      for (const status of statuses.values()) if (status.snapshot) keep.add(status.snapshot.digest);
-    }
+  /** Snapshots this loop's slots hold: kept by garbage collection. */
+  private *heldDigests(): Iterable<string> {
     for (const slot of this.slots.values()) {
-      if (slot.checkpoint) keep.add(slot.checkpoint.digest);
-      if (slot.authored?.snapshot) keep.add(slot.authored.snapshot.digest);
+      if (slot.checkpoint) yield slot.checkpoint.digest;
+      if (slot.authored?.snapshot) yield slot.authored.snapshot.digest;
     }
-    return this.options.snapshots.gc(keep);
   }
 
   // ---- pending reports --------------------------------------------------------
-
-  /**
-   * A workload no node can take stays `pending` with placement's reason,
-   * written by one node (the first live node in its rendezvous order) so
-   * that every node shows why. Pending holds nothing (rank 0).
-   */
-  private pendingToReport(view: LocalView, evaluation: ViewEvaluation): Set<string> {
-    const out = new Set<string>();
-    if (view.now < view.listeningSince + this.timing.deadAfterMs) return out;
-    const alive = view.nodes.map((n) => n.nodeId).filter((id) => livenessOf(view.liveness, id) === 'alive');
-    for (const [name, assignment] of evaluation.placement.assignments) {
-      if (!('pending' in assignment)) continue;
-      const holder = evaluation.holders.get(name);
-      if (holder !== undefined) continue; // its holder's status says what it is doing
-      if (rankNodes(name, alive)[0] !== this.nodeId) continue;
-      out.add(name);
-    }
-    return out;
-  }
 
   private writePendingReports(evaluation: ViewEvaluation, specs: ReadonlyMap<string, WorkloadSpec>): void {
     for (const name of this.pendingReports) {
@@ -1116,7 +1000,7 @@ export class ReconcileLoop {
       if (slot.authored === null && this.options.runner.status(name) !== null) continue;
       const reason = `not placed: ${assignment.pending}`;
       if (slot.authored?.reason === reason && slot.authored.revision === spec.revision) continue;
-      slot.authored = this.blankStatus('pending', spec.revision, reason);
+      slot.authored = blankStatus(this.now(), 'pending', spec.revision, reason);
     }
     for (const slot of [...this.slots.values()]) {
       if (slot.authored?.phase === 'pending' && slot.task === null && !this.pendingReports.has(slot.name)) {
@@ -1136,42 +1020,15 @@ export class ReconcileLoop {
 
   /** The status this node should show for the workload, or null when it has nothing to say. */
   private desired(slot: Slot): ObservedStatus | null {
-    let status: ObservedStatus;
-    if (slot.authored !== null) {
-      status = slot.authored;
-    } else {
-      const runner = this.options.runner.status(slot.name);
-      if (runner === null) return null;
-      // The runner's `pending` is a moment inside ensureRunning: still a start.
-      const phase: Phase = runner.phase === 'pending' ? 'starting' : runner.phase;
-      if (slot.mirrored?.phase !== phase) slot.mirrored = { phase, since: this.now() };
-      const active = phase === 'running' || phase === 'starting';
-      status = {
-        phase,
-        since: slot.mirrored.since,
-        revision: runner.revision,
-        restarts: runner.restarts,
-        lastExit: runner.lastExit,
-        reason: runner.reason ?? (active ? slot.note : null),
-        sandbox: runner.sandbox,
-        scratchUsedMb: runner.scratchUsedMb,
-        snapshot: slot.checkpoint,
-      };
-    }
-    if (slot.error !== null) {
-      status = {
-        ...status,
-        reason: joinReason(status.reason, `${slot.error.what} failed: ${slot.error.message}; retrying`),
-      };
-    }
-    return status;
+    return slotStatus(slot, this.options.runner.status(slot.name), this.now());
   }
 
   private writeSlot(slot: Slot): void {
     if (slot.dropped) return;
     const found = this.desired(slot);
     if (found === null) return;
-    const desired = this.withEpoch(slot.name, found);
+    const wanted = this.options.leases.wanted().includes(slot.name);
+    const desired = withEpoch(found, wanted ? this.options.leases.status(slot.name) : null);
     const current = this.options.observed.get(this.nodeId, slot.name);
     if (current !== undefined && sameObservedStatus(current, desired)) return;
     try {
@@ -1181,52 +1038,12 @@ export class ReconcileLoop {
     }
   }
 
-  /** The lease ballot as the status's epoch while this node runs an exclusive workload under it. */
-  private withEpoch(name: string, status: ObservedStatus): ObservedStatus {
-    if (!RUNNING_PHASES.has(status.phase) || !this.options.leases.wanted().includes(name)) {
-      if (status.epoch === undefined) return status;
-      const { epoch: _dropped, ...rest } = status;
-      return rest;
-    }
-    const lease = this.options.leases.status(name);
-    if (!lease.held) return status;
-    return { ...status, epoch: lease.ballot };
-  }
-
-  private blankStatus(phase: Phase, revision: number, reason: string | null): ObservedStatus {
-    return {
-      phase,
-      since: this.now(),
-      revision,
-      restarts: 0,
-      lastExit: null,
-      reason: reason === null ? null : truncate(reason),
-      sandbox: null,
-      scratchUsedMb: null,
-      snapshot: null,
-    };
-  }
-
   // ---- slots -------------------------------------------------------------------
 
   private slotFor(name: string): Slot {
     let slot = this.slots.get(name);
     if (slot === undefined) {
-      slot = {
-        name,
-        authored: null,
-        mirrored: null,
-        checkpoint: null,
-        lastCheckpointAt: null,
-        claim: null,
-        release: null,
-        note: null,
-        task: null,
-        error: null,
-        failures: 0,
-        retryAt: 0,
-        dropped: false,
-      };
+      slot = newSlot(name);
       this.slots.set(name, slot);
     }
     return slot;
@@ -1335,17 +1152,6 @@ export class ReconcileLoop {
     return holderDead ? [...ordered, holderId] : [holderId, ...ordered];
   }
 
-  private async withPin<T>(digest: string, work: () => Promise<T>): Promise<T> {
-    this.pinned.set(digest, (this.pinned.get(digest) ?? 0) + 1);
-    try {
-      return await work();
-    } finally {
-      const left = (this.pinned.get(digest) ?? 1) - 1;
-      if (left <= 0) this.pinned.delete(digest);
-      else this.pinned.set(digest, left);
-    }
-  }
-
   private *checkpointAges(): Iterable<[string, number]> {
     const now = this.now();
     for (const slot of this.slots.values()) {
@@ -1417,13 +1223,4 @@ function describeRestore(restore: Restore): string {
     case 'empty':
       return `state: none (${restore.lostStateOf} left no checkpoint; its state is lost)`;
   }
-}
-
-function joinReason(first: string | null, second: string | null): string | null {
-  const parts = [first, second].filter((part): part is string => part !== null && part.length > 0);
-  return parts.length === 0 ? null : truncate(parts.join('; '));
-}
-
-function truncate(reason: string): string {
-  return reason.length <= MAX_REASON ? reason : `${reason.slice(0, MAX_REASON - 3)}...`;
 }
