@@ -10,6 +10,15 @@ export interface CliIo {
 }
 
 export function processIo(): CliIo {
+  // A reader that went away (`silo ... | head`) ends the output, not the
+  // process with a stack trace: stop quietly, as other Unix tools do.
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') > 0) continue;
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   return {
     out: (text) => process.stdout.write(text),
     err: (text) => process.stderr.write(text),

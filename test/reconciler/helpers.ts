@@ -77,7 +77,8 @@ export async function makeHarness(t: TestContextLike, options: HarnessOptions = 
   });
   t.after(async () => {
     await runtime.stopAll('test over');
-    await rm(dataDir, { recursive: true, force: true });
+    // maxRetries: a service stopped a moment ago may still have its log writer closing files.
+    await rm(dataDir, { recursive: true, force: true, maxRetries: 5 });
   });
   return {
     dataDir,

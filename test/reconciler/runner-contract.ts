@@ -169,7 +169,7 @@ export function runnerContract(label: string, make: (t: TestContextLike) => Prom
         .concat('name')
         .sort();
       assert.deepEqual(Object.keys(status).sort(), expected);
-      assert.deepEqual(Object.keys(runner.status('fields') ?? {}).sort(), expected);
+      assert.deepEqual(Object.keys(await running(runner, 'fields', 1)).sort(), expected);
     });
 
     test('listeners hear every change until they unsubscribe; stopAll releases everything', async (t) => {

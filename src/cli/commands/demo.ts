@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type Command, InvalidArgumentError } from 'commander';
 import { loadManifest } from '../../reconciler/manifest.js';
+import { packageRoot } from '../../util/package-root.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { type ClusterSnapshot, DemoCluster } from '../demo/cluster.js';
 import { renderSnapshot, summarize } from '../demo/live-view.js';
@@ -12,9 +12,7 @@ import { EXIT, messageOf } from '../errors.js';
 import { Progress } from '../progress.js';
 import { applyManifest } from './apply.js';
 
-const EXAMPLE_MANIFEST = fileURLToPath(
-  new URL('../../../config/examples/counter/manifest.toml', import.meta.url),
-);
+const exampleManifest = (): string => join(packageRoot(), 'config', 'examples', 'counter', 'manifest.toml');
 const CONVERGE_TIMEOUT_MS = 60_000;
 /** At the end of a timed run: how long the digests may take to meet once more before the run counts as failed. */
 const FINAL_SETTLE_MS = 10_000;
@@ -161,18 +159,18 @@ async function applyExample(
 ): Promise<void> {
   const first = cluster.nodes[0];
   if (!first) return;
-  if (!existsSync(EXAMPLE_MANIFEST)) {
-    if (!flags.json) ctx.note(`no example service at ${EXAMPLE_MANIFEST}; skipping it`);
+  if (!existsSync(exampleManifest())) {
+    if (!flags.json) ctx.note(`no example service at ${exampleManifest()}; skipping it`);
     return;
   }
   progress.step('applying the example service (config/examples/counter)');
   try {
-    const { imagePath } = await loadManifest(EXAMPLE_MANIFEST);
+    const { imagePath } = await loadManifest(exampleManifest());
     // The example ships its image as a tree; build it when the tar the manifest names was not built yet.
-    const tree = join(dirname(EXAMPLE_MANIFEST), 'image');
+    const tree = join(dirname(exampleManifest()), 'image');
     const image = imagePath !== null && !existsSync(imagePath) && existsSync(tree) ? tree : undefined;
     const result = await applyManifest(first.client, {
-      manifestFile: EXAMPLE_MANIFEST,
+      manifestFile: exampleManifest(),
       orgDir: cluster.orgDir,
       image,
     });

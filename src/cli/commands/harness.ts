@@ -1,11 +1,8 @@
 import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Command } from 'commander';
+import { packageRoot } from '../../util/package-root.js';
 import type { CliContext } from '../context.js';
-
-/** The project root (src/cli/commands → ../../..): sim/ and bench/ ship beside src/. */
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /**
  * `silo sim` and `silo bench` run the simulator and the benchmarks
@@ -25,7 +22,7 @@ export function registerHarnessCommands(program: Command, ctx: CliContext): void
       .helpOption(false)
       .argument('[args...]', 'passed through')
       .action(async (args: string[]) => {
-        ctx.exitCode = await runScript(join(ROOT, script), args);
+        ctx.exitCode = await runScript(join(packageRoot(), script), args);
       });
   }
 }
@@ -34,7 +31,8 @@ function runScript(script: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
       stdio: 'inherit',
-      cwd: ROOT,
+      // sim/ and bench/ ship beside src/ and run from the package root.
+      cwd: packageRoot(),
     });
     child.once('error', reject);
     child.once('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));

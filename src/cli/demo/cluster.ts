@@ -2,10 +2,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify as toToml } from 'smol-toml';
 import type { WorkloadRow } from '../../agent/api/views.js';
 import { NODE_FILES } from '../../identity/node-identity.js';
+import { packageRoot } from '../../util/package-root.js';
 import { sleep } from '../../util/sleep.js';
 import { ApiClient } from '../api-client.js';
 import { signRequest } from '../commands/ca.js';
@@ -14,7 +14,7 @@ import { initOrg } from '../commands/org.js';
 import type { StatusResponse } from '../commands/query.js';
 import { freeLoopbackPorts } from './free-port.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/silo.js', import.meta.url));
+const binPath = (): string => join(packageRoot(), 'bin', 'silo.js');
 
 export interface DemoNode {
   nodeId: string;
@@ -230,7 +230,7 @@ export class DemoCluster {
   private spawn(node: DemoNode): void {
     const log = openSync(node.logFile, 'a');
     try {
-      const child = spawn(process.execPath, [BIN, 'agent', '--config', node.configFile], {
+      const child = spawn(process.execPath, [binPath(), 'agent', '--config', node.configFile], {
         stdio: ['ignore', log, log],
         env: agentEnv(process.env),
       });
