@@ -107,16 +107,6 @@ describe('web dashboard', { timeout: 300_000 }, () => {
     await remove?.();
   });
 
-  test('config: api.dashboard is off by default and needs api.tcp', async () => {
-    const { parseAgentConfig } = await import('../../src/config/load.js');
-    const minimal = parseAgentConfig({ org: 'o', node: { id: 'n' } }, 'test');
-    assert.equal(minimal.api.dashboard, false);
-    assert.throws(
-      () => parseAgentConfig({ org: 'o', node: { id: 'n' }, api: { dashboard: true } }, 'test'),
-      /api\.dashboard.*needs api\.tcp/s,
-    );
-  });
-
   test('off by default: no /dashboard/ on a TCP listener without api.dashboard', async () => {
     assert.equal((await get(`${base(1)}/dashboard/`, TOKEN)).status, 404);
     // Without the token even the 404 is not told.
