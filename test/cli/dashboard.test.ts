@@ -225,7 +225,7 @@ describe('web dashboard', { timeout: 300_000 }, () => {
       assert.equal((await workload('web')).holder, moved, 'the page agrees with the API');
       // The page saw the move happen.
       await page.waitForSelector(
-        `#moves li[data-move="web"][data-from="${before.holder}"][data-to="${moved}"]`,
+        `#moves li[data-move="web"][data-kind="move"][data-from="${before.holder}"][data-to="${moved}"]`,
         {
           timeout: 10_000,
         },
