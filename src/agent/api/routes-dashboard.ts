@@ -1,7 +1,14 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { DASHBOARD_CSP, type DashboardAssets } from '../../dashboard/assets.js';
 
-/** Route config of the dashboard's static files: the bearer-token hook lets them through. */
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route the bearer-token hook lets through (control-api.ts): only static files that hold no data. */
+    public?: boolean;
+  }
+}
+
+/** Route config of the dashboard's static files. */
 export const PUBLIC_ROUTE = { public: true } as const;
 
 /**

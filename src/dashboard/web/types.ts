@@ -2,7 +2,7 @@
 /// <reference lib="dom.iterable" />
 // The dashboard runs in a browser: its files need the DOM's types. A lib
 // reference is program-wide in tsc, so node code could name DOM globals
-// too; only src/dashboard/web/ does (biome and review keep it that way).
+// too; test/dashboard/dom-boundary.test.ts keeps them in src/dashboard/web/.
 import type { NodeRow, OwnershipHealth, WorkloadRow } from '../../agent/api/views.js';
 import type { AgentStatus } from '../../agent/node-agent.js';
 import type { ConvergenceEstimate } from '../../agent/peer-digests.js';
