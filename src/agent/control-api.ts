@@ -3,12 +3,14 @@ import { chmod, rm } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { type DashboardAssets, loadDashboardAssets } from '../dashboard/assets.js';
 import { DEFAULT_MAX_STOP_TIMEOUT_MS } from '../ownership/lease-bounds.js';
 import type { ImageStore } from '../reconciler/image-store.js';
 import { InvalidRecordError } from '../state/record-check.js';
 import type { RouteContext } from './api/context.js';
 import { ApiError, badRequest, codeForStatus, errorBody } from './api/errors.js';
 import { registerClusterRoutes } from './api/routes-cluster.js';
+import { registerDashboardRoutes } from './api/routes-dashboard.js';
 import { registerImageRoutes } from './api/routes-images.js';
 import { registerLogRoutes } from './api/routes-logs.js';
 import { registerStreamRoutes } from './api/routes-streams.js';
@@ -27,6 +29,8 @@ export interface ControlApiOptions {
   socketPath: string;
   /** Optional loopback TCP listener; every request must carry `Authorization: Bearer <token>`. */
   tcp?: { host: string; port: number; token: string };
+  /** Serve the web dashboard under /dashboard/ on the TCP listener (api.dashboard; needs `tcp`). */
+  dashboard?: boolean;
   dataDir: string;
   caPublicKey?: string;
   overlayCidr?: string;
@@ -53,13 +57,14 @@ export class ControlApi {
   private constructor(
     private readonly options: ControlApiOptions,
     ctx: RouteContext,
+    dashboard: DashboardAssets | null,
   ) {
     this.socketPath = options.socketPath;
     // Both listeners share the context's set of open streams, so close() ends them all.
     this.streams = ctx.streams;
     this.logger = options.logger.child({ component: 'api' });
-    this.apps = [buildApp(ctx, this.logger, null)];
-    if (options.tcp) this.apps.push(buildApp(ctx, this.logger, options.tcp.token));
+    this.apps = [buildApp(ctx, this.logger, null, null)];
+    if (options.tcp) this.apps.push(buildApp(ctx, this.logger, options.tcp.token, dashboard));
   }
 
   static async start(options: ControlApiOptions): Promise<ControlApi> {
@@ -75,7 +80,13 @@ export class ControlApi {
       maxStopTimeoutMs: options.maxStopTimeoutMs ?? DEFAULT_MAX_STOP_TIMEOUT_MS,
       streams,
     };
-    const api = new ControlApi(options, ctx);
+    if (options.dashboard && !options.tcp) {
+      // The config schema refuses this too; a caller of this class must not get a silent no-op.
+      throw new Error('the dashboard needs the TCP listener (api.tcp)');
+    }
+    // Bundled before listening: a broken front end fails the start, not the first page view.
+    const dashboard = options.dashboard ? await loadDashboardAssets() : null;
+    const api = new ControlApi(options, ctx, dashboard);
     try {
       await api.listen();
     } catch (err) {
@@ -98,6 +109,12 @@ export class ControlApi {
       this.tcpAddress = { host: this.options.tcp.host, port };
     }
     this.logger.info({ socket: this.socketPath, tcp: this.tcpAddress }, 'control API listening');
+    if (this.options.dashboard && this.tcpAddress) {
+      this.logger.info(
+        { url: `http://${this.tcpAddress.host}:${this.tcpAddress.port}/dashboard/` },
+        'dashboard served (the page asks for the api.token_file token)',
+      );
+    }
   }
 
   /** Ends open streams, stops accepting, removes the socket file. */
@@ -109,7 +126,12 @@ export class ControlApi {
   }
 }
 
-function buildApp(ctx: RouteContext, logger: Logger, token: string | null): FastifyInstance {
+function buildApp(
+  ctx: RouteContext,
+  logger: Logger,
+  token: string | null,
+  dashboard: DashboardAssets | null,
+): FastifyInstance {
   const app = Fastify({
     // Requests are logged at debug by the hook below; fastify's own info-level lines would flood the agent log.
     logger: false,
@@ -121,6 +143,8 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
   if (token !== null) {
     const expected = digestOf(token);
     app.addHook('onRequest', async (request, reply) => {
+      // The dashboard's static files hold no data (routes-dashboard.ts); everything else needs the token.
+      if (request.routeOptions.config?.public === true) return;
       const header = request.headers.authorization ?? '';
       const match = /^Bearer (.+)$/.exec(header);
       // Compare fixed-length digests: timing reveals neither the token nor its length.
@@ -186,6 +210,7 @@ function buildApp(ctx: RouteContext, logger: Logger, token: string | null): Fast
   registerLogRoutes(app, ctx);
   registerImageRoutes(app, ctx);
   registerWitnessRoutes(app, ctx);
+  if (dashboard !== null) registerDashboardRoutes(app, dashboard);
   return app;
 }
 

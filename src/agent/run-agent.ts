@@ -152,6 +152,7 @@ export async function startAgent(
       logger,
       socketPath: socketPathOf(config),
       tcp,
+      dashboard: config.api.dashboard,
       dataDir,
       caPublicKey: bundle.caPublicKey,
       overlayCidr: bundle.overlayCidr,

@@ -73,6 +73,11 @@ const ApiSection = z
     /** Optional loopback TCP listener "127.0.0.1:7947"; requires token_file. */
     tcp: z.string().optional(),
     token_file: z.string().optional(),
+    /**
+     * Serve the web dashboard under /dashboard/ on the TCP listener (docs/api.md,
+     * "Dashboard"); needs api.tcp. Its data calls carry the same bearer token.
+     */
+    dashboard: z.boolean().default(false),
   })
   .strict();
 
@@ -206,6 +211,14 @@ export const AgentConfigSchema = z
     }
     if (config.api.tcp && !config.api.token_file) {
       ctx.addIssue({ code: 'custom', path: ['api', 'token_file'], message: 'required when api.tcp is set' });
+    }
+    if (config.api.dashboard && !config.api.tcp) {
+      // The dashboard is a browser page: it needs the loopback TCP listener, the socket is no use to it.
+      ctx.addIssue({
+        code: 'custom',
+        path: ['api', 'dashboard'],
+        message: 'needs api.tcp (and api.token_file): the dashboard is served on the loopback TCP listener',
+      });
     }
     if (config.overlay.mode === 'wireguard' && !config.overlay.interface) {
       ctx.addIssue({

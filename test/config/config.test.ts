@@ -42,6 +42,19 @@ describe('agent config', () => {
     assert.equal(shipped.services.lease, 'swim');
   });
 
+  test('api.dashboard is off by default and needs api.tcp', () => {
+    const unset = writeConfig('dash-unset.toml', 'org = "o"\n[node]\nid = "n"\n');
+    assert.equal(loadAgentConfig(unset, {}).api.dashboard, false);
+    const on = writeConfig(
+      'dash-on.toml',
+      'org = "o"\n[node]\nid = "n"\n[api]\ntcp = "127.0.0.1:7947"\ntoken_file = "/t"\ndashboard = true\n',
+    );
+    assert.equal(loadAgentConfig(on, {}).api.dashboard, true);
+    const alone = writeConfig('dash-alone.toml', 'org = "o"\n[node]\nid = "n"\n[api]\ndashboard = true\n');
+    expectConfigError(() => loadAgentConfig(alone, {}), 'api.dashboard', 'needs api.tcp');
+    expectConfigError(() => loadAgentConfig(unset, { SILO_API_DASHBOARD: 'true' }), 'api.dashboard');
+  });
+
   test('services.lease picks the lease source and rejects unknown ones', () => {
     const ok = writeConfig(
       'lease.toml',
