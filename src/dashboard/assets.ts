@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { join } from 'node:path';
+import { packageRoot } from '../util/package-root.js';
 
 /**
  * The dashboard's static files (docs/api.md, "Dashboard"), held in memory.
@@ -18,14 +18,17 @@ export interface DashboardAssets {
   js: string;
 }
 
-const WEB = new URL('./web/', import.meta.url);
-
 export async function loadDashboardAssets(): Promise<DashboardAssets> {
+  // From the package root, not this module: the agent may run from the CLI
+  // bundle (docs/cli.md, "Start-up"), and the page's sources stay in src/.
+  const web = join(packageRoot(), 'src', 'dashboard', 'web');
+  // Loaded only when the dashboard is on: no agent pays for esbuild otherwise.
+  const { build } = await import('esbuild');
   const [html, css, bundled] = await Promise.all([
-    readFile(new URL('index.html', WEB), 'utf8'),
-    readFile(new URL('style.css', WEB), 'utf8'),
+    readFile(join(web, 'index.html'), 'utf8'),
+    readFile(join(web, 'style.css'), 'utf8'),
     build({
-      entryPoints: [fileURLToPath(new URL('main.ts', WEB))],
+      entryPoints: [join(web, 'main.ts')],
       bundle: true,
       write: false,
       format: 'esm',
