@@ -242,10 +242,27 @@ function activeObserved(agent: NodeAgent): Map<string, Map<string, ObservedStatu
 export function workloadRows(agent: NodeAgent): WorkloadRow[] {
   const observed = activeObserved(agent);
   const loop = agent.reconciler?.loop?.status();
+  const dead = new Set(
+    agent.gossip.detector
+      .view()
+      .filter((m) => m.state === 'dead')
+      .map((m) => m.nodeId),
+  );
   return agent.workloads.list().map((spec) => {
     const here = loop?.workloads.find((w) => w.name === spec.name);
-    return workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null);
+    return workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null, dead);
   });
+}
+
+/**
+ * The reason shown for a workload whose speaking status comes from a node
+ * this agent holds dead: that status is only the node's last word (e.g.
+ * `stopping: agent stopping` from an agent that stopped cleanly), so say so,
+ * with placement's reason when no one else may take it yet.
+ */
+function lastWordOfDead(nodeId: string, status: ObservedStatus, pending: string | null): string {
+  const said = `${status.phase}${status.reason ? `: ${status.reason}` : ''}`;
+  return `${nodeId} is dead; its last status was "${said}"${pending ? `; ${pending}` : ''}`;
 }
 
 export function workloadRow(
@@ -253,6 +270,8 @@ export function workloadRow(
   observed: Map<string, Map<string, ObservedStatus>>,
   lease: WorkloadRow['lease'] = null,
   placement: string | null = null,
+  /** Nodes this agent holds dead: their statuses are their last word, and the reason says so. */
+  dead: ReadonlySet<string> = new Set(),
 ): WorkloadRow {
   const statuses: Record<string, ObservedStatus> = {};
   let best: { nodeId: string; status: ObservedStatus } | null = null;
@@ -260,7 +279,11 @@ export function workloadRow(
     const status = byName.get(spec.name);
     if (!status) continue;
     statuses[nodeId] = status;
-    if (best === null || RANK[status.phase] < RANK[best.status.phase]) best = { nodeId, status };
+    // A live node's status speaks before a dead node's last word, then by phase.
+    const rank = (dead.has(nodeId) ? 100 : 0) + RANK[status.phase];
+    const bestRank =
+      best === null ? Number.POSITIVE_INFINITY : (dead.has(best.nodeId) ? 100 : 0) + RANK[best.status.phase];
+    if (rank < bestRank) best = { nodeId, status };
   }
   const holder = best && HOLDING.includes(best.status.phase) ? best.nodeId : null;
   const pending = placement?.startsWith(PENDING) ? placement.slice(PENDING.length) : null;
@@ -270,7 +293,10 @@ export function workloadRow(
     holder,
     phase: best?.status.phase ?? 'pending',
     restarts: best?.status.restarts ?? 0,
-    reason: best?.status.reason ?? (holder === null ? pending : null),
+    reason:
+      best !== null && dead.has(best.nodeId)
+        ? lastWordOfDead(best.nodeId, best.status, pending)
+        : (best?.status.reason ?? (holder === null ? pending : null)),
     placement,
     statuses,
     epoch: best?.status.epoch ?? null,
