@@ -7,6 +7,7 @@ import type { AgentConfig } from '../config/schema.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { verifyEnrollmentBundle } from '../identity/ca.js';
 import { parseOverlayCidr } from '../identity/ipv4-cidr.js';
+import { parseHostPort } from '../identity/join-token.js';
 import { fileExists, KeyFileError } from '../identity/key-files.js';
 import {
   loadEnrollmentBundle,
@@ -16,7 +17,7 @@ import {
   wgPrivateKeyPath,
   x25519WgKeys,
 } from '../identity/node-identity.js';
-import { ORG_FILES, parsePnetKey } from '../identity/org.js';
+import { loadOrg, ORG_FILES, parsePnetKey } from '../identity/org.js';
 import { isClient } from '../identity/role.js';
 import { OverlayManager } from '../overlay/overlay-manager.js';
 import { ImageStore } from '../reconciler/image-store.js';
@@ -25,6 +26,7 @@ import { ControlApi } from './control-api.js';
 import { heartbeatSchedule } from './heartbeat-schedule.js';
 import { NodeAgent } from './node-agent.js';
 import { PeerDigests } from './peer-digests.js';
+import type { Provisioner } from './provisioner.js';
 import { AgentSetupError } from './setup-error.js';
 
 export { AgentSetupError } from './setup-error.js';
@@ -32,6 +34,8 @@ export { AgentSetupError } from './setup-error.js';
 export interface RunningAgent {
   agent: NodeAgent;
   api: ControlApi;
+  /** The join provisioner, when `[provisioner] org_dir` is set. */
+  provisioner: Provisioner | null;
   config: AgentConfig;
   logger: Logger;
   /** Closes the API, stops the agent and closes its store. Idempotent. */
@@ -144,6 +148,7 @@ export async function startAgent(
         : config.gossip.suspect_after,
   });
   let api: ControlApi | null = null;
+  let provisioner: Provisioner | null = null;
   try {
     await agent.start();
     peerDigests.start();
@@ -162,20 +167,26 @@ export async function startAgent(
       peerDigests,
       maxStopTimeoutMs: config.services.max_stop_timeout,
     });
+    if (config.provisioner.org_dir !== undefined)
+      provisioner = await startProvisioner(config, bundle, agent, api, logger);
   } catch (err) {
+    await api?.close().catch(() => undefined);
     peerDigests.stop();
     await agent.stop().catch(() => undefined);
     throw err;
   }
   const startedApi = api;
+  const startedProvisioner = provisioner;
   let stopping: Promise<void> | null = null;
   return {
     agent,
     api: startedApi,
+    provisioner: startedProvisioner,
     config,
     logger,
     stop() {
       stopping ??= (async () => {
+        await startedProvisioner?.close();
         await startedApi.close();
         peerDigests.stop();
         await agent.stop();
@@ -183,6 +194,76 @@ export async function startAgent(
       return stopping;
     },
   };
+}
+
+/**
+ * `[provisioner]`: the join listener (src/agent/provisioner.ts). Its org dir
+ * must be this agent's org: a provisioner signing for another CA would hand
+ * out bundles its own cluster refuses.
+ */
+async function startProvisioner(
+  config: AgentConfig,
+  bundle: EnrollmentBundle,
+  agent: NodeAgent,
+  api: ControlApi,
+  logger: Logger,
+): Promise<Provisioner> {
+  const orgDir = config.provisioner.org_dir!;
+  let org: Awaited<ReturnType<typeof loadOrg>>;
+  try {
+    org = await loadOrg(orgDir);
+  } catch (err) {
+    throw new AgentSetupError(`provisioner.org_dir: ${(err as Error).message}`);
+  }
+  if (org.info.caPublicKey !== bundle.caPublicKey || org.info.name !== config.org) {
+    throw new AgentSetupError(
+      `provisioner.org_dir = "${orgDir}" is the org "${org.info.name}" with CA ${org.info.caPublicKey}; this agent is enrolled in "${bundle.org}" with CA ${bundle.caPublicKey}`,
+    );
+  }
+  const listen = parseHostPort(config.provisioner.listen);
+  if (listen === null)
+    throw new AgentSetupError(`provisioner.listen = "${config.provisioner.listen}": expected "host:port"`);
+  const { Provisioner } = await import('./provisioner.js');
+  try {
+    return await Provisioner.start({
+      orgDir,
+      host: listen.host,
+      port: listen.port,
+      seeds: () =>
+        config.provisioner.seeds.length > 0
+          ? config.provisioner.seeds
+          : seedAddresses(agent.gossip.multiaddrs()),
+      logger,
+      // What `silo ca sign --socket` does: the record first, then a witness configuration it grew.
+      register: async (signed) => {
+        const record = await api.inject('POST', '/v1/enrollments', signed.bundle.record);
+        if (record.status >= 300) throw new Error(`the agent refused the record: ${apiMessage(record.body)}`);
+        if (signed.witnessesChanged && signed.witnessConfig !== null) {
+          const witnesses = await api.inject('POST', '/v1/witnesses', signed.witnessConfig);
+          if (witnesses.status >= 300)
+            logger.warn(
+              { version: signed.witnessConfig.version, reason: apiMessage(witnesses.body) },
+              'provisioner: the agent refused the new witness configuration (kept in the org dir; `silo ca witnesses submit` hands it over)',
+            );
+        }
+      },
+    });
+  } catch (err) {
+    throw new AgentSetupError(
+      `provisioner.listen = "${config.provisioner.listen}": ${(err as Error).message}`,
+    );
+  }
+}
+
+/** This agent's addresses as seeds: loopback ones only when there is nothing else (a joiner on another host cannot use them). */
+function seedAddresses(addrs: string[]): string[] {
+  const outside = addrs.filter((addr) => !/^\/ip4\/127\.|^\/ip6\/::1\//.test(addr));
+  return outside.length > 0 ? outside : addrs;
+}
+
+function apiMessage(body: unknown): string {
+  const message = (body as { error?: { message?: unknown } } | null)?.error?.message;
+  return typeof message === 'string' ? message : JSON.stringify(body);
 }
 
 async function loadIdentity(dir: string, config: AgentConfig): Promise<NodeIdentity> {

@@ -18,7 +18,7 @@ import {
 } from '../../state/schemas.js';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
-import { CliError, inputError } from '../errors.js';
+import { CliError, EXIT, inputError } from '../errors.js';
 import { collect } from './node.js';
 import { orgWitnessVerifier, registerWitnessCommands, submitWitnessConfig } from './witnesses.js';
 
@@ -58,9 +58,8 @@ export interface SignRequestResult {
   revocation: Revocation | null;
 }
 
-/** Signs an enrollment request into a bundle; the overlay IP is the node's previous one or the lowest free one. */
+/** Signs an enrollment request file into a bundle file (`silo ca sign`); see `signEnrollment`. */
 export async function signRequest(options: SignRequestOptions): Promise<SignRequestResult> {
-  const org = await loadOrg(options.orgDir);
   let request: unknown;
   try {
     request = JSON.parse(await readFile(options.requestFile, 'utf8'));
@@ -70,6 +69,43 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       `${options.requestFile}: ${code ? `cannot read (${code})` : `not JSON (${(err as Error).message})`}`,
     );
   }
+  const signed = await signEnrollment({ ...options, request, source: options.requestFile });
+  await writeFileAtomic(options.out, `${JSON.stringify(signed.bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
+  return { ...signed, out: options.out };
+}
+
+/**
+ * A request for a node id the org has enrolled with another key, without
+ * --rekey: refused (exit code 3), and the provisioner answers 409 with it.
+ */
+export class EnrollmentConflictError extends CliError {
+  constructor(message: string) {
+    super(message, EXIT.input);
+    this.name = 'EnrollmentConflictError';
+  }
+}
+
+export interface SignEnrollmentOptions extends Omit<SignRequestOptions, 'requestFile' | 'out'> {
+  /** The parsed request (what `silo node init` wrote). */
+  request: unknown;
+  /** Where the request came from, for messages (a file name, "join request"). */
+  source: string;
+  /** Labels the CA adds to the request's (a join token's); the CA's value wins on the same key. */
+  labels?: Record<string, string>;
+}
+
+/**
+ * The CA's side of enrollment, shared by `silo ca sign` and the join
+ * provisioner (src/agent/provisioner.ts): checks the request (proof of
+ * possession, an id enrolled with another key), signs it into a bundle (the
+ * overlay IP is the node's previous one or the lowest free one), and records
+ * what it signed in the org dir (issued/, witnesses/, revoked/).
+ */
+export async function signEnrollment(
+  options: SignEnrollmentOptions,
+): Promise<Omit<SignRequestResult, 'out'>> {
+  const org = await loadOrg(options.orgDir);
+  const request = options.request;
   const issued = await issuedRecords(options.orgDir);
   const nodeId = (request as { nodeId?: unknown } | null)?.nodeId;
   const previous = typeof nodeId === 'string' ? issued.get(nodeId) : undefined;
@@ -84,7 +120,7 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
     const revoked = (await revokedRecords(options.orgDir)).get(previous.nodeId);
     const oldKeyRevoked = revoked !== undefined && revoked.revokedAt >= previous.issuedAt;
     if (!oldKeyRevoked && options.rekey !== true) {
-      throw inputError(
+      throw new EnrollmentConflictError(
         `node "${previous.nodeId}" is enrolled with another key (peer id ${previous.peerId}); signing this request would replace a live node's identity. Revoke the old key first (silo ca revoke ${previous.nodeId}), or pass --rekey to revoke it and enroll this key in one step`,
       );
     }
@@ -107,9 +143,10 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       seedRecords: seedRecordsOf(options.seeds, issued),
       issuedAt,
       ...(options.role ? { role: options.role } : {}),
+      ...(options.labels ? { labels: options.labels } : {}),
     });
   } catch (err) {
-    throw inputError(`${options.requestFile}: ${(err as Error).message}`);
+    throw inputError(`${options.source}: ${(err as Error).message}`);
   }
   const current = await currentWitnessConfig(options.orgDir, orgWitnessVerifier(org.info.caPublicKey));
   // A client never becomes a witness: it grants no leases (docs/security.md, "Clients").
@@ -131,11 +168,9 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       PUBLIC_FILE_MODE,
     );
   }
-  await writeFileAtomic(options.out, `${JSON.stringify(bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
   const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
   return {
     bundle,
-    out: options.out,
     pnetKey: (await fileExists(pnetPath)) ? pnetPath : null,
     witnessConfig,
     witnessesChanged,
