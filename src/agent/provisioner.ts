@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { EnrollmentConflictError, type SignEnrollmentOptions, signEnrollment } from '../cli/commands/ca.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import {
   joinKeyOf,
@@ -11,6 +10,12 @@ import {
   TOKEN_ID_PATTERN,
   verifyJoinRequestMac,
 } from '../identity/join-token.js';
+import {
+  EnrollmentConflictError,
+  type SignEnrollmentOptions,
+  type SignEnrollmentResult,
+  signEnrollment,
+} from '../identity/org-signing.js';
 import { loadToken, type StoredToken, saveToken, tokenState } from '../identity/token-store.js';
 import type { WitnessConfigRecord } from '../state/schemas.js';
 import { InputError } from '../util/input-error.js';
@@ -213,7 +218,7 @@ export class Provisioner {
     }
     // The use is spent before anything is signed, so a crash can lose a use but never grant an extra one.
     await saveToken(orgDir, { ...token, usesLeft: token.usesLeft - 1 });
-    let signed: Awaited<ReturnType<typeof signEnrollment>>;
+    let signed: SignEnrollmentResult;
     try {
       signed = await signEnrollment(this.signOptions(token, request));
       await this.options.register?.(signed);
@@ -221,8 +226,7 @@ export class Provisioner {
       await this.refund(token.id);
       if (err instanceof JoinError) throw err;
       if (err instanceof EnrollmentConflictError) throw new JoinError('conflict', err.message);
-      if (err instanceof InputError || (err as { exitCode?: number }).exitCode === 3)
-        throw new JoinError('bad_request', (err as Error).message);
+      if (err instanceof InputError) throw new JoinError('bad_request', (err as Error).message);
       throw err;
     }
     const after = await loadToken(orgDir, token.id);
