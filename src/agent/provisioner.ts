@@ -177,7 +177,9 @@ export class Provisioner {
   private checkRate(remote: string): void {
     const limit = this.options.maxFailuresPerMinute ?? 10;
     const recent = (this.failures.get(remote) ?? []).filter((at) => at > this.now() - 60_000);
-    this.failures.set(remote, recent);
+    // Only addresses with recent refusals are kept: the map stays as small as the guessing is.
+    if (recent.length === 0) this.failures.delete(remote);
+    else this.failures.set(remote, recent);
     if (recent.length >= limit)
       throw new JoinError(
         'rate_limited',

@@ -135,6 +135,15 @@ describe('silo join with a token', () => {
     const res = await joinAs('silo1.bm9wZQ', 'g1');
     assert.equal(res.code, EXIT.input);
     assert.match(res.stderr, /^silo: not a silo join token/);
+    // A host name that is no node id (the default --id) is caught before the provisioner spends a use.
+    const { token, id } = await tokenCreate();
+    const badId = await silo(['join', token, '--dir', join(dir, 'bad', 'identity'), '--id', 'Not_An_Id']);
+    assert.equal(badId.code, EXIT.input);
+    assert.match(badId.stderr, /"Not_An_Id" is not a node id .*: pass --id <node id>/);
+    const list = JSON.parse((await silo(['token', 'list', '--org', orgDir, '--json'])).stdout) as {
+      tokens: { id: string; usesLeft: number }[];
+    };
+    assert.equal(list.tokens.find((t) => t.id === id)?.usesLeft, 1);
   });
 
   test('a token with the wrong secret is refused, and says no more than "not accepted"', async () => {

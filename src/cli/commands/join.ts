@@ -19,6 +19,7 @@ import { fileExists, PUBLIC_FILE_MODE, writeFileAtomic } from '../../identity/ke
 import { NODE_FILES } from '../../identity/node-identity.js';
 import { ORG_FILES, parsePnetKey } from '../../identity/org.js';
 import { parseWireguardEndpoint } from '../../overlay/endpoints.js';
+import { NodeIdSchema } from '../../state/schemas.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { CliError, EXIT, type ExitCode, inputError } from '../errors.js';
 import { collect, initNode, nonNegativeInt, positiveNumber, REQUEST_FILE } from './node.js';
@@ -76,6 +77,10 @@ export async function joinOrg(options: JoinOptions): Promise<JoinResult> {
     if (err instanceof JoinTokenError) throw inputError(err.message);
     throw err;
   }
+  if (!NodeIdSchema.safeParse(options.id).success)
+    throw inputError(
+      `"${options.id}" is not a node id (lowercase letters, digits, "-"): pass --id <node id>`,
+    );
   const init = await initNode({
     dir: options.dir,
     id: options.id,
