@@ -66,6 +66,8 @@ export async function startAgent(
   const bundle = await loadBundle(identityDir, config, identity);
   const psk = await loadPnetKey(identityDir);
   const tcp = await loadTcpListener(config);
+  // Checked before anything starts: a wrong org dir is a setup error, not a half-started agent.
+  const provisionerSetup = await checkProvisioner(config, bundle);
   const dataDir = config.node.data_dir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const registry = new Registry();
@@ -167,8 +169,8 @@ export async function startAgent(
       peerDigests,
       maxStopTimeoutMs: config.services.max_stop_timeout,
     });
-    if (config.provisioner.org_dir !== undefined)
-      provisioner = await startProvisioner(config, bundle, agent, api, logger);
+    if (provisionerSetup !== null)
+      provisioner = await startProvisioner(provisionerSetup, config, agent, api, logger);
   } catch (err) {
     await api?.close().catch(() => undefined);
     peerDigests.stop();
@@ -196,19 +198,23 @@ export async function startAgent(
   };
 }
 
+interface ProvisionerSetup {
+  orgDir: string;
+  host: string;
+  port: number;
+}
+
 /**
  * `[provisioner]`: the join listener (src/agent/provisioner.ts). Its org dir
  * must be this agent's org: a provisioner signing for another CA would hand
  * out bundles its own cluster refuses.
  */
-async function startProvisioner(
+async function checkProvisioner(
   config: AgentConfig,
   bundle: EnrollmentBundle,
-  agent: NodeAgent,
-  api: ControlApi,
-  logger: Logger,
-): Promise<Provisioner> {
-  const orgDir = config.provisioner.org_dir!;
+): Promise<ProvisionerSetup | null> {
+  const orgDir = config.provisioner.org_dir;
+  if (orgDir === undefined) return null;
   let org: Awaited<ReturnType<typeof loadOrg>>;
   try {
     org = await loadOrg(orgDir);
@@ -223,12 +229,23 @@ async function startProvisioner(
   const listen = parseHostPort(config.provisioner.listen);
   if (listen === null)
     throw new AgentSetupError(`provisioner.listen = "${config.provisioner.listen}": expected "host:port"`);
+  return { orgDir, ...listen };
+}
+
+async function startProvisioner(
+  setup: ProvisionerSetup,
+  config: AgentConfig,
+  agent: NodeAgent,
+  api: ControlApi,
+  logger: Logger,
+): Promise<Provisioner> {
+  const { orgDir } = setup;
   const { Provisioner } = await import('./provisioner.js');
   try {
     return await Provisioner.start({
       orgDir,
-      host: listen.host,
-      port: listen.port,
+      host: setup.host,
+      port: setup.port,
       seeds: () =>
         config.provisioner.seeds.length > 0
           ? config.provisioner.seeds

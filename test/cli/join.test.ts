@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cp, readdir, readFile, stat } from 'node:fs/promises';
+import { cp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -10,6 +10,7 @@ import { EXIT } from '../../src/cli/errors.js';
 import { formatJoinToken, newTokenSecret, parseJoinToken } from '../../src/identity/join-token.js';
 import {
   type AgentProcess,
+  agentToml,
   type ClusterNode,
   type RunResult,
   silo,
@@ -226,6 +227,30 @@ describe('silo join with a token', () => {
     } finally {
       await rogue.close();
     }
+  });
+
+  test('an agent whose provisioner.org_dir is another org refuses to start (exit 3)', async () => {
+    const other = join(dir, 'third-org');
+    assert.equal(
+      (await silo(['org', 'init', '--dir', other, '--name', 'acme', '--cidr', '10.62.0.0/24'])).code,
+      0,
+    );
+    const config = join(dir, 'wrong-provisioner.toml');
+    await writeFile(
+      config,
+      agentToml({
+        org: 'acme',
+        // n1's identity: the check runs before the agent opens its store or listens anywhere.
+        node: { id: 'n1', data_dir: n1.dir },
+        provisioner: { org_dir: other, listen: '127.0.0.1:0' },
+      }),
+    );
+    const res = await siloProcess(['agent', '--config', config], {}, 60_000);
+    assert.equal(res.code, EXIT.input, res.stderr);
+    assert.match(
+      res.stderr,
+      /provisioner\.org_dir = ".*third-org" is the org "acme" with CA .*; this agent is enrolled in "acme" with CA /,
+    );
   });
 
   test('an unreachable provisioner exits 4 with a hint', async () => {
