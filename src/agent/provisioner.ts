@@ -35,6 +35,7 @@ export type JoinErrorCode =
   | 'token_expired'
   | 'token_used_up'
   | 'token_revoked'
+  | 'not_found'
   | 'conflict'
   | 'rate_limited'
   | 'internal';
@@ -45,6 +46,7 @@ const STATUS: Record<JoinErrorCode, number> = {
   token_expired: 403,
   token_used_up: 403,
   token_revoked: 403,
+  not_found: 404,
   conflict: 409,
   rate_limited: 429,
   internal: 500,
@@ -123,6 +125,15 @@ export class Provisioner {
       this.logger.error({ err }, 'join failed');
       return send(reply, new JoinError('internal', `internal error: ${err.message}`));
     });
+    this.app.setNotFoundHandler((request, reply) =>
+      send(
+        reply,
+        new JoinError(
+          'not_found',
+          `${request.method} ${request.url}: the provisioner serves only POST /v1/join`,
+        ),
+      ),
+    );
     this.app.post('/v1/join', async (request, reply) => {
       const remote = request.ip;
       this.checkRate(remote);

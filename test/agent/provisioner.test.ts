@@ -128,6 +128,9 @@ describe('join provisioner', () => {
 
   test('malformed bodies are 400s; repeated token refusals from one address are rate-limited', async () => {
     assert.equal((await post({ hello: 1 })).status, 400);
+    const other = await fetch(url.replace('/v1/join', '/v1/status'));
+    assert.equal(other.status, 404);
+    assert.equal(((await other.json()) as { error: { code: string } }).error.code, 'not_found');
     const strict = await Provisioner.start({
       orgDir: dir,
       host: '127.0.0.1',
