@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { cp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -11,6 +12,7 @@ import { formatJoinToken, newTokenSecret, parseJoinToken } from '../../src/ident
 import {
   type AgentProcess,
   agentToml,
+  BIN,
   type ClusterNode,
   type RunResult,
   silo,
@@ -293,6 +295,46 @@ describe('silo join with a token', () => {
     assert.ok(tokenFiles.length >= 5);
     for (const name of tokenFiles)
       assert.equal((await stat(join(orgDir, 'tokens', name))).mode & 0o777, 0o600);
+  });
+
+  test('join --start runs the agent it configured; SIGTERM stops it cleanly', async () => {
+    const { token } = await tokenCreate();
+    const [port] = await freeLoopbackPorts(1);
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'join',
+        token,
+        '--dir',
+        join(dir, 'j2', 'identity'),
+        '--id',
+        'j2',
+        '--endpoint',
+        `/ip4/127.0.0.1/tcp/${port}`,
+        '--start',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SILO_LOG_LEVEL: 'warn', SILO_SOCKET: '' } },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      await waitFor('j2 alive on n1', async () => {
+        const res = await silo(['nodes', '--json', '--socket', n1.socket]);
+        const rows = (JSON.parse(res.stdout) as { nodes: NodeRow[] }).nodes;
+        return rows.find((row) => row.nodeId === 'j2')?.liveness === 'alive';
+      });
+      assert.match(output, new RegExp(`starting: silo agent --config ${join(dir, 'j2', 'agent.toml')}`));
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0, output);
   });
 
   test('bad token create arguments are usage errors', async () => {

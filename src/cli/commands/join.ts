@@ -281,6 +281,7 @@ interface JoinFlags extends JsonFlag {
   dataDir?: string;
   listen: string[];
   overlayInterface?: string;
+  start?: boolean;
 }
 
 export function registerJoinCommand(program: Command, ctx: CliContext): void {
@@ -315,7 +316,8 @@ export function registerJoinCommand(program: Command, ctx: CliContext): void {
       .option(
         '--overlay-interface <name>',
         'run the WireGuard overlay on this interface (overlay.mode = "wireguard")',
-      ),
+      )
+      .option('--start', 'then run the agent in the foreground, as `silo agent --config <agent.toml>` does'),
   ).action(async (tokenText: string, flags: JoinFlags) => {
     if (!Number.isInteger(flags.memoryMb)) throw inputError('--memory-mb must be an integer');
     const result = await joinOrg({
@@ -338,8 +340,12 @@ export function registerJoinCommand(program: Command, ctx: CliContext): void {
         `  peer id  ${result.peerId}`,
         `  bundle   ${result.bundle}${result.swarmKey ? ` (and ${result.swarmKey})` : ''}`,
         `  config   ${result.config}${result.configWritten ? '' : ' (exists: kept as it is)'}`,
-        `start it: ${result.command}`,
+        flags.start === true ? `starting: ${result.command}` : `start it: ${result.command}`,
       ].join('\n'),
     );
+    if (flags.start === true) {
+      const { runAgentForeground } = await import('./agent.js');
+      await runAgentForeground(result.config, ctx.env);
+    }
   });
 }
