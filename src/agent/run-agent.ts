@@ -240,7 +240,7 @@ async function startProvisioner(
   logger: Logger,
 ): Promise<Provisioner> {
   const { orgDir } = setup;
-  const { Provisioner } = await import('./provisioner.js');
+  const { JoinError, Provisioner } = await import('./provisioner.js');
   try {
     return await Provisioner.start({
       orgDir,
@@ -254,7 +254,11 @@ async function startProvisioner(
       // What `silo ca sign --socket` does: the record first, then a witness configuration it grew.
       register: async (signed) => {
         const record = await api.inject('POST', '/v1/enrollments', signed.bundle.record);
-        if (record.status >= 300) throw new Error(`the agent refused the record: ${apiMessage(record.body)}`);
+        if (record.status >= 300) {
+          const code =
+            record.status === 409 ? 'conflict' : record.status === 400 ? 'bad_request' : 'internal';
+          throw new JoinError(code, `the cluster refused the signed record: ${apiMessage(record.body)}`);
+        }
         if (signed.witnessesChanged && signed.witnessConfig !== null) {
           const witnesses = await api.inject('POST', '/v1/witnesses', signed.witnessConfig);
           if (witnesses.status >= 300)

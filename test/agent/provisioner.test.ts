@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { Provisioner } from '../../src/agent/provisioner.js';
+import { JoinError, Provisioner } from '../../src/agent/provisioner.js';
 import {
   joinKeyOf,
   joinRequestMac,
@@ -124,6 +124,32 @@ describe('join provisioner', () => {
     assert.equal(conflict.status, 409);
     assert.match((conflict.body.error as { message: string }).message, /enrolled with another key/);
     assert.equal((await loadToken(dir, again.id))?.usesLeft, 1);
+  });
+
+  test('a record the cluster refuses is answered as the cluster said, and the use is given back', async () => {
+    const refusing = await Provisioner.start({
+      orgDir: dir,
+      host: '127.0.0.1',
+      port: 0,
+      seeds: () => [],
+      logger: pino({ level: 'silent' }),
+      register: async () => {
+        throw new JoinError('conflict', 'the cluster refused the signed record: peer id clash');
+      },
+    });
+    try {
+      const token = await newToken(1);
+      const request = await requestFor('k1');
+      const res = await post(
+        { v: 1, tokenId: token.id, request, mac: joinRequestMac(token.key, token.id, request) },
+        `http://127.0.0.1:${refusing.address!.port}/v1/join`,
+      );
+      assert.equal(res.status, 409);
+      assert.match((res.body.error as { message: string }).message, /peer id clash/);
+      assert.equal((await loadToken(dir, token.id))?.usesLeft, 1);
+    } finally {
+      await refusing.close();
+    }
   });
 
   test('malformed bodies are 400s; repeated token refusals from one address are rate-limited', async () => {
