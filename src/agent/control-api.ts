@@ -117,6 +117,21 @@ export class ControlApi {
     }
   }
 
+  /**
+   * Runs one request through the API's own routes, in process (as if it came
+   * on the unix socket): the join provisioner registers what it signed this
+   * way, with exactly the checks `silo ca sign --socket` meets.
+   */
+  async inject(method: 'POST', url: string, json: unknown): Promise<{ status: number; body: unknown }> {
+    const response = await this.apps[0]!.inject({
+      method,
+      url,
+      payload: JSON.stringify(json),
+      headers: { 'content-type': 'application/json' },
+    });
+    return { status: response.statusCode, body: response.json() as unknown };
+  }
+
   /** Ends open streams, stops accepting, removes the socket file. */
   async close(): Promise<void> {
     for (const res of this.streams) res.end();

@@ -7,6 +7,7 @@ import type { AgentConfig } from '../config/schema.js';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { verifyEnrollmentBundle } from '../identity/ca.js';
 import { parseOverlayCidr } from '../identity/ipv4-cidr.js';
+import { parseHostPort } from '../identity/join-token.js';
 import { fileExists, KeyFileError } from '../identity/key-files.js';
 import {
   loadEnrollmentBundle,
@@ -16,7 +17,7 @@ import {
   wgPrivateKeyPath,
   x25519WgKeys,
 } from '../identity/node-identity.js';
-import { ORG_FILES, parsePnetKey } from '../identity/org.js';
+import { loadOrg, ORG_FILES, parsePnetKey } from '../identity/org.js';
 import { isClient } from '../identity/role.js';
 import { OverlayManager } from '../overlay/overlay-manager.js';
 import { ImageStore } from '../reconciler/image-store.js';
@@ -25,6 +26,7 @@ import { ControlApi } from './control-api.js';
 import { heartbeatSchedule } from './heartbeat-schedule.js';
 import { NodeAgent } from './node-agent.js';
 import { PeerDigests } from './peer-digests.js';
+import type { Provisioner } from './provisioner.js';
 import { AgentSetupError } from './setup-error.js';
 
 export { AgentSetupError } from './setup-error.js';
@@ -32,6 +34,8 @@ export { AgentSetupError } from './setup-error.js';
 export interface RunningAgent {
   agent: NodeAgent;
   api: ControlApi;
+  /** The join provisioner, when `[provisioner] org_dir` is set. */
+  provisioner: Provisioner | null;
   config: AgentConfig;
   logger: Logger;
   /** Closes the API, stops the agent and closes its store. Idempotent. */
@@ -62,6 +66,8 @@ export async function startAgent(
   const bundle = await loadBundle(identityDir, config, identity);
   const psk = await loadPnetKey(identityDir);
   const tcp = await loadTcpListener(config);
+  // Checked before anything starts: a wrong org dir is a setup error, not a half-started agent.
+  const provisionerSetup = await checkProvisioner(config, bundle);
   const dataDir = config.node.data_dir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const registry = new Registry();
@@ -144,6 +150,7 @@ export async function startAgent(
         : config.gossip.suspect_after,
   });
   let api: ControlApi | null = null;
+  let provisioner: Provisioner | null = null;
   try {
     await agent.start();
     peerDigests.start();
@@ -163,20 +170,26 @@ export async function startAgent(
       peerDigests,
       maxStopTimeoutMs: config.services.max_stop_timeout,
     });
+    if (provisionerSetup !== null)
+      provisioner = await startProvisioner(provisionerSetup, config, agent, api, logger);
   } catch (err) {
+    await api?.close().catch(() => undefined);
     peerDigests.stop();
     await agent.stop().catch(() => undefined);
     throw err;
   }
   const startedApi = api;
+  const startedProvisioner = provisioner;
   let stopping: Promise<void> | null = null;
   return {
     agent,
     api: startedApi,
+    provisioner: startedProvisioner,
     config,
     logger,
     stop() {
       stopping ??= (async () => {
+        await startedProvisioner?.close();
         await startedApi.close();
         peerDigests.stop();
         await agent.stop();
@@ -184,6 +197,95 @@ export async function startAgent(
       return stopping;
     },
   };
+}
+
+interface ProvisionerSetup {
+  orgDir: string;
+  host: string;
+  port: number;
+}
+
+/**
+ * `[provisioner]`: the join listener (src/agent/provisioner.ts). Its org dir
+ * must be this agent's org: a provisioner signing for another CA would hand
+ * out bundles its own cluster refuses.
+ */
+async function checkProvisioner(
+  config: AgentConfig,
+  bundle: EnrollmentBundle,
+): Promise<ProvisionerSetup | null> {
+  const orgDir = config.provisioner.org_dir;
+  if (orgDir === undefined) return null;
+  let org: Awaited<ReturnType<typeof loadOrg>>;
+  try {
+    org = await loadOrg(orgDir);
+  } catch (err) {
+    throw new AgentSetupError(`provisioner.org_dir: ${(err as Error).message}`);
+  }
+  if (org.info.caPublicKey !== bundle.caPublicKey || org.info.name !== config.org) {
+    throw new AgentSetupError(
+      `provisioner.org_dir = "${orgDir}" is the org "${org.info.name}" with CA ${org.info.caPublicKey}; this agent is enrolled in "${bundle.org}" with CA ${bundle.caPublicKey}`,
+    );
+  }
+  const listen = parseHostPort(config.provisioner.listen);
+  if (listen === null)
+    throw new AgentSetupError(`provisioner.listen = "${config.provisioner.listen}": expected "host:port"`);
+  return { orgDir, ...listen };
+}
+
+async function startProvisioner(
+  setup: ProvisionerSetup,
+  config: AgentConfig,
+  agent: NodeAgent,
+  api: ControlApi,
+  logger: Logger,
+): Promise<Provisioner> {
+  const { orgDir } = setup;
+  const { JoinError, Provisioner } = await import('./provisioner.js');
+  try {
+    return await Provisioner.start({
+      orgDir,
+      host: setup.host,
+      port: setup.port,
+      seeds: () =>
+        config.provisioner.seeds.length > 0
+          ? config.provisioner.seeds
+          : seedAddresses(agent.gossip.multiaddrs()),
+      logger,
+      // What `silo ca sign --socket` does: the record first, then a witness configuration it grew.
+      register: async (signed) => {
+        const record = await api.inject('POST', '/v1/enrollments', signed.bundle.record);
+        if (record.status >= 300) {
+          const code =
+            record.status === 409 ? 'conflict' : record.status === 400 ? 'bad_request' : 'internal';
+          throw new JoinError(code, `the cluster refused the signed record: ${apiMessage(record.body)}`);
+        }
+        if (signed.witnessesChanged && signed.witnessConfig !== null) {
+          const witnesses = await api.inject('POST', '/v1/witnesses', signed.witnessConfig);
+          if (witnesses.status >= 300)
+            logger.warn(
+              { version: signed.witnessConfig.version, reason: apiMessage(witnesses.body) },
+              'provisioner: the agent refused the new witness configuration (kept in the org dir; `silo ca witnesses submit` hands it over)',
+            );
+        }
+      },
+    });
+  } catch (err) {
+    throw new AgentSetupError(
+      `provisioner.listen = "${config.provisioner.listen}": ${(err as Error).message}`,
+    );
+  }
+}
+
+/** This agent's addresses as seeds: loopback ones only when there is nothing else (a joiner on another host cannot use them). */
+function seedAddresses(addrs: string[]): string[] {
+  const outside = addrs.filter((addr) => !/^\/ip4\/127\.|^\/ip6\/::1\//.test(addr));
+  return outside.length > 0 ? outside : addrs;
+}
+
+function apiMessage(body: unknown): string {
+  const message = (body as { error?: { message?: unknown } } | null)?.error?.message;
+  return typeof message === 'string' ? message : JSON.stringify(body);
 }
 
 async function loadIdentity(dir: string, config: AgentConfig): Promise<NodeIdentity> {

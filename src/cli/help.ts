@@ -21,6 +21,13 @@ export const EXAMPLES: Readonly<Record<string, readonly string[]>> = {
     'silo ca sign --org ./acme-org request.json -o bundle.json --seed /ip4/10.42.0.1/tcp/7946/p2p/12D3Koo...',
   ],
   'ca revoke': ['silo ca revoke --org ./acme-org node-7 --reason "disk replaced"'],
+  'token create': [
+    'silo token create --org ./acme-org --provisioner 203.0.113.1:7948 --ttl 1h --label zone=eu-1',
+  ],
+  'token revoke': ['silo token revoke --org ./acme-org 3f2a9c41d07e5b16'],
+  join: [
+    "silo join 'silo1.eyJ2Ijox...' --dir /var/lib/silo/identity --id node-7 --endpoint wg://203.0.113.7:51820",
+  ],
   agent: [
     'silo agent --config /etc/silo/agent.toml',
     'SILO_LOG_LEVEL=debug silo agent --config ./agent.toml',

@@ -20,7 +20,17 @@ export class ConfigError extends InputError {
   }
 }
 
-const SECTIONS = new Set(['node', 'gossip', 'overlay', 'storage', 'api', 'services', 'membership', 'log']);
+const SECTIONS = new Set([
+  'node',
+  'gossip',
+  'overlay',
+  'storage',
+  'api',
+  'services',
+  'membership',
+  'provisioner',
+  'log',
+]);
 const ENV_PREFIX = 'SILO_';
 
 /**

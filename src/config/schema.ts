@@ -129,6 +129,24 @@ const MembershipSection = z
   })
   .strict();
 
+const ProvisionerSection = z
+  .object({
+    /**
+     * The org dir (org.json, ca.key, tokens/) this agent signs joins with;
+     * setting it turns the join provisioner on (docs/operations.md,
+     * "Adding a node"). Off by default: only the CA holder's agent has one.
+     */
+    org_dir: z.string().min(1).optional(),
+    /** host:port of the provisioner's HTTP listener (not the control API). */
+    listen: z
+      .string()
+      .regex(/^(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "host:port"')
+      .default('0.0.0.0:7948'),
+    /** Seed peers put into joiners' bundles (multiaddrs with /p2p/); default: this agent's own addresses. */
+    seeds: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
 const LogSection = z
   .object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -146,6 +164,7 @@ export const AgentConfigSchema = z
     api: ApiSection.prefault({}),
     services: ServicesSection.prefault({}),
     membership: MembershipSection.prefault({}),
+    provisioner: ProvisionerSection.prefault({}),
     log: LogSection.prefault({}),
   })
   .strict()

@@ -242,6 +242,11 @@ export interface IssueOptions {
    * what agents without roles accept.
    */
   role?: EnrollmentRole;
+  /**
+   * Labels the CA adds to the request's (a join token's, docs/protocol.md);
+   * on the same key the CA's value wins: the operator decided it.
+   */
+  labels?: Record<string, string>;
 }
 
 /** Sign an enrollment request into the bundle handed back to the node. */
@@ -266,6 +271,7 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
   const overlayIp = allocateOverlayIp(org.info.overlayCidr, options.allocatedIps, options.overlayIp);
   const record = signEnrollmentRecord(org.caPrivateKey, {
     ...req,
+    labels: { ...req.labels, ...options.labels },
     overlayIp,
     issuedAt: options.issuedAt ?? Date.now(),
     ...(options.role === 'client' ? { role: 'client' as const } : {}),

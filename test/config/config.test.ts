@@ -55,6 +55,25 @@ describe('agent config', () => {
     expectConfigError(() => loadAgentConfig(unset, { SILO_API_DASHBOARD: 'true' }), 'api.dashboard');
   });
 
+  test('[provisioner] is off by default and validates its listen address', () => {
+    const unset = loadAgentConfig(writeConfig('prov-unset.toml', 'org = "o"\n[node]\nid = "n"\n'), {});
+    assert.equal(unset.provisioner.org_dir, undefined);
+    assert.equal(unset.provisioner.listen, '0.0.0.0:7948');
+    const on = writeConfig(
+      'prov-on.toml',
+      'org = "o"\n[node]\nid = "n"\n[provisioner]\norg_dir = "/etc/silo/org"\nlisten = "127.0.0.1:7000"\n',
+    );
+    assert.deepEqual(loadAgentConfig(on, {}).provisioner, {
+      org_dir: '/etc/silo/org',
+      listen: '127.0.0.1:7000',
+      seeds: [],
+    });
+    const bad = writeConfig('prov-bad.toml', 'org = "o"\n[node]\nid = "n"\n[provisioner]\nlisten = "7948"\n');
+    expectConfigError(() => loadAgentConfig(bad, {}), 'provisioner.listen');
+    const typo = writeConfig('prov-typo.toml', 'org = "o"\n[node]\nid = "n"\n[provisioner]\norgdir = "x"\n');
+    expectConfigError(() => loadAgentConfig(typo, {}), 'provisioner');
+  });
+
   test('services.lease picks the lease source and rejects unknown ones', () => {
     const ok = writeConfig(
       'lease.toml',

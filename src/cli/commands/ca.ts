@@ -1,66 +1,49 @@
-import type { KeyObject } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import type { EnrollmentBundle } from '../../identity/bundle.js';
-import { issueEnrollment, signRevocation, signWitnessConfig } from '../../identity/ca.js';
-import { fileExists, PUBLIC_FILE_MODE, writeFileAtomic } from '../../identity/key-files.js';
-import { currentWitnessConfig, loadOrg, ORG_FILES, saveWitnessConfig } from '../../identity/org.js';
-import { ENROLLMENT_ROLES, isClient, parseRole, roleOf } from '../../identity/role.js';
-import { changeProblem, DEFAULT_WITNESS_COUNT } from '../../ownership/witness-config.js';
+import { signRevocation } from '../../identity/ca.js';
+import { PUBLIC_FILE_MODE, writeFileAtomic } from '../../identity/key-files.js';
+import { loadOrg } from '../../identity/org.js';
 import {
-  type EnrollmentRole,
-  type Revocation,
-  RevocationSchema,
-  type SignedEnrollment,
-  SignedEnrollmentSchema,
-  type WitnessConfigRecord,
-} from '../../state/schemas.js';
+  issuedRecords,
+  REVOKED_DIR,
+  revokedRecords,
+  type SignEnrollmentOptions,
+  type SignEnrollmentResult,
+  signEnrollment,
+} from '../../identity/org-signing.js';
+import { ENROLLMENT_ROLES, isClient, parseRole, roleOf } from '../../identity/role.js';
+import { DEFAULT_WITNESS_COUNT } from '../../ownership/witness-config.js';
+import type { EnrollmentRole, Revocation } from '../../state/schemas.js';
 import type { ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
 import { CliError, inputError } from '../errors.js';
 import { collect } from './node.js';
-import { orgWitnessVerifier, registerWitnessCommands, submitWitnessConfig } from './witnesses.js';
+import { registerWitnessCommands, submitWitnessConfig } from './witnesses.js';
 
-/** Every record the CA signed, by node id (`<orgdir>/issued/<nodeId>.json`): the CA's memory of allocated IPs. */
-export const ISSUED_DIR = 'issued';
-export const REVOKED_DIR = 'revoked';
+// Where the CA's side of signing lives now; re-exported for the callers that import it from here.
+export {
+  EnrollmentConflictError,
+  ISSUED_DIR,
+  issuedRecords,
+  nextBootstrapWitnessConfig,
+  REVOKED_DIR,
+  revokedRecords,
+  signEnrollment,
+} from '../../identity/org-signing.js';
 
-export interface SignRequestOptions {
-  orgDir: string;
+/** `silo ca sign`: the request file and where the bundle goes, and what `signEnrollment` takes. */
+export interface SignRequestOptions extends Omit<SignEnrollmentOptions, 'request' | 'source'> {
   requestFile: string;
   out: string;
-  seeds: string[];
-  overlayIp?: string;
-  /**
-   * The node id is enrolled with another key: revoke that key and enroll
-   * this one (a documented re-key). Without it such a request is refused.
-   */
-  rekey?: boolean;
-  /**
-   * What the identity is for (docs/protocol.md, "Enrollment roles"; default
-   * node). The CA decides it, not the request: a `client` is never placed,
-   * never a witness, never counted for ownership.
-   */
-  role?: EnrollmentRole;
 }
 
-export interface SignRequestResult {
-  bundle: EnrollmentBundle;
+export interface SignRequestResult extends SignEnrollmentResult {
   out: string;
-  /** The org has a private-network key that the node needs next to its bundle. */
-  pnetKey: string | null;
-  /** The witness configuration in force after this signing (also in the bundle); null when the org has none. */
-  witnessConfig: WitnessConfigRecord | null;
-  /** This signing issued `witnessConfig` (it added the node as a witness). */
-  witnessesChanged: boolean;
-  /** With `rekey`: the revocation of the node's previous key (submit it before the new record). */
-  revocation: Revocation | null;
 }
 
-/** Signs an enrollment request into a bundle; the overlay IP is the node's previous one or the lowest free one. */
+/** Signs an enrollment request file into a bundle file (`silo ca sign`); see `signEnrollment`. */
 export async function signRequest(options: SignRequestOptions): Promise<SignRequestResult> {
-  const org = await loadOrg(options.orgDir);
   let request: unknown;
   try {
     request = JSON.parse(await readFile(options.requestFile, 'utf8'));
@@ -70,142 +53,9 @@ export async function signRequest(options: SignRequestOptions): Promise<SignRequ
       `${options.requestFile}: ${code ? `cannot read (${code})` : `not JSON (${(err as Error).message})`}`,
     );
   }
-  const issued = await issuedRecords(options.orgDir);
-  const nodeId = (request as { nodeId?: unknown } | null)?.nodeId;
-  const previous = typeof nodeId === 'string' ? issued.get(nodeId) : undefined;
-  // Re-signing a node keeps its address; every other issued address (revoked ones too) stays taken.
-  const allocatedIps = [...issued.values()].filter((r) => r !== previous).map((r) => r.overlayIp);
-  const newPeerId = (request as { peerId?: unknown } | null)?.peerId;
-  let revocation: Revocation | null = null;
-  let issuedAt = Date.now();
-  if (previous !== undefined && typeof newPeerId === 'string' && newPeerId !== previous.peerId) {
-    // Another key for an enrolled node id: signing it would silently take
-    // over the live node's identity (its address, its workloads).
-    const revoked = (await revokedRecords(options.orgDir)).get(previous.nodeId);
-    const oldKeyRevoked = revoked !== undefined && revoked.revokedAt >= previous.issuedAt;
-    if (!oldKeyRevoked && options.rekey !== true) {
-      throw inputError(
-        `node "${previous.nodeId}" is enrolled with another key (peer id ${previous.peerId}); signing this request would replace a live node's identity. Revoke the old key first (silo ca revoke ${previous.nodeId}), or pass --rekey to revoke it and enroll this key in one step`,
-      );
-    }
-    if (!oldKeyRevoked) {
-      revocation = signRevocation(org.caPrivateKey, {
-        nodeId: previous.nodeId,
-        revokedAt: issuedAt,
-        reason: `re-keyed: replaced by peer ${newPeerId}`,
-      });
-    }
-    // The new record must be issued after the revocation, or it is revoked too.
-    issuedAt = Math.max(issuedAt, (revocation ?? revoked)?.revokedAt ?? 0) + 1;
-  }
-  let bundle: EnrollmentBundle;
-  try {
-    bundle = issueEnrollment(org, request, {
-      allocatedIps,
-      overlayIp: options.overlayIp ?? previous?.overlayIp,
-      seedPeers: options.seeds,
-      seedRecords: seedRecordsOf(options.seeds, issued),
-      issuedAt,
-      ...(options.role ? { role: options.role } : {}),
-    });
-  } catch (err) {
-    throw inputError(`${options.requestFile}: ${(err as Error).message}`);
-  }
-  const current = await currentWitnessConfig(options.orgDir, orgWitnessVerifier(org.info.caPublicKey));
-  // A client never becomes a witness: it grants no leases (docs/security.md, "Clients").
-  const witnessConfig = isClient(bundle.record)
-    ? current
-    : nextBootstrapWitnessConfig(org.caPrivateKey, current, bundle.record.nodeId);
-  const witnessesChanged = witnessConfig !== current;
-  if (witnessConfig !== null) bundle = { ...bundle, witnessConfig };
-  await writeFileAtomic(
-    join(options.orgDir, ISSUED_DIR, `${bundle.record.nodeId}.json`),
-    `${JSON.stringify(bundle.record, null, 2)}\n`,
-    PUBLIC_FILE_MODE,
-  );
-  if (witnessesChanged && witnessConfig !== null) await saveWitnessConfig(options.orgDir, witnessConfig);
-  if (revocation !== null) {
-    await writeFileAtomic(
-      join(options.orgDir, REVOKED_DIR, `${revocation.nodeId}.json`),
-      `${JSON.stringify(revocation, null, 2)}\n`,
-      PUBLIC_FILE_MODE,
-    );
-  }
-  await writeFileAtomic(options.out, `${JSON.stringify(bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
-  const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
-  return {
-    bundle,
-    out: options.out,
-    pnetKey: (await fileExists(pnetPath)) ? pnetPath : null,
-    witnessConfig,
-    witnessesChanged,
-    revocation,
-  };
-}
-
-/**
- * While the org has fewer than DEFAULT_WITNESS_COUNT witnesses, each newly
- * signed node becomes one: the next version adds it (one node per version,
- * so every step is a permitted single change; the first node is version 1).
- * Returns `current` itself when nothing changes.
- */
-export function nextBootstrapWitnessConfig(
-  caPrivateKey: KeyObject,
-  current: WitnessConfigRecord | null,
-  nodeId: string,
-): WitnessConfigRecord | null {
-  if (current !== null && current.witnesses.length >= DEFAULT_WITNESS_COUNT) return current;
-  if (current?.witnesses.includes(nodeId)) return current;
-  const next = {
-    version: (current?.version ?? 0) + 1,
-    witnesses: [...(current?.witnesses ?? []), nodeId].sort(),
-    issuedAt: Date.now(),
-  };
-  const problem = changeProblem(current, next);
-  if (problem !== null) throw new Error(`cannot add ${nodeId} as a witness: ${problem}`);
-  return signWitnessConfig(caPrivateKey, next);
-}
-
-/** The issued records of the nodes the seed multiaddrs point at (by their /p2p/ peer id). */
-function seedRecordsOf(seeds: string[], issued: Map<string, SignedEnrollment>): SignedEnrollment[] {
-  const peerIds = new Set(
-    seeds.map((seed) => /\/p2p\/([^/]+)/.exec(seed)?.[1]).filter((id) => id !== undefined),
-  );
-  return [...issued.values()].filter((record) => peerIds.has(record.peerId));
-}
-
-/** Every record the CA signed (`<orgdir>/issued/`), by node id. */
-export async function issuedRecords(orgDir: string): Promise<Map<string, SignedEnrollment>> {
-  const dir = join(orgDir, ISSUED_DIR);
-  const names = await readdir(dir).catch(() => [] as string[]);
-  const out = new Map<string, SignedEnrollment>();
-  for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-    try {
-      const record = SignedEnrollmentSchema.parse(JSON.parse(await readFile(join(dir, name), 'utf8')));
-      out.set(record.nodeId, record);
-    } catch (err) {
-      throw inputError(
-        `${join(dir, name)}: not a signed enrollment record (${(err as Error).message.split('\n')[0]})`,
-      );
-    }
-  }
-  return out;
-}
-
-/** Every revocation the CA signed (`<orgdir>/revoked/`), by node id. */
-export async function revokedRecords(orgDir: string): Promise<Map<string, Revocation>> {
-  const dir = join(orgDir, REVOKED_DIR);
-  const names = await readdir(dir).catch(() => [] as string[]);
-  const out = new Map<string, Revocation>();
-  for (const name of names.filter((n) => n.endsWith('.json')).sort()) {
-    try {
-      const revocation = RevocationSchema.parse(JSON.parse(await readFile(join(dir, name), 'utf8')));
-      out.set(revocation.nodeId, revocation);
-    } catch (err) {
-      throw inputError(`${join(dir, name)}: not a revocation (${(err as Error).message.split('\n')[0]})`);
-    }
-  }
-  return out;
+  const signed = await signEnrollment({ ...options, request, source: options.requestFile });
+  await writeFileAtomic(options.out, `${JSON.stringify(signed.bundle, null, 2)}\n`, PUBLIC_FILE_MODE);
+  return { ...signed, out: options.out };
 }
 
 interface SignFlags extends JsonFlag, ConnectionFlags {

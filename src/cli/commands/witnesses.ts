@@ -1,12 +1,8 @@
 import type { Command } from 'commander';
 import type { WitnessesView } from '../../agent/api/views.js';
-import { signWitnessConfig, verifyWitnessConfigRecord } from '../../identity/ca.js';
-import {
-  loadOrg,
-  readWitnessConfigs,
-  saveWitnessConfig,
-  type WitnessConfigVerifier,
-} from '../../identity/org.js';
+import { signWitnessConfig } from '../../identity/ca.js';
+import { loadOrg, readWitnessConfigs, saveWitnessConfig } from '../../identity/org.js';
+import { orgWitnessVerifier } from '../../identity/org-signing.js';
 import { isClient } from '../../identity/role.js';
 import { changeProblem, MAX_WITNESSES, quorumSize } from '../../ownership/witness-config.js';
 import {
@@ -35,13 +31,8 @@ export interface OrgNodes {
 }
 export type OrgNodesReader = (orgDir: string) => Promise<OrgNodes>;
 
-/** Signature check of the org's witness files against its CA key. */
-export function orgWitnessVerifier(caPublicKey: string): WitnessConfigVerifier {
-  return (record) => {
-    const failure = verifyWitnessConfigRecord(caPublicKey, record);
-    return failure === null ? null : `${failure.reason}: ${failure.message}`;
-  };
-}
+/** Signature check of the org's witness files against its CA key (src/identity/org-signing.ts). */
+export { orgWitnessVerifier };
 
 export interface WitnessSubmitResponse {
   config: { version: number; witnesses: string[]; issuedAt: number };
