@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
-import { availableParallelism, hostname, totalmem } from 'node:os';
+import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { stringify as toToml } from 'smol-toml';
 import type { EnrollmentBundle } from '../../identity/bundle.js';
 import { parseEnrollmentBundle } from '../../identity/bundle.js';
@@ -22,7 +22,14 @@ import { parseWireguardEndpoint } from '../../overlay/endpoints.js';
 import { NodeIdSchema } from '../../state/schemas.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { CliError, EXIT, type ExitCode, inputError } from '../errors.js';
-import { collect, initNode, nonNegativeInt, positiveNumber, REQUEST_FILE } from './node.js';
+import {
+  checkNodeOffer,
+  collect,
+  initNode,
+  type NodeOfferFlags,
+  REQUEST_FILE,
+  withNodeOfferOptions,
+} from './node.js';
 
 /** How the CLI answers each provisioner refusal (docs/cli.md, "Exit codes"). */
 const EXIT_OF_CODE: Record<string, ExitCode> = {
@@ -263,20 +270,9 @@ function defaultNodeId(): string {
   return hostname().split('.')[0]!.toLowerCase();
 }
 
-function label(value: string, previous: Record<string, string>): Record<string, string> {
-  const eq = value.indexOf('=');
-  if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got "${value}"`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-}
-
-interface JoinFlags extends JsonFlag {
+interface JoinFlags extends JsonFlag, NodeOfferFlags {
   dir: string;
   id: string;
-  endpoint: string[];
-  cpus: number;
-  memoryMb: number;
-  scratchMb: number;
-  label: Record<string, string>;
   config?: string;
   dataDir?: string;
   listen: string[];
@@ -286,22 +282,15 @@ interface JoinFlags extends JsonFlag {
 
 export function registerJoinCommand(program: Command, ctx: CliContext): void {
   withJson(
-    program
-      .command('join')
-      .description('enroll this machine with a join token: keys, bundle from the provisioner, agent.toml')
-      .argument('<token>', 'the token `silo token create` printed (silo1.…)')
-      .requiredOption('--dir <identitydir>', 'identity directory to create (keys, enrollment.json)')
-      .option('--id <nodeId>', 'node id, unique in the org (default: this host name)', defaultNodeId())
-      .option('--endpoint <endpoint>', 'wg://host:port or a libp2p multiaddr; repeatable', collect, [])
-      .option('--cpus <n>', 'CPUs offered to services', positiveNumber, availableParallelism())
-      .option(
-        '--memory-mb <n>',
-        'memory offered to services, MiB',
-        positiveNumber,
-        Math.floor(totalmem() / 2 ** 20),
-      )
-      .option('--scratch-mb <n>', 'scratch space offered to services, MiB', nonNegativeInt, 10_240)
-      .option('--label <key=value>', 'placement label; repeatable (the token may add more)', label, {})
+    withNodeOfferOptions(
+      program
+        .command('join')
+        .description('enroll this machine with a join token: keys, bundle from the provisioner, agent.toml')
+        .argument('<token>', 'the token `silo token create` printed (silo1.…)')
+        .requiredOption('--dir <identitydir>', 'identity directory to create (keys, enrollment.json)')
+        .option('--id <nodeId>', 'node id, unique in the org (default: this host name)', defaultNodeId()),
+      'placement label; repeatable (the token may add more)',
+    )
       .option(
         '--config <file>',
         'where to write agent.toml (default: next to the identity dir; kept if it exists)',
@@ -319,7 +308,7 @@ export function registerJoinCommand(program: Command, ctx: CliContext): void {
       )
       .option('--start', 'then run the agent in the foreground, as `silo agent --config <agent.toml>` does'),
   ).action(async (tokenText: string, flags: JoinFlags) => {
-    if (!Number.isInteger(flags.memoryMb)) throw inputError('--memory-mb must be an integer');
+    checkNodeOffer(flags);
     const result = await joinOrg({
       token: tokenText,
       dir: flags.dir,

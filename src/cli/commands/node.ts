@@ -12,6 +12,7 @@ import {
   saveNodeIdentity,
   x25519WgKeys,
 } from '../../identity/node-identity.js';
+import { EnrollmentRecordSchema } from '../../state/schemas.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { inputError } from '../errors.js';
 
@@ -102,47 +103,68 @@ export function nonNegativeInt(value: string): number {
   return n;
 }
 
-function label(value: string, previous: Record<string, string>): Record<string, string> {
+const LabelsSchema = EnrollmentRecordSchema.shape.labels;
+
+/** `--label key=value` (repeatable): checked against the record's label bounds at once. */
+export function labelOption(value: string, previous: Record<string, string>): Record<string, string> {
   const eq = value.indexOf('=');
   if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got "${value}"`);
-  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+  const next = { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+  if (!LabelsSchema.safeParse(next).success)
+    throw new InvalidArgumentError(`label "${value}": keys are 1-63 characters, values at most 253`);
+  return next;
 }
 
-interface NodeInitFlags extends JsonFlag {
-  dir: string;
-  id: string;
+/** What a node offers the org, as `node init` and `silo join` take it. */
+export interface NodeOfferFlags {
   endpoint: string[];
   cpus: number;
   memoryMb: number;
   scratchMb: number;
   label: Record<string, string>;
+}
+
+/** Adds the options of NodeOfferFlags to `command` (`labelHelp`: what --label says). */
+export function withNodeOfferOptions(command: Command, labelHelp = 'placement label; repeatable'): Command {
+  return command
+    .option('--endpoint <endpoint>', 'wg://host:port or a libp2p multiaddr; repeatable', collect, [])
+    .option('--cpus <n>', 'CPUs offered to services', positiveNumber, availableParallelism())
+    .option(
+      '--memory-mb <n>',
+      'memory offered to services, MiB',
+      positiveNumber,
+      Math.floor(totalmem() / 2 ** 20),
+    )
+    .option('--scratch-mb <n>', 'scratch space offered to services, MiB', nonNegativeInt, 10_240)
+    .option('--label <key=value>', labelHelp, labelOption, {});
+}
+
+/** Checks what commander's parsers cannot say alone. */
+export function checkNodeOffer(flags: NodeOfferFlags): void {
+  if (!Number.isInteger(flags.memoryMb)) throw inputError('--memory-mb must be an integer');
+}
+
+interface NodeInitFlags extends JsonFlag, NodeOfferFlags {
+  dir: string;
+  id: string;
   output?: string;
 }
 
 export function registerNodeCommands(program: Command, ctx: CliContext): void {
   const node = program.command('node').description("manage this node's identity");
   withJson(
-    node
-      .command('init')
-      .description('create the node identity (libp2p and WireGuard keys) and its enrollment request')
-      .requiredOption(
-        '--dir <identitydir>',
-        'identity directory (the agent reads <data_dir>/identity by default)',
-      )
-      .requiredOption('--id <nodeId>', 'node id, unique in the org')
-      .option('--endpoint <endpoint>', 'wg://host:port or a libp2p multiaddr; repeatable', collect, [])
-      .option('--cpus <n>', 'CPUs offered to services', positiveNumber, availableParallelism())
-      .option(
-        '--memory-mb <n>',
-        'memory offered to services, MiB',
-        positiveNumber,
-        Math.floor(totalmem() / 2 ** 20),
-      )
-      .option('--scratch-mb <n>', 'scratch space offered to services, MiB', nonNegativeInt, 10_240)
-      .option('--label <key=value>', 'placement label; repeatable', label, {})
-      .option('-o, --output <file>', `where to write the request (default <dir>/${REQUEST_FILE})`),
+    withNodeOfferOptions(
+      node
+        .command('init')
+        .description('create the node identity (libp2p and WireGuard keys) and its enrollment request')
+        .requiredOption(
+          '--dir <identitydir>',
+          'identity directory (the agent reads <data_dir>/identity by default)',
+        )
+        .requiredOption('--id <nodeId>', 'node id, unique in the org'),
+    ).option('-o, --output <file>', `where to write the request (default <dir>/${REQUEST_FILE})`),
   ).action(async (flags: NodeInitFlags) => {
-    if (!Number.isInteger(flags.memoryMb)) throw inputError('--memory-mb must be an integer');
+    checkNodeOffer(flags);
     const result = await initNode({
       dir: flags.dir,
       id: flags.id,

@@ -16,10 +16,10 @@ import {
   saveToken,
   tokenState,
 } from '../../identity/token-store.js';
-import { EnrollmentRecordSchema } from '../../state/schemas.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { CliError, EXIT } from '../errors.js';
 import { table } from '../format.js';
+import { labelOption } from './node.js';
 
 /** The longest a token may live: a join token is for enrolling a machine now, not a standing credential. */
 const MAX_TTL_MS = 30 * 24 * 3_600_000;
@@ -41,17 +41,6 @@ function usesOption(value: string): number {
   if (!/^\d+$/.test(value) || !Number.isInteger(n) || n < 1 || n > 10_000)
     throw new InvalidArgumentError('expected a whole number from 1 to 10000');
   return n;
-}
-
-const LabelsSchema = EnrollmentRecordSchema.shape.labels;
-
-function labelOption(value: string, previous: Record<string, string>): Record<string, string> {
-  const eq = value.indexOf('=');
-  if (eq <= 0) throw new InvalidArgumentError(`expected key=value, got "${value}"`);
-  const next = { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-  if (!LabelsSchema.safeParse(next).success)
-    throw new InvalidArgumentError(`label "${value}": keys are 1-63 characters, values at most 253`);
-  return next;
 }
 
 function provisionerOption(value: string): string {
