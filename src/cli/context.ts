@@ -9,11 +9,14 @@ export interface CliIo {
   isTTY: boolean;
 }
 
+const epipeHandled = new WeakSet<NodeJS.WriteStream>();
+
 export function processIo(): CliIo {
   // A reader that went away (`silo ... | head`) ends the output, not the
   // process with a stack trace: stop quietly, as other Unix tools do.
   for (const stream of [process.stdout, process.stderr]) {
-    if (stream.listenerCount('error') > 0) continue;
+    if (epipeHandled.has(stream)) continue;
+    epipeHandled.add(stream);
     stream.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
       throw err;

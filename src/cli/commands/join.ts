@@ -272,7 +272,7 @@ function defaultNodeId(): string {
 
 interface JoinFlags extends JsonFlag, NodeOfferFlags {
   dir: string;
-  id: string;
+  id?: string;
   config?: string;
   dataDir?: string;
   listen: string[];
@@ -288,7 +288,7 @@ export function registerJoinCommand(program: Command, ctx: CliContext): void {
         .description('enroll this machine with a join token: keys, bundle from the provisioner, agent.toml')
         .argument('<token>', 'the token `silo token create` printed (silo1.…)')
         .requiredOption('--dir <identitydir>', 'identity directory to create (keys, enrollment.json)')
-        .option('--id <nodeId>', 'node id, unique in the org (default: this host name)', defaultNodeId()),
+        .option('--id <nodeId>', 'node id, unique in the org (default: the first label of this host name)'),
       'placement label; repeatable (the token may add more)',
     )
       .option(
@@ -312,7 +312,7 @@ export function registerJoinCommand(program: Command, ctx: CliContext): void {
     const result = await joinOrg({
       token: tokenText,
       dir: flags.dir,
-      id: flags.id,
+      id: flags.id ?? defaultNodeId(),
       endpoints: flags.endpoint,
       cpus: flags.cpus,
       memoryMb: flags.memoryMb,
