@@ -99,8 +99,13 @@ export class ClusterState {
   /**
    * Checks that `update` is a well-formed Yjs update without touching the
    * live document. Yjs has no integrity check of its own: a truncated update
-   * can apply partly before throwing, so it is fully decoded first.
-   * Byte flips that still decode are caught by the envelope checksum.
+   * can apply partly before throwing, so it is fully decoded first; and a
+   * damaged one can decode and then fail while it is integrated ("Unexpected
+   * case"), again after part of it went in. So it is also applied to an empty
+   * scratch document first: what depends on state we hold is parked there as
+   * pending, everything else integrates, and a failure is found before the
+   * live document is touched. Cost: one more pass over the update (large
+   * catch-ups arrive in slices, docs/protocol.md).
    */
   validateUpdate(name: DocName, update: Uint8Array, maxBytes = this.maxUpdateBytes): void {
     if (!(update instanceof Uint8Array)) throw new InvalidUpdateError(name, 'update is not bytes');
@@ -110,6 +115,7 @@ export class ClusterState {
     }
     try {
       Y.decodeUpdate(update);
+      Y.applyUpdate(new Y.Doc({ gc: true }), update);
     } catch (err) {
       throw new InvalidUpdateError(name, `malformed Yjs update (${(err as Error).message})`);
     }

@@ -35,8 +35,9 @@ function fullState(state: ClusterState): Uint8Array {
 }
 
 /** A local update with several structs (a real spec-sized write), for damaging. */
-function sampleUpdate(): Uint8Array {
+function sampleUpdate(clientID?: number): Uint8Array {
   const source = new Y.Doc();
+  if (clientID !== undefined) source.clientID = clientID;
   let update: Uint8Array | undefined;
   source.on('update', (u: Uint8Array) => {
     update = u;
@@ -168,6 +169,14 @@ describe('ClusterState.validateUpdate / applyRemote', () => {
       { numRuns: 500 },
     );
     assert.ok(rejected / total > 0.9, `only ${rejected} of ${total} random inputs rejected`);
+  });
+
+  test('an update that decodes but fails while it integrates is rejected before it touches the document', () => {
+    // Found by the property test below in CI: with this client id, flipping bit 7 of byte 217 (an item's
+    // "has origin" flag) still decodes, and Yjs threw "Unexpected case" halfway through applying it.
+    const damaged = sampleUpdate(357594657);
+    damaged[217] = (damaged[217] ?? 0) ^ 128;
+    assert.equal(applyOrReject(seededState(), damaged), 'rejected');
   });
 
   test('flipped bytes never throw anything but InvalidUpdateError nor half-apply', () => {
