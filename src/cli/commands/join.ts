@@ -25,6 +25,7 @@ import { CliError, EXIT, type ExitCode, inputError } from '../errors.js';
 import {
   checkNodeOffer,
   collect,
+  type InitNodeOptions,
   initNode,
   type NodeOfferFlags,
   REQUEST_FILE,
@@ -43,15 +44,9 @@ const EXIT_OF_CODE: Record<string, ExitCode> = {
 
 const JOIN_TIMEOUT_MS = 30_000;
 
-export interface JoinOptions {
+/** What `node init` takes (the keys and the request are made the same way), plus the token. */
+export interface JoinOptions extends Omit<InitNodeOptions, 'out'> {
   token: string;
-  dir: string;
-  id: string;
-  endpoints: string[];
-  cpus: number;
-  memoryMb: number;
-  scratchMb: number;
-  labels: Record<string, string>;
   /** Where to write agent.toml (default <dir>/../agent.toml). */
   config?: string;
   /** node.data_dir of the written config (default the parent of `dir`). */
