@@ -3,7 +3,7 @@
  *
  *   convergence --nodes 5,10,25,50 --latency-ms 10 --writes 200 --out <dir>
  *               [--jitter-ms 0] [--gap-ms 20] [--partition-writes 100] [--pushpull-interval-ms 1000]
- *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3] [--doc-updates 100000]
+ *               [--rates 25,50,100,200,400,800,1600] [--sustain-seconds 3]
  *               [--heartbeat-ms 1000] [--mesh D,Dlo,Dhi] [--no-flood-publish] [--liveness acked-heartbeats|swim]
  *               [--no-baselines] [--seed 1]
  *   takeover    --runs 10 --nodes 5 --out <dir> [--stop-timeout-ms 10000] [--latency-ms 5] [--seed 1]
@@ -14,6 +14,7 @@
  *               [--window-s 30] [--writes-per-s 10] [--latency-ms 10] [--seed 1]
  *   recovery    --records 1000,10000,100000 --out <dir> [--batch 1000] [--latency-ms 5]
  *               [--timeout-s 300] [--seed 1]
+ *   doc-growth  --updates 1000000 --out <dir> [--workloads 20] [--spec-updates 10000]
  *
  * Progress goes to stderr; the result files go to --out.
  */
@@ -30,6 +31,7 @@ import {
 import { agentCostMarkdown, runAgentCost, writeAgentCostReport } from './agent-cost.js';
 import { writeConvergenceReport } from './convergence/report.js';
 import { runConvergence } from './convergence/run-convergence.js';
+import { docGrowthMarkdown, runDocGrowth, writeDocGrowthReport } from './doc-growth.js';
 import { recoveryMarkdown, runRecovery, writeRecoveryReport } from './recovery.js';
 import { runSwimModel, swimModelMarkdown, writeSwimModelReport } from './swim-model.js';
 import { runTakeover, takeoverMarkdown, writeTakeoverReport } from './takeover.js';
@@ -38,7 +40,8 @@ const USAGE = `usage: npm run bench -- convergence --nodes 5,10 --latency-ms 10 
        npm run bench -- takeover --runs 10 --nodes 5 --out <dir> [options]
        npm run bench -- swim-model --nodes 100,1000,10000 --out <dir> [options]
        npm run bench -- agent-cost --nodes 10,20,40 --out <dir> [options]
-       npm run bench -- recovery --records 1000,10000,100000 --out <dir> [options]`;
+       npm run bench -- recovery --records 1000,10000,100000 --out <dir> [options]
+       npm run bench -- doc-growth --updates 1000000 --out <dir> [options]`;
 
 class UsageError extends Error {}
 
@@ -66,6 +69,7 @@ async function main(): Promise<number> {
   if (command === 'swim-model') return swimModel(rest);
   if (command === 'agent-cost') return agentCost(rest);
   if (command === 'recovery') return recovery(rest);
+  if (command === 'doc-growth') return docGrowth(rest);
   throw new UsageError(command === undefined ? 'which benchmark?' : `unknown benchmark "${command}"`);
 }
 
@@ -82,7 +86,6 @@ async function convergence(args: string[]): Promise<number> {
       'pushpull-interval-ms': { type: 'string', default: '1000' },
       rates: { type: 'string', default: '25,50,100,200,400,800,1600' },
       'sustain-seconds': { type: 'string', default: '3' },
-      'doc-updates': { type: 'string', default: '100000' },
       'heartbeat-ms': { type: 'string' },
       mesh: { type: 'string' },
       'no-flood-publish': { type: 'boolean', default: false },
@@ -105,7 +108,6 @@ async function convergence(args: string[]): Promise<number> {
     pushPullIntervalMs: positive(values['pushpull-interval-ms'], '--pushpull-interval-ms'),
     sustainRates: list(values.rates, '--rates'),
     sustainSeconds: positive(values['sustain-seconds'], '--sustain-seconds'),
-    docUpdates: positive(values['doc-updates'], '--doc-updates'),
     seed: nonNegative(values.seed, '--seed'),
     baselines: !values['no-baselines'],
     ...(values.mesh === undefined ? {} : { mesh: meshDegree(values.mesh) }),
@@ -272,6 +274,29 @@ async function recovery(args: string[]): Promise<number> {
   await writeRecoveryReport(out, report);
   process.stdout.write(recoveryMarkdown(report));
   log(`wrote ${join(out, 'recovery.json')}, ${join(out, 'recovery.md')}`);
+  return 0;
+}
+
+async function docGrowth(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      updates: { type: 'string', default: '1000000' },
+      workloads: { type: 'string', default: '20' },
+      'spec-updates': { type: 'string', default: '10000' },
+      out: { type: 'string' },
+    },
+  });
+  const out = required(values.out, '--out');
+  const report = await runDocGrowth({
+    updates: positive(values.updates, '--updates'),
+    workloads: positive(values.workloads, '--workloads'),
+    specUpdates: positive(values['spec-updates'], '--spec-updates'),
+    log,
+  });
+  await writeDocGrowthReport(out, report);
+  process.stdout.write(docGrowthMarkdown(report));
+  log(`wrote ${join(out, 'doc-growth.json')}, ${join(out, 'doc-growth.md')}`);
   return 0;
 }
 

@@ -60,12 +60,6 @@ export function convergenceMarkdown(report: ConvergenceReport): string {
       `| ${size.nodes} | ${size.connections} (${size.degree}) | ${size.meshlessAtStart} / ${size.meshlessEvents} | ${rate === null || rate === undefined ? 'below the lowest rate' : `${topPassed ? '≥ ' : ''}${rate}/s`} (${tried}) | ${(size.startupMs / 1000).toFixed(1)} s | ${size.heapPerAgentMb} / ${size.memoryPerAgentMb} MB |`,
     );
   }
-  const g = report.docGrowth;
-  lines.push('');
-  lines.push(
-    `Document growth: ${g.updates} status updates over ${g.workloads} workloads → observed document ${g.docBytes} bytes ` +
-      `(${g.freshBytes} bytes for the same final statuses written once; ${g.historyBytesPerUpdate} bytes of history per update; ${g.ms} ms).`,
-  );
   return `${lines.join('\n')}\n`;
 }
 

@@ -13,7 +13,6 @@ import { SimNetwork } from '../../sim/net/sim-network.js';
 import type { MeshDegree } from '../../src/gossip/index.js';
 import { heapAfterGc } from '../lib/heap.js';
 import { sleep, waitUntil } from '../lib/stats.js';
-import { type DocGrowth, measureDocGrowth } from './doc-growth.js';
 import {
   type HealResult,
   measureHeal,
@@ -41,7 +40,6 @@ export interface ConvergenceOptions {
   pushPullIntervalMs: number;
   sustainRates: number[];
   sustainSeconds: number;
-  docUpdates: number;
   seed: number;
   baselines: boolean;
   /** Pause for meshes and subscriptions to form before measuring, ms (default 3000). */
@@ -87,15 +85,12 @@ export interface ConvergenceReport {
   machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; loadavg1m: number };
   options: Omit<ConvergenceOptions, 'log'>;
   sizes: SizeRun[];
-  docGrowth: DocGrowth;
 }
 
 export async function runConvergence(options: ConvergenceOptions): Promise<ConvergenceReport> {
   const startedAt = new Date().toISOString();
   const sizes: SizeRun[] = [];
   for (const n of options.nodes) sizes.push(await runSize(n, options));
-  options.log(`document growth: ${options.docUpdates} status updates`);
-  const docGrowth = await measureDocGrowth(options.docUpdates);
   const { log: _log, ...rest } = options;
   return {
     bench: 'convergence',
@@ -109,7 +104,6 @@ export async function runConvergence(options: ConvergenceOptions): Promise<Conve
     },
     options: rest,
     sizes,
-    docGrowth,
   };
 }
 

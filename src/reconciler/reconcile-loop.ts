@@ -70,7 +70,7 @@ export interface ReconcileLoopOptions {
   workloads: Pick<WorkloadsView, 'list' | 'onChange'>;
   observed: Pick<
     ObservedView,
-    'listAll' | 'listForNode' | 'get' | 'setStatus' | 'remove' | 'onChange' | 'holdersOf'
+    'listAll' | 'listForNode' | 'get' | 'setStatus' | 'remove' | 'onChange' | 'holdersOf' | 'batch'
   >;
   /** Drain flags (and their changes). */
   enrollment: Pick<EnrollmentView, 'isDraining' | 'onChange'>;
@@ -380,7 +380,10 @@ export class ReconcileLoop {
     this.resumeReleases(now);
     this.scheduleCheckpoints(now, specsByName);
     this.keeper.pullReplicas(view, evaluation, specsByName);
-    for (const slot of this.slots.values()) this.writeSlot(slot);
+    // One update for the whole pass: a status change rewrites this node's report (docs/protocol.md).
+    this.options.observed.batch(() => {
+      for (const slot of this.slots.values()) this.writeSlot(slot);
+    });
     this.syncLeases(specsByName);
     this.wipeDeleted(specsByName);
     this.keeper.maybeCollect(now);

@@ -21,7 +21,11 @@ export interface ClusterStateOptions {
   logger: Logger;
   /** Durable log. Without one the state is memory-only (documented for ephemeral sim nodes). */
   log?: UpdateLog;
-  /** Compact a document's log into a snapshot once its tail holds this many entries. */
+  /**
+   * Compact a document's log into a snapshot once its tail holds this many
+   * entries, or once the tail's bytes exceed both the snapshot's and
+   * COMPACT_MIN_TAIL_BYTES (whichever comes first).
+   */
   compactEvery?: number;
   /** Largest update accepted from a peer by gossip, in bytes (also the largest sync frame). */
   maxUpdateBytes?: number;
@@ -37,6 +41,14 @@ export type UpdateListener = (doc: DocName, update: Uint8Array, origin: unknown)
 
 export const DEFAULT_MAX_UPDATE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_SYNC_UPDATE_BYTES = 64 * 1024 * 1024;
+/**
+ * A tail smaller than this is never compacted for its size alone: the store's
+ * fixed overhead per document (docs/protocol.md, "Durable storage"). Above it,
+ * a tail is compacted once it outweighs the snapshot, so a document's log
+ * stays within twice its encoded size plus this, and the cost of compacting
+ * (re-encoding the document) is paid at most once per snapshot-size written.
+ */
+export const COMPACT_MIN_TAIL_BYTES = 64 * 1024;
 
 /**
  * The org's three Yjs documents with their durable log.
@@ -214,7 +226,11 @@ export class ClusterState {
     this.digests.delete(name);
     if (this.log && origin !== Origin.load) {
       this.log.append(name, update);
-      if (this.log.tailLength(name) >= this.compactEvery) {
+      const tailBytes = this.log.tailBytes(name);
+      if (
+        this.log.tailLength(name) >= this.compactEvery ||
+        (tailBytes > COMPACT_MIN_TAIL_BYTES && tailBytes > this.log.snapshotBytes(name))
+      ) {
         this.log.compact(name, Y.encodeStateAsUpdate(this.docs[name]));
       }
     }

@@ -61,6 +61,10 @@ interface DocCursor {
   nextSeq: number;
   /** Tail entries since the last snapshot. */
   tailCount: number;
+  /** Their payload bytes. */
+  tailBytes: number;
+  /** Payload bytes of the snapshot (0 without one). */
+  snapshotBytes: number;
 }
 
 interface BadEntry {
@@ -158,6 +162,7 @@ export class LmdbUpdateLog implements UpdateLog {
       if (frame.ok) {
         updates.push(frame.payload);
         covered = frame.seq;
+        this.cursors[doc].snapshotBytes = frame.payload.byteLength;
       } else {
         bad.push({
           db: this.snapshots,
@@ -170,6 +175,7 @@ export class LmdbUpdateLog implements UpdateLog {
       }
     }
     let tailCount = 0;
+    let tailBytes = 0;
     const stale: Bytes[] = [];
     for (const { key, value } of this.tail.getRange(docRange(doc))) {
       const keySeq = parseTailSeq(doc, key);
@@ -195,9 +201,11 @@ export class LmdbUpdateLog implements UpdateLog {
       } else {
         updates.push(frame.payload);
         tailCount++;
+        tailBytes += frame.payload.byteLength;
       }
     }
     this.cursors[doc].tailCount = tailCount;
+    this.cursors[doc].tailBytes = tailBytes;
     if (bad.length > 0) this.quarantineEntries(doc, bad);
     if (stale.length > 0) this.dropStale(doc, stale);
     end();
@@ -220,12 +228,21 @@ export class LmdbUpdateLog implements UpdateLog {
     end();
     cursor.nextSeq++;
     cursor.tailCount++;
+    cursor.tailBytes += update.byteLength;
     this.metrics.appends.inc({ doc });
     this.metrics.appendBytes.inc({ doc }, update.byteLength);
   }
 
   tailLength(doc: DocName): number {
     return this.cursors[doc].tailCount;
+  }
+
+  tailBytes(doc: DocName): number {
+    return this.cursors[doc].tailBytes;
+  }
+
+  snapshotBytes(doc: DocName): number {
+    return this.cursors[doc].snapshotBytes;
   }
 
   /**
@@ -258,6 +275,8 @@ export class LmdbUpdateLog implements UpdateLog {
       });
     }
     this.cursors[doc].tailCount = 0;
+    this.cursors[doc].tailBytes = 0;
+    this.cursors[doc].snapshotBytes = snapshot.byteLength;
     this.metrics.compactions.inc({ doc });
     this.logger.debug({ doc, removed, snapshotBytes: snapshot.byteLength, covered }, 'compacted');
   }
@@ -310,15 +329,22 @@ export class LmdbUpdateLog implements UpdateLog {
   private scanCursor(doc: DocName): DocCursor {
     let last = 0;
     let count = 0;
-    for (const key of this.tail.getKeys(docRange(doc))) {
+    let bytes = 0;
+    for (const { key, value } of this.tail.getRange(docRange(doc))) {
       const seq = parseTailSeq(doc, key);
       if (seq !== null && seq > last) last = seq;
       count++;
+      bytes += value.byteLength;
     }
     const snapshot = this.snapshots.get(snapshotKey(doc));
     const frame = snapshot === undefined ? undefined : decodeFrame(snapshot);
     if (frame?.ok && frame.seq > last) last = frame.seq;
-    return { nextSeq: last + 1, tailCount: count };
+    return {
+      nextSeq: last + 1,
+      tailCount: count,
+      tailBytes: bytes,
+      snapshotBytes: frame?.ok ? frame.payload.byteLength : 0,
+    };
   }
 
   /**

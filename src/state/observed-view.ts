@@ -6,6 +6,7 @@ import {
   ImagesHeldSchema,
   MAX_IMAGES_HELD,
   NodeIdSchema,
+  NodeReportEnvelopeSchema,
   type ObservedStatus,
   ObservedStatusSchema,
   WorkloadNameSchema,
@@ -16,67 +17,107 @@ export interface ObservedViewOptions extends ViewOptions {
   nodeId: string;
 }
 
+/** A node's report as its owner rewrites it: valid statuses by workload name, and its images. */
+interface Report {
+  statuses: Record<string, ObservedStatus>;
+  images: ImagesHeld | null;
+}
+
+/** Where a node's entry was read from: `reports`, or the maps of agents before reports. */
+type Source = { kind: 'report'; value: unknown } | { kind: 'legacy' } | { kind: 'none' };
+
 /**
  * Typed access to the observed document (docs/protocol.md, "Documents"):
- * `nodes` (nodeId → Y.Map workloadName → ObservedStatus plain object).
+ * `reports` (nodeId → `{statuses: {workload → ObservedStatus}, images}`), one
+ * plain value per node, written whole by that node and by no other.
  *
- * Each node writes only its own inner map, so writes of different nodes
- * never touch the same key. The inner Y.Map is created only by its owner,
- * once, on the owner's first status write (later writes find it in the
- * document, restored from disk at start-up). Two different Y.Maps set under
- * one node id concurrently would resolve last-writer-wins and hide the
- * loser's statuses; with a single creator that needs the owner to lose its
- * disk and write before syncing with a peer, and even then the owner's
- * reconciler re-asserts its statuses into the winning map on its next pass.
+ * Why one value per node and not a Y.Map of statuses: Yjs keeps a tombstone
+ * (an item with its origin and parent) for every overwritten map entry, so a
+ * status map grows by about 10 bytes per status change, forever. Successive
+ * overwrites of *one* key by *one* writer, with nothing else written by it in
+ * between, are consecutive items that Yjs merges into a single deleted run.
+ * Every write of a node to this document is a rewrite of its own report, so
+ * its history collapses to one run per agent life (client id), and the
+ * document stays the size of the live reports (bench `doc-growth`). The cost:
+ * each status change sends the node's whole report (`batch` makes a pass of
+ * changes one update).
+ *
+ * Agents before reports wrote `nodes/<id>` (a Y.Map of statuses) and
+ * `images/<id>`; they are read for a node that has no report, and a node
+ * deletes its own on its first report (which drops their history too).
  */
 export class ObservedView {
   readonly nodeId: string;
   private readonly state: ClusterState;
   private readonly check: RecordChecker;
   private readonly options: ObservedViewOptions;
+  /** This node's report as last parsed, valid while the document still holds `source`. */
+  private own: { source: unknown; report: Report } | null = null;
 
   constructor(options: ObservedViewOptions) {
     this.options = options;
     this.state = options.state;
     this.check = new RecordChecker('observed', options);
-    this.nodeId = this.check.require('nodes', String(options.nodeId), options.nodeId, NodeIdSchema);
+    this.nodeId = this.check.require('reports', String(options.nodeId), options.nodeId, NodeIdSchema);
   }
 
-  private get nodes(): Y.Map<unknown> {
+  private get reports(): Y.Map<unknown> {
+    return this.state.doc('observed').getMap('reports');
+  }
+
+  private get legacyNodes(): Y.Map<unknown> {
     return this.state.doc('observed').getMap('nodes');
   }
 
-  private get images(): Y.Map<unknown> {
+  private get legacyImages(): Y.Map<unknown> {
     return this.state.doc('observed').getMap('images');
   }
 
-  /** Writes this node's status of `workload`; durable on return. */
+  /**
+   * Runs `fn` as one transaction: every write in it reaches the document,
+   * the disk and the peers as one update (the report as it is at the end).
+   */
+  batch<T>(fn: () => T): T {
+    return this.state.transactLocal('observed', () => fn());
+  }
+
+  /** Writes this node's status of `workload`; durable on return (or at the end of a batch). */
   setStatus(nodeId: string, workload: string, status: ObservedStatus): ObservedStatus {
     this.requireOwn(nodeId, 'set a status');
-    const name = this.check.require('nodes', `${nodeId}/${String(workload)}`, workload, WorkloadNameSchema);
-    const valid = this.check.require('nodes', `${nodeId}/${name}`, status, ObservedStatusSchema);
-    this.state.transactLocal('observed', () => this.ownMap().set(name, valid));
+    const name = this.check.require('reports', `${nodeId}/${String(workload)}`, workload, WorkloadNameSchema);
+    const valid = this.check.require('reports', `${nodeId}/${name}`, status, ObservedStatusSchema);
+    this.writeOwn((report) => {
+      report.statuses[name] = valid;
+    });
     return valid;
   }
 
   get(nodeId: string, workload: string): ObservedStatus | undefined {
-    const inner = this.innerMap(nodeId, this.nodes.get(nodeId));
-    if (!inner) return undefined;
-    return this.readStatus(nodeId, workload, inner.get(workload));
+    const source = this.sourceOf(nodeId);
+    if (source.kind === 'report') {
+      const envelope = this.envelope(nodeId, source.value);
+      if (envelope === undefined || !Object.hasOwn(envelope.statuses, workload)) return undefined;
+      return this.readStatus('reports', nodeId, workload, envelope.statuses[workload]);
+    }
+    if (source.kind === 'none') return undefined;
+    const inner = this.legacyInner(nodeId);
+    return inner ? this.readStatus('nodes', nodeId, workload, inner.get(workload)) : undefined;
   }
 
   /** A node's valid statuses by workload name, in name order. */
   listForNode(nodeId: string): Map<string, ObservedStatus> {
-    return this.readNode(nodeId, this.nodes.get(nodeId));
+    return this.readNode(nodeId) ?? new Map();
   }
 
   /** Every node's valid statuses, in node id order. Nodes whose entry is unreadable are left out. */
   listAll(): Map<string, Map<string, ObservedStatus>> {
     const out = new Map<string, Map<string, ObservedStatus>>();
-    for (const [nodeId, value] of [...this.nodes.entries()].sort(byKey)) {
-      if (!this.check.key('nodes', nodeId, value, NodeIdSchema)) continue;
-      if (!this.innerMap(nodeId, value)) continue;
-      out.set(nodeId, this.readNode(nodeId, value));
+    const ids = new Set<string>([...this.reports.keys(), ...this.legacyNodes.keys()]);
+    for (const nodeId of [...ids].sort()) {
+      const map = this.reports.has(nodeId) ? 'reports' : 'nodes';
+      if (!this.check.key(map, nodeId, undefined, NodeIdSchema)) continue;
+      const statuses = this.readNode(nodeId);
+      if (statuses !== undefined) out.set(nodeId, statuses);
     }
     return out;
   }
@@ -84,14 +125,15 @@ export class ObservedView {
   /** Removes this node's status of `workload`; true if there was one. Durable on return. */
   remove(nodeId: string, workload: string): boolean {
     this.requireOwn(nodeId, 'remove a status');
-    const inner = this.nodes.get(this.nodeId);
-    if (!(inner instanceof Y.Map) || !inner.has(workload)) return false;
-    this.state.transactLocal('observed', () => inner.delete(workload));
+    if (!Object.hasOwn(this.ownReport().statuses, workload)) return false;
+    this.writeOwn((report) => {
+      delete report.statuses[workload];
+    });
     return true;
   }
 
   /**
-   * Records the image digests this node's store holds (`images/<nodeId>`,
+   * Records the image digests this node's store holds (its report's `images`,
    * docs/protocol.md). Writes nothing when the set is unchanged; durable on
    * return. At most MAX_IMAGES_HELD (the first ones given are kept).
    */
@@ -100,31 +142,50 @@ export class ObservedView {
     const unique = [...new Set(digests)].slice(0, MAX_IMAGES_HELD).sort();
     const current = this.imagesOf(nodeId);
     if (current !== undefined && sameList(current.digests, unique)) return false;
-    const valid = this.check.require('images', nodeId, { digests: unique, at }, ImagesHeldSchema);
-    this.state.transactLocal('observed', () => this.images.set(nodeId, valid));
+    const valid = this.check.require(
+      'reports',
+      `${nodeId}/images`,
+      { digests: unique, at },
+      ImagesHeldSchema,
+    );
+    this.writeOwn((report) => {
+      report.images = valid;
+    });
     return true;
   }
 
   /** A node's recorded images, if it wrote a valid entry. */
   imagesOf(nodeId: string): ImagesHeld | undefined {
-    const value = this.images.get(nodeId);
+    const source = this.sourceOf(nodeId);
+    if (source.kind === 'report') {
+      const images = this.envelope(nodeId, source.value)?.images;
+      if (images === undefined || images === null) return undefined;
+      return this.check.parse('reports', `${nodeId}/images`, images, ImagesHeldSchema);
+    }
+    const value = this.legacyImages.get(nodeId);
     if (value === undefined) return undefined;
     return this.check.parse('images', nodeId, value, ImagesHeldSchema);
   }
 
   /** Nodes whose recorded images include `digest`, in node id order (this node included). */
   holdersOf(digest: string): string[] {
+    const ids = new Set<string>([...this.reports.keys(), ...this.legacyImages.keys()]);
     const out: string[] = [];
-    for (const [nodeId, value] of [...this.images.entries()].sort(byKey)) {
-      if (!this.check.key('images', nodeId, value, NodeIdSchema)) continue;
-      if (this.check.parse('images', nodeId, value, ImagesHeldSchema)?.digests.includes(digest))
-        out.push(nodeId);
+    for (const nodeId of [...ids].sort()) {
+      if (!this.check.key(this.reports.has(nodeId) ? 'reports' : 'images', nodeId, undefined, NodeIdSchema))
+        continue;
+      if (this.imagesOf(nodeId)?.digests.includes(digest)) out.push(nodeId);
     }
     return out;
   }
 
   onChange(listener: (origin: unknown) => void): () => void {
-    return onMapsChange(this.state.doc('observed'), [this.nodes], this.options.logger, listener);
+    return onMapsChange(
+      this.state.doc('observed'),
+      [this.reports, this.legacyNodes],
+      this.options.logger,
+      listener,
+    );
   }
 
   private requireOwn(nodeId: string, what: string): void {
@@ -136,41 +197,95 @@ export class ObservedView {
     }
   }
 
-  /** This node's inner map, created on first use; call inside a transaction. */
-  private ownMap(): Y.Map<unknown> {
-    const existing = this.nodes.get(this.nodeId);
-    if (existing instanceof Y.Map) return existing;
-    if (existing !== undefined) {
-      this.check.report('nodes', this.nodeId, existing, 'own entry is not a Y.Map; replacing it', 'invalid');
-    }
-    const created = new Y.Map<unknown>();
-    this.nodes.set(this.nodeId, created);
-    return created;
+  /** Where `nodeId`'s entry lives: its report, else (an agent before reports) the legacy maps. */
+  private sourceOf(nodeId: string): Source {
+    const value = this.reports.get(nodeId);
+    if (value !== undefined) return { kind: 'report', value };
+    if (this.legacyNodes.has(nodeId) || this.legacyImages.has(nodeId)) return { kind: 'legacy' };
+    return { kind: 'none' };
   }
 
-  private innerMap(nodeId: string, value: unknown): Y.Map<unknown> | undefined {
+  /** This node's valid statuses and images as the document holds them now. */
+  private ownReport(): Report {
+    const value = this.reports.get(this.nodeId);
+    if (this.own !== null && value !== undefined && Object.is(this.own.source, value)) return this.own.report;
+    const statuses: Record<string, ObservedStatus> = {};
+    for (const [name, status] of this.readNode(this.nodeId) ?? []) statuses[name] = status;
+    const report = { statuses, images: this.imagesOf(this.nodeId) ?? null };
+    this.own = value === undefined ? null : { source: value, report };
+    return report;
+  }
+
+  /**
+   * Rewrites this node's report with `change` applied, as one transaction
+   * that also deletes its legacy entries. A report read from the document
+   * is never mutated: the change goes to a copy, which becomes the value.
+   */
+  private writeOwn(change: (report: Report) => void): void {
+    const current = this.ownReport();
+    const next: Report = { statuses: { ...current.statuses }, images: current.images };
+    change(next);
+    const statuses: Record<string, ObservedStatus> = {};
+    for (const name of Object.keys(next.statuses).sort())
+      statuses[name] = next.statuses[name] as ObservedStatus;
+    const value = { statuses, images: next.images };
+    this.state.transactLocal('observed', () => {
+      this.reports.set(this.nodeId, value);
+      if (this.legacyNodes.has(this.nodeId)) this.legacyNodes.delete(this.nodeId);
+      if (this.legacyImages.has(this.nodeId)) this.legacyImages.delete(this.nodeId);
+    });
+    this.own = { source: value, report: { statuses, images: next.images } };
+  }
+
+  private envelope(
+    nodeId: string,
+    value: unknown,
+  ): { statuses: Record<string, unknown>; images?: unknown } | undefined {
+    return this.check.parse('reports', nodeId, value, NodeReportEnvelopeSchema);
+  }
+
+  /** A node's valid statuses, or undefined when its entry is missing or unreadable. */
+  private readNode(nodeId: string): Map<string, ObservedStatus> | undefined {
+    const source = this.sourceOf(nodeId);
+    if (source.kind === 'none') return undefined;
+    const out = new Map<string, ObservedStatus>();
+    if (source.kind === 'report') {
+      const envelope = this.envelope(nodeId, source.value);
+      if (envelope === undefined) return undefined;
+      for (const [workload, raw] of Object.entries(envelope.statuses).sort(byKey)) {
+        const status = this.readStatus('reports', nodeId, workload, raw);
+        if (status) out.set(workload, status);
+      }
+      return out;
+    }
+    const inner = this.legacyInner(nodeId);
+    if (inner === undefined) return this.legacyNodes.has(nodeId) ? undefined : out;
+    for (const [workload, raw] of [...inner.entries()].sort(byKey)) {
+      const status = this.readStatus('nodes', nodeId, workload, raw);
+      if (status) out.set(workload, status);
+    }
+    return out;
+  }
+
+  /** A legacy `nodes/<id>` entry, if it is the Y.Map it should be. */
+  private legacyInner(nodeId: string): Y.Map<unknown> | undefined {
+    const value = this.legacyNodes.get(nodeId);
     if (value === undefined) return undefined;
     if (value instanceof Y.Map) return value;
     this.check.report('nodes', nodeId, value, 'node entry is not a Y.Map of statuses', 'invalid');
     return undefined;
   }
 
-  private readNode(nodeId: string, value: unknown): Map<string, ObservedStatus> {
-    const out = new Map<string, ObservedStatus>();
-    const inner = this.innerMap(nodeId, value);
-    if (!inner) return out;
-    for (const [workload, raw] of [...inner.entries()].sort(byKey)) {
-      const status = this.readStatus(nodeId, workload, raw);
-      if (status) out.set(workload, status);
-    }
-    return out;
-  }
-
-  private readStatus(nodeId: string, workload: string, value: unknown): ObservedStatus | undefined {
+  private readStatus(
+    map: 'reports' | 'nodes',
+    nodeId: string,
+    workload: string,
+    value: unknown,
+  ): ObservedStatus | undefined {
     if (value === undefined) return undefined;
     const key = `${nodeId}/${workload}`;
-    if (!this.check.key('nodes', key, value, WorkloadNameSchema, workload)) return undefined;
-    return this.check.parse('nodes', key, value, ObservedStatusSchema);
+    if (!this.check.key(map, key, value, WorkloadNameSchema, workload)) return undefined;
+    return this.check.parse(map, key, value, ObservedStatusSchema);
   }
 }
 

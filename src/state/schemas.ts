@@ -176,7 +176,18 @@ export const ImagesHeldSchema = z.object({
 });
 export type ImagesHeld = z.infer<typeof ImagesHeldSchema>;
 
-/** One workload's status on one node (observed document, `nodes/<nodeId>/<workload>`). */
+/**
+ * A node's report (observed document, `reports/<nodeId>`): its statuses by
+ * workload name and the images it holds, written whole by that node. The
+ * envelope only: every status and the images entry are checked on their own,
+ * so one bad entry hides itself and not the rest of the report.
+ */
+export const NodeReportEnvelopeSchema = z.object({
+  statuses: z.record(z.string(), z.unknown()),
+  images: z.unknown().optional(),
+});
+
+/** One workload's status on one node (observed document, `reports/<nodeId>`, `statuses/<workload>`). */
 export const ObservedStatusSchema = z.object({
   phase: PhaseSchema,
   since: z.number().int().nonnegative(),

@@ -12,6 +12,10 @@ export interface UpdateLog {
   append(doc: DocName, update: Uint8Array): void;
   /** Number of tail entries written since the last snapshot. */
   tailLength(doc: DocName): number;
+  /** Bytes of the updates in the tail (what a compaction would drop). */
+  tailBytes(doc: DocName): number;
+  /** Bytes of the current snapshot, 0 without one. */
+  snapshotBytes(doc: DocName): number;
   /** Replaces the snapshot with `snapshot` and drops the tail it covers, atomically. */
   compact(doc: DocName, snapshot: Uint8Array): void;
   close(): Promise<void>;

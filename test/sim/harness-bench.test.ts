@@ -27,7 +27,6 @@ test('a tiny convergence bench (2 sizes, few writes) writes valid JSON, markdown
     pushPullIntervalMs: 100,
     sustainRates: [10],
     sustainSeconds: 1,
-    docUpdates: 500,
     seed: 1,
     baselines: true,
     settleMs: 300,
@@ -69,8 +68,6 @@ test('a tiny convergence bench (2 sizes, few writes) writes valid JSON, markdown
     assert.ok(silo?.heal?.healToEqualMs !== null, 'silo healed the partition');
     assert.ok(size.sustained !== null);
   }
-  assert.equal(json.docGrowth.updates, 500);
-  assert.ok(json.docGrowth.docBytes >= json.docGrowth.freshBytes);
 
   const markdown = await readFile(files.markdown, 'utf8');
   assert.match(markdown, /^Machine: \d+ cores/);

@@ -273,11 +273,13 @@ describe('WorkloadsView', () => {
 });
 
 describe('ObservedView', () => {
-  test('a node writes its own statuses; reads cover every node', () => {
+  test('a node writes its own statuses as one report; reads cover every node', () => {
     const { observed, state } = setup();
     observed.setStatus('node-a', 'web', observedStatus(1));
     observed.setStatus('node-a', 'db', observedStatus(2, { phase: 'starting' }));
-    assert.ok(state.doc('observed').getMap('nodes').get('node-a') instanceof Y.Map);
+    const report = state.doc('observed').getMap('reports').get('node-a') as { statuses: object };
+    assert.ok(!(report instanceof Y.AbstractType), 'a report is one plain value');
+    assert.deepEqual(Object.keys(report.statuses), ['db', 'web']);
     // Another node's entry, as replicated from it.
     const other = new ObservedView({
       state,
@@ -295,13 +297,20 @@ describe('ObservedView', () => {
         ['node-b', ['web']],
       ],
     );
+    // Readers get copies: changing one does not change the document.
+    const copy = observed.get('node-a', 'db');
+    assert.ok(copy);
+    copy.phase = 'failed';
+    assert.equal(observed.get('node-a', 'db')?.phase, 'starting');
     assert.equal(observed.remove('node-a', 'db'), true);
     assert.equal(observed.remove('node-a', 'db'), false);
     assert.equal(observed.get('node-a', 'db'), undefined);
+    assert.equal(observed.get('node-a', 'web')?.since, 1, 'the other status is kept');
+    assert.equal(observed.get('node-a', 'toString'), undefined, 'no inherited keys');
   });
 
   test('writing or removing for another node, and invalid statuses, throw clear errors', () => {
-    const { observed } = setup();
+    const { observed, state } = setup();
     assert.throws(
       () => observed.setStatus('node-b', 'web', observedStatus(1)),
       /may not set a status for node "node-b"/,
@@ -312,6 +321,7 @@ describe('ObservedView', () => {
       (err: unknown) => err instanceof InvalidRecordError && /node-a\/web.*phase/.test(err.message),
     );
     assert.throws(() => observed.setStatus('node-a', 'Bad Name', observedStatus(1)), /workload name/);
+    assert.equal(state.doc('observed').getMap('reports').size, 0, 'nothing was written');
     assert.throws(
       () =>
         new ObservedView({
@@ -328,15 +338,20 @@ describe('ObservedView', () => {
     const { observed, state, registry } = setup();
     observed.setStatus('node-a', 'web', observedStatus(1));
     fromPeer(state, 'observed', (d) => {
-      const nodes = d.getMap('nodes');
-      nodes.set('node-x', 5);
-      nodes.set('node-y', { web: observedStatus(1) });
-      const inner = new Y.Map<unknown>();
-      nodes.set('node-z', inner);
-      inner.set('web', observedStatus(2));
-      inner.set('db', { phase: 'running' });
-      inner.set('nested', new Y.Map());
-      inner.set('BAD', observedStatus(2));
+      const reports = d.getMap('reports');
+      reports.set('node-x', 5);
+      reports.set('node-y', { web: observedStatus(1) });
+      reports.set('node-w', new Y.Map());
+      reports.set('node-z', {
+        statuses: {
+          web: observedStatus(2),
+          db: { phase: 'running' },
+          BAD: observedStatus(2),
+          nested: [1, 2],
+        },
+        images: 'all of them',
+      });
+      reports.set('NOT A NODE', { statuses: { web: observedStatus(2) } });
     });
     for (let i = 0; i < 2; i++) {
       assert.deepEqual(
@@ -348,14 +363,22 @@ describe('ObservedView', () => {
       );
       assert.deepEqual([...observed.listForNode('node-x').keys()], []);
       assert.equal(observed.get('node-y', 'web'), undefined);
+      assert.equal(observed.imagesOf('node-z'), undefined);
     }
-    assert.equal(await invalidTotal(registry, { doc: 'observed', map: 'nodes' }), 5);
+    // node-x, node-y, node-w, three statuses of node-z, its images, the bad node id.
+    assert.equal(await invalidTotal(registry, { doc: 'observed', map: 'reports' }), 8);
 
-    // A peer overwrote this node's own entry with garbage: the next write replaces it.
-    fromPeer(state, 'observed', (d) => d.getMap('nodes').set('node-a', 'garbage'));
+    // A peer overwrote this node's own report with garbage: the next write replaces it.
+    fromPeer(state, 'observed', (d) => d.getMap('reports').set('node-a', 'garbage'));
     assert.deepEqual([...observed.listForNode('node-a').keys()], []);
     observed.setStatus('node-a', 'db', observedStatus(9));
     assert.deepEqual([...observed.listForNode('node-a').keys()], ['db']);
+    // A peer replaced it with a valid report of its own making: it is what the document says.
+    fromPeer(state, 'observed', (d) =>
+      d.getMap('reports').set('node-a', { statuses: { x: observedStatus(4) }, images: null }),
+    );
+    observed.setStatus('node-a', 'y', observedStatus(5));
+    assert.deepEqual([...observed.listForNode('node-a').keys()], ['x', 'y']);
   });
 
   test('images held: own entry only, unchanged sets write nothing, garbage from peers is skipped', async () => {
@@ -366,6 +389,9 @@ describe('ObservedView', () => {
     // The same set in another order is no change: nothing written, the old time kept.
     assert.equal(observed.setImagesHeld('node-a', [digest('a'), digest('b')], 2000), false);
     assert.equal(observed.imagesOf('node-a')?.at, 1000);
+    // Statuses and images share the report; writing one keeps the other.
+    observed.setStatus('node-a', 'web', observedStatus(1));
+    assert.equal(observed.imagesOf('node-a')?.at, 1000);
     assert.throws(
       () => observed.setImagesHeld('node-b', [digest('a')], 1),
       /may not record held images for node "node-b"/,
@@ -373,22 +399,116 @@ describe('ObservedView', () => {
     assert.throws(
       () => observed.setImagesHeld('node-a', ['sha256:nothex'], 1),
       (err: unknown) =>
-        err instanceof InvalidRecordError && /observed\/images record "node-a": digests/.test(err.message),
+        err instanceof InvalidRecordError &&
+        /observed\/reports record "node-a\/images": digests/.test(err.message),
     );
     fromPeer(state, 'observed', (d) => {
-      const images = d.getMap('images');
-      images.set('node-c', { digests: [digest('a')], at: 5 });
-      images.set('node-d', { digests: 'all of them', at: 5 });
-      images.set('node-e', { digests: [digest('a'), 'rm -rf /'], at: 5 });
-      images.set('NOT A NODE', { digests: [digest('a')], at: 5 });
-      images.set('node-f', new Y.Map());
+      const reports = d.getMap('reports');
+      reports.set('node-c', { statuses: {}, images: { digests: [digest('a')], at: 5 } });
+      reports.set('node-d', { statuses: {}, images: { digests: 'all of them', at: 5 } });
+      reports.set('node-e', { statuses: {}, images: { digests: [digest('a'), 'rm -rf /'], at: 5 } });
+      reports.set('NOT A NODE', { statuses: {}, images: { digests: [digest('a')], at: 5 } });
+      reports.set('node-f', { statuses: {}, images: new Y.Map() });
     });
     assert.deepEqual(observed.holdersOf(digest('a')), ['node-a', 'node-c']);
     assert.deepEqual(observed.holdersOf(digest('b')), ['node-a']);
     assert.deepEqual(observed.holdersOf(digest('c')), []);
-    assert.ok((await invalidTotal(registry, { doc: 'observed', map: 'images' })) >= 4);
-    // The statuses are untouched by the images map.
-    assert.deepEqual([...observed.listAll().keys()], []);
+    assert.ok((await invalidTotal(registry, { doc: 'observed', map: 'reports' })) >= 4);
+  });
+
+  test('entries of agents before reports are read, and a node drops its own on its first report', () => {
+    const { observed, state } = setup();
+    const digest = `sha256:${'d'.repeat(64)}`;
+    fromPeer(state, 'observed', (d) => {
+      for (const node of ['node-a', 'node-b']) {
+        const inner = new Y.Map<unknown>();
+        d.getMap('nodes').set(node, inner);
+        inner.set('web', observedStatus(node === 'node-a' ? 1 : 2));
+        d.getMap('images').set(node, { digests: [digest], at: 7 });
+      }
+    });
+    assert.deepEqual(
+      [...observed.listAll()].map(([node, statuses]) => [node, [...statuses.keys()]]),
+      [
+        ['node-a', ['web']],
+        ['node-b', ['web']],
+      ],
+    );
+    assert.equal(observed.get('node-b', 'web')?.since, 2);
+    assert.deepEqual(observed.holdersOf(digest), ['node-a', 'node-b']);
+
+    observed.setStatus('node-a', 'db', observedStatus(3));
+    const doc = state.doc('observed');
+    assert.equal(doc.getMap('nodes').has('node-a'), false, 'own legacy statuses deleted');
+    assert.equal(doc.getMap('images').has('node-a'), false, 'own legacy images deleted');
+    assert.deepEqual([...observed.listForNode('node-a').keys()], ['db', 'web'], 'carried into the report');
+    assert.equal(observed.imagesOf('node-a')?.at, 7);
+    assert.equal(observed.get('node-b', 'web')?.since, 2, "another node's legacy entry is untouched");
+  });
+
+  test('the document stays the size of the live reports however many statuses change', () => {
+    // Y.Map keeps a tombstone per overwritten entry: a map of statuses grew by
+    // about 10 bytes per status change. A report rewritten whole by its only
+    // writer leaves one merged run (docs/protocol.md, "observed").
+    const { observed, state } = setup();
+    const replica = new ClusterState({ logger: quietLogger });
+    const updates: Uint8Array[] = [];
+    state.onChange((doc, update) => {
+      if (doc === 'observed') updates.push(update);
+    });
+    const digest = `sha256:${'e'.repeat(64)}`;
+    const COUNT = 3000;
+    for (let i = 0; i < COUNT; i++) {
+      observed.setStatus('node-a', `w${i % 20}`, observedStatus(i, { restarts: i % 7 }));
+      if (i % 2500 === 0) observed.setImagesHeld('node-a', [digest], i);
+      if (i % 100 === 0) observed.remove('node-a', `w${(i / 100) % 20}`);
+    }
+    // The replica gets every update, neighbours swapped (a gap filled late), and a duplicate.
+    for (let i = 0; i + 1 < updates.length; i += 2) {
+      replica.applyRemote('observed', updates[i + 1] as Uint8Array);
+      replica.applyRemote('observed', updates[i] as Uint8Array);
+    }
+    if (updates.length % 2 === 1) replica.applyRemote('observed', updates.at(-1) as Uint8Array);
+    replica.applyRemote('observed', updates[7] as Uint8Array);
+
+    const fresh = new ClusterState({ logger: quietLogger });
+    const freshView = new ObservedView({
+      state: fresh,
+      logger: quietLogger,
+      registry: new Registry(),
+      nodeId: 'node-a',
+    });
+    for (const [name, status] of observed.listForNode('node-a')) freshView.setStatus('node-a', name, status);
+    freshView.setImagesHeld('node-a', [digest], observed.imagesOf('node-a')?.at ?? 0);
+    const size = (s: ClusterState) => Y.encodeStateAsUpdate(s.doc('observed')).byteLength;
+    const live = size(fresh);
+    for (const [who, s] of [
+      ['writer', state],
+      ['replica', replica],
+    ] as const) {
+      assert.ok(size(s) <= 2 * live + 512, `${who}: ${size(s)} bytes against ${live} for the live content`);
+    }
+    const replicaView = new ObservedView({
+      state: replica,
+      logger: quietLogger,
+      registry: new Registry(),
+      nodeId: 'node-r',
+    });
+    assert.deepEqual(replicaView.listAll(), observed.listAll());
+  });
+
+  test('a batch of status writes is one update', () => {
+    const { observed, state } = setup();
+    let updates = 0;
+    state.onChange((doc) => {
+      if (doc === 'observed') updates++;
+    });
+    observed.batch(() => {
+      for (let i = 0; i < 10; i++) observed.setStatus('node-a', `w${i}`, observedStatus(i));
+      observed.remove('node-a', 'w3');
+    });
+    assert.equal(updates, 1);
+    assert.equal(observed.listForNode('node-a').size, 9);
   });
 });
 
@@ -401,8 +521,8 @@ describe('onChange', () => {
     enrollment.onChange((origin) => seen.enrollment.push(origin));
 
     workloads.put(workloadSpec('web'));
-    observed.setStatus('node-a', 'web', observedStatus(1)); // creates the inner map
-    observed.setStatus('node-a', 'web', observedStatus(2)); // deep change only
+    observed.setStatus('node-a', 'web', observedStatus(1));
+    observed.setStatus('node-a', 'web', observedStatus(2));
     state.transactLocal('enrollment', (d) => {
       d.getMap('nodes').set('node-a', 1);
       d.getMap('draining').set('node-a', 2);
