@@ -164,7 +164,7 @@ export type SnapshotRef = z.infer<typeof SnapshotRefSchema>;
 export const MAX_IMAGES_HELD = 256;
 
 /**
- * The images a node can serve (observed document, `images/<nodeId>`), so
+ * The images a node can serve (observed document, `reports/<nodeId>`, `images`), so
  * that a node placing a workload finds a copy of its image on any node, not
  * only on the peers it happens to be connected to (docs/protocol.md).
  */

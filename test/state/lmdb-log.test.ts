@@ -161,6 +161,35 @@ describe('LmdbUpdateLog', () => {
     assert.equal(second.workloads.get('after-restart')?.revision, 1);
   });
 
+  test('the log stays within twice its document plus 64 KiB however many updates it took', async (t) => {
+    const { dir, cleanup } = await tempDir('log-bytes');
+    t.after(cleanup);
+    const path = join(dir, 'store');
+    // No compaction by count: only the size rule can keep the log small.
+    const first = openState(path, { nodeId: 'node-a', compactEvery: 1_000_000, durability: 'nosync' });
+    let largestLog = 0;
+    for (let i = 0; i < 3000; i++) {
+      first.observed.setStatus('node-a', `w${i % 20}`, observedStatus(i, { reason: `pass ${i}` }));
+      const logBytes = first.log.snapshotBytes('observed') + first.log.tailBytes('observed');
+      largestLog = Math.max(largestLog, logBytes);
+    }
+    const docBytes = first.state.encodeDiff('observed').byteLength;
+    assert.ok(
+      largestLog <= 2 * docBytes + 64 * 1024 + 4096,
+      `log reached ${largestLog} bytes for a ${docBytes}-byte document`,
+    );
+    assert.ok(
+      (await metricValue(first.registry, 'silo_state_log_compactions_total', { doc: 'observed' })) > 0,
+    );
+    const statuses = first.observed.listForNode('node-a');
+    await first.state.close();
+
+    const second = openState(path, { nodeId: 'node-a' });
+    t.after(() => second.state.close());
+    assert.deepEqual(second.observed.listForNode('node-a'), statuses);
+    assert.equal(second.log.tailBytes('observed') < 64 * 1024 + 4096, true);
+  });
+
   test('nosync durability still persists across a clean close', async (t) => {
     const { dir, cleanup } = await tempDir('nosync');
     t.after(cleanup);
