@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, describe, type TestContext, test } from 'node:test';
+import { EncryptedScratch } from '../../src/reconciler/encrypted-scratch.js';
 import {
   cleanStaleMounts,
   encryptedScratchProblem,
@@ -11,8 +13,17 @@ import {
   mountCipherDir,
   unmount,
 } from '../../src/reconciler/gocryptfs.js';
-import { deriveScratchKey, newScratchSecret, scratchPassword } from '../../src/reconciler/scratch-keys.js';
+import {
+  deriveScratchKey,
+  newScratchSecret,
+  ScratchKeyring,
+  scratchPassword,
+} from '../../src/reconciler/scratch-keys.js';
+import { ServiceRuntime } from '../../src/reconciler/service-runtime.js';
+import { SnapshotStore } from '../../src/reconciler/snapshots.js';
+import { silentLogger } from '../../src/util/logger.js';
 import { requireOrSkip } from '../overlay/tools.js';
+import { type Harness, makeHarness, waitForFile, waitForStatus } from './helpers.js';
 
 /** Every file's bytes under `dir`, recursively (what a stolen disk shows). */
 export async function filesContaining(dir: string, needle: Buffer): Promise<string[]> {
@@ -134,5 +145,120 @@ describe('gocryptfs scratch driver (real gocryptfs, FUSE)', () => {
     await mountCipherDir(cipher, plain, password, { allowOther: true, logFile: join(root, 'gocryptfs.log') });
     assert.equal(await readFile(join(plain, 'kept'), 'utf8'), 'still here');
     await unmount(plain);
+  });
+});
+
+describe('encrypted STATE in the service runtime (real services, real gocryptfs)', () => {
+  const marker = Buffer.from(`SILO-MARKER-${process.pid}-${Date.now()}`);
+  const half = marker.length >> 1;
+  const env = {
+    MARKER_A: marker.subarray(0, half).toString(),
+    MARKER_B: marker.subarray(half).toString(),
+  };
+  const markerHash = createHash('sha256').update(marker).digest('hex');
+
+  function keyring(secret: Buffer): ScratchKeyring {
+    const ring = new ScratchKeyring();
+    ring.add(1, secret);
+    return ring;
+  }
+
+  async function node(
+    t: TestContext,
+    keys: ScratchKeyring,
+    encryptedScratch = new EncryptedScratch({ keys, allowOther: true }),
+  ) {
+    const h = await makeHarness(t, { sandbox: 'auto', encryptedScratch });
+    t.after(() => cleanStaleMounts(h.dataDir).then(() => undefined));
+    const snapshots = new SnapshotStore({ dataDir: h.dataDir, logger: silentLogger(), registry: h.registry });
+    await snapshots.init();
+    return { h, snapshots };
+  }
+
+  const spec = (h: Harness) =>
+    h.spec({ name: 'vault', command: 'bin/marker.sh', args: ['5'], notificationFd: 5, env });
+
+  async function runAndReadBack(h: Harness): Promise<void> {
+    await rm(h.serviceDir('vault', 'logs/readback'), { force: true });
+    await h.runtime.ensureRunning(spec(h));
+    await waitForStatus(h.runtime, 'vault', (s) => s.phase === 'running', 'running');
+    assert.equal((await waitForFile(h.serviceDir('vault', 'logs/readback'))).trim(), markerHash);
+  }
+
+  test('the marker never rests or travels in plaintext; a new holder reads it back; a wrong or missing key is refused', async (t) => {
+    if (!(await requireOrSkip(t, requirements))) return;
+    const secret = newScratchSecret();
+    const a = await node(t, keyring(secret));
+    await runAndReadBack(a.h);
+    if ((await a.h.runtime.sandboxChoice()).kind === 'bubblewrap') {
+      assert.equal((await readFile(a.h.serviceDir('vault', 'logs/uid'), 'utf8')).trim(), '65534');
+    }
+    // A checkpoint taken while the service runs is ciphertext.
+    const live = await a.snapshots.capture('vault', { live: true });
+    assert.deepEqual(await filesContaining(a.snapshots.root, marker), []);
+    // Drain: stop, final snapshot, unmounted.
+    await a.h.runtime.stop('vault', 'draining');
+    assert.equal(await isMountpoint(a.h.serviceDir('vault', 'state')), false);
+    const final = await a.snapshots.capture('vault', { live: false });
+    assert.notEqual(live.digest, '');
+    assert.deepEqual(await filesContaining(a.h.dataDir, marker), [], 'plaintext on the holder disk');
+
+    // The transfer: exactly the bytes /silo/scratch/1 serves.
+    const served = await a.snapshots.blobSource()(final.digest);
+    assert.ok(served !== null);
+    const chunks: Buffer[] = [];
+    for await (const chunk of served.read()) chunks.push(Buffer.from(chunk));
+    const wire = Buffer.concat(chunks);
+    assert.equal(wire.includes(marker), false, 'plaintext on the wire');
+
+    // The new holder, same org secret: restores the ciphertext and reads the marker back.
+    const b = await node(t, keyring(secret));
+    await mkdir(join(b.snapshots.root, 'sha256'), { recursive: true });
+    await writeFile(b.snapshots.path(final.digest), wire);
+    await b.snapshots.restore('vault', final);
+    await runAndReadBack(b.h);
+    await b.h.runtime.stop('vault');
+    assert.deepEqual(await filesContaining(b.h.dataDir, marker), [], 'plaintext on the new holder disk');
+
+    // A node with another secret (a revoked node after a rotation): clear refusal, nothing runs.
+    const c = await node(t, keyring(newScratchSecret()));
+    await mkdir(join(c.snapshots.root, 'sha256'), { recursive: true });
+    await writeFile(c.snapshots.path(final.digest), wire);
+    await c.snapshots.restore('vault', final);
+    await c.h.runtime.ensureRunning(spec(c.h));
+    const refused = await waitForStatus(c.h.runtime, 'vault', (s) => s.phase === 'failed', 'failed');
+    assert.match(refused.reason ?? '', /cannot be opened: wrong key/);
+
+    // A node without any scratch key: not started, with the reason.
+    const d = await node(t, new ScratchKeyring());
+    await d.h.runtime.ensureRunning(spec(d.h));
+    const keyless = await waitForStatus(d.h.runtime, 'vault', (s) => s.phase === 'failed', 'failed');
+    assert.match(keyless.reason ?? '', /no scratch key on this node/);
+  });
+
+  test('a killed agent leaves a mount that the next runtime removes before starting', async (t) => {
+    if (!(await requireOrSkip(t, requirements))) return;
+    const secret = newScratchSecret();
+    const a = await node(t, keyring(secret));
+    await runAndReadBack(a.h);
+    // What a SIGKILLed agent leaves: the mount (its gocryptfs killed too, so it is dead).
+    const state = a.h.serviceDir('vault', 'state');
+    for (const pid of (await pidsWithArg(state)).filter((pid) => pid !== process.pid))
+      process.kill(pid, 'SIGKILL');
+    await a.h.runtime.stopAll('simulated crash');
+    const next = new ServiceRuntime({
+      dataDir: a.h.dataDir,
+      imageStore: a.h.store,
+      logger: silentLogger(),
+      registry: a.h.registry,
+      sandbox: 'auto',
+      encryptedScratch: new EncryptedScratch({ keys: keyring(secret), allowOther: true }),
+    });
+    t.after(() => next.stopAll());
+    await next.init();
+    assert.equal(await isMountpoint(state), false);
+    await next.ensureRunning(spec(a.h));
+    await waitForStatus(next, 'vault', (s) => s.phase === 'running', 'running');
+    await next.stop('vault');
   });
 });
