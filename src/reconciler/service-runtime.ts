@@ -411,7 +411,8 @@ export class ServiceRuntime {
    */
   private async mountEncrypted(entry: Entry, owner: Owner | undefined): Promise<void> {
     const encrypted = this.options.encryptedScratch;
-    if (encrypted === undefined || entry.spec.scratchClass !== 'persistent') return;
+    if (encrypted === undefined || entry.spec.scratchClass !== 'persistent' || entry.spec.encrypted === false)
+      return;
     await encrypted.mount(entry.spec.name, entry.dirs, join(entry.dirs.supervise, 'gocryptfs.log'));
     entry.encrypted = true;
     // The mount's root belongs to root until handed over to the service user.

@@ -236,6 +236,20 @@ describe('encrypted STATE in the service runtime (real services, real gocryptfs)
     assert.match(keyless.reason ?? '', /no scratch key on this node/);
   });
 
+  test('encrypted = false (and volatile scratch) keep STATE a plain directory', async (t) => {
+    if (!(await requireOrSkip(t, requirements))) return;
+    const a = await node(t, keyring(newScratchSecret()));
+    for (const override of [{ encrypted: false }, { scratchClass: 'volatile' as const }]) {
+      await a.h.runtime.ensureRunning({ ...spec(a.h), ...override });
+      await waitForStatus(a.h.runtime, 'vault', (s) => s.phase === 'running', 'running');
+      assert.equal((await waitForFile(a.h.serviceDir('vault', 'logs/readback'))).trim(), markerHash);
+      assert.equal(await isMountpoint(a.h.serviceDir('vault', 'state')), false);
+      assert.deepEqual(await readFile(a.h.serviceDir('vault', 'state/marker')), marker);
+      await a.h.runtime.stop('vault');
+      await rm(a.h.serviceDir('vault'), { recursive: true, force: true });
+    }
+  });
+
   test('a killed agent leaves a mount that the next runtime removes before starting', async (t) => {
     if (!(await requireOrSkip(t, requirements))) return;
     const secret = newScratchSecret();
