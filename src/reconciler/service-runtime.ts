@@ -12,8 +12,9 @@ import {
   WorkloadSpecSchema,
 } from '../state/schemas.js';
 import { Listeners } from '../util/listeners.js';
-import type { EncryptedScratch } from './encrypted-scratch.js';
+import { type EncryptedScratch, stateCipherDir } from './encrypted-scratch.js';
 import { type RuntimeConfig, runGenerator } from './generator.js';
+import { isInitialized } from './gocryptfs.js';
 import type { ImageStore } from './image-store.js';
 import {
   type EnforcedLimits,
@@ -411,8 +412,16 @@ export class ServiceRuntime {
    */
   private async mountEncrypted(entry: Entry, owner: Owner | undefined): Promise<void> {
     const encrypted = this.options.encryptedScratch;
-    if (encrypted === undefined || entry.spec.scratchClass !== 'persistent' || entry.spec.encrypted === false)
+    if (encrypted === undefined) {
+      // A checkpoint from an encrypted node restored here: starting on an empty plain STATE would lose it quietly.
+      if (await isInitialized(stateCipherDir(entry.dirs))) {
+        throw new Error(
+          `STATE is encrypted (${stateCipherDir(entry.dirs)}) but this node holds no scratch keys (docs/security.md, "Encrypted scratch")`,
+        );
+      }
       return;
+    }
+    if (entry.spec.scratchClass !== 'persistent' || entry.spec.encrypted === false) return;
     await encrypted.mount(entry.spec.name, entry.dirs, join(entry.dirs.supervise, 'gocryptfs.log'));
     entry.encrypted = true;
     // The mount's root belongs to root until handed over to the service user.

@@ -229,6 +229,20 @@ describe('encrypted STATE in the service runtime (real services, real gocryptfs)
     const refused = await waitForStatus(c.h.runtime, 'vault', (s) => s.phase === 'failed', 'failed');
     assert.match(refused.reason ?? '', /cannot be opened: wrong key/);
 
+    // A node without encrypted scratch at all: the ciphertext is not silently replaced by an empty STATE.
+    const plainNode = await makeHarness(t, { sandbox: 'auto' });
+    const plainStore = new SnapshotStore({
+      dataDir: plainNode.dataDir,
+      logger: silentLogger(),
+      registry: plainNode.registry,
+    });
+    await mkdir(join(plainStore.root, 'sha256'), { recursive: true });
+    await writeFile(plainStore.path(final.digest), wire);
+    await plainStore.restore('vault', final);
+    await plainNode.runtime.ensureRunning(spec(plainNode));
+    const unkeyed = await waitForStatus(plainNode.runtime, 'vault', (s) => s.phase === 'failed', 'failed');
+    assert.match(unkeyed.reason ?? '', /STATE is encrypted .* but this node holds no scratch keys/);
+
     // A node without any scratch key: not started, with the reason.
     const d = await node(t, new ScratchKeyring());
     await d.h.runtime.ensureRunning(spec(d.h));
