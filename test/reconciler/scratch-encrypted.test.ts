@@ -220,6 +220,21 @@ describe('encrypted STATE in the service runtime (real services, real gocryptfs)
     await b.h.runtime.stop('vault');
     assert.deepEqual(await filesContaining(b.h.dataDir, marker), [], 'plaintext on the new holder disk');
 
+    // Takeover from the checkpoint a replica kept (taken while the service ran): read back too.
+    const taker = await node(t, keyring(secret));
+    const liveServed = await a.snapshots.blobSource()(live.digest);
+    assert.ok(liveServed !== null);
+    const liveChunks: Buffer[] = [];
+    for await (const chunk of liveServed.read()) liveChunks.push(Buffer.from(chunk));
+    const liveWire = Buffer.concat(liveChunks);
+    assert.equal(liveWire.includes(marker), false, 'plaintext in the checkpoint on the wire');
+    await mkdir(join(taker.snapshots.root, 'sha256'), { recursive: true });
+    await writeFile(taker.snapshots.path(live.digest), liveWire);
+    assert.deepEqual(await filesContaining(taker.h.dataDir, marker), [], 'plaintext on the replica disk');
+    await taker.snapshots.restore('vault', live);
+    await runAndReadBack(taker.h);
+    await taker.h.runtime.stop('vault');
+
     // A node with another secret (a revoked node after a rotation): clear refusal, nothing runs.
     const c = await node(t, keyring(newScratchSecret()));
     await mkdir(join(c.snapshots.root, 'sha256'), { recursive: true });
