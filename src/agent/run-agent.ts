@@ -20,7 +20,9 @@ import {
 import { loadOrg, ORG_FILES, parsePnetKey } from '../identity/org.js';
 import { isClient } from '../identity/role.js';
 import { OverlayManager } from '../overlay/overlay-manager.js';
+import { EncryptedScratch } from '../reconciler/encrypted-scratch.js';
 import { ImageStore } from '../reconciler/image-store.js';
+import { loadScratchKeyring, SCRATCH_KEYS_FILE } from '../reconciler/scratch-key-file.js';
 import { createLogger } from '../util/logger.js';
 import { ControlApi } from './control-api.js';
 import { heartbeatSchedule } from './heartbeat-schedule.js';
@@ -80,6 +82,14 @@ export async function startAgent(
   // gossip, sync and the control API, no reconciler (nothing is ever placed
   // here, no witness) and no SWIM (not a member).
   const client = isClient(bundle.record);
+  // Sealed org scratch secrets (docs/security.md, "Encrypted scratch"): opened into memory here; without the
+  // file persistent STATE stays a plain directory.
+  const scratchKeys = client
+    ? null
+    : await loadScratchKeyring(join(identityDir, SCRATCH_KEYS_FILE), {
+        nodeId: config.node.id,
+        privateKey: identity.wgPrivateKey,
+      });
   if (client)
     logger.info(
       { node: config.node.id },
@@ -109,6 +119,14 @@ export async function startAgent(
             checkpointIntervalMs: config.services.checkpoint_interval,
             replicas: config.services.replicas,
             maxParallel: config.services.max_parallel,
+            ...(scratchKeys === null
+              ? {}
+              : {
+                  encryptedScratch: new EncryptedScratch({
+                    keys: scratchKeys,
+                    allowOther: process.getuid?.() === 0,
+                  }),
+                }),
           },
         }),
     membership: {

@@ -56,6 +56,7 @@ const ManifestSchema = z.strictObject({
   memory_mb: positiveInt.max(MAX_WORKLOAD_MEMORY_MB).default(256),
   restart: z.enum(['always', 'on-failure', 'never']).default('always'),
   notification_fd: z.number().int().min(3).max(255).optional(),
+  encrypted: z.boolean().optional(),
   stop_signal: z
     .string()
     .transform((s) => (s.startsWith('SIG') ? s : `SIG${s}`))
@@ -89,6 +90,7 @@ const EXPECTED: Record<keyof ParsedManifest, string> = {
   memory_mb: `a positive integer up to ${MAX_WORKLOAD_MEMORY_MB}`,
   restart: '"always", "on-failure" or "never"',
   notification_fd: 'an integer file descriptor from 3 to 255',
+  encrypted: 'true or false',
   stop_signal: 'a catchable signal name such as "SIGTERM" or "SIGINT"',
   stop_timeout: 'a positive number of seconds',
   start_timeout: 'a positive number of seconds',
@@ -202,6 +204,8 @@ export function manifestToSpec(manifest: Manifest, attestation: ImageAttestation
     onPartition: manifest.on_partition,
   };
   if (manifest.notification_fd !== undefined) draft.notificationFd = manifest.notification_fd;
+  // Only the opt-out is recorded: a spec without the field is encrypted.
+  if (manifest.encrypted === false) draft.encrypted = false;
   if (manifest.generator !== undefined) draft.generator = manifest.generator;
   if (manifest.restore_wait !== undefined) draft.restoreWaitMs = secondsToMs(manifest.restore_wait);
   return draft;

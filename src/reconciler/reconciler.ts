@@ -15,6 +15,7 @@ import type { Durability } from '../state/lmdb-log.js';
 import type { ObservedView } from '../state/observed-view.js';
 import type { SignedEnrollment } from '../state/schemas.js';
 import type { WorkloadsView } from '../state/workloads-view.js';
+import type { EncryptedScratch } from './encrypted-scratch.js';
 import { HeartbeatLeaseSource } from './heartbeat-lease.js';
 import { IMAGE_PROTOCOL, PeerImageFetcher } from './image-fetch.js';
 import { ImageHolderRecord } from './image-holders.js';
@@ -67,6 +68,8 @@ export interface ReconcilerOptions {
   supervisor?: Partial<SupervisorTuning>;
   quota?: Partial<QuotaOptions>;
   limits?: Omit<ResourceLimiterOptions, 'logger'>;
+  /** Encrypted STATE for persistent workloads (docs/security.md, "Encrypted scratch"); absent: plain STATE. */
+  encryptedScratch?: EncryptedScratch;
   /** A runner of its own (the simulator); default: the ServiceRuntime on the data directory. */
   runner?: ServiceRunner;
   /**
@@ -168,6 +171,7 @@ export class Reconciler {
         ...(options.supervisor ? { tuning: options.supervisor } : {}),
         ...(options.quota ? { quota: options.quota } : {}),
         ...(options.limits ? { limits: options.limits } : {}),
+        ...(options.encryptedScratch ? { encryptedScratch: options.encryptedScratch } : {}),
       });
       this.runner = new RuntimeRunner(runtime);
     }

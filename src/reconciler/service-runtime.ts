@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
@@ -11,7 +12,9 @@ import {
   WorkloadSpecSchema,
 } from '../state/schemas.js';
 import { Listeners } from '../util/listeners.js';
+import { type EncryptedScratch, stateCipherDir } from './encrypted-scratch.js';
 import { type RuntimeConfig, runGenerator } from './generator.js';
+import { isInitialized } from './gocryptfs.js';
 import type { ImageStore } from './image-store.js';
 import {
   type EnforcedLimits,
@@ -82,6 +85,11 @@ export interface ServiceRuntimeOptions {
   tuning?: Partial<SupervisorTuning>;
   quota?: Partial<QuotaOptions>;
   limits?: Omit<ResourceLimiterOptions, 'logger'>;
+  /**
+   * Encrypted STATE for persistent workloads (docs/security.md, "Encrypted
+   * scratch"). Without it STATE is a plain directory.
+   */
+  encryptedScratch?: EncryptedScratch;
 }
 
 const DEFAULT_QUOTA: QuotaOptions = { intervalMs: 10_000, graceMs: 60_000, maxEntries: 100_000 };
@@ -97,6 +105,8 @@ interface Entry {
   stoppedByRequest: boolean;
   /** Waiting for something that may appear (the image): ensureRunning retries. */
   retry: boolean;
+  /** STATE is mounted through encrypted scratch for this run (unmounted at teardown). */
+  encrypted: boolean;
 }
 
 export class ServiceRuntime {
@@ -157,9 +167,13 @@ export class ServiceRuntime {
 
   /** Reap services a previous agent left running (once; ensureRunning does it implicitly). */
   init(): Promise<ReapedService[]> {
-    this.initialized ??= reapOrphans(this.options.dataDir, this.logger).then((reaped) => {
+    this.initialized ??= reapOrphans(this.options.dataDir, this.logger).then(async (reaped) => {
       if (reaped.some((r) => r.killed))
         this.logger.warn({ reaped }, 'reaped services left by a previous agent');
+      // After the reaping: a killed agent's gocryptfs mounts would block the next mount.
+      const stale = (await this.options.encryptedScratch?.cleanStale(this.options.dataDir)) ?? [];
+      if (stale.length > 0)
+        this.logger.warn({ stale }, 'removed encrypted scratch mounts left by a previous agent');
       return reaped;
     });
     return this.initialized;
@@ -257,6 +271,7 @@ export class ServiceRuntime {
       quota: null,
       stoppedByRequest: false,
       retry: false,
+      encrypted: false,
     };
     this.entries.set(spec.name, entry);
     const { imageStore } = this.options;
@@ -289,6 +304,7 @@ export class ServiceRuntime {
     let limits: LimitSetup;
     try {
       await prepareDirs(dirs, owner);
+      await this.mountEncrypted(entry, owner);
       limits = await this.limiter.setup(`${this.instanceId}-${spec.name}`, {
         cpus: spec.cpus,
         memoryMb: spec.memoryMb,
@@ -380,8 +396,36 @@ export class ServiceRuntime {
     if (entry.supervisor !== null) await entry.supervisor.stop(reason, phase);
     else this.setStatus(entry, { phase, reason });
     await removeRuntime(entry.dirs);
+    if (entry.encrypted) {
+      // Nothing of the plaintext view outlives the run.
+      await this.options.encryptedScratch?.unmount(entry.dirs);
+      entry.encrypted = false;
+    }
     if (entry.limits !== null) await this.limiter.release(entry.limits);
     entry.limits = null;
+  }
+
+  /**
+   * Persistent workloads get encrypted STATE when the runtime has encrypted
+   * scratch; where it cannot work the start fails with the reason instead of
+   * running unencrypted.
+   */
+  private async mountEncrypted(entry: Entry, owner: Owner | undefined): Promise<void> {
+    const encrypted = this.options.encryptedScratch;
+    if (encrypted === undefined) {
+      // A checkpoint from an encrypted node restored here: starting on an empty plain STATE would lose it quietly.
+      if (await isInitialized(stateCipherDir(entry.dirs))) {
+        throw new Error(
+          `STATE is encrypted (${stateCipherDir(entry.dirs)}) but this node holds no scratch keys (docs/security.md, "Encrypted scratch")`,
+        );
+      }
+      return;
+    }
+    if (entry.spec.scratchClass !== 'persistent' || entry.spec.encrypted === false) return;
+    await encrypted.mount(entry.spec.name, entry.dirs, join(entry.dirs.supervise, 'gocryptfs.log'));
+    entry.encrypted = true;
+    // The mount's root belongs to root until handed over to the service user.
+    await prepareDirs(entry.dirs, owner);
   }
 
   private quotaMonitor(entry: Entry): ScratchQuotaMonitor {

@@ -8,6 +8,8 @@ import { type BlobExchange, type BlobSource, DIGEST_PATTERN } from '../gossip/bl
 import { counterIn } from '../state/metric-registry.js';
 import type { SnapshotRef } from '../state/schemas.js';
 import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
+import { stateCipherDir } from './encrypted-scratch.js';
+import { isInitialized } from './gocryptfs.js';
 import { extractSafely } from './image-store.js';
 import { fetchFromPeers, type PeerDirectory, shortDigest } from './peer-fetch.js';
 import { serviceDirs } from './scratch.js';
@@ -125,7 +127,10 @@ export class SnapshotStore {
   async capture(workload: string, options: { live: boolean; signal?: AbortSignal }): Promise<SnapshotRef> {
     // Dated when the capture begins: a write made during it may be missing.
     const at = Math.max(0, Math.floor(this.now()));
-    const state = this.stateDir(workload);
+    // Encrypted scratch: the ciphertext is what is captured, never the
+    // plaintext view mounted over STATE (docs/security.md, "Encrypted scratch").
+    const cipher = stateCipherDir(serviceDirs(this.dataDir, workload));
+    const state = (await isInitialized(cipher)) ? cipher : this.stateDir(workload);
     await mkdir(state, { recursive: true, mode: 0o755 });
     const tmp = join(this.root, 'tmp');
     await mkdir(tmp, { recursive: true, mode: 0o700 });
@@ -167,7 +172,14 @@ export class SnapshotStore {
           `snapshot ${shortDigest(snapshot.digest)} refused: stored bytes hash to ${shortDigest(actual)} (corrupt; removed)`,
         );
       }
-      await this.swapIn(workload, fresh);
+      if (await isInitialized(fresh)) {
+        // A ciphertext snapshot: it becomes state.enc, mounted at the next start; STATE is left empty.
+        await this.swapIn(workload, fresh, 'state.enc');
+        await this.restoreEmpty(workload, { keepCipher: true });
+      } else {
+        await this.swapIn(workload, fresh);
+        await rm(stateCipherDir(serviceDirs(this.dataDir, workload)), { recursive: true, force: true });
+      }
       this.bytes.inc({ op: 'restore' }, snapshot.size);
       this.logger.info({ workload, digest: snapshot.digest }, 'state restored from snapshot');
     } finally {
@@ -178,15 +190,20 @@ export class SnapshotStore {
   async discardState(workload: string): Promise<boolean> {
     const state = this.stateDir(workload);
     const entries = await readdir(state).catch(() => null);
-    if (entries === null || entries.length === 0) return false;
+    const cipher = await readdir(stateCipherDir(serviceDirs(this.dataDir, workload))).catch(() => null);
+    if ((entries === null || entries.length === 0) && (cipher === null || cipher.length === 0)) return false;
     await this.restoreEmpty(workload);
     return true;
   }
 
-  async restoreEmpty(workload: string): Promise<void> {
+  /** `keepCipher`: leave an encrypted STATE's ciphertext (state.enc) in place. */
+  async restoreEmpty(workload: string, options: { keepCipher?: boolean } = {}): Promise<void> {
     const fresh = await this.freshDir(workload);
     try {
       await this.swapIn(workload, fresh);
+      if (options.keepCipher !== true) {
+        await rm(stateCipherDir(serviceDirs(this.dataDir, workload)), { recursive: true, force: true });
+      }
     } finally {
       await rm(fresh, { recursive: true, force: true });
     }
@@ -207,15 +224,20 @@ export class SnapshotStore {
         if (entry.startsWith('.state-restore-'))
           await rm(join(root, entry), { recursive: true, force: true });
       }
-      const olds = entries.filter((entry) => entry.startsWith('.state-old-')).sort();
-      const state = serviceDirs(this.dataDir, name).state;
-      const hasState = (await lstat(state).catch(() => null)) !== null;
-      for (const [index, old] of olds.entries()) {
-        if (!hasState && index === olds.length - 1) {
-          await rename(join(root, old), state);
-          this.logger.warn({ workload: name }, 'recovered STATE_DIRECTORY after an interrupted restore');
-        } else {
-          await rm(join(root, old), { recursive: true, force: true });
+      const dirs = serviceDirs(this.dataDir, name);
+      for (const [prefix, target] of [
+        ['.state-old-', dirs.state],
+        ['.stateenc-old-', stateCipherDir(dirs)],
+      ] as const) {
+        const olds = entries.filter((entry) => entry.startsWith(prefix)).sort();
+        const hasState = (await lstat(target).catch(() => null)) !== null;
+        for (const [index, old] of olds.entries()) {
+          if (!hasState && index === olds.length - 1) {
+            await rename(join(root, old), target);
+            this.logger.warn({ workload: name }, 'recovered STATE_DIRECTORY after an interrupted restore');
+          } else {
+            await rm(join(root, old), { recursive: true, force: true });
+          }
         }
       }
     }
@@ -304,12 +326,19 @@ export class SnapshotStore {
    * the new one renamed in, the old one removed. A crash in between leaves
    * `.state-old-*`, which `init` puts back.
    */
-  private async swapIn(workload: string, fresh: string): Promise<void> {
+  private async swapIn(
+    workload: string,
+    fresh: string,
+    into: 'state' | 'state.enc' = 'state',
+  ): Promise<void> {
     const dirs = serviceDirs(this.dataDir, workload);
-    const old = join(dirs.root, `.state-old-${Date.now()}-${randomBytes(4).toString('hex')}`);
-    const hadState = (await lstat(dirs.state).catch(() => null)) !== null;
-    if (hadState) await rename(dirs.state, old);
-    await rename(fresh, dirs.state);
+    const target = into === 'state' ? dirs.state : stateCipherDir(dirs);
+    // The crash-recovery name says which directory it was (init puts it back there).
+    const prefix = into === 'state' ? '.state-old-' : '.stateenc-old-';
+    const old = join(dirs.root, `${prefix}${Date.now()}-${randomBytes(4).toString('hex')}`);
+    const hadState = (await lstat(target).catch(() => null)) !== null;
+    if (hadState) await rename(target, old);
+    await rename(fresh, target);
     if (hadState) await rm(old, { recursive: true, force: true });
   }
 }

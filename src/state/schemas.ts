@@ -122,6 +122,8 @@ export const WorkloadSpecSchema = z.object({
   memoryMb: z.number().int().positive().max(MAX_WORKLOAD_MEMORY_MB),
   restart: RestartPolicySchema,
   notificationFd: z.number().int().min(3).max(255).optional(),
+  /** false: a persistent workload's STATE opts out of encrypted scratch (docs/security.md); absent = encrypted. */
+  encrypted: z.boolean().optional(),
   stopSignal: z.string().regex(/^SIG[A-Z0-9]+$/),
   stopTimeoutMs: z.number().int().positive(),
   startTimeoutMs: z.number().int().positive(),

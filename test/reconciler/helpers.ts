@@ -10,6 +10,7 @@ import {
   publicKeyToBase64,
 } from '../../src/identity/ed25519.js';
 import { signImageDigest } from '../../src/identity/image-signing.js';
+import type { EncryptedScratch } from '../../src/reconciler/encrypted-scratch.js';
 import { buildImage } from '../../src/reconciler/image.js';
 import { ImageStore } from '../../src/reconciler/image-store.js';
 import type { SandboxPreference } from '../../src/reconciler/sandbox.js';
@@ -48,6 +49,7 @@ export interface HarnessOptions {
   tuning?: Partial<SupervisorTuning>;
   quota?: Partial<QuotaOptions>;
   limitsEnabled?: boolean;
+  encryptedScratch?: EncryptedScratch;
 }
 
 interface TestContextLike {
@@ -74,6 +76,7 @@ export async function makeHarness(t: TestContextLike, options: HarnessOptions = 
     tuning: { ...FAST_TUNING, ...options.tuning },
     quota: options.quota ?? {},
     limits: { enabled: options.limitsEnabled ?? false },
+    ...(options.encryptedScratch === undefined ? {} : { encryptedScratch: options.encryptedScratch }),
   });
   t.after(async () => {
     await runtime.stopAll('test over');

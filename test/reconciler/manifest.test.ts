@@ -68,6 +68,7 @@ cpus = 0.5
 memory_mb = 512
 restart = "on-failure"
 notification_fd = 3
+encrypted = false
 stop_signal = "INT"
 stop_timeout = 2.5
 start_timeout = 60
@@ -98,6 +99,7 @@ zone = "eu-1"
       memoryMb: 512,
       restart: 'on-failure',
       notificationFd: 3,
+      encrypted: false,
       stopSignal: 'SIGINT',
       stopTimeoutMs: 2500,
       startTimeoutMs: 60_000,
@@ -107,6 +109,17 @@ zone = "eu-1"
     });
     // With a revision it is a valid document record.
     assert.ok(WorkloadSpecSchema.safeParse({ ...spec, revision: 1 }).success);
+  });
+
+  test('encrypted: only the opt-out reaches the spec; anything but a boolean is refused', () => {
+    const base = 'name = "db"\nimage = "org:db:1"\ncommand = "/bin/db"\n';
+    const att = { imageDigest: `sha256:${'a'.repeat(64)}`, imageSignature: 'c2lnbmF0dXJl' };
+    assert.equal(manifestToSpec(parseManifest(base), att).encrypted, undefined);
+    assert.equal(manifestToSpec(parseManifest(`${base}encrypted = true\n`), att).encrypted, undefined);
+    assert.equal(manifestToSpec(parseManifest(`${base}encrypted = false\n`), att).encrypted, false);
+    assert.deepEqual(problems(`${base}encrypted = "no"\n`), [
+      'manifest.toml: encrypted: expected true or false, got "no"',
+    ]);
   });
 
   test('errors name the file, the field and the problem', () => {
@@ -165,7 +178,7 @@ zone = "eu-1"
         'manifest.toml: scratch_md: unknown field (did you mean "scratch_mb"?)',
         'manifest.toml: scratchClass: unknown field (did you mean "scratch_class"?)',
         'manifest.toml: StopTimeout: unknown field (did you mean "stop_timeout"?)',
-        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, cpus, memory_mb, restart, notification_fd, stop_signal, stop_timeout, start_timeout, restore_wait, generator, constraints, on_partition)',
+        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, cpus, memory_mb, restart, notification_fd, encrypted, stop_signal, stop_timeout, start_timeout, restore_wait, generator, constraints, on_partition)',
       ],
     );
     assert.equal(suggestField('restrat'), 'restart');
