@@ -142,6 +142,14 @@ export const WorkloadSpecSchema = z.object({
 });
 export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
 
+/**
+ * A service address claim (workloads document, map `addresses`, key
+ * `<address>/<workload>`): when it was written. The older claim keeps a
+ * contested address (src/state/service-addresses.ts).
+ */
+export const AddressClaimValueSchema = z.object({ at: z.number().int().nonnegative() });
+export type AddressClaimValue = z.infer<typeof AddressClaimValueSchema>;
+
 export const PhaseSchema = z.enum([
   'pending',
   'pulling',
