@@ -20,10 +20,12 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import type { Revocation, SignedEnrollment } from '../state/schemas.js';
+import { defaultServiceRange } from '../state/service-addresses.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
+import { ServiceNetwork } from './service-network.js';
 import { EnrollmentTrust, type LostPeer } from './trust.js';
 
 /** Gossip settings the agent passes through (identity and state are the agent's own). */
@@ -84,6 +86,8 @@ export interface NodeAgentComponents {
   workloads: WorkloadsView;
   /** Lifts a workload's revision after concurrent writes (see SpecRevisionGuard). */
   specGuard: SpecRevisionGuard;
+  /** Service address claims and routes (absent without trust, and on clients). */
+  serviceNetwork?: ServiceNetwork;
   observed: ObservedView;
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
@@ -131,6 +135,7 @@ export class NodeAgent {
   private readonly overlay: OverlaySync | undefined;
   private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
+  readonly serviceNetwork: ServiceNetwork | undefined;
   private startedAt: number | null = null;
   /** The "this node was revoked" error was logged (once per agent life). */
   private revokedNoticed = false;
@@ -144,6 +149,7 @@ export class NodeAgent {
     this.enrollment = components.enrollment;
     this.workloads = components.workloads;
     this.specGuard = components.specGuard;
+    this.serviceNetwork = components.serviceNetwork;
     this.observed = components.observed;
     this.gossip = components.gossip;
     this.trust = components.trust;
@@ -250,8 +256,31 @@ export class NodeAgent {
       const trust = bundle ? new EnrollmentTrust({ bundle, enrollment, logger, registry }) : undefined;
       if (options.overlay && !trust)
         throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
+      const workloads = new WorkloadsView({
+        ...viewOptions,
+        // Service addresses come from the upper half of the org CIDR (docs/services.md, "Service addresses").
+        ...(bundle ? { serviceRange: defaultServiceRange(bundle.overlayCidr) } : {}),
+      });
+      const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
+      const serviceNetwork =
+        trust && bundle && !isClient(bundle.record)
+          ? new ServiceNetwork({
+              selfId: options.nodeId,
+              workloads,
+              observed,
+              members: () => new Set(trust.active().members.map((r) => r.nodeId)),
+              logger,
+            })
+          : undefined;
       const overlay =
-        options.overlay && trust ? new OverlaySync({ overlay: options.overlay, trust, logger }) : undefined;
+        options.overlay && trust
+          ? new OverlaySync({
+              overlay: options.overlay,
+              trust,
+              logger,
+              ...(serviceNetwork ? { serviceRoutes: serviceNetwork } : {}),
+            })
+          : undefined;
       const gossip = await GossipLayer.create({
         ...options.gossip,
         org: options.org,
@@ -320,9 +349,7 @@ export class NodeAgent {
               intervalMs: Math.max(100, Math.floor(gossip.detector.suspectAfterMs / 3)),
             })
           : undefined;
-      const workloads = new WorkloadsView(viewOptions);
       const specGuard = new SpecRevisionGuard({ state, workloads, logger });
-      const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
       let reconciler: Reconciler | undefined;
       if (options.reconciler) {
         if (!options.dataDir) throw new Error('the reconciler needs a data directory (dataDir)');
@@ -358,6 +385,7 @@ export class NodeAgent {
         enrollment,
         workloads,
         specGuard,
+        ...(serviceNetwork ? { serviceNetwork } : {}),
         observed,
         gossip,
         trust,
@@ -379,6 +407,7 @@ export class NodeAgent {
     // every peer we sync with learns it from us too.
     this.trust?.start();
     this.specGuard.start();
+    this.serviceNetwork?.start();
     let reconcilerStarting = false;
     try {
       await this.overlay?.start();
@@ -398,6 +427,7 @@ export class NodeAgent {
       await this.overlay?.stop().catch(() => undefined);
       this.trust?.stop();
       this.specGuard.stop();
+      this.serviceNetwork?.stop();
       throw err;
     }
     this.startedAt = Date.now();
@@ -425,6 +455,7 @@ export class NodeAgent {
       await this.gossip.stop();
       await this.overlay?.stop();
       this.specGuard.stop();
+      this.serviceNetwork?.stop();
     }
     await this.state.close();
     this.logger.info('agent stopped');

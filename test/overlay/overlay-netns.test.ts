@@ -60,6 +60,19 @@ async function ping(ns: string, ip: string, attempts: number): Promise<boolean> 
   return false;
 }
 
+/** Ping with a given source address (the far end answers only if it accepts that source). */
+async function pingFrom(ns: string, source: string, ip: string, attempts: number): Promise<boolean> {
+  for (let i = 0; i < attempts; i++) {
+    try {
+      await runner.run(['ping', '-c', '1', '-W', '1', '-I', source, ip], { netns: ns });
+      return true;
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+    }
+  }
+  return false;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -235,6 +248,48 @@ describe('overlay manager in network namespaces', () => {
       assert.equal(existsSync(`/var/run/wireguard/${a.manager.interfaceName}.sock`), false);
     }
     await a.manager.down(); // idempotent
+  });
+
+  test('routes a service address to its holder only, and takes it away from a former holder', async (t) => {
+    if (!(await requireOrSkip(t, { root: true, tools: ['ip', 'wg', 'wireguard-go', 'ping'] }))) return;
+    const { a, b, org } = await setUp(t);
+    await a.manager.up();
+    await b.manager.up();
+    const nodes = computeActiveNodes({
+      caPublicKey: org.info.caPublicKey,
+      records: [
+        [a.record.nodeId, a.record],
+        [b.record.nodeId, b.record],
+      ],
+      revocations: [],
+    }).active;
+    // b holds the service address (here on its loopback, as the service's namespace would).
+    const service = '10.231.2.200';
+    await runner.run(['ip', 'address', 'add', `${service}/32`, 'dev', 'lo'], { netns: b.ns });
+    const holding = nodes.map((r) =>
+      r.nodeId === b.record.nodeId ? { ...r, serviceIps: [`${service}/32`] } : r,
+    );
+    assert.deepEqual((await a.manager.sync(holding)).added, [b.record.wgPublicKey]);
+    await b.manager.sync(nodes);
+    const peer = (await wg.showDump(a.manager.interfaceName, a.ns)).peers[0]!;
+    assert.deepEqual([...peer.allowedIps].sort(), [`${b.record.overlayIp}/32`, `${service}/32`].sort());
+    assert.ok(await ping(a.ns, service, 20), 'a reaches the service address at its holder');
+    assert.ok(
+      await pingFrom(b.ns, service, a.record.overlayIp, 5),
+      'the holder can send as the service address',
+    );
+    // The address moves away from b (to a node not in this test): a's entry for b loses it.
+    assert.deepEqual((await a.manager.sync(nodes)).updated, [b.record.wgPublicKey]);
+    assert.deepEqual((await wg.showDump(a.manager.interfaceName, a.ns)).peers[0]?.allowedIps, [
+      `${b.record.overlayIp}/32`,
+    ]);
+    assert.equal(await ping(a.ns, service, 2), false, 'the former holder receives nothing for the address');
+    assert.equal(
+      await pingFrom(b.ns, service, a.record.overlayIp, 2),
+      false,
+      'packets from the former holder with the address as source are dropped',
+    );
+    assert.ok(await ping(a.ns, b.record.overlayIp, 5), 'b itself is still reachable');
   });
 
   test('recreates the interface when wireguard-go dies or the interface is deleted', async (t) => {
