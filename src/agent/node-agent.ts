@@ -372,6 +372,7 @@ export class NodeAgent {
             ...(options.gossip?.now ? { now: options.gossip.now } : {}),
             ...(options.durability ? { durability: options.durability } : {}),
             ...(swim ? { swim } : {}),
+            ...(serviceNetwork ? { serviceAddresses: true } : {}),
           },
           options.reconciler,
         );

@@ -127,6 +127,12 @@ export interface LaunchRequest {
   mounts?: 'service' | 'generator';
   /** argv prefix applying resource limits (limits.ts), or none. */
   limitPrefix?: readonly string[];
+  /**
+   * Bubblewrap only: the service's own network namespace (`network =
+   * "overlay"` with a service address, src/overlay/service-netns.ts),
+   * entered with nsenter before bwrap starts.
+   */
+  netnsPath?: string;
 }
 
 export interface LaunchPlan {
@@ -214,7 +220,8 @@ export function buildLaunch(request: LaunchRequest): LaunchPlan {
     posix.join(SANDBOX_PATHS.image, program),
     ...args,
   );
-  const argv = [...prefix, ...bwrap];
+  const netns = request.netnsPath === undefined ? [] : ['nsenter', `--net=${request.netnsPath}`, '--'];
+  const argv = [...prefix, ...netns, ...bwrap];
   // bwrap gets a minimal environment of its own; the service's comes from --setenv.
   return {
     kind: 'bubblewrap',

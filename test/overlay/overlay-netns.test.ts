@@ -13,8 +13,9 @@ import {
   wgPrivateKeyPath,
 } from '../../src/identity/node-identity.js';
 import { createOrg } from '../../src/identity/org.js';
-import { CommandError, ExecaRunner } from '../../src/overlay/exec.js';
+import { CommandError, ExecaRunner, spawnDaemon } from '../../src/overlay/exec.js';
 import { OverlayManager, type OverlayNode } from '../../src/overlay/overlay-manager.js';
+import { ServiceNetns } from '../../src/overlay/service-netns.js';
 import { Wg } from '../../src/overlay/wg.js';
 import type { SignedEnrollment } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -71,6 +72,27 @@ async function pingFrom(ns: string, source: string, ip: string, attempts: number
     }
   }
   return false;
+}
+
+/** A TCP server on 0.0.0.0:7000 that answers every connection with `tag`. */
+function echoServer(tag: string): string {
+  return `require('node:net').createServer((s) => s.end(${JSON.stringify(tag)})).listen(7000, '0.0.0.0')`;
+}
+
+/** Connects to `ip`:7000 from namespace `ns` and returns what the server says (retrying while it fails). */
+async function tcpAsk(ns: string, ip: string, attempts: number): Promise<string | null> {
+  const client = `const s = require('node:net').connect({ host: ${JSON.stringify(ip)}, port: 7000, timeout: 1000 });
+let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => { process.stdout.write(got); process.exit(0); });
+s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
+  for (let i = 0; i < attempts; i++) {
+    try {
+      return (await runner.run(['node', '-e', client], { netns: ns })).stdout;
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  return null;
 }
 
 function processAlive(pid: number): boolean {
@@ -290,6 +312,76 @@ describe('overlay manager in network namespaces', () => {
       'packets from the former holder with the address as source are dropped',
     );
     assert.ok(await ping(a.ns, b.record.overlayIp, 5), 'b itself is still reachable');
+  });
+
+  test("a service's own namespace answers at its address across the overlay, and follows a move", async (t) => {
+    if (!(await requireOrSkip(t, { root: true, tools: ['ip', 'wg', 'wireguard-go', 'ping', 'sysctl'] })))
+      return;
+    const { a, b, org } = await setUp(t);
+    await a.manager.up();
+    await b.manager.up();
+    const nodes = computeActiveNodes({
+      caPublicKey: org.info.caPublicKey,
+      records: [
+        [a.record.nodeId, a.record],
+        [b.record.nodeId, b.record],
+      ],
+      revocations: [],
+    }).active;
+    const service = '10.231.2.201';
+    const netnsOf = (node: Node) =>
+      new ServiceNetns({
+        runner,
+        // The host end goes into the node's namespace (the test process runs outside it).
+        hostNetns: node.ns,
+        logger: silentLogger(),
+        instanceId: `t-${node.ns}`,
+      });
+    const onA = netnsOf(a);
+    const onB = netnsOf(b);
+    const servers: ReturnType<typeof spawnDaemon>[] = [];
+    t.after(async () => {
+      for (const server of servers) server.kill('SIGKILL');
+      await onA.teardown('web').catch(() => undefined);
+      await onB.teardown('web').catch(() => undefined);
+    });
+    const serve = (netns: ServiceNetns, tag: string) => {
+      // Binds 0.0.0.0 like an unmodified service; answers with the node it runs on.
+      const server = spawnDaemon(['node', '-e', echoServer(tag)], { netns: netns.names('web').netns });
+      servers.push(server);
+      return server;
+    };
+
+    // b holds the address: its namespace, and a's peer entry for b carries the /32.
+    await onB.setup('web', service);
+    const first = serve(onB, 'b');
+    await a.manager.sync(
+      nodes.map((r) => (r.nodeId === b.record.nodeId ? { ...r, serviceIps: [`${service}/32`] } : r)),
+    );
+    await b.manager.sync(nodes);
+    assert.equal(
+      await tcpAsk(a.ns, service, 20),
+      'b',
+      'a client on a reaches the service on b by its address',
+    );
+    assert.equal(await tcpAsk(b.ns, service, 5), 'b', 'and so does a client on the holder itself');
+
+    // Move to a: b stops it and removes the namespace, a starts it; the routes follow.
+    first.kill('SIGKILL');
+    await onB.teardown('web');
+    await onA.setup('web', service);
+    serve(onA, 'a');
+    await a.manager.sync(nodes);
+    await b.manager.sync(
+      nodes.map((r) => (r.nodeId === a.record.nodeId ? { ...r, serviceIps: [`${service}/32`] } : r)),
+    );
+    assert.equal(await tcpAsk(b.ns, service, 20), 'a', 'the same address answers from the new holder');
+    assert.equal(await tcpAsk(a.ns, service, 5), 'a');
+    assert.equal(await ping(b.ns, service, 1), true);
+    await assert.rejects(
+      runner.run(['ip', 'netns', 'exec', onB.names('web').netns, 'true']),
+      'the old holder no longer has the namespace',
+    );
   });
 
   test('recreates the interface when wireguard-go dies or the interface is deleted', async (t) => {

@@ -13,7 +13,12 @@ import { signImageDigest } from '../../src/identity/image-signing.js';
 import { buildImage } from '../../src/reconciler/image.js';
 import { ImageStore } from '../../src/reconciler/image-store.js';
 import type { SandboxPreference } from '../../src/reconciler/sandbox.js';
-import type { QuotaOptions, ServiceRuntime, ServiceStatus } from '../../src/reconciler/service-runtime.js';
+import type {
+  QuotaOptions,
+  ServiceNetworkAccess,
+  ServiceRuntime,
+  ServiceStatus,
+} from '../../src/reconciler/service-runtime.js';
 import { ServiceRuntime as Runtime } from '../../src/reconciler/service-runtime.js';
 import type { SupervisorTuning } from '../../src/reconciler/supervisor.js';
 import type { WorkloadSpec } from '../../src/state/schemas.js';
@@ -48,6 +53,7 @@ export interface HarnessOptions {
   tuning?: Partial<SupervisorTuning>;
   quota?: Partial<QuotaOptions>;
   limitsEnabled?: boolean;
+  serviceNetwork?: ServiceNetworkAccess;
 }
 
 interface TestContextLike {
@@ -74,6 +80,7 @@ export async function makeHarness(t: TestContextLike, options: HarnessOptions = 
     tuning: { ...FAST_TUNING, ...options.tuning },
     quota: options.quota ?? {},
     limits: { enabled: options.limitsEnabled ?? false },
+    ...(options.serviceNetwork ? { serviceNetwork: options.serviceNetwork } : {}),
   });
   t.after(async () => {
     await runtime.stopAll('test over');
