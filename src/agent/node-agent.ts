@@ -11,7 +11,9 @@ import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import { isClient, ownershipMembers } from '../identity/role.js';
 import type { SwimParams } from '../membership/swim-core.js';
+import { ServiceDnsServer } from '../overlay/dns-server.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
+import { serviceZone } from '../overlay/service-dns.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
@@ -59,6 +61,12 @@ export interface NodeAgentOptions {
    */
   overlay?: OverlayManager;
   /**
+   * The service DNS server (docs/services.md, "Service addresses"): with the
+   * overlay, `<workload>.<org>.silo` is answered on the node's overlay IP,
+   * this UDP port (default 53); false: none.
+   */
+  serviceDns?: { port: number } | false;
+  /**
    * Run workloads (the reconcile loop, docs/placement.md); needs `dataDir`
    * and `trust` (images must carry the org CA's signature). Started after
    * gossip, stopped before it (services handed over per `onStop`).
@@ -88,6 +96,7 @@ export interface NodeAgentComponents {
   specGuard: SpecRevisionGuard;
   /** Service address claims and routes (absent without trust, and on clients). */
   serviceNetwork?: ServiceNetwork;
+  serviceDns?: ServiceDnsServer;
   observed: ObservedView;
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
@@ -136,6 +145,7 @@ export class NodeAgent {
   private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
   readonly serviceNetwork: ServiceNetwork | undefined;
+  private readonly serviceDns: ServiceDnsServer | undefined;
   private startedAt: number | null = null;
   /** The "this node was revoked" error was logged (once per agent life). */
   private revokedNoticed = false;
@@ -150,6 +160,7 @@ export class NodeAgent {
     this.workloads = components.workloads;
     this.specGuard = components.specGuard;
     this.serviceNetwork = components.serviceNetwork;
+    this.serviceDns = components.serviceDns;
     this.observed = components.observed;
     this.gossip = components.gossip;
     this.trust = components.trust;
@@ -373,6 +384,9 @@ export class NodeAgent {
             ...(options.durability ? { durability: options.durability } : {}),
             ...(swim ? { swim } : {}),
             ...(serviceNetwork ? { serviceAddresses: true } : {}),
+            ...(options.overlay && serviceNetwork && bundle && options.serviceDns !== false
+              ? { serviceDns: { nameserver: bundle.record.overlayIp, zone: serviceZone(options.org) } }
+              : {}),
           },
           options.reconciler,
         );
@@ -387,6 +401,17 @@ export class NodeAgent {
         workloads,
         specGuard,
         ...(serviceNetwork ? { serviceNetwork } : {}),
+        ...(overlay && serviceNetwork && bundle && options.serviceDns !== false
+          ? {
+              serviceDns: new ServiceDnsServer({
+                host: bundle.record.overlayIp,
+                port: options.serviceDns?.port ?? 53,
+                zone: serviceZone(options.org),
+                lookup: (name) => workloads.serviceAddresses().get(name),
+                logger,
+              }),
+            }
+          : {}),
         observed,
         gossip,
         trust,
@@ -412,6 +437,10 @@ export class NodeAgent {
     let reconcilerStarting = false;
     try {
       await this.overlay?.start();
+      // Not fatal: the cluster works without names (the port may be taken by another resolver).
+      await this.serviceDns
+        ?.start()
+        .catch((err: unknown) => this.logger.error({ err }, 'the service DNS server could not start'));
       await this.gossip.start();
       await this.swim?.start();
       this.swimFeed?.start();
@@ -425,6 +454,7 @@ export class NodeAgent {
       this.swimFeed?.stop();
       await this.swim?.stop().catch(() => undefined);
       await this.gossip.stop().catch(() => undefined);
+      await this.serviceDns?.stop().catch(() => undefined);
       await this.overlay?.stop().catch(() => undefined);
       this.trust?.stop();
       this.specGuard.stop();
@@ -454,6 +484,7 @@ export class NodeAgent {
       this.swimFeed?.stop();
       await this.swim?.stop();
       await this.gossip.stop();
+      await this.serviceDns?.stop();
       await this.overlay?.stop();
       this.specGuard.stop();
       this.serviceNetwork?.stop();

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { lstat, readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { CommandError, type CommandRunner } from './exec.js';
 
@@ -145,4 +146,41 @@ export class ServiceNetns {
   #hostOptions(): { netns?: string } {
     return this.#options.hostNetns === undefined ? {} : { netns: this.#options.hostNetns };
   }
+}
+
+/**
+ * A service's resolv.conf: the agent's service DNS first (names of the zone
+ * searched without the suffix), then the host's nameservers that are
+ * reachable from a service namespace (not loopback). glibc moves on to the
+ * next nameserver when one answers REFUSED, which the service DNS does for
+ * every name outside its zone. None (the host's file stays) when the host's
+ * /etc/resolv.conf is a symlink: it usually points under /run, which is a
+ * fresh tmpfs in the sandbox, so it cannot be bound over.
+ */
+export function serviceResolvConf(
+  dns: { nameserver: string; zone: string },
+  logger: Logger,
+  hostFile = '/etc/resolv.conf',
+): () => Promise<string | undefined> {
+  let warned = false;
+  return async () => {
+    const info = await lstat(hostFile).catch(() => null);
+    if (info?.isSymbolicLink() === true) {
+      if (!warned)
+        logger.warn({ hostFile }, 'host resolv.conf is a symlink: services keep it, without service names');
+      warned = true;
+      return undefined;
+    }
+    const host = info === null ? '' : await readFile(hostFile, 'utf8').catch(() => '');
+    const others = host
+      .split('\n')
+      .map((line) => /^\s*nameserver\s+(\S+)/.exec(line)?.[1])
+      .filter((ip): ip is string => ip !== undefined && !/^127\.|^::1$/.test(ip) && ip !== dns.nameserver);
+    return [
+      `search ${dns.zone}`,
+      `nameserver ${dns.nameserver}`,
+      ...others.map((ip) => `nameserver ${ip}`),
+      '',
+    ].join('\n');
+  };
 }

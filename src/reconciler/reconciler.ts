@@ -6,7 +6,7 @@ import type { GossipLayer } from '../gossip/index.js';
 import { LeaseExchange } from '../gossip/lease-exchange.js';
 import type { PublicKeyInput } from '../identity/ed25519.js';
 import { ExecaRunner } from '../overlay/exec.js';
-import { ServiceNetns } from '../overlay/service-netns.js';
+import { ServiceNetns, serviceResolvConf } from '../overlay/service-netns.js';
 import { GrantStore } from '../ownership/grant-store.js';
 import { DEFAULT_MAX_STOP_TIMEOUT_MS, maxLeaseMs } from '../ownership/lease-bounds.js';
 import { LeaseManager } from '../ownership/lease-manager.js';
@@ -131,6 +131,8 @@ export interface ReconcilerDeps {
    * allocates service addresses (an agent with an org).
    */
   serviceAddresses?: boolean;
+  /** The agent's service DNS server, written first into those services' resolv.conf. */
+  serviceDns?: { nameserver: string; zone: string };
 }
 
 export class Reconciler {
@@ -304,6 +306,7 @@ export class Reconciler {
       addressOf: (workload) => deps.workloads.serviceAddresses().get(workload),
       setup: (workload, address) => netns.setup(workload, address),
       teardown: (workload) => netns.teardown(workload),
+      ...(deps.serviceDns ? { resolvConf: serviceResolvConf(deps.serviceDns, deps.logger) } : {}),
     };
   }
 

@@ -133,6 +133,8 @@ export interface LaunchRequest {
    * entered with nsenter before bwrap starts.
    */
   netnsPath?: string;
+  /** Bubblewrap only: a file bound read-only over /etc/resolv.conf (service DNS names). */
+  resolvConfPath?: string;
 }
 
 export interface LaunchPlan {
@@ -197,6 +199,8 @@ export function buildLaunch(request: LaunchRequest): LaunchPlan {
     bwrap.push('--ro-bind', dirs.state, SANDBOX_PATHS.state);
   }
   bwrap.push('--ro-bind', rootfs, SANDBOX_PATHS.image);
+  if (request.resolvConfPath !== undefined)
+    bwrap.push('--ro-bind', request.resolvConfPath, '/etc/resolv.conf');
   bwrap.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup');
   if (network === 'none') bwrap.push('--unshare-net');
   bwrap.push('--as-pid-1', '--die-with-parent', '--new-session', '--clearenv');

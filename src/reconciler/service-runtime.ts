@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
@@ -97,6 +99,11 @@ export interface ServiceNetworkAccess {
   /** Creates the namespace with the address; returns its path. */
   setup(workload: string, address: string): Promise<string>;
   teardown(workload: string): Promise<void>;
+  /**
+   * Contents of the service's /etc/resolv.conf (the agent's service DNS
+   * first), or undefined to leave the host's.
+   */
+  resolvConf?(): Promise<string | undefined>;
 }
 
 /** Distinguishes the services of agents sharing one kernel: a hash of the data directory. */
@@ -337,6 +344,7 @@ export class ServiceRuntime {
         await prepareDirs(dirs, owner);
         if (spec.generator !== undefined) await this.runGenerator(spec, choice, dirs, rootfs, log);
         const netnsPath = await this.serviceNetns(spec, choice);
+        const resolvConfPath = netnsPath === undefined ? undefined : await this.resolvConf(dirs);
         return buildLaunch({
           choice,
           dirs,
@@ -348,6 +356,7 @@ export class ServiceRuntime {
           keepFds: spec.notificationFd === undefined ? [] : [spec.notificationFd],
           limitPrefix: limits.prefix,
           ...(netnsPath !== undefined ? { netnsPath } : {}),
+          ...(resolvConfPath !== undefined ? { resolvConfPath } : {}),
         });
       },
     });
@@ -408,6 +417,15 @@ export class ServiceRuntime {
     const address = network.addressOf(spec.name);
     if (address === undefined) throw new Error('no service address assigned yet');
     return network.setup(spec.name, address);
+  }
+
+  /** Writes the service's resolv.conf next to its supervise records; its path, or undefined for none. */
+  private async resolvConf(dirs: ServiceDirs): Promise<string | undefined> {
+    const contents = await this.options.serviceNetwork?.resolvConf?.();
+    if (contents === undefined) return undefined;
+    const path = join(dirs.supervise, 'resolv.conf');
+    await writeFile(path, contents, { mode: 0o644 });
+    return path;
   }
 
   private async teardown(entry: Entry, reason: string, phase: Phase): Promise<void> {

@@ -2,6 +2,8 @@ import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, type TestContext, test } from 'node:test';
 import { Registry } from 'prom-client';
 import { issueEnrollment, signRevocation } from '../../src/identity/ca.js';
@@ -79,9 +81,22 @@ function echoServer(tag: string): string {
   return `require('node:net').createServer((s) => s.end(${JSON.stringify(tag)})).listen(7000, '0.0.0.0')`;
 }
 
-/** Connects to `ip`:7000 from namespace `ns` and returns what the server says (retrying while it fails). */
-async function tcpAsk(ns: string, ip: string, attempts: number): Promise<string | null> {
-  const client = `const s = require('node:net').connect({ host: ${JSON.stringify(ip)}, port: 7000, timeout: 1000 });
+/**
+ * Connects to `host`:7000 from namespace `ns` and returns what the server says (retrying while it
+ * fails); a name is resolved with the DNS server `nameserver`.
+ */
+async function tcpAsk(
+  ns: string,
+  host: string,
+  attempts: number,
+  nameserver?: string,
+): Promise<string | null> {
+  const lookup =
+    nameserver === undefined
+      ? ''
+      : `lookup: (name, opts, cb) => { const r = new (require('node:dns').Resolver)(); r.setServers([${JSON.stringify(nameserver)}]);
+  r.resolve4(name, (err, a) => (err ? cb(err) : opts.all ? cb(null, [{ address: a[0], family: 4 }]) : cb(null, a[0], 4))); },`;
+  const client = `const s = require('node:net').connect({ host: ${JSON.stringify(host)}, port: 7000, timeout: 1000, ${lookup} });
 let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => { process.stdout.write(got); process.exit(0); });
 s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
   for (let i = 0; i < attempts; i++) {
@@ -376,6 +391,22 @@ describe('overlay manager in network namespaces', () => {
       nodes.map((r) => (r.nodeId === a.record.nodeId ? { ...r, serviceIps: [`${service}/32`] } : r)),
     );
     assert.equal(await tcpAsk(b.ns, service, 20), 'a', 'the same address answers from the new holder');
+    // By name: a's service DNS (on its overlay IP) answers web.nstest.silo; a client on b resolves it
+    // over the overlay and connects.
+    const dnsScript = join(await tempDir(t, 'silo-dns-'), 'dns.mts');
+    await writeFile(
+      dnsScript,
+      `import { ServiceDnsServer } from ${JSON.stringify(join(process.cwd(), 'src/overlay/dns-server.ts'))};
+import { silentLogger } from ${JSON.stringify(join(process.cwd(), 'src/util/logger.ts'))};
+await new ServiceDnsServer({ host: ${JSON.stringify(a.record.overlayIp)}, port: 53, zone: 'nstest.silo',
+  lookup: (n) => (n === 'web' ? ${JSON.stringify(service)} : undefined), logger: silentLogger() }).start();`,
+    );
+    servers.push(spawnDaemon(['node', '--import', 'tsx', dnsScript], { netns: a.ns }));
+    assert.equal(
+      await tcpAsk(b.ns, 'web.nstest.silo', 20, a.record.overlayIp),
+      'a',
+      'a client on b connects by name through a DNS server on another node',
+    );
     assert.equal(await tcpAsk(a.ns, service, 5), 'a');
     assert.equal(await ping(b.ns, service, 1), true);
     await assert.rejects(

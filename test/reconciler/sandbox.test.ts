@@ -170,6 +170,7 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
         addressOf: () => address,
         setup: (workload, a) => netns.setup(workload, a),
         teardown: (workload) => netns.teardown(workload),
+        resolvConf: async () => 'search acme.silo\nnameserver 10.231.9.1\n',
       },
     });
     const spec = h.spec({
@@ -212,6 +213,11 @@ s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
       'eth0',
     ]);
     assert.match(stdout, /inet 10\.231\.9\.9\/32/);
+    assert.equal(
+      await readFile(join(h.serviceDir('web', 'state'), 'resolv.conf'), 'utf8'),
+      'search acme.silo\nnameserver 10.231.9.1\n',
+      "the service's resolv.conf names the agent's service DNS",
+    );
     await h.runtime.stop('web');
     await assert.rejects(
       execa.run(['ip', '-n', netns.names('web').netns, 'link']),
