@@ -384,6 +384,14 @@ export class NodeAgent {
             ...(options.durability ? { durability: options.durability } : {}),
             ...(swim ? { swim } : {}),
             ...(serviceNetwork ? { serviceAddresses: true } : {}),
+            ...(serviceNetwork && bundle
+              ? {
+                  serviceFilter: {
+                    allowedSources: bundle.overlayCidr,
+                    ...(options.overlay ? { overlayInterface: options.overlay.interfaceName } : {}),
+                  },
+                }
+              : {}),
             ...(options.overlay && serviceNetwork && bundle && options.serviceDns !== false
               ? { serviceDns: { nameserver: bundle.record.overlayIp, zone: serviceZone(options.org) } }
               : {}),

@@ -21,6 +21,11 @@ import { CommandError, type CommandRunner } from './exec.js';
 
 /** The host end's address, the service's default gateway: link-local, the same for every service. */
 export const SERVICE_GATEWAY = '169.254.77.1';
+
+/** The host-side nftables table of one service (named after its veth: unique per agent and workload). */
+function hostTable(hostVeth: string): string {
+  return `silo_${hostVeth}`;
+}
 const SERVICE_IFNAME = 'eth0';
 
 export interface ServiceNetnsOptions {
@@ -30,6 +35,13 @@ export interface ServiceNetnsOptions {
   instanceId: string;
   /** Namespace of the host end (default: the agent's own). */
   hostNetns?: string;
+  /**
+   * conn_auth (docs/security.md, "Service addresses"): only these sources
+   * (the org CIDR) reach a service, only on its declared ports, and (with
+   * `overlayInterface`) only through the WireGuard interface or from
+   * another local service. Absent: no filter.
+   */
+  filter?: { allowedSources: string; overlayInterface?: string };
   ipPath?: string;
 }
 
@@ -67,7 +79,7 @@ export class ServiceNetns {
    * previous run left under the same names is removed first, so a start
    * always begins from a known state.
    */
-  async setup(workload: string, address: string): Promise<string> {
+  async setup(workload: string, address: string, ports: readonly number[] = []): Promise<string> {
     const { netns, hostVeth } = this.names(workload);
     await this.teardown(workload);
     await this.#run(['netns', 'add', netns]);
@@ -102,6 +114,7 @@ export class ServiceNetns {
       await this.#host(['address', 'replace', `${SERVICE_GATEWAY}/32`, 'dev', hostVeth]);
       await this.#host(['link', 'set', hostVeth, 'up']);
       await this.#host(['route', 'replace', `${address}/32`, 'dev', hostVeth]);
+      await this.#installFilter(netns, hostVeth, ports);
       // The host forwards between the WireGuard interface and the service's veth.
       await this.#options.runner.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1'], this.#hostOptions());
     } catch (err) {
@@ -118,6 +131,61 @@ export class ServiceNetns {
     await this.#ignoreMissing(['netns', 'delete', netns]);
     // A host end whose namespace was deleted some other way.
     await this.#ignoreMissing(['link', 'delete', hostVeth], true);
+    if (this.#options.filter?.overlayInterface !== undefined) {
+      try {
+        await this.#options.runner.run(
+          ['nft', 'delete', 'table', 'inet', hostTable(hostVeth)],
+          this.#hostOptions(),
+        );
+      } catch (err) {
+        if (!(err instanceof CommandError && /no such file|does not exist/i.test(err.stderr))) throw err;
+      }
+    }
+  }
+
+  /**
+   * In the service namespace: drop everything but loopback, replies, and
+   * new traffic from allowed sources to the declared ports (and pings). On
+   * the host: traffic forwarded to the service must arrive over WireGuard
+   * (cryptokey routing vouches for its source) or from another local
+   * service; an underlay packet with a forged org source is dropped here.
+   */
+  async #installFilter(netns: string, hostVeth: string, ports: readonly number[]): Promise<void> {
+    const filter = this.#options.filter;
+    if (filter === undefined) return;
+    const sources = `{ ${filter.allowedSources}, ${SERVICE_GATEWAY} }`;
+    const portSet = ports.length === 0 ? null : `{ ${ports.join(', ')} }`;
+    const inside = [
+      'table inet silo {',
+      '  chain input {',
+      '    type filter hook input priority 0; policy drop;',
+      '    iifname "lo" accept',
+      '    ct state established,related accept',
+      `    ip saddr ${sources} icmp type echo-request accept`,
+      ...(portSet === null
+        ? []
+        : [
+            `    ip saddr ${sources} tcp dport ${portSet} accept`,
+            `    ip saddr ${sources} udp dport ${portSet} accept`,
+          ]),
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    await this.#options.runner.run(['nft', '-f', '-'], { netns, input: inside });
+    if (filter.overlayInterface === undefined) return;
+    const host = [
+      `table inet ${hostTable(hostVeth)} {`,
+      '  chain forward {',
+      '    type filter hook forward priority 0; policy accept;',
+      `    oifname "${hostVeth}" iifname "${filter.overlayInterface}" accept`,
+      `    oifname "${hostVeth}" iifname "sv*" accept`,
+      `    oifname "${hostVeth}" drop`,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    await this.#options.runner.run(['nft', '-f', '-'], { ...this.#hostOptions(), input: host });
   }
 
   async #ignoreMissing(args: string[], onHost = false): Promise<void> {

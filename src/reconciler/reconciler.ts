@@ -133,6 +133,8 @@ export interface ReconcilerDeps {
   serviceAddresses?: boolean;
   /** The agent's service DNS server, written first into those services' resolv.conf. */
   serviceDns?: { nameserver: string; zone: string };
+  /** conn_auth for those services: the org CIDR, and the WireGuard interface members' traffic arrives on. */
+  serviceFilter?: { allowedSources: string; overlayInterface?: string };
 }
 
 export class Reconciler {
@@ -301,10 +303,11 @@ export class Reconciler {
       runner: new ExecaRunner(),
       logger: deps.logger,
       instanceId: runtimeInstanceId(deps.dataDir),
+      ...(deps.serviceFilter ? { filter: deps.serviceFilter } : {}),
     });
     return {
       addressOf: (workload) => deps.workloads.serviceAddresses().get(workload),
-      setup: (workload, address) => netns.setup(workload, address),
+      setup: (workload, address, ports) => netns.setup(workload, address, ports),
       teardown: (workload) => netns.teardown(workload),
       ...(deps.serviceDns ? { resolvConf: serviceResolvConf(deps.serviceDns, deps.logger) } : {}),
     };

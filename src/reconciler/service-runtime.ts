@@ -97,7 +97,7 @@ export interface ServiceNetworkAccess {
   /** The workload's service address in the converged workloads document, or undefined while it has none. */
   addressOf(workload: string): string | undefined;
   /** Creates the namespace with the address; returns its path. */
-  setup(workload: string, address: string): Promise<string>;
+  setup(workload: string, address: string, ports: readonly number[]): Promise<string>;
   teardown(workload: string): Promise<void>;
   /**
    * Contents of the service's /etc/resolv.conf (the agent's service DNS
@@ -416,7 +416,7 @@ export class ServiceRuntime {
     if (network === undefined || spec.network !== 'overlay' || choice.kind !== 'bubblewrap') return undefined;
     const address = network.addressOf(spec.name);
     if (address === undefined) throw new Error('no service address assigned yet');
-    return network.setup(spec.name, address);
+    return network.setup(spec.name, address, spec.ports ?? []);
   }
 
   /** Writes the service's resolv.conf next to its supervise records; its path, or undefined for none. */

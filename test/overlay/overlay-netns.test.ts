@@ -76,27 +76,31 @@ async function pingFrom(ns: string, source: string, ip: string, attempts: number
   return false;
 }
 
-/** A TCP server on 0.0.0.0:7000 that answers every connection with `tag`. */
-function echoServer(tag: string): string {
-  return `require('node:net').createServer((s) => s.end(${JSON.stringify(tag)})).listen(7000, '0.0.0.0')`;
+/** A TCP server on 0.0.0.0:`port` that answers every connection with `tag`. */
+function echoServer(tag: string, port = 7000): string {
+  return `require('node:net').createServer((s) => s.end(${JSON.stringify(tag)})).listen(${port}, '0.0.0.0')`;
 }
 
 /**
- * Connects to `host`:7000 from namespace `ns` and returns what the server says (retrying while it
- * fails); a name is resolved with the DNS server `nameserver`.
+ * Connects to `host`:`port` from namespace `ns` (from `localAddress` if given) and returns what the
+ * server says (retrying while it fails), null when it never answers; a name is resolved with the DNS
+ * server `nameserver`.
  */
 async function tcpAsk(
   ns: string,
   host: string,
   attempts: number,
   nameserver?: string,
+  port = 7000,
+  localAddress?: string,
 ): Promise<string | null> {
   const lookup =
     nameserver === undefined
       ? ''
       : `lookup: (name, opts, cb) => { const r = new (require('node:dns').Resolver)(); r.setServers([${JSON.stringify(nameserver)}]);
   r.resolve4(name, (err, a) => (err ? cb(err) : opts.all ? cb(null, [{ address: a[0], family: 4 }]) : cb(null, a[0], 4))); },`;
-  const client = `const s = require('node:net').connect({ host: ${JSON.stringify(host)}, port: 7000, timeout: 1000, ${lookup} });
+  const local = localAddress === undefined ? '' : `localAddress: ${JSON.stringify(localAddress)},`;
+  const client = `const s = require('node:net').connect({ host: ${JSON.stringify(host)}, port: ${port}, timeout: 1000, ${local} ${lookup} });
 let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => { process.stdout.write(got); process.exit(0); });
 s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
   for (let i = 0; i < attempts; i++) {
@@ -413,6 +417,69 @@ await new ServiceDnsServer({ host: ${JSON.stringify(a.record.overlayIp)}, port: 
       runner.run(['ip', 'netns', 'exec', onB.names('web').netns, 'true']),
       'the old holder no longer has the namespace',
     );
+  });
+
+  test('conn_auth: members reach declared ports over the overlay; other ports and the underlay do not', async (t) => {
+    if (
+      !(await requireOrSkip(t, { root: true, tools: ['ip', 'wg', 'wireguard-go', 'ping', 'sysctl', 'nft'] }))
+    )
+      return;
+    const { a, b, org } = await setUp(t);
+    await a.manager.up();
+    await b.manager.up();
+    const nodes = computeActiveNodes({
+      caPublicKey: org.info.caPublicKey,
+      records: [
+        [a.record.nodeId, a.record],
+        [b.record.nodeId, b.record],
+      ],
+      revocations: [],
+    }).active;
+    const service = '10.231.2.202';
+    const onB = new ServiceNetns({
+      runner,
+      hostNetns: b.ns,
+      logger: silentLogger(),
+      instanceId: `t-${b.ns}`,
+      filter: { allowedSources: OVERLAY_CIDR, overlayInterface: b.manager.interfaceName },
+    });
+    const servers: ReturnType<typeof spawnDaemon>[] = [];
+    t.after(async () => {
+      for (const server of servers) server.kill('SIGKILL');
+      await onB.teardown('web').catch(() => undefined);
+    });
+    await onB.setup('web', service, [7000]);
+    const netns = onB.names('web').netns;
+    servers.push(spawnDaemon(['node', '-e', echoServer('open', 7000)], { netns }));
+    servers.push(spawnDaemon(['node', '-e', echoServer('closed', 7001)], { netns }));
+    await a.manager.sync(
+      nodes.map((r) => (r.nodeId === b.record.nodeId ? { ...r, serviceIps: [`${service}/32`] } : r)),
+    );
+    await b.manager.sync(nodes);
+    assert.equal(
+      await tcpAsk(a.ns, service, 20),
+      'open',
+      'a member reaches a declared port over the overlay',
+    );
+    assert.equal(await tcpAsk(b.ns, service, 5), 'open', 'and so does the holder itself');
+    assert.equal(
+      await tcpAsk(a.ns, service, 2, undefined, 7001),
+      null,
+      'a port not in `ports` is unreachable',
+    );
+    // The underlay: a sends to the service address straight over the veth between the namespaces, even with
+    // a forged org source address (its own overlay IP); b forwards to the service only what came over WireGuard.
+    await runner.run(['ip', 'route', 'add', `${service}/32`, 'via', b.underlayIp, 'dev', 'veth-a'], {
+      netns: a.ns,
+    });
+    assert.equal(await tcpAsk(a.ns, service, 2), null, 'a process on the underlay cannot reach the service');
+    assert.equal(
+      await tcpAsk(a.ns, service, 2, undefined, 7000, a.record.overlayIp),
+      null,
+      'not even with a member address as its source',
+    );
+    await runner.run(['ip', 'route', 'delete', `${service}/32`], { netns: a.ns });
+    assert.equal(await tcpAsk(a.ns, service, 10), 'open', 'over the overlay it still works');
   });
 
   test('recreates the interface when wireguard-go dies or the interface is deleted', async (t) => {
