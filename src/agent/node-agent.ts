@@ -11,7 +11,9 @@ import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import { isClient, ownershipMembers } from '../identity/role.js';
 import type { SwimParams } from '../membership/swim-core.js';
+import { ServiceDnsServer } from '../overlay/dns-server.js';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
+import { serviceZone } from '../overlay/service-dns.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
@@ -20,10 +22,12 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import type { Revocation, SignedEnrollment } from '../state/schemas.js';
+import { defaultServiceRange } from '../state/service-addresses.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
+import { ServiceNetwork } from './service-network.js';
 import { EnrollmentTrust, type LostPeer } from './trust.js';
 
 /** Gossip settings the agent passes through (identity and state are the agent's own). */
@@ -57,6 +61,12 @@ export interface NodeAgentOptions {
    */
   overlay?: OverlayManager;
   /**
+   * The service DNS server (docs/services.md, "Service addresses"): with the
+   * overlay, `<workload>.<org>.silo` is answered on the node's overlay IP,
+   * this UDP port (default 53); false: none.
+   */
+  serviceDns?: { port: number } | false;
+  /**
    * Run workloads (the reconcile loop, docs/placement.md); needs `dataDir`
    * and `trust` (images must carry the org CA's signature). Started after
    * gossip, stopped before it (services handed over per `onStop`).
@@ -84,6 +94,9 @@ export interface NodeAgentComponents {
   workloads: WorkloadsView;
   /** Lifts a workload's revision after concurrent writes (see SpecRevisionGuard). */
   specGuard: SpecRevisionGuard;
+  /** Service address claims and routes (absent without trust, and on clients). */
+  serviceNetwork?: ServiceNetwork;
+  serviceDns?: ServiceDnsServer;
   observed: ObservedView;
   gossip: GossipLayer;
   trust?: EnrollmentTrust;
@@ -131,6 +144,8 @@ export class NodeAgent {
   private readonly overlay: OverlaySync | undefined;
   private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
+  readonly serviceNetwork: ServiceNetwork | undefined;
+  private readonly serviceDns: ServiceDnsServer | undefined;
   private startedAt: number | null = null;
   /** The "this node was revoked" error was logged (once per agent life). */
   private revokedNoticed = false;
@@ -144,6 +159,8 @@ export class NodeAgent {
     this.enrollment = components.enrollment;
     this.workloads = components.workloads;
     this.specGuard = components.specGuard;
+    this.serviceNetwork = components.serviceNetwork;
+    this.serviceDns = components.serviceDns;
     this.observed = components.observed;
     this.gossip = components.gossip;
     this.trust = components.trust;
@@ -250,8 +267,31 @@ export class NodeAgent {
       const trust = bundle ? new EnrollmentTrust({ bundle, enrollment, logger, registry }) : undefined;
       if (options.overlay && !trust)
         throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
+      const workloads = new WorkloadsView({
+        ...viewOptions,
+        // Service addresses come from the upper half of the org CIDR (docs/services.md, "Service addresses").
+        ...(bundle ? { serviceRange: defaultServiceRange(bundle.overlayCidr) } : {}),
+      });
+      const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
+      const serviceNetwork =
+        trust && bundle && !isClient(bundle.record)
+          ? new ServiceNetwork({
+              selfId: options.nodeId,
+              workloads,
+              observed,
+              members: () => new Set(trust.active().members.map((r) => r.nodeId)),
+              logger,
+            })
+          : undefined;
       const overlay =
-        options.overlay && trust ? new OverlaySync({ overlay: options.overlay, trust, logger }) : undefined;
+        options.overlay && trust
+          ? new OverlaySync({
+              overlay: options.overlay,
+              trust,
+              logger,
+              ...(serviceNetwork ? { serviceRoutes: serviceNetwork } : {}),
+            })
+          : undefined;
       const gossip = await GossipLayer.create({
         ...options.gossip,
         org: options.org,
@@ -320,9 +360,7 @@ export class NodeAgent {
               intervalMs: Math.max(100, Math.floor(gossip.detector.suspectAfterMs / 3)),
             })
           : undefined;
-      const workloads = new WorkloadsView(viewOptions);
       const specGuard = new SpecRevisionGuard({ state, workloads, logger });
-      const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
       let reconciler: Reconciler | undefined;
       if (options.reconciler) {
         if (!options.dataDir) throw new Error('the reconciler needs a data directory (dataDir)');
@@ -345,6 +383,18 @@ export class NodeAgent {
             ...(options.gossip?.now ? { now: options.gossip.now } : {}),
             ...(options.durability ? { durability: options.durability } : {}),
             ...(swim ? { swim } : {}),
+            ...(serviceNetwork ? { serviceAddresses: true } : {}),
+            ...(serviceNetwork && bundle
+              ? {
+                  serviceFilter: {
+                    allowedSources: bundle.overlayCidr,
+                    ...(options.overlay ? { overlayInterface: options.overlay.interfaceName } : {}),
+                  },
+                }
+              : {}),
+            ...(options.overlay && serviceNetwork && bundle && options.serviceDns !== false
+              ? { serviceDns: { nameserver: bundle.record.overlayIp, zone: serviceZone(options.org) } }
+              : {}),
           },
           options.reconciler,
         );
@@ -358,6 +408,18 @@ export class NodeAgent {
         enrollment,
         workloads,
         specGuard,
+        ...(serviceNetwork ? { serviceNetwork } : {}),
+        ...(overlay && serviceNetwork && bundle && options.serviceDns !== false
+          ? {
+              serviceDns: new ServiceDnsServer({
+                host: bundle.record.overlayIp,
+                port: options.serviceDns?.port ?? 53,
+                zone: serviceZone(options.org),
+                lookup: (name) => workloads.serviceAddresses().get(name),
+                logger,
+              }),
+            }
+          : {}),
         observed,
         gossip,
         trust,
@@ -379,9 +441,14 @@ export class NodeAgent {
     // every peer we sync with learns it from us too.
     this.trust?.start();
     this.specGuard.start();
+    this.serviceNetwork?.start();
     let reconcilerStarting = false;
     try {
       await this.overlay?.start();
+      // Not fatal: the cluster works without names (the port may be taken by another resolver).
+      await this.serviceDns
+        ?.start()
+        .catch((err: unknown) => this.logger.error({ err }, 'the service DNS server could not start'));
       await this.gossip.start();
       await this.swim?.start();
       this.swimFeed?.start();
@@ -395,9 +462,11 @@ export class NodeAgent {
       this.swimFeed?.stop();
       await this.swim?.stop().catch(() => undefined);
       await this.gossip.stop().catch(() => undefined);
+      await this.serviceDns?.stop().catch(() => undefined);
       await this.overlay?.stop().catch(() => undefined);
       this.trust?.stop();
       this.specGuard.stop();
+      this.serviceNetwork?.stop();
       throw err;
     }
     this.startedAt = Date.now();
@@ -423,8 +492,10 @@ export class NodeAgent {
       this.swimFeed?.stop();
       await this.swim?.stop();
       await this.gossip.stop();
+      await this.serviceDns?.stop();
       await this.overlay?.stop();
       this.specGuard.stop();
+      this.serviceNetwork?.stop();
     }
     await this.state.close();
     this.logger.info('agent stopped');

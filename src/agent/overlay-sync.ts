@@ -2,33 +2,45 @@ import type { Logger } from 'pino';
 import type { OverlayManager } from '../overlay/overlay-manager.js';
 import type { EnrollmentTrust } from './trust.js';
 
+/** Which service addresses each peer holds (src/agent/service-network.ts). */
+export interface ServiceRouteSource {
+  peerRoutes(): ReadonlyMap<string, readonly string[]>;
+  onChange(listener: () => void): () => void;
+}
+
 export interface OverlaySyncOptions {
   overlay: OverlayManager;
   trust: EnrollmentTrust;
+  /** Service addresses routed to their holders; absent: peers carry their overlay IP only. */
+  serviceRoutes?: ServiceRouteSource;
   logger: Logger;
   /** Level-triggered resync period, also the retry period after a failed sync. */
   intervalMs?: number;
 }
 
 /**
- * Keeps the WireGuard peers equal to the active enrolled nodes: on every
- * change of the active set and every `intervalMs` (which also repairs an
+ * Keeps the WireGuard peers equal to the active enrolled nodes, each with
+ * the service addresses it holds (docs/services.md, "Service addresses"): on
+ * every change of the active set or of the service routes and every `intervalMs` (which also repairs an
  * interface deleted or a wireguard-go that died behind our back). Syncs never
  * overlap; a change during a sync schedules one more.
  */
 export class OverlaySync {
   private readonly overlay: OverlayManager;
   private readonly trust: EnrollmentTrust;
+  private readonly serviceRoutes: ServiceRouteSource | undefined;
   private readonly logger: Logger;
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private again = false;
   private unsubscribe: (() => void) | null = null;
+  private unsubscribeRoutes: (() => void) | null = null;
 
   constructor(options: OverlaySyncOptions) {
     this.overlay = options.overlay;
     this.trust = options.trust;
+    this.serviceRoutes = options.serviceRoutes;
     this.logger = options.logger.child({ component: 'overlay-sync' });
     this.intervalMs = options.intervalMs ?? 10_000;
   }
@@ -38,12 +50,14 @@ export class OverlaySync {
     await this.overlay.up();
     await this.syncNow();
     this.unsubscribe = this.trust.onActiveChange(() => this.schedule());
+    this.unsubscribeRoutes = this.serviceRoutes?.onChange(() => this.schedule()) ?? null;
     this.timer = setInterval(() => this.schedule(), this.intervalMs);
     this.timer.unref();
   }
 
   async stop(): Promise<void> {
     this.unsubscribe?.();
+    this.unsubscribeRoutes?.();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.running;
@@ -66,7 +80,12 @@ export class OverlaySync {
 
   private async syncNow(): Promise<void> {
     try {
-      const result = await this.overlay.sync(this.trust.active().active);
+      const routes = this.serviceRoutes?.peerRoutes();
+      const nodes = this.trust.active().active.map((node) => {
+        const serviceIps = routes?.get(node.nodeId);
+        return serviceIps === undefined ? node : { ...node, serviceIps };
+      });
+      const result = await this.overlay.sync(nodes);
       if (result.added.length + result.updated.length + result.removed.length > 0) {
         this.logger.info(
           { added: result.added.length, updated: result.updated.length, removed: result.removed.length },

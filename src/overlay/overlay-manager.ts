@@ -27,6 +27,14 @@ export interface OverlayNode {
   wgPublicKey: string;
   overlayIp: string;
   endpoints: readonly string[];
+  /**
+   * Service addresses this node holds (`<address>/32`), routed to it on top
+   * of its overlay IP (routing from state, docs/services.md "Service
+   * addresses"). WireGuard gives an address to one peer at most, so an
+   * address listed under two nodes would end up with whichever is set last:
+   * callers compute these with src/overlay/service-routes.ts, which never does that.
+   */
+  serviceIps?: readonly string[];
 }
 
 export type WireguardMode = 'auto' | 'kernel' | 'userspace';
@@ -72,6 +80,8 @@ interface WantedPeer {
 }
 
 type State = 'down' | 'up' | 'crashed';
+
+const HOST_ROUTE = /^(?:[0-9]{1,3}\.){3}[0-9]{1,3}\/32$/;
 
 export class OverlayManager {
   readonly #options: OverlayManagerOptions;
@@ -372,11 +382,27 @@ export class OverlayManager {
         nodeId: node.nodeId,
         publicKey: node.wgPublicKey,
         endpoint: wireguardEndpointOf(node)?.hostPort,
-        allowedIps: [`${node.overlayIp}/32`],
+        allowedIps: this.#allowedIps(node),
       });
     }
     for (const skip of result.skipped) this.#logger.warn(skip, 'enrolled node not added as a WireGuard peer');
     return wanted;
+  }
+
+  #allowedIps(node: OverlayNode): string[] {
+    const own = `${node.overlayIp}/32`;
+    const ips = [own];
+    for (const ip of node.serviceIps ?? []) {
+      if (!HOST_ROUTE.test(ip) || ip === `${this.#options.overlayIp}/32`) {
+        this.#logger.warn(
+          { nodeId: node.nodeId, route: ip },
+          "service route skipped: not another host's /32",
+        );
+        continue;
+      }
+      if (!ips.includes(ip)) ips.push(ip);
+    }
+    return ips;
   }
 
   #endpointNeedsSet(peer: WantedPeer, existing: WgPeerState | undefined): boolean {

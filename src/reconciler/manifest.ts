@@ -4,6 +4,7 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { z } from 'zod';
 import {
+  MAX_SERVICE_PORTS,
   MAX_WORKLOAD_CPUS,
   MAX_WORKLOAD_MEMORY_MB,
   MAX_WORKLOAD_SCRATCH_MB,
@@ -52,6 +53,11 @@ const ManifestSchema = z.strictObject({
   scratch_mb: positiveInt.max(MAX_WORKLOAD_SCRATCH_MB).default(256),
   scratch_class: z.enum(['persistent', 'volatile']).default('persistent'),
   network: z.enum(['overlay', 'host', 'none']).default('overlay'),
+  ports: z
+    .array(z.number().int().min(1).max(65535))
+    .max(MAX_SERVICE_PORTS)
+    .refine((ports) => new Set(ports).size === ports.length, 'listed twice')
+    .optional(),
   cpus: z.number().positive().finite().max(MAX_WORKLOAD_CPUS).default(1),
   memory_mb: positiveInt.max(MAX_WORKLOAD_MEMORY_MB).default(256),
   restart: z.enum(['always', 'on-failure', 'never']).default('always'),
@@ -86,6 +92,7 @@ const EXPECTED: Record<keyof ParsedManifest, string> = {
   scratch_mb: `a positive integer up to ${MAX_WORKLOAD_SCRATCH_MB}`,
   scratch_class: '"persistent" or "volatile"',
   network: '"overlay", "host" or "none"',
+  ports: `an array of at most ${MAX_SERVICE_PORTS} distinct port numbers from 1 to 65535`,
   cpus: `a positive number up to ${MAX_WORKLOAD_CPUS}`,
   memory_mb: `a positive integer up to ${MAX_WORKLOAD_MEMORY_MB}`,
   restart: '"always", "on-failure" or "never"',
@@ -206,6 +213,7 @@ export function manifestToSpec(manifest: Manifest, attestation: ImageAttestation
   if (manifest.notification_fd !== undefined) draft.notificationFd = manifest.notification_fd;
   // Only the opt-out is recorded: a spec without the field is encrypted.
   if (manifest.encrypted === false) draft.encrypted = false;
+  if (manifest.ports !== undefined) draft.ports = [...manifest.ports].sort((a, b) => a - b);
   if (manifest.generator !== undefined) draft.generator = manifest.generator;
   if (manifest.restore_wait !== undefined) draft.restoreWaitMs = secondsToMs(manifest.restore_wait);
   return draft;

@@ -5,6 +5,8 @@ import { BlobExchange, fileBlobSource } from '../gossip/blob-exchange.js';
 import type { GossipLayer } from '../gossip/index.js';
 import { LeaseExchange } from '../gossip/lease-exchange.js';
 import type { PublicKeyInput } from '../identity/ed25519.js';
+import { ExecaRunner } from '../overlay/exec.js';
+import { ServiceNetns, serviceResolvConf } from '../overlay/service-netns.js';
 import { GrantStore } from '../ownership/grant-store.js';
 import { DEFAULT_MAX_STOP_TIMEOUT_MS, maxLeaseMs } from '../ownership/lease-bounds.js';
 import { LeaseManager } from '../ownership/lease-manager.js';
@@ -27,7 +29,12 @@ import { DEFAULT_OWNERSHIP_TIMING, type OwnershipTiming } from './placement/inde
 import { ReconcileLoop, type ReconcileLoopOptions, type StopPolicy } from './reconcile-loop.js';
 import type { SandboxPreference } from './sandbox.js';
 import { RuntimeRunner, type ServiceRunner } from './service-runner.js';
-import { type QuotaOptions, ServiceRuntime } from './service-runtime.js';
+import {
+  type QuotaOptions,
+  runtimeInstanceId,
+  type ServiceNetworkAccess,
+  ServiceRuntime,
+} from './service-runtime.js';
 import { PeerSnapshots, SCRATCH_PROTOCOL, SnapshotStore } from './snapshots.js';
 import type { SupervisorTuning } from './supervisor.js';
 import { SwimLeaseSource, type SwimLivenessView } from './swim-lease.js';
@@ -121,6 +128,16 @@ export interface ReconcilerDeps {
    * would let nodes that disagree on its role disagree on the quorum.
    */
   isClient?: (nodeId: string) => boolean;
+  /**
+   * Give sandboxed overlay services their own address and namespace
+   * (docs/services.md, "Service addresses"): set when the workloads view
+   * allocates service addresses (an agent with an org).
+   */
+  serviceAddresses?: boolean;
+  /** The agent's service DNS server, written first into those services' resolv.conf. */
+  serviceDns?: { nameserver: string; zone: string };
+  /** conn_auth for those services: the org CIDR, and the WireGuard interface members' traffic arrives on. */
+  serviceFilter?: { allowedSources: string; overlayInterface?: string };
 }
 
 export class Reconciler {
@@ -172,6 +189,7 @@ export class Reconciler {
         ...(options.quota ? { quota: options.quota } : {}),
         ...(options.limits ? { limits: options.limits } : {}),
         ...(options.encryptedScratch ? { encryptedScratch: options.encryptedScratch } : {}),
+        ...(deps.serviceAddresses === true ? { serviceNetwork: this.serviceNetworkAccess(deps) } : {}),
       });
       this.runner = new RuntimeRunner(runtime);
     }
@@ -284,6 +302,21 @@ export class Reconciler {
   }
 
   /** Serve images and snapshots, then reconcile. Call after gossip started (liveness begins now). */
+  private serviceNetworkAccess(deps: ReconcilerDeps): ServiceNetworkAccess {
+    const netns = new ServiceNetns({
+      runner: new ExecaRunner(),
+      logger: deps.logger,
+      instanceId: runtimeInstanceId(deps.dataDir),
+      ...(deps.serviceFilter ? { filter: deps.serviceFilter } : {}),
+    });
+    return {
+      addressOf: (workload) => deps.workloads.serviceAddresses().get(workload),
+      setup: (workload, address, ports) => netns.setup(workload, address, ports),
+      teardown: (workload) => netns.teardown(workload),
+      ...(deps.serviceDns ? { resolvConf: serviceResolvConf(deps.serviceDns, deps.logger) } : {}),
+    };
+  }
+
   async start(): Promise<void> {
     if (this.started) return;
     // Its metrics and listeners belong to one loop: a stopped reconciler is not restarted.

@@ -127,6 +127,14 @@ export interface LaunchRequest {
   mounts?: 'service' | 'generator';
   /** argv prefix applying resource limits (limits.ts), or none. */
   limitPrefix?: readonly string[];
+  /**
+   * Bubblewrap only: the service's own network namespace (`network =
+   * "overlay"` with a service address, src/overlay/service-netns.ts),
+   * entered with nsenter before bwrap starts.
+   */
+  netnsPath?: string;
+  /** Bubblewrap only: a file bound read-only over /etc/resolv.conf (service DNS names). */
+  resolvConfPath?: string;
 }
 
 export interface LaunchPlan {
@@ -191,6 +199,8 @@ export function buildLaunch(request: LaunchRequest): LaunchPlan {
     bwrap.push('--ro-bind', dirs.state, SANDBOX_PATHS.state);
   }
   bwrap.push('--ro-bind', rootfs, SANDBOX_PATHS.image);
+  if (request.resolvConfPath !== undefined)
+    bwrap.push('--ro-bind', request.resolvConfPath, '/etc/resolv.conf');
   bwrap.push('--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup');
   if (network === 'none') bwrap.push('--unshare-net');
   bwrap.push('--as-pid-1', '--die-with-parent', '--new-session', '--clearenv');
@@ -214,7 +224,8 @@ export function buildLaunch(request: LaunchRequest): LaunchPlan {
     posix.join(SANDBOX_PATHS.image, program),
     ...args,
   );
-  const argv = [...prefix, ...bwrap];
+  const netns = request.netnsPath === undefined ? [] : ['nsenter', `--net=${request.netnsPath}`, '--'];
+  const argv = [...prefix, ...netns, ...bwrap];
   // bwrap gets a minimal environment of its own; the service's comes from --setenv.
   return {
     kind: 'bubblewrap',

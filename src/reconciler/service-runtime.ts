@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type Counter, Gauge, type Registry } from 'prom-client';
@@ -90,6 +91,31 @@ export interface ServiceRuntimeOptions {
    * scratch"). Without it STATE is a plain directory.
    */
   encryptedScratch?: EncryptedScratch;
+  /**
+   * Service addresses (docs/services.md, "Service addresses"): a sandboxed
+   * `network = "overlay"` service runs in its own network namespace with
+   * its address. Absent: overlay services share the host's network.
+   */
+  serviceNetwork?: ServiceNetworkAccess;
+}
+
+/** What the runtime needs to give a service its own address. */
+export interface ServiceNetworkAccess {
+  /** The workload's service address in the converged workloads document, or undefined while it has none. */
+  addressOf(workload: string): string | undefined;
+  /** Creates the namespace with the address; returns its path. */
+  setup(workload: string, address: string, ports: readonly number[]): Promise<string>;
+  teardown(workload: string): Promise<void>;
+  /**
+   * Contents of the service's /etc/resolv.conf (the agent's service DNS
+   * first), or undefined to leave the host's.
+   */
+  resolvConf?(): Promise<string | undefined>;
+}
+
+/** Distinguishes the services of agents sharing one kernel: a hash of the data directory. */
+export function runtimeInstanceId(dataDir: string): string {
+  return createHash('sha256').update(dataDir).digest('hex').slice(0, 8);
 }
 
 const DEFAULT_QUOTA: QuotaOptions = { intervalMs: 10_000, graceMs: 60_000, maxEntries: 100_000 };
@@ -133,7 +159,7 @@ export class ServiceRuntime {
     this.limiter = new ResourceLimiter({ ...options.limits, logger: options.logger });
     this.quota = { ...DEFAULT_QUOTA, ...options.quota };
     // cgroup names must not collide between agents sharing a host (or a test process).
-    this.instanceId = createHash('sha256').update(options.dataDir).digest('hex').slice(0, 8);
+    this.instanceId = runtimeInstanceId(options.dataDir);
     this.exits = counterIn(options.registry, {
       name: 'silo_service_exits_total',
       help: 'Service process exits, by service',
@@ -332,6 +358,8 @@ export class ServiceRuntime {
       prepare: async (log) => {
         await prepareDirs(dirs, owner);
         if (spec.generator !== undefined) await this.runGenerator(spec, choice, dirs, rootfs, log);
+        const netnsPath = await this.serviceNetns(spec, choice);
+        const resolvConfPath = netnsPath === undefined ? undefined : await this.resolvConf(dirs);
         return buildLaunch({
           choice,
           dirs,
@@ -342,6 +370,8 @@ export class ServiceRuntime {
           network: spec.network,
           keepFds: spec.notificationFd === undefined ? [] : [spec.notificationFd],
           limitPrefix: limits.prefix,
+          ...(netnsPath !== undefined ? { netnsPath } : {}),
+          ...(resolvConfPath !== undefined ? { resolvConfPath } : {}),
         });
       },
     });
@@ -390,11 +420,42 @@ export class ServiceRuntime {
     await runGenerator(plan, config, spec.startTimeoutMs, log);
   }
 
+  /**
+   * A sandboxed overlay service's own namespace with its address, made anew
+   * before every start; undefined when it shares the host's network. No
+   * address yet (a claim lost to an older one and not yet repaired) fails
+   * this start, and the restart policy tries again.
+   */
+  private async serviceNetns(spec: WorkloadSpec, choice: SandboxChoice): Promise<string | undefined> {
+    const network = this.options.serviceNetwork;
+    if (network === undefined || spec.network !== 'overlay' || choice.kind !== 'bubblewrap') return undefined;
+    const address = network.addressOf(spec.name);
+    if (address === undefined) throw new Error('no service address assigned yet');
+    return network.setup(spec.name, address, spec.ports ?? []);
+  }
+
+  /** Writes the service's resolv.conf next to its supervise records; its path, or undefined for none. */
+  private async resolvConf(dirs: ServiceDirs): Promise<string | undefined> {
+    const contents = await this.options.serviceNetwork?.resolvConf?.();
+    if (contents === undefined) return undefined;
+    const path = join(dirs.supervise, 'resolv.conf');
+    await writeFile(path, contents, { mode: 0o644 });
+    return path;
+  }
+
   private async teardown(entry: Entry, reason: string, phase: Phase): Promise<void> {
     entry.quota?.stop();
     entry.quota = null;
     if (entry.supervisor !== null) await entry.supervisor.stop(reason, phase);
     else this.setStatus(entry, { phase, reason });
+    if (this.options.serviceNetwork !== undefined && entry.spec.network === 'overlay') {
+      // The address leaves this node with the service: nothing here answers for it any more.
+      await this.options.serviceNetwork
+        .teardown(entry.spec.name)
+        .catch((err: unknown) =>
+          this.logger.warn({ err, service: entry.spec.name }, 'removing the service namespace failed'),
+        );
+    }
     await removeRuntime(entry.dirs);
     if (entry.encrypted) {
       // Nothing of the plaintext view outlives the run.

@@ -21,6 +21,9 @@ export const MAX_WORKLOAD_CPUS = 4096;
 export const MAX_WORKLOAD_MEMORY_MB = 64 * 1024 * 1024;
 export const MAX_WORKLOAD_SCRATCH_MB = 1024 * 1024 * 1024;
 
+/** At most this many exposed ports per service (manifest `ports`). */
+export const MAX_SERVICE_PORTS = 64;
+
 /** How long a takeover waits for a workload's newest state by default (spec `restoreWaitMs`). */
 export const DEFAULT_RESTORE_WAIT_MS = 60_000;
 
@@ -118,6 +121,12 @@ export const WorkloadSpecSchema = z.object({
   scratchMb: z.number().int().positive().max(MAX_WORKLOAD_SCRATCH_MB),
   scratchClass: ScratchClassSchema,
   network: z.enum(['overlay', 'host', 'none']),
+  /**
+   * `network = "overlay"`: the ports (TCP and UDP) org members may reach at
+   * the service address; every other port is dropped (docs/services.md,
+   * "Service addresses"). Absent: none.
+   */
+  ports: z.array(z.number().int().min(1).max(65535)).max(MAX_SERVICE_PORTS).optional(),
   cpus: z.number().positive().max(MAX_WORKLOAD_CPUS),
   memoryMb: z.number().int().positive().max(MAX_WORKLOAD_MEMORY_MB),
   restart: RestartPolicySchema,
@@ -143,6 +152,14 @@ export const WorkloadSpecSchema = z.object({
   revision: z.number().int().positive(),
 });
 export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
+
+/**
+ * A service address claim (workloads document, map `addresses`, key
+ * `<address>/<workload>`): when it was written. The older claim keeps a
+ * contested address (src/state/service-addresses.ts).
+ */
+export const AddressClaimValueSchema = z.object({ at: z.number().int().nonnegative() });
+export type AddressClaimValue = z.infer<typeof AddressClaimValueSchema>;
 
 export const PhaseSchema = z.enum([
   'pending',

@@ -1,7 +1,23 @@
 import type * as Y from 'yjs';
 import type { ClusterState } from './cluster-state.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
-import { WorkloadNameSchema, type WorkloadSpec, WorkloadSpecSchema } from './schemas.js';
+import {
+  AddressClaimValueSchema,
+  WorkloadNameSchema,
+  type WorkloadSpec,
+  WorkloadSpecSchema,
+} from './schemas.js';
+import {
+  type AddressClaim,
+  type AddressRepair,
+  claimKey,
+  parseClaimKey,
+  planAddressRepair,
+  proposeAddress,
+  resolveServiceAddresses,
+  type ServiceRange,
+  ServiceRangeExhaustedError,
+} from './service-addresses.js';
 
 /** A spec as a writer supplies it: the view assigns the revision. */
 export type WorkloadSpecInput = Omit<WorkloadSpec, 'revision'> & { revision?: number };
@@ -9,23 +25,41 @@ export type WorkloadSpecInput = Omit<WorkloadSpec, 'revision'> & { revision?: nu
 /** Schema of a writer's input: any revision given is ignored. */
 const WorkloadSpecInputSchema = WorkloadSpecSchema.omit({ revision: true });
 
+export interface WorkloadsViewOptions extends ViewOptions {
+  /**
+   * Where overlay workloads' service addresses come from (docs/services.md,
+   * "Service addresses"). Absent: `put` claims no address (a view without
+   * an org, e.g. in tests of other parts).
+   */
+  serviceRange?: ServiceRange;
+  /** Clock for the `at` of address claims (default Date.now). */
+  now?: () => number;
+}
+
 /**
  * Typed access to the workloads document (docs/protocol.md, "Documents"):
- * `specs` (workload name → WorkloadSpec, a plain object).
+ * `specs` (workload name → WorkloadSpec, a plain object) and `addresses`
+ * (service address claims, `<address>/<workload>` → `{at}`).
  */
 export class WorkloadsView {
   private readonly state: ClusterState;
   private readonly check: RecordChecker;
-  private readonly options: ViewOptions;
+  private readonly options: WorkloadsViewOptions;
+  private readonly now: () => number;
 
-  constructor(options: ViewOptions) {
+  constructor(options: WorkloadsViewOptions) {
     this.options = options;
     this.state = options.state;
     this.check = new RecordChecker('workloads', options);
+    this.now = options.now ?? Date.now;
   }
 
   private get specs(): Y.Map<unknown> {
     return this.state.doc('workloads').getMap('specs');
+  }
+
+  private get claims(): Y.Map<unknown> {
+    return this.state.doc('workloads').getMap('addresses');
   }
 
   /**
@@ -39,11 +73,17 @@ export class WorkloadsView {
    *
    * `above`: the revision must exceed this too, and the spec is written even
    * when its content equals the current one.
+   *
+   * An overlay workload without a service address gets a claim for one in
+   * the same transaction, so the spec never replicates without it; a full
+   * range throws ServiceRangeExhaustedError and writes nothing.
    */
   put(spec: WorkloadSpecInput, options: { above?: number } = {}): WorkloadSpec {
     const key = typeof spec?.name === 'string' ? spec.name : '?';
     const content = this.check.require('specs', key, spec, WorkloadSpecInputSchema);
+    const claim = this.claimFor(content);
     return this.state.transactLocal('workloads', () => {
+      if (claim !== null) this.claims.set(claimKey(claim.address, claim.workload), { at: claim.at });
       const current = this.read(content.name, this.specs.get(content.name));
       const above = options.above ?? 0;
       if (current && current.revision > above && sameContent(withoutRevision(current), content))
@@ -52,6 +92,77 @@ export class WorkloadsView {
       this.specs.set(content.name, next);
       return next;
     });
+  }
+
+  /** The claim `put` writes for `spec`: none unless it is an overlay workload without an address. */
+  private claimFor(spec: Omit<WorkloadSpec, 'revision'>): AddressClaim | null {
+    const range = this.options.serviceRange;
+    if (range === undefined || spec.network !== 'overlay') return null;
+    const assigned = this.resolve(new Set([...this.overlayWorkloads(), spec.name]));
+    if (assigned.has(spec.name)) return null;
+    const address = proposeAddress(spec.name, new Set(assigned.values()), range);
+    if (address === null) throw new ServiceRangeExhaustedError(spec.name, range);
+    return { address, workload: spec.name, at: this.now() };
+  }
+
+  /**
+   * Every overlay workload's service address (workload name → address), as
+   * resolved from the claims (src/state/service-addresses.ts): the same on
+   * every node holding the same document. Empty without a service range.
+   */
+  serviceAddresses(): Map<string, string> {
+    return this.resolve(this.overlayWorkloads());
+  }
+
+  /**
+   * Writes what `planAddressRepair` says (claims for overlay workloads that
+   * lost theirs or never had one, removal of the claims that do not win);
+   * returns the plan. Every node calls it after each change of the
+   * document: the plan is deterministic, so concurrent repairs write the
+   * same keys.
+   */
+  repairAddresses(): AddressRepair {
+    const range = this.options.serviceRange;
+    if (range === undefined) return { claim: [], remove: [], exhausted: [] };
+    const plan = planAddressRepair(this.listClaims(), this.overlayWorkloads(), range, this.now());
+    if (plan.claim.length + plan.remove.length > 0) {
+      this.state.transactLocal('workloads', () => {
+        for (const key of plan.remove) this.claims.delete(key);
+        for (const claim of plan.claim)
+          this.claims.set(claimKey(claim.address, claim.workload), { at: claim.at });
+      });
+    }
+    return plan;
+  }
+
+  private resolve(workloads: ReadonlySet<string>): Map<string, string> {
+    const range = this.options.serviceRange;
+    if (range === undefined) return new Map();
+    return resolveServiceAddresses(this.listClaims(), workloads, range);
+  }
+
+  private overlayWorkloads(): Set<string> {
+    return new Set(
+      this.list()
+        .filter((spec) => spec.network === 'overlay')
+        .map((spec) => spec.name),
+    );
+  }
+
+  /** Every well-formed claim (bad keys and values are reported and skipped, like any record). */
+  private listClaims(): (AddressClaim & { key: string })[] {
+    const out: (AddressClaim & { key: string })[] = [];
+    for (const [key, value] of [...this.claims.entries()].sort(byKey)) {
+      const parts = parseClaimKey(key);
+      if (parts === null) {
+        this.check.report('addresses', key, value, 'bad key: expected <address>/<workload>', 'invalid');
+        continue;
+      }
+      if (!this.check.key('addresses', key, value, WorkloadNameSchema, parts.workload)) continue;
+      const claim = this.check.parse('addresses', key, value, AddressClaimValueSchema);
+      if (claim) out.push({ key, ...parts, at: claim.at });
+    }
+    return out;
   }
 
   get(name: string): WorkloadSpec | undefined {
@@ -68,16 +179,29 @@ export class WorkloadsView {
     return out;
   }
 
-  /** Removes the spec (valid or not); true if there was one. Durable on return. */
+  /**
+   * Removes the spec (valid or not) and releases its service address
+   * claims in the same transaction; true if there was a spec. Durable on return.
+   */
   delete(name: string): boolean {
     this.check.require('specs', String(name), name, WorkloadNameSchema);
     if (!this.specs.has(name)) return false;
-    this.state.transactLocal('workloads', () => this.specs.delete(name));
+    this.state.transactLocal('workloads', () => {
+      this.specs.delete(name);
+      for (const key of [...this.claims.keys()]) {
+        if (parseClaimKey(key)?.workload === name) this.claims.delete(key);
+      }
+    });
     return true;
   }
 
   onChange(listener: (origin: unknown) => void): () => void {
-    return onMapsChange(this.state.doc('workloads'), [this.specs], this.options.logger, listener);
+    return onMapsChange(
+      this.state.doc('workloads'),
+      [this.specs, this.claims],
+      this.options.logger,
+      listener,
+    );
   }
 
   private read(key: string, value: unknown): WorkloadSpec | undefined {

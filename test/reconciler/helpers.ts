@@ -14,7 +14,12 @@ import type { EncryptedScratch } from '../../src/reconciler/encrypted-scratch.js
 import { buildImage } from '../../src/reconciler/image.js';
 import { ImageStore } from '../../src/reconciler/image-store.js';
 import type { SandboxPreference } from '../../src/reconciler/sandbox.js';
-import type { QuotaOptions, ServiceRuntime, ServiceStatus } from '../../src/reconciler/service-runtime.js';
+import type {
+  QuotaOptions,
+  ServiceNetworkAccess,
+  ServiceRuntime,
+  ServiceStatus,
+} from '../../src/reconciler/service-runtime.js';
 import { ServiceRuntime as Runtime } from '../../src/reconciler/service-runtime.js';
 import type { SupervisorTuning } from '../../src/reconciler/supervisor.js';
 import type { WorkloadSpec } from '../../src/state/schemas.js';
@@ -50,6 +55,7 @@ export interface HarnessOptions {
   quota?: Partial<QuotaOptions>;
   limitsEnabled?: boolean;
   encryptedScratch?: EncryptedScratch;
+  serviceNetwork?: ServiceNetworkAccess;
 }
 
 interface TestContextLike {
@@ -77,6 +83,7 @@ export async function makeHarness(t: TestContextLike, options: HarnessOptions = 
     quota: options.quota ?? {},
     limits: { enabled: options.limitsEnabled ?? false },
     ...(options.encryptedScratch === undefined ? {} : { encryptedScratch: options.encryptedScratch }),
+    ...(options.serviceNetwork ? { serviceNetwork: options.serviceNetwork } : {}),
   });
   t.after(async () => {
     await runtime.stopAll('test over');

@@ -171,6 +171,31 @@ zone = "eu-1"
     ]);
   });
 
+  test('ports: distinct port numbers, sorted into the spec; bad ones named', () => {
+    const manifest = parseManifest(`${MINIMAL}ports = [8080, 53]\n`);
+    const spec = manifestToSpec(manifest, {
+      imageDigest: `sha256:${'a'.repeat(64)}`,
+      imageSignature: 'c2ln',
+    });
+    assert.deepEqual(spec.ports, [53, 8080]);
+    assert.equal(WorkloadSpecSchema.safeParse({ ...spec, revision: 1 }).success, true);
+    assert.equal(
+      manifestToSpec(parseManifest(MINIMAL), {
+        imageDigest: `sha256:${'a'.repeat(64)}`,
+        imageSignature: 'c2ln',
+      }).ports,
+      undefined,
+    );
+    for (const bad of ['[0]', '[65536]', '[80, 80]', '["http"]', '8080']) {
+      const [problem] = problems(`${MINIMAL}ports = ${bad}\n`);
+      assert.match(
+        problem ?? '',
+        /^manifest\.toml: ports(\.\d+)?: expected an array of at most 64 distinct port numbers from 1 to 65535/,
+        bad,
+      );
+    }
+  });
+
   test('unknown keys are rejected with a suggestion', () => {
     assert.deepEqual(
       problems(`${MINIMAL}scratch_md = 5\nscratchClass = "volatile"\nStopTimeout = 3\nfoo = 1\n`),
@@ -178,7 +203,7 @@ zone = "eu-1"
         'manifest.toml: scratch_md: unknown field (did you mean "scratch_mb"?)',
         'manifest.toml: scratchClass: unknown field (did you mean "scratch_class"?)',
         'manifest.toml: StopTimeout: unknown field (did you mean "stop_timeout"?)',
-        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, cpus, memory_mb, restart, notification_fd, encrypted, stop_signal, stop_timeout, start_timeout, restore_wait, generator, constraints, on_partition)',
+        'manifest.toml: foo: unknown field (known fields: name, tier, image, command, args, env, scratch_mb, scratch_class, network, ports, cpus, memory_mb, restart, notification_fd, encrypted, stop_signal, stop_timeout, start_timeout, restore_wait, generator, constraints, on_partition)',
       ],
     );
     assert.equal(suggestField('restrat'), 'restart');

@@ -1,12 +1,17 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ExecaRunner } from '../../src/overlay/exec.js';
+import { ServiceNetns } from '../../src/overlay/service-netns.js';
 import { readProcStat } from '../../src/reconciler/proc.js';
 import { SANDBOX_PATHS } from '../../src/reconciler/sandbox.js';
+import { silentLogger } from '../../src/util/logger.js';
 import { makeHarness, readLines, sandboxSkipReason, waitForFile, waitForStatus } from './helpers.js';
 
 function haveBwrap(): boolean {
@@ -144,5 +149,79 @@ describe('sandbox (bubblewrap, root)', { skip }, () => {
     }
     // tail tried to buffer 400 MB under a 64 MB limit and was OOM-killed (128 + 9).
     assert.equal((await readFile(join(h.serviceDir('memhog', 'state'), 'memhog'), 'utf8')).trim(), '137');
+  });
+
+  test('network = "overlay": the service runs in its own namespace with its address and binds 0.0.0.0', async (t) => {
+    const execa = new ExecaRunner();
+    // The "host" side is a namespace of this test's own: nothing touches the machine's network.
+    const host = `silo-t${randomBytes(3).toString('hex')}-h`;
+    await execa.run(['ip', 'netns', 'add', host]);
+    t.after(() => execa.run(['ip', 'netns', 'delete', host]).then(() => undefined));
+    const netns = new ServiceNetns({
+      runner: execa,
+      logger: silentLogger(),
+      instanceId: host,
+      hostNetns: host,
+    });
+    let address: string | undefined;
+    const h = await makeHarness(t, {
+      sandbox: 'bubblewrap',
+      serviceNetwork: {
+        addressOf: () => address,
+        setup: (workload, a) => netns.setup(workload, a),
+        teardown: (workload) => netns.teardown(workload),
+        resolvConf: async () => 'search acme.silo\nnameserver 10.231.9.1\n',
+      },
+    });
+    const spec = h.spec({
+      name: 'web',
+      command: 'bin/listen.sh',
+      network: 'overlay',
+      restart: 'on-failure',
+      env: { PORT: '7000', REPLY_TEXT: 'hello from web' },
+    });
+    // No address yet (a lost claim not yet repaired): the start fails and is retried, nothing binds.
+    await h.runtime.ensureRunning(spec);
+    await waitForStatus(
+      h.runtime,
+      'web',
+      (s) => /no service address assigned yet/.test(s.reason ?? ''),
+      'no address',
+    );
+    address = '10.231.9.9';
+    await waitForStatus(h.runtime, 'web', (s) => s.phase === 'running', 'running');
+    const ask = `const s = require('node:net').connect({ host: '10.231.9.9', port: 7000, timeout: 1000 });
+let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => { process.stdout.write(got); process.exit(0); });
+s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
+    let reply: string | null = null;
+    for (let i = 0; i < 40 && reply === null; i++) {
+      reply = await execa
+        .run(['node', '-e', ask], { netns: host })
+        .then((r) => r.stdout)
+        .catch(() => sleep(250).then(() => null));
+    }
+    assert.equal(reply, 'hello from web', 'the host reaches the service at its address');
+    const { stdout } = await execa.run([
+      'ip',
+      '-n',
+      netns.names('web').netns,
+      '-o',
+      '-4',
+      'address',
+      'show',
+      'dev',
+      'eth0',
+    ]);
+    assert.match(stdout, /inet 10\.231\.9\.9\/32/);
+    assert.equal(
+      await readFile(join(h.serviceDir('web', 'state'), 'resolv.conf'), 'utf8'),
+      'search acme.silo\nnameserver 10.231.9.1\n',
+      "the service's resolv.conf names the agent's service DNS",
+    );
+    await h.runtime.stop('web');
+    await assert.rejects(
+      execa.run(['ip', '-n', netns.names('web').netns, 'link']),
+      'the namespace goes with the service',
+    );
   });
 });

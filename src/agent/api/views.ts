@@ -214,6 +214,13 @@ export interface WorkloadRow {
   /** The holder's lease epoch (ballot), exclusive workloads only. */
   epoch: number | null;
   /**
+   * `network = "overlay"`: its service address and DNS name
+   * (docs/services.md, "Service addresses"); null otherwise, and while it
+   * has no address yet. Absent from older agents.
+   */
+  address?: string | null;
+  dnsName?: string | null;
+  /**
    * This agent's own witness lease of the workload when it claims or runs
    * it: the ballot, who granted it, and what each missing witness said.
    */
@@ -248,10 +255,18 @@ export function workloadRows(agent: NodeAgent): WorkloadRow[] {
       .filter((m) => m.state === 'dead')
       .map((m) => m.nodeId),
   );
+  const addresses = agent.workloads.serviceAddresses();
   return agent.workloads.list().map((spec) => {
     const here = loop?.workloads.find((w) => w.name === spec.name);
-    return workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null, dead);
+    const row = workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null, dead);
+    const address = addresses.get(spec.name) ?? null;
+    return { ...row, address, dnsName: address === null ? null : serviceDnsName(spec.name, agent.org) };
   });
+}
+
+/** A service's DNS name (docs/services.md, "Service addresses"). */
+export function serviceDnsName(workload: string, org: string): string {
+  return `${workload}.${org}.silo`;
 }
 
 /**

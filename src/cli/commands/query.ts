@@ -133,13 +133,14 @@ export function renderNodes(nodes: NodeRow[]): string {
 export function renderWorkloads(workloads: WorkloadRow[]): string {
   if (workloads.length === 0) return 'no workloads';
   return table(
-    ['NAME', 'REV', 'PHASE', 'HOLDER', 'EPOCH', 'RESTARTS', 'IMAGE', 'REASON'],
+    ['NAME', 'REV', 'PHASE', 'HOLDER', 'EPOCH', 'ADDRESS', 'RESTARTS', 'IMAGE', 'REASON'],
     workloads.map((w) => [
       w.name,
       String(w.spec.revision),
       w.phase,
       w.holder ?? '-',
       w.epoch === null ? '-' : String(w.epoch),
+      w.address ?? '-',
       String(w.restarts),
       `${w.spec.image}@${shortDigest(w.spec.imageDigest)}`,
       w.reason ?? '',
@@ -154,6 +155,7 @@ function renderWorkload(w: WorkloadRow): string {
     `phase       ${w.phase}${w.holder ? ` on ${w.holder}` : ''}${w.reason ? ` (${w.reason})` : ''}`,
     // Older agents send no placement.
     ...(w.placement ? [`placement   ${w.placement}`] : []),
+    ...(w.address ? [`address     ${w.address} (${w.dnsName ?? '-'})`] : []),
     `image       ${s.image} ${s.imageDigest}`,
     `command     ${[s.command, ...s.args].join(' ')}`,
     `resources   ${s.cpus} cpu, ${s.memoryMb} MiB, scratch ${s.scratchMb} MiB ${s.scratchClass}`,
