@@ -383,8 +383,9 @@ export class NodeAgent {
             ...(options.gossip?.now ? { now: options.gossip.now } : {}),
             ...(options.durability ? { durability: options.durability } : {}),
             ...(swim ? { swim } : {}),
-            ...(serviceNetwork ? { serviceAddresses: true } : {}),
-            ...(serviceNetwork && bundle
+            // Service namespaces only with the overlay: without it nothing routes a service address.
+            ...(serviceNetwork && options.overlay ? { serviceAddresses: true } : {}),
+            ...(serviceNetwork && options.overlay && bundle
               ? {
                   serviceFilter: {
                     allowedSources: bundle.overlayCidr,
