@@ -254,7 +254,10 @@ describe('silo CLI against running agents', () => {
 
     const list = await silo(['workloads', ...sock()]);
     // The agents' reconcilers act on it at once, so its phase and holder move on by themselves.
-    assert.match(list.stdout, /counter +1 +(pending|pulling|starting|running) +\S+ +(-|\d+) +\d+ +image@/);
+    assert.match(
+      list.stdout,
+      /counter +1 +(pending|pulling|starting|running) +\S+ +(-|\d+) +(-|[\d.]+) +\d+ +image@/,
+    );
     const detail = JSON.parse(
       (await silo(['workloads', 'counter', '--json', ...sock()])).stdout,
     ) as WorkloadRow;
