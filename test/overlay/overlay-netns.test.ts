@@ -123,6 +123,18 @@ function processAlive(pid: number): boolean {
   }
 }
 
+/** Both test nodes as the verified active set (no revocations). */
+function activeOf(a: Node, b: Node, org: ReturnType<typeof createOrg>): SignedEnrollment[] {
+  return computeActiveNodes({
+    caPublicKey: org.info.caPublicKey,
+    records: [
+      [a.record.nodeId, a.record],
+      [b.record.nodeId, b.record],
+    ],
+    revocations: [],
+  }).active;
+}
+
 async function setUp(t: TestContext): Promise<{ a: Node; b: Node; org: ReturnType<typeof createOrg> }> {
   const suffix = randomBytes(3).toString('hex');
   const cleanups: (() => Promise<unknown>)[] = [];
@@ -296,14 +308,7 @@ describe('overlay manager in network namespaces', () => {
     const { a, b, org } = await setUp(t);
     await a.manager.up();
     await b.manager.up();
-    const nodes = computeActiveNodes({
-      caPublicKey: org.info.caPublicKey,
-      records: [
-        [a.record.nodeId, a.record],
-        [b.record.nodeId, b.record],
-      ],
-      revocations: [],
-    }).active;
+    const nodes = activeOf(a, b, org);
     // b holds the service address (here on its loopback, as the service's namespace would).
     const service = '10.231.2.200';
     await runner.run(['ip', 'address', 'add', `${service}/32`, 'dev', 'lo'], { netns: b.ns });
@@ -339,14 +344,7 @@ describe('overlay manager in network namespaces', () => {
     const { a, b, org } = await setUp(t);
     await a.manager.up();
     await b.manager.up();
-    const nodes = computeActiveNodes({
-      caPublicKey: org.info.caPublicKey,
-      records: [
-        [a.record.nodeId, a.record],
-        [b.record.nodeId, b.record],
-      ],
-      revocations: [],
-    }).active;
+    const nodes = activeOf(a, b, org);
     const service = '10.231.2.201';
     const netnsOf = (node: Node) =>
       new ServiceNetns({
@@ -427,14 +425,7 @@ await new ServiceDnsServer({ host: ${JSON.stringify(a.record.overlayIp)}, port: 
     const { a, b, org } = await setUp(t);
     await a.manager.up();
     await b.manager.up();
-    const nodes = computeActiveNodes({
-      caPublicKey: org.info.caPublicKey,
-      records: [
-        [a.record.nodeId, a.record],
-        [b.record.nodeId, b.record],
-      ],
-      revocations: [],
-    }).active;
+    const nodes = activeOf(a, b, org);
     const service = '10.231.2.202';
     const onB = new ServiceNetns({
       runner,
@@ -492,14 +483,7 @@ await new ServiceDnsServer({ host: ${JSON.stringify(a.record.overlayIp)}, port: 
       t.skip('kernel WireGuard in use: no wireguard-go to kill');
       return;
     }
-    const nodes = computeActiveNodes({
-      caPublicKey: org.info.caPublicKey,
-      records: [
-        [a.record.nodeId, a.record],
-        [b.record.nodeId, b.record],
-      ],
-      revocations: [],
-    }).active;
+    const nodes = activeOf(a, b, org);
     await a.manager.sync(nodes);
     await b.manager.sync(nodes);
     assert.ok(await ping(a.ns, b.record.overlayIp, 20));
