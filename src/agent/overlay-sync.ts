@@ -36,6 +36,8 @@ export class OverlaySync {
   private again = false;
   private unsubscribe: (() => void) | null = null;
   private unsubscribeRoutes: (() => void) | null = null;
+  /** The service routes of the last successful sync, as a comparable string. */
+  private appliedRoutes = '';
 
   constructor(options: OverlaySyncOptions) {
     this.overlay = options.overlay;
@@ -50,7 +52,7 @@ export class OverlaySync {
     await this.overlay.up();
     await this.syncNow();
     this.unsubscribe = this.trust.onActiveChange(() => this.schedule());
-    this.unsubscribeRoutes = this.serviceRoutes?.onChange(() => this.schedule()) ?? null;
+    this.unsubscribeRoutes = this.serviceRoutes?.onChange(() => this.onRoutesChange()) ?? null;
     this.timer = setInterval(() => this.schedule(), this.intervalMs);
     this.timer.unref();
   }
@@ -62,6 +64,17 @@ export class OverlaySync {
     this.timer = null;
     await this.running;
     await this.overlay.down();
+  }
+
+  /**
+   * The route source fires on every change of the workloads and observed
+   * documents (each status report); a sync spawns `wg`, so it runs only when
+   * the routes themselves differ from what was applied.
+   */
+  private onRoutesChange(): void {
+    const routes = this.serviceRoutes?.peerRoutes();
+    if (routes !== undefined && routesKey(routes) === this.appliedRoutes) return;
+    this.schedule();
   }
 
   private schedule(): void {
@@ -86,6 +99,7 @@ export class OverlaySync {
         return serviceIps === undefined ? node : { ...node, serviceIps };
       });
       const result = await this.overlay.sync(nodes);
+      this.appliedRoutes = routes === undefined ? '' : routesKey(routes);
       if (result.added.length + result.updated.length + result.removed.length > 0) {
         this.logger.info(
           { added: result.added.length, updated: result.updated.length, removed: result.removed.length },
@@ -96,4 +110,8 @@ export class OverlaySync {
       this.logger.error({ err }, 'overlay sync failed; retrying at the next interval');
     }
   }
+}
+
+function routesKey(routes: ReadonlyMap<string, readonly string[]>): string {
+  return JSON.stringify([...routes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
