@@ -6,9 +6,9 @@ import type { Logger } from 'pino';
 import { type DashboardAssets, loadDashboardAssets } from '../dashboard/assets.js';
 import { DEFAULT_MAX_STOP_TIMEOUT_MS } from '../ownership/lease-bounds.js';
 import type { ImageStore } from '../reconciler/image-store.js';
-import { InvalidRecordError } from '../state/record-check.js';
+import { SiloError } from '../util/silo-error.js';
 import type { RouteContext } from './api/context.js';
-import { ApiError, badRequest, codeForStatus, errorBody } from './api/errors.js';
+import { ApiError, apiErrorOf, badRequest, codeForStatus, errorBody } from './api/errors.js';
 import { registerClusterRoutes } from './api/routes-cluster.js';
 import { registerDashboardRoutes } from './api/routes-dashboard.js';
 import { registerImageRoutes } from './api/routes-images.js';
@@ -186,11 +186,11 @@ function buildApp(
     logger.debug({ method: request.method, url: request.url, status: reply.statusCode }, 'api request');
   });
   app.setErrorHandler((err: FastifyError | Error, request, reply) => {
-    if (err instanceof ApiError) {
-      return reply.status(err.status).send(errorBody(err.code, err.message));
-    }
-    if (err instanceof InvalidRecordError) {
-      return reply.status(400).send(errorBody('bad_request', err.message));
+    if (err instanceof SiloError) {
+      const apiError = apiErrorOf(err);
+      if (apiError.code !== 'internal') {
+        return reply.status(apiError.status).send(errorBody(apiError.code, apiError.message));
+      }
     }
     const status = (err as FastifyError).statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) {

@@ -19,6 +19,7 @@ import {
 import { loadToken, type StoredToken, saveToken, tokenState } from '../identity/token-store.js';
 import type { WitnessConfigRecord } from '../state/schemas.js';
 import { InputError } from '../util/input-error.js';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * The join provisioner (docs/protocol.md, "Join tokens and `POST /v1/join`"):
@@ -52,14 +53,10 @@ const STATUS: Record<JoinErrorCode, number> = {
   internal: 500,
 };
 
-export class JoinError extends Error {
+export class JoinError extends SiloError<JoinErrorCode> {
   readonly status: number;
-  constructor(
-    readonly code: JoinErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'JoinError';
+  constructor(code: JoinErrorCode, message: string) {
+    super(code, message);
     this.status = STATUS[code];
   }
 }

@@ -7,6 +7,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
+import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
 import { asBytes } from './single-frame.js';
@@ -31,13 +32,23 @@ const HEADER_MAX_BYTES = 4096;
 
 export type BlobErrorCode = 'not-found' | 'too-large' | 'digest-mismatch' | 'malformed' | 'timeout' | 'error';
 
-export class BlobFetchError extends Error {
+/** What each wire code means to the rest of silo (src/util/silo-error.ts). */
+const BLOB_ERROR_CODES: Record<BlobErrorCode, SiloErrorCode> = {
+  'not-found': 'not_found',
+  'too-large': 'too_large',
+  'digest-mismatch': 'digest_mismatch',
+  malformed: 'malformed',
+  timeout: 'timeout',
+  error: 'internal',
+};
+
+/** `wireCode` is the code as the protocol spells it (docs/protocol.md); `code` silo's own. */
+export class BlobFetchError extends SiloError {
   constructor(
-    readonly code: BlobErrorCode,
+    readonly wireCode: BlobErrorCode,
     message: string,
   ) {
-    super(message);
-    this.name = 'BlobFetchError';
+    super(BLOB_ERROR_CODES[wireCode], message);
   }
 }
 
@@ -188,7 +199,7 @@ export class BlobExchange {
                 'error',
                 `fetching ${digest} from ${peerId} failed: ${(err as Error).message}`,
               );
-      this.metrics.transfers.inc({ protocol: this.protocol, direction: 'in', result: failure.code });
+      this.metrics.transfers.inc({ protocol: this.protocol, direction: 'in', result: failure.wireCode });
       throw failure;
     }
   }

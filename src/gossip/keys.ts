@@ -1,6 +1,7 @@
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * libp2p identity helpers, so that callers outside src/gossip (identity,
@@ -11,10 +12,9 @@ export async function generateNodeKey(): Promise<PrivateKey> {
 }
 
 /** A node key in libp2p's own protobuf encoding; what identity files store. */
-export class NodeKeyError extends Error {
+export class NodeKeyError extends SiloError<'invalid_input'> {
   constructor(message: string) {
-    super(message);
-    this.name = 'NodeKeyError';
+    super('invalid_input', message);
   }
 }
 

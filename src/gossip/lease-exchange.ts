@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { LeaseReply, LeaseRequest } from '../ownership/lease-messages.js';
 import { MAX_LEASE_MS, REFUSAL_REASONS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, WorkloadNameSchema } from '../state/schemas.js';
+import { SiloError } from '../util/silo-error.js';
 import { packMessage } from './codec.js';
 import type { GossipNode } from './node.js';
 import { readOnlyFrame } from './single-frame.js';
@@ -70,8 +71,10 @@ export interface LeaseExchangeOptions {
   timeoutMs?: number;
 }
 
-export class LeaseExchangeError extends Error {
-  override readonly name = 'LeaseExchangeError';
+export class LeaseExchangeError extends SiloError<'malformed'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('malformed', message, options);
+  }
 }
 
 const metricsByRegistry = new WeakMap<Registry, Counter<'direction' | 'result'>>();

@@ -4,6 +4,7 @@ import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
+import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { sleep } from '../util/sleep.js';
 import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -68,13 +69,25 @@ const WIRE_CODES: ReadonlySet<string> = new Set<LogErrorCode>([
   'error',
 ]);
 
-export class LogFetchError extends Error {
+/** What each wire code means to the rest of silo (src/util/silo-error.ts). */
+const LOG_ERROR_CODES: Record<LogErrorCode, SiloErrorCode> = {
+  'not-found': 'not_found',
+  malformed: 'malformed',
+  refused: 'refused',
+  busy: 'busy',
+  limit: 'limit',
+  timeout: 'timeout',
+  unreachable: 'unreachable',
+  error: 'internal',
+};
+
+/** `wireCode` is the code as the protocol spells it (docs/protocol.md); `code` silo's own. */
+export class LogFetchError extends SiloError {
   constructor(
-    readonly code: LogErrorCode,
+    readonly wireCode: LogErrorCode,
     message: string,
   ) {
-    super(message);
-    this.name = 'LogFetchError';
+    super(LOG_ERROR_CODES[wireCode], message);
   }
 }
 
@@ -352,7 +365,7 @@ export class LogExchange {
         err instanceof LogFetchError
           ? err
           : new LogFetchError('unreachable', `log request to ${peerId} failed: ${(err as Error).message}`);
-      finish(failure.code);
+      finish(failure.wireCode);
       throw failure;
     }
 
@@ -380,7 +393,7 @@ export class LogExchange {
           yield message.data;
         }
       } catch (err) {
-        result = err instanceof LogFetchError ? err.code : 'error';
+        result = err instanceof LogFetchError ? err.wireCode : 'error';
         throw err;
       } finally {
         // A consumer that stops early (break, return) or fails ends the stream, so the server stops reading.

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { Listeners } from '../util/listeners.js';
+import { SiloError } from '../util/silo-error.js';
 import { packMessage } from './codec.js';
 import type { GossipNode } from './node.js';
 import { readOnlyFrame } from './single-frame.js';
@@ -27,8 +28,10 @@ const DEFAULT_TIMEOUT_MS = 2000;
 const NoticeFrame = z.strictObject({ v: z.literal(1), revocation: z.unknown() });
 const AckFrame = z.strictObject({ v: z.literal(1) });
 
-export class RevocationNoticeError extends Error {
-  override readonly name = 'RevocationNoticeError';
+export class RevocationNoticeError extends SiloError<'malformed'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('malformed', message, options);
+  }
 }
 
 /** Told of every well-formed notice: the record as sent (unchecked) and the peer that sent it. */

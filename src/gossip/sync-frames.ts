@@ -1,5 +1,6 @@
 import * as Y from 'yjs';
 import { type DocName, isDocName } from '../state/names.js';
+import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
 
 /**
@@ -29,13 +30,19 @@ export type SyncFrame =
   | { t: typeof FrameType.busy };
 
 /** A frame that breaks the protocol; the session is aborted and nothing of the frame is applied. */
-export class SyncProtocolError extends Error {
+const SYNC_ERROR_CODES = {
+  malformed: 'malformed',
+  'invalid-update': 'invalid_update',
+  oversize: 'too_large',
+} as const satisfies Record<string, SiloErrorCode>;
+
+/** `kind` is the metric's result label (docs/protocol.md); `code` silo's own. */
+export class SyncProtocolError extends SiloError {
   constructor(
-    readonly kind: 'malformed' | 'invalid-update' | 'oversize',
+    readonly kind: keyof typeof SYNC_ERROR_CODES,
     detail: string,
   ) {
-    super(detail);
-    this.name = 'SyncProtocolError';
+    super(SYNC_ERROR_CODES[kind], detail);
   }
 }
 

@@ -19,6 +19,7 @@ import {
   type WitnessConfigRecord,
   WitnessConfigRecordSchema,
 } from '../state/schemas.js';
+import { SiloError } from '../util/silo-error.js';
 import {
   type EnrollmentBundle,
   EnrollmentBundleSchema,
@@ -179,10 +180,9 @@ export function verifyEnrollmentBundle(
   return null;
 }
 
-export class OverlayIpExhaustedError extends Error {
+export class OverlayIpExhaustedError extends SiloError<'exhausted'> {
   constructor(cidr: string) {
-    super(`no free overlay IP left in ${cidr}`);
-    this.name = 'OverlayIpExhaustedError';
+    super('exhausted', `no free overlay IP left in ${cidr}`);
   }
 }
 

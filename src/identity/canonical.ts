@@ -1,3 +1,4 @@
+import { SiloError } from '../util/silo-error.js';
 /**
  * Canonical encoding of JSON values for signing (docs/protocol.md,
  * "Enrollment records, certificates and revocations").
@@ -16,13 +17,12 @@
  *   something the verifier will never see.
  */
 
-export class CanonicalEncodingError extends Error {
+export class CanonicalEncodingError extends SiloError<'invalid_record'> {
   constructor(
     readonly path: string,
     problem: string,
   ) {
-    super(`cannot canonically encode ${path}: ${problem}`);
-    this.name = 'CanonicalEncodingError';
+    super('invalid_record', `cannot canonically encode ${path}: ${problem}`);
   }
 }
 

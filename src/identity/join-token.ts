@@ -9,6 +9,7 @@ import {
 } from 'node:crypto';
 import { z } from 'zod';
 import { ORG_NAME_PATTERN } from '../state/schemas.js';
+import { SiloError } from '../util/silo-error.js';
 import { decodeBase64Strict } from './base64.js';
 import { canonicalBytes } from './canonical.js';
 
@@ -43,10 +44,9 @@ export const JoinTokenSchema = z.strictObject({
 });
 export type JoinToken = z.infer<typeof JoinTokenSchema>;
 
-export class JoinTokenError extends Error {
+export class JoinTokenError extends SiloError<'invalid_token'> {
   constructor(message: string) {
-    super(message);
-    this.name = 'JoinTokenError';
+    super('invalid_token', message);
   }
 }
 

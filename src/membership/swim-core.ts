@@ -18,6 +18,7 @@
  * (`setMembers`); this core only says which members answer.
  */
 
+import { SiloError } from '../util/silo-error.js';
 import { BroadcastQueue } from './broadcast-queue.js';
 
 export type MemberState = 'alive' | 'suspect' | 'dead';
@@ -100,8 +101,10 @@ export const DEFAULT_SWIM_PARAMS: Readonly<SwimParams> = Object.freeze({
 /** No message carries more updates (the wire format refuses more: swim-frames.ts). */
 export const MAX_UPDATES_PER_MESSAGE = 64;
 
-export class SwimParamsError extends Error {
-  override name = 'SwimParamsError';
+export class SwimParamsError extends SiloError<'invalid_input'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('invalid_input', message, options);
+  }
 }
 
 export function validateSwimParams(params: SwimParams): SwimParams {

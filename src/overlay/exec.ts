@@ -1,4 +1,5 @@
 import { execa, type ResultPromise } from 'execa';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * Running the system tools the overlay needs (`wg`, `ip`, `wireguard-go`).
@@ -7,7 +8,7 @@ import { execa, type ResultPromise } from 'execa';
  * in its own namespace).
  */
 
-export class CommandError extends Error {
+export class CommandError extends SiloError<'command_failed'> {
   constructor(
     /** The full argv that ran, namespace prefix included. */
     readonly argv: readonly string[],
@@ -16,8 +17,7 @@ export class CommandError extends Error {
     readonly stderr: string,
     detail: string,
   ) {
-    super(`\`${argv.join(' ')}\` ${detail}${stderr.length > 0 ? `: ${stderr}` : ''}`);
-    this.name = 'CommandError';
+    super('command_failed', `\`${argv.join(' ')}\` ${detail}${stderr.length > 0 ? `: ${stderr}` : ''}`);
   }
 }
 

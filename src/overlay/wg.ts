@@ -1,3 +1,4 @@
+import { SiloError } from '../util/silo-error.js';
 import type { CommandRunner } from './exec.js';
 
 /**
@@ -37,10 +38,9 @@ export interface WgDump {
   peers: WgPeerState[];
 }
 
-export class WgDumpParseError extends Error {
+export class WgDumpParseError extends SiloError<'malformed'> {
   constructor(line: number, problem: string) {
-    super(`cannot parse \`wg show dump\` output, line ${line}: ${problem}`);
-    this.name = 'WgDumpParseError';
+    super('malformed', `cannot parse \`wg show dump\` output, line ${line}: ${problem}`);
   }
 }
 

@@ -4,6 +4,7 @@ import { open, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
 import type { Durability } from '../state/lmdb-log.js';
 import { storePathProblem } from '../state/lmdb-preflight.js';
+import { SiloError } from '../util/silo-error.js';
 import type { WitnessRecord } from './witness-core.js';
 
 /**
@@ -25,8 +26,10 @@ const RecordSchema = z.strictObject({
   durationMs: z.number().int().nonnegative(),
 });
 
-export class GrantStoreError extends Error {
-  override readonly name = 'GrantStoreError';
+export class GrantStoreError extends SiloError<'store_failed'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('store_failed', message, options);
+  }
 }
 
 export class GrantStore {

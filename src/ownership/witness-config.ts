@@ -1,3 +1,4 @@
+import { SiloError } from '../util/silo-error.js';
 /**
  * The witness configuration (docs/placement.md, "Witnesses"): a small,
  * versioned set of nodes, named in a CA-signed record of the enrollment
@@ -17,8 +18,10 @@ export const MAX_WITNESSES = 7;
 /** The size `ca sign` grows the set to while the org has fewer witnesses. */
 export const DEFAULT_WITNESS_COUNT = 3;
 
-export class WitnessConfigError extends Error {
-  override readonly name = 'WitnessConfigError';
+export class WitnessConfigError extends SiloError<'invalid_input'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('invalid_input', message, options);
+  }
 }
 
 /** Validates and normalises (sorted witness ids). Throws WitnessConfigError naming the problem. */

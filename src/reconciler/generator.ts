@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { SiloError } from '../util/silo-error.js';
 import { killQuietly } from './proc.js';
 import type { LaunchPlan } from './sandbox.js';
 
@@ -24,8 +25,10 @@ export interface RuntimeConfig {
   resources: { cpus: number; memoryMb: number; scratchMb: number };
 }
 
-export class GeneratorError extends Error {
-  override name = 'GeneratorError';
+export class GeneratorError extends SiloError<'generator_failed'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('generator_failed', message, options);
+  }
 }
 
 const STDERR_TAIL_BYTES = 1500;

@@ -4,6 +4,7 @@ import { access, open, readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { execa } from 'execa';
 import { commandExists } from '../overlay/exec.js';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * Drives gocryptfs, the FUSE encrypted filesystem encrypted scratch uses
@@ -14,8 +15,10 @@ import { commandExists } from '../overlay/exec.js';
  * minimum.
  */
 
-export class EncryptedScratchError extends Error {
-  override name = 'EncryptedScratchError';
+export class EncryptedScratchError extends SiloError<'encryption_failed'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('encryption_failed', message, options);
+  }
 }
 
 /** gocryptfs's exit codes that mean something to the caller (its documented list). */

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { BlobExchange } from '../gossip/blob-exchange.js';
 import type { WorkloadSpec } from '../state/schemas.js';
+import { SiloError } from '../util/silo-error.js';
 import type { ImageSignatureVerifier, ImageStore } from './image-store.js';
 import { BlobUnavailableError, fetchFromPeers, type PeerDirectory, shortDigest } from './peer-fetch.js';
 
@@ -14,13 +15,17 @@ import { BlobUnavailableError, fetchFromPeers, type PeerDirectory, shortDigest }
 export const IMAGE_PROTOCOL = '/silo/image/1';
 
 /** The image can never run (unsigned, wrong signature, bad digest): the workload fails. */
-export class ImageRefusedError extends Error {
-  override name = 'ImageRefusedError';
+export class ImageRefusedError extends SiloError<'image_refused'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('image_refused', message, options);
+  }
 }
 
 /** The image is not here and no peer supplied it (yet): the claim stays `pulling` and retries. */
-export class ImageUnavailableError extends Error {
-  override name = 'ImageUnavailableError';
+export class ImageUnavailableError extends SiloError<'unavailable'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('unavailable', message, options);
+  }
 }
 
 export interface ImageSource {

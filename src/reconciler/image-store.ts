@@ -11,6 +11,7 @@ import type { PublicKeyInput } from '../identity/ed25519.js';
 import { verifyImageDigest } from '../identity/image-signing.js';
 import { counterIn } from '../state/metric-registry.js';
 import { Listeners } from '../util/listeners.js';
+import { SiloError } from '../util/silo-error.js';
 import { checkSymlinkTarget, DIGEST_PATTERN, digestFile, type ImageBuildError } from './image.js';
 
 /**
@@ -47,8 +48,10 @@ export interface ImageStoreOptions {
   registry: Registry;
 }
 
-export class ImageUnpackError extends Error {
-  override name = 'ImageUnpackError';
+export class ImageUnpackError extends SiloError<'image_invalid'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('image_invalid', message, options);
+  }
 }
 
 export class ImageStore {
@@ -133,7 +136,10 @@ export class ImageStore {
       await pipeline(source, createWriteStream(temp, { mode: 0o644 }));
       const digest = `sha256:${hash.digest('hex')}`;
       if (expectedDigest !== undefined && digest !== expectedDigest) {
-        throw new Error(`image digest mismatch: expected ${expectedDigest}, got ${digest}`);
+        throw new SiloError(
+          'digest_mismatch',
+          `image digest mismatch: expected ${expectedDigest}, got ${digest}`,
+        );
       }
       await rename(temp, this.tarPath(digest));
       this.logger.info({ digest, size }, 'image stored');

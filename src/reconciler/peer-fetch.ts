@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { type BlobExchange, BlobFetchError } from '../gossip/blob-exchange.js';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * Fetching a content-addressed blob (image tar, state snapshot) from the
@@ -18,13 +19,13 @@ export interface PeerDirectory {
   connectedPeers(): string[];
 }
 
-export class BlobUnavailableError extends Error {
-  override name = 'BlobUnavailableError';
+export class BlobUnavailableError extends SiloError<'unavailable'> {
   constructor(
     readonly digest: string,
     readonly attempts: readonly string[],
   ) {
     super(
+      'unavailable',
       attempts.length === 0
         ? `${shortDigest(digest)}: no peer to ask`
         : `${shortDigest(digest)}: no peer could supply it (${attempts.join('; ')})`,
@@ -73,7 +74,7 @@ export async function fetchFromPeers(
       return { ...candidate, size };
     } catch (err) {
       const who = candidate.nodeId ?? candidate.peerId.slice(-8);
-      const code = err instanceof BlobFetchError ? err.code : 'error';
+      const code = err instanceof BlobFetchError ? err.wireCode : 'error';
       attempts.push(`${who}: ${code === 'not-found' ? 'does not have it' : (err as Error).message}`);
       input.logger.debug({ digest, peer: candidate.peerId, code }, 'blob fetch attempt failed');
     }

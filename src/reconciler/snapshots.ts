@@ -8,6 +8,7 @@ import { type BlobExchange, type BlobSource, DIGEST_PATTERN } from '../gossip/bl
 import { counterIn } from '../state/metric-registry.js';
 import type { SnapshotRef } from '../state/schemas.js';
 import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
+import { SiloError } from '../util/silo-error.js';
 import { stateCipherDir } from './encrypted-scratch.js';
 import { isInitialized } from './gocryptfs.js';
 import { extractSafely } from './image-store.js';
@@ -66,8 +67,10 @@ export interface StateSnapshots {
   waitServed(digests: readonly string[], timeoutMs: number): Promise<boolean>;
 }
 
-export class SnapshotIntegrityError extends Error {
-  override name = 'SnapshotIntegrityError';
+export class SnapshotIntegrityError extends SiloError<'integrity'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('integrity', message, options);
+  }
 }
 
 export interface SnapshotStoreOptions {

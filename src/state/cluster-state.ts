@@ -2,18 +2,18 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import * as Y from 'yjs';
 import { Listeners } from '../util/listeners.js';
+import { SiloError } from '../util/silo-error.js';
 import { type DiffSlice, diffSlices, type SliceLimits } from './diff-slices.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
 
 /** An update that failed validation; the live document was not touched. */
-export class InvalidUpdateError extends Error {
+export class InvalidUpdateError extends SiloError<'invalid_update'> {
   constructor(
     readonly doc: DocName,
     readonly reason: string,
   ) {
-    super(`invalid update for document "${doc}": ${reason}`);
-    this.name = 'InvalidUpdateError';
+    super('invalid_update', `invalid update for document "${doc}": ${reason}`);
   }
 }
 

@@ -1,6 +1,7 @@
 import { type Database, open, type RootDatabase } from 'lmdb';
 import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
+import { SiloError } from '../util/silo-error.js';
 import { storePathProblem } from './lmdb-preflight.js';
 import {
   decodeFrame,
@@ -39,14 +40,13 @@ export interface LmdbUpdateLogOptions {
 }
 
 /** The store could not be opened; names the path and why. */
-export class StoreOpenError extends Error {
+export class StoreOpenError extends SiloError<'store_failed'> {
   constructor(
     readonly path: string,
     reason: string,
     options?: ErrorOptions,
   ) {
-    super(`cannot open silo store at ${path}: ${reason}`, options);
-    this.name = 'StoreOpenError';
+    super('store_failed', `cannot open silo store at ${path}: ${reason}`, options);
   }
 }
 

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Counter, Registry } from 'prom-client';
 import * as Y from 'yjs';
 import type { z } from 'zod';
+import { SiloError } from '../util/silo-error.js';
 import type { ClusterState } from './cluster-state.js';
 import { counterIn } from './metric-registry.js';
 import type { DocName } from './names.js';
@@ -34,15 +35,14 @@ export interface ViewOptions {
 }
 
 /** A writer was handed a record that does not match its schema; nothing was written. */
-export class InvalidRecordError extends Error {
+export class InvalidRecordError extends SiloError<'invalid_record'> {
   constructor(
     readonly doc: DocName,
     readonly map: string,
     readonly key: string,
     readonly reason: string,
   ) {
-    super(`invalid ${doc}/${map} record ${JSON.stringify(key)}: ${reason}`);
-    this.name = 'InvalidRecordError';
+    super('invalid_record', `invalid ${doc}/${map} record ${JSON.stringify(key)}: ${reason}`);
   }
 }
 

@@ -1,4 +1,5 @@
 import { formatIpv4, type Ipv4Cidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
+import { SiloError } from '../util/silo-error.js';
 
 /**
  * Service addresses (docs/services.md, "Service addresses"): every workload
@@ -181,11 +182,11 @@ export function planAddressRepair(
 }
 
 /** Thrown by a writer when the service range has no free address left. */
-export class ServiceRangeExhaustedError extends Error {
+export class ServiceRangeExhaustedError extends SiloError<'exhausted'> {
   constructor(workload: string, range: ServiceRange) {
     super(
+      'exhausted',
       `no free service address for "${workload}": all ${rangeSize(range)} addresses of ${formatIpv4(range.first)}-${formatIpv4(range.last)} are taken (delete a workload or use a larger org CIDR)`,
     );
-    this.name = 'ServiceRangeExhaustedError';
   }
 }

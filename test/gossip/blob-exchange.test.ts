@@ -69,7 +69,7 @@ describe('blob exchange', () => {
     const dest = join(dir, 'out', 'lied');
     await assert.rejects(client.fetch(nodes[0]!.gossip.peerId, lie, dest), (err: unknown) => {
       assert.ok(err instanceof BlobFetchError);
-      assert.equal(err.code, 'digest-mismatch');
+      assert.equal(err.wireCode, 'digest-mismatch');
       return true;
     });
     assert.equal(existsSync(dest), false);
@@ -79,9 +79,9 @@ describe('blob exchange', () => {
   test('unknown digest, malformed digest and over-limit blobs get typed errors', async () => {
     const peer = nodes[0]!.gossip.peerId;
     await assert.rejects(client.fetch(peer, `sha256:${'0'.repeat(64)}`, join(dir, 'x')), {
-      code: 'not-found',
+      wireCode: 'not-found',
     });
-    await assert.rejects(client.fetch(peer, 'md5:abc', join(dir, 'x')), { code: 'malformed' });
+    await assert.rejects(client.fetch(peer, 'md5:abc', join(dir, 'x')), { wireCode: 'malformed' });
     const small = new BlobExchange({
       node: nodes[1]!.gossip.node,
       protocol: PROTOCOL,
@@ -90,7 +90,7 @@ describe('blob exchange', () => {
       registry: new Registry(),
       maxBytes: 1000,
     });
-    await assert.rejects(small.fetch(peer, digest, join(dir, 'y')), { code: 'too-large' });
+    await assert.rejects(small.fetch(peer, digest, join(dir, 'y')), { wireCode: 'too-large' });
     assert.equal(existsSync(join(dir, 'y')), false);
   });
 });

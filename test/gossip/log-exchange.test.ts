@@ -35,7 +35,7 @@ async function readUntil(iterator: AsyncIterator<Uint8Array>, expected: string):
 async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(err instanceof LogFetchError, String(err));
-    assert.equal(err.code, code, err.message);
+    assert.equal(err.wireCode, code, err.message);
     if (pattern) assert.match(err.message, pattern);
     return true;
   });

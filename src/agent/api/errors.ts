@@ -1,3 +1,5 @@
+import { SiloError, type SiloErrorCode } from '../../util/silo-error.js';
+
 /**
  * Errors of the control API. Every failure leaves the API as
  * `{error: {code, message}}` with the matching HTTP status, so the CLI (and
@@ -34,15 +36,11 @@ const STATUS: Record<ApiErrorCode, number> = {
   busy: 503,
 };
 
-export class ApiError extends Error {
+export class ApiError extends SiloError<ApiErrorCode> {
   readonly status: number;
 
-  constructor(
-    readonly code: ApiErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ApiError';
+  constructor(code: ApiErrorCode, message: string) {
+    super(code, message);
     this.status = STATUS[code];
   }
 }
@@ -67,4 +65,50 @@ export function codeForStatus(status: number): ApiErrorCode {
   if (status === 413) return 'too_large';
   if (status >= 400 && status < 500) return 'bad_request';
   return 'internal';
+}
+
+/**
+ * What each SiloError code means to an API client. A code in the last group
+ * is silo's own failure, not the request's: answered 500 and logged.
+ */
+const API_CODE_OF: Record<SiloErrorCode, ApiErrorCode> = {
+  invalid_input: 'bad_request',
+  bad_request: 'bad_request',
+  invalid_token: 'bad_request',
+  token_expired: 'bad_request',
+  token_used_up: 'bad_request',
+  token_revoked: 'bad_request',
+  invalid_update: 'bad_request',
+  invalid_record: 'bad_request',
+  digest_mismatch: 'bad_request',
+  image_refused: 'bad_request',
+  image_invalid: 'bad_request',
+  unauthorized: 'unauthorized',
+  revoked: 'revoked',
+  not_found: 'not_found',
+  not_held: 'not_held',
+  conflict: 'conflict',
+  exhausted: 'conflict',
+  too_large: 'too_large',
+  rate_limited: 'busy',
+  busy: 'busy',
+  limit: 'busy',
+  unreachable: 'unreachable',
+  unavailable: 'unreachable',
+  timeout: 'unreachable',
+  refused: 'unreachable',
+  malformed: 'unreachable',
+  integrity: 'internal',
+  command_failed: 'internal',
+  store_failed: 'internal',
+  encryption_failed: 'internal',
+  generator_failed: 'internal',
+  stream_ended: 'internal',
+  internal: 'internal',
+};
+
+/** The API error a SiloError becomes; an ApiError stays itself. */
+export function apiErrorOf(err: SiloError): ApiError {
+  if (err instanceof ApiError) return err;
+  return new ApiError(API_CODE_OF[err.code], err.message);
 }

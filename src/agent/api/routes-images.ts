@@ -3,6 +3,7 @@ import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance } from 'fastify';
 import { verifyImageDigest } from '../../identity/image-signing.js';
+import { SiloError } from '../../util/silo-error.js';
 import type { RouteContext } from './context.js';
 import { ApiError, badRequest, notFound } from './errors.js';
 import { DigestParams, parseInput } from './validate.js';
@@ -50,15 +51,10 @@ export function registerImageRoutes(app: FastifyInstance, ctx: RouteContext): vo
     const limited = sizeLimit(ctx.maxImageBytes);
     // pipeline (unlike pipe) destroys `limited` when the upload aborts, so the import fails instead of hanging.
     pipeline(request.body, limited).catch(() => undefined);
-    try {
-      const stored = await images.importStream(limited, digest);
-      reply.status(201);
-      return stored;
-    } catch (err) {
-      const message = (err as Error).message;
-      if (/digest mismatch|too large/.test(message)) throw badRequest(message);
-      throw err;
-    }
+    // A digest mismatch or an oversized body is a SiloError the error handler answers by its code.
+    const stored = await images.importStream(limited, digest);
+    reply.status(201);
+    return stored;
   });
 }
 
@@ -67,7 +63,7 @@ function sizeLimit(maxBytes: number): Transform {
   return new Transform({
     transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
       seen += chunk.length;
-      if (seen > maxBytes) callback(new Error(`image too large (limit ${maxBytes} bytes)`));
+      if (seen > maxBytes) callback(new SiloError('too_large', `image too large (limit ${maxBytes} bytes)`));
       else callback(null, chunk);
     },
   });

@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { LogFetchError, type LogRequest } from '../../gossip/index.js';
 import type { ObservedStatus } from '../../state/schemas.js';
+import { SiloError } from '../../util/silo-error.js';
 import { readServiceLog, serviceLogFile } from '../log-files.js';
 import type { NodeAgent } from '../node-agent.js';
 import type { RouteContext } from './context.js';
@@ -62,8 +63,10 @@ export function registerLogRoutes(app: FastifyInstance, ctx: RouteContext): void
 }
 
 /** Why a followed stream was ended by this agent (the trailer's value), not by the client leaving. */
-class LogStreamEnd extends Error {
-  override name = 'LogStreamEnd';
+class LogStreamEnd extends SiloError<'stream_ended'> {
+  constructor(message: string, options?: ErrorOptions) {
+    super('stream_ended', message, options);
+  }
 }
 
 /**
@@ -170,14 +173,17 @@ function apiErrorOf(err: unknown, source: Source, workload: string): Error {
   if (!(err instanceof LogFetchError)) return err instanceof Error ? err : new Error(String(err));
   const where = `node ${source.nodeId}`;
   switch (err.code) {
-    case 'not-found':
+    case 'not_found':
       return new ApiError('not_found', `no log of "${workload}" on ${where}`);
     case 'busy':
       return new ApiError('busy', `${where} serves too many log streams; try again later`);
     case 'limit':
       return new ApiError('busy', `${where} ended the log stream: ${err.message}`);
     default:
-      return new ApiError('unreachable', `cannot read the log from ${where} (${err.code}): ${err.message}`);
+      return new ApiError(
+        'unreachable',
+        `cannot read the log from ${where} (${err.wireCode}): ${err.message}`,
+      );
   }
 }
 

@@ -1,17 +1,17 @@
 import { lstat, mkdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
+import { SiloError } from '../../util/silo-error.js';
 
 /** sun_path is 108 bytes on Linux, NUL included. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
-export class SocketPathError extends Error {
+export class SocketPathError extends SiloError<'invalid_input'> {
   constructor(
     readonly path: string,
     problem: string,
   ) {
-    super(`control API socket ${path}: ${problem}`);
-    this.name = 'SocketPathError';
+    super('invalid_input', `control API socket ${path}: ${problem}`);
   }
 }
 
