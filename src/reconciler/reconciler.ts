@@ -24,9 +24,10 @@ import { ImageHolderRecord } from './image-holders.js';
 import { caImageVerifier, type ImageSignatureVerifier, ImageStore } from './image-store.js';
 import { DetectorLeaseSource, type LeaseKind, type LeaseSource } from './lease.js';
 import type { ResourceLimiterOptions } from './limits.js';
+import type { ReconcileLoopOptions, StopPolicy } from './loop-options.js';
 import type { PeerDirectory } from './peer-fetch.js';
 import { DEFAULT_OWNERSHIP_TIMING, type OwnershipTiming } from './placement/index.js';
-import { ReconcileLoop, type ReconcileLoopOptions, type StopPolicy } from './reconcile-loop.js';
+import { ReconcileLoop } from './reconcile-loop.js';
 import type { SandboxPreference } from './sandbox.js';
 import { RuntimeRunner, type ServiceRunner } from './service-runner.js';
 import {

@@ -1,8 +1,8 @@
 import { maxLeaseMs } from '../../../src/ownership/lease-bounds.js';
 import { holdMs } from '../../../src/ownership/witness-core.js';
+import type { ReconcileStatus } from '../../../src/reconciler/loop-status.js';
 import { place, takeoverExtraWaitMs } from '../../../src/reconciler/placement/index.js';
 import type { HolderRef, Liveness, PlacementNode } from '../../../src/reconciler/placement/types.js';
-import type { ReconcileStatus } from '../../../src/reconciler/reconcile-loop.js';
 import type { WorkloadSpec } from '../../../src/state/schemas.js';
 import type { LiveProcess } from '../running-registry.js';
 import type { FaultEvent, FaultKind, SimCluster } from '../sim-cluster.js';
