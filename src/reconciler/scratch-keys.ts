@@ -211,6 +211,10 @@ export class ScratchKeyring {
     return newest;
   }
 
+  has(generation: number): boolean {
+    return this.secrets.has(generation);
+  }
+
   keyFor(workload: string, generation: number): Buffer {
     const secret = this.secrets.get(generation);
     if (secret === undefined) {
