@@ -186,6 +186,7 @@ export async function startAgent(
         agent.reconciler?.images ??
         new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
       peerDigests,
+      ...(scratch === null ? {} : { scratchKeyGenerations: () => scratch.keyring.generations() }),
       maxStopTimeoutMs: config.services.max_stop_timeout,
     });
     if (provisionerSetup !== null)

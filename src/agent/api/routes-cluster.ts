@@ -19,6 +19,8 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
     now: Date.now(),
     convergence: ctx.peerDigests?.estimate() ?? null,
     ownership: ownershipHealth(agent),
+    // Numbers only, never keys: whether a new generation reached this node (docs/operations.md).
+    scratchKeys: ctx.scratchKeyGenerations ? { generations: ctx.scratchKeyGenerations() } : null,
   }));
 
   app.get('/v1/nodes', async () => ({ nodes: nodeRows(agent, ctx.peerDigests) }));
