@@ -36,6 +36,8 @@ export interface ControlApiOptions {
   overlayCidr?: string;
   images?: ImageStore;
   peerDigests?: PeerDigests;
+  /** The scratch key generations this node holds; absent on clients. */
+  scratchKeyGenerations?: () => number[];
   maxImageBytes?: number;
   /** services.max_stop_timeout: an exclusive workload with a longer stop_timeout is refused at apply. */
   maxStopTimeoutMs?: number;
@@ -76,6 +78,7 @@ export class ControlApi {
       overlayCidr: options.overlayCidr,
       images: options.images,
       peerDigests: options.peerDigests,
+      ...(options.scratchKeyGenerations ? { scratchKeyGenerations: options.scratchKeyGenerations } : {}),
       maxImageBytes: options.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
       maxStopTimeoutMs: options.maxStopTimeoutMs ?? DEFAULT_MAX_STOP_TIMEOUT_MS,
       streams,

@@ -23,12 +23,14 @@ import { OverlayManager } from '../overlay/overlay-manager.js';
 import { EncryptedScratch } from '../reconciler/encrypted-scratch.js';
 import { ImageStore } from '../reconciler/image-store.js';
 import { loadScratchKeyring, SCRATCH_KEYS_FILE } from '../reconciler/scratch-key-file.js';
+import { ScratchKeyring } from '../reconciler/scratch-keys.js';
 import { createLogger } from '../util/logger.js';
 import { ControlApi } from './control-api.js';
 import { heartbeatSchedule } from './heartbeat-schedule.js';
 import { NodeAgent } from './node-agent.js';
 import { PeerDigests } from './peer-digests.js';
 import type { Provisioner } from './provisioner.js';
+import { ScratchKeyIntake } from './scratch-key-intake.js';
 import { AgentSetupError } from './setup-error.js';
 
 export { AgentSetupError } from './setup-error.js';
@@ -82,14 +84,9 @@ export async function startAgent(
   // gossip, sync and the control API, no reconciler (nothing is ever placed
   // here, no witness) and no SWIM (not a member).
   const client = isClient(bundle.record);
-  // Sealed org scratch secrets (docs/security.md, "Encrypted scratch"): opened into memory here; without the
-  // file persistent STATE stays a plain directory.
-  const scratchKeys = client
-    ? null
-    : await loadScratchKeyring(join(identityDir, SCRATCH_KEYS_FILE), {
-        nodeId: config.node.id,
-        privateKey: identity.wgPrivateKey,
-      });
+  // Org scratch secrets (docs/security.md, "Encrypted scratch"): opened into memory here, from the bundle
+  // (and an operator's scratch-keys.json); later generations arrive through the enrollment document.
+  const scratch = client ? null : await openScratchKeys(identityDir, config, identity, bundle, logger);
   if (client)
     logger.info(
       { node: config.node.id },
@@ -119,11 +116,13 @@ export async function startAgent(
             checkpointIntervalMs: config.services.checkpoint_interval,
             replicas: config.services.replicas,
             maxParallel: config.services.max_parallel,
-            ...(scratchKeys === null
+            // Always there: a node without keys refuses encrypted workloads with the reason rather than
+            // running them on plain STATE.
+            ...(scratch === null
               ? {}
               : {
                   encryptedScratch: new EncryptedScratch({
-                    keys: scratchKeys,
+                    keys: scratch.keyring,
                     allowOther: process.getuid?.() === 0,
                   }),
                 }),
@@ -170,6 +169,7 @@ export async function startAgent(
   let api: ControlApi | null = null;
   let provisioner: Provisioner | null = null;
   try {
+    scratch?.intake.start(agent.enrollment);
     await agent.start();
     peerDigests.start();
     api = await ControlApi.start({
@@ -186,6 +186,7 @@ export async function startAgent(
         agent.reconciler?.images ??
         new ImageStore({ dataDir, caPublicKey: bundle.caPublicKey, logger, registry: agent.registry }),
       peerDigests,
+      ...(scratch === null ? {} : { scratchKeyGenerations: () => scratch.keyring.generations() }),
       maxStopTimeoutMs: config.services.max_stop_timeout,
     });
     if (provisionerSetup !== null)
@@ -194,6 +195,7 @@ export async function startAgent(
     await api?.close().catch(() => undefined);
     peerDigests.stop();
     await agent.stop().catch(() => undefined);
+    scratch?.close();
     throw err;
   }
   const startedApi = api;
@@ -211,8 +213,55 @@ export async function startAgent(
         await startedApi.close();
         peerDigests.stop();
         await agent.stop();
+        // The services are stopped and their STATE unmounted: the secrets are no longer needed.
+        scratch?.close();
       })();
       return stopping;
+    },
+  };
+}
+
+interface ScratchKeys {
+  keyring: ScratchKeyring;
+  intake: ScratchKeyIntake;
+  close(): void;
+}
+
+async function openScratchKeys(
+  identityDir: string,
+  config: AgentConfig,
+  identity: NodeIdentity,
+  bundle: EnrollmentBundle,
+  logger: Logger,
+): Promise<ScratchKeys> {
+  const self = { nodeId: config.node.id, privateKey: identity.wgPrivateKey };
+  let keyring: ScratchKeyring;
+  try {
+    keyring = (await loadScratchKeyring(join(identityDir, SCRATCH_KEYS_FILE), self)) ?? new ScratchKeyring();
+  } catch (err) {
+    throw new AgentSetupError((err as Error).message);
+  }
+  const intake = new ScratchKeyIntake({
+    keyring,
+    self: { nodeId: config.node.id, wgPrivateKey: identity.wgPrivateKey },
+    caPublicKey: bundle.caPublicKey,
+    logger: logger.child({ component: 'scratch-keys' }),
+  });
+  try {
+    intake.addBundle(bundle.scratchKeys ?? []);
+  } catch (err) {
+    throw new AgentSetupError((err as Error).message);
+  }
+  if (keyring.current() === null)
+    logger.warn(
+      'no scratch key: workloads with encrypted scratch (persistent, unless encrypted = false) will not start here until the CA hands this node one (docs/operations.md, "Scratch key generations")',
+    );
+  return {
+    keyring,
+    intake,
+    close: () => {
+      intake.stop();
+      keyring.clear();
     },
   };
 }

@@ -4,6 +4,7 @@ import {
   CapacitySchema,
   EnrollmentRecordSchema,
   SignedEnrollmentSchema,
+  SignedScratchSecretSchema,
   WitnessConfigRecordSchema,
 } from '../state/schemas.js';
 import { InputError } from '../util/input-error.js';
@@ -71,6 +72,14 @@ export const EnrollmentBundleSchema = z.strictObject({
    * Optional: bundles signed before witness configurations have none.
    */
   witnessConfig: z.strictObject(WitnessConfigRecordSchema.shape).optional(),
+  /**
+   * Every org scratch secret generation, sealed to this node's WireGuard key
+   * and signed by the CA (docs/security.md, "Encrypted scratch"): the agent
+   * opens them into memory at start. Absent for clients and for bundles
+   * signed before encrypted scratch; later generations arrive through the
+   * enrollment document.
+   */
+  scratchKeys: z.array(z.strictObject(SignedScratchSecretSchema.shape)).max(1024).optional(),
 });
 export type EnrollmentBundle = z.infer<typeof EnrollmentBundleSchema>;
 

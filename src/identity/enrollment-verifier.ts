@@ -1,4 +1,9 @@
-import type { Revocation, SignedEnrollment, WitnessConfigRecord } from '../state/schemas.js';
+import type {
+  Revocation,
+  SignedEnrollment,
+  SignedScratchSecret,
+  WitnessConfigRecord,
+} from '../state/schemas.js';
 import {
   checkEnrollmentRecord,
   checkRevocation,
@@ -8,6 +13,7 @@ import {
 import { type PublicKeyInput, toPublicKeyObject } from './ed25519.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from './ipv4-cidr.js';
 import { isClient, ownershipMembers } from './role.js';
+import { scratchSecretProblem } from './scratch-secret-signing.js';
 
 /**
  * Which enrolled nodes are ACTIVE, computed from the enrollment document's
@@ -197,6 +203,7 @@ export function signatureHooks(caPublicKey: PublicKeyInput): {
   verify: (record: SignedEnrollment) => string | null;
   verifyRevocation: (revocation: Revocation) => string | null;
   verifyWitnessConfig: (record: WitnessConfigRecord) => string | null;
+  verifyScratchKey: (envelope: SignedScratchSecret) => string | null;
 } {
   const caKey = toPublicKeyObject(caPublicKey, 'CA public key');
   return {
@@ -212,5 +219,6 @@ export function signatureHooks(caPublicKey: PublicKeyInput): {
       const checked = checkWitnessConfigRecord(caKey, record);
       return checked.ok ? null : `${checked.failure.reason}: ${checked.failure.message}`;
     },
+    verifyScratchKey: (envelope) => scratchSecretProblem(caKey, envelope),
   };
 }

@@ -8,6 +8,7 @@ import {
   RevocationSchema,
   type SignedEnrollment,
   SignedEnrollmentSchema,
+  type SignedScratchSecret,
   type WitnessConfigRecord,
 } from '../state/schemas.js';
 import { InputError } from '../util/input-error.js';
@@ -21,6 +22,7 @@ import {
   saveWitnessConfig,
   type WitnessConfigVerifier,
 } from './org.js';
+import { generationAfter, loadScratchSecrets, sealScratchSecretsFor } from './org-scratch.js';
 import { isClient } from './role.js';
 
 /**
@@ -82,6 +84,8 @@ export interface SignEnrollmentResult {
   witnessesChanged: boolean;
   /** With `rekey`: the revocation of the node's previous key (submit it before the new record). */
   revocation: Revocation | null;
+  /** With a revocation: the generation after it, sealed to every remaining node (submit after the revocation). */
+  scratchRotation: ScratchRotation | null;
 }
 
 /**
@@ -154,6 +158,14 @@ export async function signEnrollment(options: SignEnrollmentOptions): Promise<Si
     : nextBootstrapWitnessConfig(org.caPrivateKey, current, bundle.record.nodeId);
   const witnessesChanged = witnessConfig !== current;
   if (witnessConfig !== null) bundle = { ...bundle, witnessConfig };
+  // A node gets every scratch secret generation (old ones open scratch written before a rotation); a
+  // client runs no workloads and gets none (docs/security.md, "Encrypted scratch").
+  if (!isClient(bundle.record)) {
+    // A re-key revokes the old key: a new generation first, so the old key never held it.
+    if (revocation !== null) await generationAfter(options.orgDir, revocation.revokedAt);
+    const secrets = await loadScratchSecrets(options.orgDir, { create: true });
+    bundle = { ...bundle, scratchKeys: sealScratchSecretsFor(org.caPrivateKey, secrets, bundle.record) };
+  }
   await writeFileAtomic(
     join(options.orgDir, ISSUED_DIR, `${bundle.record.nodeId}.json`),
     `${JSON.stringify(bundle.record, null, 2)}\n`,
@@ -168,13 +180,51 @@ export async function signEnrollment(options: SignEnrollmentOptions): Promise<Si
     );
   }
   const pnetPath = join(options.orgDir, ORG_FILES.pnetKey);
+  const scratchRotation =
+    revocation === null ? null : await scratchKeysAfterRevocation(options.orgDir, revocation);
   return {
+    scratchRotation,
     bundle,
     pnetKey: (await fileExists(pnetPath)) ? pnetPath : null,
     witnessConfig,
     witnessesChanged,
     revocation,
   };
+}
+
+export interface ScratchRotation {
+  /** The generation the remaining nodes now get. */
+  generation: number;
+  /** This call made it (false: a run before already had, after this revocation). */
+  rotated: boolean;
+  /** The generation sealed to each remaining node, CA-signed: for `POST /v1/scratch-keys`. */
+  keys: SignedScratchSecret[];
+}
+
+/**
+ * After `revocation` (docs/operations.md, "Scratch key generations"): a
+ * scratch secret generation newer than it, sealed to every node the org
+ * still trusts (issued, not a client, not revoked since its issue). The
+ * revoked node never holds it, so it cannot read scratch created or
+ * re-created from then on.
+ */
+export async function scratchKeysAfterRevocation(
+  orgDir: string,
+  revocation: Revocation,
+): Promise<ScratchRotation> {
+  const org = await loadOrg(orgDir);
+  const { generation, secrets, rotated } = await generationAfter(orgDir, revocation.revokedAt);
+  const revoked = await revokedRecords(orgDir);
+  revoked.set(revocation.nodeId, revocation);
+  const remaining = [...(await issuedRecords(orgDir)).values()].filter((record) => {
+    if (isClient(record)) return false;
+    const r = revoked.get(record.nodeId);
+    return r === undefined || r.revokedAt < record.issuedAt;
+  });
+  const keys = remaining.flatMap((record) =>
+    sealScratchSecretsFor(org.caPrivateKey, secrets, record, [generation]),
+  );
+  return { generation, rotated, keys };
 }
 
 /**

@@ -75,7 +75,10 @@ export class EncryptedScratch {
       generation = await readGeneration(cipher);
     } else {
       const current = this.options.keys.current();
-      if (current === null) throw new EncryptedScratchError('no scratch key on this node');
+      if (current === null)
+        throw new EncryptedScratchError(
+          'no scratch key on this node (its bundle carries none: re-sign it with `silo ca sign`, docs/operations.md "Scratch key generations"; or set encrypted = false)',
+        );
       if (!(await isEmptyDir(cipher))) {
         throw new EncryptedScratchError(`${cipher} holds files but no gocryptfs.conf: refusing to overwrite`);
       }

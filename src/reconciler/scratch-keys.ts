@@ -211,6 +211,15 @@ export class ScratchKeyring {
     return newest;
   }
 
+  /** The generations held, ascending (numbers only: what `/v1/status` shows). */
+  generations(): number[] {
+    return [...this.secrets.keys()].sort((a, b) => a - b);
+  }
+
+  has(generation: number): boolean {
+    return this.secrets.has(generation);
+  }
+
   keyFor(workload: string, generation: number): Buffer {
     const secret = this.secrets.get(generation);
     if (secret === undefined) {

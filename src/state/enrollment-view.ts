@@ -10,6 +10,8 @@ import {
   RevocationSchema,
   type SignedEnrollment,
   SignedEnrollmentSchema,
+  type SignedScratchSecret,
+  SignedScratchSecretSchema,
   type WitnessConfigRecord,
   WitnessConfigRecordSchema,
 } from './schemas.js';
@@ -25,13 +27,16 @@ export interface EnrollmentViewOptions extends ViewOptions {
   verifyRevocation?: (record: Revocation) => string | null;
   /** The same for witness configurations: an unsigned one must not name witnesses. */
   verifyWitnessConfig?: (record: WitnessConfigRecord) => string | null;
+  /** The same for scratch key envelopes: only the CA may hand a node a scratch secret. */
+  verifyScratchKey?: (envelope: SignedScratchSecret) => string | null;
 }
 
 /**
  * Typed access to the enrollment document (docs/protocol.md, "Documents"):
  * `nodes` (nodeId → SignedEnrollment), `revocations` (nodeId → Revocation),
  * `draining` (nodeId → DrainFlag), `witnesses` (`v<version>` →
- * WitnessConfigRecord), each value a plain object.
+ * WitnessConfigRecord), `scratchKeys` (`<nodeId>/g<generation>` →
+ * SignedScratchSecret), each value a plain object.
  */
 export class EnrollmentView {
   private readonly state: ClusterState;
@@ -70,7 +75,7 @@ export class EnrollmentView {
     return this.state.doc('enrollment');
   }
 
-  private map(name: 'nodes' | 'revocations' | 'draining' | 'witnesses'): Y.Map<unknown> {
+  private map(name: 'nodes' | 'revocations' | 'draining' | 'witnesses' | 'scratchKeys'): Y.Map<unknown> {
     return this.doc.getMap(name);
   }
 
@@ -202,9 +207,49 @@ export class EnrollmentView {
     return [...this.map(map).entries()].sort(byKey);
   }
 
-  /** Calls `listener` after every transaction that changed any of the four maps. */
+  /**
+   * Records CA-signed scratch secrets sealed to nodes (one entry per node
+   * and generation, docs/protocol.md, "Scratch key envelopes"); durable on
+   * return. Does not check the signature (the control API does).
+   */
+  putScratchKeys(envelopes: readonly SignedScratchSecret[]): SignedScratchSecret[] {
+    const valid = envelopes.map((envelope) => {
+      const key =
+        typeof envelope?.nodeId === 'string' && typeof envelope?.generation === 'number'
+          ? scratchKeyOf(envelope)
+          : '?';
+      return this.check.require('scratchKeys', key, envelope, SignedScratchSecretSchema);
+    });
+    this.state.transactLocal('enrollment', () => {
+      for (const envelope of valid) this.map('scratchKeys').set(scratchKeyOf(envelope), envelope);
+    });
+    return valid;
+  }
+
+  /** The schema-valid, verified envelopes addressed to `nodeId`, by generation. */
+  scratchKeysFor(nodeId: string): SignedScratchSecret[] {
+    const out: SignedScratchSecret[] = [];
+    const prefix = `${nodeId}/`;
+    for (const [key, value] of this.map('scratchKeys').entries()) {
+      if (!key.startsWith(prefix)) continue;
+      const envelope = this.check.parse('scratchKeys', key, value, SignedScratchSecretSchema, (e) =>
+        scratchKeyOf(e) === key ? null : `scratch key of ${scratchKeyOf(e)} stored under key ${key}`,
+      );
+      if (envelope && this.check.verified('scratchKeys', key, value, envelope, this.options.verifyScratchKey))
+        out.push(envelope);
+    }
+    return out.sort((a, b) => a.generation - b.generation);
+  }
+
+  /** Calls `listener` after every transaction that changed any of the five maps. */
   onChange(listener: (origin: unknown) => void): () => void {
-    const maps = [this.map('nodes'), this.map('revocations'), this.map('draining'), this.map('witnesses')];
+    const maps = [
+      this.map('nodes'),
+      this.map('revocations'),
+      this.map('draining'),
+      this.map('witnesses'),
+      this.map('scratchKeys'),
+    ];
     return onMapsChange(this.doc, maps, this.options.logger, listener);
   }
 
@@ -233,4 +278,9 @@ export class EnrollmentView {
       return undefined;
     return record;
   }
+}
+
+/** Where a scratch key envelope lives in the `scratchKeys` map. */
+function scratchKeyOf(envelope: Pick<SignedScratchSecret, 'nodeId' | 'generation'>): string {
+  return `${envelope.nodeId}/g${envelope.generation}`;
 }

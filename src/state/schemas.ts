@@ -82,6 +82,25 @@ export const RevocationSchema = RevocationBodySchema.extend({ cert: Base64 });
 export type Revocation = z.infer<typeof RevocationSchema>;
 
 /**
+ * An org scratch secret sealed to one node's WireGuard (X25519) key and
+ * signed by the CA (docs/protocol.md, "Scratch key envelopes"): only the
+ * addressed node can open it, and only the CA can hand one out.
+ */
+export const SignedScratchSecretSchema = z.object({
+  v: z.literal(1),
+  nodeId: NodeIdSchema,
+  generation: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  /** Ephemeral X25519 public key (raw 32 bytes). */
+  epk: Base64,
+  iv: Base64,
+  /** AES-256-GCM ciphertext of the 32-byte secret followed by the tag. */
+  ct: Base64,
+  /** The CA's Ed25519 signature of the envelope (src/identity/scratch-secret-signing.ts). */
+  cert: Base64,
+});
+export type SignedScratchSecret = z.infer<typeof SignedScratchSecretSchema>;
+
+/**
  * The witness configuration (enrollment document, map `witnesses`, key
  * `v<version>`): which nodes grant workload leases (docs/placement.md,
  * "Witnesses"). CA-signed; the newest valid version is the one in force.

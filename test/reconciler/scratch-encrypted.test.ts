@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, type TestContext, test } from 'node:test';
@@ -22,25 +22,9 @@ import {
 import { ServiceRuntime } from '../../src/reconciler/service-runtime.js';
 import { SnapshotStore } from '../../src/reconciler/snapshots.js';
 import { silentLogger } from '../../src/util/logger.js';
+import { filesContaining } from '../helpers/files.js';
 import { requireOrSkip } from '../overlay/tools.js';
 import { type Harness, makeHarness, waitForFile, waitForStatus } from './helpers.js';
-
-/** Every file's bytes under `dir`, recursively (what a stolen disk shows). */
-export async function filesContaining(dir: string, needle: Buffer): Promise<string[]> {
-  const hits: string[] = [];
-  const walk = async (path: string): Promise<void> => {
-    const info = await stat(path).catch(() => null);
-    if (info === null) return;
-    if (info.isDirectory()) {
-      for (const name of await readdir(path)) {
-        if (name.includes(needle.toString('utf8'))) hits.push(join(path, name));
-        await walk(join(path, name));
-      }
-    } else if (info.isFile() && (await readFile(path)).includes(needle)) hits.push(path);
-  };
-  await walk(dir);
-  return hits;
-}
 
 /** Pids whose command line contains `needle`. */
 async function pidsWithArg(needle: string): Promise<number[]> {

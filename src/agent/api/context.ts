@@ -14,6 +14,8 @@ export interface RouteContext {
   overlayCidr?: string;
   images?: ImageStore;
   peerDigests?: PeerDigests;
+  /** The scratch key generations this node holds (docs/security.md, "Encrypted scratch"); absent on clients. */
+  scratchKeyGenerations?: () => number[];
   maxImageBytes: number;
   /** services.max_stop_timeout, ms: the longest stop_timeout an exclusive workload may have (lease-bounds.ts). */
   maxStopTimeoutMs: number;

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { checkEnrollmentRecord, checkRevocation } from '../../identity/ca.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../../identity/ipv4-cidr.js';
+import { scratchSecretProblem } from '../../identity/scratch-secret-signing.js';
+import type { SignedScratchSecret } from '../../state/schemas.js';
 import type { RouteContext } from './context.js';
 import { ApiError, badRequest, conflict, notFound } from './errors.js';
 import { DrainBodySchema, NodeIdParams, parseInput } from './validate.js';
@@ -17,6 +19,8 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
     now: Date.now(),
     convergence: ctx.peerDigests?.estimate() ?? null,
     ownership: ownershipHealth(agent),
+    // Numbers only, never keys: whether a new generation reached this node (docs/operations.md).
+    scratchKeys: ctx.scratchKeyGenerations ? { generations: ctx.scratchKeyGenerations() } : null,
   }));
 
   app.get('/v1/nodes', async () => ({ nodes: nodeRows(agent, ctx.peerDigests) }));
@@ -89,6 +93,32 @@ export function registerClusterRoutes(app: FastifyInstance, ctx: RouteContext): 
     agent.enrollment.revoke(revocation);
     reply.status(201);
     return { revocation, changed: true };
+  });
+
+  // CA-signed scratch secrets sealed to nodes (docs/protocol.md, "Scratch key envelopes"), written into the
+  // enrollment document: what `silo ca revoke` hands the remaining nodes after starting a new generation.
+  app.post('/v1/scratch-keys', async (request, reply) => {
+    const caPublicKey = requireCa(ctx);
+    const body = request.body as { keys?: unknown } | null;
+    const keys = body?.keys;
+    if (
+      typeof body !== 'object' ||
+      body === null ||
+      !Array.isArray(keys) ||
+      keys.length === 0 ||
+      keys.length > 4096
+    )
+      throw badRequest('expected {"keys": [<signed scratch key envelope>, …]} with 1 to 4096 envelopes');
+    const envelopes: SignedScratchSecret[] = [];
+    for (const [i, value] of keys.entries()) {
+      const problem = scratchSecretProblem(caPublicKey, value);
+      if (problem !== null) throw badRequest(`keys[${i}] refused: ${problem}`);
+      // Not required to be enrolled here yet: a node the CA signed without --socket gets it when it joins.
+      envelopes.push(value as SignedScratchSecret);
+    }
+    agent.enrollment.putScratchKeys(envelopes);
+    reply.status(201);
+    return { written: envelopes.map((e) => ({ nodeId: e.nodeId, generation: e.generation })) };
   });
 
   app.get('/v1/metrics', async (_request, reply) => {

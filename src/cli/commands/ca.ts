@@ -8,14 +8,16 @@ import {
   issuedRecords,
   REVOKED_DIR,
   revokedRecords,
+  type ScratchRotation,
   type SignEnrollmentOptions,
   type SignEnrollmentResult,
+  scratchKeysAfterRevocation,
   signEnrollment,
 } from '../../identity/org-signing.js';
 import { ENROLLMENT_ROLES, isClient, parseRole, roleOf } from '../../identity/role.js';
 import { DEFAULT_WITNESS_COUNT } from '../../ownership/witness-config.js';
 import type { EnrollmentRole, Revocation } from '../../state/schemas.js';
-import type { ConnectionFlags } from '../api-client.js';
+import type { ApiClient, ConnectionFlags } from '../api-client.js';
 import { type CliContext, type JsonFlag, withConnection, withJson } from '../context.js';
 import { CliError, inputError } from '../errors.js';
 import { collect } from './node.js';
@@ -80,6 +82,11 @@ interface RevokeFlags extends JsonFlag, ConnectionFlags {
   reason: string;
 }
 
+/** Hands a generation's envelopes to the agent, which writes them into the enrollment document. */
+async function submitScratchKeys(client: ApiClient, rotation: ScratchRotation): Promise<void> {
+  await client.request('POST', '/v1/scratch-keys', { json: { keys: rotation.keys }, timeoutMs: 30_000 });
+}
+
 export function registerCaCommands(program: Command, ctx: CliContext): void {
   const ca = program.command('ca').description("the org CA's operations (run where the org dir is)");
   withConnection(
@@ -134,6 +141,8 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
         // A re-key: the old key's revocation first, so no moment admits both keys.
         if (result.revocation !== null)
           await client.request('POST', '/v1/revocations', { json: result.revocation, timeoutMs: 30_000 });
+        if (result.scratchRotation !== null && result.scratchRotation.keys.length > 0)
+          await submitScratchKeys(client, result.scratchRotation);
         await client.request('POST', '/v1/enrollments', { json: result.bundle.record, timeoutMs: 30_000 });
         registered = true;
         if (result.witnessesChanged && witnesses !== null) {
@@ -229,10 +238,22 @@ export function registerCaCommands(program: Command, ctx: CliContext): void {
       `${JSON.stringify(result.revocation, null, 2)}\n`,
       PUBLIC_FILE_MODE,
     );
-    ctx.print(flags, result, () =>
-      result.changed
-        ? `revoked node "${nodeId}"`
-        : `node "${nodeId}" was already revoked (kept the earlier revocation)`,
+    // A new scratch key generation the revoked node never holds, to every remaining node through the
+    // enrollment document (docs/operations.md, "Scratch key generations"). Idempotent: a retry re-sends it.
+    const rotation = await scratchKeysAfterRevocation(flags.org, result.revocation);
+    if (rotation.keys.length > 0) await submitScratchKeys(client, rotation);
+    const scratchKeys = {
+      generation: rotation.generation,
+      rotated: rotation.rotated,
+      nodes: rotation.keys.map((k) => k.nodeId),
+    };
+    ctx.print(flags, { ...result, scratchKeys }, () =>
+      [
+        result.changed
+          ? `revoked node "${nodeId}"`
+          : `node "${nodeId}" was already revoked (kept the earlier revocation)`,
+        `scratch key generation ${rotation.generation}${rotation.rotated ? ' (new)' : ''} sent to ${rotation.keys.length} node${rotation.keys.length === 1 ? '' : 's'}`,
+      ].join('\n'),
     );
   });
 

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createOrg, ORG_FILES, type OrgInfo, saveOrg } from '../../identity/org.js';
+import { loadScratchSecrets } from '../../identity/org-scratch.js';
 import { type CliContext, type JsonFlag, withJson } from '../context.js';
 import { inputError } from '../errors.js';
 
@@ -29,6 +30,8 @@ export async function initOrg(options: InitOrgOptions): Promise<InitOrgResult> {
     throw inputError((err as Error).message);
   }
   await saveOrg(options.dir, org, { overwrite: options.force === true });
+  // Scratch key generation 1 (kept with --force: scratch written under it must stay readable).
+  await loadScratchSecrets(options.dir, { create: true });
   return {
     dir: options.dir,
     org: org.info,
