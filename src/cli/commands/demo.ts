@@ -169,10 +169,18 @@ async function applyExample(
     // The example ships its image as a tree; build it when the tar the manifest names was not built yet.
     const tree = join(dirname(exampleManifest()), 'image');
     const image = imagePath !== null && !existsSync(imagePath) && existsSync(tree) ? tree : undefined;
+    // The example keeps its count in persistent STATE, encrypted by default (docs/security.md). Where this
+    // machine cannot mount it (no gocryptfs or FUSE, e.g. an unprivileged container), the demo runs it on
+    // plain STATE and says so, instead of showing a service that never starts.
+    const { encryptedScratchProblem } = await import('../../reconciler/gocryptfs.js');
+    const problem = await encryptedScratchProblem();
+    if (problem !== null && !flags.json)
+      ctx.note(`encrypted scratch unavailable here (${problem}): the example runs on plain STATE`);
     const result = await applyManifest(first.client, {
       manifestFile: exampleManifest(),
       orgDir: cluster.orgDir,
       image,
+      plainState: problem !== null,
     });
     progress.done(`revision ${result.revision}`);
   } catch (err) {
