@@ -25,6 +25,7 @@ import type { Revocation, SignedEnrollment } from '../state/schemas.js';
 import { defaultServiceRange } from '../state/service-addresses.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
+import { Lifecycle, type LifecyclePart, type Startable } from '../util/lifecycle.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
 import { ServiceNetwork } from './service-network.js';
@@ -147,6 +148,8 @@ export class NodeAgent {
   readonly serviceNetwork: ServiceNetwork | undefined;
   private readonly serviceDns: ServiceDnsServer | undefined;
   private startedAt: number | null = null;
+  /** The started parts, stopped in reverse (util/lifecycle.ts); null while stopped. */
+  private lifecycle: Lifecycle | null = null;
   /** The "this node was revoked" error was logged (once per agent life). */
   private revokedNoticed = false;
 
@@ -438,38 +441,30 @@ export class NodeAgent {
   async start(): Promise<void> {
     if (this.startedAt !== null) return;
     const began = performance.now();
+    const parts: LifecyclePart[] = [];
+    const add = (name: string, part: Startable | null | undefined, optional = false): void => {
+      if (part) parts.push({ name, part, optional });
+    };
     // Our own record goes into the document before the first connection, so
     // every peer we sync with learns it from us too.
-    this.trust?.start();
-    this.specGuard.start();
-    this.serviceNetwork?.start();
-    let reconcilerStarting = false;
-    try {
-      await this.overlay?.start();
-      // Not fatal: the cluster works without names (the port may be taken by another resolver).
-      await this.serviceDns
-        ?.start()
-        .catch((err: unknown) => this.logger.error({ err }, 'the service DNS server could not start'));
-      await this.gossip.start();
-      await this.swim?.start();
-      this.swimFeed?.start();
-      reconcilerStarting = true;
-      await this.reconciler?.start();
-    } catch (err) {
-      // stop() skips an agent that never finished starting, so undo here: a failed start (e.g. the
-      // gossip port taken) otherwise leaves the WireGuard interface up and wireguard-go running,
-      // which also keeps the `silo agent` process from ever exiting.
-      if (reconcilerStarting) await this.reconciler?.stop().catch(() => undefined);
-      this.swimFeed?.stop();
-      await this.swim?.stop().catch(() => undefined);
-      await this.gossip.stop().catch(() => undefined);
-      await this.serviceDns?.stop().catch(() => undefined);
-      await this.overlay?.stop().catch(() => undefined);
-      this.trust?.stop();
-      this.specGuard.stop();
-      this.serviceNetwork?.stop();
-      throw err;
-    }
+    add('trust', this.trust);
+    add('spec revision guard', this.specGuard);
+    add('service network', this.serviceNetwork);
+    add('overlay', this.overlay);
+    // Not fatal: the cluster works without names (the port may be taken by another resolver).
+    add('service DNS', this.serviceDns, true);
+    add('gossip', this.gossip);
+    add('SWIM', this.swim);
+    add('SWIM detector feed', this.swimFeed);
+    // Last up, first down: released statuses are published and snapshots served while peers can still hear us.
+    add('reconciler', this.reconciler);
+    // A failed start (e.g. the gossip port taken) stops what started: otherwise the WireGuard interface
+    // stays up and wireguard-go keeps the `silo agent` process from ever exiting.
+    const lifecycle = new Lifecycle(parts, (name, phase, err) =>
+      this.logger.error({ err, part: name }, `${name} failed to ${phase}`),
+    );
+    await lifecycle.start();
+    this.lifecycle = lifecycle;
     this.startedAt = Date.now();
     this.logger.info(
       {
@@ -481,22 +476,12 @@ export class NodeAgent {
     );
   }
 
-  /** Stops gossip, then closes the store (every acknowledged write is already on disk). */
+  /** Stops every part in reverse start order, then closes the store (every acknowledged write is already on disk). */
   async stop(): Promise<void> {
     if (this.startedAt !== null) {
       this.startedAt = null;
-      this.trust?.stop();
-      // Before gossip: released statuses are published and snapshots served while peers can still hear us.
-      await this.reconciler
-        ?.stop()
-        .catch((err: unknown) => this.logger.error({ err }, 'stopping the reconciler failed'));
-      this.swimFeed?.stop();
-      await this.swim?.stop();
-      await this.gossip.stop();
-      await this.serviceDns?.stop();
-      await this.overlay?.stop();
-      this.specGuard.stop();
-      this.serviceNetwork?.stop();
+      await this.lifecycle?.stop();
+      this.lifecycle = null;
     }
     await this.state.close();
     this.logger.info('agent stopped');

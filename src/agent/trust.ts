@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import type { EnrollmentBundle } from '../identity/bundle.js';
 import { checkWitnessConfigRecord } from '../identity/ca.js';
 import { type EnrollmentView as ActiveNodes, computeActiveNodes } from '../identity/enrollment-verifier.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { Revocation, SignedEnrollment } from '../state/schemas.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 
 export interface EnrollmentTrustOptions {
   bundle: EnrollmentBundle;
@@ -57,21 +58,18 @@ export class EnrollmentTrust {
     this.enrollment = options.enrollment;
     this.logger = options.logger.child({ component: 'trust' });
     this.seedPeerIds = new Set(options.bundle.seedPeers.map(peerIdOfMultiaddr).filter((id) => id !== null));
-    this.activeGauge = new Gauge({
+    this.activeGauge = gaugeIn(options.registry, {
       name: 'silo_enrollment_active_nodes',
       help: 'Enrolled nodes with a valid CA signature, not revoked',
-      registers: [options.registry],
     });
-    this.rejectedGauge = new Gauge({
+    this.rejectedGauge = gaugeIn(options.registry, {
       name: 'silo_enrollment_rejected_records',
       help: 'Enrollment records ignored (bad signature, revoked, duplicate IP/peer/key)',
-      registers: [options.registry],
     });
-    this.deniedTotal = new Counter({
+    this.deniedTotal = counterIn(options.registry, {
       name: 'silo_connections_denied_total',
       help: 'Connections refused because the peer is not an active enrolled node',
       labelNames: ['stage'],
-      registers: [options.registry],
     });
     this.current = this.compute();
     this.revokedSelf = this.selfRevocation() !== null;

@@ -6,7 +6,8 @@ import type { Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { counterIn } from '../util/metrics.js';
 import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -92,17 +93,15 @@ function metricsFor(registry: Registry) {
   let metrics = metricsByRegistry.get(registry);
   if (!metrics) {
     metrics = {
-      transfers: new Counter({
+      transfers: counterIn(registry, {
         name: 'silo_blob_transfers_total',
         help: 'Blob (image, snapshot) transfers by protocol, direction and result',
         labelNames: ['protocol', 'direction', 'result'],
-        registers: [registry],
       }),
-      bytes: new Counter({
+      bytes: counterIn(registry, {
         name: 'silo_blob_bytes_total',
         help: 'Blob payload bytes by protocol and direction',
         labelNames: ['protocol', 'direction'],
-        registers: [registry],
       }),
     };
     metricsByRegistry.set(registry, metrics);

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
+import { counterIn } from '../util/metrics.js';
 
 /**
  * A peer's document digests as one of its messages reported them: a
@@ -54,10 +55,9 @@ export class DigestWatch {
       throw new RangeError(`graceMs must be ≥ 0, got ${options.graceMs}`);
     this.options = options;
     this.logger = options.logger;
-    this.syncs = new Counter({
+    this.syncs = counterIn(options.registry, {
       name: 'silo_liveness_digest_syncs_total',
       help: 'Syncs requested because a peer digest (heartbeat or SWIM probe) differed for longer than the grace',
-      registers: [options.registry],
     });
   }
 

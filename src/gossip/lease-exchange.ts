@@ -2,11 +2,12 @@ import type { Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import { z } from 'zod';
 import type { LeaseReply, LeaseRequest } from '../ownership/lease-messages.js';
 import { MAX_LEASE_MS, REFUSAL_REASONS } from '../ownership/lease-messages.js';
 import { NodeIdSchema, WorkloadNameSchema } from '../state/schemas.js';
+import { counterIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import { packMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -77,20 +78,13 @@ export class LeaseExchangeError extends SiloError<'malformed'> {
   }
 }
 
-const metricsByRegistry = new WeakMap<Registry, Counter<'direction' | 'result'>>();
-function metricFor(registry: Registry): Counter<'direction' | 'result'> {
-  let counter = metricsByRegistry.get(registry);
-  if (!counter) {
-    counter = new Counter({
-      name: 'silo_lease_batches_total',
-      help: 'Lease request batches (/silo/lease/1) by direction (in: served as witness, out: sent as claimant) and result',
-      labelNames: ['direction', 'result'],
-      registers: [registry],
-    });
-    metricsByRegistry.set(registry, counter);
-  }
-  return counter;
-}
+/** Lease batches by direction and result (one counter per registry: get-or-create). */
+const batchesIn = (registry: Registry): Counter<'direction' | 'result'> =>
+  counterIn(registry, {
+    name: 'silo_lease_batches_total',
+    help: 'Lease request batches (/silo/lease/1) by direction (in: served as witness, out: sent as claimant) and result',
+    labelNames: ['direction', 'result'],
+  });
 
 const onlyFrame = (stream: Stream, signal: AbortSignal): Promise<unknown> =>
   readOnlyFrame(
@@ -110,7 +104,7 @@ export class LeaseExchange {
   constructor(options: LeaseExchangeOptions) {
     this.options = options;
     this.logger = options.logger.child({ component: 'lease-exchange' });
-    this.batches = metricFor(options.registry);
+    this.batches = batchesIn(options.registry);
   }
 
   /** Serve witness requests with `server` (a node that is no witness still answers: `not-a-witness`). */

@@ -1,8 +1,9 @@
 import { type Message, TopicValidatorResult } from '@libp2p/interface';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import type { FailureDetector } from './failure-detector.js';
 import {
   decodeHeartbeat,
@@ -75,33 +76,27 @@ class LivenessMetrics {
   readonly members: Gauge<'state'>;
 
   constructor(registry: Registry, detector: FailureDetector) {
-    const registers = [registry];
-    this.sent = new Counter({
+    this.sent = counterIn(registry, {
       name: 'silo_liveness_heartbeats_sent_total',
       help: 'Heartbeats published',
-      registers,
     });
-    this.received = new Counter({
+    this.received = counterIn(registry, {
       name: 'silo_liveness_heartbeats_received_total',
       help: 'Fresh heartbeats accepted',
-      registers,
     });
-    this.stale = new Counter({
+    this.stale = counterIn(registry, {
       name: 'silo_liveness_heartbeats_stale_total',
       help: 'Heartbeats ignored because a newer one from the node was already seen',
-      registers,
     });
-    this.rejects = new Counter({
+    this.rejects = counterIn(registry, {
       name: 'silo_liveness_heartbeats_rejected_total',
       help: 'Heartbeats rejected by the topic validator, by reason',
       labelNames: ['reason'],
-      registers,
     });
-    this.members = new Gauge({
+    this.members = gaugeIn(registry, {
       name: 'silo_liveness_members',
       help: 'Known nodes by failure-detector state',
       labelNames: ['state'],
-      registers,
       collect() {
         for (const state of ['alive', 'suspect', 'dead'] as const)
           this.set({ state }, detector.nodesIn(state).length);

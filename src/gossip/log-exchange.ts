@@ -2,8 +2,9 @@ import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { sleep } from '../util/sleep.js';
 import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
@@ -143,40 +144,24 @@ export interface LogStream {
 
 type Result = 'ok' | LogErrorCode;
 
-const metricsByRegistry = new WeakMap<
-  Registry,
-  {
-    requests: Counter<'direction' | 'result'>;
-    bytes: Counter<'direction'>;
-    open: Gauge;
-  }
->();
-
+/** The exchange's metrics (get-or-create on the registry: several exchanges may share one). */
 function metricsFor(registry: Registry) {
-  let metrics = metricsByRegistry.get(registry);
-  if (!metrics) {
-    metrics = {
-      requests: new Counter({
-        name: 'silo_log_streams_total',
-        help: 'Log streams (/silo/logs/1) by direction (in: served, out: fetched) and how they ended',
-        labelNames: ['direction', 'result'],
-        registers: [registry],
-      }),
-      bytes: new Counter({
-        name: 'silo_log_bytes_total',
-        help: 'Log payload bytes over /silo/logs/1 by direction',
-        labelNames: ['direction'],
-        registers: [registry],
-      }),
-      open: new Gauge({
-        name: 'silo_log_streams_serving',
-        help: 'Log streams this node is serving right now',
-        registers: [registry],
-      }),
-    };
-    metricsByRegistry.set(registry, metrics);
-  }
-  return metrics;
+  return {
+    requests: counterIn(registry, {
+      name: 'silo_log_streams_total',
+      help: 'Log streams (/silo/logs/1) by direction (in: served, out: fetched) and how they ended',
+      labelNames: ['direction', 'result'],
+    }),
+    bytes: counterIn(registry, {
+      name: 'silo_log_bytes_total',
+      help: 'Log payload bytes over /silo/logs/1 by direction',
+      labelNames: ['direction'],
+    }),
+    open: gaugeIn(registry, {
+      name: 'silo_log_streams_serving',
+      help: 'Log streams this node is serving right now',
+    }),
+  };
 }
 
 async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): AsyncGenerator<Uint8Array> {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import type { GossipNode } from './node.js';
 
 export interface MeshRepairOptions {
@@ -59,21 +60,19 @@ export class MeshRepair {
     this.checkIntervalMs = options.checkIntervalMs ?? 1000;
     this.graceMs = options.graceMs ?? 1500;
     this.resyncMs = options.resyncMs ?? 5000;
-    const registers = [options.registry];
-    this.meshless = new Counter({
+    const _registers = [options.registry];
+    this.meshless = counterIn(options.registry, {
       name: 'silo_gossip_meshless_events_total',
       help: 'Episodes of a topic mesh staying empty or thin beyond the grace while subscribed peers are connected',
       labelNames: ['topic', 'kind'],
-      registers,
     });
     const pubsub = this.node.services.pubsub;
     const topics = this.topics;
     // Read at scrape time; registered, not otherwise used here.
-    new Gauge({
+    gaugeIn(options.registry, {
       name: 'silo_gossip_mesh_peers',
       help: 'Peers in our gossipsub mesh, by topic',
       labelNames: ['topic'],
-      registers,
       collect() {
         for (const [label, topic] of topics) this.set({ topic: label }, pubsub.getMeshPeers(topic).length);
       },

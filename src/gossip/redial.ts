@@ -2,7 +2,8 @@ import type { IdentifyResult, PeerId } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { counterIn } from '../util/metrics.js';
 import type { GossipNode } from './node.js';
 
 export interface RedialOptions {
@@ -78,11 +79,10 @@ export class Redialer {
   constructor(options: RedialOptions) {
     this.node = options.node;
     this.logger = options.logger.child({ component: 'redial' });
-    this.dials = new Counter({
+    this.dials = counterIn(options.registry, {
       name: 'silo_gossip_redials_total',
       help: 'Dials made to keep the node connected, by reason (fill: below target; probe: a peer not heard) and result',
       labelNames: ['reason', 'result'],
-      registers: [options.registry],
     });
     this.target = options.targetConnections ?? DEFAULT_TARGET_CONNECTIONS;
     this.checkIntervalMs = options.checkIntervalMs ?? 1000;

@@ -5,10 +5,11 @@ import {
   TopicValidatorResult,
 } from '@libp2p/interface';
 import type { Logger } from 'pino';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Counter, Histogram, Registry } from 'prom-client';
 import * as Y from 'yjs';
 import type { ClusterState } from '../state/cluster-state.js';
 import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
+import { counterIn, histogramIn } from '../util/metrics.js';
 import {
   decodeEnvelope,
   ENVELOPE_OVERHEAD_BYTES,
@@ -53,60 +54,50 @@ class ReplicatorMetrics {
   readonly batchSize: Histogram;
 
   constructor(registry: Registry) {
-    const registers = [registry];
-    this.updatesOut = new Counter({
+    this.updatesOut = counterIn(registry, {
       name: 'silo_gossip_updates_published_total',
       help: 'Envelopes published (each may merge several local updates)',
       labelNames: ['doc'],
-      registers,
     });
-    this.bytesOut = new Counter({
+    this.bytesOut = counterIn(registry, {
       name: 'silo_gossip_published_bytes_total',
       help: 'Envelope bytes published (before gossipsub framing and signature)',
       labelNames: ['doc'],
-      registers,
     });
-    this.updatesIn = new Counter({
+    this.updatesIn = counterIn(registry, {
       name: 'silo_gossip_updates_received_total',
       help: 'Envelopes received, validated and applied',
       labelNames: ['doc'],
-      registers,
     });
-    this.bytesIn = new Counter({
+    this.bytesIn = counterIn(registry, {
       name: 'silo_gossip_received_bytes_total',
       help: 'Envelope bytes received and applied',
       labelNames: ['doc'],
-      registers,
     });
-    this.rejects = new Counter({
+    this.rejects = counterIn(registry, {
       name: 'silo_gossip_rejected_total',
       help: 'Document messages rejected by the topic validator, by reason',
       labelNames: ['reason'],
-      registers,
     });
-    this.publishFailures = new Counter({
+    this.publishFailures = counterIn(registry, {
       name: 'silo_gossip_publish_failures_total',
       help: 'Local batches that could not be published (sync carries them later)',
       labelNames: ['reason'],
-      registers,
     });
-    this.relays = new Counter({
+    this.relays = counterIn(registry, {
       name: 'silo_gossip_relays_total',
       help: 'Updates learned from a returning node by anti-entropy, by whether they were queued for publishing (relayed) or were too large (too-large: sync carries them)',
       labelNames: ['doc', 'result'],
-      registers,
     });
-    this.unheard = new Counter({
+    this.unheard = counterIn(registry, {
       name: 'silo_gossip_unheard_updates_total',
       help: 'Local updates nobody subscribed heard (written before the gossip layer started, or published to no peer): held until a peer subscribes to the document (held), then published again (republished), or dropped when too large to hold (too-large: sync carries them)',
       labelNames: ['doc', 'result'],
-      registers,
     });
-    this.batchSize = new Histogram({
+    this.batchSize = histogramIn(registry, {
       name: 'silo_gossip_publish_batch_updates',
       help: 'Local updates merged into one published envelope',
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
-      registers,
     });
   }
 }

@@ -1,9 +1,10 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import { z } from 'zod';
 import { Listeners } from '../util/listeners.js';
+import { counterIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import { packMessage } from './codec.js';
 import type { GossipNode } from './node.js';
@@ -58,11 +59,10 @@ export class RevocationNotices {
   constructor(options: RevocationNoticesOptions) {
     this.options = options;
     this.logger = options.logger.child({ component: 'revocation-notice' });
-    this.notices = new Counter({
+    this.notices = counterIn(options.registry, {
       name: 'silo_revocation_notices_total',
       help: 'Revocation notices (/silo/revoked/1): out = handed to a peer that lost its enrollment, in = received',
       labelNames: ['direction', 'result'],
-      registers: [options.registry],
     });
     this.listeners = new Listeners((err) =>
       this.logger.warn({ err: (err as Error).message }, 'a revocation notice listener threw'),

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
+import { counterIn } from '../util/metrics.js';
 import type { GossipNode } from './node.js';
 
 /**
@@ -65,10 +66,9 @@ export class StreamRepair {
     this.options = options;
     this.logger = options.logger.child({ component: 'stream-repair' });
     this.clock = options.now ?? Date.now;
-    this.repairs = new Counter({
+    this.repairs = counterIn(options.registry, {
       name: 'silo_gossip_stream_repairs_total',
       help: 'Connections to a member peer closed because its pubsub streams were gone (a duplicate connection took them); redial reconnects',
-      registers: [options.registry],
     });
   }
 

@@ -2,7 +2,7 @@ import type { Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import {
   MemberIndex,
   type MemberState,
@@ -15,6 +15,7 @@ import {
 import { decodeSwimFrame, encodeSwimFrame, MAX_SWIM_FRAME_BYTES } from '../membership/swim-frames.js';
 import type { DocName } from '../state/names.js';
 import { Listeners } from '../util/listeners.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import type { PeerDigestReport } from './digest-watch.js';
 import type { GossipNode } from './node.js';
 
@@ -67,45 +68,39 @@ const SEND_TIMEOUT_MS = 2000;
 type Rejection = 'oversize' | 'malformed' | 'wrong-version' | 'stranger' | 'unreadable';
 
 function createSwimMetrics(registry: Registry, members: () => MemberUpdate[], awareness: () => number) {
-  const registers = [registry];
+  const _registers = [registry];
   return {
-    messages: new Counter({
+    messages: counterIn(registry, {
       name: 'silo_swim_messages_total',
       help: 'SWIM messages (/silo/swim/1) by direction and kind',
       labelNames: ['direction', 'kind'] as const,
-      registers,
     }),
-    rejected: new Counter({
+    rejected: counterIn(registry, {
       name: 'silo_swim_frames_rejected_total',
       help: 'Inbound SWIM frames dropped, by reason (stranger: the sender is not an enrolled member)',
       labelNames: ['reason'] as const,
-      registers,
     }),
-    sendFailures: new Counter({
+    sendFailures: counterIn(registry, {
       name: 'silo_swim_send_failures_total',
       help: 'SWIM messages that could not be handed to the peer (lost, as SWIM allows)',
-      registers,
     }),
-    refutations: new Counter({
+    refutations: counterIn(registry, {
       name: 'silo_swim_refutations_total',
       help: 'Times this node was said to be suspect or dead and answered with a higher incarnation',
-      registers,
     }),
-    members: new Gauge({
+    members: gaugeIn(registry, {
       name: 'silo_swim_members',
       help: 'Other members by the state SWIM gives them',
       labelNames: ['state'] as const,
-      registers,
       collect() {
         const counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0 };
         for (const m of members()) counts[m.state]++;
         for (const [state, count] of Object.entries(counts)) this.set({ state }, count);
       },
     }),
-    awareness: new Gauge({
+    awareness: gaugeIn(registry, {
       name: 'silo_swim_awareness',
       help: "Lifeguard's local health multiplier minus one (0 healthy; probes slow down as it rises)",
-      registers,
       collect() {
         this.set(awareness());
       },

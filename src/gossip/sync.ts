@@ -2,10 +2,11 @@ import type { PeerId, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Counter, Histogram, Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
 import type { SliceLimits } from '../state/diff-slices.js';
 import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
+import { counterIn, histogramIn } from '../util/metrics.js';
 import { FrameQueue } from './frame-queue.js';
 import { ThrottledLog } from './log-throttle.js';
 import type { GossipNode } from './node.js';
@@ -96,25 +97,21 @@ class SyncMetrics {
   readonly duration: Histogram<'direction'>;
 
   constructor(registry: Registry) {
-    const registers = [registry];
-    this.sessions = new Counter({
+    this.sessions = counterIn(registry, {
       name: 'silo_sync_sessions_total',
       help: 'Anti-entropy sessions by direction (inbound/outbound) and result',
       labelNames: ['direction', 'result'],
-      registers,
     });
-    this.bytes = new Counter({
+    this.bytes = counterIn(registry, {
       name: 'silo_sync_bytes_total',
       help: 'Anti-entropy frame bytes (without length prefixes) by direction (in/out)',
       labelNames: ['direction'],
-      registers,
     });
-    this.duration = new Histogram({
+    this.duration = histogramIn(registry, {
       name: 'silo_sync_session_seconds',
       help: 'Anti-entropy session duration',
       labelNames: ['direction'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
-      registers,
     });
   }
 }

@@ -1,5 +1,5 @@
-import { type Counter, Gauge, type Registry } from 'prom-client';
-import { counterIn } from '../state/metric-registry.js';
+import type { Counter, Gauge, Registry } from 'prom-client';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 
 /**
  * Overlay metrics, labelled by interface so several managers (one per node in
@@ -36,19 +36,10 @@ export function overlayMetrics(registry: Registry): OverlayMetrics {
       help: 'Unexpected exits of the supervised wireguard-go process',
       labelNames: ['interface'],
     }),
-    peers: gaugeIn(
-      registry,
-      'silo_overlay_peers',
-      'WireGuard peers the interface should have after the last sync',
-    ),
+    peers: gaugeIn(registry, {
+      name: 'silo_overlay_peers',
+      help: 'WireGuard peers the interface should have after the last sync',
+      labelNames: ['interface'],
+    }),
   };
-}
-
-function gaugeIn(registry: Registry, name: string, help: string): Gauge<'interface'> {
-  const existing = registry.getSingleMetric(name);
-  if (existing) {
-    if (!(existing instanceof Gauge)) throw new Error(`metric ${name} already registered with another type`);
-    return existing as Gauge<'interface'>;
-  }
-  return new Gauge({ name, help, labelNames: ['interface'], registers: [registry] });
 }

@@ -1,7 +1,8 @@
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import { Listeners } from '../util/listeners.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import { LeaseClaimant, type LeaseStatus, type LeaseWant, type Outgoing } from './claimant-core.js';
 import { WINDOW_STRETCH } from './lease-bounds.js';
 import type { LeaseReply, LeaseRequest } from './lease-messages.js';
@@ -72,21 +73,18 @@ export class LeaseManager {
       incarnation: randomInt(1, 2 ** 47),
     });
     this.metrics = {
-      stalls: new Counter({
+      stalls: counterIn(options.registry, {
         name: 'silo_lease_loop_stalls_total',
         help: 'Event-loop stalls longer than the margin; each dropped every lease grant this node held',
-        registers: [options.registry],
       }),
-      rounds: new Counter({
+      rounds: counterIn(options.registry, {
         name: 'silo_lease_batches_sent_total',
         help: 'Lease request batches sent to witnesses by result',
         labelNames: ['result'],
-        registers: [options.registry],
       }),
-      held: new Gauge({
+      held: gaugeIn(options.registry, {
         name: 'silo_leases_held',
         help: 'Exclusive workloads whose lease this node holds (a quorum of witnesses granted it)',
-        registers: [options.registry],
         collect: () => {
           const config = this.options.config();
           const now = this.clock();

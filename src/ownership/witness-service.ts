@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import type { GrantStore } from './grant-store.js';
 import type { LeaseReply, LeaseRequest } from './lease-messages.js';
 import type { WitnessConfig } from './witness-config.js';
@@ -60,16 +61,14 @@ export class WitnessService {
         'witness started on an existing store: it grants no lease until every lease it may have granted before has ended (a restored older copy of the store would have forgotten them)',
       );
     }
-    this.decisions = new Counter({
+    this.decisions = counterIn(options.registry, {
       name: 'silo_witness_requests_total',
       help: 'Lease requests this node answered as a witness, by operation and result (granted or the refusal reason)',
       labelNames: ['op', 'result'],
-      registers: [options.registry],
     });
-    this.holding = new Gauge({
+    this.holding = gaugeIn(options.registry, {
       name: 'silo_witness_leases_held',
       help: 'Workloads for which this witness holds an unexpired, unreleased lease',
-      registers: [options.registry],
       collect: () => {
         const now = this.options.now();
         this.holding.set(
@@ -80,10 +79,9 @@ export class WitnessService {
         );
       },
     });
-    this.quiet = new Gauge({
+    this.quiet = gaugeIn(options.registry, {
       name: 'silo_witness_quiet_seconds',
       help: 'Seconds this witness still grants no lease after starting on an existing store (rule W6; 0 when it grants)',
-      registers: [options.registry],
       collect: () => this.quiet.set(this.quietRemainingMs() / 1000),
     });
   }

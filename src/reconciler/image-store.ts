@@ -9,8 +9,8 @@ import type { Counter, Registry } from 'prom-client';
 import tar from 'tar-stream';
 import type { PublicKeyInput } from '../identity/ed25519.js';
 import { verifyImageDigest } from '../identity/image-signing.js';
-import { counterIn } from '../state/metric-registry.js';
 import { Listeners } from '../util/listeners.js';
+import { counterIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import { checkSymlinkTarget, DIGEST_PATTERN, digestFile, type ImageBuildError } from './image.js';
 

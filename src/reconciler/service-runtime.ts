@@ -2,9 +2,8 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { type Counter, Gauge, type Registry } from 'prom-client';
+import type { Counter, Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
-import { counterIn } from '../state/metric-registry.js';
 import {
   type ObservedStatus,
   type Phase,
@@ -13,6 +12,7 @@ import {
   WorkloadSpecSchema,
 } from '../state/schemas.js';
 import { Listeners } from '../util/listeners.js';
+import { counterIn, gaugeIn } from '../util/metrics.js';
 import { type EncryptedScratch, stateCipherDir } from './encrypted-scratch.js';
 import { type RuntimeConfig, runGenerator } from './generator.js';
 import { isInitialized } from './gocryptfs.js';
@@ -170,25 +170,22 @@ export class ServiceRuntime {
       help: 'Service restarts by the supervisor, by service',
       labelNames: ['service'],
     });
-    this.scratchBytes = gaugeIn(
-      options.registry,
-      'silo_service_scratch_used_bytes',
-      'Scratch usage (RUNTIME+STATE+CACHE) by service',
-      ['service'],
-    );
-    if (options.registry.getSingleMetric('silo_services') === undefined) {
-      const entries = this.entries;
-      new Gauge({
-        name: 'silo_services',
-        help: 'Services supervised by this runtime, by phase',
-        labelNames: ['phase'],
-        registers: [options.registry],
-        collect() {
-          for (const phase of PhaseSchema.options) this.set({ phase }, 0);
-          for (const entry of entries.values()) this.inc({ phase: entry.status.phase });
-        },
-      });
-    }
+    this.scratchBytes = gaugeIn(options.registry, {
+      name: 'silo_service_scratch_used_bytes',
+      help: 'Scratch usage (RUNTIME+STATE+CACHE) by service',
+      labelNames: ['service'],
+    });
+    // Computed at scrape time from the first runtime made on this registry (one per agent).
+    const entries = this.entries;
+    gaugeIn(options.registry, {
+      name: 'silo_services',
+      help: 'Services supervised by this runtime, by phase',
+      labelNames: ['phase'],
+      collect() {
+        for (const phase of PhaseSchema.options) this.set({ phase }, 0);
+        for (const entry of entries.values()) this.inc({ phase: entry.status.phase });
+      },
+    });
   }
 
   /** Reap services a previous agent left running (once; ensureRunning does it implicitly). */
@@ -598,10 +595,4 @@ export class ServiceRuntime {
     });
     return next;
   }
-}
-
-function gaugeIn(registry: Registry, name: string, help: string, labelNames: string[]): Gauge<string> {
-  const existing = registry.getSingleMetric(name);
-  if (existing instanceof Gauge) return existing as Gauge<string>;
-  return new Gauge({ name, help, labelNames, registers: [registry] });
 }

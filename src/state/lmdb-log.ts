@@ -1,6 +1,7 @@
 import { type Database, open, type RootDatabase } from 'lmdb';
 import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
+import { counterIn, histogramIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import { storePathProblem } from './lmdb-preflight.js';
 import {
@@ -14,7 +15,6 @@ import {
   snapshotKey,
   tailKey,
 } from './log-frame.js';
-import { counterIn, histogramIn } from './metric-registry.js';
 import { DOC_NAMES, type DocName } from './names.js';
 import type { UpdateLog } from './update-log.js';
 

@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import type { Counter, Registry } from 'prom-client';
 import * as Y from 'yjs';
 import type { z } from 'zod';
+import { counterIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import type { ClusterState } from './cluster-state.js';
-import { counterIn } from './metric-registry.js';
 import type { DocName } from './names.js';
 
 /**
