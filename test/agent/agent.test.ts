@@ -52,6 +52,18 @@ describe('enrolled agents on loopback', () => {
   after(() => cluster.close());
 
   const agents = () => [...cluster.agents.values()];
+  /** Connections this agent's gate refused, every stage together. */
+  const deniedConnections = async (agent: NodeAgent): Promise<number> => {
+    const metric = await agent.registry.getSingleMetric('silo_connections_denied_total')?.get();
+    return (metric?.values ?? []).reduce((sum, v) => sum + v.value, 0);
+  };
+  /** A member's write that every agent in `among` must see: what was sent before it had its chance. */
+  const sentinelEverywhere = async (name: string, among: NodeAgent[] = agents()): Promise<void> => {
+    among[0]!.workloads.put(spec(name));
+    await waitFor(`the sentinel ${name} everywhere`, () =>
+      among.every((agent) => agent.workloads.get(name) !== undefined),
+    );
+  };
   const converged = () => agents().every((a) => a.sameStateAs(first));
 
   test('writes on every enrolled agent converge, and every agent sees three active nodes', async () => {
@@ -98,7 +110,16 @@ describe('enrolled agents on loopback', () => {
         await intruder.gossip.dial(agent.gossip.multiaddrs()[0]!).catch(() => undefined);
       await waitFor('every agent refused the intruder', () => intruder.gossip.peers().length === 0, 10_000);
       intruder.workloads.put(spec('injected'));
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // Barrier, not a sleep: after the write the intruder tries every agent again and each one refuses
+      // it (its gate counts the denial), and a write of a member's reaches every agent afterwards.
+      const deniedBefore = await Promise.all(agents().map(deniedConnections));
+      for (const agent of agents())
+        await intruder.gossip.dial(agent.gossip.multiaddrs()[0]!).catch(() => undefined);
+      await waitFor('every agent refused the intruder again after its write', async () => {
+        const denied = await Promise.all(agents().map(deniedConnections));
+        return denied.every((n, i) => n > deniedBefore[i]!) && intruder.gossip.peers().length === 0;
+      });
+      await sentinelEverywhere('after-intruder');
       for (const agent of agents()) {
         assert.equal(agent.workloads.get('injected'), undefined);
         assert.ok(
@@ -133,7 +154,11 @@ describe('enrolled agents on loopback', () => {
     );
     await waitFor('the revoked node knows it', () => victim.revocationOfSelf()?.reason === 'decommissioned');
     victim.workloads.put(spec('from-revoked'));
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Barrier, not a sleep: the revoked node cannot even dial a member (its own gate refuses), and a
+    // member's write made after it reaches every other member.
+    await victim.gossip.dial(first.gossip.multiaddrs()[0]!).catch(() => undefined);
+    assert.equal(victim.gossip.peers().length, 0, 'the revoked node has no connection');
+    await sentinelEverywhere('after-revoked', others);
     for (const agent of others) assert.equal(agent.workloads.get('from-revoked'), undefined);
   });
 
