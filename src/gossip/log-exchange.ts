@@ -3,12 +3,31 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { WORKLOAD_NAME_PATTERN } from '../state/schemas.js';
 import { counterIn, gaugeIn } from '../util/metrics.js';
-import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { sleep } from '../util/sleep.js';
-import { isPlainRecord, isSafeNonNegativeInt, packMessage, unpackMessage } from './codec.js';
+import { isPlainRecord, unpackMessage } from './codec.js';
+import {
+  frame,
+  LOGS_PROTOCOL,
+  type LogErrorCode,
+  LogFetchError,
+  type LogReader,
+  type LogRequest,
+  parseLogRequest,
+  remoteError,
+} from './log-frames.js';
 import type { GossipNode } from './node.js';
+
+// The frames and errors live in log-frames.ts; the exchange's users import them from here.
+export {
+  LOGS_PROTOCOL,
+  type LogErrorCode,
+  LogFetchError,
+  type LogReader,
+  type LogRequest,
+  MAX_LOG_LINES,
+  parseLogRequest,
+} from './log-frames.js';
 
 /**
  * `/silo/logs/1`: a node reads a service's log on the node that holds it
@@ -26,71 +45,6 @@ import type { GossipNode } from './node.js';
  * streams (per peer and overall). The log files themselves are read through
  * a `LogReader` the agent hands in, so nothing here knows where they live.
  */
-
-export const LOGS_PROTOCOL = '/silo/logs/1';
-/** The same bound as the control API's `lines`. */
-export const MAX_LOG_LINES = 100_000;
-const WORKLOAD_PATTERN = WORKLOAD_NAME_PATTERN;
-
-export interface LogRequest {
-  workload: string;
-  /** Lines from the end of the log to send first. */
-  lines: number;
-  /** Keep sending what is appended until the client goes away. */
-  follow: boolean;
-}
-
-/**
- * Reads a workload's log on this node: null when this node has none, else
- * the tail (`lines`), then, with `follow`, what is appended, until `signal`
- * aborts. Provided by the agent (it knows the service directories).
- */
-export type LogReader = (
-  request: LogRequest,
-  signal: AbortSignal,
-) => Promise<AsyncIterable<Uint8Array> | null>;
-
-export type LogErrorCode =
-  | 'not-found'
-  | 'malformed'
-  | 'refused'
-  | 'busy'
-  | 'limit'
-  | 'timeout'
-  | 'unreachable'
-  | 'error';
-
-const WIRE_CODES: ReadonlySet<string> = new Set<LogErrorCode>([
-  'not-found',
-  'malformed',
-  'refused',
-  'busy',
-  'limit',
-  'timeout',
-  'error',
-]);
-
-/** What each wire code means to the rest of silo (src/util/silo-error.ts). */
-const LOG_ERROR_CODES: Record<LogErrorCode, SiloErrorCode> = {
-  'not-found': 'not_found',
-  malformed: 'malformed',
-  refused: 'refused',
-  busy: 'busy',
-  limit: 'limit',
-  timeout: 'timeout',
-  unreachable: 'unreachable',
-  error: 'internal',
-};
-
-/** `wireCode` is the code as the protocol spells it (docs/protocol.md); `code` silo's own. */
-export class LogFetchError extends SiloError {
-  constructor(
-    readonly wireCode: LogErrorCode,
-    message: string,
-  ) {
-    super(LOG_ERROR_CODES[wireCode], message);
-  }
-}
 
 export interface LogLimits {
   /** Largest request frame, bytes. */
@@ -168,10 +122,6 @@ async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): Asyn
   for await (const chunk of source) yield chunk.subarray();
 }
 
-function frame(message: Record<string, unknown>): Uint8Array {
-  return lp.encode.single(packMessage({ v: 1, ...message })).subarray();
-}
-
 const TICK = Symbol('tick');
 
 /** `promise`, or TICK when `ms` pass first (the promise keeps running). */
@@ -190,20 +140,6 @@ async function within<T>(promise: Promise<T>, ms: number, signal: AbortSignal): 
     // Called once per frame on a long follow: listeners must not pile up on the signal.
     if (onAbort) signal.removeEventListener('abort', onAbort);
   }
-}
-
-/** Checks a decoded request; returns it or the reason it is refused. */
-export function parseLogRequest(value: unknown): LogRequest | string {
-  if (!isPlainRecord(value) || value.v !== 1) return 'request is not a v1 map';
-  const { workload, lines, follow } = value;
-  if (typeof workload !== 'string' || !WORKLOAD_PATTERN.test(workload))
-    return 'workload must be a workload name';
-  if (!isSafeNonNegativeInt(lines) || lines > MAX_LOG_LINES)
-    return `lines must be an integer from 0 to ${MAX_LOG_LINES}`;
-  if (typeof follow !== 'boolean') return 'follow must be a boolean';
-  const extra = Object.keys(value).filter((key) => !['v', 'workload', 'lines', 'follow'].includes(key));
-  if (extra.length > 0) return `unknown fields: ${extra.join(', ')}`;
-  return { workload, lines, follow };
 }
 
 export class LogExchange {
@@ -545,10 +481,4 @@ export class LogExchange {
       if (!signal.aborted) void iterator.return?.()?.catch(() => undefined);
     }
   }
-}
-
-function remoteError(message: Record<string, unknown>, peerId: string): LogFetchError {
-  const code = typeof message.code === 'string' && WIRE_CODES.has(message.code) ? message.code : 'error';
-  const text = typeof message.message === 'string' ? message.message.slice(0, 500) : String(message.code);
-  return new LogFetchError(code as LogErrorCode, `${peerId}: ${text}`);
 }

@@ -60,7 +60,6 @@ export class MeshRepair {
     this.checkIntervalMs = options.checkIntervalMs ?? 1000;
     this.graceMs = options.graceMs ?? 1500;
     this.resyncMs = options.resyncMs ?? 5000;
-    const _registers = [options.registry];
     this.meshless = counterIn(options.registry, {
       name: 'silo_gossip_meshless_events_total',
       help: 'Episodes of a topic mesh staying empty or thin beyond the grace while subscribed peers are connected',

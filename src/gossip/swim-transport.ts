@@ -68,7 +68,6 @@ const SEND_TIMEOUT_MS = 2000;
 type Rejection = 'oversize' | 'malformed' | 'wrong-version' | 'stranger' | 'unreadable';
 
 function createSwimMetrics(registry: Registry, members: () => MemberUpdate[], awareness: () => number) {
-  const _registers = [registry];
   return {
     messages: counterIn(registry, {
       name: 'silo_swim_messages_total',

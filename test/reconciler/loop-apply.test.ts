@@ -24,6 +24,8 @@ describe('reconcile loop: apply on a three-node cluster', { timeout: 180_000 }, 
   const nodes: EnrolledNode[] = [];
   let first: NodeAgent;
   const agents = () => [...cluster.agents.values()];
+  const reconcilePasses = async (agent: NodeAgent): Promise<number> =>
+    (await agent.registry.getSingleMetric('silo_reconcile_passes_total')?.get())?.values[0]?.value ?? 0;
   const ids = ['node-a', 'node-b', 'node-c'];
 
   before(async () => {
@@ -136,8 +138,12 @@ describe('reconcile loop: apply on a three-node cluster', { timeout: 180_000 }, 
         );
       });
     }
-    // Nobody claims it meanwhile.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    // Nobody claims it meanwhile: every agent decides again several times (a barrier on its passes, not a sleep).
+    const passesBefore = await Promise.all(agents().map(reconcilePasses));
+    await waitFor('every agent ran three more reconcile passes', async () => {
+      const passes = await Promise.all(agents().map(reconcilePasses));
+      return passes.every((n, i) => n >= passesBefore[i]! + 3);
+    });
     for (const agent of agents()) {
       assert.deepEqual(
         [...entriesOf(agent, name).values()].map((status) => status.phase),
