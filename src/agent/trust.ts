@@ -5,6 +5,7 @@ import { checkWitnessConfigRecord } from '../identity/ca.js';
 import { type EnrollmentView as ActiveNodes, computeActiveNodes } from '../identity/enrollment-verifier.js';
 import type { EnrollmentView } from '../state/enrollment-view.js';
 import type { Revocation, SignedEnrollment } from '../state/schemas.js';
+import { Listeners } from '../util/listeners.js';
 import { counterIn, gaugeIn } from '../util/metrics.js';
 
 export interface EnrollmentTrustOptions {
@@ -41,8 +42,12 @@ export class EnrollmentTrust {
   private readonly enrollment: EnrollmentView;
   private readonly logger: Logger;
   private readonly seedPeerIds: Set<string>;
-  private readonly listeners = new Set<RevokedListener>();
-  private readonly changeListeners = new Set<() => void>();
+  private readonly listeners = new Listeners<Parameters<RevokedListener>>((err) =>
+    this.logger.error({ err }, 'a revocation listener threw'),
+  );
+  private readonly changeListeners = new Listeners<[]>((err) =>
+    this.logger.error({ err }, 'an active-set listener threw'),
+  );
   private readonly activeGauge: Gauge;
   private readonly rejectedGauge: Gauge;
   private readonly deniedTotal: Counter<'stage'>;
@@ -152,14 +157,12 @@ export class EnrollmentTrust {
 
   /** Called with the peers that lost their admission (revoked or superseded). */
   onRevoked(listener: RevokedListener): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Called after every recomputation of the active set (cheap consumers may ignore no-op changes). */
   onActiveChange(listener: () => void): () => void {
-    this.changeListeners.add(listener);
-    return () => this.changeListeners.delete(listener);
+    return this.changeListeners.add(listener);
   }
 
   private bootstrapping(): boolean {
@@ -181,7 +184,7 @@ export class EnrollmentTrust {
     this.revokedSelf = this.selfRevocation() !== null;
     this.activeGauge.set(this.current.active.length);
     this.rejectedGauge.set(this.current.rejectedRecords.length);
-    for (const listener of this.changeListeners) listener();
+    this.changeListeners.emit();
     const lost = [...before.byPeerId.values()]
       .filter((record) => !this.current.byPeerId.has(record.peerId))
       .map((record) => ({ peerId: record.peerId, nodeId: record.nodeId }));
@@ -195,7 +198,7 @@ export class EnrollmentTrust {
       { peers: lost.map((p) => p.nodeId) },
       'peers lost their enrollment; handing them the revocation, closing their connections',
     );
-    for (const listener of this.listeners) listener(lost);
+    this.listeners.emit(lost);
   }
 }
 

@@ -1,5 +1,7 @@
 export type Liveness = 'alive' | 'suspect' | 'dead';
 
+import { Listeners } from '../util/listeners.js';
+
 export interface LivenessEvent {
   nodeId: string;
   incarnation: number;
@@ -59,10 +61,11 @@ export class FailureDetector {
   readonly suspectAfterMs: number;
   readonly deadAfterMs: number;
   private readonly members = new Map<string, Member>();
-  private readonly listeners: Record<Liveness, Set<LivenessListener>> = {
-    alive: new Set(),
-    suspect: new Set(),
-    dead: new Set(),
+  // A failing listener must not stop the others or the detector.
+  private readonly listeners: Record<Liveness, Listeners<Parameters<LivenessListener>>> = {
+    alive: new Listeners(() => undefined),
+    suspect: new Listeners(() => undefined),
+    dead: new Listeners(() => undefined),
   };
 
   constructor(options: FailureDetectorOptions = {}) {
@@ -78,8 +81,7 @@ export class FailureDetector {
 
   /** Subscribes to transitions into `state`; returns the unsubscribe function. */
   on(state: Liveness, listener: LivenessListener): () => void {
-    this.listeners[state].add(listener);
-    return () => this.listeners[state].delete(listener);
+    return this.listeners[state].add(listener);
   }
 
   /**
@@ -173,13 +175,7 @@ export class FailureDetector {
   }
 
   private emit(state: Liveness, event: LivenessEvent): void {
-    for (const listener of this.listeners[state]) {
-      try {
-        listener(event);
-      } catch {
-        // A failing listener must not stop the others or the detector.
-      }
-    }
+    this.listeners[state].emit(event);
   }
 }
 

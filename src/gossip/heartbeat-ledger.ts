@@ -1,3 +1,4 @@
+import { Listeners } from '../util/listeners.js';
 import type { FailureDetector } from './failure-detector.js';
 import type { Heartbeat, HeartbeatAck } from './heartbeat.js';
 
@@ -75,8 +76,9 @@ export class HeartbeatLedger {
   private readonly mentions = new Map<string, { incarnation: number; since: number }>();
   private expectedNodes: () => readonly string[] = () => [];
   private isNonMember: (nodeId: string) => boolean = () => false;
-  private readonly reportListeners = new Set<ReportListener>();
-  private readonly rejoinListeners = new Set<(incarnation: number) => void>();
+  // A failing listener must not stop heartbeat processing or the other listeners.
+  private readonly reportListeners = new Listeners<Parameters<ReportListener>>(() => undefined);
+  private readonly rejoinListeners = new Listeners<[incarnation: number]>(() => undefined);
 
   constructor(options: HeartbeatLedgerOptions) {
     this.selfId = options.selfId;
@@ -187,13 +189,7 @@ export class HeartbeatLedger {
     const affected = new Set<string>(heartbeat.dead.keys());
     if (previous) for (const nodeId of previous.dead.keys()) affected.add(nodeId);
     affected.add(heartbeat.nodeId);
-    for (const listener of this.reportListeners) {
-      try {
-        listener(heartbeat.nodeId, [...affected]);
-      } catch {
-        // A failing listener must not stop heartbeat processing.
-      }
-    }
+    this.reportListeners.emit(heartbeat.nodeId, [...affected]);
   }
 
   report(nodeId: string): PeerReport | undefined {
@@ -202,8 +198,7 @@ export class HeartbeatLedger {
 
   /** Called after every recorded heartbeat. */
   onReport(listener: ReportListener): () => void {
-    this.reportListeners.add(listener);
-    return () => this.reportListeners.delete(listener);
+    return this.reportListeners.add(listener);
   }
 
   /**
@@ -259,19 +254,12 @@ export class HeartbeatLedger {
     this.incarnationStart = this.now();
     this.seq = 0;
     this.sendLog = [];
-    for (const listener of this.rejoinListeners) {
-      try {
-        listener(this.currentIncarnation);
-      } catch {
-        // as above
-      }
-    }
+    this.rejoinListeners.emit(this.currentIncarnation);
     return this.currentIncarnation;
   }
 
   onRejoin(listener: (incarnation: number) => void): () => void {
-    this.rejoinListeners.add(listener);
-    return () => this.rejoinListeners.delete(listener);
+    return this.rejoinListeners.add(listener);
   }
 
   private declare(nodeId: string, incarnation: number): number {

@@ -3,6 +3,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
+import { Listeners } from '../util/listeners.js';
 import { counterIn, gaugeIn } from '../util/metrics.js';
 import type { FailureDetector } from './failure-detector.js';
 import {
@@ -132,7 +133,9 @@ export class LivenessService {
   private readonly topic: string;
   /** nodeId → libp2p peer id that signed its latest heartbeat. */
   private readonly peerIds = new Map<string, string>();
-  private readonly heartbeatListeners = new Set<(heartbeat: Heartbeat, signer: string) => void>();
+  private readonly heartbeatListeners = new Listeners<[heartbeat: Heartbeat, signer: string]>((err) =>
+    this.logger.warn({ err }, 'a heartbeat listener threw'),
+  );
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
   private running = false;
@@ -315,14 +318,13 @@ export class LivenessService {
     this.ledger.record(heartbeat);
     this.peerIds.set(heartbeat.nodeId, signer);
     this.learnAddrs(heartbeat, signer);
-    for (const listener of this.heartbeatListeners) listener(heartbeat, signer);
+    this.heartbeatListeners.emit(heartbeat, signer);
     return TopicValidatorResult.Accept;
   }
 
   /** Called with every fresh heartbeat that passed validation (sender enrolled, newer than the last) and its signer. */
   onHeartbeat(listener: (heartbeat: Heartbeat, signer: string) => void): () => void {
-    this.heartbeatListeners.add(listener);
-    return () => this.heartbeatListeners.delete(listener);
+    return this.heartbeatListeners.add(listener);
   }
 
   private learnAddrs(heartbeat: Heartbeat, signer: string): void {

@@ -1,5 +1,6 @@
 import type { FailureDetector, Liveness } from '../gossip/failure-detector.js';
 import type { HeartbeatLedger } from '../gossip/heartbeat-ledger.js';
+import { Listeners } from '../util/listeners.js';
 import type { LeaseSource } from './lease.js';
 import { type LeaseEvidence, leaseEvidence, majority } from './placement/quorum.js';
 
@@ -54,7 +55,8 @@ export class HeartbeatLeaseSource implements LeaseSource {
   private readonly attested = new Map<string, { incarnation: number; since: number }>();
   /** Newest provenAt under the current incarnation. */
   private lastProven: { incarnation: number; at: number } | null = null;
-  private readonly listeners = new Set<() => void>();
+  // A failing listener must not stop the others.
+  private readonly listeners = new Listeners<[]>(() => undefined);
   private readonly unsubscribes: (() => void)[] = [];
 
   constructor(options: HeartbeatLeaseSourceOptions) {
@@ -170,8 +172,7 @@ export class HeartbeatLeaseSource implements LeaseSource {
   }
 
   onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   /** Re-evaluates attestations of `nodeIds`; true when one began. */
@@ -217,12 +218,6 @@ export class HeartbeatLeaseSource implements LeaseSource {
   }
 
   private notify(): void {
-    for (const listener of this.listeners) {
-      try {
-        listener();
-      } catch {
-        // A failing listener must not stop the others.
-      }
-    }
+    this.listeners.emit();
   }
 }

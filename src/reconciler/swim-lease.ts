@@ -1,5 +1,6 @@
 import type { Liveness } from '../gossip/failure-detector.js';
 import type { MemberState } from '../membership/swim-core.js';
+import { Listeners } from '../util/listeners.js';
 import type { LeaseSource } from './lease.js';
 import { type LeaseEvidence, leaseEvidence } from './placement/quorum.js';
 
@@ -44,7 +45,8 @@ export class SwimLeaseSource implements LeaseSource {
   private readonly leftAliveAt = new Map<string, number>();
   /** nodeId → loop time SWIM declared it dead. */
   private readonly deadSince = new Map<string, number>();
-  private readonly listeners = new Set<() => void>();
+  // A failing listener must not stop the others or SWIM's event delivery.
+  private readonly listeners = new Listeners<[]>(() => undefined);
   private readonly unsubscribe: () => void;
 
   constructor(options: SwimLeaseSourceOptions) {
@@ -59,7 +61,7 @@ export class SwimLeaseSource implements LeaseSource {
         if (!this.leftAliveAt.has(node)) this.leftAliveAt.set(node, at);
         if (state === 'dead' && !this.deadSince.has(node)) this.deadSince.set(node, at);
       }
-      for (const listener of this.listeners) listener();
+      this.listeners.emit();
     });
   }
 
@@ -118,8 +120,7 @@ export class SwimLeaseSource implements LeaseSource {
   }
 
   onChange(listener: () => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   close(): void {

@@ -20,6 +20,11 @@ export class Listeners<Args extends unknown[]> {
     };
   }
 
+  /** Unsubscribes everyone (the emitter closed). */
+  clear(): void {
+    this.listeners.clear();
+  }
+
   emit(...args: Args): void {
     for (const listener of this.listeners) {
       try {
