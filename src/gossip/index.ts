@@ -7,6 +7,7 @@ import type { ClusterState } from '../state/cluster-state.js';
 import type { SliceLimits } from '../state/diff-slices.js';
 import { Listeners } from '../util/listeners.js';
 import { composeGaters, PeerBlocklist } from './blocklist.js';
+import { CatchUp } from './catch-up.js';
 import { DEFAULT_SYNC_GRACE_MS, DigestWatch, type PeerDigestReport } from './digest-watch.js';
 import { FailureDetector } from './failure-detector.js';
 import type { HeartbeatLedger } from './heartbeat-ledger.js';
@@ -151,12 +152,8 @@ export class GossipLayer {
   private readonly meshRepair: MeshRepair;
   private readonly streamRepair: StreamRepair;
   private started = false;
-  /** When start() ran (this.now() clock); a peer unheard for dead_after since then counts as returned. */
-  private startedAtMs = 0;
-  /** A catch-up sync with a node heard again after silence is under way (at most one at a time). */
-  private catchingUp = false;
-  /** nodeId → local time it was heard again after being dead (until our documents match, or dead_after). */
-  private readonly returned = new Map<string, number>();
+  /** Which peers count as returning, and the immediate sync with them (catch-up.ts). */
+  private readonly catchUp: CatchUp;
   private offReturned: (() => void)[] = [];
   private readonly state: ClusterState;
   private readonly now: () => number;
@@ -189,7 +186,7 @@ export class GossipLayer {
       intervalMs: options.syncIntervalMs,
       timeoutMs: options.syncTimeoutMs,
       sliceLimits: options.syncSliceLimits,
-      isReturningPeer: (peerId) => this.isReturning(peerId),
+      isReturningPeer: (peerId) => this.catchUp.isReturning(peerId),
     });
     this.liveness = new LivenessService({
       ...common,
@@ -240,7 +237,7 @@ export class GossipLayer {
       checkIntervalMs: options.redialIntervalMs,
       backoffMaxMs: options.redialBackoffMaxMs,
       isBlocked: (peerId) => blocklist.has(peerId),
-      isHeard: (peerId) => this.isHeard(peerId),
+      isHeard: (peerId) => this.catchUp.isHeard(peerId),
     });
     const topics = orgTopics(options.org);
     this.meshRepair = new MeshRepair({
@@ -263,6 +260,14 @@ export class GossipLayer {
         ),
       checkIntervalMs: options.meshCheckIntervalMs,
       graceMs: Math.max(1000, 3 * (options.meshCheckIntervalMs ?? 1000)),
+      now: this.now,
+    });
+    this.catchUp = new CatchUp({
+      detector: this.detector,
+      peerIdOf: (nodeId) => this.liveness.peerIdOf(nodeId),
+      digestWatch: this.digestWatch,
+      syncWith: (peerId) => this.sync.syncWith(peerId),
+      logger: this.logger,
       now: this.now,
     });
   }
@@ -321,7 +326,8 @@ export class GossipLayer {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    this.startedAtMs = this.now();
+    // First: a peer unheard for dead_after from now counts as returning, for sessions that arrive at once.
+    this.catchUp.start();
     // The sync handler and connect listeners go in before the node listens,
     // so the first inbound connection already finds them.
     await this.sync.start();
@@ -334,11 +340,6 @@ export class GossipLayer {
     this.streamRepair.start();
     this.redial.start();
     this.offReturned = [
-      this.detector.on('alive', (event) => {
-        // Not on suspect → alive: a loaded event loop makes heartbeats late and
-        // nodes flap through suspect; the digest rule covers short silences.
-        if (event.previous === 'dead') this.returned.set(event.nodeId, this.now());
-      }),
       // Called after the detector saw the same heartbeat, so a return is caught on its first heartbeat.
       this.liveness.onHeartbeat((heartbeat, signer) =>
         this.observePeerDigests({
@@ -357,7 +358,7 @@ export class GossipLayer {
     this.started = false;
     for (const off of this.offReturned) off();
     this.offReturned = [];
-    this.returned.clear();
+    this.catchUp.stop();
     this.redial.stop();
     this.streamRepair.stop();
     this.meshRepair.stop();
@@ -374,69 +375,6 @@ export class GossipLayer {
     const pendingHeartbeat = status?.heartbeatTimeout;
     await this.node.stop();
     if (pendingHeartbeat) clearTimeout(pendingHeartbeat);
-  }
-
-  /**
-   * A node heard again after being dead (a healed partition, a restart)
-   * very likely holds writes we lack and lacks ours. While its heartbeats
-   * show other digests than ours, sync with it at once instead of waiting
-   * out the digest grace: without this, after a heal only the two ends of
-   * the first connection across merged at once, and everyone else waited a
-   * grace period. One catch-up at a time; a returned node whose heartbeat
-   * came while another ran is tried again at its next heartbeat, for
-   * dead_after after its return.
-   */
-  private catchUpIfBehind(report: PeerDigestReport): void {
-    const since = this.returned.get(report.nodeId);
-    if (since === undefined) return;
-    if (this.now() - since > this.detector.deadAfterMs) {
-      this.returned.delete(report.nodeId);
-      return;
-    }
-    // Equal now is no reason to stop watching: right after a heal a relay
-    // can make us equal to a returned node before that node has merged the
-    // other side, and its digests then move away from ours again. Forgetting
-    // it at the first equal heartbeat left such differences to the digest
-    // grace (seconds in the partition-heal scenario).
-    if (this.digestWatch.matchesOurs(report.digests)) return;
-    this.catchUpWith(report.nodeId, report.peerId);
-  }
-
-  private catchUpWith(nodeId: string, peerId: string): void {
-    if (this.catchingUp || !this.started) return;
-    this.catchingUp = true;
-    this.sync
-      .syncWith(peerId)
-      .catch((err: unknown) => this.logger.debug({ err, peerNode: nodeId }, 'catch-up sync failed'))
-      .finally(() => {
-        this.catchingUp = false;
-      });
-  }
-
-  /**
-   * The node behind `peerId` is dead in our view, or returned from dead and
-   * still differs from us: what we learn from it, our side most likely lacks.
-   * So is a node we have never heard although we have run for dead_after:
-   * to us it was dead all along (a partition that began before its first
-   * heartbeat reached us, as when a cluster splits right after it started).
-   * Not before: what a node that just started learns by sync is old news to
-   * everyone else.
-   */
-  private isReturning(peerId: string): boolean {
-    let heard = false;
-    for (const member of this.detector.view()) {
-      if (this.liveness.peerIdOf(member.nodeId) !== peerId) continue;
-      heard = true;
-      if (member.state === 'dead' || this.returned.has(member.nodeId)) return true;
-    }
-    return !heard && this.now() - this.startedAtMs >= this.detector.deadAfterMs;
-  }
-
-  /** True when a fresh heartbeat of the node behind `peerId` arrived (through any path). */
-  private isHeard(peerId: string): boolean {
-    return this.detector
-      .view()
-      .some((member) => member.state === 'alive' && this.liveness.peerIdOf(member.nodeId) === peerId);
   }
 
   /** Connected peer ids. */
@@ -510,7 +448,7 @@ export class GossipLayer {
   observePeerDigests(report: PeerDigestReport): void {
     if (!this.started) return;
     this.digestWatch.observe(report);
-    this.catchUpIfBehind(report);
+    this.catchUp.observe(report);
     this.digestListeners.emit(report);
   }
 
