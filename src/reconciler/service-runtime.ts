@@ -23,6 +23,7 @@ import {
   ResourceLimiter,
   type ResourceLimiterOptions,
 } from './limits.js';
+import { type ReapedService, reapOrphans } from './orphans.js';
 import {
   buildLaunch,
   checkProgram,
@@ -43,7 +44,7 @@ import {
   type ServiceDirs,
   serviceDirs,
 } from './scratch.js';
-import { type ReapedService, reapOrphans, Supervisor, type SupervisorTuning } from './supervisor.js';
+import { Supervisor, type SupervisorTuning } from './supervisor.js';
 
 /**
  * The single-node service runtime: what the reconcile loop calls,

@@ -7,9 +7,9 @@ import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { reapOrphans } from '../../src/reconciler/orphans.js';
 import { isSameProcessAlive, killQuietly, readProcStat } from '../../src/reconciler/proc.js';
 import type { ServiceStatus } from '../../src/reconciler/service-runtime.js';
-import { reapOrphans } from '../../src/reconciler/supervisor.js';
 import { waitFor } from '../helpers/wait.js';
 import { makeHarness, sandboxSkipReason, waitForStatus } from './helpers.js';
 
