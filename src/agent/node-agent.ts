@@ -27,6 +27,7 @@ import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
+import { PeerRecord } from './peer-record.js';
 import { ServiceNetwork } from './service-network.js';
 import { EnrollmentTrust, type LostPeer } from './trust.js';
 
@@ -146,6 +147,8 @@ export class NodeAgent {
   private readonly specGuard: SpecRevisionGuard;
   readonly serviceNetwork: ServiceNetwork | undefined;
   private readonly serviceDns: ServiceDnsServer | undefined;
+  /** Records this node's connections in its observed report (agents that run a reconciler write reports). */
+  private readonly peerRecord: PeerRecord | undefined;
   private startedAt: number | null = null;
   /** The "this node was revoked" error was logged (once per agent life). */
   private revokedNoticed = false;
@@ -168,6 +171,15 @@ export class NodeAgent {
     this.reconciler = components.reconciler;
     this.swim = components.swim;
     this.swimFeed = components.swimFeed;
+    this.peerRecord = components.reconciler
+      ? new PeerRecord({
+          nodeId: this.nodeId,
+          observed: this.observed,
+          logger: this.logger.child({ component: 'peer-record' }),
+          connectedNodes: () => this.connectedNodeIds(),
+          onConnectionsChange: (listener) => this.gossip.onConnectionsChange(listener),
+        })
+      : undefined;
     this.trust?.onRevoked((lost) => this.dropLostPeers(lost));
     this.trust?.onActiveChange(() => this.checkSelfRevoked());
     this.gossip.onRevocationNotice((record, fromPeer) => this.recordRevocationNotice(record, fromPeer));
@@ -455,6 +467,7 @@ export class NodeAgent {
       this.swimFeed?.start();
       reconcilerStarting = true;
       await this.reconciler?.start();
+      this.peerRecord?.start();
     } catch (err) {
       // stop() skips an agent that never finished starting, so undo here: a failed start (e.g. the
       // gossip port taken) otherwise leaves the WireGuard interface up and wireguard-go running,
@@ -485,6 +498,7 @@ export class NodeAgent {
   async stop(): Promise<void> {
     if (this.startedAt !== null) {
       this.startedAt = null;
+      this.peerRecord?.stop();
       this.trust?.stop();
       // Before gossip: released statuses are published and snapshots served while peers can still hear us.
       await this.reconciler
@@ -515,6 +529,17 @@ export class NodeAgent {
       members: this.gossip.detector.view(),
       revoked: revokedOf(this.revocationOfSelf()),
     };
+  }
+
+  /** Enrolled nodes (by id) behind this agent's open connections, sorted. */
+  connectedNodeIds(): string[] {
+    const byPeer = new Map(this.enrollment.list().map((record) => [record.peerId, record.nodeId]));
+    const ids = new Set<string>();
+    for (const c of this.gossip.connectionInfo()) {
+      const nodeId = c.status === 'open' ? byPeer.get(c.peerId) : undefined;
+      if (nodeId !== undefined && !this.enrollment.isRevoked(nodeId)) ids.add(nodeId);
+    }
+    return [...ids].sort();
   }
 
   /** True when every document's digest equals `other`'s. */

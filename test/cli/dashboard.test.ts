@@ -217,7 +217,9 @@ describe('web dashboard', { timeout: 300_000 }, () => {
       assert.equal(liveness.length, 3);
       // The connection graph, the convergence table and the event stream are there too.
       await page.waitForSelector('#graph svg circle[data-graph-node="n1"]');
-      await page.waitForSelector('#graph svg line');
+      // The cluster's graph, not only n1's connections: n2 and n3 record theirs in the observed document.
+      await page.waitForSelector('#graph svg line[data-edge="n1--n2"].own', { timeout: 30_000 });
+      await page.waitForSelector('#graph svg line[data-edge="n2--n3"].reported', { timeout: 30_000 });
       await page.waitForSelector('#convergence tr[data-convergence="n2"]');
       await page.waitForSelector('#events li[data-event="hello"]');
       await page.screenshot({ path: join(artifacts, 'dashboard.png') });

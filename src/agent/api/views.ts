@@ -45,6 +45,12 @@ export interface NodeRow {
   digests: Record<DocName, string> | null;
   /** What SWIM membership says of the node (docs/membership.md); null when SWIM is off or has no view of it. */
   swim: { state: Liveness; incarnation: number } | null;
+  /**
+   * The enrolled nodes it is connected to, sorted: this agent's own open
+   * connections for self, else what the node last recorded in its observed
+   * report (`peers`); null when it recorded none (an older agent, or none yet).
+   */
+  peers: string[] | null;
 }
 
 export function nodeRows(
@@ -82,6 +88,7 @@ export function nodeRows(
       revoked,
       digests: self ? agent.state.digestsAll() : (peerDigests?.get(record.nodeId)?.digests ?? null),
       swim: swimOf(agent, record.nodeId, self),
+      peers: self ? agent.connectedNodeIds() : (agent.observed.peersOf(record.nodeId)?.nodes ?? null),
     };
   });
 }
