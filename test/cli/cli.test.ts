@@ -569,5 +569,30 @@ describe('silo CLI against running agents', () => {
       { ...json.ownership.witnesses, version: undefined },
       { version: undefined, total: 2, alive: 1, quorum: 2, hasQuorum: false },
     );
+    // An exclusive workload applied now cannot start anywhere: its row says why, naming the missing
+    // witness, in the API and in the table (not only "pending").
+    const svc = join(dir, 'svc');
+    await writeFile(
+      join(svc, 'solo.toml'),
+      'name = "solo"\nimage = "./image"\ncommand = "/bin/counter"\nscratch_class = "volatile"\non_partition = "stop"\n',
+    );
+    const applied = await silo(['apply', join(svc, 'solo.toml'), '--org', orgDir, ...sock(0)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    let last: WorkloadRow | null = null;
+    const row = await waitFor(
+      'solo says there is no witness quorum',
+      async () => {
+        const res = await silo(['workloads', 'solo', '--json', ...sock(0)]);
+        last = JSON.parse(res.stdout) as WorkloadRow;
+        return last.reason?.includes('no witness quorum') ? last : null;
+      },
+      60_000,
+    ).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; last row: ${JSON.stringify(last)}`);
+    });
+    assert.notEqual(row.phase, 'running');
+    assert.match(row.reason ?? '', /no witness quorum: 1 of 2 witnesses alive, 2 needed \(missing: n2\)/);
+    const table = await silo(['workloads', ...sock(0)]);
+    assert.match(table.stdout, /^solo .*no witness quorum: 1 of 2 witnesses alive/m);
   });
 });
