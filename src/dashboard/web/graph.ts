@@ -3,7 +3,7 @@ import type { Snapshot } from './types.js';
 
 const WIDTH = 400;
 const HEIGHT = 250;
-/** The other nodes sit on an ellipse around this one: wide rather than tall, like the card. */
+/** The nodes sit on an ellipse: wide rather than tall, like the card. */
 const RX = 150;
 const RY = 90;
 
@@ -42,14 +42,13 @@ export function clusterEdges(snap: Snapshot): { edges: Set<string>; extra: numbe
 }
 
 /**
- * This agent in the middle, every enrolled node around it, an edge for each
+ * Every enrolled node on a ring (this agent outlined), an edge for each
  * connection in the cluster: this agent's own, and those the other nodes
  * recorded in their observed reports (older agents record none: their
  * edges to nodes other than this one are missing, never invented).
  */
 export function renderGraph(host: HTMLElement, snap: Snapshot): void {
   const { edges, extra } = clusterEdges(snap);
-  const others = snap.nodes.filter((n) => !n.self);
   const cx = WIDTH / 2;
   const cy = HEIGHT / 2;
   const root = svg('svg', {
@@ -57,11 +56,12 @@ export function renderGraph(host: HTMLElement, snap: Snapshot): void {
     role: 'img',
     'aria-label': 'connection graph',
   });
+  // Every node on one ellipse, this agent first: a chord between two nodes never runs through a third,
+  // as an edge between two peers did through a centred agent.
+  const ring = [...snap.nodes.filter((n) => n.self), ...snap.nodes.filter((n) => !n.self)];
   const positions = new Map<string, { x: number; y: number }>();
-  positions.set(snap.status.nodeId, { x: cx, y: cy });
-  others.forEach((n, i) => {
-    // Start left of centre so that two or three peers spread sideways.
-    const angle = Math.PI + (2 * Math.PI * i) / Math.max(1, others.length) + Math.PI / 6;
+  ring.forEach((n, i) => {
+    const angle = Math.PI + (2 * Math.PI * i) / Math.max(1, ring.length);
     positions.set(n.nodeId, { x: cx + RX * Math.cos(angle), y: cy + RY * Math.sin(angle) });
   });
   for (const key of [...edges].sort()) {
