@@ -103,4 +103,20 @@ describe('workload row', () => {
     const said = workloadRow(exclusive, observed([]), null, 'pending: no witness quorum');
     assert.equal(withQuorumReason(said, shortfall).reason, 'no witness quorum');
   });
+
+  test('a holder placement would move it from, with nowhere to go (a drain), says so while it keeps running', () => {
+    const why =
+      'pending: no alive, non-draining node matches constraints {} (1 match); holder n1 is draining';
+    const row = workloadRow(spec, observed([['n1', status('running')]]), null, why);
+    assert.deepEqual(
+      [row.holder, row.phase, row.reason],
+      [
+        'n1',
+        'running',
+        'placement has no node for it (it stays on n1): no alive, non-draining node matches constraints {} (1 match); holder n1 is draining',
+      ],
+    );
+    // Placed where it runs: nothing to say.
+    assert.equal(workloadRow(spec, observed([['n1', status('running')]]), null, 'n1').reason, null);
+  });
 });

@@ -368,7 +368,12 @@ export function workloadRow(
     reason:
       best !== null && dead.has(best.nodeId)
         ? lastWordOfDead(best.nodeId, best.status, pending)
-        : (best?.status.reason ?? (holder === null ? (pending ?? awaited) : null)),
+        : (best?.status.reason ??
+          (holder === null
+            ? (pending ?? awaited)
+            : pending === null
+              ? null
+              : `placement has no node for it (it stays on ${holder}): ${pending}`)),
     placement,
     statuses,
     epoch: best?.status.epoch ?? null,
