@@ -28,6 +28,7 @@ import { WorkloadsView } from '../state/workloads-view.js';
 import { Lifecycle, type LifecyclePart, type Startable } from '../util/lifecycle.js';
 import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
+import { PeerRecord } from './peer-record.js';
 import { ServiceNetwork } from './service-network.js';
 import { EnrollmentTrust, type LostPeer } from './trust.js';
 
@@ -147,6 +148,8 @@ export class NodeAgent {
   private readonly specGuard: SpecRevisionGuard;
   readonly serviceNetwork: ServiceNetwork | undefined;
   private readonly serviceDns: ServiceDnsServer | undefined;
+  /** Records this node's connections in its observed report (agents that run a reconciler write reports). */
+  private readonly peerRecord: PeerRecord | undefined;
   private startedAt: number | null = null;
   /** The started parts, stopped in reverse (util/lifecycle.ts); null while stopped. */
   private lifecycle: Lifecycle | null = null;
@@ -171,6 +174,15 @@ export class NodeAgent {
     this.reconciler = components.reconciler;
     this.swim = components.swim;
     this.swimFeed = components.swimFeed;
+    this.peerRecord = components.reconciler
+      ? new PeerRecord({
+          nodeId: this.nodeId,
+          observed: this.observed,
+          logger: this.logger.child({ component: 'peer-record' }),
+          connectedNodes: () => this.connectedNodeIds(),
+          onConnectionsChange: (listener) => this.gossip.onConnectionsChange(listener),
+        })
+      : undefined;
     this.trust?.onRevoked((lost) => this.dropLostPeers(lost));
     this.trust?.onActiveChange(() => this.checkSelfRevoked());
     this.gossip.onRevocationNotice((record, fromPeer) => this.recordRevocationNotice(record, fromPeer));
@@ -458,6 +470,8 @@ export class NodeAgent {
     add('SWIM detector feed', this.swimFeed);
     // Last up, first down: released statuses are published and snapshots served while peers can still hear us.
     add('reconciler', this.reconciler);
+    // Records this node's connections in its observed report (the dashboard's graph) once all is up.
+    add('peer record', this.peerRecord);
     // A failed start (e.g. the gossip port taken) stops what started: otherwise the WireGuard interface
     // stays up and wireguard-go keeps the `silo agent` process from ever exiting.
     const lifecycle = new Lifecycle(parts, (name, phase, err) =>
@@ -500,6 +514,17 @@ export class NodeAgent {
       members: this.gossip.detector.view(),
       revoked: revokedOf(this.revocationOfSelf()),
     };
+  }
+
+  /** Enrolled nodes (by id) behind this agent's open connections, sorted. */
+  connectedNodeIds(): string[] {
+    const byPeer = new Map(this.enrollment.list().map((record) => [record.peerId, record.nodeId]));
+    const ids = new Set<string>();
+    for (const c of this.gossip.connectionInfo()) {
+      const nodeId = c.status === 'open' ? byPeer.get(c.peerId) : undefined;
+      if (nodeId !== undefined && !this.enrollment.isRevoked(nodeId)) ids.add(nodeId);
+    }
+    return [...ids].sort();
   }
 
   /** True when every document's digest equals `other`'s. */

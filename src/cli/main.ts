@@ -81,6 +81,9 @@ export const COMMAND_MODULE_OF: Readonly<Record<string, CommandModule>> = {
  */
 export async function registrarsFor(args: readonly string[]): Promise<Registrar[]> {
   const first = args.find((arg) => !arg.startsWith('-'));
+  // `silo --version` prints one line: no command module (each pulls in zod, libp2p's crypto, ...;
+  // docs/cli.md "Start-up" has the figures). With a command, `--version` is that command's unknown option.
+  if (first === undefined && args.some((arg) => arg === '--version' || arg === '-V')) return [];
   // Own keys only: `silo constructor` is an unknown command, not Object.prototype's.
   const only =
     first !== undefined && Object.hasOwn(COMMAND_MODULE_OF, first) ? COMMAND_MODULE_OF[first] : undefined;

@@ -391,6 +391,17 @@ export class GossipLayer {
     }));
   }
 
+  /** Calls `listener` whenever a libp2p connection opens or closes; returns the unsubscribe. */
+  onConnectionsChange(listener: () => void): () => void {
+    const handler = (): void => listener();
+    this.node.addEventListener('connection:open', handler);
+    this.node.addEventListener('connection:close', handler);
+    return () => {
+      this.node.removeEventListener('connection:open', handler);
+      this.node.removeEventListener('connection:close', handler);
+    };
+  }
+
   /** Our listen addresses, each ending in `/p2p/<peer id>`. */
   multiaddrs(): string[] {
     return this.node.getMultiaddrs().map((a) => a.toString());

@@ -303,7 +303,8 @@ export class ReconcileLoop {
             ? null
             : 'node' in assignment
               ? assignment.node
-              : `pending: ${assignment.pending}`,
+              : // Why it left its holder, if it did: a drained holder with nowhere to go says "is draining".
+                `pending: ${assignment.pending}${assignment.movedBecause ? `; ${assignment.movedBecause}` : ''}`,
         action: this.lastActions.find((action) => action.workload === name)?.kind ?? null,
         waiting: this.waits.get(name) ?? null,
         task: slot?.task?.kind ?? null,

@@ -5,10 +5,13 @@ import {
   type ImagesHeld,
   ImagesHeldSchema,
   MAX_IMAGES_HELD,
+  MAX_PEERS_HELD,
   NodeIdSchema,
   NodeReportEnvelopeSchema,
   type ObservedStatus,
   ObservedStatusSchema,
+  type PeersHeld,
+  PeersHeldSchema,
   WorkloadNameSchema,
 } from './schemas.js';
 
@@ -17,10 +20,12 @@ export interface ObservedViewOptions extends ViewOptions {
   nodeId: string;
 }
 
-/** A node's report as its owner rewrites it: valid statuses by workload name, and its images. */
+/** A node's report as its owner rewrites it: valid statuses by workload name, its images and its peers. */
 interface Report {
   statuses: Record<string, ObservedStatus>;
   images: ImagesHeld | null;
+  /** Absent until the node first records its connections (and in reports of older agents). */
+  peers?: PeersHeld;
 }
 
 /** Where a node's entry was read from: `reports`, or the maps of agents before reports. */
@@ -167,6 +172,33 @@ export class ObservedView {
     return this.check.parse('images', nodeId, value, ImagesHeldSchema);
   }
 
+  /**
+   * Records the enrolled nodes this node is connected to (its report's
+   * `peers`, docs/protocol.md). Writes nothing when the set is unchanged, so
+   * the report is rewritten only when a connection opens or closes for good
+   * (the caller debounces). At most MAX_PEERS_HELD (the first ones in id order).
+   */
+  setPeers(nodeId: string, peers: readonly string[], at: number): boolean {
+    this.requireOwn(nodeId, 'record peers');
+    const unique = [...new Set(peers)].sort().slice(0, MAX_PEERS_HELD);
+    const current = this.peersOf(nodeId);
+    if (current !== undefined && sameList(current.nodes, unique)) return false;
+    const valid = this.check.require('reports', `${nodeId}/peers`, { nodes: unique, at }, PeersHeldSchema);
+    this.writeOwn((report) => {
+      report.peers = valid;
+    });
+    return true;
+  }
+
+  /** A node's recorded peers, if its report has a valid entry (older agents write none). */
+  peersOf(nodeId: string): PeersHeld | undefined {
+    const source = this.sourceOf(nodeId);
+    if (source.kind !== 'report') return undefined;
+    const peers = this.envelope(nodeId, source.value)?.peers;
+    if (peers === undefined || peers === null) return undefined;
+    return this.check.parse('reports', `${nodeId}/peers`, peers, PeersHeldSchema);
+  }
+
   /** Nodes whose recorded images include `digest`, in node id order (this node included). */
   holdersOf(digest: string): string[] {
     const ids = new Set<string>([...this.reports.keys(), ...this.legacyImages.keys()]);
@@ -211,7 +243,9 @@ export class ObservedView {
     if (this.own !== null && value !== undefined && Object.is(this.own.source, value)) return this.own.report;
     const statuses: Record<string, ObservedStatus> = {};
     for (const [name, status] of this.readNode(this.nodeId) ?? []) statuses[name] = status;
-    const report = { statuses, images: this.imagesOf(this.nodeId) ?? null };
+    const peers = this.peersOf(this.nodeId);
+    const report: Report = { statuses, images: this.imagesOf(this.nodeId) ?? null };
+    if (peers !== undefined) report.peers = peers;
     this.own = value === undefined ? null : { source: value, report };
     return report;
   }
@@ -223,24 +257,26 @@ export class ObservedView {
    */
   private writeOwn(change: (report: Report) => void): void {
     const current = this.ownReport();
-    const next: Report = { statuses: { ...current.statuses }, images: current.images };
+    const next: Report = { ...current, statuses: { ...current.statuses } };
     change(next);
     const statuses: Record<string, ObservedStatus> = {};
     for (const name of Object.keys(next.statuses).sort())
       statuses[name] = next.statuses[name] as ObservedStatus;
-    const value = { statuses, images: next.images };
+    // `peers` only once recorded: a report without it is what older agents write and read.
+    const value: Report = { statuses, images: next.images };
+    if (next.peers !== undefined) value.peers = next.peers;
     this.state.transactLocal('observed', () => {
       this.reports.set(this.nodeId, value);
       if (this.legacyNodes.has(this.nodeId)) this.legacyNodes.delete(this.nodeId);
       if (this.legacyImages.has(this.nodeId)) this.legacyImages.delete(this.nodeId);
     });
-    this.own = { source: value, report: { statuses, images: next.images } };
+    this.own = { source: value, report: value };
   }
 
   private envelope(
     nodeId: string,
     value: unknown,
-  ): { statuses: Record<string, unknown>; images?: unknown } | undefined {
+  ): { statuses: Record<string, unknown>; images?: unknown; peers?: unknown } | undefined {
     return this.check.parse('reports', nodeId, value, NodeReportEnvelopeSchema);
   }
 

@@ -223,7 +223,28 @@ export type ImagesHeld = z.infer<typeof ImagesHeldSchema>;
 export const NodeReportEnvelopeSchema = z.object({
   statuses: z.record(z.string(), z.unknown()),
   images: z.unknown().optional(),
+  peers: z.unknown().optional(),
 });
+
+export const MAX_PEERS_HELD = 256;
+
+/**
+ * The enrolled nodes a node has an open libp2p connection to (observed
+ * document, `reports/<nodeId>`, `peers`; optional, absent from older
+ * agents), so that any node's API can draw the cluster's connection graph
+ * (docs/protocol.md, "observed"). Sorted, no duplicates.
+ */
+export const PeersHeldSchema = z.object({
+  nodes: z
+    .array(NodeIdSchema)
+    .max(MAX_PEERS_HELD)
+    .refine(
+      (ids) => ids.every((id, i) => i === 0 || (ids[i - 1] as string) < id),
+      'peers: sorted, no duplicates',
+    ),
+  at: z.number().int().nonnegative(),
+});
+export type PeersHeld = z.infer<typeof PeersHeldSchema>;
 
 /** One workload's status on one node (observed document, `reports/<nodeId>`, `statuses/<workload>`). */
 export const ObservedStatusSchema = z.object({

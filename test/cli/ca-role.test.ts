@@ -103,6 +103,7 @@ describe('ca sign --role', () => {
       incarnation: 1,
       draining: false,
       drain: null,
+      peers: null,
       revoked: null,
       digests: null,
       swim: null,

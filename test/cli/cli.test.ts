@@ -383,6 +383,38 @@ describe('silo CLI against running agents', () => {
         .nodes;
       return rows.find((r) => r.nodeId === 'n2')?.drain?.by === 'tester';
     });
+    // Every node draining: nowhere to go, so `counter` stays where it runs, and its row says why.
+    // First it runs on n1 (n2 drains); a drain of n1 before that would leave it nowhere, not "staying".
+    await waitFor(
+      'counter running on n1',
+      async () => {
+        const row = JSON.parse(
+          (await silo(['workloads', 'counter', '--json', ...sock()])).stdout,
+        ) as WorkloadRow;
+        return row.holder === 'n1' && row.phase === 'running';
+      },
+      120_000,
+    );
+    assert.equal((await silo(['drain', 'n1', ...sock()])).code, 0);
+    let seen: WorkloadRow | null = null;
+    const stays = await waitFor('counter says it stays on its drained holder', async () => {
+      const row = JSON.parse(
+        (await silo(['workloads', 'counter', '--json', ...sock()])).stdout,
+      ) as WorkloadRow;
+      seen = row;
+      return row.holder !== null && row.reason?.startsWith('placement has no node for it') ? row : null;
+    }).catch((err: unknown) => {
+      throw new Error(
+        `${(err as Error).message}; last row: ${JSON.stringify({ ...(seen ?? {}), spec: null })}`,
+      );
+    });
+    assert.match(
+      stays.reason ?? '',
+      new RegExp(
+        `^placement has no node for it \\(it stays on ${stays.holder}\\): no alive, non-draining node .*; holder ${stays.holder} is draining$`,
+      ),
+    );
+    assert.equal((await silo(['undrain', 'n1', ...sock()])).code, 0);
     const undrained = await silo(['undrain', 'n2', ...sock(1)]);
     assert.equal(undrained.stdout, 'node "n2" is no longer draining\n');
   });
@@ -569,5 +601,30 @@ describe('silo CLI against running agents', () => {
       { ...json.ownership.witnesses, version: undefined },
       { version: undefined, total: 2, alive: 1, quorum: 2, hasQuorum: false },
     );
+    // An exclusive workload applied now cannot start anywhere: its row says why, naming the missing
+    // witness, in the API and in the table (not only "pending").
+    const svc = join(dir, 'svc');
+    await writeFile(
+      join(svc, 'solo.toml'),
+      'name = "solo"\nimage = "./image"\ncommand = "/bin/counter"\nscratch_class = "volatile"\non_partition = "stop"\n',
+    );
+    const applied = await silo(['apply', join(svc, 'solo.toml'), '--org', orgDir, ...sock(0)]);
+    assert.equal(applied.code, 0, applied.stderr);
+    let last: WorkloadRow | null = null;
+    const row = await waitFor(
+      'solo says there is no witness quorum',
+      async () => {
+        const res = await silo(['workloads', 'solo', '--json', ...sock(0)]);
+        last = JSON.parse(res.stdout) as WorkloadRow;
+        return last.reason?.includes('no witness quorum') ? last : null;
+      },
+      60_000,
+    ).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; last row: ${JSON.stringify(last)}`);
+    });
+    assert.notEqual(row.phase, 'running');
+    assert.match(row.reason ?? '', /no witness quorum: 1 of 2 witnesses alive, 2 needed \(missing: n2\)/);
+    const table = await silo(['workloads', ...sock(0)]);
+    assert.match(table.stdout, /^solo .*no witness quorum: 1 of 2 witnesses alive/m);
   });
 });

@@ -38,6 +38,19 @@ describe('command modules load on demand', () => {
     assert.equal((await registrarsFor(['--json', 'nodes'])).length, 1);
   });
 
+  test('--version alone loads no command module and still prints the version', async () => {
+    assert.equal((await registrarsFor(['--version'])).length, 0);
+    assert.equal((await registrarsFor(['-V'])).length, 0);
+    // After a command it is that command's (unknown) option: the command's module loads.
+    assert.equal((await registrarsFor(['nodes', '--version'])).length, 1);
+    for (const flag of ['--version', '-V']) {
+      let out = '';
+      const code = await main(['node', 'silo', flag], { ...quietIo, out: (t) => (out += t) }, {});
+      assert.equal(code, 0);
+      assert.equal(out, '0.1.0\n');
+    }
+  });
+
   test('--help marks required options and ends with examples of real commands', async () => {
     const program = buildProgram(new CliContext(quietIo, {}), false, await registrarsFor([]));
     const find = (path: string) =>

@@ -217,7 +217,23 @@ describe('web dashboard', { timeout: 300_000 }, () => {
       assert.equal(liveness.length, 3);
       // The connection graph, the convergence table and the event stream are there too.
       await page.waitForSelector('#graph svg circle[data-graph-node="n1"]');
-      await page.waitForSelector('#graph svg line');
+      // The cluster's graph, not only n1's connections: n2 and n3 record theirs in the observed document.
+      await page.waitForSelector('#graph svg line[data-edge="n1--n2"].own', { timeout: 30_000 });
+      await page.waitForSelector('#graph svg line[data-edge="n2--n3"].reported', { timeout: 30_000 });
+      // And visible: the n2--n3 edge does not run through n1's circle (as it did with n1 in the centre).
+      // Only attribute reads in the page: tsx names inner functions with a helper the page does not have.
+      const [x1, y1, x2, y2, px, py, r] = (await page.$eval('#graph svg', (root) => [
+        ...['x1', 'y1', 'x2', 'y2'].map((a) =>
+          Number(root.querySelector('line[data-edge="n2--n3"]')?.getAttribute(a)),
+        ),
+        ...['cx', 'cy', 'r'].map((a) =>
+          Number(root.querySelector('circle[data-graph-node="n1"]')?.getAttribute(a)),
+        ),
+      ])) as number[];
+      const [dx, dy] = [x2! - x1!, y2! - y1!];
+      const along = Math.max(0, Math.min(1, ((px! - x1!) * dx + (py! - y1!) * dy) / (dx * dx + dy * dy)));
+      const clearance = Math.hypot(px! - (x1! + along * dx), py! - (y1! + along * dy)) - r!;
+      assert.ok(clearance > 0, `the n2--n3 edge clears n1's circle by ${clearance}`);
       await page.waitForSelector('#convergence tr[data-convergence="n2"]');
       await page.waitForSelector('#events li[data-event="hello"]');
       await page.screenshot({ path: join(artifacts, 'dashboard.png') });

@@ -24,6 +24,8 @@ test('silo demo --nodes 3 --duration-s 8 --json: 3 agents alive and converged, c
   assert.equal(summary.alive, 3);
   assert.equal(summary.converged, true);
   assert.equal(typeof summary.workloads, 'object');
+  // It says how to point the CLI at it, with a command that works from a checkout.
+  assert.match(res.stderr, /try: SILO_SOCKET=\S+\/node-1\/silo\.sock node \S+\/bin\/silo\.js status/);
   const leftover = [...(await demoDirs())].filter((name) => !before.has(name));
   assert.deepEqual(leftover, [], 'the temp dir is removed');
 });

@@ -416,6 +416,48 @@ describe('ObservedView', () => {
     assert.ok((await invalidTotal(registry, { doc: 'observed', map: 'reports' })) >= 4);
   });
 
+  test('peers: own entry only, sorted, unchanged sets write nothing, kept by other writes, garbage skipped', async () => {
+    const { observed, state, registry } = setup();
+    assert.equal(observed.peersOf('node-a'), undefined);
+    const updates: number[] = [];
+    state.doc('observed').on('update', () => updates.push(1));
+    assert.equal(observed.setPeers('node-a', ['node-c', 'node-b', 'node-c'], 1000), true);
+    assert.deepEqual(observed.peersOf('node-a'), { nodes: ['node-b', 'node-c'], at: 1000 });
+    // The same set in another order is no change: nothing written, the old time kept.
+    assert.equal(observed.setPeers('node-a', ['node-b', 'node-c'], 2000), false);
+    assert.equal(updates.length, 1);
+    assert.equal(observed.peersOf('node-a')?.at, 1000);
+    // Statuses, images and peers share the report; writing one keeps the others.
+    observed.setStatus('node-a', 'web', observedStatus(1));
+    observed.setImagesHeld('node-a', [`sha256:${'a'.repeat(64)}`], 3000);
+    assert.deepEqual(observed.peersOf('node-a')?.nodes, ['node-b', 'node-c']);
+    assert.equal(observed.setPeers('node-a', [], 4000), true);
+    assert.deepEqual(observed.peersOf('node-a'), { nodes: [], at: 4000 });
+    assert.deepEqual([...observed.listForNode('node-a').keys()], ['web']);
+    assert.throws(() => observed.setPeers('node-b', ['node-a'], 1), /may not record peers for node "node-b"/);
+    assert.throws(
+      () => observed.setPeers('node-a', ['Not A Node'], 1),
+      (err: unknown) =>
+        err instanceof InvalidRecordError && /observed\/reports record "node-a\/peers"/.test(err.message),
+    );
+    const invalidBefore = await invalidTotal(registry, { doc: 'observed', map: 'reports' });
+    fromPeer(state, 'observed', (d) => {
+      const reports = d.getMap('reports');
+      reports.set('node-c', { statuses: {}, images: null, peers: { nodes: ['node-a'], at: 5 } });
+      reports.set('node-d', { statuses: {}, images: null, peers: { nodes: ['node-b', 'node-a'], at: 5 } });
+      reports.set('node-e', { statuses: {}, images: null, peers: 'everyone' });
+      // An older agent's report: no peers at all, and still readable.
+      reports.set('node-f', { statuses: { web: observedStatus(2) }, images: null });
+    });
+    assert.deepEqual(observed.peersOf('node-c'), { nodes: ['node-a'], at: 5 });
+    assert.equal(observed.peersOf('node-d'), undefined, 'unsorted');
+    assert.equal(observed.peersOf('node-e'), undefined);
+    assert.equal(observed.peersOf('node-f'), undefined);
+    assert.deepEqual([...observed.listForNode('node-f').keys()], ['web']);
+    // node-d and node-e, counted once each however often they are read.
+    assert.equal((await invalidTotal(registry, { doc: 'observed', map: 'reports' })) - invalidBefore, 2);
+  });
+
   test('entries of agents before reports are read, and a node drops its own on its first report', () => {
     const { observed, state } = setup();
     const digest = `sha256:${'d'.repeat(64)}`;

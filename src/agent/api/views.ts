@@ -1,6 +1,7 @@
 import type { Liveness, MemberView } from '../../gossip/index.js';
 import { roleOf } from '../../identity/role.js';
 import { quorumSize } from '../../ownership/witness-config.js';
+import { ownershipClass } from '../../reconciler/placement/types.js';
 import type { DocName } from '../../state/names.js';
 import type {
   DrainFlag,
@@ -45,6 +46,12 @@ export interface NodeRow {
   digests: Record<DocName, string> | null;
   /** What SWIM membership says of the node (docs/membership.md); null when SWIM is off or has no view of it. */
   swim: { state: Liveness; incarnation: number } | null;
+  /**
+   * The enrolled nodes it is connected to, sorted: this agent's own open
+   * connections for self, else what the node last recorded in its observed
+   * report (`peers`); null when it recorded none (an older agent, or none yet).
+   */
+  peers: string[] | null;
 }
 
 export function nodeRows(
@@ -82,6 +89,7 @@ export function nodeRows(
       revoked,
       digests: self ? agent.state.digestsAll() : (peerDigests?.get(record.nodeId)?.digests ?? null),
       swim: swimOf(agent, record.nodeId, self),
+      peers: self ? agent.connectedNodeIds() : (agent.observed.peersOf(record.nodeId)?.nodes ?? null),
     };
   });
 }
@@ -256,12 +264,56 @@ export function workloadRows(agent: NodeAgent): WorkloadRow[] {
       .map((m) => m.nodeId),
   );
   const addresses = agent.workloads.serviceAddresses();
+  const quorum = quorumShortfall(witnessesView(agent));
   return agent.workloads.list().map((spec) => {
     const here = loop?.workloads.find((w) => w.name === spec.name);
-    const row = workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null, dead);
+    const row = withQuorumReason(
+      workloadRow(spec, observed, here?.lease ?? null, here?.assignment ?? null, dead),
+      quorum,
+      dead,
+    );
     const address = addresses.get(spec.name) ?? null;
     return { ...row, address, dnsName: address === null ? null : serviceDnsName(spec.name, agent.org) };
   });
+}
+
+/** Witnesses short of a quorum as this agent sees them; null when there is a quorum (or no configuration). */
+export interface QuorumShortfall {
+  alive: number;
+  total: number;
+  quorum: number;
+  /** Witnesses not alive (dead, suspect, never heard) or no longer enrolled, in configuration order. */
+  missing: string[];
+}
+
+export function quorumShortfall(view: WitnessesView): QuorumShortfall | null {
+  if (view.config === null) return null;
+  const up = (w: WitnessRow): boolean => w.enrolled && (w.liveness === 'self' || w.liveness === 'alive');
+  const alive = view.witnesses.filter(up).length;
+  const quorum = quorumSize({ version: view.config.version, witnesses: view.config.witnesses });
+  if (alive >= quorum) return null;
+  const missing = view.witnesses.filter((w) => !up(w)).map((w) => w.nodeId);
+  return { alive, total: view.witnesses.length, quorum, missing };
+}
+
+/**
+ * An exclusive workload that is not running on a live node cannot start, nor
+ * be taken over, without a witness quorum (docs/placement.md): when this
+ * agent sees none, the reason says so and names the missing witnesses, so
+ * that a stuck row does not only show the old holder's last word.
+ */
+export function withQuorumReason(
+  row: WorkloadRow,
+  shortfall: QuorumShortfall | null,
+  dead: ReadonlySet<string> = new Set(),
+): WorkloadRow {
+  if (shortfall === null || ownershipClass(row.spec) !== 'exclusive') return row;
+  if (row.phase === 'running' && row.holder !== null && !dead.has(row.holder)) return row;
+  if (row.reason?.includes('no witness quorum')) return row;
+  const why =
+    `no witness quorum: ${shortfall.alive} of ${shortfall.total} witnesses alive, ${shortfall.quorum} needed ` +
+    `(missing: ${shortfall.missing.join(', ')}); it cannot start or be taken over until they return`;
+  return { ...row, reason: row.reason === null ? why : `${row.reason}; ${why}` };
 }
 
 /** A service's DNS name (docs/services.md, "Service addresses"). */
@@ -302,6 +354,11 @@ export function workloadRow(
   }
   const holder = best && HOLDING.includes(best.status.phase) ? best.nodeId : null;
   const pending = placement?.startsWith(PENDING) ? placement.slice(PENDING.length) : null;
+  // Placed on a node that holds nothing yet and said nothing why: say where it goes and what is awaited.
+  const awaited =
+    placement !== null && pending === null && holder === null && statuses[placement] === undefined
+      ? `placed on ${placement}; no status from it yet`
+      : null;
   return {
     name: spec.name,
     spec,
@@ -311,7 +368,12 @@ export function workloadRow(
     reason:
       best !== null && dead.has(best.nodeId)
         ? lastWordOfDead(best.nodeId, best.status, pending)
-        : (best?.status.reason ?? (holder === null ? pending : null)),
+        : (best?.status.reason ??
+          (holder === null
+            ? (pending ?? awaited)
+            : pending === null
+              ? null
+              : `placement has no node for it (it stays on ${holder}): ${pending}`)),
     placement,
     statuses,
     epoch: best?.status.epoch ?? null,

@@ -98,12 +98,16 @@ async function runDemo(ctx: CliContext, flags: DemoFlags): Promise<number> {
     else progress.fail(`not converged after ${CONVERGE_TIMEOUT_MS / 1000}s (logs: ${dir}/node-*/agent.log)`);
 
     if (!stopRequested) await applyExample(ctx, cluster, progress, flags);
+    const reach = howToReach(cluster);
+    // On stderr too, so that --json (and a redrawn screen) keeps it somewhere readable.
+    if (reach !== null) ctx.note(reach);
 
     const until =
       flags.durationS === undefined ? Number.POSITIVE_INFINITY : Date.now() + flags.durationS * 1000;
     let previous = '';
     const header = (): string =>
-      `silo demo: org "${cluster?.org}", ${flags.nodes} nodes in ${dir}   (${flags.durationS === undefined ? 'Ctrl-C stops' : `stops after ${flags.durationS}s`})`;
+      `silo demo: org "${cluster?.org}", ${flags.nodes} nodes in ${dir}   (${flags.durationS === undefined ? 'Ctrl-C stops' : `stops after ${flags.durationS}s`})` +
+      (reach === null ? '' : `\n${reach}`);
     while (!stopRequested && Date.now() < until) {
       last = await cluster.snapshot();
       if (!flags.json) {
@@ -149,6 +153,17 @@ async function runDemo(ctx: CliContext, flags: DemoFlags): Promise<number> {
   // Ctrl-C is the normal way to end the demo; a timed run must end healthy.
   if (stopRequested) return EXIT.ok;
   return summary.converged && summary.alive === summary.nodes ? EXIT.ok : EXIT.failure;
+}
+
+/**
+ * How to point the CLI at the demo's first agent: its control socket, and
+ * the command as it works from a checkout (bare `silo` is on PATH only after
+ * `npm link`; README "CLI").
+ */
+function howToReach(cluster: DemoCluster): string | null {
+  const first = cluster.nodes[0];
+  if (!first) return null;
+  return `try: SILO_SOCKET=${first.socketPath} node ${join(packageRoot(), 'bin', 'silo.js')} status   (or nodes, workloads, top, events; each node-N has its silo.sock)`;
 }
 
 async function applyExample(
