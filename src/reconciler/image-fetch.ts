@@ -81,10 +81,13 @@ export class PeerImageFetcher implements ImageSource {
       );
     }
     let fetchedFrom: string | null = null;
+    /** This round's copy came from a peer, hashed against the digest as it was written. */
+    let hashedJustNow = false;
     // Two rounds: a stored copy that fails its digest check is deleted by
     // the store, and a good copy may then come from a peer.
     for (let round = 0; round < 2; round++) {
       signal?.throwIfAborted();
+      hashedJustNow = false;
       if (!(await store.has(digest))) {
         try {
           const got = await fetchFromPeers({
@@ -98,6 +101,7 @@ export class PeerImageFetcher implements ImageSource {
             ...(signal ? { signal } : {}),
           });
           fetchedFrom = got.nodeId ?? got.peerId;
+          hashedJustNow = true;
           this.logger.info({ digest, from: fetchedFrom, size: got.size }, 'image fetched from a peer');
           store.noteChanged();
         } catch (err) {
@@ -107,7 +111,7 @@ export class PeerImageFetcher implements ImageSource {
           );
         }
       }
-      const verified = await store.verify(digest, spec.imageSignature);
+      const verified = await store.verify(digest, spec.imageSignature, { hashedJustNow });
       if (verified.ok) return fetchedFrom;
       if (verified.code === 'missing' || verified.code === 'tampered') {
         this.logger.warn({ digest, reason: verified.reason }, 'stored image unusable; fetching a good copy');

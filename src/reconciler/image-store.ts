@@ -155,21 +155,34 @@ export class ImageStore {
    * A tar whose bytes no longer match its name is deleted, so the next pull
    * fetches a good copy instead of failing forever.
    */
-  async verify(digest: string, signature: string | undefined): Promise<VerifyResult> {
-    const result = await this.check(digest, signature);
+  async verify(
+    digest: string,
+    signature: string | undefined,
+    options: { hashedJustNow?: boolean } = {},
+  ): Promise<VerifyResult> {
+    const result = await this.check(digest, signature, options.hashedJustNow === true);
     this.verifications.inc({ result: result.ok ? 'ok' : result.code });
     if (!result.ok) this.logger.warn({ digest, code: result.code }, result.reason);
     return result;
   }
 
-  private async check(digest: string, signature: string | undefined): Promise<VerifyResult> {
+  /**
+   * `hashedJustNow`: the tar was written by a blob fetch that hashed every byte against `digest` as it
+   * arrived (blob-exchange.ts), so hashing it again here would only repeat that; the signature is still
+   * checked. Every other caller (a start, an image that was already here) recomputes the digest.
+   */
+  private async check(
+    digest: string,
+    signature: string | undefined,
+    hashedJustNow: boolean,
+  ): Promise<VerifyResult> {
     if (!DIGEST_PATTERN.test(digest)) {
       return { ok: false, code: 'invalid-digest', reason: `invalid image digest ${JSON.stringify(digest)}` };
     }
     if (!(await this.has(digest))) {
       return { ok: false, code: 'missing', reason: `image ${digest} is not in the local store` };
     }
-    const actual = await digestFile(this.tarPath(digest));
+    const actual = hashedJustNow ? digest : await digestFile(this.tarPath(digest));
     if (actual !== digest) {
       await rm(this.tarPath(digest), { force: true });
       await rm(this.rootfsPath(digest), { recursive: true, force: true });
