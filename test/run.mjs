@@ -2,10 +2,12 @@
 // (Node 20's --test does not expand globs, and agents under test share two
 // cores, so files run serially for stable timings). `--unit` runs only the
 // tests that start no cluster (no agent processes, no libp2p cluster, no
-// simulator scenario, no namespaces): the quick loop while developing.
+// simulator scenario, no namespaces): the quick loop while developing; those
+// files time nothing, so they run one per core at once.
 // Other arguments are passed to node --test (e.g. --test-name-pattern).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 
 /** Files that run clusters, real processes or scenarios (matched against the path). */
@@ -37,7 +39,7 @@ const result = spawnSync(
     '--import',
     'tsx',
     '--test',
-    '--test-concurrency=1',
+    `--test-concurrency=${unitOnly ? availableParallelism() : 1}`,
     '--test-timeout=600000',
     ...args.filter((arg) => arg !== '--unit'),
     ...files,
