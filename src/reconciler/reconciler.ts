@@ -314,6 +314,7 @@ export class Reconciler {
       addressOf: (workload) => deps.workloads.serviceAddresses().get(workload),
       setup: (workload, address, ports) => netns.setup(workload, address, ports),
       teardown: (workload) => netns.teardown(workload),
+      onChange: (listener) => deps.workloads.onChange(() => listener()),
       ...(deps.serviceDns ? { resolvConf: serviceResolvConf(deps.serviceDns, deps.logger) } : {}),
     };
   }

@@ -112,6 +112,8 @@ export interface ServiceNetworkAccess {
    * first), or undefined to leave the host's.
    */
   resolvConf?(): Promise<string | undefined>;
+  /** Calls `listener` whenever the addresses may have changed; returns the unsubscribe. */
+  onChange?(listener: () => void): () => void;
 }
 
 /** Distinguishes the services of agents sharing one kernel: a hash of the data directory. */
@@ -134,6 +136,8 @@ interface Entry {
   retry: boolean;
   /** STATE is mounted through encrypted scratch for this run (unmounted at teardown). */
   encrypted: boolean;
+  /** The service address its current namespace was made with; undefined without one. */
+  address: string | undefined;
 }
 
 export class ServiceRuntime {
@@ -161,6 +165,8 @@ export class ServiceRuntime {
     this.quota = { ...DEFAULT_QUOTA, ...options.quota };
     // cgroup names must not collide between agents sharing a host (or a test process).
     this.instanceId = runtimeInstanceId(options.dataDir);
+    // For the runtime's lifetime, which is the agent's (the reconciler is not restarted).
+    options.serviceNetwork?.onChange?.(() => this.readdressAll());
     this.exits = counterIn(options.registry, {
       name: 'silo_service_exits_total',
       help: 'Service process exits, by service',
@@ -296,6 +302,7 @@ export class ServiceRuntime {
       stoppedByRequest: false,
       retry: false,
       encrypted: false,
+      address: undefined,
     };
     this.entries.set(spec.name, entry);
     const { imageStore } = this.options;
@@ -356,7 +363,7 @@ export class ServiceRuntime {
       prepare: async (log) => {
         await prepareDirs(dirs, owner);
         if (spec.generator !== undefined) await this.runGenerator(spec, choice, dirs, rootfs, log);
-        const netnsPath = await this.serviceNetns(spec, choice);
+        const netnsPath = await this.serviceNetns(entry, choice);
         const resolvConfPath = netnsPath === undefined ? undefined : await this.resolvConf(dirs);
         return buildLaunch({
           choice,
@@ -424,12 +431,44 @@ export class ServiceRuntime {
    * address yet (a claim lost to an older one and not yet repaired) fails
    * this start, and the restart policy tries again.
    */
-  private async serviceNetns(spec: WorkloadSpec, choice: SandboxChoice): Promise<string | undefined> {
+  private async serviceNetns(entry: Entry, choice: SandboxChoice): Promise<string | undefined> {
+    const { spec } = entry;
     const network = this.options.serviceNetwork;
     if (network === undefined || spec.network !== 'overlay' || choice.kind !== 'bubblewrap') return undefined;
+    entry.address = undefined;
     const address = network.addressOf(spec.name);
     if (address === undefined) throw new Error('no service address assigned yet');
-    return network.setup(spec.name, address, spec.ports ?? []);
+    const path = await network.setup(spec.name, address, spec.ports ?? []);
+    entry.address = address;
+    return path;
+  }
+
+  /**
+   * Restarts every service whose claim lost after it started (docs/services.md,
+   * "When an address is used"): two nodes that applied at once may each have
+   * started it with an address the merged document gives to another
+   * workload. It must not keep answering there, so it stops and starts again
+   * with its new address; while it has none, the start fails and the restart
+   * policy retries.
+   */
+  private readdressAll(): void {
+    const network = this.options.serviceNetwork;
+    if (network === undefined) return;
+    for (const [name, entry] of this.entries) {
+      if (entry.address === undefined || network.addressOf(name) === entry.address) continue;
+      void this.withLock(name, async () => {
+        const current = this.entries.get(name);
+        if (current === undefined || current.stoppedByRequest || current.address === undefined) return;
+        const now = network.addressOf(name);
+        if (now === current.address) return;
+        const reason = `service address ${current.address} → ${now ?? 'none'}: restarting`;
+        this.logger.warn({ service: name, from: current.address, to: now ?? null }, reason);
+        await this.teardown(current, reason, 'starting');
+        await this.start(current.spec);
+      }).catch((err: unknown) =>
+        this.logger.error({ err, service: name }, 'restarting a service with its new address failed'),
+      );
+    }
   }
 
   /** Writes the service's resolv.conf next to its supervise records; its path, or undefined for none. */
@@ -442,6 +481,7 @@ export class ServiceRuntime {
   }
 
   private async teardown(entry: Entry, reason: string, phase: Phase): Promise<void> {
+    entry.address = undefined;
     entry.quota?.stop();
     entry.quota = null;
     if (entry.supervisor !== null) await entry.supervisor.stop(reason, phase);

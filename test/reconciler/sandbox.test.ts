@@ -25,6 +25,17 @@ function haveBwrap(): boolean {
 
 const skip = sandboxSkipReason(haveBwrap());
 
+/** Polls `read` until its output matches (the restart is asynchronous). */
+async function waitForReady(read: () => Promise<string>, pattern: RegExp): Promise<string> {
+  let last = '';
+  for (let i = 0; i < 120; i++) {
+    last = await read().catch(() => '');
+    if (pattern.test(last)) return last;
+    await sleep(250);
+  }
+  throw new Error(`never matched ${pattern}: ${last}`);
+}
+
 describe('sandbox (bubblewrap, root)', { skip }, () => {
   test('read-only root, writable service directories, uid 65534, readiness fd, graceful stop via child-pid', async (t) => {
     const h = await makeHarness(t, { sandbox: 'bubblewrap', limitsEnabled: true });
@@ -223,5 +234,77 @@ s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
       execa.run(['ip', '-n', netns.names('web').netns, 'link']),
       'the namespace goes with the service',
     );
+  });
+
+  test('a service whose address claim lost while it ran restarts with its new address', async (t) => {
+    const execa = new ExecaRunner();
+    const host = `silo-t${randomBytes(3).toString('hex')}-h`;
+    await execa.run(['ip', 'netns', 'add', host]);
+    t.after(() => execa.run(['ip', 'netns', 'delete', host]).then(() => undefined));
+    const netns = new ServiceNetns({
+      runner: execa,
+      logger: silentLogger(),
+      instanceId: host,
+      hostNetns: host,
+    });
+    // The converged view of the address, and who listens for changes of it (the workloads document).
+    let address: string | undefined = '10.231.9.21';
+    const listeners: (() => void)[] = [];
+    const h = await makeHarness(t, {
+      sandbox: 'bubblewrap',
+      serviceNetwork: {
+        addressOf: () => address,
+        setup: (workload, a) => netns.setup(workload, a),
+        teardown: (workload) => netns.teardown(workload),
+        onChange: (listener) => {
+          listeners.push(listener);
+          return () => undefined;
+        },
+      },
+    });
+    await h.runtime.ensureRunning(
+      h.spec({
+        name: 'web',
+        command: 'bin/listen.sh',
+        network: 'overlay',
+        restart: 'always',
+        env: { PORT: '7000', REPLY_TEXT: 'hello' },
+      }),
+    );
+    await waitForStatus(h.runtime, 'web', (s) => s.phase === 'running', 'running');
+    const seen: { phase: string; reason: string | null }[] = [];
+    h.runtime.onStatus((st) => seen.push(st));
+    const inside = async (): Promise<string> =>
+      (await execa.run(['ip', '-n', netns.names('web').netns, '-o', '-4', 'address', 'show', 'dev', 'eth0']))
+        .stdout;
+    assert.match(await inside(), /inet 10\.231\.9\.21\/32/);
+
+    // The merge gave 10.231.9.21 to an older claim: this service was re-addressed.
+    address = '10.231.9.22';
+    for (const listener of listeners) listener();
+    await waitForReady(
+      async () => seen.map((st) => `${st.phase}: ${st.reason ?? ''}`).join('\n'),
+      /starting: service address 10\.231\.9\.21 → 10\.231\.9\.22: restarting[\s\S]*\nrunning: /,
+    );
+    const shown = await waitForReady(inside, /inet 10\.231\.9\.22\/32/);
+    assert.doesNotMatch(shown, /10\.231\.9\.21/, 'the lost address is gone from the service');
+    const routes = (await execa.run(['ip', '-n', host, 'route'])).stdout;
+    assert.doesNotMatch(routes, /10\.231\.9\.21/, 'the host no longer routes the lost address to it');
+    assert.match(routes, /10\.231\.9\.22/);
+
+    // Re-addressed to none (lost, not yet repaired): it stops serving until it has one.
+    address = undefined;
+    for (const listener of listeners) listener();
+    await waitForStatus(
+      h.runtime,
+      'web',
+      (s) => /no service address assigned yet/.test(s.reason ?? ''),
+      'waiting for an address',
+    );
+    await assert.rejects(
+      execa.run(['ip', '-n', netns.names('web').netns, 'link']),
+      'no namespace without an address',
+    );
+    await h.runtime.stop('web');
   });
 });
