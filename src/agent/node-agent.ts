@@ -22,7 +22,7 @@ import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
 import type { InvalidRecordHandler } from '../state/record-check.js';
 import type { Revocation, SignedEnrollment } from '../state/schemas.js';
-import { defaultServiceRange } from '../state/service-addresses.js';
+import { defaultServiceRange, type ServiceRange, serviceRangeFromCidr } from '../state/service-addresses.js';
 import { SpecRevisionGuard } from '../state/spec-revision-guard.js';
 import { WorkloadsView } from '../state/workloads-view.js';
 import { Lifecycle, type LifecyclePart, type Startable } from '../util/lifecycle.js';
@@ -30,6 +30,7 @@ import { readServiceLog } from './log-files.js';
 import { OverlaySync } from './overlay-sync.js';
 import { PeerRecord } from './peer-record.js';
 import { ServiceNetwork } from './service-network.js';
+import { AgentSetupError } from './setup-error.js';
 import { EnrollmentTrust, type LostPeer } from './trust.js';
 
 /** Gossip settings the agent passes through (identity and state are the agent's own). */
@@ -284,8 +285,9 @@ export class NodeAgent {
         throw new Error('the WireGuard overlay needs an enrollment bundle (trust)');
       const workloads = new WorkloadsView({
         ...viewOptions,
-        // Service addresses come from the upper half of the org CIDR (docs/services.md, "Service addresses").
-        ...(bundle ? { serviceRange: defaultServiceRange(bundle.overlayCidr) } : {}),
+        // Service addresses come from the org's service range, by default the upper half of its CIDR
+        // (docs/services.md, "Service addresses"); the range is the same on every node (from the bundle).
+        ...(bundle ? { serviceRange: bundleServiceRange(bundle) } : {}),
       });
       const observed = new ObservedView({ ...viewOptions, nodeId: options.nodeId });
       const serviceNetwork =
@@ -409,7 +411,12 @@ export class NodeAgent {
                 }
               : {}),
             ...(options.overlay && serviceNetwork && bundle && options.serviceDns !== false
-              ? { serviceDns: { nameserver: bundle.record.overlayIp, zone: serviceZone(options.org) } }
+              ? {
+                  serviceDns: {
+                    nameserver: bundle.record.overlayIp,
+                    zone: serviceZone(options.org, bundle.dnsSuffix),
+                  },
+                }
               : {}),
           },
           options.reconciler,
@@ -430,7 +437,7 @@ export class NodeAgent {
               serviceDns: new ServiceDnsServer({
                 host: bundle.record.overlayIp,
                 port: options.serviceDns?.port ?? 53,
-                zone: serviceZone(options.org),
+                zone: serviceZone(options.org, bundle.dnsSuffix),
                 lookup: (name) => workloads.serviceAddresses().get(name),
                 logger,
               }),
@@ -586,4 +593,14 @@ function checkBundleMatches(bundle: EnrollmentBundle, options: NodeAgentOptions)
   }
   if (problems.length > 0)
     throw new Error(`enrollment bundle does not match this agent: ${problems.join('; ')}`);
+}
+
+/** The org's service range as its bundle says, or the default (the upper half of the overlay CIDR). */
+function bundleServiceRange(bundle: EnrollmentBundle): ServiceRange {
+  if (bundle.serviceRange === undefined) return defaultServiceRange(bundle.overlayCidr);
+  try {
+    return serviceRangeFromCidr(bundle.serviceRange, bundle.overlayCidr);
+  } catch (err) {
+    throw new AgentSetupError(`enrollment bundle: ${(err as Error).message}`);
+  }
 }

@@ -9,7 +9,7 @@ import {
 } from '../state/schemas.js';
 import { InputError } from '../util/input-error.js';
 import { formatIssues } from './issues.js';
-import { OrgNameSchema, OverlayCidrSchema } from './org.js';
+import { DnsSuffixSchema, OrgNameSchema, OverlayCidrSchema } from './org.js';
 
 /**
  * The two JSON documents exchanged at enrollment (docs/protocol.md,
@@ -54,6 +54,10 @@ export const EnrollmentBundleSchema = z.strictObject({
   v: z.literal(1),
   org: OrgNameSchema,
   overlayCidr: OverlayCidrSchema,
+  /** The org's configured service range (a CIDR inside overlayCidr); absent = the upper half. */
+  serviceRange: z.string().optional(),
+  /** The org's DNS suffix for service names; absent = "silo". */
+  dnsSuffix: DnsSuffixSchema.optional(),
   caPublicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'Ed25519 public key: 44 chars of base64'),
   seedPeers: z.array(MultiaddrStringSchema).max(64),
   /**

@@ -19,6 +19,7 @@ import {
   type WitnessConfigRecord,
   WitnessConfigRecordSchema,
 } from '../state/schemas.js';
+import { serviceRangeFromCidr } from '../state/service-addresses.js';
 import { SiloError } from '../util/silo-error.js';
 import {
   type EnrollmentBundle,
@@ -198,6 +199,8 @@ export function allocateOverlayIp(
   overlayCidr: string,
   allocated: Iterable<string>,
   requested?: string,
+  /** Addresses no node may get: the org's configured service range (docs/services.md). */
+  reserved?: { first: number; last: number; text: string },
 ): string {
   const cidr = parseOverlayCidr(overlayCidr);
   const taken = new Set<number>();
@@ -213,13 +216,24 @@ export function allocateOverlayIp(
     if (!isHostInCidr(cidr, address))
       throw new Error(`overlay IP ${requested} is not a host address of ${overlayCidr}`);
     if (taken.has(address)) throw new Error(`overlay IP ${requested} is already allocated`);
+    if (reserved !== undefined && address >= reserved.first && address <= reserved.last)
+      throw new Error(`overlay IP ${requested} is in the org's service range ${reserved.text}`);
     return requested;
   }
-  return formatIpv4(lowestFree(cidr, taken, overlayCidr));
+  return formatIpv4(lowestFree(cidr, taken, overlayCidr, reserved));
 }
 
-function lowestFree(cidr: Ipv4Cidr, taken: Set<number>, text: string): number {
+function lowestFree(
+  cidr: Ipv4Cidr,
+  taken: Set<number>,
+  text: string,
+  reserved: { first: number; last: number } | undefined,
+): number {
   for (let address = cidr.firstHost; address <= cidr.lastHost; address++) {
+    if (reserved !== undefined && address >= reserved.first && address <= reserved.last) {
+      address = reserved.last;
+      continue;
+    }
     if (!taken.has(address)) return address;
   }
   throw new OverlayIpExhaustedError(text);
@@ -268,7 +282,16 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
     const result = MultiaddrStringSchema.safeParse(peer);
     if (!result.success) throw new Error(`seed peer "${peer}": ${formatIssues(result.error.issues)}`);
   }
-  const overlayIp = allocateOverlayIp(org.info.overlayCidr, options.allocatedIps, options.overlayIp);
+  const reserved =
+    org.info.serviceRange === undefined
+      ? undefined
+      : { ...serviceRangeFromCidr(org.info.serviceRange, org.info.overlayCidr), text: org.info.serviceRange };
+  const overlayIp = allocateOverlayIp(
+    org.info.overlayCidr,
+    options.allocatedIps,
+    options.overlayIp,
+    reserved,
+  );
   const record = signEnrollmentRecord(org.caPrivateKey, {
     ...req,
     labels: { ...req.labels, ...options.labels },
@@ -280,6 +303,9 @@ export function issueEnrollment(org: Org, request: unknown, options: IssueOption
     v: 1,
     org: org.info.name,
     overlayCidr: org.info.overlayCidr,
+    // Only when the org set them: a bundle for an org with the defaults stays what older agents accept.
+    ...(org.info.serviceRange !== undefined ? { serviceRange: org.info.serviceRange } : {}),
+    ...(org.info.dnsSuffix !== undefined ? { dnsSuffix: org.info.dnsSuffix } : {}),
     caPublicKey: org.info.caPublicKey,
     seedPeers,
     seedRecords: options.seedRecords ?? [],

@@ -3,6 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ORG_NAME_PATTERN, type WitnessConfigRecord, WitnessConfigRecordSchema } from '../state/schemas.js';
+import { serviceRangeFromCidr } from '../state/service-addresses.js';
 import {
   generateEd25519KeyPair,
   privateKeyFromText,
@@ -49,13 +50,35 @@ export const OverlayCidrSchema = z.string().superRefine((value, ctx) => {
   }
 });
 
+/** The DNS suffix of service names, `<workload>.<org>.<suffix>` (docs/services.md): one or more DNS labels. */
+export const DnsSuffixSchema = z
+  .string()
+  .max(200)
+  .regex(
+    /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/,
+    'DNS suffix: dot-separated labels of lowercase letters, digits and "-" (e.g. "silo" or "internal.example")',
+  );
+
 /** The public part of an org: what every node learns from its enrollment bundle. */
-export const OrgInfoSchema = z.strictObject({
-  v: z.literal(1),
-  name: OrgNameSchema,
-  overlayCidr: OverlayCidrSchema,
-  caPublicKey: Base64PublicKey,
-});
+export const OrgInfoSchema = z
+  .strictObject({
+    v: z.literal(1),
+    name: OrgNameSchema,
+    overlayCidr: OverlayCidrSchema,
+    /** `silo org init --service-range`: where service addresses come from; absent = the upper half. */
+    serviceRange: z.string().optional(),
+    /** `silo org init --dns-suffix`; absent = "silo". */
+    dnsSuffix: DnsSuffixSchema.optional(),
+    caPublicKey: Base64PublicKey,
+  })
+  .superRefine((info, ctx) => {
+    if (info.serviceRange === undefined) return;
+    try {
+      serviceRangeFromCidr(info.serviceRange, info.overlayCidr);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['serviceRange'], message: (err as Error).message });
+    }
+  });
 export type OrgInfo = z.infer<typeof OrgInfoSchema>;
 
 export interface Org {
@@ -78,6 +101,10 @@ export interface CreateOrgOptions {
   overlayCidr: string;
   /** Also generate a libp2p private-network key: only nodes holding it can even start a libp2p handshake. */
   privateNetwork?: boolean;
+  /** A CIDR block inside `overlayCidr` for service addresses; nodes never get an address in it. */
+  serviceRange?: string;
+  /** Service names end in `.<org>.<dnsSuffix>` (default "silo"). */
+  dnsSuffix?: string;
 }
 
 export function createOrg(options: CreateOrgOptions): Org {
@@ -86,6 +113,8 @@ export function createOrg(options: CreateOrgOptions): Org {
     v: 1,
     name: options.name,
     overlayCidr: options.overlayCidr,
+    ...(options.serviceRange !== undefined ? { serviceRange: options.serviceRange } : {}),
+    ...(options.dnsSuffix !== undefined ? { dnsSuffix: options.dnsSuffix } : {}),
     caPublicKey: publicKeyToBase64(publicKey),
   });
   const org: Org = { info, caPrivateKey: privateKey };

@@ -51,6 +51,31 @@ export function defaultServiceRange(overlayCidr: string | Ipv4Cidr): ServiceRang
   return { first: cidr.network + size / 2, last: cidr.lastHost };
 }
 
+/**
+ * The service range an org configured at `silo org init --service-range`
+ * (docs/services.md): a CIDR block strictly inside the overlay CIDR, its
+ * usable part clipped to the overlay's host addresses. Throws a message that
+ * names what is wrong.
+ */
+export function serviceRangeFromCidr(text: string, overlayCidr: string | Ipv4Cidr): ServiceRange {
+  const overlay = typeof overlayCidr === 'string' ? parseOverlayCidr(overlayCidr) : overlayCidr;
+  let block: Ipv4Cidr;
+  try {
+    block = parseOverlayCidr(text);
+  } catch (err) {
+    throw new Error(`service range: ${(err as Error).message.replace(/^overlay CIDR/, 'CIDR')}`);
+  }
+  const overlayText = `${formatIpv4(overlay.network)}/${overlay.prefix}`;
+  const blockEnd = block.network + 2 ** (32 - block.prefix) - 1;
+  const overlayEnd = overlay.network + 2 ** (32 - overlay.prefix) - 1;
+  if (block.prefix <= overlay.prefix || block.network < overlay.network || blockEnd > overlayEnd) {
+    throw new Error(
+      `service range ${text} must be a smaller block inside the overlay CIDR ${overlayText} (nodes need the rest)`,
+    );
+  }
+  return { first: Math.max(block.network, overlay.firstHost), last: Math.min(blockEnd, overlay.lastHost) };
+}
+
 export function rangeSize(range: ServiceRange): number {
   return range.last - range.first + 1;
 }

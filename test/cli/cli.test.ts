@@ -111,6 +111,20 @@ describe('silo CLI against running agents', () => {
       '10.0.0.1/33',
     ]);
     assert.equal(badCidr.code, 3);
+    const org3 = ['org', 'init', '--dir', join(dir, 'org3'), '--name', 'x', '--cidr', '10.9.0.0/16'];
+    const badRange = await silo([...org3, '--service-range', '10.8.0.0/24']);
+    assert.equal(badRange.code, 3);
+    assert.match(
+      badRange.stderr,
+      /service range 10\.8\.0\.0\/24 must be a smaller block inside the overlay CIDR 10\.9\.0\.0\/16/,
+    );
+    const badSuffix = await silo([...org3, '--dns-suffix', 'Not A Suffix']);
+    assert.equal(badSuffix.code, 3);
+    assert.match(badSuffix.stderr, /DNS suffix: dot-separated labels/);
+    const good = await silo([...org3, '--service-range', '10.9.128.0/20', '--dns-suffix', 'corp', '--json']);
+    assert.equal(good.code, 0, good.stderr);
+    const created = JSON.parse(good.stdout) as { org: { serviceRange: string; dnsSuffix: string } };
+    assert.deepEqual([created.org.serviceRange, created.org.dnsSuffix], ['10.9.128.0/20', 'corp']);
     const badId = await silo(['node', 'init', '--dir', join(dir, 'bad'), '--id', 'Bad_Id']);
     assert.equal(badId.code, 3);
     assert.match(badId.stderr, /invalid node id "Bad_Id"/);

@@ -13,6 +13,8 @@ export interface InitOrgOptions {
   cidr: string;
   pnet?: boolean;
   force?: boolean;
+  serviceRange?: string;
+  dnsSuffix?: string;
 }
 
 export interface InitOrgResult {
@@ -25,7 +27,13 @@ export interface InitOrgResult {
 export async function initOrg(options: InitOrgOptions): Promise<InitOrgResult> {
   let org: ReturnType<typeof createOrg>;
   try {
-    org = createOrg({ name: options.name, overlayCidr: options.cidr, privateNetwork: options.pnet === true });
+    org = createOrg({
+      name: options.name,
+      overlayCidr: options.cidr,
+      privateNetwork: options.pnet === true,
+      ...(options.serviceRange !== undefined ? { serviceRange: options.serviceRange } : {}),
+      ...(options.dnsSuffix !== undefined ? { dnsSuffix: options.dnsSuffix } : {}),
+    });
   } catch (err) {
     throw inputError((err as Error).message);
   }
@@ -48,17 +56,33 @@ export function registerOrgCommands(program: Command, ctx: CliContext): void {
       .requiredOption('--dir <orgdir>', 'directory for org.json and ca.key (keep it off the fleet)')
       .requiredOption('--name <org>', 'org name: lowercase letters, digits, "-"')
       .option('--cidr <cidr>', 'overlay network of the org', DEFAULT_OVERLAY_CIDR)
+      .option(
+        '--service-range <cidr>',
+        'block of the overlay CIDR for service addresses, no node gets one in it (default: its upper half)',
+      )
+      .option('--dns-suffix <suffix>', 'service names are <workload>.<org>.<suffix>', 'silo')
       .option('--pnet', 'also create a libp2p private-network key (swarm.key)')
       .option('--force', 'overwrite an existing org in --dir (orphans every enrolled node)'),
   ).action(
     async (
-      flags: { dir: string; name: string; cidr: string; pnet?: boolean; force?: boolean } & JsonFlag,
+      flags: {
+        dir: string;
+        name: string;
+        cidr: string;
+        serviceRange?: string;
+        dnsSuffix: string;
+        pnet?: boolean;
+        force?: boolean;
+      } & JsonFlag,
     ) => {
-      const result = await initOrg(flags);
+      // The default suffix is not written down: bundles of orgs with the defaults stay what older agents accept.
+      const { dnsSuffix, ...rest } = flags;
+      const result = await initOrg({ ...rest, ...(dnsSuffix !== 'silo' ? { dnsSuffix } : {}) });
       ctx.print(flags, result, () =>
         [
           `created org "${result.org.name}" in ${result.dir}`,
           `  overlay CIDR   ${result.org.overlayCidr}`,
+          `  services       ${result.org.serviceRange ?? 'upper half of the overlay CIDR'}, names *.${result.org.name}.${result.org.dnsSuffix ?? 'silo'}`,
           `  CA public key  ${result.org.caPublicKey}`,
           ...(result.pnetKey
             ? [`  pnet key       ${result.pnetKey} (copy it into every node's identity dir)`]
