@@ -89,6 +89,8 @@ export interface NodeAgentOptions {
 /** The collaborators one agent is built from (tests and the simulator may build them themselves). */
 export interface NodeAgentComponents {
   org: string;
+  /** The DNS zone of service names, `<org>.<suffix>` (docs/services.md); default `<org>.silo`. */
+  serviceZone?: string;
   nodeId: string;
   logger: Logger;
   registry: Registry;
@@ -132,6 +134,8 @@ export interface AgentStatus {
  */
 export class NodeAgent {
   readonly org: string;
+  /** Service names are `<workload>.<serviceZone>` (the org's DNS suffix, from the bundle). */
+  readonly serviceZone: string;
   readonly nodeId: string;
   readonly logger: Logger;
   readonly registry: Registry;
@@ -159,6 +163,7 @@ export class NodeAgent {
 
   constructor(components: NodeAgentComponents) {
     this.org = components.org;
+    this.serviceZone = components.serviceZone ?? serviceZone(components.org);
     this.nodeId = components.nodeId;
     this.logger = components.logger;
     this.registry = components.registry;
@@ -424,6 +429,7 @@ export class NodeAgent {
       }
       return new NodeAgent({
         org: options.org,
+        ...(bundle ? { serviceZone: serviceZone(options.org, bundle.dnsSuffix) } : {}),
         nodeId: options.nodeId,
         logger,
         registry,

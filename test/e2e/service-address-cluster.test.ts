@@ -18,7 +18,7 @@ import { addNode, type ClusterNode, Lab, nodeRows, runner, seedOf, siloJson } fr
  * agent` processes in network namespaces over WireGuard, a TCP service with
  * `network = "overlay"` and `ports`, sandboxed by bubblewrap in its own
  * namespace. A client in another node's namespace resolves
- * `echo.<org>.silo` through its own agent's DNS server and connects, every
+ * `echo.<org>.<suffix>` (the org's own suffix and service range) through its own agent's DNS server and connects, every
  * 50 ms, throughout. The holder is drained: the same name and address answer
  * from the new holder. Then the new holder crashes (its agent and service
  * SIGKILLed): the same again. The test asserts correctness only, with
@@ -32,6 +32,9 @@ import { addNode, type ClusterNode, Lab, nodeRows, runner, seedOf, siloJson } fr
 
 const ORG = 'svc';
 const OVERLAY_CIDR = '10.231.40.0/24';
+/** The org's own service range and DNS suffix (silo org init --service-range / --dns-suffix). */
+const SERVICE_RANGE = '10.231.40.192/26';
+const DNS_SUFFIX = 'corp.example';
 const PORT = 7000;
 const NAME = 'echo';
 
@@ -231,7 +234,20 @@ test('a service keeps its name and address across a drain and a holder crash', {
   const orgDir = join(dir, 'org');
   const nodes = await step('org and three enrolled agents with the sandbox', async () => {
     await lab.createHub();
-    await siloJson(['org', 'init', '--dir', orgDir, '--name', ORG, '--cidr', OVERLAY_CIDR]);
+    await siloJson([
+      'org',
+      'init',
+      '--dir',
+      orgDir,
+      '--name',
+      ORG,
+      '--cidr',
+      OVERLAY_CIDR,
+      '--service-range',
+      SERVICE_RANGE,
+      '--dns-suffix',
+      DNS_SUFFIX,
+    ]);
     const services = { sandbox: 'bubblewrap' };
     const first = await addNode({ lab, id: 'node-1', index: 1, orgDir, seeds: [], services });
     const others: ClusterNode[] = [];
@@ -273,7 +289,9 @@ test('a service keeps its name and address across a drain and a holder crash', {
     await siloJson(['apply', manifest, '--image', imageDir, '--org', orgDir, '--socket', nodes[0]!.socket]);
     const row = await runningOn(nodes[0]!, null);
     assert.ok(row.address, 'an address');
-    assert.equal(row.dnsName, `${NAME}.${ORG}.silo`);
+    assert.equal(row.dnsName, `${NAME}.${ORG}.${DNS_SUFFIX}`);
+    const last = Number(row.address?.split('.')[3]);
+    assert.ok(last >= 192 && last <= 254, `${row.address} is in the org's service range ${SERVICE_RANGE}`);
     return row;
   });
   const address = placed.address!;

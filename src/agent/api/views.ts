@@ -273,7 +273,7 @@ export function workloadRows(agent: NodeAgent): WorkloadRow[] {
       dead,
     );
     const address = addresses.get(spec.name) ?? null;
-    return { ...row, address, dnsName: address === null ? null : serviceDnsName(spec.name, agent.org) };
+    return { ...row, address, dnsName: address === null ? null : serviceDnsName(spec.name, agent.serviceZone) };
   });
 }
 
@@ -316,9 +316,9 @@ export function withQuorumReason(
   return { ...row, reason: row.reason === null ? why : `${row.reason}; ${why}` };
 }
 
-/** A service's DNS name (docs/services.md, "Service addresses"). */
-export function serviceDnsName(workload: string, org: string): string {
-  return `${workload}.${org}.silo`;
+/** A service's DNS name in its org's zone, `<org>.<suffix>` (docs/services.md, "Service addresses"). */
+export function serviceDnsName(workload: string, zone: string): string {
+  return `${workload}.${zone}`;
 }
 
 /**
