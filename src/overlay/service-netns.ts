@@ -194,7 +194,8 @@ export class ServiceNetns {
     } catch (err) {
       if (
         err instanceof CommandError &&
-        /no such file|cannot find|does not exist|not found/i.test(err.stderr)
+        // "No such device": the host end went with the namespace between the lookup and the delete.
+        /no such file|no such device|cannot find|does not exist|not found/i.test(err.stderr)
       )
         return;
       throw err;
