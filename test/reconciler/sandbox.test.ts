@@ -7,11 +7,18 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Registry } from 'prom-client';
+import { parseIpv4 } from '../../src/identity/ipv4-cidr.js';
 import { ExecaRunner } from '../../src/overlay/exec.js';
 import { ServiceNetns } from '../../src/overlay/service-netns.js';
 import { readProcStat } from '../../src/reconciler/proc.js';
 import { SANDBOX_PATHS } from '../../src/reconciler/sandbox.js';
+import { ClusterState } from '../../src/state/cluster-state.js';
+import { Origin } from '../../src/state/names.js';
+import { proposeAddress } from '../../src/state/service-addresses.js';
+import { WorkloadsView } from '../../src/state/workloads-view.js';
 import { silentLogger } from '../../src/util/logger.js';
+import { quietLogger } from '../fixtures/state-store.js';
 import { makeHarness, readLines, sandboxSkipReason, waitForFile, waitForStatus } from './helpers.js';
 
 function haveBwrap(): boolean {
@@ -306,5 +313,95 @@ s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
       'no namespace without an address',
     );
     await h.runtime.stop('web');
+  });
+  test('two partitioned applies claim one address; on the merge the loser stops serving it and is re-addressed', async (t) => {
+    const execa = new ExecaRunner();
+    const host = `silo-t${randomBytes(3).toString('hex')}-h`;
+    await execa.run(['ip', 'netns', 'add', host]);
+    t.after(() => execa.run(['ip', 'netns', 'delete', host]).then(() => undefined));
+    const netns = new ServiceNetns({
+      runner: execa,
+      logger: silentLogger(),
+      instanceId: host,
+      hostNetns: host,
+    });
+    // Two replicas of the workloads document with a two-address range; B's clock is behind A's.
+    const range = { first: parseIpv4('10.231.7.8'), last: parseIpv4('10.231.7.9') };
+    const replica = (now: number) => {
+      const state = new ClusterState({ logger: quietLogger });
+      const view = new WorkloadsView({
+        state,
+        logger: quietLogger,
+        registry: new Registry(),
+        serviceRange: range,
+        now: () => now,
+      });
+      return { state, view };
+    };
+    const a = replica(2000);
+    const b = replica(1000);
+    // A name that proposes the same address as "web" (the proposal hashes the name).
+    const contested = proposeAddress('web', new Set(), range);
+    const rival = ['api', 'db', 'cache', 'queue', 'auth', 'mail', 'log', 'jobs'].find(
+      (name) => proposeAddress(name, new Set(), range) === contested,
+    );
+    assert.ok(rival !== undefined && contested !== null, 'a rival name for the same address');
+    const h = await makeHarness(t, {
+      sandbox: 'bubblewrap',
+      serviceNetwork: {
+        addressOf: (workload) => a.view.serviceAddresses().get(workload),
+        setup: (workload, address) => netns.setup(workload, address),
+        teardown: (workload) => netns.teardown(workload),
+        onChange: (listener) => a.view.onChange(listener),
+      },
+    });
+    const web = h.spec({
+      name: 'web',
+      command: 'bin/listen.sh',
+      network: 'overlay',
+      restart: 'on-failure',
+      env: { PORT: '7000', REPLY_TEXT: 'web' },
+    });
+    a.view.put(web);
+    b.view.put({ ...web, name: rival });
+    assert.equal(a.view.serviceAddresses().get('web'), contested);
+    assert.equal(b.view.serviceAddresses().get(rival), contested);
+    const routed = (text: string) => new RegExp(`^${contested!.replaceAll('.', '\\.')} `, 'm').test(text);
+    const hostRoutes = async (): Promise<string> =>
+      (await execa.run(['ip', '-n', host, 'route', 'show'])).stdout;
+
+    await h.runtime.ensureRunning(web);
+    const first = await waitForStatus(h.runtime, 'web', (s) => s.phase === 'running', 'running');
+    assert.ok(routed(await hostRoutes()), 'web serves the contested address');
+
+    // The partition heals: B's older claim wins the address, web has none until the repair.
+    a.state.applyRemote('workloads', b.state.encodeDiff('workloads'), Origin.remote);
+    assert.equal(a.view.serviceAddresses().get(rival), contested);
+    assert.equal(a.view.serviceAddresses().get('web'), undefined);
+    await waitForStatus(
+      h.runtime,
+      'web',
+      (s) => s.pid !== first.pid && /no service address assigned yet/.test(s.reason ?? ''),
+      'stopped for want of an address',
+    );
+    assert.ok(!routed(await hostRoutes()), 'nothing here routes the lost address any more');
+    // The repair (every agent's ServiceNetwork runs it) claims the other address for web.
+    a.view.repairAddresses();
+    const next = a.view.serviceAddresses().get('web');
+    assert.ok(next !== undefined && next !== contested, `web re-addressed (${next})`);
+    await waitForStatus(h.runtime, 'web', (s) => s.phase === 'running', 'running with its new address');
+    const { stdout } = await execa.run([
+      'ip',
+      '-n',
+      netns.names('web').netns,
+      '-o',
+      '-4',
+      'address',
+      'show',
+      'dev',
+      'eth0',
+    ]);
+    assert.match(stdout, new RegExp(`inet ${next.replaceAll('.', '\\.')}/32`));
+    assert.ok(!routed(await hostRoutes()));
   });
 });
