@@ -273,7 +273,11 @@ export function workloadRows(agent: NodeAgent): WorkloadRow[] {
       dead,
     );
     const address = addresses.get(spec.name) ?? null;
-    return { ...row, address, dnsName: address === null ? null : serviceDnsName(spec.name, agent.serviceZone) };
+    return {
+      ...row,
+      address,
+      dnsName: address === null ? null : serviceDnsName(spec.name, agent.serviceZone),
+    };
   });
 }
 
