@@ -4,6 +4,7 @@ import * as Y from 'yjs';
 import { Listeners } from '../util/listeners.js';
 import { SiloError } from '../util/silo-error.js';
 import { type DiffSlice, diffSlices, type SliceLimits } from './diff-slices.js';
+import { HybridClock } from './epochs/stamp.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
 
@@ -19,6 +20,12 @@ export class InvalidUpdateError extends SiloError<'invalid_update'> {
 
 export interface ClusterStateOptions {
   logger: Logger;
+  /**
+   * This node's id: the owner of the slots it writes and the writer in its
+   * stamps (docs/epochs.md). Memory-only states in tests and benchmarks may
+   * leave it out ('local').
+   */
+  nodeId?: string;
   /** Durable log. Without one the state is memory-only (documented for ephemeral sim nodes). */
   log?: UpdateLog;
   /**
@@ -38,6 +45,13 @@ export interface ClusterStateOptions {
 }
 
 export type UpdateListener = (doc: DocName, update: Uint8Array, origin: unknown) => void;
+
+/**
+ * Called around every transaction on a document (`tr`), and with null after
+ * the document was replaced by another epoch's (docs/epochs.md): everything
+ * in it may have changed, and Y.Map objects taken from the old one are dead.
+ */
+export type TransactionListener = (tr: Y.Transaction | null) => void;
 
 export const DEFAULT_MAX_UPDATE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_SYNC_UPDATE_BYTES = 64 * 1024 * 1024;
@@ -70,9 +84,18 @@ export class ClusterState {
   private readonly compactEvery: number;
   readonly maxUpdateBytes: number;
   readonly maxSyncUpdateBytes: number;
+  readonly nodeId: string;
+  /** Stamps this node's writes of slotted records (docs/epochs.md). */
+  readonly clock: HybridClock;
+  private readonly transactionListeners = {
+    before: new Map<DocName, Listeners<[Y.Transaction | null]>>(),
+    after: new Map<DocName, Listeners<[Y.Transaction | null]>>(),
+  };
 
   constructor(options: ClusterStateOptions) {
     this.logger = options.logger;
+    this.nodeId = options.nodeId ?? 'local';
+    this.clock = new HybridClock(this.nodeId);
     this.log = options.log;
     this.compactEvery = options.compactEvery ?? 1000;
     this.maxUpdateBytes = options.maxUpdateBytes ?? DEFAULT_MAX_UPDATE_BYTES;
@@ -85,9 +108,33 @@ export class ClusterState {
       const doc = new Y.Doc({ gc: true });
       docs[name] = doc;
       this.restore(name, doc);
-      doc.on('update', (update: Uint8Array, origin: unknown) => this.onUpdate(name, update, origin));
+      this.bind(name, doc);
     }
     this.docs = docs;
+  }
+
+  /** Attaches this state's handlers to `doc`, the current document of `name`. */
+  private bind(name: DocName, doc: Y.Doc): void {
+    doc.on('update', (update: Uint8Array, origin: unknown) => this.onUpdate(name, update, origin));
+    doc.on('beforeTransaction', (tr: Y.Transaction) => this.transactionListeners.before.get(name)?.emit(tr));
+    doc.on('afterTransaction', (tr: Y.Transaction) => this.transactionListeners.after.get(name)?.emit(tr));
+  }
+
+  /**
+   * Subscribes to the start ('before') or end ('after') of every transaction
+   * on `name`, whichever Y.Doc holds it: unlike `doc(name).on(...)`, the
+   * subscription survives an epoch switch, after which 'after' listeners are
+   * called with null.
+   */
+  onTransaction(name: DocName, phase: 'before' | 'after', listener: TransactionListener): () => void {
+    let listeners = this.transactionListeners[phase].get(name);
+    if (listeners === undefined) {
+      listeners = new Listeners<[Y.Transaction | null]>((err) =>
+        this.logger.error({ err, doc: name }, 'transaction listener failed'),
+      );
+      this.transactionListeners[phase].set(name, listeners);
+    }
+    return listeners.add(listener);
   }
 
   doc(name: DocName): Y.Doc {
