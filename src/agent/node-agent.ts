@@ -17,6 +17,7 @@ import { serviceZone } from '../overlay/service-dns.js';
 import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
+import { EpochStarter } from '../state/epoch-starter.js';
 import { type Durability, LmdbUpdateLog } from '../state/lmdb-log.js';
 import { DOC_NAMES, type DocName } from '../state/names.js';
 import { ObservedView } from '../state/observed-view.js';
@@ -43,6 +44,8 @@ export interface NodeAgentOptions {
   dataDir?: string;
   durability?: Durability;
   compactEvery?: number;
+  /** How often the epoch starter looks at the documents, ms (EpochStarter; 0: never). */
+  epochCheckMs?: number;
   maxUpdateBytes?: number;
   /** See ClusterStateOptions.maxSyncUpdateBytes. */
   maxSyncUpdateBytes?: number;
@@ -99,6 +102,8 @@ export interface NodeAgentComponents {
   workloads: WorkloadsView;
   /** Lifts a workload's revision after concurrent writes (see SpecRevisionGuard). */
   specGuard: SpecRevisionGuard;
+  /** Starts an epoch of a document whose history outweighs its content (docs/epochs.md). */
+  epochStarter: EpochStarter;
   /** Service address claims and routes (absent without trust, and on clients). */
   serviceNetwork?: ServiceNetwork;
   serviceDns?: ServiceDnsServer;
@@ -151,6 +156,7 @@ export class NodeAgent {
   private readonly overlay: OverlaySync | undefined;
   private readonly swimFeed: SwimDetectorFeed | undefined;
   private readonly specGuard: SpecRevisionGuard;
+  private readonly epochStarter: EpochStarter;
   readonly serviceNetwork: ServiceNetwork | undefined;
   private readonly serviceDns: ServiceDnsServer | undefined;
   /** Records this node's connections in its observed report (agents that run a reconciler write reports). */
@@ -171,6 +177,7 @@ export class NodeAgent {
     this.enrollment = components.enrollment;
     this.workloads = components.workloads;
     this.specGuard = components.specGuard;
+    this.epochStarter = components.epochStarter;
     this.serviceNetwork = components.serviceNetwork;
     this.serviceDns = components.serviceDns;
     this.observed = components.observed;
@@ -266,6 +273,7 @@ export class NodeAgent {
       : undefined;
     const state = new ClusterState({
       logger: logger.child({ component: 'state' }),
+      nodeId: options.nodeId,
       log,
       compactEvery: options.compactEvery,
       maxUpdateBytes: options.maxUpdateBytes,
@@ -383,6 +391,14 @@ export class NodeAgent {
             })
           : undefined;
       const specGuard = new SpecRevisionGuard({ state, workloads, logger });
+      const epochStarter = new EpochStarter({
+        state,
+        logger,
+        registry,
+        ...(options.epochCheckMs !== undefined ? { intervalMs: options.epochCheckMs } : {}),
+        // The lowest node id among the members this node sees alive, itself included.
+        isStarter: () => gossip.detector.nodesIn('alive').every((id) => id >= options.nodeId),
+      });
       let reconciler: Reconciler | undefined;
       if (options.reconciler) {
         if (!options.dataDir) throw new Error('the reconciler needs a data directory (dataDir)');
@@ -437,6 +453,7 @@ export class NodeAgent {
         enrollment,
         workloads,
         specGuard,
+        epochStarter,
         ...(serviceNetwork ? { serviceNetwork } : {}),
         ...(overlay && serviceNetwork && bundle && options.serviceDns !== false
           ? {
@@ -474,6 +491,7 @@ export class NodeAgent {
     // every peer we sync with learns it from us too.
     add('trust', this.trust);
     add('spec revision guard', this.specGuard);
+    add('epoch starter', this.epochStarter);
     add('service network', this.serviceNetwork);
     add('overlay', this.overlay);
     // Not fatal: the cluster works without names (the port may be taken by another resolver).

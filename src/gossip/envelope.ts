@@ -1,6 +1,8 @@
 import { crc32 } from 'node:zlib';
+import { type EpochInfo, GENESIS_EPOCH } from '../state/epochs/epoch.js';
 import { type DocName, isDocName } from '../state/names.js';
 import { isPlainRecord, isUint32, packMessage, unpackMessage } from './codec.js';
+import { decodeWireEpoch, encodeWireEpoch, type WireEpoch } from './wire-epoch.js';
 
 /** The only envelope version this code speaks. */
 export const ENVELOPE_VERSION = 1;
@@ -25,6 +27,8 @@ export interface Envelope {
   update: Uint8Array;
   /** CRC-32 (IEEE, as zlib) of `update`. */
   crc: number;
+  /** The epoch of the document the update belongs to (docs/epochs.md); absent on the wire: genesis. */
+  epoch: EpochInfo;
 }
 
 export const ENVELOPE_REJECTIONS = [
@@ -54,8 +58,9 @@ export function encodeEnvelope(fields: {
   doc: DocName;
   from: string;
   update: Uint8Array;
+  epoch?: EpochInfo;
 }): Uint8Array {
-  const envelope: Envelope = {
+  const envelope: Omit<Envelope, 'epoch'> & { e?: WireEpoch } = {
     v: ENVELOPE_VERSION,
     org: fields.org,
     doc: fields.doc,
@@ -63,6 +68,8 @@ export function encodeEnvelope(fields: {
     update: fields.update,
     crc: crc32(fields.update),
   };
+  // The genesis epoch goes without the field: what agents before epochs send and read.
+  if (fields.epoch !== undefined && fields.epoch.number > 0) envelope.e = encodeWireEpoch(fields.epoch);
   return packMessage(envelope);
 }
 
@@ -87,7 +94,7 @@ export function decodeEnvelope(bytes: Uint8Array, expect: EnvelopeExpectations):
     return reject('malformed', `not msgpack: ${(err as Error).message}`);
   }
   if (!isPlainRecord(value)) return reject('malformed', 'not a msgpack map');
-  const { v, org, doc, from, update, crc } = value;
+  const { v, org, doc, from, update, crc, e } = value;
   if (v !== ENVELOPE_VERSION) return reject('wrong-version', `v=${String(v)}`);
   if (typeof org !== 'string') return reject('malformed', 'org is not a string');
   if (org !== expect.org) return reject('wrong-org', `org "${org.slice(0, 64)}"`);
@@ -102,5 +109,7 @@ export function decodeEnvelope(bytes: Uint8Array, expect: EnvelopeExpectations):
   if (!isUint32(crc)) return reject('malformed', 'crc is not a uint32');
   const actual = crc32(update);
   if (actual !== crc) return reject('bad-checksum', `crc ${crc} != ${actual}`);
-  return { ok: true, envelope: { v: ENVELOPE_VERSION, org, doc, from, update, crc } };
+  const epoch = e === undefined ? GENESIS_EPOCH : decodeWireEpoch(e);
+  if (epoch === null) return reject('malformed', 'e is not [number, id]');
+  return { ok: true, envelope: { v: ENVELOPE_VERSION, org, doc, from, update, crc, epoch } };
 }

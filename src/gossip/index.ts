@@ -179,6 +179,8 @@ export class GossipLayer {
       nodeId: options.nodeId,
       batchMs: options.batchMs,
       isSenderAllowed: options.isSenderAllowed,
+      // A later epoch heard by gossip: fetch it now rather than at the next digest round.
+      onLaterEpoch: (peer) => void this.sync.syncWith(peer),
     });
     this.sync = new AntiEntropy({
       ...common,

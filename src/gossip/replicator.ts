@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import * as Y from 'yjs';
 import type { ClusterState } from '../state/cluster-state.js';
+import { judgeEpoch } from '../state/epochs/epoch.js';
 import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
 import { counterIn, histogramIn } from '../util/metrics.js';
 import {
@@ -38,6 +39,13 @@ export interface ReplicatorOptions {
   /** How long local updates are collected before one merged publish, ms. */
   batchMs?: number;
   isSenderAllowed?: SenderCheck;
+  /**
+   * Called with the libp2p peer id that forwarded an update of a later
+   * epoch of a document than ours (docs/epochs.md): a sync with it brings
+   * that epoch, which this node then adopts. Default: nothing (sync at its
+   * own pace, prompted by the digests, brings it).
+   */
+  onLaterEpoch?: (peerId: string, doc: DocName) => void;
 }
 
 export const DEFAULT_BATCH_MS = 5;
@@ -49,6 +57,7 @@ class ReplicatorMetrics {
   readonly bytesIn: Counter<'doc'>;
   readonly rejects: Counter<'reason'>;
   readonly publishFailures: Counter<'reason'>;
+  readonly otherEpoch: Counter<'doc' | 'epoch'>;
   readonly relays: Counter<'doc' | 'result'>;
   readonly unheard: Counter<'doc' | 'result'>;
   readonly batchSize: Histogram;
@@ -78,6 +87,11 @@ class ReplicatorMetrics {
       name: 'silo_gossip_rejected_total',
       help: 'Document messages rejected by the topic validator, by reason',
       labelNames: ['reason'],
+    });
+    this.otherEpoch = counterIn(registry, {
+      name: 'silo_gossip_other_epoch_updates_total',
+      help: 'Document updates of another epoch than ours, not applied: earlier (the sender carries its writes over) or later (fetched by sync)',
+      labelNames: ['doc', 'epoch'],
     });
     this.publishFailures = counterIn(registry, {
       name: 'silo_gossip_publish_failures_total',
@@ -132,6 +146,8 @@ export class Replicator {
   private readonly held = new Map<DocName, { updates: Uint8Array[]; bytes: number }>();
   private readonly topicDocs: Map<string, DocName>;
   private unsubscribeState: (() => void) | undefined;
+  private unsubscribeEpochs: (() => void) | undefined;
+  private readonly onLaterEpoch: (peerId: string, doc: DocName) => void;
   private running = false;
 
   constructor(options: ReplicatorOptions) {
@@ -144,6 +160,7 @@ export class Replicator {
     this.metrics = new ReplicatorMetrics(options.registry);
     this.batchMs = options.batchMs ?? DEFAULT_BATCH_MS;
     this.isSenderAllowed = options.isSenderAllowed ?? allowAnySender;
+    this.onLaterEpoch = options.onLaterEpoch ?? (() => {});
     this.maxEnvelopeBytes = this.state.maxUpdateBytes + ENVELOPE_OVERHEAD_BYTES;
     const topics = {} as Record<DocName, string>;
     for (const doc of DOC_NAMES) topics[doc] = docTopic(this.org, doc);
@@ -157,6 +174,15 @@ export class Replicator {
 
   private listenToState(): void {
     if (this.unsubscribeState !== undefined) return;
+    // Batched and held updates belong to the epoch they were written in. After a switch they are
+    // dropped: what they wrote is in the new epoch already (a start copies it, an adoption carries
+    // it over and publishes the carried records as a new local update).
+    this.unsubscribeEpochs = this.state.onEpoch((doc) => {
+      const batch = this.pending.get(doc);
+      if (batch?.timer) clearTimeout(batch.timer);
+      this.pending.delete(doc);
+      this.held.delete(doc);
+    });
     this.unsubscribeState = this.state.onChange((doc, update, origin) => {
       if (origin === Origin.local) {
         if (this.running) this.enqueue(doc, update);
@@ -191,6 +217,8 @@ export class Replicator {
     this.running = false;
     this.unsubscribeState?.();
     this.unsubscribeState = undefined;
+    this.unsubscribeEpochs?.();
+    this.unsubscribeEpochs = undefined;
     const pubsub = this.node.services.pubsub;
     pubsub.removeEventListener('subscription-change', this.onSubscriptionChange);
     for (const doc of DOC_NAMES) this.flush(doc);
@@ -301,7 +329,13 @@ export class Replicator {
       );
       return;
     }
-    const envelope = encodeEnvelope({ org: this.org, doc, from: this.nodeId, update });
+    const envelope = encodeEnvelope({
+      org: this.org,
+      doc,
+      from: this.nodeId,
+      update,
+      epoch: this.state.epoch(doc),
+    });
     const publishing = this.node.services.pubsub.publish(this.topics[doc], envelope).then(
       ({ recipients }) => {
         this.metrics.updatesOut.inc({ doc });
@@ -320,7 +354,7 @@ export class Replicator {
     void publishing.finally(() => this.inflight.delete(publishing));
   }
 
-  private validate(doc: DocName, _propagationSource: PeerId, message: Message): TopicValidatorResult {
+  private validate(doc: DocName, propagationSource: PeerId, message: Message): TopicValidatorResult {
     // StrictSign makes gossipsub drop unsigned messages before us; checked
     // again because the sender check below needs the signer.
     if (message.type !== 'signed') return this.reject('unsigned', doc, undefined, 'message is not signed');
@@ -330,6 +364,18 @@ export class Replicator {
     const { envelope } = decoded;
     if (!this.isSenderAllowed(signer, envelope.from)) {
       return this.reject('sender-not-allowed', doc, signer, `node "${envelope.from}"`);
+    }
+    if (!this.state.hasEpochs(doc) && envelope.epoch.number > 0) {
+      return this.reject('malformed', doc, signer, `an epoch for ${doc}, which has none`);
+    }
+    const verdict = judgeEpoch(this.state.epoch(doc), envelope.epoch);
+    if (verdict !== 'merge') {
+      // Another epoch's update means nothing in ours. Not forwarded: its other receivers
+      // judge it the same way. An earlier one's sender carries its writes over once it
+      // adopts ours; a later one is fetched whole from the peer that forwarded it.
+      this.metrics.otherEpoch.inc({ doc, epoch: verdict === 'adopt' ? 'later' : 'earlier' });
+      if (verdict === 'adopt') this.onLaterEpoch(propagationSource.toString(), doc);
+      return TopicValidatorResult.Ignore;
     }
     try {
       // applyRemote validates the whole update before Yjs sees it.

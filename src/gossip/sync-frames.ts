@@ -1,7 +1,9 @@
 import * as Y from 'yjs';
+import { type EpochInfo, GENESIS_EPOCH } from '../state/epochs/epoch.js';
 import { type DocName, isDocName } from '../state/names.js';
 import { SiloError, type SiloErrorCode } from '../util/silo-error.js';
 import { isPlainRecord, packMessage, unpackMessage } from './codec.js';
+import { decodeWireEpoch, encodeWireEpoch, type WireEpoch } from './wire-epoch.js';
 
 /**
  * Frames of `/silo/sync/1` (docs/protocol.md, "Anti-entropy sync"). Each
@@ -24,10 +26,20 @@ export const FrameType = {
   busy: 3,
 } as const;
 
+/**
+ * `e`: the sender's epoch of `doc` (docs/epochs.md), `[number, id]`; absent: the genesis epoch (what
+ * agents before epochs send). A step 2 answering a step 1 of an earlier epoch holds the whole
+ * document; one answering a later epoch holds nothing the peer can use.
+ */
 export type SyncFrame =
-  | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array; slices?: true }
-  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array; more?: true; next?: true }
+  | { t: typeof FrameType.step1; doc: DocName; sv: Uint8Array; slices?: true; e?: WireEpoch }
+  | { t: typeof FrameType.step2; doc: DocName; update: Uint8Array; more?: true; next?: true; e?: WireEpoch }
   | { t: typeof FrameType.busy };
+
+/** The epoch a step frame names. */
+export function frameEpoch(frame: { e?: WireEpoch }): EpochInfo {
+  return frame.e === undefined ? GENESIS_EPOCH : { number: frame.e[0], id: frame.e[1] };
+}
 
 /** A frame that breaks the protocol; the session is aborted and nothing of the frame is applied. */
 const SYNC_ERROR_CODES = {
@@ -60,6 +72,13 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
   if (!isPlainRecord(value)) throw new SyncProtocolError('malformed', 'frame is not a msgpack map');
   const { t, doc } = value;
   if (t === FrameType.busy) return { t };
+  let e: WireEpoch | undefined;
+  if (value.e !== undefined) {
+    const epoch = decodeWireEpoch(value.e);
+    if (epoch === null) throw new SyncProtocolError('malformed', 'e is not [number, id]');
+    e = encodeWireEpoch(epoch);
+  }
+  const withEpoch = <F extends SyncFrame>(frame: F): F => (e === undefined ? frame : { ...frame, e });
   if (t !== FrameType.step1 && t !== FrameType.step2) {
     throw new SyncProtocolError('malformed', `unknown frame type ${String(t)}`);
   }
@@ -78,7 +97,7 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
     } catch (err) {
       throw new SyncProtocolError('malformed', `step1 sv does not decode: ${(err as Error).message}`);
     }
-    return slices === true ? { t, doc, sv, slices } : { t, doc, sv };
+    return withEpoch(slices === true ? { t, doc, sv, slices } : { t, doc, sv });
   }
   const { update, more, next } = value;
   if (!(update instanceof Uint8Array) || update.byteLength === 0) {
@@ -88,6 +107,6 @@ export function decodeFrame(bytes: Uint8Array): SyncFrame {
   if (next !== undefined && next !== true) throw new SyncProtocolError('malformed', 'step2 next is not true');
   if (more === true && next === true)
     throw new SyncProtocolError('malformed', 'step2 with both more and next');
-  if (more === true) return { t, doc, update, more };
-  return next === true ? { t, doc, update, next } : { t, doc, update };
+  if (more === true) return withEpoch({ t, doc, update, more });
+  return withEpoch(next === true ? { t, doc, update, next } : { t, doc, update });
 }

@@ -3,15 +3,25 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import * as lp from 'it-length-prefixed';
 import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
+import * as Y from 'yjs';
 import type { ClusterState } from '../state/cluster-state.js';
 import type { SliceLimits } from '../state/diff-slices.js';
+import { type EpochInfo, judgeEpoch } from '../state/epochs/epoch.js';
 import { DOC_NAMES, type DocName, Origin } from '../state/names.js';
 import { counterIn, histogramIn } from '../util/metrics.js';
 import { FrameQueue } from './frame-queue.js';
 import { ThrottledLog } from './log-throttle.js';
 import type { GossipNode } from './node.js';
-import { decodeFrame, encodeFrame, FrameType, type SyncFrame, SyncProtocolError } from './sync-frames.js';
+import {
+  decodeFrame,
+  encodeFrame,
+  FrameType,
+  frameEpoch,
+  type SyncFrame,
+  SyncProtocolError,
+} from './sync-frames.js';
 import { SYNC_PROTOCOL } from './topics.js';
+import { encodeWireEpoch } from './wire-epoch.js';
 
 export type SyncResult =
   | 'ok'
@@ -62,6 +72,11 @@ export const SESSION_CAP_TIMEOUTS = 12;
 /** Lets timers and I/O run between two slices of a large step 2 (sent or applied). */
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** A state vector of nothing: a diff against it is the whole document (a peer in an earlier epoch gets that). */
+const EMPTY_STATE_VECTOR = Y.encodeStateVector(new Y.Doc());
+/** An update of nothing: the step 2 answering a peer in a later epoch, which has nothing to learn from ours. */
+const EMPTY_UPDATE = Y.encodeStateAsUpdate(new Y.Doc());
+
 /** Frame room around an update (msgpack map keys, type tag, doc name). */
 const FRAME_OVERHEAD_BYTES = 1024;
 
@@ -71,6 +86,11 @@ async function* reportingProgress<T>(source: AsyncIterable<T>, progressed: () =>
     progressed();
     yield item;
   }
+}
+
+/** The `e` field of a step frame: left out for the genesis epoch, as agents before epochs send it. */
+function epochField(epoch: EpochInfo): { e?: [number, string] } {
+  return epoch.number > 0 ? { e: encodeWireEpoch(epoch) } : {};
 }
 
 function concatBytes(parts: Uint8Array[], total: number): Uint8Array {
@@ -93,10 +113,16 @@ async function* asBytes(source: AsyncIterable<{ subarray(): Uint8Array }>): Asyn
 
 class SyncMetrics {
   readonly sessions: Counter<'direction' | 'result'>;
+  readonly otherEpoch: Counter<'doc' | 'epoch'>;
   readonly bytes: Counter<'direction'>;
   readonly duration: Histogram<'direction'>;
 
   constructor(registry: Registry) {
+    this.otherEpoch = counterIn(registry, {
+      name: 'silo_sync_other_epoch_total',
+      help: 'Sync step 1 frames from a peer in another epoch: earlier (it was sent our whole document) or later (we adopt its epoch from its step 2)',
+      labelNames: ['doc', 'epoch'],
+    });
     this.sessions = counterIn(registry, {
       name: 'silo_sync_sessions_total',
       help: 'Anti-entropy sessions by direction (inbound/outbound) and result',
@@ -321,19 +347,21 @@ export class AntiEntropy {
     /** Documents whose step 2 arrives in slices. */
     const sliced = new Set<DocName>();
     /** Sends `update` in frames of at most maxUpdateBytes, the last with `next` when another update follows. */
-    const sendUpdate = (doc: DocName, update: Uint8Array, next: boolean): void => {
+    const sendUpdate = (doc: DocName, update: Uint8Array, next: boolean, epoch: EpochInfo): void => {
       const part = this.state.maxUpdateBytes;
+      const e = epochField(epoch);
       for (let at = 0; at < update.byteLength; at += part) {
         const bytes = update.subarray(at, at + part);
-        if (at + part < update.byteLength) send({ t: FrameType.step2, doc, update: bytes, more: true });
-        else if (next) send({ t: FrameType.step2, doc, update: bytes, next: true });
-        else send({ t: FrameType.step2, doc, update: bytes });
+        if (at + part < update.byteLength) send({ t: FrameType.step2, doc, update: bytes, more: true, ...e });
+        else if (next) send({ t: FrameType.step2, doc, update: bytes, next: true, ...e });
+        else send({ t: FrameType.step2, doc, update: bytes, ...e });
       }
     };
     let result: SyncResult;
     try {
       for (const doc of DOC_NAMES) {
-        send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc), slices: true });
+        const e = epochField(this.state.epoch(doc));
+        send({ t: FrameType.step1, doc, sv: this.state.encodeStateVector(doc), slices: true, ...e });
       }
       let declined = false;
       for await (const chunk of lp.decode(asBytes(stream.source), { maxDataLength: this.maxFrameBytes })) {
@@ -341,6 +369,9 @@ export class AntiEntropy {
         bytesIn += bytes.byteLength;
         progressed();
         const frame = decodeFrame(bytes);
+        if (frame.t !== FrameType.busy && frame.e !== undefined && !this.state.hasEpochs(frame.doc)) {
+          throw new SyncProtocolError('malformed', `an epoch for ${frame.doc}, which has none`);
+        }
         if (frame.t === FrameType.busy) {
           const nothingYet =
             awaitingStep1.size === DOC_NAMES.length && awaitingStep2.size === DOC_NAMES.length;
@@ -354,25 +385,36 @@ export class AntiEntropy {
           if (!awaitingStep1.delete(frame.doc)) {
             throw new SyncProtocolError('malformed', `second step1 for ${frame.doc}`);
           }
-          if (frame.slices === true) {
+          // Captured once: the slices below come from the document as it is now, even if this
+          // node moves to another epoch while they are sent.
+          const ours = this.state.epoch(frame.doc);
+          const verdict = judgeEpoch(ours, frameEpoch(frame));
+          if (verdict !== 'merge')
+            this.metrics.otherEpoch.inc({ doc: frame.doc, epoch: verdict === 'adopt' ? 'later' : 'earlier' });
+          // A peer in an earlier epoch gets the whole document (it adopts it); one in a later
+          // epoch has nothing to learn from ours (we adopt its epoch from its step 2).
+          const sv = verdict === 'answer' ? EMPTY_STATE_VECTOR : frame.sv;
+          if (verdict === 'adopt') {
+            sendUpdate(frame.doc, EMPTY_UPDATE, false, ours);
+          } else if (frame.slices === true) {
             // Slice by slice, letting the loop run between them; the peer applies each as it comes.
             let total = 0;
-            for (const slice of this.state.encodeDiffSlices(frame.doc, frame.sv, this.sliceLimits)) {
+            for (const slice of this.state.encodeDiffSlices(frame.doc, sv, this.sliceLimits)) {
               total += slice.update.byteLength;
               if (total > this.state.maxSyncUpdateBytes) {
                 // The peer would reject it; see docs/protocol.md on this limit.
                 throw new SyncProtocolError('oversize', `${frame.doc} diff exceeds ${total} bytes`);
               }
-              sendUpdate(frame.doc, slice.update, !slice.last);
+              sendUpdate(frame.doc, slice.update, !slice.last, ours);
               if (!slice.last) await yieldToLoop();
             }
           } else {
             // A peer that knows no slices: the whole diff as one update.
-            const diff = this.state.encodeDiff(frame.doc, frame.sv);
+            const diff = this.state.encodeDiff(frame.doc, sv);
             if (diff.byteLength > this.state.maxSyncUpdateBytes) {
               throw new SyncProtocolError('oversize', `${frame.doc} diff is ${diff.byteLength} bytes`);
             }
-            sendUpdate(frame.doc, diff, false);
+            sendUpdate(frame.doc, diff, false, ours);
           }
           if (awaitingStep1.size === 0) outbox.end();
         } else {
@@ -402,8 +444,16 @@ export class AntiEntropy {
           if (frame.next === true) sliced.add(frame.doc);
           const pastRelayLimit = sliced.has(frame.doc) && total > this.state.maxUpdateBytes / 2;
           const applyAs = origin === Origin.catchUp && pastRelayLimit ? Origin.sync : origin;
+          const theirs = frameEpoch(frame);
+          const verdict = judgeEpoch(this.state.epoch(frame.doc), theirs);
           try {
-            this.state.applyRemote(frame.doc, update, applyAs, this.state.maxSyncUpdateBytes);
+            if (verdict === 'merge') {
+              this.state.applyRemote(frame.doc, update, applyAs, this.state.maxSyncUpdateBytes);
+            } else if (verdict === 'adopt') {
+              // The whole document of a later epoch (or its first slice; the rest then merges).
+              this.state.adoptEpoch(frame.doc, theirs, update, applyAs);
+            }
+            // An earlier epoch's state: nothing for us; the peer adopts ours from our step 2.
           } catch (err) {
             throw new SyncProtocolError('invalid-update', `${frame.doc}: ${(err as Error).message}`);
           }

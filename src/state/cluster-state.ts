@@ -4,6 +4,9 @@ import * as Y from 'yjs';
 import { Listeners } from '../util/listeners.js';
 import { SiloError } from '../util/silo-error.js';
 import { type DiffSlice, diffSlices, type SliceLimits } from './diff-slices.js';
+import { readDocSlots, writeDocSlot } from './epochs/doc-slots.js';
+import { carryOver, compareEpochs, type EpochInfo, GENESIS_EPOCH, startEpoch } from './epochs/epoch.js';
+import { slottedMapsOf } from './epochs/layout.js';
 import { HybridClock } from './epochs/stamp.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
@@ -79,6 +82,11 @@ export class ClusterState {
     this.logger.error({ err }, 'update listener failed'),
   );
   private readonly digests = new Map<DocName, string>();
+  /** Each document's current epoch (docs/epochs.md); the genesis epoch until one is started or adopted. */
+  private readonly epochs = {} as Record<DocName, EpochInfo>;
+  private readonly epochListeners = new Listeners<[DocName, EpochInfo]>((err) =>
+    this.logger.error({ err }, 'epoch listener failed'),
+  );
   private readonly logger: Logger;
   private readonly log: UpdateLog | undefined;
   private readonly compactEvery: number;
@@ -107,6 +115,7 @@ export class ClusterState {
     for (const name of DOC_NAMES) {
       const doc = new Y.Doc({ gc: true });
       docs[name] = doc;
+      this.epochs[name] = this.log?.epoch(name) ?? GENESIS_EPOCH;
       this.restore(name, doc);
       this.bind(name, doc);
     }
@@ -221,7 +230,13 @@ export class ClusterState {
     const cached = this.digests.get(name);
     if (cached) return cached;
     const snapshot = Y.encodeSnapshot(Y.snapshot(this.docs[name]));
-    const value = createHash('sha256').update(snapshot).digest('hex').slice(0, 16);
+    const { number, id } = this.epochs[name];
+    // The epoch is part of what two nodes compare: equal content in two epochs still needs a sync.
+    const value = createHash('sha256')
+      .update(`${number}\0${id}\0`)
+      .update(snapshot)
+      .digest('hex')
+      .slice(0, 16);
     this.digests.set(name, value);
     return value;
   }
@@ -230,6 +245,120 @@ export class ClusterState {
     const out = {} as Record<DocName, string>;
     for (const name of DOC_NAMES) out[name] = this.digest(name);
     return out;
+  }
+
+  /** The epoch `name` is in (docs/epochs.md). */
+  epoch(name: DocName): EpochInfo {
+    return this.epochs[name];
+  }
+
+  /** Whether `name` moves between epochs (it has slotted maps). */
+  hasEpochs(name: DocName): boolean {
+    return slottedMapsOf(name) !== undefined;
+  }
+
+  /** Called after a document moved to another epoch (started here or adopted). */
+  onEpoch(listener: (doc: DocName, epoch: EpochInfo) => void): () => void {
+    return this.epochListeners.add(listener);
+  }
+
+  /**
+   * The encoded size of `name` now, and of the same content as a fresh
+   * epoch would hold it: what an epoch start would save (docs/epochs.md,
+   * "When to start"). Costs two encodings of the document.
+   */
+  epochSavings(name: DocName): { currentBytes: number; freshBytes: number } {
+    const maps = this.requireSlotted(name);
+    const started = startEpoch(this.epochs[name], readDocSlots(this.docs[name], maps), {
+      starter: this.nodeId,
+      stamp: { at: 0, seq: 0, writer: this.nodeId },
+    });
+    return {
+      currentBytes: Y.encodeStateAsUpdate(this.docs[name]).byteLength,
+      freshBytes: Y.encodeStateAsUpdate(this.freshDoc(started.slots)).byteLength,
+    };
+  }
+
+  /**
+   * Starts the next epoch of `name` from this node's view: a document without
+   * history holding each record's winner (docs/epochs.md). Durable on return;
+   * peers learn of it from digests and sync, and adopt it.
+   */
+  startEpoch(name: DocName): EpochInfo {
+    const maps = this.requireSlotted(name);
+    const started = startEpoch(this.epochs[name], readDocSlots(this.docs[name], maps), {
+      starter: this.nodeId,
+      stamp: this.clock.next(Date.now()),
+    });
+    const doc = this.freshDoc(started.slots);
+    this.switchTo(name, started.epoch, doc);
+    this.logger.info(
+      { doc: name, epoch: started.epoch, bytes: Y.encodeStateAsUpdate(doc).byteLength },
+      'started a new epoch',
+    );
+    return started.epoch;
+  }
+
+  /**
+   * Moves `name` to the later epoch `epoch`, whose state (all of it, or the
+   * first part of a sync) is `update`, and writes into it, in this node's
+   * slots, every record of the old epoch the new one lacks or holds older
+   * (`carryOver`): nothing acknowledged here is lost by the switch. The
+   * switch and the carried records are durable together; the carried
+   * records are then published like any local write.
+   */
+  adoptEpoch(name: DocName, epoch: EpochInfo, update: Uint8Array, origin: string = Origin.sync): void {
+    const maps = this.requireSlotted(name);
+    if (compareEpochs(epoch, this.epochs[name]) <= 0) {
+      throw new InvalidUpdateError(name, `epoch ${epoch.number}/${epoch.id} is not after the current one`);
+    }
+    this.validateUpdate(name, update, this.maxSyncUpdateBytes);
+    const doc = new Y.Doc({ gc: true });
+    Y.applyUpdate(doc, update, origin);
+    const carried = carryOver(readDocSlots(this.docs[name], maps), readDocSlots(doc, maps));
+    let carriedUpdate: Uint8Array | undefined;
+    if (carried.length > 0) {
+      const capture = (bytes: Uint8Array): void => {
+        carriedUpdate = bytes;
+      };
+      doc.on('update', capture);
+      doc.transact(() => {
+        for (const { key, record } of carried) writeDocSlot(doc, key, this.nodeId, record);
+      }, Origin.local);
+      doc.off('update', capture);
+    }
+    this.switchTo(name, epoch, doc);
+    this.logger.info({ doc: name, epoch, carried: carried.length }, 'adopted a later epoch');
+    if (carriedUpdate !== undefined) this.listeners.emit(name, carriedUpdate, Origin.local);
+  }
+
+  private requireSlotted(name: DocName): readonly string[] {
+    const maps = slottedMapsOf(name);
+    if (maps === undefined) throw new InvalidUpdateError(name, 'this document has no epochs');
+    return maps;
+  }
+
+  private freshDoc(slots: ReturnType<typeof readDocSlots>): Y.Doc {
+    const doc = new Y.Doc({ gc: true });
+    doc.transact(() => {
+      for (const [key, owners] of slots) {
+        for (const [owner, record] of owners) writeDocSlot(doc, key, owner, record);
+      }
+    }, Origin.local);
+    return doc;
+  }
+
+  /** Persists `doc` as epoch `epoch` of `name` (one transaction), then makes it the live document. */
+  private switchTo(name: DocName, epoch: EpochInfo, doc: Y.Doc): void {
+    this.log?.switchEpoch(name, epoch, Y.encodeStateAsUpdate(doc));
+    const old = this.docs[name];
+    this.docs[name] = doc;
+    this.epochs[name] = epoch;
+    this.digests.delete(name);
+    this.bind(name, doc);
+    old.destroy();
+    this.transactionListeners.after.get(name)?.emit(null);
+    this.epochListeners.emit(name, epoch);
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import { counterIn, histogramIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
+import { type EpochInfo, GENESIS_EPOCH } from './epochs/epoch.js';
 import { storePathProblem } from './lmdb-preflight.js';
 import {
   decodeFrame,
@@ -55,6 +56,30 @@ type BinaryDb = Database<Bytes, Bytes>;
 
 const DB_NAMES = ['meta', 'snapshots', 'tail', 'quarantine'] as const;
 const FORMAT_KEY = new TextEncoder().encode('format');
+
+/** `meta` key of a document's epoch (docs/protocol.md, "Durable storage"); absent: the genesis epoch. */
+function epochKey(doc: DocName): Uint8Array {
+  return new TextEncoder().encode(`epoch:${doc}`);
+}
+
+function encodeEpoch(epoch: EpochInfo): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify({ number: epoch.number, id: epoch.id }));
+}
+
+/** The stored epoch, or the reason it is unreadable. */
+function decodeEpoch(bytes: Uint8Array): EpochInfo | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    return `not JSON (${messageOf(err)})`;
+  }
+  if (value === null || typeof value !== 'object') return 'not an object';
+  const { number, id } = value as Record<string, unknown>;
+  if (typeof number !== 'number' || !Number.isSafeInteger(number) || number < 0) return 'bad number';
+  if (typeof id !== 'string' || id.length > 64) return 'bad id';
+  return { number, id };
+}
 
 interface DocCursor {
   /** Seq the next appended entry gets; strictly above every seq in the tail and the snapshot's. */
@@ -279,6 +304,48 @@ export class LmdbUpdateLog implements UpdateLog {
     this.cursors[doc].snapshotBytes = snapshot.byteLength;
     this.metrics.compactions.inc({ doc });
     this.logger.debug({ doc, removed, snapshotBytes: snapshot.byteLength, covered }, 'compacted');
+  }
+
+  epoch(doc: DocName): EpochInfo {
+    this.ensureOpen();
+    const stored = this.meta.get(epochKey(doc));
+    if (stored === undefined) return GENESIS_EPOCH;
+    const epoch = decodeEpoch(stored);
+    if (typeof epoch !== 'string') return epoch;
+    // Taking the genesis epoch is safe: a node that believes itself behind adopts the cluster's
+    // epoch and carries its whole state over (a join); believing itself ahead would not be.
+    this.metrics.corrupt.inc({ doc, kind: 'epoch' });
+    this.logger.error({ doc, reason: epoch }, 'unreadable epoch record; starting from the genesis epoch');
+    return GENESIS_EPOCH;
+  }
+
+  /**
+   * Writes `snapshot` as the whole document in epoch `epoch` and removes the
+   * tail, in one transaction (see UpdateLog.switchEpoch).
+   */
+  switchEpoch(doc: DocName, epoch: EpochInfo, snapshot: Uint8Array): void {
+    this.ensureOpen();
+    if (!(snapshot instanceof Uint8Array))
+      throw new TypeError(`switchEpoch ${doc}: snapshot must be a Uint8Array`);
+    const covered = this.cursors[doc].nextSeq - 1;
+    const frame = encodeFrame(covered, snapshot);
+    try {
+      this.root.transactionSync(() => {
+        this.meta.putSync(epochKey(doc), encodeEpoch(epoch));
+        this.snapshots.putSync(snapshotKey(doc), frame);
+        const keys = Array.from(this.tail.getKeys(docRange(doc)), (k) => new Uint8Array(k));
+        for (const key of keys) this.tail.removeSync(key);
+      });
+    } catch (err) {
+      throw new Error(`silo store ${this.path}: epoch switch of ${doc} failed: ${messageOf(err)}`, {
+        cause: err,
+      });
+    }
+    this.cursors[doc].tailCount = 0;
+    this.cursors[doc].tailBytes = 0;
+    this.cursors[doc].snapshotBytes = snapshot.byteLength;
+    this.metrics.compactions.inc({ doc });
+    this.logger.debug({ doc, epoch, snapshotBytes: snapshot.byteLength }, 'switched epoch');
   }
 
   /** Entries moved aside by `load` because they failed verification (for operators and tests). */

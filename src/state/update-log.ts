@@ -1,3 +1,4 @@
+import type { EpochInfo } from './epochs/epoch.js';
 import type { DocName } from './names.js';
 
 /**
@@ -18,5 +19,13 @@ export interface UpdateLog {
   snapshotBytes(doc: DocName): number;
   /** Replaces the snapshot with `snapshot` and drops the tail it covers, atomically. */
   compact(doc: DocName, snapshot: Uint8Array): void;
+  /** The epoch the stored document is in (docs/epochs.md); the genesis epoch when none was stored. */
+  epoch(doc: DocName): EpochInfo;
+  /**
+   * Replaces the document with `snapshot`, the whole state of epoch `epoch`:
+   * the snapshot and the epoch are written and the whole tail removed in one
+   * transaction, so a restart sees either the old epoch or the new one.
+   */
+  switchEpoch(doc: DocName, epoch: EpochInfo, snapshot: Uint8Array): void;
   close(): Promise<void>;
 }

@@ -20,6 +20,8 @@ export type NodeOverrides = Partial<
 > & {
   maxUpdateBytes?: number;
   maxSyncUpdateBytes?: number;
+  /** A state built beforehand (it must carry this node's id); default: a fresh memory-only one. */
+  state?: ClusterState;
 };
 
 /** Small timings so tests finish quickly; real libp2p over loopback TCP. */
@@ -42,8 +44,9 @@ export async function startNode(nodeId: string, overrides: NodeOverrides = {}): 
 
 /** A node whose gossip layer is created but not started (what an agent has before its start). */
 export async function createNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
-  const { maxUpdateBytes, maxSyncUpdateBytes, ...gossipOverrides } = overrides;
-  const state = new ClusterState({ logger: silentLogger, maxUpdateBytes, maxSyncUpdateBytes });
+  const { maxUpdateBytes, maxSyncUpdateBytes, state: given, ...gossipOverrides } = overrides;
+  const state =
+    given ?? new ClusterState({ logger: silentLogger, nodeId, maxUpdateBytes, maxSyncUpdateBytes });
   const registry = new Registry();
   const gossip = await GossipLayer.create({
     org: ORG,
