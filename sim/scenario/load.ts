@@ -203,6 +203,7 @@ function checkSelectors(step: Step, knownNodes: number): string[] {
     case 'writes':
     case 'drain':
     case 'flap':
+    case 'epoch':
       lists.push(['nodes', step.nodes]);
       break;
     case 'witnesses':

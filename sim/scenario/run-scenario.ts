@@ -424,6 +424,14 @@ async function executeStep(step: Step, index: number, s: StepContext): Promise<s
       for (const name of nodes) cluster.skew(name, step.by);
       return `${compactNames(nodes)} by ${step.by >= 0 ? '+' : ''}${step.by} ms`;
     }
+    case 'epoch': {
+      const nodes = pick(step.nodes).filter((name) => cluster.isUp(name));
+      const started = nodes.map((name) => {
+        const epoch = cluster.agent(name).state.startEpoch(step.doc);
+        return `${name}: ${step.doc} epoch ${epoch.number}/${epoch.id.slice(0, 6)}`;
+      });
+      return started.length === 0 ? '(no running node)' : started.join(', ');
+    }
     case 'write': {
       const made: string[] = [];
       for (let i = 0; i < step.count; i++) {

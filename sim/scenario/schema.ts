@@ -186,6 +186,13 @@ export const StepSchemas = {
     set: z.array(z.string().min(1)).min(1).max(7),
     via: Selector.optional(),
   }),
+  /** Each selected node starts the next epoch of `doc` from its own view (docs/epochs.md). */
+  epoch: z.strictObject({
+    ...at,
+    action: z.literal('epoch'),
+    nodes: Selector,
+    doc: z.enum(['workloads', 'enrollment']).default('workloads'),
+  }),
   write: z.strictObject({
     ...at,
     action: z.literal('write'),
