@@ -1,13 +1,21 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { pack } from 'msgpackr';
 import * as Y from 'yjs';
 import { decodeEnvelope, ENVELOPE_REJECTIONS, encodeEnvelope } from '../../src/gossip/envelope.js';
 import { decodeHeartbeat, encodeHeartbeat, MAX_HEARTBEAT_BYTES } from '../../src/gossip/heartbeat.js';
-import { decodeFrame, encodeFrame, FrameType, SyncProtocolError } from '../../src/gossip/sync-frames.js';
+import {
+  decodeFrame,
+  encodeFrame,
+  FrameType,
+  frameEpoch,
+  SyncProtocolError,
+} from '../../src/gossip/sync-frames.js';
 import { assertOrgName, docTopic, livenessTopic } from '../../src/gossip/topics.js';
+import { GENESIS_EPOCH } from '../../src/state/epochs/epoch.js';
 
 const expect = { org: 'acme', doc: 'workloads' as const, maxBytes: 10_000 };
 
@@ -69,6 +77,44 @@ describe('gossip envelope', () => {
       if (!decoded.ok) assert.equal(decoded.reason, reason, name);
     }
     assert.deepEqual([...ENVELOPE_REJECTIONS].sort(), [...new Set(cases.map((c) => c[2]))].sort());
+  });
+
+  test('carries the epoch; genesis goes without the field; a bad one is malformed', () => {
+    const update = sampleUpdate();
+    const later = { number: 3, id: 'abc123' };
+    const withEpoch = decodeEnvelope(
+      encodeEnvelope({ org: 'acme', doc: 'workloads', from: 'node-1', update, epoch: later }),
+      expect,
+    );
+    assert.ok(withEpoch.ok);
+    assert.deepEqual(withEpoch.envelope.epoch, later);
+    const genesis = encodeEnvelope({
+      org: 'acme',
+      doc: 'workloads',
+      from: 'node-1',
+      update,
+      epoch: GENESIS_EPOCH,
+    });
+    assert.deepEqual(genesis, encodeEnvelope({ org: 'acme', doc: 'workloads', from: 'node-1', update }));
+    const decodedGenesis = decodeEnvelope(genesis, expect);
+    assert.ok(decodedGenesis.ok);
+    assert.deepEqual(decodedGenesis.envelope.epoch, GENESIS_EPOCH);
+    const fields = { v: 1, org: 'acme', doc: 'workloads', from: 'node-1', update, crc: crc32(update) };
+    for (const e of [
+      [1],
+      [1, 2],
+      [-1, 'a'],
+      [1.5, 'a'],
+      [0, 'a'],
+      [1, ''],
+      [1, 'x'.repeat(65)],
+      'e',
+      { n: 1 },
+    ]) {
+      const decoded = decodeEnvelope(pack({ ...fields, e }), expect);
+      assert.equal(decoded.ok, false, JSON.stringify(e));
+      if (!decoded.ok) assert.equal(decoded.reason, 'malformed', JSON.stringify(e));
+    }
   });
 
   test('never throws on arbitrary input', () => {
@@ -183,7 +229,17 @@ describe('sync frames', () => {
       pack({ t: 1, doc: 'observed', sv, slices: 1 }),
       pack({ t: 2, doc: 'observed', update: Uint8Array.from([0, 0]), next: false }),
       pack({ t: 2, doc: 'observed', update: Uint8Array.from([0, 0]), next: true, more: true }),
+      pack({ t: 1, doc: 'workloads', sv, e: [1] }),
+      pack({ t: 2, doc: 'workloads', update: Uint8Array.from([0, 0]), e: [-1, 'x'] }),
+      pack({ t: 2, doc: 'workloads', update: Uint8Array.from([0, 0]), e: 'x' }),
     ];
+    // The epoch of a step frame (docs/protocol.md): absent means genesis.
+    const tagged = decodeFrame(encodeFrame({ t: FrameType.step1, doc: 'workloads', sv, e: [2, 'ab'] }));
+    assert.ok(tagged.t === FrameType.step1);
+    assert.deepEqual(frameEpoch(tagged), { number: 2, id: 'ab' });
+    const untagged = decodeFrame(encodeFrame({ t: FrameType.step1, doc: 'workloads', sv }));
+    assert.ok(untagged.t === FrameType.step1);
+    assert.deepEqual(frameEpoch(untagged), GENESIS_EPOCH);
     for (const bytes of bad) assert.throws(() => decodeFrame(bytes), SyncProtocolError);
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {

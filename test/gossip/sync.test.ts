@@ -340,6 +340,16 @@ describe('/silo/sync/1', () => {
         'malformed',
       ],
       [
+        'an epoch for the observed document, which has none',
+        [framed({ t: 1, doc: 'observed', sv: emptySv, e: [1, 'ab'] })],
+        'malformed',
+      ],
+      [
+        'step 2 with an epoch that is not [number, id]',
+        [framed({ t: 2, doc: 'workloads', update: goodUpdate, e: [1] })],
+        'malformed',
+      ],
+      [
         'step 1 "slices" not true',
         [framed({ t: 1, doc: 'workloads', sv: emptySv, slices: 'yes' })],
         'malformed',
