@@ -8,8 +8,10 @@
  *   not fsync); a replica applies every update it published. Reported: the
  *   encoded document on both, the log's bytes (snapshot + tail) and data.mdb on
  *   disk, and the time to reopen the store and restore the document.
- * - workloads: `specUpdates` spec rewrites over the same workloads, in memory:
- *   a document that still keeps Yjs history per overwrite (not compacted yet).
+ * - workloads: `specUpdates` spec rewrites over the same workloads into a store
+ *   on disk, once without epochs (Yjs history per overwrite) and once with the
+ *   epoch starter looking every 1,000 rewrites (docs/epochs.md); reported: the
+ *   document, the log, data.mdb, the restart and a newcomer's catch-up.
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import * as Y from 'yjs';
 import { ClusterState } from '../src/state/cluster-state.js';
+import { EpochStarter } from '../src/state/epoch-starter.js';
 import { LmdbUpdateLog } from '../src/state/lmdb-log.js';
 import { ObservedView } from '../src/state/observed-view.js';
 import type { ObservedStatus, Phase } from '../src/state/schemas.js';
@@ -54,7 +57,23 @@ export interface DocGrowthReport {
     liveBytes: number;
     docBytes: number;
     historyBytesPerUpdate: number;
+    withoutEpochs: WorkloadsPass;
+    withEpochs: WorkloadsPass;
   };
+}
+
+/** One run of spec rewrites on a store (docs/benchmarks.md, "Document growth"). */
+export interface WorkloadsPass {
+  docBytes: number;
+  logBytes: number;
+  dataMdbBytes: number;
+  /** Epochs the starter started (looking every 1,000 rewrites). */
+  epochs: number;
+  writeMs: number;
+  /** Reopening the store and reading every spec. */
+  restartMs: number;
+  /** Validating and applying the whole document on an empty node (a newcomer's sync, without the network). */
+  catchUpMs: number;
 }
 
 const PHASES: Phase[] = ['pulling', 'starting', 'running', 'stopping', 'released'];
@@ -139,33 +158,96 @@ async function observedGrowth(options: DocGrowthOptions): Promise<DocGrowthRepor
   }
 }
 
-async function workloadsGrowth(options: DocGrowthOptions): Promise<DocGrowthReport['workloadsDoc']> {
-  const spec = (name: string, i: number) => ({
-    name,
-    image: 'example:1',
-    imageDigest: `sha256:${'a'.repeat(64)}`,
-    imageSignature: 'c2ln',
-    command: '/bin/app',
-    args: [`--generation=${i}`],
-  });
-  const write = async (rewrites: number) => {
-    const state = new ClusterState({ logger: silentLogger() });
-    const workloads = new WorkloadsView({ state, logger: silentLogger(), registry: new Registry() });
+/** One pass of spec rewrites into a store on disk, with or without the epoch starter. */
+async function workloadsPass(
+  options: DocGrowthOptions,
+  rewrites: number,
+  epochs: boolean,
+): Promise<WorkloadsPass> {
+  const dir = await mkdtemp(join(tmpdir(), 'silo-doc-growth-w-'));
+  try {
+    const store = join(dir, 'store');
+    const log = openLog(store);
+    const state = new ClusterState({ logger: silentLogger(), nodeId: 'n1', log });
+    const registry = new Registry();
+    const workloads = new WorkloadsView({ state, logger: silentLogger(), registry });
+    const starter = new EpochStarter({
+      state,
+      logger: silentLogger(),
+      registry,
+      intervalMs: 0,
+      isStarter: () => true,
+    });
+    starter.start();
+    let started = 0;
+    const writeStarted = performance.now();
     for (let i = 0; i < rewrites; i++) {
       const name = `w${i % options.workloads}`;
-      workloads.put({ ...baseSpec, ...spec(name, i) });
+      workloads.put({ ...baseSpec, ...specOf(name, i) });
+      // What the agent's once-a-minute look does, at a fixed pace of writes here.
+      if (epochs && (i + 1) % 1000 === 0) started += starter.check().length;
+      if (i > 0 && i % 100_000 === 0) options.log(`  ${i} spec rewrites${epochs ? ' (epochs)' : ''}`);
     }
-    const bytes = encodedBytes(state, 'workloads');
+    const writeMs = performance.now() - writeStarted;
+    starter.stop();
+    const docBytes = encodedBytes(state, 'workloads');
+    const full = Y.encodeStateAsUpdate(state.doc('workloads'));
+    const logBytes = log.snapshotBytes('workloads') + log.tailBytes('workloads');
     await state.close();
-    return bytes;
-  };
-  const docBytes = await write(options.specUpdates);
-  const liveBytes = await write(options.workloads);
+
+    const reopenStarted = performance.now();
+    const reopened = new ClusterState({ logger: silentLogger(), nodeId: 'n2', log: openLog(store) });
+    const restored = new WorkloadsView({
+      state: reopened,
+      logger: silentLogger(),
+      registry: new Registry(),
+    }).list().length;
+    const restartMs = performance.now() - reopenStarted;
+    await reopened.close();
+    if (restored !== Math.min(options.workloads, rewrites))
+      throw new Error(`restart restored ${restored} specs, not ${Math.min(options.workloads, rewrites)}`);
+
+    // A newcomer's catch-up, without the network: validating and applying the whole document.
+    const catchUpStarted = performance.now();
+    const newcomer = new ClusterState({ logger: silentLogger(), nodeId: 'n3' });
+    newcomer.applyRemote('workloads', full, undefined, Number.POSITIVE_INFINITY);
+    const catchUpMs = performance.now() - catchUpStarted;
+    await newcomer.close();
+    const dataMdbBytes = (await stat(join(store, 'data.mdb'))).size;
+    return {
+      docBytes,
+      logBytes,
+      dataMdbBytes,
+      epochs: started,
+      writeMs: Math.round(writeMs),
+      restartMs: Math.round(restartMs),
+      catchUpMs: Math.round(catchUpMs),
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const specOf = (name: string, i: number) => ({
+  name,
+  image: 'example:1',
+  imageDigest: `sha256:${'a'.repeat(64)}`,
+  imageSignature: 'c2ln',
+  command: '/bin/app',
+  args: [`--generation=${i}`],
+});
+
+async function workloadsGrowth(options: DocGrowthOptions): Promise<DocGrowthReport['workloadsDoc']> {
+  const live = await workloadsPass(options, options.workloads, false);
+  const withoutEpochs = await workloadsPass(options, options.specUpdates, false);
+  const withEpochs = await workloadsPass(options, options.specUpdates, true);
   return {
     specUpdates: options.specUpdates,
-    liveBytes,
-    docBytes,
-    historyBytesPerUpdate: round((docBytes - liveBytes) / options.specUpdates),
+    liveBytes: live.docBytes,
+    docBytes: withoutEpochs.docBytes,
+    historyBytesPerUpdate: round((withoutEpochs.docBytes - live.docBytes) / options.specUpdates),
+    withoutEpochs,
+    withEpochs,
   };
 }
 
@@ -209,7 +291,10 @@ export function docGrowthMarkdown(report: DocGrowthReport): string {
     `| document | changes | live content | writer | replica | log (snapshot + tail) | data.mdb | history/change | write | restart |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     `| observed | ${report.updates} status | ${kb(o.liveBytes)} | ${kb(o.writerDocBytes)} | ${kb(o.replicaDocBytes)} | ${kb(o.logBytes)} | ${kb(o.dataMdbBytes)} | ${o.historyBytesPerUpdate} B | ${(o.writeMs / 1000).toFixed(1)} s | ${o.restartMs} ms |`,
-    `| workloads | ${w.specUpdates} spec | ${kb(w.liveBytes)} | ${kb(w.docBytes)} | – | – | – | ${w.historyBytesPerUpdate} B | – | – |`,
+    `| workloads, no epochs | ${w.specUpdates} spec | ${kb(w.liveBytes)} | ${kb(w.docBytes)} | – | ${kb(w.withoutEpochs.logBytes)} | ${kb(w.withoutEpochs.dataMdbBytes)} | ${w.historyBytesPerUpdate} B | ${(w.withoutEpochs.writeMs / 1000).toFixed(1)} s | ${w.withoutEpochs.restartMs} ms |`,
+    `| workloads, epochs (${w.withEpochs.epochs} started) | ${w.specUpdates} spec | ${kb(w.liveBytes)} | ${kb(w.withEpochs.docBytes)} | – | ${kb(w.withEpochs.logBytes)} | ${kb(w.withEpochs.dataMdbBytes)} | – | ${(w.withEpochs.writeMs / 1000).toFixed(1)} s | ${w.withEpochs.restartMs} ms |`,
+    '',
+    `Catch-up of a newcomer (validate + apply the whole workloads document, no network): ${w.withoutEpochs.catchUpMs} ms without epochs, ${w.withEpochs.catchUpMs} ms with.`,
     '',
   ].join('\n');
 }
