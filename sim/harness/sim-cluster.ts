@@ -12,6 +12,7 @@
  * has: which nodes are down, the partition groups and cuts in force, and
  * every fault with its time (performance.now, never a node's skewed clock).
  */
+
 import { cp, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +23,8 @@ import { NodeAgent } from '../../src/agent/node-agent.js';
 import { generateNodeKey, type MeshDegree, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
 import type { SwimParams } from '../../src/membership/swim-core.js';
 import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
+import { liveValues } from '../../src/state/epochs/records.js';
+import { encodeRecord, parseSlotKey, readSlots, slotKey } from '../../src/state/epochs/slot-codec.js';
 import { Origin } from '../../src/state/names.js';
 import type { Capacity, WorkloadSpec } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
@@ -450,7 +453,15 @@ export class SimCluster {
       if (origin === Origin.local) bytes += update.byteLength;
     });
     try {
-      agent.state.transactLocal('workloads', (doc: Y.Doc) => doc.getMap(WRITES_MAP).set(key, value));
+      // A slotted record (docs/epochs.md), so that epoch switches carry it like any record.
+      agent.state.transactLocal('workloads', (doc: Y.Doc) =>
+        doc
+          .getMap(WRITES_MAP)
+          .set(
+            slotKey(key, agent.state.nodeId),
+            encodeRecord({ stamp: agent.state.clock.next(Date.now()), value }),
+          ),
+      );
     } finally {
       off();
     }
@@ -465,7 +476,9 @@ export class SimCluster {
 
   /** Keys of the harness's writes present on `name`. */
   writeKeysOn(name: string): Set<string> {
-    return new Set(this.agent(name).state.doc('workloads').getMap(WRITES_MAP).keys());
+    return new Set(
+      liveValues(readSlots(this.agent(name).state.doc('workloads').getMap(WRITES_MAP)).slots).keys(),
+    );
   }
 
   /** Every later arrival of a harness write on any agent (local writes included); returns unsubscribe. */
@@ -769,15 +782,21 @@ export class SimCluster {
   }
 
   private attachApplied(agent: NodeAgent, name: string): void {
-    const map = agent.state.doc('workloads').getMap(WRITES_MAP);
-    const observer = (event: Y.YMapEvent<unknown>) => {
+    // Through the state, not the Y.Map: an epoch switch replaces the document (then every key
+    // present is reported; listeners keep the first arrival of each).
+    const off = agent.state.onTransaction('workloads', 'after', (tr) => {
       if (this.appliedListeners.size === 0) return;
       const at = performance.now();
-      for (const key of event.keysChanged)
-        for (const listener of this.appliedListeners) listener(name, key, at);
-    };
-    map.observe(observer);
-    this.detachers.set(name, () => map.unobserve(observer));
+      const map = agent.state.doc('workloads').getMap(WRITES_MAP);
+      const keys =
+        tr === null
+          ? [...liveValues(readSlots(map).slots).keys()]
+          : [...([...tr.changed].find(([type]) => (type as unknown) === map)?.[1] ?? [])]
+              .filter((slot): slot is string => slot !== null)
+              .map((slot) => parseSlotKey(slot)?.key ?? slot);
+      for (const key of keys) for (const listener of this.appliedListeners) listener(name, key, at);
+    });
+    this.detachers.set(name, off);
   }
 
   private async teardown(node: SimNode): Promise<void> {

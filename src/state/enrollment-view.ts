@@ -1,4 +1,3 @@
-import type * as Y from 'yjs';
 import { deepFreeze } from '../util/deep-freeze.js';
 import type { ClusterState } from './cluster-state.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
@@ -15,6 +14,7 @@ import {
   type WitnessConfigRecord,
   WitnessConfigRecordSchema,
 } from './schemas.js';
+import { SlottedMap } from './slotted-map.js';
 
 export interface EnrollmentViewOptions extends ViewOptions {
   /**
@@ -31,12 +31,16 @@ export interface EnrollmentViewOptions extends ViewOptions {
   verifyScratchKey?: (envelope: SignedScratchSecret) => string | null;
 }
 
+const ENROLLMENT_MAPS = ['nodes', 'revocations', 'draining', 'witnesses', 'scratchKeys'] as const;
+type EnrollmentMap = (typeof ENROLLMENT_MAPS)[number];
+
 /**
  * Typed access to the enrollment document (docs/protocol.md, "Documents"):
  * `nodes` (nodeId → SignedEnrollment), `revocations` (nodeId → Revocation),
  * `draining` (nodeId → DrainFlag), `witnesses` (`v<version>` →
  * WitnessConfigRecord), `scratchKeys` (`<nodeId>/g<generation>` →
- * SignedScratchSecret), each value a plain object.
+ * SignedScratchSecret), each value a plain object, each map one of slotted
+ * last-writer-wins records (SlottedMap, docs/epochs.md).
  */
 export class EnrollmentView {
   private readonly state: ClusterState;
@@ -65,18 +69,27 @@ export class EnrollmentView {
     this.verifyRevocation = options.verifyRevocation;
     // Every change, local or remote, happens in a transaction: drop both lists
     // when one begins (reads during it bypass the cache, see `cacheable`), so
-    // observers called after it already read the new records.
-    this.doc.on('beforeTransaction', () => {
+    // observers called after it already read the new records; and after an
+    // epoch switch, which replaces the document without one.
+    this.state.onTransaction('enrollment', 'before', () => {
       this.cached = {};
     });
+    this.state.onTransaction('enrollment', 'after', (tr) => {
+      if (tr === null) this.cached = {};
+    });
+    this.maps = {
+      nodes: new SlottedMap(this.state, 'enrollment', 'nodes', this.check),
+      revocations: new SlottedMap(this.state, 'enrollment', 'revocations', this.check),
+      draining: new SlottedMap(this.state, 'enrollment', 'draining', this.check),
+      witnesses: new SlottedMap(this.state, 'enrollment', 'witnesses', this.check),
+      scratchKeys: new SlottedMap(this.state, 'enrollment', 'scratchKeys', this.check),
+    };
   }
 
-  private get doc(): Y.Doc {
-    return this.state.doc('enrollment');
-  }
+  private readonly maps: Record<EnrollmentMap, SlottedMap>;
 
-  private map(name: 'nodes' | 'revocations' | 'draining' | 'witnesses' | 'scratchKeys'): Y.Map<unknown> {
-    return this.doc.getMap(name);
+  private map(name: EnrollmentMap): SlottedMap {
+    return this.maps[name];
   }
 
   /** Writes (or replaces) a node's signed record; durable on return. Does not check the signature. */
@@ -243,19 +256,12 @@ export class EnrollmentView {
 
   /** Calls `listener` after every transaction that changed any of the five maps. */
   onChange(listener: (origin: unknown) => void): () => void {
-    const maps = [
-      this.map('nodes'),
-      this.map('revocations'),
-      this.map('draining'),
-      this.map('witnesses'),
-      this.map('scratchKeys'),
-    ];
-    return onMapsChange(this.doc, maps, this.options.logger, listener);
+    return onMapsChange(this.state, 'enrollment', ENROLLMENT_MAPS, this.options.logger, listener);
   }
 
   /** Not inside a transaction, where the maps may hold changes made after the cache was dropped. */
   private cacheable(): boolean {
-    return this.doc._transaction === null;
+    return this.state.doc('enrollment')._transaction === null;
   }
 
   private readNode(key: string, value: unknown): SignedEnrollment | undefined {

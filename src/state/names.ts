@@ -20,5 +20,7 @@ export const Origin = {
   sync: 'silo:sync',
   catchUp: 'silo:catch-up',
   load: 'silo:load',
+  /** Not a transaction's: what view listeners hear after a document moved to another epoch (docs/epochs.md). */
+  epoch: 'silo:epoch',
 } as const;
 export type OriginName = (typeof Origin)[keyof typeof Origin];

@@ -212,12 +212,7 @@ export class ObservedView {
   }
 
   onChange(listener: (origin: unknown) => void): () => void {
-    return onMapsChange(
-      this.state.doc('observed'),
-      [this.reports, this.legacyNodes],
-      this.options.logger,
-      listener,
-    );
+    return onMapsChange(this.state, 'observed', ['reports', 'nodes'], this.options.logger, listener);
   }
 
   private requireOwn(nodeId: string, what: string): void {

@@ -5,7 +5,7 @@ import type { z } from 'zod';
 import { counterIn } from '../util/metrics.js';
 import { SiloError } from '../util/silo-error.js';
 import type { ClusterState } from './cluster-state.js';
-import type { DocName } from './names.js';
+import { type DocName, Origin } from './names.js';
 
 /**
  * Shared by the typed views: checks what a Y.Map holds against a zod schema
@@ -175,30 +175,34 @@ export class RecordChecker {
 }
 
 /**
- * Calls `listener` once after every transaction that changed one of `maps`
- * (deep changes included), with the transaction origin. Listener errors are
- * logged, not thrown: Yjs would otherwise raise them out of the writer's
- * `transact` after the write was already durable.
+ * Calls `listener` once after every transaction on `doc` that changed one of
+ * the maps named `maps` (deep changes included), with the transaction origin,
+ * and with `Origin.epoch` after the document moved to another epoch (anything
+ * may have changed). Listener errors are logged, not thrown: Yjs would
+ * otherwise raise them out of the writer's `transact` after the write was
+ * already durable.
  */
 export function onMapsChange(
-  doc: Y.Doc,
-  maps: Y.Map<unknown>[],
+  state: ClusterState,
+  doc: DocName,
+  maps: readonly string[],
   logger: Logger,
   listener: (origin: unknown) => void,
 ): () => void {
-  const watched = new Set<unknown>(maps);
-  const handler = (tr: Y.Transaction): void => {
-    // changedParentTypes holds every changed type and all its ancestors, so
-    // a change inside a nested map shows up under its top-level map.
-    if (![...tr.changedParentTypes.keys()].some((type) => watched.has(type))) return;
+  return state.onTransaction(doc, 'after', (tr) => {
+    if (tr !== null) {
+      const current = state.doc(doc);
+      const watched = new Set<unknown>(maps.map((name) => current.getMap(name)));
+      // changedParentTypes holds every changed type and all its ancestors, so
+      // a change inside a nested map shows up under its top-level map.
+      if (![...tr.changedParentTypes.keys()].some((type) => watched.has(type))) return;
+    }
     try {
-      listener(tr.origin);
+      listener(tr === null ? Origin.epoch : tr.origin);
     } catch (err) {
       logger.error({ err }, 'view change listener failed');
     }
-  };
-  doc.on('afterTransaction', handler);
-  return () => doc.off('afterTransaction', handler);
+  });
 }
 
 function slot(map: string, key: string): string {

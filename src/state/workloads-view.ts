@@ -1,4 +1,3 @@
-import type * as Y from 'yjs';
 import type { ClusterState } from './cluster-state.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
 import {
@@ -18,6 +17,7 @@ import {
   type ServiceRange,
   ServiceRangeExhaustedError,
 } from './service-addresses.js';
+import { SlottedMap } from './slotted-map.js';
 
 /** A spec as a writer supplies it: the view assigns the revision. */
 export type WorkloadSpecInput = Omit<WorkloadSpec, 'revision'> & { revision?: number };
@@ -39,27 +39,24 @@ export interface WorkloadsViewOptions extends ViewOptions {
 /**
  * Typed access to the workloads document (docs/protocol.md, "Documents"):
  * `specs` (workload name → WorkloadSpec, a plain object) and `addresses`
- * (service address claims, `<address>/<workload>` → `{at}`).
+ * (service address claims, `<address>/<workload>` → `{at}`), each a map of
+ * slotted last-writer-wins records (SlottedMap, docs/epochs.md).
  */
 export class WorkloadsView {
   private readonly state: ClusterState;
   private readonly check: RecordChecker;
   private readonly options: WorkloadsViewOptions;
   private readonly now: () => number;
+  private readonly specs: SlottedMap;
+  private readonly claims: SlottedMap;
 
   constructor(options: WorkloadsViewOptions) {
     this.options = options;
     this.state = options.state;
     this.check = new RecordChecker('workloads', options);
     this.now = options.now ?? Date.now;
-  }
-
-  private get specs(): Y.Map<unknown> {
-    return this.state.doc('workloads').getMap('specs');
-  }
-
-  private get claims(): Y.Map<unknown> {
-    return this.state.doc('workloads').getMap('addresses');
+    this.specs = new SlottedMap(this.state, 'workloads', 'specs', this.check);
+    this.claims = new SlottedMap(this.state, 'workloads', 'addresses', this.check);
   }
 
   /**
@@ -196,12 +193,7 @@ export class WorkloadsView {
   }
 
   onChange(listener: (origin: unknown) => void): () => void {
-    return onMapsChange(
-      this.state.doc('workloads'),
-      [this.specs, this.claims],
-      this.options.logger,
-      listener,
-    );
+    return onMapsChange(this.state, 'workloads', ['specs', 'addresses'], this.options.logger, listener);
   }
 
   private read(key: string, value: unknown): WorkloadSpec | undefined {

@@ -15,8 +15,11 @@ interface Replica {
   guard: SpecRevisionGuard;
 }
 
+let replicas = 0;
+
 function replica(guarded = true): Replica {
-  const state = new ClusterState({ logger: quietLogger });
+  // Each replica its own node: its own slots (docs/epochs.md).
+  const state = new ClusterState({ logger: quietLogger, nodeId: `node-${++replicas}` });
   const workloads = new WorkloadsView({ state, logger: quietLogger, registry: new Registry() });
   const guard = new SpecRevisionGuard({ state, workloads, logger: quietLogger });
   if (guarded) guard.start();
@@ -62,8 +65,8 @@ describe('spec revision guard', () => {
   });
 
   test('a kept spec with a lower revision than the one it replaced is lifted above it', async () => {
-    // Which of two concurrent values Yjs keeps depends on the replicas' random client ids (even
-    // odds): with twenty pairs, that none keeps B's lower revision has a chance of one in a million.
+    // Of two concurrent values the newer stamp is kept; B writes after A's three puts, usually
+    // in a later millisecond (then B's lower revision wins), else by node id.
     let keptLower = 0;
     for (let pair = 0; pair < 20; pair++) {
       const a = replica();

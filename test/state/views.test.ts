@@ -1,3 +1,4 @@
+import { encodeRecord, slotKey } from '../../src/state/epochs/slot-codec.js';
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -107,15 +108,18 @@ describe('EnrollmentView', () => {
     assert.equal(enrollment.isRevoked('node-b'), true);
 
     // Reads inside a transaction see its own writes.
-    const inside = state.transactLocal('enrollment', (d) => {
+    const inside = state.transactLocal('enrollment', () => {
       const before = enrollment.list().map((r) => r.nodeId);
-      d.getMap('nodes').delete('node-a');
+      enrollment.put(enrollmentRecord('node-c', 3));
       return [before, enrollment.list().map((r) => r.nodeId)];
     });
-    assert.deepEqual(inside, [['node-a', 'node-b'], ['node-b']]);
+    assert.deepEqual(inside, [
+      ['node-a', 'node-b'],
+      ['node-a', 'node-b', 'node-c'],
+    ]);
     assert.deepEqual(
       enrollment.list().map((r) => r.nodeId),
-      ['node-b'],
+      ['node-a', 'node-b', 'node-c'],
     );
   });
 
@@ -570,9 +574,18 @@ describe('onChange', () => {
       d.getMap('draining').set('node-a', 2);
     });
     state.transactLocal('workloads', (d) => d.getMap('unrelated').set('x', 1));
-    fromPeer(state, 'workloads', (d) => d.getMap('specs').delete('web'));
+    // A peer deletes it: a tombstone in the peer's own slot (docs/epochs.md).
+    fromPeer(state, 'workloads', (d) =>
+      d
+        .getMap('specs')
+        .set(
+          slotKey('web', 'node-p'),
+          encodeRecord({ stamp: { at: Date.now() + 60_000, seq: 0, writer: 'node-p' }, deleted: true }),
+        ),
+    );
 
     assert.deepEqual(seen.workloads, [Origin.local, Origin.remote]);
+    assert.equal(workloads.get('web'), undefined, 'the newer tombstone hides the spec');
     assert.deepEqual(seen.observed, [Origin.local, Origin.local]);
     assert.deepEqual(seen.enrollment, [Origin.local]);
     offW();

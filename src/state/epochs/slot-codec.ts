@@ -10,6 +10,16 @@ import type { Stamp } from './stamp.js';
  */
 export const SLOT_SEPARATOR = '\n';
 
+/**
+ * The stamp of a record written before slots existed (a plain `key → value`
+ * entry of an older agent): older than any stamped write, so the first
+ * slotted write of its key replaces it, and an epoch start turns it into a
+ * slotted record (docs/epochs.md, "Upgrade").
+ */
+export const LEGACY_STAMP: Stamp = Object.freeze({ at: 0, seq: 0, writer: '' });
+/** The owner a legacy entry is read under. */
+export const LEGACY_OWNER = '';
+
 export interface EncodedRecord {
   s: [number, number, string];
   v?: unknown;
@@ -39,7 +49,9 @@ export function decodeRecord(value: unknown): LwwRecord<unknown> | string {
   const [at, seq, writer] = s as unknown[];
   if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) return 'stamp at is not a time';
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return 'stamp seq is not a count';
-  if (typeof writer !== 'string' || writer.length === 0) return 'stamp writer is not a node id';
+  if (typeof writer !== 'string') return 'stamp writer is not a node id';
+  // Only the legacy stamp has no writer (an epoch start copies legacy records into slots).
+  if (writer.length === 0 && (at !== 0 || seq !== 0)) return 'stamp writer is not a node id';
   const stamp: Stamp = { at, seq, writer };
   if (d === true) return v === undefined ? { stamp, deleted: true } : 'a deletion with a value';
   if (d !== undefined) return 'd is not true';
@@ -52,17 +64,22 @@ export interface SlotProblem {
   reason: string;
 }
 
-/** Every well-formed slot of `map` as record key → owner → record, with what was skipped. */
+/**
+ * Every well-formed slot of `map` as record key → owner → record, with what
+ * was skipped. An entry whose key has no separator is a legacy entry (an
+ * older agent's plain `key → value`): read as a record with LEGACY_STAMP
+ * under LEGACY_OWNER.
+ */
 export function readSlots(map: Y.Map<unknown>): { slots: Slots<unknown>; problems: SlotProblem[] } {
   const slots = new Map<string, Map<string, LwwRecord<unknown>>>();
   const problems: SlotProblem[] = [];
   for (const [slot, value] of map.entries()) {
-    const parts = parseSlotKey(slot);
+    const parts = slot.includes(SLOT_SEPARATOR) ? parseSlotKey(slot) : { key: slot, owner: LEGACY_OWNER };
     if (parts === null) {
       problems.push({ slot, reason: 'key is not <key>\\n<owner>' });
       continue;
     }
-    const record = decodeRecord(value);
+    const record = parts.owner === LEGACY_OWNER ? { stamp: LEGACY_STAMP, value } : decodeRecord(value);
     if (typeof record === 'string') {
       problems.push({ slot, reason: record });
       continue;
