@@ -1,9 +1,26 @@
-import type * as Y from 'yjs';
+import * as Y from 'yjs';
 import type { ClusterState } from './cluster-state.js';
-import { isTombstone, type LwwRecord, winner } from './epochs/records.js';
-import { encodeRecord, readSlots, SLOT_SEPARATOR, slotKey } from './epochs/slot-codec.js';
+import { isTombstone, type LwwRecord, newerRecord } from './epochs/records.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  LEGACY_OWNER,
+  LEGACY_STAMP,
+  parseSlotKey,
+  SLOT_SEPARATOR,
+  slotKey,
+} from './epochs/slot-codec.js';
 import type { DocName } from './names.js';
 import { InvalidRecordError, type RecordChecker } from './record-check.js';
+
+/** Each record key's winner and the owners of its slots, as computed from one document object. */
+interface Resolved {
+  doc: Y.Doc;
+  /** This node's Yjs clock in `doc` when last brought up to date (see `fresh`). */
+  clock: number;
+  records: Map<string, LwwRecord<unknown>>;
+  owners: Map<string, Set<string>>;
+}
 
 /**
  * One record kind of a document with epochs, as slotted last-writer-wins
@@ -12,13 +29,15 @@ import { InvalidRecordError, type RecordChecker } from './record-check.js';
  * record over every node's slot; a deletion hides the key), `set` and
  * `delete` write this node's own slot with a stamp above the key's winner.
  *
- * Never holds on to a Y.Doc or Y.Map: after an epoch switch the document is
- * another object. The winners are computed once per change of the document
- * (every transaction start and end, and every write here, drops them).
- * Malformed slots are skipped and reported through the view's checker.
+ * Never holds on to a Y.Doc or Y.Map beyond its cache: after an epoch switch
+ * the document is another object. The winners are computed once, then kept
+ * up to date per changed slot (after each transaction, from its changed
+ * keys; on this map's own writes, in place), so a read costs O(1) and a
+ * write O(slots of its key) whatever the document's size. Malformed slots are
+ * skipped and reported through the view's checker.
  */
 export class SlottedMap {
-  private winners: Map<string, LwwRecord<unknown>> | null = null;
+  private cache: Resolved | null = null;
 
   constructor(
     private readonly state: ClusterState,
@@ -27,20 +46,16 @@ export class SlottedMap {
     private readonly check: RecordChecker,
     private readonly now: () => number = Date.now,
   ) {
-    const drop = (): void => {
-      this.winners = null;
-    };
-    state.onTransaction(doc, 'before', drop);
-    state.onTransaction(doc, 'after', drop);
+    state.onTransaction(doc, 'after', (tr) => this.afterTransaction(tr));
   }
 
-  /** The Y.Map behind it now (for change detection: `Y.Transaction.changed`). */
+  /** The Y.Map behind it now. */
   yMap(): Y.Map<unknown> {
     return this.state.doc(this.doc).getMap(this.name);
   }
 
   get(key: string): unknown {
-    const record = this.resolved().get(key);
+    const record = this.resolved().records.get(key);
     return record === undefined || isTombstone(record) ? undefined : record.value;
   }
 
@@ -51,7 +66,8 @@ export class SlottedMap {
   /** Every live key with its value (unchecked: the view parses it), in no particular order. */
   entries(): [string, unknown][] {
     const out: [string, unknown][] = [];
-    for (const [key, record] of this.resolved()) if (!isTombstone(record)) out.push([key, record.value]);
+    for (const [key, record] of this.resolved().records)
+      if (!isTombstone(record)) out.push([key, record.value]);
     return out;
   }
 
@@ -75,27 +91,100 @@ export class SlottedMap {
     if (key.includes(SLOT_SEPARATOR)) {
       throw new InvalidRecordError(this.doc, this.name, key, 'a record key must not hold a newline');
     }
-    const current = this.resolved().get(key);
+    const resolved = this.resolved();
+    const current = resolved.records.get(key);
     // Above everything this node has seen of the key: a rewrite always wins over what it replaces.
     if (current !== undefined) this.state.clock.observe(current.stamp);
     const record = make(this.state.clock.next(this.now()));
     this.yMap().set(slotKey(key, this.state.nodeId), encodeRecord(record));
-    this.winners = null;
+    resolved.records.set(key, record);
+    ownersOf(resolved, key).add(this.state.nodeId);
+    resolved.clock = ownClock(resolved.doc);
   }
 
-  private resolved(): Map<string, LwwRecord<unknown>> {
-    if (this.winners !== null) return this.winners;
-    const map = this.yMap();
-    const { slots, problems } = readSlots(map);
-    for (const { slot, reason } of problems)
-      this.check.report(this.name, slot, map.get(slot), reason, 'invalid');
-    const out = new Map<string, LwwRecord<unknown>>();
-    for (const [key, owners] of slots) {
-      const best = winner(owners);
-      if (best !== undefined) out.set(key, best);
+  /** Brings the cache up to date with what a transaction changed (remote ones included). */
+  private afterTransaction(tr: Y.Transaction | null): void {
+    const cache = this.cache;
+    if (cache === null) return;
+    if (tr === null || cache.doc !== this.state.doc(this.doc)) {
+      this.cache = null;
+      return;
     }
-    // Not cached inside a transaction: the map may change again before it ends.
-    if (this.state.doc(this.doc)._transaction === null) this.winners = out;
-    return out;
+    const map = this.yMap();
+    const changed = [...tr.changed].find(([type]) => (type as unknown) === map)?.[1];
+    if (changed === undefined) return;
+    const keys = new Set<string>();
+    for (const slot of changed) {
+      if (slot === null) continue;
+      const parts = slotParts(slot);
+      if (parts === null) {
+        const value = map.get(slot);
+        if (value !== undefined)
+          this.check.report(this.name, slot, value, 'key is not <key>\\n<owner>', 'invalid');
+        continue;
+      }
+      if (map.has(slot)) ownersOf(cache, parts.key).add(parts.owner);
+      else cache.owners.get(parts.key)?.delete(parts.owner);
+      keys.add(parts.key);
+    }
+    for (const key of keys) this.recompute(cache, map, key);
+    cache.clock = ownClock(cache.doc);
   }
+
+  /** The winners, rebuilt from the whole map when the cache no longer describes the document. */
+  private resolved(): Resolved {
+    const doc = this.state.doc(this.doc);
+    const cache = this.cache;
+    // A raw write by other code moved this node's clock without passing through `write`.
+    if (cache !== null && cache.doc === doc && cache.clock === ownClock(doc)) return cache;
+    const map = this.yMap();
+    const fresh: Resolved = { doc, clock: ownClock(doc), records: new Map(), owners: new Map() };
+    for (const slot of map.keys()) {
+      const parts = slotParts(slot);
+      if (parts === null) {
+        this.check.report(this.name, slot, map.get(slot), 'key is not <key>\\n<owner>', 'invalid');
+        continue;
+      }
+      ownersOf(fresh, parts.key).add(parts.owner);
+    }
+    for (const key of fresh.owners.keys()) this.recompute(fresh, map, key);
+    this.cache = fresh;
+    return fresh;
+  }
+
+  /** Sets `key`'s winner from its slots (skipping and reporting malformed ones). */
+  private recompute(resolved: Resolved, map: Y.Map<unknown>, key: string): void {
+    let best: LwwRecord<unknown> | undefined;
+    for (const owner of resolved.owners.get(key) ?? []) {
+      const slot = owner === LEGACY_OWNER ? key : slotKey(key, owner);
+      const value = map.get(slot);
+      const record = owner === LEGACY_OWNER ? { stamp: LEGACY_STAMP, value } : decodeRecord(value);
+      if (typeof record === 'string') {
+        this.check.report(this.name, slot, value, record, 'invalid');
+        continue;
+      }
+      best = best === undefined ? record : newerRecord(best, record);
+    }
+    if (best === undefined) resolved.records.delete(key);
+    else resolved.records.set(key, best);
+  }
+}
+
+/** A slot key's record key and owner; a key without a separator is a legacy entry (slot-codec.ts). */
+function slotParts(slot: string): { key: string; owner: string } | null {
+  return slot.includes(SLOT_SEPARATOR) ? parseSlotKey(slot) : { key: slot, owner: LEGACY_OWNER };
+}
+
+function ownersOf(resolved: Resolved, key: string): Set<string> {
+  let owners = resolved.owners.get(key);
+  if (owners === undefined) {
+    owners = new Set();
+    resolved.owners.set(key, owners);
+  }
+  return owners;
+}
+
+/** How many structs this node's Yjs client wrote into `doc`: it moves with every local insertion. */
+function ownClock(doc: Y.Doc): number {
+  return Y.getState(doc.store, doc.clientID);
 }
