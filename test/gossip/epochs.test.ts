@@ -4,8 +4,7 @@ import { after, describe, test } from 'node:test';
 import * as Y from 'yjs';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { compareEpochs, GENESIS_EPOCH } from '../../src/state/epochs/epoch.js';
-import { liveValues } from '../../src/state/epochs/records.js';
-import { encodeRecord, readSlots, slotKey } from '../../src/state/epochs/slot-codec.js';
+import { slottedValues, writeSlotted } from '../fixtures/slotted-writes.js';
 import {
   createNode,
   digestsEqual,
@@ -24,20 +23,6 @@ import {
  * carried over by whoever holds them.
  */
 
-const MAP = 'sim-writes';
-
-function write(state: ClusterState, key: string, value: unknown): void {
-  state.transactLocal('workloads', (doc) =>
-    doc
-      .getMap(MAP)
-      .set(slotKey(key, state.nodeId), encodeRecord({ stamp: state.clock.next(Date.now()), value })),
-  );
-}
-
-function values(node: { state: ClusterState }): Map<string, unknown> {
-  return liveValues(readSlots(node.state.doc('workloads').getMap(MAP)).slots);
-}
-
 describe('epochs over gossip and sync', () => {
   const nodes: TestNode[] = [];
   after(() => stopAll(nodes));
@@ -45,21 +30,21 @@ describe('epochs over gossip and sync', () => {
   test('a later epoch spreads by sync; a node away during the switch carries its writes over', async () => {
     nodes.push(...(await startCluster(2)));
     const [a, b] = nodes as [TestNode, TestNode];
-    for (let i = 0; i < 20; i++) for (let r = 0; r < 5; r++) write(a.state, `k${i}`, { i, r });
+    for (let i = 0; i < 20; i++) for (let r = 0; r < 5; r++) writeSlotted(a.state, `k${i}`, { i, r });
     await waitFor('a and b converge', () => digestsEqual([a, b]), 10_000);
 
     // c has the old epoch's state and a write nobody else saw, made while it was away.
     const cState = new ClusterState({ logger: silentLogger, nodeId: 'node-c' });
     cState.applyRemote('workloads', a.state.encodeDiff('workloads'));
-    write(cState, 'from-c', 'written-away');
-    write(cState, 'k3', 'c-rewrote-k3');
+    writeSlotted(cState, 'from-c', 'written-away');
+    writeSlotted(cState, 'k3', 'c-rewrote-k3');
 
     const before = Y.encodeStateAsUpdate(a.state.doc('workloads')).byteLength;
     const epoch = a.state.startEpoch('workloads');
     assert.equal(epoch.number, 1);
     assert.ok(Y.encodeStateAsUpdate(a.state.doc('workloads')).byteLength < before, 'the history is gone');
     // A write into the new epoch right away: gossip carries it with the epoch; b fetches the epoch.
-    write(a.state, 'after-start', 1);
+    writeSlotted(a.state, 'after-start', 1);
     await waitFor('b adopts the epoch', () => compareEpochs(b.state.epoch('workloads'), epoch) === 0, 15_000);
 
     const c = await startNode('node-c', { state: cState, bootstrap: [a.gossip.multiaddrs()[0]!] });
@@ -67,28 +52,35 @@ describe('epochs over gossip and sync', () => {
     await waitFor('all three converge in the new epoch', () => digestsEqual([a, b, c]), 20_000);
     for (const node of [a, b, c]) {
       assert.deepEqual(node.state.epoch('workloads'), epoch);
-      const seen = values(node);
+      const seen = slottedValues(node.state);
       assert.equal(seen.get('from-c'), 'written-away', `${node.nodeId} has c's write from the old epoch`);
       assert.equal(seen.get('k3'), 'c-rewrote-k3', `${node.nodeId} has c's newer k3`);
       assert.deepEqual(seen.get('k4'), { i: 4, r: 4 });
       assert.equal(seen.get('after-start'), 1);
       assert.equal(seen.size, 22);
     }
+    // c met the later epoch in a sync: its peer sent it the whole document, which it adopted.
     assert.ok(
-      (await metricValue(c, 'silo_sync_other_epoch_total', { doc: 'workloads', epoch: 'later' })) >= 0,
+      (await metricValue(c, 'silo_sync_other_epoch_total', { doc: 'workloads', epoch: 'later' })) >= 1,
     );
+    const answered = await Promise.all(
+      [a, b].map((n) =>
+        metricValue(n, 'silo_sync_other_epoch_total', { doc: 'workloads', epoch: 'earlier' }),
+      ),
+    );
+    assert.ok((answered[0] ?? 0) + (answered[1] ?? 0) >= 1, 'a or b answered a step 1 of the earlier epoch');
   });
 
   test('two epochs started at once: every node ends in the same one, with every write', async () => {
     const pair = await startCluster(2);
     nodes.push(...pair);
     const [a, b] = pair as [TestNode, TestNode];
-    write(a.state, 'x', 1);
+    writeSlotted(a.state, 'x', 1);
     await waitFor('converged', () => digestsEqual([a, b]), 10_000);
     const ea = a.state.startEpoch('workloads');
-    write(a.state, 'only-a', 1);
+    writeSlotted(a.state, 'only-a', 1);
     const eb = b.state.startEpoch('workloads');
-    write(b.state, 'only-b', 2);
+    writeSlotted(b.state, 'only-b', 2);
     const winner = compareEpochs(ea, eb) > 0 ? ea : eb;
     await waitFor(
       'both in the winning epoch',
@@ -96,7 +88,7 @@ describe('epochs over gossip and sync', () => {
       20_000,
     );
     for (const node of [a, b]) {
-      const seen = values(node);
+      const seen = slottedValues(node.state);
       assert.equal(seen.get('only-a'), 1);
       assert.equal(seen.get('only-b'), 2);
       assert.equal(seen.get('x'), 1);

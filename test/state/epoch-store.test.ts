@@ -4,43 +4,28 @@ import { Registry } from 'prom-client';
 import * as Y from 'yjs';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { EpochStarter } from '../../src/state/epoch-starter.js';
-import { liveValues } from '../../src/state/epochs/records.js';
-import { encodeRecord, readSlots, slotKey } from '../../src/state/epochs/slot-codec.js';
 import { LmdbUpdateLog } from '../../src/state/lmdb-log.js';
+import { slottedValues, writeSlotted } from '../fixtures/slotted-writes.js';
 import { metricValue, openState, quietLogger, tempDir } from '../fixtures/state-store.js';
 
 /* Epochs in the durable store and the starter's rule (docs/epochs.md, docs/protocol.md "Durable storage"). */
-
-const MAP = 'sim-writes';
-
-function write(state: ClusterState, key: string, value: unknown): void {
-  state.transactLocal('workloads', (doc) =>
-    doc
-      .getMap(MAP)
-      .set(slotKey(key, state.nodeId), encodeRecord({ stamp: state.clock.next(Date.now()), value })),
-  );
-}
-
-function values(state: ClusterState): Map<string, unknown> {
-  return liveValues(readSlots(state.doc('workloads').getMap(MAP)).slots);
-}
 
 describe('epochs in the store', () => {
   test('a started epoch survives a restart with its content, and the log holds the live size only', async () => {
     const { dir, cleanup } = await tempDir('epoch-store');
     try {
       const first = openState(dir);
-      for (let r = 0; r < 200; r++) for (let i = 0; i < 10; i++) write(first.state, `k${i}`, r);
+      for (let r = 0; r < 200; r++) for (let i = 0; i < 10; i++) writeSlotted(first.state, `k${i}`, r);
       const grown = Y.encodeStateAsUpdate(first.state.doc('workloads')).byteLength;
       const epoch = first.state.startEpoch('workloads');
-      write(first.state, 'after', 'switch');
+      writeSlotted(first.state, 'after', 'switch');
       const fresh = Y.encodeStateAsUpdate(first.state.doc('workloads')).byteLength;
       assert.ok(fresh * 4 < grown, `fresh ${fresh} bytes against ${grown} before`);
       await first.state.close();
 
       const second = openState(dir);
       assert.deepEqual(second.state.epoch('workloads'), epoch);
-      const seen = values(second.state);
+      const seen = slottedValues(second.state);
       assert.equal(seen.get('k7'), 199);
       assert.equal(seen.get('after'), 'switch');
       assert.equal(seen.size, 11);
@@ -56,7 +41,7 @@ describe('epochs in the store', () => {
     const { dir, cleanup } = await tempDir('epoch-corrupt');
     try {
       const first = openState(dir);
-      write(first.state, 'a', 1);
+      writeSlotted(first.state, 'a', 1);
       first.state.startEpoch('workloads');
       await first.state.close();
       // Damage the record by hand.
@@ -71,7 +56,7 @@ describe('epochs in the store', () => {
 
       const second = openState(dir);
       assert.equal(second.state.epoch('workloads').number, 0);
-      assert.equal(values(second.state).get('a'), 1, 'the content is still there');
+      assert.equal(slottedValues(second.state).get('a'), 1, 'the content is still there');
       assert.equal(
         await metricValue(second.registry, 'silo_state_log_corrupt_entries_total', { kind: 'epoch' }),
         1,
@@ -94,16 +79,16 @@ describe('epochs in the store', () => {
       minSavingsBytes: 1024,
     });
     epochs.start();
-    write(state, 'small', 1);
+    writeSlotted(state, 'small', 1);
     assert.deepEqual(epochs.check(), [], 'nothing written worth a look');
-    for (let r = 0; r < 300; r++) for (let i = 0; i < 5; i++) write(state, `k${i}`, r);
+    for (let r = 0; r < 300; r++) for (let i = 0; i < 5; i++) writeSlotted(state, `k${i}`, r);
     assert.deepEqual(epochs.check(), [], 'not the starter');
     starter = true;
     assert.deepEqual(epochs.check(), ['workloads']);
     assert.equal(state.epoch('workloads').number, 1);
-    assert.equal(values(state).get('k3'), 299);
+    assert.equal(slottedValues(state).get('k3'), 299);
     // Right after a start there is no history to drop.
-    for (let i = 0; i < 200; i++) write(state, `fresh${i}`, i);
+    for (let i = 0; i < 200; i++) writeSlotted(state, `fresh${i}`, i);
     assert.deepEqual(epochs.check(), [], 'new content, not history');
     epochs.stop();
   });
