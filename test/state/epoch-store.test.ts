@@ -5,7 +5,9 @@ import * as Y from 'yjs';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { EpochStarter } from '../../src/state/epoch-starter.js';
 import { LmdbUpdateLog } from '../../src/state/lmdb-log.js';
+import { Origin } from '../../src/state/names.js';
 import { slottedValues, writeSlotted } from '../fixtures/slotted-writes.js';
+import { enrollmentRecord, workloadSpec } from '../fixtures/state-records.js';
 import { metricValue, openState, quietLogger, tempDir } from '../fixtures/state-store.js';
 
 /* Epochs in the durable store and the starter's rule (docs/epochs.md, docs/protocol.md "Durable storage"). */
@@ -91,5 +93,49 @@ describe('epochs in the store', () => {
     for (let i = 0; i < 200; i++) writeSlotted(state, `fresh${i}`, i);
     assert.deepEqual(epochs.check(), [], 'new content, not history');
     epochs.stop();
+  });
+
+  test('enrollment and workloads views read through a switch, caches included, and a revocation is carried over', async () => {
+    const { dir, cleanup } = await tempDir('epoch-views');
+    const { dir: otherDir, cleanup: otherCleanup } = await tempDir('epoch-views-b');
+    try {
+      const a = openState(dir, { nodeId: 'node-a' });
+      const b = openState(otherDir, { nodeId: 'node-b' });
+      a.enrollment.put(enrollmentRecord('node-a', 1));
+      a.enrollment.put(enrollmentRecord('node-b', 2));
+      a.workloads.put(workloadSpec('web'));
+      b.state.applyRemote('enrollment', a.state.encodeDiff('enrollment'));
+      b.state.applyRemote('workloads', a.state.encodeDiff('workloads'));
+      assert.equal(b.enrollment.list().length, 2, 'cached on b before the switch');
+
+      // b revokes node-a while a starts a new epoch without it.
+      b.enrollment.revoke({ nodeId: 'node-a', revokedAt: 5, reason: 'lost', cert: 'c2ln' });
+      const epoch = a.state.startEpoch('enrollment');
+      a.state.startEpoch('workloads');
+      assert.deepEqual(
+        a.enrollment.list().map((r) => r.nodeId),
+        ['node-a', 'node-b'],
+      );
+      assert.equal(a.workloads.get('web')?.revision, 1);
+
+      // b adopts a's epoch (as a sync brings it) and carries the revocation over.
+      let carried: Uint8Array | undefined;
+      const off = b.state.onChange((doc, update, origin) => {
+        if (doc === 'enrollment' && origin === Origin.local) carried = update;
+      });
+      b.state.adoptEpoch('enrollment', epoch, a.state.encodeDiff('enrollment'));
+      off();
+      assert.equal(b.enrollment.isRevoked('node-a'), true, 'the view sees the carried revocation at once');
+      assert.deepEqual(b.state.epoch('enrollment'), epoch);
+      assert.ok(carried !== undefined, 'the carried records go out as a local update');
+      a.state.applyRemote('enrollment', carried);
+      assert.equal(a.enrollment.isRevoked('node-a'), true);
+      assert.equal(a.state.digest('enrollment'), b.state.digest('enrollment'));
+      await a.state.close();
+      await b.state.close();
+    } finally {
+      await cleanup();
+      await otherCleanup();
+    }
   });
 });
