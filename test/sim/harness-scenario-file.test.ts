@@ -59,7 +59,7 @@ describe('scenario files', () => {
 
   test('errors name the step, its time and action, and the field', () => {
     assert.deepEqual(problemsOf(`nodes = 3\n[[steps]]\nat = "1s"\naction = "explode"\n`), [
-      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, copy-data, join, skew, witnesses, write, writes, apply, drain, kill-service, wait, flap',
+      'step 1 (at "1s", action "explode"): action must be one of partition, heal, cut, link, loss, crash, restart, copy-data, join, skew, witnesses, epoch, write, writes, apply, drain, kill-service, wait, flap',
     ]);
     const [bad] = problemsOf(
       `nodes = 3\n[[steps]]\nat = "1s"\naction = "heal"\n[[steps]]\nat = "soon"\naction = "crash"\nnodes = "n1"\n`,
