@@ -124,6 +124,10 @@ export class ClusterState {
 
   /** Attaches this state's handlers to `doc`, the current document of `name`. */
   private bind(name: DocName, doc: Y.Doc): void {
+    // Defined up front: a root type that a remote update creates first is a plain AbstractType,
+    // and a later getMap replaces it by another object, so the transaction that created it would
+    // name a type no reader knows (Transaction.changed is keyed by type object).
+    for (const map of slottedMapsOf(name) ?? []) doc.getMap(map);
     doc.on('update', (update: Uint8Array, origin: unknown) => this.onUpdate(name, update, origin));
     doc.on('beforeTransaction', (tr: Y.Transaction) => this.transactionListeners.before.get(name)?.emit(tr));
     doc.on('afterTransaction', (tr: Y.Transaction) => this.transactionListeners.after.get(name)?.emit(tr));

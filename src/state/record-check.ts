@@ -189,6 +189,8 @@ export function onMapsChange(
   logger: Logger,
   listener: (origin: unknown) => void,
 ): () => void {
+  // Defined now, before any remote update can create them as untyped roots (see ClusterState.bind).
+  for (const name of maps) state.doc(doc).getMap(name);
   return state.onTransaction(doc, 'after', (tr) => {
     if (tr !== null) {
       const current = state.doc(doc);

@@ -5,7 +5,12 @@ import * as Y from 'yjs';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { encodeRecord, slotKey } from '../../src/state/epochs/slot-codec.js';
 import { Origin } from '../../src/state/names.js';
-import { type InvalidRecord, InvalidRecordError, RecordChecker } from '../../src/state/record-check.js';
+import {
+  type InvalidRecord,
+  InvalidRecordError,
+  onMapsChange,
+  RecordChecker,
+} from '../../src/state/record-check.js';
 import { SlottedMap } from '../../src/state/slotted-map.js';
 import { quietLogger } from '../fixtures/state-store.js';
 
@@ -129,5 +134,16 @@ describe('SlottedMap', () => {
     assert.equal(a.map.get('x'), 2);
     a.write(() => a.map.set('x', 3));
     assert.equal(a.map.get('x'), 3);
+  });
+
+  test('the remote update that first creates a map reaches view listeners and readers', () => {
+    const a = node('node-a');
+    const b = new ClusterState({ logger: quietLogger, nodeId: 'node-b' });
+    const origins: unknown[] = [];
+    // Subscribed before anything on b touched the map, as an agent's components do at start.
+    onMapsChange(b, 'workloads', ['specs'], quietLogger, (origin) => origins.push(origin));
+    a.write(() => a.map.set('web', 1));
+    send(a.state, b);
+    assert.deepEqual(origins, [Origin.sync]);
   });
 });
