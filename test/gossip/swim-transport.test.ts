@@ -105,7 +105,9 @@ describe('SWIM over /silo/swim/1 (real libp2p)', () => {
         (await value('wrong-version')) >= 1
       );
     });
-    assert.equal(sees(0, 'node-2'), 'alive');
+    // The obituary was not believed. (node-2 may be suspect for a moment on its own: a probe that
+    // missed its ack on a loaded machine; that is normal SWIM, not the stranger's doing.)
+    assert.notEqual(sees(0, 'node-2'), 'dead');
     assert.ok((swims[0]?.stateOf('node-2')?.incarnation ?? 0) < 1000);
   });
 
