@@ -21,17 +21,23 @@ export interface ReconcileStatus {
     error: string | null;
     checkpoint: SnapshotRef | null;
     /** This node's witness lease of it (exclusive workloads it claims or runs), else null. */
-    lease: {
-      ballot: number;
-      held: boolean;
-      mayRun: boolean;
-      configVersion: number;
-      quorum: number;
-      grantedBy: string[];
-      /** "witness: what it said" for each witness without a live grant. */
-      missing: string[];
-    } | null;
+    lease: LeaseSummary | null;
   }[];
+}
+
+/**
+ * This node's witness lease of one workload, as status output shows it
+ * (the loop's status, and the API's workload rows through it).
+ */
+export interface LeaseSummary {
+  ballot: number;
+  held: boolean;
+  mayRun: boolean;
+  configVersion: number;
+  quorum: number;
+  grantedBy: string[];
+  /** "witness: what it said" for each witness without a live grant. */
+  missing: string[];
 }
 
 /** One line on a lease for reasons and logs: who granted, or what is missing. */

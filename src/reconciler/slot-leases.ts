@@ -2,7 +2,7 @@ import type { LeaseWant } from '../ownership/index.js';
 import type { ObservedView } from '../state/observed-view.js';
 import type { Phase, WorkloadSpec } from '../state/schemas.js';
 import type { WorkloadLeases } from './loop-options.js';
-import { describeLease, type ReconcileStatus } from './loop-status.js';
+import { describeLease, type LeaseSummary } from './loop-status.js';
 import { type LeaseView, type OwnershipTiming, ownershipClass } from './placement/index.js';
 import type { ServiceRunner } from './service-runner.js';
 import { RUNNING_PHASES } from './slot-status.js';
@@ -67,7 +67,7 @@ export class SlotLeases {
   }
 
   /** This node's lease of the workload for `silo status`, or null when it does not ask for one. */
-  summary(workload: string): ReconcileStatus['workloads'][number]['lease'] {
+  summary(workload: string): LeaseSummary | null {
     if (!this.options.leases.wanted().includes(workload)) return null;
     const status = this.options.leases.status(workload);
     return {

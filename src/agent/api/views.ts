@@ -1,6 +1,7 @@
 import type { Liveness, MemberView } from '../../gossip/index.js';
 import { roleOf } from '../../identity/role.js';
 import { quorumSize } from '../../ownership/witness-config.js';
+import type { LeaseSummary } from '../../reconciler/loop-status.js';
 import { ownershipClass } from '../../reconciler/placement/types.js';
 import type { DocName } from '../../state/names.js';
 import type {
@@ -232,14 +233,7 @@ export interface WorkloadRow {
    * This agent's own witness lease of the workload when it claims or runs
    * it: the ballot, who granted it, and what each missing witness said.
    */
-  lease: {
-    ballot: number;
-    mayRun: boolean;
-    configVersion: number;
-    quorum: number;
-    grantedBy: string[];
-    missing: string[];
-  } | null;
+  lease: LeaseSummary | null;
 }
 
 /**
