@@ -49,8 +49,14 @@ import { SwimLeaseSource, type SwimLivenessView } from './swim-lease.js';
  * gossip and stops it before gossip.
  */
 
+/** The loop's own settings, passed through unchanged (documented in loop-options.ts). */
+type LoopSettings = Pick<
+  ReconcileLoopOptions,
+  'tickMs' | 'debounceMs' | 'checkpointIntervalMs' | 'replicas' | 'maxParallel' | 'gcIntervalMs' | 'handoffMs'
+>;
+
 /** Settings (config `services.*`, plus test and simulator hooks). */
-export interface ReconcilerOptions {
+export interface ReconcilerOptions extends LoopSettings {
   /** services.sandbox (default "auto"). */
   sandbox?: SandboxPreference;
   /** Ownership timing; dead_after always comes from the failure detector. */
@@ -61,16 +67,6 @@ export interface ReconcilerOptions {
    * lengths and so this node's witness quiet period after a restart (W6).
    */
   maxStopTimeoutMs?: number;
-  tickMs?: number;
-  debounceMs?: number;
-  /** services.checkpoint_interval (default 30 s; 0 disables checkpoints). */
-  checkpointIntervalMs?: number;
-  /** services.replicas (default 1). */
-  replicas?: number;
-  /** services.max_parallel (default 1). */
-  maxParallel?: number;
-  gcIntervalMs?: number;
-  handoffMs?: number;
   /** What stopping the agent does to its workloads (default "release"). */
   onStop?: StopPolicy;
   supervisor?: Partial<SupervisorTuning>;
