@@ -7,12 +7,8 @@ import {
 } from '../gossip/codec.js';
 import type { DocName } from '../state/names.js';
 import { NODE_ID_PATTERN } from '../state/schemas.js';
-import {
-  MAX_UPDATES_PER_MESSAGE,
-  type MemberState,
-  type MemberUpdate,
-  type SwimMessage,
-} from './swim-core.js';
+import type { MemberState, MemberUpdate, SwimMessage } from './swim-messages.js';
+import { MAX_UPDATES_PER_MESSAGE } from './swim-params.js';
 
 /**
  * The wire form of SwimCore's messages (docs/membership.md, "Wire format";
