@@ -1,6 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rename, rm, writeFile } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -8,9 +6,25 @@ import type { ObservedStatus, Phase } from '../state/schemas.js';
 import { Listeners } from '../util/listeners.js';
 import { killCgroupMembers } from './limits.js';
 import { RotatingLog } from './log-rotation.js';
-import type { PidRecord } from './orphans.js';
+import { PidFile } from './pid-file.js';
 import { isSameProcessAlive, killQuietly, readProcStat, waitUntilGone } from './proc.js';
-import { type LaunchPlan, parseBwrapStatusLine, type SandboxKind } from './sandbox.js';
+import {
+  DEFAULT_SUPERVISOR_TUNING,
+  type Death,
+  RestartBudget,
+  type RestartPolicy,
+  type SupervisorTuning,
+} from './restart-budget.js';
+import { decodeExit, describeExit, type LastExit, settleWithin } from './run-exit.js';
+import { watchBwrapChildPid, watchReadinessLine } from './run-streams.js';
+import type { LaunchPlan, SandboxKind } from './sandbox.js';
+
+export {
+  DEFAULT_SUPERVISOR_TUNING,
+  PERMANENT_FAILURE_EXIT_CODE,
+  type RestartPolicy,
+  type SupervisorTuning,
+} from './restart-budget.js';
 
 /**
  * s6-style supervision of one service at one spec revision:
@@ -18,39 +32,12 @@ import { type LaunchPlan, parseBwrapStatusLine, type SandboxKind } from './sandb
  *  - readiness: a newline on `notificationFd`, else at spawn; none within `startTimeoutMs` = failure;
  *  - after an exit: restart per policy with exponential backoff (reset once the service stayed
  *    up for `resetAfterMs`); `crashLoopDeaths` exits within `crashLoopWindowMs` = failed;
- *    exit code 125 = permanent failure, never restarted;
+ *    exit code 125 = permanent failure, never restarted (restart-budget.ts);
  *  - stop: the stop signal to the service's main process, `stopTimeoutMs`, then SIGKILL to
  *    everything it started (process group, bwrap's namespace, cgroups): no orphans;
  *  - stdout/stderr into LOGS_DIRECTORY/current with size-based rotation;
- *  - a pid file (`supervise/pid`) so that a restarted agent can reap a leftover copy.
+ *  - a pid file (`supervise/pid`, pid-file.ts) so that a restarted agent can reap a leftover copy.
  */
-
-export type RestartPolicy = 'always' | 'on-failure' | 'never';
-
-/** Exit code a service uses to say "do not restart me, ever" (s6's permanent failure). */
-export const PERMANENT_FAILURE_EXIT_CODE = 125;
-
-export interface SupervisorTuning {
-  backoffBaseMs: number;
-  backoffCapMs: number;
-  /** A run that stayed ready this long resets the backoff to its base. */
-  resetAfterMs: number;
-  /** This many exits within `crashLoopWindowMs` = crash loop (phase failed). */
-  crashLoopDeaths: number;
-  crashLoopWindowMs: number;
-  logMaxBytes: number;
-  logKeep: number;
-}
-
-export const DEFAULT_SUPERVISOR_TUNING: SupervisorTuning = {
-  backoffBaseMs: 1000,
-  backoffCapMs: 60_000,
-  resetAfterMs: 30_000,
-  crashLoopDeaths: 5,
-  crashLoopWindowMs: 60_000,
-  logMaxBytes: 1024 * 1024,
-  logKeep: 5,
-};
 
 export interface SupervisorOptions {
   name: string;
@@ -102,8 +89,6 @@ interface Run {
   recorded: Promise<void>;
 }
 
-type LastExit = NonNullable<ObservedStatus['lastExit']>;
-
 export class Supervisor {
   private readonly tuning: SupervisorTuning;
   private readonly logger: Logger;
@@ -114,8 +99,9 @@ export class Supervisor {
   private status: ObservedStatus;
   private run: Run | null = null;
   private backoffTimer: NodeJS.Timeout | null = null;
-  private consecutiveFailures = 0;
-  private deaths: number[] = [];
+  /** Deaths so far and the backoff they call for. */
+  private readonly restarts: RestartBudget;
+  private readonly pidFile: PidFile;
   private stopping: Promise<void> | null = null;
   private started = false;
   private finished = false;
@@ -123,6 +109,8 @@ export class Supervisor {
   constructor(private readonly options: SupervisorOptions) {
     this.tuning = { ...DEFAULT_SUPERVISOR_TUNING, ...options.tuning };
     this.logger = options.logger.child({ component: 'supervisor', service: options.name });
+    this.restarts = new RestartBudget(options.restart, this.tuning);
+    this.pidFile = new PidFile(join(options.superviseDir, 'pid'), this.logger);
     this.log = new RotatingLog({
       dir: options.logsDir,
       maxBytes: this.tuning.logMaxBytes,
@@ -257,13 +245,20 @@ export class Supervisor {
 
     child.stdout?.on('data', (chunk: Buffer) => this.log.write(chunk));
     child.stderr?.on('data', (chunk: Buffer) => this.log.write(chunk));
-    if (plan.statusFd !== null) this.watchBwrapStatus(run, child.stdio[plan.statusFd] as Readable | null);
+    if (plan.statusFd !== null) {
+      watchBwrapChildPid(child.stdio[plan.statusFd] as Readable | null, (childPid) => {
+        if (run.childPid === null) this.adoptChildPid(run, childPid);
+      });
+    }
 
     // Ready = the newline on notification_fd (if declared) AND, under bwrap, the service's own
     // pid known (child-pid on the status fd), so a running status never names bwrap.
     run.waitsForChildPid = plan.statusFd !== null;
     if (notificationFd !== undefined) {
-      this.watchReadiness(run, child.stdio[notificationFd] as Readable | null);
+      watchReadinessLine(child.stdio[notificationFd] as Readable | null, () => {
+        run.notified = true;
+        this.maybeReady(run);
+      });
     }
     this.maybeReady(run);
     if (run.readyAt === null) this.armReadinessTimer(run);
@@ -280,17 +275,6 @@ export class Supervisor {
       // An 'error' without a pid-ful exit (e.g. kill failure) is not a death; exit still follows.
       if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
     });
-  }
-
-  private watchReadiness(run: Run, stream: Readable | null): void {
-    if (stream === null) return;
-    stream.on('data', (chunk: Buffer) => {
-      if (!run.notified && chunk.includes(0x0a)) {
-        run.notified = true;
-        this.maybeReady(run);
-      }
-    });
-    stream.on('error', () => undefined);
   }
 
   private armReadinessTimer(run: Run): void {
@@ -312,26 +296,6 @@ export class Supervisor {
     // An agent killed right after reporting running must leave a record naming this run (the
     // service's own pid under bwrap), or its successor cannot reap the orphan.
     if (notified && pidKnown) void run.recorded.then(() => this.markReady(run));
-  }
-
-  private watchBwrapStatus(run: Run, stream: Readable | null): void {
-    if (stream === null) return;
-    let buffered = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (text: string) => {
-      buffered += text;
-      let newline = buffered.indexOf('\n');
-      while (newline >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        const status = parseBwrapStatusLine(line);
-        if (status !== null && 'childPid' in status && run.childPid === null) {
-          this.adoptChildPid(run, status.childPid);
-        }
-        newline = buffered.indexOf('\n');
-      }
-    });
-    stream.on('error', () => undefined);
   }
 
   private adoptChildPid(run: Run, childPid: number): void {
@@ -372,7 +336,7 @@ export class Supervisor {
     await settleWithin(run.closed, 2000);
     for (const fd of run.child.stdio) fd?.destroy();
     if (this.run === run) this.run = null;
-    await rm(this.pidFile(), { force: true });
+    await this.pidFile.remove();
     this.logger.info({ code, signal, pid: run.pid }, 'service exited');
     if (this.stopping !== null) {
       this.setStatus({ lastExit: exit });
@@ -388,42 +352,19 @@ export class Supervisor {
     });
   }
 
-  private afterDeath(death: { failure: string | null; exit: LastExit | null; uptimeMs?: number }): void {
-    const { restart } = this.options;
-    const { exit } = death;
-    const what = death.failure ?? (exit === null ? 'start failed' : describeExit(exit));
-    if (exit?.code === PERMANENT_FAILURE_EXIT_CODE) {
-      this.finish('failed', `${what}: permanent failure, not restarted`);
+  private afterDeath(death: Death): void {
+    const next = this.restarts.afterDeath(death, Date.now);
+    if (next.kind === 'finish') {
+      this.finish(next.phase, next.reason);
       return;
     }
-    const clean = death.failure === null && exit !== null && exit.code === 0 && exit.signal === null;
-    if (restart === 'never' || (restart === 'on-failure' && clean)) {
-      this.finish(clean ? 'released' : 'failed', `${what}; restart policy "${restart}"`);
-      return;
-    }
-    const now = Date.now();
-    this.deaths = this.deaths.filter((at) => now - at < this.tuning.crashLoopWindowMs);
-    this.deaths.push(now);
-    if (this.deaths.length >= this.tuning.crashLoopDeaths) {
-      this.finish(
-        'failed',
-        `crash loop: ${this.deaths.length} exits within ${this.tuning.crashLoopWindowMs / 1000} s (last: ${what})`,
-      );
-      return;
-    }
-    if ((death.uptimeMs ?? 0) >= this.tuning.resetAfterMs) this.consecutiveFailures = 0;
-    this.consecutiveFailures++;
-    const delay = Math.min(
-      this.tuning.backoffCapMs,
-      this.tuning.backoffBaseMs * 2 ** Math.min(this.consecutiveFailures - 1, 30),
-    );
-    this.setStatus({ phase: 'starting', reason: `restarting in ${delay / 1000} s after ${what}` });
+    this.setStatus({ phase: 'starting', reason: next.reason });
     this.backoffTimer = setTimeout(() => {
       this.backoffTimer = null;
       if (this.stopping !== null) return;
       this.setStatus({ restarts: this.status.restarts + 1 });
       void this.launch();
-    }, delay);
+    }, next.delayMs);
   }
 
   private finish(phase: Phase, reason: string): void {
@@ -468,18 +409,14 @@ export class Supervisor {
 
   // ---- pid file -----------------------------------------------------------
 
-  private pidFile(): string {
-    return join(this.options.superviseDir, 'pid');
-  }
-
   private recordPid(run: Run): void {
     run.recorded = run.recorded.then(() => this.writePidFile(run));
   }
 
-  /** Never rejects: a failed write is logged (the service still runs; only reaping loses it). */
+  /** Never rejects (PidFile.write). */
   private async writePidFile(run: Run): Promise<void> {
     if (run.startTime === undefined) return;
-    const record: PidRecord = {
+    const record = {
       name: this.options.name,
       revision: this.options.revision,
       pid: run.pid,
@@ -489,15 +426,8 @@ export class Supervisor {
       cgroupDirs: [...(this.options.cgroupDirs ?? [])],
       writtenAt: Date.now(),
     };
-    const temp = `${this.pidFile()}.tmp`;
-    try {
-      await writeFile(temp, `${JSON.stringify(record)}\n`, { mode: 0o644 });
-      // The run may have ended while writing: never leave a record of a dead run behind.
-      if (this.run === run) await rename(temp, this.pidFile());
-      else await rm(temp, { force: true });
-    } catch (err) {
-      this.logger.warn({ err: (err as Error).message }, 'pid file not written');
-    }
+    // The run may have ended while writing: never leave a record of a dead run behind.
+    await this.pidFile.write(record, () => this.run === run);
   }
 
   // ---- status -------------------------------------------------------------
@@ -511,34 +441,4 @@ export class Supervisor {
     }
     this.listeners.emit(this.current());
   }
-}
-
-/** Wait for `promise` at most `ms`; true when it settled in time. The timer never outlives the wait. */
-async function settleWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** bwrap reports a child killed by signal N as exit code 128+N: turn that back into a signal. */
-function decodeExit(
-  code: number | null,
-  signal: NodeJS.Signals | null,
-  kind: SandboxKind,
-): { code: number | null; signal: string | null } {
-  if (kind === 'bubblewrap' && code !== null && code > 128 && code <= 128 + 64) {
-    const name = Object.entries(osConstants.signals).find(([, n]) => n === code - 128)?.[0];
-    if (name !== undefined) return { code: null, signal: name };
-  }
-  return { code, signal };
-}
-
-function describeExit(exit: LastExit): string {
-  return exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
 }
