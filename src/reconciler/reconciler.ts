@@ -308,6 +308,7 @@ export class Reconciler {
     });
     return {
       addressOf: (workload) => deps.workloads.serviceAddresses().get(workload),
+      addresses: () => deps.workloads.serviceAddresses(),
       setup: (workload, address, ports) => netns.setup(workload, address, ports),
       teardown: (workload) => netns.teardown(workload),
       onChange: (listener) => deps.workloads.onChange(() => listener()),

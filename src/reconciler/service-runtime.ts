@@ -1,39 +1,22 @@
-import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Counter, Gauge, Registry } from 'prom-client';
 import { z } from 'zod';
-import {
-  type ObservedStatus,
-  type Phase,
-  PhaseSchema,
-  type WorkloadSpec,
-  WorkloadSpecSchema,
-} from '../state/schemas.js';
+import type { ObservedStatus, Phase, WorkloadSpec } from '../state/schemas.js';
+import { WorkloadSpecSchema } from '../state/schemas.js';
 import { Listeners } from '../util/listeners.js';
-import { counterIn, gaugeIn } from '../util/metrics.js';
-import { type EncryptedScratch, stateCipherDir } from './encrypted-scratch.js';
-import { type RuntimeConfig, runGenerator } from './generator.js';
-import { isInitialized } from './gocryptfs.js';
-import type { ImageStore } from './image-store.js';
-import {
-  type EnforcedLimits,
-  type LimitSetup,
-  ResourceLimiter,
-  type ResourceLimiterOptions,
-} from './limits.js';
+import { KeyedLock } from './keyed-lock.js';
+import { type LimitSetup, ResourceLimiter } from './limits.js';
 import { type ReapedService, reapOrphans } from './orphans.js';
+import { RuntimeMetrics } from './runtime-metrics.js';
 import {
-  buildLaunch,
-  checkProgram,
-  detectSandbox,
-  SANDBOX_GID,
-  SANDBOX_PATHS,
-  SANDBOX_UID,
-  type SandboxChoice,
-  type SandboxPreference,
-} from './sandbox.js';
+  DEFAULT_QUOTA,
+  type QuotaOptions,
+  type RuntimeEntry,
+  type RuntimeEvent,
+  runtimeInstanceId,
+  type ServiceRuntimeOptions,
+  type ServiceStatus,
+} from './runtime-types.js';
+import { detectSandbox, SANDBOX_GID, SANDBOX_UID, type SandboxChoice } from './sandbox.js';
 import {
   type Owner,
   prepareDirs,
@@ -41,10 +24,20 @@ import {
   type QuotaEvent,
   removeRuntime,
   ScratchQuotaMonitor,
-  type ServiceDirs,
   serviceDirs,
 } from './scratch.js';
-import { Supervisor, type SupervisorTuning } from './supervisor.js';
+import { ServiceAddressing } from './service-addressing.js';
+import { checkImage, mountEncryptedState, newEntry, superviseService } from './service-start.js';
+import type { Supervisor } from './supervisor.js';
+
+export {
+  type QuotaOptions,
+  type RuntimeEvent,
+  runtimeInstanceId,
+  type ServiceNetworkAccess,
+  type ServiceRuntimeOptions,
+  type ServiceStatus,
+} from './runtime-types.js';
 
 /**
  * The single-node service runtime: what the reconcile loop calls,
@@ -57,93 +50,13 @@ import { Supervisor, type SupervisorTuning } from './supervisor.js';
  * scratch directories are prepared and the resource limits set up.
  */
 
-export interface ServiceStatus extends ObservedStatus {
-  name: string;
-  /** The service's main pid while it runs (inside bwrap: the service, not bwrap). */
-  pid: number | null;
-  /** Resource limits actually enforced for the current run, or null before a start. */
-  limits: EnforcedLimits | null;
-}
-
-export type RuntimeEvent =
-  | { type: 'scratch-over-quota'; name: string; usedBytes: number; limitBytes: number }
-  | { type: 'scratch-back-under-quota'; name: string; usedBytes: number; limitBytes: number }
-  | { type: 'scratch-quota-exceeded'; name: string; usedBytes: number; limitBytes: number; reason: string };
-
-export interface QuotaOptions {
-  intervalMs: number;
-  graceMs: number;
-  maxEntries: number;
-}
-
-export interface ServiceRuntimeOptions {
-  dataDir: string;
-  imageStore: ImageStore;
-  logger: Logger;
-  registry: Registry;
-  /** 'auto' (default): bubblewrap when usable, plain processes otherwise. */
-  sandbox?: SandboxPreference;
-  nodeId?: string | null;
-  tuning?: Partial<SupervisorTuning>;
-  quota?: Partial<QuotaOptions>;
-  limits?: Omit<ResourceLimiterOptions, 'logger'>;
-  /**
-   * Encrypted STATE for persistent workloads (docs/security.md, "Encrypted
-   * scratch"). Without it STATE is a plain directory.
-   */
-  encryptedScratch?: EncryptedScratch;
-  /**
-   * Service addresses (docs/services.md, "Service addresses"): a sandboxed
-   * `network = "overlay"` service runs in its own network namespace with
-   * its address. Absent: overlay services share the host's network.
-   */
-  serviceNetwork?: ServiceNetworkAccess;
-}
-
-/** What the runtime needs to give a service its own address. */
-export interface ServiceNetworkAccess {
-  /** The workload's service address in the converged workloads document, or undefined while it has none. */
-  addressOf(workload: string): string | undefined;
-  /** Creates the namespace with the address; returns its path. */
-  setup(workload: string, address: string, ports: readonly number[]): Promise<string>;
-  teardown(workload: string): Promise<void>;
-  /**
-   * Contents of the service's /etc/resolv.conf (the agent's service DNS
-   * first), or undefined to leave the host's.
-   */
-  resolvConf?(): Promise<string | undefined>;
-  /** Calls `listener` whenever the addresses may have changed; returns the unsubscribe. */
-  onChange?(listener: () => void): () => void;
-}
-
-/** Distinguishes the services of agents sharing one kernel: a hash of the data directory. */
-export function runtimeInstanceId(dataDir: string): string {
-  return createHash('sha256').update(dataDir).digest('hex').slice(0, 8);
-}
-
-const DEFAULT_QUOTA: QuotaOptions = { intervalMs: 10_000, graceMs: 60_000, maxEntries: 100_000 };
-
-interface Entry {
-  spec: WorkloadSpec;
-  dirs: ServiceDirs;
-  status: ObservedStatus;
-  supervisor: Supervisor | null;
-  limits: LimitSetup | null;
-  quota: ScratchQuotaMonitor | null;
-  /** Stopped by `stop()`: the next ensureRunning starts it again even at the same revision. */
-  stoppedByRequest: boolean;
-  /** Waiting for something that may appear (the image): ensureRunning retries. */
-  retry: boolean;
-  /** STATE is mounted through encrypted scratch for this run (unmounted at teardown). */
-  encrypted: boolean;
-  /** The service address its current namespace was made with; undefined without one. */
-  address: string | undefined;
-}
+type Entry = RuntimeEntry;
 
 export class ServiceRuntime {
   private readonly logger: Logger;
   private readonly entries = new Map<string, Entry>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Everything done to one service is done in turn. */
+  private readonly locks = new KeyedLock();
   private readonly statusListeners = new Listeners<[ServiceStatus]>((err) =>
     this.logger.error({ err: (err as Error).message }, 'status listener threw'),
   );
@@ -153,11 +66,10 @@ export class ServiceRuntime {
   private readonly limiter: ResourceLimiter;
   private readonly quota: QuotaOptions;
   private readonly instanceId: string;
+  private readonly addressing: ServiceAddressing;
   private sandbox: Promise<SandboxChoice> | null = null;
   private initialized: Promise<ReapedService[]> | null = null;
-  private readonly exits: Counter<'service'>;
-  private readonly restarts: Counter<'service'>;
-  private readonly scratchBytes: Gauge<'service'>;
+  private readonly metrics: RuntimeMetrics;
 
   constructor(private readonly options: ServiceRuntimeOptions) {
     this.logger = options.logger.child({ component: 'service-runtime' });
@@ -165,33 +77,12 @@ export class ServiceRuntime {
     this.quota = { ...DEFAULT_QUOTA, ...options.quota };
     // cgroup names must not collide between agents sharing a host (or a test process).
     this.instanceId = runtimeInstanceId(options.dataDir);
+    this.addressing = new ServiceAddressing(options.serviceNetwork, this.logger);
     // For the runtime's lifetime, which is the agent's (the reconciler is not restarted).
-    options.serviceNetwork?.onChange?.(() => this.readdressAll());
-    this.exits = counterIn(options.registry, {
-      name: 'silo_service_exits_total',
-      help: 'Service process exits, by service',
-      labelNames: ['service'],
-    });
-    this.restarts = counterIn(options.registry, {
-      name: 'silo_service_restarts_total',
-      help: 'Service restarts by the supervisor, by service',
-      labelNames: ['service'],
-    });
-    this.scratchBytes = gaugeIn(options.registry, {
-      name: 'silo_service_scratch_used_bytes',
-      help: 'Scratch usage (RUNTIME+STATE+CACHE) by service',
-      labelNames: ['service'],
-    });
-    // Computed at scrape time from the first runtime made on this registry (one per agent).
+    this.addressing.onChange(() => this.readdressAll());
     const entries = this.entries;
-    gaugeIn(options.registry, {
-      name: 'silo_services',
-      help: 'Services supervised by this runtime, by phase',
-      labelNames: ['phase'],
-      collect() {
-        for (const phase of PhaseSchema.options) this.set({ phase }, 0);
-        for (const entry of entries.values()) this.inc({ phase: entry.status.phase });
-      },
+    this.metrics = new RuntimeMetrics(options.registry, function* () {
+      for (const entry of entries.values()) yield entry.status.phase;
     });
   }
 
@@ -280,62 +171,23 @@ export class ServiceRuntime {
 
   // ---- start / stop -----------------------------------------------------------
 
+  /** Every step of a start (service-start.ts); a failed step leaves the service failed, or pulling to retry. */
   private async start(spec: WorkloadSpec): Promise<ServiceStatus> {
-    const dirs = serviceDirs(this.options.dataDir, spec.name);
-    const entry: Entry = {
-      spec,
-      dirs,
-      status: {
-        phase: 'pending',
-        since: Date.now(),
-        revision: spec.revision,
-        restarts: 0,
-        lastExit: null,
-        reason: null,
-        sandbox: null,
-        scratchUsedMb: null,
-        snapshot: null,
-      },
-      supervisor: null,
-      limits: null,
-      quota: null,
-      stoppedByRequest: false,
-      retry: false,
-      encrypted: false,
-      address: undefined,
-    };
+    const entry = newEntry(this.options.dataDir, spec);
     this.entries.set(spec.name, entry);
-    const { imageStore } = this.options;
-
-    const verified = await imageStore.verify(spec.imageDigest, spec.imageSignature);
-    if (!verified.ok) {
-      // A missing or corrupt (now removed) tar can still be fetched: report pulling, retry next time.
-      const retry = verified.code === 'missing' || verified.code === 'tampered';
-      entry.retry = retry;
-      this.setStatus(entry, { phase: retry ? 'pulling' : 'failed', reason: verified.reason });
+    const image = await checkImage(this.options.imageStore, spec, () => this.sandboxChoice());
+    if (!image.ok) {
+      entry.retry = image.retry;
+      this.setStatus(entry, { phase: image.retry ? 'pulling' : 'failed', reason: image.reason });
       return this.view(entry);
     }
-
-    let choice: SandboxChoice;
-    let rootfs: string;
-    try {
-      rootfs = await imageStore.unpack(spec.imageDigest);
-      for (const program of [spec.command, spec.generator]) {
-        if (program === undefined) continue;
-        const problem = await checkProgram(rootfs, program);
-        if (problem !== null) throw new Error(problem);
-      }
-      choice = await this.sandboxChoice();
-    } catch (err) {
-      this.setStatus(entry, { phase: 'failed', reason: (err as Error).message });
-      return this.view(entry);
-    }
+    const { rootfs, choice } = image;
     const owner: Owner | undefined =
       choice.kind === 'bubblewrap' ? { uid: SANDBOX_UID, gid: SANDBOX_GID } : undefined;
     let limits: LimitSetup;
     try {
-      await prepareDirs(dirs, owner);
-      await this.mountEncrypted(entry, owner);
+      await prepareDirs(entry.dirs, owner);
+      await mountEncryptedState(this.options.encryptedScratch, entry, owner);
       limits = await this.limiter.setup(`${this.instanceId}-${spec.name}`, {
         cpus: spec.cpus,
         memoryMb: spec.memoryMb,
@@ -346,39 +198,16 @@ export class ServiceRuntime {
     }
     entry.limits = limits;
 
-    const supervisor = new Supervisor({
-      name: spec.name,
-      revision: spec.revision,
-      sandbox: choice.kind,
-      restart: spec.restart,
-      stopSignal: spec.stopSignal,
-      stopTimeoutMs: spec.stopTimeoutMs,
-      startTimeoutMs: spec.startTimeoutMs,
-      ...(spec.notificationFd === undefined ? {} : { notificationFd: spec.notificationFd }),
-      logsDir: dirs.logs,
-      superviseDir: dirs.supervise,
-      cgroupDirs: limits.cgroupDirs,
+    const supervisor = superviseService({
+      entry,
+      rootfs,
+      choice,
+      owner,
+      limits,
+      nodeId: this.options.nodeId ?? null,
       tuning: this.options.tuning ?? {},
+      addressing: this.addressing,
       logger: this.options.logger,
-      prepare: async (log) => {
-        await prepareDirs(dirs, owner);
-        if (spec.generator !== undefined) await this.runGenerator(spec, choice, dirs, rootfs, log);
-        const netnsPath = await this.serviceNetns(entry, choice);
-        const resolvConfPath = netnsPath === undefined ? undefined : await this.resolvConf(dirs);
-        return buildLaunch({
-          choice,
-          dirs,
-          rootfs,
-          program: spec.command,
-          args: spec.args,
-          env: spec.env,
-          network: spec.network,
-          keepFds: spec.notificationFd === undefined ? [] : [spec.notificationFd],
-          limitPrefix: limits.prefix,
-          ...(netnsPath !== undefined ? { netnsPath } : {}),
-          ...(resolvConfPath !== undefined ? { resolvConfPath } : {}),
-        });
-      },
     });
     entry.supervisor = supervisor;
     supervisor.onStatus((status) => this.onSupervisorStatus(entry, supervisor, status));
@@ -392,57 +221,6 @@ export class ServiceRuntime {
     return this.view(entry);
   }
 
-  private async runGenerator(
-    spec: WorkloadSpec,
-    choice: SandboxChoice,
-    dirs: ServiceDirs,
-    rootfs: string,
-    log: (chunk: Buffer) => void,
-  ): Promise<void> {
-    const seen = choice.kind === 'bubblewrap' ? SANDBOX_PATHS : dirs;
-    const config: RuntimeConfig = {
-      service: spec.name,
-      revision: spec.revision,
-      nodeId: this.options.nodeId ?? null,
-      image: { name: spec.image, digest: spec.imageDigest },
-      sandbox: choice.kind,
-      directories: { runtime: seen.runtime, state: seen.state, cache: seen.cache, logs: seen.logs },
-      env: { ...spec.env },
-      args: [...spec.args],
-      network: spec.network,
-      resources: { cpus: spec.cpus, memoryMb: spec.memoryMb, scratchMb: spec.scratchMb },
-    };
-    const plan = buildLaunch({
-      choice,
-      dirs,
-      rootfs,
-      program: spec.generator!,
-      args: [],
-      env: spec.env,
-      network: spec.network,
-      mounts: 'generator',
-    });
-    await runGenerator(plan, config, spec.startTimeoutMs, log);
-  }
-
-  /**
-   * A sandboxed overlay service's own namespace with its address, made anew
-   * before every start; undefined when it shares the host's network. No
-   * address yet (a claim lost to an older one and not yet repaired) fails
-   * this start, and the restart policy tries again.
-   */
-  private async serviceNetns(entry: Entry, choice: SandboxChoice): Promise<string | undefined> {
-    const { spec } = entry;
-    const network = this.options.serviceNetwork;
-    if (network === undefined || spec.network !== 'overlay' || choice.kind !== 'bubblewrap') return undefined;
-    entry.address = undefined;
-    const address = network.addressOf(spec.name);
-    if (address === undefined) throw new Error('no service address assigned yet');
-    const path = await network.setup(spec.name, address, spec.ports ?? []);
-    entry.address = address;
-    return path;
-  }
-
   /**
    * Restarts every service whose claim lost after it started (docs/services.md,
    * "When an address is used"): two nodes that applied at once may each have
@@ -452,14 +230,16 @@ export class ServiceRuntime {
    * policy retries.
    */
   private readdressAll(): void {
-    const network = this.options.serviceNetwork;
-    if (network === undefined) return;
-    for (const [name, entry] of this.entries) {
-      if (entry.address === undefined || network.addressOf(name) === entry.address) continue;
+    // One resolution of the address map for all services (ServiceAddressing.moved). OverlaySync and
+    // ServiceNetwork resolve it too on the same change, in the agent, through WorkloadsView; sharing
+    // one result would need a cache in WorkloadsView keyed on the document, which also reports
+    // invalid claims each time it reads them: left as it is.
+    for (const name of this.addressing.moved(this.entries)) {
       void this.withLock(name, async () => {
         const current = this.entries.get(name);
         if (current === undefined || current.stoppedByRequest || current.address === undefined) return;
-        const now = network.addressOf(name);
+        // Asked again under the lock: the address may have moved back while earlier work ran.
+        const now = this.addressing.addressOf(name);
         if (now === current.address) return;
         const reason = `service address ${current.address} → ${now ?? 'none'}: restarting`;
         this.logger.warn({ service: name, from: current.address, to: now ?? null }, reason);
@@ -471,29 +251,13 @@ export class ServiceRuntime {
     }
   }
 
-  /** Writes the service's resolv.conf next to its supervise records; its path, or undefined for none. */
-  private async resolvConf(dirs: ServiceDirs): Promise<string | undefined> {
-    const contents = await this.options.serviceNetwork?.resolvConf?.();
-    if (contents === undefined) return undefined;
-    const path = join(dirs.supervise, 'resolv.conf');
-    await writeFile(path, contents, { mode: 0o644 });
-    return path;
-  }
-
   private async teardown(entry: Entry, reason: string, phase: Phase): Promise<void> {
     entry.address = undefined;
     entry.quota?.stop();
     entry.quota = null;
     if (entry.supervisor !== null) await entry.supervisor.stop(reason, phase);
     else this.setStatus(entry, { phase, reason });
-    if (this.options.serviceNetwork !== undefined && entry.spec.network === 'overlay') {
-      // The address leaves this node with the service: nothing here answers for it any more.
-      await this.options.serviceNetwork
-        .teardown(entry.spec.name)
-        .catch((err: unknown) =>
-          this.logger.warn({ err, service: entry.spec.name }, 'removing the service namespace failed'),
-        );
-    }
+    await this.addressing.release(entry);
     await removeRuntime(entry.dirs);
     if (entry.encrypted) {
       // Nothing of the plaintext view outlives the run.
@@ -502,29 +266,6 @@ export class ServiceRuntime {
     }
     if (entry.limits !== null) await this.limiter.release(entry.limits);
     entry.limits = null;
-  }
-
-  /**
-   * Persistent workloads get encrypted STATE when the runtime has encrypted
-   * scratch; where it cannot work the start fails with the reason instead of
-   * running unencrypted.
-   */
-  private async mountEncrypted(entry: Entry, owner: Owner | undefined): Promise<void> {
-    const encrypted = this.options.encryptedScratch;
-    if (encrypted === undefined) {
-      // A checkpoint from an encrypted node restored here: starting on an empty plain STATE would lose it quietly.
-      if (await isInitialized(stateCipherDir(entry.dirs))) {
-        throw new Error(
-          `STATE is encrypted (${stateCipherDir(entry.dirs)}) but this node holds no scratch keys (docs/security.md, "Encrypted scratch")`,
-        );
-      }
-      return;
-    }
-    if (entry.spec.scratchClass !== 'persistent' || entry.spec.encrypted === false) return;
-    await encrypted.mount(entry.spec.name, entry.dirs, join(entry.dirs.supervise, 'gocryptfs.log'));
-    entry.encrypted = true;
-    // The mount's root belongs to root until handed over to the service user.
-    await prepareDirs(entry.dirs, owner);
   }
 
   private quotaMonitor(entry: Entry): ScratchQuotaMonitor {
@@ -536,7 +277,7 @@ export class ServiceRuntime {
       graceMs: this.quota.graceMs,
       maxEntries: this.quota.maxEntries,
       onMeasured: (usage) => {
-        this.scratchBytes.set({ service: spec.name }, usage.bytes);
+        this.metrics.scratchBytes.set({ service: spec.name }, usage.bytes);
         const mb = Math.round((usage.bytes / 1048576) * 10) / 10;
         // Publish whole-MB changes only: the observed document should not churn on every write.
         const changed = Math.floor(mb) !== Math.floor(entry.status.scratchUsedMb ?? -1);
@@ -594,9 +335,9 @@ export class ServiceRuntime {
   private onSupervisorStatus(entry: Entry, supervisor: Supervisor, status: ObservedStatus): void {
     if (entry.supervisor !== supervisor) return;
     if (status.lastExit !== null && status.lastExit.at !== entry.status.lastExit?.at) {
-      this.exits.inc({ service: entry.spec.name });
+      this.metrics.exits.inc({ service: entry.spec.name });
     }
-    if (status.restarts > entry.status.restarts) this.restarts.inc({ service: entry.spec.name });
+    if (status.restarts > entry.status.restarts) this.metrics.restarts.inc({ service: entry.spec.name });
     // The supervisor owns phase/since/restarts/lastExit/reason; scratch usage is ours.
     entry.status = { ...status, scratchUsedMb: entry.status.scratchUsedMb };
     this.emit(entry);
@@ -627,13 +368,6 @@ export class ServiceRuntime {
   }
 
   private withLock<T>(name: string, task: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(name) ?? Promise.resolve();
-    const next = previous.then(task, task);
-    const tail = next.catch(() => undefined);
-    this.locks.set(name, tail);
-    void tail.then(() => {
-      if (this.locks.get(name) === tail) this.locks.delete(name);
-    });
-    return next;
+    return this.locks.run(name, task);
   }
 }

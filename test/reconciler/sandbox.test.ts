@@ -350,6 +350,7 @@ s.on('timeout', () => process.exit(2)); s.on('error', () => process.exit(1));`;
       sandbox: 'bubblewrap',
       serviceNetwork: {
         addressOf: (workload) => a.view.serviceAddresses().get(workload),
+        addresses: () => a.view.serviceAddresses(),
         setup: (workload, address) => netns.setup(workload, address),
         teardown: (workload) => netns.teardown(workload),
         onChange: (listener) => a.view.onChange(listener),
