@@ -70,3 +70,19 @@ export interface WorkloadLeases {
 
 /** How the loop stops: hand everything over, or just halt (a crash, as the cluster sees it). */
 export type StopPolicy = 'release' | 'halt';
+
+/** Refuses settings the loop cannot run with (negative or non-finite times, fractional replicas). */
+export function checkLoopOptions(options: ReconcileLoopOptions): void {
+  for (const [key, value] of [
+    ['tickMs', options.tickMs],
+    ['debounceMs', options.debounceMs],
+    ['checkpointIntervalMs', options.checkpointIntervalMs],
+    ['gcIntervalMs', options.gcIntervalMs],
+    ['handoffMs', options.handoffMs],
+  ] as const) {
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0))
+      throw new RangeError(`ReconcileLoop: ${key} must be a number of ms >= 0, got ${String(value)}`);
+  }
+  if (options.replicas !== undefined && !(Number.isSafeInteger(options.replicas) && options.replicas >= 0))
+    throw new RangeError(`ReconcileLoop: replicas must be an integer >= 0, got ${options.replicas}`);
+}

@@ -1,7 +1,8 @@
 import type { LeaseStatus } from '../ownership/index.js';
 import type { SnapshotRef } from '../state/schemas.js';
 import { shortDigest } from './peer-fetch.js';
-import type { Restore } from './placement/index.js';
+import type { LocalAction, Restore, ViewEvaluation } from './placement/index.js';
+import type { Slot } from './slot.js';
 
 /** What the reconcile loop reports of itself (`silo status`, the simulator's liveness checker). */
 export interface ReconcileStatus {
@@ -67,4 +68,42 @@ export function describeRestore(restore: Restore): string {
     case 'empty':
       return `state: none (${restore.lostStateOf} left no checkpoint; its state is lost)`;
   }
+}
+
+/** What the loop knows at a status request (reconcile-loop.ts `status`). */
+export interface StatusSources {
+  /** Every workload to list: specs, slots and waits. */
+  names: Iterable<string>;
+  slot: (name: string) => Slot | undefined;
+  /** The last pass's placement, if a pass evaluated one. */
+  assignments: ViewEvaluation['placement']['assignments'] | undefined;
+  lastActions: readonly LocalAction[];
+  waits: ReadonlyMap<string, string>;
+  lease: (name: string) => LeaseSummary | null;
+}
+
+/** One row per workload, sorted by name. */
+export function workloadStatuses(sources: StatusSources): ReconcileStatus['workloads'] {
+  const workloads: ReconcileStatus['workloads'] = [];
+  for (const name of [...new Set(sources.names)].sort()) {
+    const slot = sources.slot(name);
+    const assignment = sources.assignments?.get(name);
+    workloads.push({
+      name,
+      assignment:
+        assignment === undefined
+          ? null
+          : 'node' in assignment
+            ? assignment.node
+            : // Why it left its holder, if it did: a drained holder with nowhere to go says "is draining".
+              `pending: ${assignment.pending}${assignment.movedBecause ? `; ${assignment.movedBecause}` : ''}`,
+      action: sources.lastActions.find((action) => action.workload === name)?.kind ?? null,
+      waiting: sources.waits.get(name) ?? null,
+      task: slot?.task?.kind ?? null,
+      error: slot?.error ? `${slot.error.what}: ${slot.error.message}` : null,
+      checkpoint: slot?.checkpoint ?? null,
+      lease: sources.lease(name),
+    });
+  }
+  return workloads;
 }

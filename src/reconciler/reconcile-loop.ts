@@ -2,10 +2,13 @@ import type { Logger } from 'pino';
 import { roleOf } from '../identity/role.js';
 import { Origin } from '../state/names.js';
 import type { WorkloadSpec } from '../state/schemas.js';
-import { DeletedState } from './deleted-state.js';
+import { executeAction, URGENT_ACTIONS } from './action-execution.js';
+import type { DeletedState } from './deleted-state.js';
+import { handOver } from './loop-handover.js';
 import { LoopMetrics } from './loop-metrics.js';
-import type { ReconcileLoopOptions, StopPolicy } from './loop-options.js';
-import type { ReconcileStatus } from './loop-status.js';
+import { checkLoopOptions, type ReconcileLoopOptions, type StopPolicy } from './loop-options.js';
+import { buildLoopParts } from './loop-parts.js';
+import { type ReconcileStatus, workloadStatuses } from './loop-status.js';
 import { imageHintNodes, snapshotSourceNodes } from './peer-hints.js';
 import {
   checkTiming,
@@ -19,13 +22,13 @@ import {
 } from './placement/index.js';
 import type { RunnerStatus } from './service-runner.js';
 import type { Slot } from './slot.js';
-import { SlotActions } from './slot-actions.js';
-import { SlotBook } from './slot-book.js';
-import { SlotLeases } from './slot-leases.js';
-import { pendingReportsOf, RUNNING_PHASES } from './slot-status.js';
-import { SlotTasks } from './slot-tasks.js';
-import { SnapshotKeeper } from './snapshot-keeper.js';
-import { StateRestorer } from './state-restorer.js';
+import type { SlotActions } from './slot-actions.js';
+import type { SlotBook } from './slot-book.js';
+import type { SlotLeases } from './slot-leases.js';
+import { pendingReportsOf } from './slot-status.js';
+import type { SlotTasks } from './slot-tasks.js';
+import type { SnapshotKeeper } from './snapshot-keeper.js';
+import type { StateRestorer } from './state-restorer.js';
 
 /**
  * The reconcile loop of one node (docs/placement.md): on every
@@ -47,11 +50,9 @@ import { StateRestorer } from './state-restorer.js';
  * This class is the pass (view → placement → dispatch) and the lifecycle;
  * the parts it dispatches to have one job each and are tested alone:
  * SlotTasks, SlotBook, SlotActions, StateRestorer, SlotLeases,
- * DeletedState, SnapshotKeeper (docs/reconciler.md, the module table).
+ * DeletedState, SnapshotKeeper, and the functions of action-execution.ts,
+ * loop-handover.ts and loop-status.ts (docs/reconciler.md, the module table).
  */
-
-/** Actions that must not wait behind a pull: they abort it. */
-const URGENT = new Set(['fence-stop', 'yield', 'stop-and-forget']);
 
 export class ReconcileLoop {
   readonly nodeId: string;
@@ -92,94 +93,40 @@ export class ReconcileLoop {
     this.logger = options.logger.child({ component: 'reconcile' });
     this.clock = options.now ?? Date.now;
     this.timing = checkTiming({ ...options.timing });
-    for (const [key, value] of [
-      ['tickMs', options.tickMs],
-      ['debounceMs', options.debounceMs],
-      ['checkpointIntervalMs', options.checkpointIntervalMs],
-      ['gcIntervalMs', options.gcIntervalMs],
-      ['handoffMs', options.handoffMs],
-    ] as const) {
-      if (value !== undefined && !(Number.isFinite(value) && value >= 0))
-        throw new RangeError(`ReconcileLoop: ${key} must be a number of ms >= 0, got ${String(value)}`);
-    }
-    if (options.replicas !== undefined && !(Number.isSafeInteger(options.replicas) && options.replicas >= 0))
-      throw new RangeError(`ReconcileLoop: replicas must be an integer >= 0, got ${options.replicas}`);
+    checkLoopOptions(options);
     this.metrics = new LoopMetrics(options.registry, {
       phases: () => [...options.observed.listForNode(this.nodeId).values()].map((s) => s.phase),
       checkpointAges: () => this.checkpointAges(),
     });
-    this.keeper = new SnapshotKeeper({
-      nodeId: this.nodeId,
-      snapshots: options.snapshots,
-      observed: options.observed,
-      replicas: this.replicas,
-      gcIntervalMs: options.gcIntervalMs ?? 60_000,
-      now: () => this.now(),
-      logger: this.logger,
-      replicaPulls: this.metrics.replicaPulls,
-      heldDigests: () => this.heldDigests(),
-    });
-    this.book = new SlotBook({
-      nodeId: this.nodeId,
-      observed: options.observed,
-      workloads: options.workloads,
-      runner: options.runner,
-      leases: options.leases,
-      snapshots: options.snapshots,
-      logger: this.logger,
-      now: () => this.now(),
-    });
-    const busy = (workload: string) => Boolean(this.book.get(workload)?.task);
-    this.slotLeases = new SlotLeases({
-      nodeId: this.nodeId,
-      leases: options.leases,
-      observed: options.observed,
-      runner: options.runner,
-      timing: this.timing,
-      busy,
-    });
-    this.deletedState = new DeletedState({
-      runner: options.runner,
-      snapshots: options.snapshots,
-      logger: this.logger,
-      busy,
-    });
-    this.restorer = new StateRestorer({
-      snapshots: options.snapshots,
+    ({
       keeper: this.keeper,
-      metrics: this.metrics,
-      logger: this.logger,
-      now: () => this.now(),
-      lastHeard: (nodeId) => this.options.lease.lastHeard().get(nodeId),
-      sources: (workload, holderId) => this.snapshotSources(workload, holderId),
-    });
-    this.actions = new SlotActions({
-      nodeId: this.nodeId,
-      runner: options.runner,
-      images: options.images,
-      snapshots: options.snapshots,
-      leases: options.leases,
+      book: this.book,
+      slotLeases: this.slotLeases,
+      deletedState: this.deletedState,
       restorer: this.restorer,
-      metrics: this.metrics,
-      logger: this.logger,
-      now: () => this.now(),
-      slots: {
-        write: (slot) => this.book.write(slot),
-        drop: (slot) => this.book.drop(slot),
-        desired: (slot) => this.book.desired(slot),
+      actions: this.actions,
+      tasks: this.tasks,
+    } = buildLoopParts(
+      options,
+      {
+        nodeId: this.nodeId,
+        logger: this.logger,
+        metrics: this.metrics,
+        timing: this.timing,
+        replicas: this.replicas,
       },
-      specOf: (name) => this.specOf(name),
-      imageHints: (spec) => this.imageHints(spec),
-    });
-    this.tasks = new SlotTasks({
-      logger: this.logger,
-      actions: this.metrics.actions,
-      now: () => this.now(),
-      settled: (slot) => {
-        if (!slot.dropped) this.book.write(slot);
-        this.schedule();
+      {
+        now: () => this.now(),
+        heldDigests: () => this.heldDigests(),
+        snapshotSources: (workload, holderId) => this.snapshotSources(workload, holderId),
+        specOf: (name) => this.specOf(name),
+        imageHints: (spec) => this.imageHints(spec),
+        settled: (slot) => {
+          if (!slot.dropped) this.book.write(slot);
+          this.schedule();
+        },
       },
-    });
+    ));
   }
 
   /**
@@ -256,63 +203,33 @@ export class ReconcileLoop {
       this.logger.info({ policy }, 'reconcile loop halted');
       return;
     }
-    const handedOver: string[] = [];
-    await Promise.allSettled(
-      [...this.book.all()].map(async (slot) => {
-        if (slot.authored?.phase === 'pulling') {
-          this.book.drop(slot);
-          return;
-        }
-        const running = this.options.runner.status(slot.name);
-        if (!running || !RUNNING_PHASES.has(running.phase)) return;
-        const spec = this.specOf(slot.name);
-        const persistent = spec?.scratchClass === 'persistent' || slot.checkpoint !== null;
-        slot.release = { reason: 'agent stopping', snapshot: persistent };
-        await this.actions.release(slot);
-        const digest = slot.authored?.snapshot?.digest;
-        if (digest) handedOver.push(digest);
-      }),
-    );
-    await this.options.runner.stopAll({ reason: 'agent stopping' });
-    const handoffMs = this.options.handoffMs ?? 3000;
-    if (handedOver.length > 0 && handoffMs > 0 && this.replicas > 0) {
-      const pulled = await this.options.snapshots.waitServed(handedOver, handoffMs);
-      if (!pulled) {
-        this.logger.warn(
-          { snapshots: handedOver.length, waitedMs: handoffMs },
-          'stopping before every released snapshot was pulled by a peer; they move only if this node returns',
-        );
-      }
-    }
-    this.logger.info({ released: handedOver.length }, 'reconcile loop stopped');
+    const released = await handOver({
+      book: this.book,
+      runner: this.options.runner,
+      actions: this.actions,
+      snapshots: this.options.snapshots,
+      specOf: (name) => this.specOf(name),
+      handoffMs: this.options.handoffMs ?? 3000,
+      replicas: this.replicas,
+      logger: this.logger,
+    });
+    this.logger.info({ released }, 'reconcile loop stopped');
   }
 
   /** What the loop is doing, for status output and tests. */
   status(): ReconcileStatus {
-    const workloads: ReconcileStatus['workloads'] = [];
-    const names = new Set([...this.book.names(), ...this.waits.keys()]);
-    for (const spec of this.options.workloads.list()) names.add(spec.name);
-    const assignments = this.lastEvaluation?.placement.assignments;
-    for (const name of [...names].sort()) {
-      const slot = this.book.get(name);
-      const assignment = assignments?.get(name);
-      workloads.push({
-        name,
-        assignment:
-          assignment === undefined
-            ? null
-            : 'node' in assignment
-              ? assignment.node
-              : // Why it left its holder, if it did: a drained holder with nowhere to go says "is draining".
-                `pending: ${assignment.pending}${assignment.movedBecause ? `; ${assignment.movedBecause}` : ''}`,
-        action: this.lastActions.find((action) => action.workload === name)?.kind ?? null,
-        waiting: this.waits.get(name) ?? null,
-        task: slot?.task?.kind ?? null,
-        error: slot?.error ? `${slot.error.what}: ${slot.error.message}` : null,
-        checkpoint: slot?.checkpoint ?? null,
-        lease: this.slotLeases.summary(name),
-      });
-    }
+    const workloads = workloadStatuses({
+      names: [
+        ...this.book.names(),
+        ...this.waits.keys(),
+        ...this.options.workloads.list().map((spec) => spec.name),
+      ],
+      slot: (name) => this.book.get(name),
+      assignments: this.lastEvaluation?.placement.assignments,
+      lastActions: this.lastActions,
+      waits: this.waits,
+      lease: (name) => this.slotLeases.summary(name),
+    });
     return { nodeId: this.nodeId, leaseSource: 'witnesses', workloads };
   }
 
@@ -412,7 +329,7 @@ export class ReconcileLoop {
     }
     // Our `pending` report is not a leftover while we are the reporter.
     if (action.kind === 'forget' && this.pendingReports.has(name)) return;
-    const urgent = URGENT.has(action.kind);
+    const urgent = URGENT_ACTIONS.has(action.kind);
     const slot = this.book.slotFor(name);
     if (slot.task !== null) {
       if (urgent && !slot.task.urgent) slot.task.controller.abort(new Error(`preempted by ${action.kind}`));
@@ -433,36 +350,14 @@ export class ReconcileLoop {
     view: LocalView,
     signal: AbortSignal,
   ): Promise<void> {
-    switch (action.kind) {
-      case 'claim':
-        return this.actions.claim(
-          slot,
-          requireSpec(spec, action),
-          action.restore,
-          action.takeoverFrom,
-          signal,
-        );
-      case 'start':
-        return this.actions.startClaimed(slot, requireSpec(spec, action), view, signal);
-      case 'restart':
-        return this.actions.restart(slot, requireSpec(spec, action), action.fromRevision, signal);
-      case 'stop-and-release':
-        slot.release = { reason: `moving to ${action.to}: ${action.reason}`, snapshot: action.snapshot };
-        return this.actions.release(slot);
-      case 'fence-stop':
-        this.metrics.leaseFences.inc();
-        this.logger.warn({ workload: slot.name, reason: action.reason }, 'witness lease lost: fencing');
-        slot.release = { reason: `fenced: ${action.reason}`, snapshot: action.snapshot };
-        return this.actions.release(slot);
-      case 'yield':
-        return this.actions.letGo(slot, action.reason);
-      case 'stop-and-forget':
-      case 'forget':
-        return this.actions.letGo(slot, action.reason);
-      case 'wait':
-      case 'wait-for-snapshot':
-        return Promise.resolve();
-    }
+    return executeAction(
+      { actions: this.actions, metrics: this.metrics, logger: this.logger },
+      slot,
+      action,
+      spec,
+      view,
+      signal,
+    );
   }
 
   // ---- periodic duties ------------------------------------------------------
@@ -547,9 +442,4 @@ export class ReconcileLoop {
       }
     }
   }
-}
-
-function requireSpec(spec: WorkloadSpec | undefined, action: LocalAction): WorkloadSpec {
-  if (spec === undefined) throw new Error(`${action.kind} of ${action.workload}: the spec is gone`);
-  return spec;
 }
