@@ -17,181 +17,32 @@ import { cp, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type * as Y from 'yjs';
-import { heartbeatSchedule } from '../../src/agent/heartbeat-schedule.js';
 import { NodeAgent } from '../../src/agent/node-agent.js';
-import { generateNodeKey, type MeshDegree, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
-import type { SwimParams } from '../../src/membership/swim-core.js';
-import type { ReconcilerOptions } from '../../src/reconciler/reconciler.js';
-import { liveValues } from '../../src/state/epochs/records.js';
-import { encodeRecord, parseSlotKey, readSlots, slotKey } from '../../src/state/epochs/slot-codec.js';
-import { Origin } from '../../src/state/names.js';
+import { generateNodeKey, type PrivateKey, peerIdOf } from '../../src/gossip/index.js';
 import type { Capacity, WorkloadSpec } from '../../src/state/schemas.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { SimClock } from '../net/clock.js';
 import type { LinkParams } from '../net/link-model.js';
-import type { Seed } from '../net/prng.js';
 import { SimNetwork } from '../net/sim-network.js';
+import { compactNames, describeLink, FaultLog } from './fault-log.js';
+import { type AppliedListener, HarnessWrites } from './harness-writes.js';
 import { RunningRegistry } from './running-registry.js';
+import { simAgentOptions } from './sim-agent-options.js';
+import {
+  type AckedWrite,
+  DEFAULT_SIM_TIMING,
+  type FaultEvent,
+  type SimClusterOptions,
+  type SimTiming,
+} from './sim-cluster-options.js';
+import { enrollSelf, SimWitnessIssuer } from './sim-enrollment.js';
 import { buildSimImage, type SimImage } from './sim-image.js';
-import { SimRunner, type SimRunnerFaults, type SimRunnerTiming } from './sim-runner.js';
+import { SimRunner, type SimRunnerFaults } from './sim-runner.js';
 import { type SimWorkloadDraft, simWorkloadSpec } from './workload.js';
 
-export const SIM_ORG = 'sim';
-/** The Y.Map (in the workloads document) the harness writes its test writes to; no view reads it. */
-export const WRITES_MAP = 'sim-writes';
-
-/** Agent timings: gossip, failure detector, ownership and reconcile loop. All in ms. */
-export interface SimTiming {
-  heartbeatMs: number;
-  suspectAfterMs: number;
-  deadAfterMs: number;
-  syncGraceMs: number;
-  syncIntervalMs: number;
-  syncTimeoutMs: number;
-  gossipHeartbeatMs: number;
-  batchMs: number;
-  redialIntervalMs: number;
-  redialBackoffMaxMs: number;
-  meshCheckIntervalMs: number;
-  targetConnections: number;
-  fenceAfterMs: number;
-  claimSettleMs: number;
-  fenceSlackMs: number;
-  /** services.max_stop_timeout: with fence_after and fence_slack, the witnesses' quiet period after a restart (W6). */
-  maxStopTimeoutMs: number;
-  clockDriftPpm: number;
-  tickMs: number;
-  debounceMs: number;
-  checkpointIntervalMs: number;
-  handoffMs: number;
-  replicas: number;
-  maxParallel: number;
-}
-
-/**
- * The agent's defaults (config/schema) scaled down by about 2 so that
- * scenarios finish in tens of seconds, with the same ratios: several
- * heartbeats per suspicion, fence_after < dead_after. Much shorter
- * heartbeats cost too much CPU once many agents share one event loop
- * (docs/sim.md, "Scale").
- */
-export const DEFAULT_SIM_TIMING: SimTiming = {
-  heartbeatMs: 1000,
-  suspectAfterMs: 3000,
-  deadAfterMs: 6000,
-  syncGraceMs: 2000,
-  syncIntervalMs: 10_000,
-  syncTimeoutMs: 10_000,
-  gossipHeartbeatMs: 1000,
-  batchMs: 5,
-  redialIntervalMs: 1000,
-  redialBackoffMaxMs: 5000,
-  meshCheckIntervalMs: 1000,
-  targetConnections: 6,
-  fenceAfterMs: 4000,
-  claimSettleMs: 1000,
-  fenceSlackMs: 1000,
-  maxStopTimeoutMs: 2000,
-  clockDriftPpm: 1000,
-  tickMs: 500,
-  debounceMs: 50,
-  checkpointIntervalMs: 2000,
-  handoffMs: 2000,
-  replicas: 1,
-  maxParallel: 1,
-};
-
-export interface SimNetworkDefaults {
-  latencyMs: number;
-  jitterMs: number;
-  lossPct: number;
-}
-
-export interface SimClusterOptions {
-  seed: Seed;
-  /** Agents started by `start()`. */
-  nodes: number;
-  /** Working directory (data dirs, image); a fresh temp dir (removed by close) when absent. */
-  root?: string;
-  timing?: Partial<SimTiming>;
-  network?: Partial<SimNetworkDefaults>;
-  /** Each new agent dials this many random running agents (default 3). */
-  bootstrapPeers?: number;
-  /** Capacity every node enrolls with. */
-  capacity?: Capacity;
-  runner?: Partial<SimRunnerTiming>;
-  /** Agents started at once by `start()` (default 4). */
-  startConcurrency?: number;
-  /** Run the reconcile loop with simulated processes (default true). */
-  reconciler?: boolean;
-  /**
-   * The witness configuration every agent starts with (version 1): a count
-   * (the first nodes, n1..nk) or node names. Default: the first min(nodes, 3).
-   */
-  witnesses?: number | string[];
-  /**
-   * Per-node rate of the monotonic clock leases run on (1 = real time; 0.99
-   * runs 1 % slow). Nodes not listed run at rate 1.
-   */
-  clockRates?: Readonly<Record<string, number>>;
-  /**
-   * Nodes that have the workload image before their first claim (default:
-   * every node). The others fetch it from a node that has it
-   * (`/silo/image/1`), found through the observed document's `images` record.
-   */
-  imageOn?: readonly string[];
-  /** SWIM membership in every agent (default off). */
-  membership?: SimMembership;
-  /** Gossipsub mesh degree of every agent (default src/gossip/node.ts DEFAULT_MESH_DEGREE). */
-  mesh?: Partial<MeshDegree>;
-  /** Gossipsub flood publish in every agent (default the agent's: on). */
-  floodPublish?: boolean;
-  logger?: Logger;
-}
-
-/** SWIM in the simulator's agents: `liveness: "swim"` is a real agent's `services.lease = "swim"`. */
-export interface SimMembership {
-  liveness: 'acked-heartbeats' | 'swim';
-  params?: Partial<SwimParams>;
-  /**
-   * With `liveness: "swim"`: heartbeats every this many ms instead of
-   * timing.heartbeatMs, and SWIM vouches for live members in the heartbeat
-   * detector (membership.heartbeat_interval of a real agent; default 10 s).
-   */
-  heartbeatIntervalMs?: number;
-}
-
-export type FaultKind =
-  | 'start'
-  | 'witnesses'
-  | 'partition'
-  | 'cut'
-  | 'heal'
-  | 'link'
-  | 'crash'
-  | 'restart'
-  | 'copy'
-  | 'join'
-  | 'skew'
-  | 'apply'
-  | 'drain';
-
-export interface FaultEvent {
-  kind: FaultKind;
-  at: number;
-  nodes: string[];
-  detail: string;
-}
-
-export interface AckedWrite {
-  key: string;
-  node: string;
-  /** performance.now() when transactLocal returned (the write is durable on its node). */
-  at: number;
-  /** Size of the Yjs update the write made. */
-  bytes: number;
-}
+export { compactNames } from './fault-log.js';
+export type { AppliedListener } from './harness-writes.js';
+export * from './sim-cluster-options.js';
 
 interface SimNode {
   name: string;
@@ -206,8 +57,6 @@ interface SimNode {
   starts: number;
 }
 
-export type AppliedListener = (node: string, key: string, at: number) => void;
-
 export class SimCluster {
   readonly net: SimNetwork;
   readonly clock = new SimClock();
@@ -219,15 +68,12 @@ export class SimCluster {
   private readonly logger: Logger;
   private readonly nodes = new Map<string, SimNode>();
   private readonly ownsRoot: boolean;
-  private readonly faultLog: FaultEvent[] = [];
-  private readonly faultListeners = new Set<(event: FaultEvent) => void>();
-  private readonly appliedListeners = new Set<AppliedListener>();
-  private readonly detachers = new Map<string, () => void>();
-  private readonly acked: AckedWrite[] = [];
+  private readonly faultLog = new FaultLog();
+  private readonly writes = new HarnessWrites();
+  private readonly witnessIssuer = new SimWitnessIssuer();
   private readonly pick;
   private groups: string[][] | null = null;
   private readonly cuts = new Set<string>();
-  private writeSeq = 0;
   private lastIndex = 0;
   private closed = false;
 
@@ -443,48 +289,21 @@ export class SimCluster {
 
   /** One acknowledged write on `name` (durable there when this returns). */
   write(name: string): AckedWrite {
-    const agent = this.agent(name);
-    const seq = ++this.writeSeq;
-    const key = `${name}/${seq}`;
-    const value = { by: name, seq, at: Date.now() };
-    let bytes = 0;
-    // The update's own size (what replication carries), captured as the transaction commits.
-    const off = agent.state.onChange((_doc, update, origin) => {
-      if (origin === Origin.local) bytes += update.byteLength;
-    });
-    try {
-      // A slotted record (docs/epochs.md), so that epoch switches carry it like any record.
-      agent.state.transactLocal('workloads', (doc: Y.Doc) =>
-        doc
-          .getMap(WRITES_MAP)
-          .set(
-            slotKey(key, agent.state.nodeId),
-            encodeRecord({ stamp: agent.state.clock.next(Date.now()), value }),
-          ),
-      );
-    } finally {
-      off();
-    }
-    const write: AckedWrite = { key, node: name, at: performance.now(), bytes };
-    this.acked.push(write);
-    return write;
+    return this.writes.write(this.agent(name), name);
   }
 
   ackedWrites(): readonly AckedWrite[] {
-    return this.acked;
+    return this.writes.ackedWrites();
   }
 
   /** Keys of the harness's writes present on `name`. */
   writeKeysOn(name: string): Set<string> {
-    return new Set(
-      liveValues(readSlots(this.agent(name).state.doc('workloads').getMap(WRITES_MAP)).slots).keys(),
-    );
+    return this.writes.keysOn(this.agent(name));
   }
 
   /** Every later arrival of a harness write on any agent (local writes included); returns unsubscribe. */
   onApplied(listener: AppliedListener): () => void {
-    this.appliedListeners.add(listener);
-    return () => this.appliedListeners.delete(listener);
+    return this.writes.onApplied(listener);
   }
 
   /** Writes a workload spec through `via` (default: the first running agent). */
@@ -547,12 +366,11 @@ export class SimCluster {
   }
 
   faults(): readonly FaultEvent[] {
-    return this.faultLog;
+    return this.faultLog.all();
   }
 
   onFault(listener: (event: FaultEvent) => void): () => void {
-    this.faultListeners.add(listener);
-    return () => this.faultListeners.delete(listener);
+    return this.faultLog.onFault(listener);
   }
 
   // ---- teardown -----------------------------------------------------------------------------------------
@@ -615,87 +433,32 @@ export class SimCluster {
   }
 
   private async startAgent(node: SimNode): Promise<void> {
-    const t = this.timing;
     const now = this.clock.clockFor(node.name);
-    const reconcilerOn = this.options.reconciler ?? true;
-    const membership = this.options.membership;
-    const runner = reconcilerOn
-      ? new SimRunner({
-          node: node.name,
+    const runner =
+      (this.options.reconciler ?? true)
+        ? new SimRunner({
+            node: node.name,
+            dataDir: node.dataDir,
+            registry: this.registry,
+            logger: this.logger.child({ node: node.name }),
+            timing: this.options.runner,
+            faults: node.faults,
+            now,
+          })
+        : null;
+    const agent = await NodeAgent.create(
+      simAgentOptions(
+        {
+          name: node.name,
           dataDir: node.dataDir,
-          registry: this.registry,
-          logger: this.logger.child({ node: node.name }),
-          timing: this.options.runner,
-          faults: node.faults,
+          key: node.key,
           now,
-        })
-      : null;
-    const reconciler: ReconcilerOptions | undefined =
-      runner === null
-        ? undefined
-        : {
-            runner,
-            verifyImageSignature: this.image.verify,
-            timing: {
-              fenceAfterMs: t.fenceAfterMs,
-              claimSettleMs: t.claimSettleMs,
-              fenceSlackMs: t.fenceSlackMs,
-              clockDriftPpm: t.clockDriftPpm,
-            },
-            maxStopTimeoutMs: t.maxStopTimeoutMs,
-            tickMs: t.tickMs,
-            debounceMs: t.debounceMs,
-            checkpointIntervalMs: t.checkpointIntervalMs,
-            handoffMs: t.handoffMs,
-            replicas: t.replicas,
-            maxParallel: t.maxParallel,
-            onStop: 'halt',
-            monotonicNow: monotonicClock(this.options.clockRates?.[node.name] ?? 1),
-            ...(membership?.liveness === 'swim' ? { leaseKind: 'swim' as const } : {}),
-          };
-    const agent = await NodeAgent.create({
-      org: SIM_ORG,
-      nodeId: node.name,
-      dataDir: node.dataDir,
-      durability: 'nosync',
-      logger: this.logger,
-      gossip: {
-        customTransport: this.net.transport(node.name),
-        listen: [this.net.address(node.name)],
-        privateKey: node.key,
-        bootstrap: this.bootstrapFor(node),
-        now,
-        ...heartbeatSchedule(membership?.liveness ?? 'acked-heartbeats', {
-          heartbeatMs: t.heartbeatMs,
-          ...(membership?.heartbeatIntervalMs !== undefined && {
-            swimIntervalMs: membership.heartbeatIntervalMs,
-          }),
-        }),
-        suspectAfterMs: t.suspectAfterMs,
-        deadAfterMs: t.deadAfterMs,
-        syncGraceMs: t.syncGraceMs,
-        syncIntervalMs: t.syncIntervalMs,
-        syncTimeoutMs: t.syncTimeoutMs,
-        gossipHeartbeatMs: t.gossipHeartbeatMs,
-        batchMs: t.batchMs,
-        redialIntervalMs: t.redialIntervalMs,
-        redialBackoffMaxMs: t.redialBackoffMaxMs,
-        meshCheckIntervalMs: t.meshCheckIntervalMs,
-        targetConnections: t.targetConnections,
-        ...(this.options.mesh ? { mesh: this.options.mesh } : {}),
-        ...(this.options.floodPublish !== undefined && { floodPublish: this.options.floodPublish }),
-      },
-      ...(reconciler ? { reconciler } : {}),
-      ...(membership
-        ? {
-            membership: {
-              swim: true,
-              vouch: membership.liveness === 'swim',
-              ...(membership.params ? { params: membership.params } : {}),
-            },
-          }
-        : {}),
-    });
+          runner,
+          bootstrap: this.bootstrapFor(node),
+        },
+        { options: this.options, timing: this.timing, net: this.net, image: this.image, logger: this.logger },
+      ),
+    );
     try {
       this.enroll(agent, node);
       if (agent.reconciler) {
@@ -705,10 +468,10 @@ export class SimCluster {
           await agent.reconciler.images.importFile(this.image.tar, this.image.digest);
         }
       }
-      this.attachApplied(agent, node.name);
+      this.writes.attach(agent, node.name);
       await agent.start();
     } catch (err) {
-      this.detachers.get(node.name)?.();
+      this.writes.detach(node.name);
       await agent.stop().catch(() => undefined);
       throw err;
     }
@@ -718,17 +481,9 @@ export class SimCluster {
     node.starts++;
   }
 
-  /**
-   * Without an enrollment bundle (the simulator admits every peer) nobody
-   * writes a node's record, so each agent writes its own, as EnrollmentTrust
-   * does for enrolled agents: placement needs it (capacity, labels).
-   */
-  /** The witness configuration as the simulator's "CA" issued it last (version 1 at start). */
-  private witnessConfig: { version: number; witnesses: string[] } | null = null;
-
   /** The witnesses of the configuration issued last (empty before the first agent started). */
   witnesses(): string[] {
-    return [...(this.witnessConfig?.witnesses ?? [])];
+    return this.witnessIssuer.witnesses();
   }
 
   /**
@@ -736,75 +491,30 @@ export class SimCluster {
    * `silo ca witnesses set --socket`): it reaches the others by gossip.
    */
   setWitnesses(witnesses: string[], via?: string): number {
-    const version = (this.witnessConfig?.version ?? 0) + 1;
-    this.witnessConfig = { version, witnesses: [...witnesses].sort() };
+    const version = this.witnessIssuer.issue(witnesses);
     const through = via ?? this.operator();
-    this.writeWitnessConfig(this.agent(through));
-    this.recordFault('witnesses', [through], `v${version}: ${this.witnessConfig.witnesses.join(', ')}`);
+    this.witnessIssuer.writeTo(this.agent(through));
+    this.recordFault('witnesses', [through], `v${version}: ${this.witnessIssuer.witnesses().join(', ')}`);
     return version;
-  }
-
-  private writeWitnessConfig(agent: NodeAgent): void {
-    const config = this.witnessConfig;
-    if (config === null) return;
-    const known = agent.enrollment.witnessConfig();
-    if (known !== null && known.version >= config.version) return;
-    agent.enrollment.putWitnessConfig({
-      ...config,
-      issuedAt: Date.now(),
-      cert: Buffer.from('unsigned: the simulator runs without enrollment trust').toString('base64'),
-    });
   }
 
   private enroll(agent: NodeAgent, node: SimNode): void {
     // Every agent starts with the configuration its bundle would carry.
-    if (this.witnessConfig === null) {
-      const option = this.options.witnesses;
-      const names = Array.isArray(option)
+    const option = this.options.witnesses;
+    this.witnessIssuer.issueInitial(
+      Array.isArray(option)
         ? option
-        : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`);
-      this.witnessConfig = { version: 1, witnesses: [...names].sort() };
-    }
-    this.writeWitnessConfig(agent);
-    const existing = agent.enrollment.get(node.name);
-    if (existing?.peerId === node.peerId) return;
-    agent.enrollment.put({
-      nodeId: node.name,
-      peerId: node.peerId,
-      wgPublicKey: Buffer.alloc(32, node.index % 256).toString('base64'),
-      overlayIp: `10.${(node.index >> 16) & 255}.${(node.index >> 8) & 255}.${node.index & 255}`,
-      endpoints: [],
-      capacity: this.capacity(),
-      labels: { sim: 'true' },
-      issuedAt: Date.now(),
-      cert: Buffer.from('unsigned: the simulator runs without enrollment trust').toString('base64'),
-    });
-  }
-
-  private attachApplied(agent: NodeAgent, name: string): void {
-    // Through the state, not the Y.Map: an epoch switch replaces the document (then every key
-    // present is reported; listeners keep the first arrival of each).
-    const off = agent.state.onTransaction('workloads', 'after', (tr) => {
-      if (this.appliedListeners.size === 0) return;
-      const at = performance.now();
-      const map = agent.state.doc('workloads').getMap(WRITES_MAP);
-      const keys =
-        tr === null
-          ? [...liveValues(readSlots(map).slots).keys()]
-          : [...([...tr.changed].find(([type]) => (type as unknown) === map)?.[1] ?? [])]
-              .filter((slot): slot is string => slot !== null)
-              .map((slot) => parseSlotKey(slot)?.key ?? slot);
-      for (const key of keys) for (const listener of this.appliedListeners) listener(name, key, at);
-    });
-    this.detachers.set(name, off);
+        : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`),
+    );
+    this.witnessIssuer.writeTo(agent);
+    enrollSelf(agent, node, this.capacity());
   }
 
   private async teardown(node: SimNode): Promise<void> {
     const agent = node.agent;
     node.agent = null;
     node.runner = null;
-    this.detachers.get(node.name)?.();
-    this.detachers.delete(node.name);
+    this.writes.detach(node.name);
     if (agent === null) return;
     try {
       // halt: the loop stops where it is, processes (already killed) are not released.
@@ -815,10 +525,8 @@ export class SimCluster {
     }
   }
 
-  private recordFault(kind: FaultKind, nodes: string[], detail: string): void {
-    const event: FaultEvent = { kind, at: performance.now(), nodes, detail };
-    this.faultLog.push(event);
-    for (const listener of this.faultListeners) listener(event);
+  private recordFault(...args: Parameters<FaultLog['record']>): void {
+    this.faultLog.record(...args);
   }
 
   private requireNode(name: string): SimNode {
@@ -826,41 +534,4 @@ export class SimCluster {
     if (node === undefined) throw new RangeError(`unknown sim node ${JSON.stringify(name)}`);
     return node;
   }
-}
-
-function describeLink(params: Partial<LinkParams>): string {
-  const parts: string[] = [];
-  if (params.latencyMs !== undefined) parts.push(`latency ${params.latencyMs} ms`);
-  if (params.jitterMs !== undefined) parts.push(`jitter ${params.jitterMs} ms`);
-  if (params.lossPct !== undefined) parts.push(`loss ${params.lossPct}%`);
-  return parts.join(', ');
-}
-
-/** "n1..n10, n12": node names with consecutive runs folded, for timeline lines. */
-export function compactNames(names: readonly string[]): string {
-  const numbered = names.map((name) => ({ name, n: /^n(\d+)$/.exec(name)?.[1] }));
-  if (numbered.some((x) => x.n === undefined)) return names.join(', ');
-  const nums = numbered.map((x) => Number(x.n)).sort((a, b) => a - b);
-  const parts: string[] = [];
-  for (let i = 0; i < nums.length; ) {
-    let j = i;
-    while (j + 1 < nums.length && nums[j + 1] === (nums[j] as number) + 1) j++;
-    parts.push(
-      j - i >= 2
-        ? `n${nums[i]}..n${nums[j]}`
-        : nums
-            .slice(i, j + 1)
-            .map((x) => `n${x}`)
-            .join(', '),
-    );
-    i = j + 1;
-  }
-  return parts.join(', ');
-}
-
-/** A monotonic clock running at `rate` × real time (the clock-rate bound of docs/placement.md). */
-function monotonicClock(rate: number): () => number {
-  if (!(rate > 0.5 && rate < 1.5)) throw new RangeError(`clock rate must be in (0.5, 1.5), got ${rate}`);
-  const origin = performance.now();
-  return () => origin + (performance.now() - origin) * rate;
 }
