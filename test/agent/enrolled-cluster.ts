@@ -17,17 +17,9 @@ import { silentLogger } from '../../src/util/logger.js';
 
 export const ORG_NAME = 'acme';
 
-/** Small timings so tests finish quickly. */
-export const FAST_GOSSIP = {
-  heartbeatMs: 200,
-  suspectAfterMs: 600,
-  deadAfterMs: 1500,
-  syncGraceMs: 600,
-  syncIntervalMs: 2000,
-  redialIntervalMs: 200,
-  redialBackoffMaxMs: 1000,
-  meshCheckIntervalMs: 300,
-};
+import { FAST_GOSSIP } from '../helpers/fast-timings.js';
+
+export { FAST_GOSSIP };
 
 export interface EnrolledNode {
   nodeId: string;

@@ -4,6 +4,7 @@ import type { Heartbeat, HeartbeatAck } from '../../src/gossip/heartbeat.js';
 import { GossipLayer, type GossipLayerOptions } from '../../src/gossip/index.js';
 import { ClusterState } from '../../src/state/cluster-state.js';
 import { DOC_NAMES } from '../../src/state/names.js';
+import { FAST_GOSSIP } from '../helpers/fast-timings.js';
 
 export const ORG = 'testorg';
 export const silentLogger = pino({ level: 'silent' });
@@ -25,16 +26,7 @@ export type NodeOverrides = Partial<
 };
 
 /** Small timings so tests finish quickly; real libp2p over loopback TCP. */
-export const FAST: NodeOverrides = {
-  heartbeatMs: 200,
-  suspectAfterMs: 600,
-  deadAfterMs: 1500,
-  syncGraceMs: 600,
-  syncIntervalMs: 2000,
-  redialIntervalMs: 200,
-  redialBackoffMaxMs: 1000,
-  meshCheckIntervalMs: 300,
-};
+export const FAST: NodeOverrides = FAST_GOSSIP;
 
 export async function startNode(nodeId: string, overrides: NodeOverrides = {}): Promise<TestNode> {
   const node = await createNode(nodeId, overrides);

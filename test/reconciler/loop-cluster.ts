@@ -20,6 +20,7 @@ import {
   ORG_NAME,
   waitFor,
 } from '../agent/enrolled-cluster.js';
+import { FAST_OWNERSHIP } from '../helpers/fast-timings.js';
 
 export { waitFor } from '../agent/enrolled-cluster.js';
 
@@ -33,7 +34,7 @@ const CHILD = fileURLToPath(new URL('./loop-agent-child.ts', import.meta.url));
  */
 export const LOOP_OPTIONS: ReconcilerOptions = {
   sandbox: 'none',
-  timing: { fenceAfterMs: 1000, claimSettleMs: 300, fenceSlackMs: 300, clockDriftPpm: 1000 },
+  timing: FAST_OWNERSHIP,
   tickMs: 200,
   debounceMs: 30,
   checkpointIntervalMs: 400,

@@ -4,21 +4,10 @@ import { test } from 'node:test';
 import { SafetyChecker } from '../../sim/harness/invariants/safety.js';
 import { SimCluster } from '../../sim/harness/sim-cluster.js';
 import { DEFAULT_WORKLOAD } from '../../sim/harness/workload.js';
+import { FAST_SIM_TIMING } from '../helpers/fast-timings.js';
 import { waitFor } from '../helpers/wait.js';
 
-const FAST = {
-  heartbeatMs: 200,
-  suspectAfterMs: 600,
-  deadAfterMs: 1500,
-  syncGraceMs: 400,
-  gossipHeartbeatMs: 300,
-  fenceAfterMs: 1000,
-  claimSettleMs: 200,
-  fenceSlackMs: 200,
-  tickMs: 150,
-  checkpointIntervalMs: 500,
-  handoffMs: 300,
-};
+const FAST = FAST_SIM_TIMING;
 
 /**
  * Proof that the safety checker can fail: every simulated process ignores
