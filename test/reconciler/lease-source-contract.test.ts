@@ -1,11 +1,11 @@
 import { FailureDetector } from '../../src/gossip/failure-detector.js';
 import type { Heartbeat } from '../../src/gossip/heartbeat.js';
 import { HeartbeatLedger } from '../../src/gossip/heartbeat-ledger.js';
-import { MemberIndex, type MemberState, SwimCore, type SwimMessage } from '../../src/membership/swim-core.js';
 import { HeartbeatLeaseSource } from '../../src/reconciler/heartbeat-lease.js';
 import { DetectorLeaseSource, type LeaseSource } from '../../src/reconciler/lease.js';
-import { SwimLeaseSource, type SwimLivenessView } from '../../src/reconciler/swim-lease.js';
+import { SwimLeaseSource } from '../../src/reconciler/swim-lease.js';
 import { heartbeatFrom } from '../gossip/helpers.js';
+import { VirtualSwim } from '../helpers/virtual-swim.js';
 import { type LeaseWorld, leaseSourceContract } from './lease-source-contract.js';
 
 const SELF = 'a';
@@ -104,79 +104,32 @@ class HeartbeatWorld implements LeaseWorld {
   }
 }
 
-/** Real SwimCores for `a`, `b` and `c` exchanging messages in memory (5 ms apart), `a` seen through its view. */
+/** Real SwimCores for `a`, `b` and `c` in virtual time (VirtualSwim), `a` seen through its view. */
 class SwimWorld implements LeaseWorld {
-  private t = 0;
+  private readonly swim = new VirtualSwim();
   private active: readonly string[] = ['a', 'b', 'c'];
-  private readonly up = new Set(['a', 'b', 'c']);
-  private readonly cores = new Map<string, SwimCore>();
-  private readonly index = new MemberIndex();
-  private readonly listeners = new Set<
-    (change: { node: string; state: MemberState; incarnation: number }) => void
-  >();
-  private queue: { at: number; from: string; to: string; message: SwimMessage }[] = [];
-  private seed = 7;
-  readonly source: LeaseSource;
+  readonly source: LeaseSource = new SwimLeaseSource({
+    selfId: SELF,
+    swim: this.swim.view,
+    activeNodeIds: () => this.active,
+    now: () => this.swim.now,
+  });
   readonly settleMs = 15_000;
 
-  constructor() {
-    for (const id of this.up) this.cores.set(id, this.makeCore(id, 0));
-    const view: SwimLivenessView = {
-      stateOf: (nodeId) => this.cores.get(SELF)!.stateOf(nodeId),
-      onChange: (listener) => {
-        this.listeners.add(listener);
-        return () => this.listeners.delete(listener);
-      },
-    };
-    this.source = new SwimLeaseSource({
-      selfId: SELF,
-      swim: view,
-      activeNodeIds: () => this.active,
-      now: () => this.t,
-    });
-  }
-
-  private makeCore(id: string, incarnation: number): SwimCore {
-    const random = () => {
-      this.seed = (this.seed * 1103515245 + 12345) % 2 ** 31;
-      return this.seed / 2 ** 31;
-    };
-    const core = new SwimCore({ selfId: id, index: this.index, random, incarnation });
-    core.setMembers(new Set(['a', 'b', 'c']));
-    return core;
-  }
-
   now(): number {
-    return this.t;
+    return this.swim.now;
   }
 
   run(ms: number): void {
-    const end = this.t + ms;
-    while (this.t < end) {
-      this.t += Math.min(10, end - this.t);
-      const due = this.queue.filter((m) => m.at <= this.t);
-      this.queue = this.queue.filter((m) => m.at > this.t);
-      for (const m of due) if (this.up.has(m.to)) this.cores.get(m.to)!.receive(this.t, m.from, m.message);
-      for (const [id, core] of this.cores) {
-        if (!this.up.has(id)) continue;
-        if (core.nextWakeAt() <= this.t) core.tick(this.t);
-        const { send, events } = core.takeOutput();
-        for (const out of send)
-          this.queue.push({ at: this.t + 5, from: id, to: out.to, message: out.message });
-        if (id !== SELF) continue;
-        for (const event of events) if (event.kind === 'member') for (const l of this.listeners) l(event);
-      }
-    }
+    this.swim.run(ms);
   }
 
   crash(peer: string): void {
-    this.up.delete(peer);
+    this.swim.crash(peer);
   }
 
   restart(peer: string): void {
-    // A restarted node knows no incarnation of its own; refutation raises it (swim-core.ts).
-    this.cores.set(peer, this.makeCore(peer, 0));
-    this.up.add(peer);
+    this.swim.restart(peer);
   }
 
   setActive(ids: readonly string[]): void {
