@@ -1,16 +1,15 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify as toToml } from 'smol-toml';
-import { ApiClient } from '../../src/cli/api-client.js';
 import type { CliIo } from '../../src/cli/context.js';
 import { freeLoopbackPorts } from '../../src/cli/demo/free-port.js';
 import { main } from '../../src/cli/main.js';
+import { type AgentProcess, BIN, spawnAgentProcess, waitForAgentApi } from '../helpers/agent-process.js';
 import { waitFor as sharedWaitFor, type Truthy } from '../helpers/wait.js';
 
-export const BIN = fileURLToPath(new URL('../../bin/silo.js', import.meta.url));
+export { type AgentProcess, BIN } from '../helpers/agent-process.js';
 
 export interface RunResult {
   code: number;
@@ -69,63 +68,15 @@ export function siloProcess(
   });
 }
 
-export interface AgentProcess {
-  child: ChildProcess;
-  socketPath: string;
-  client: ApiClient;
-  log: () => string;
-  /** SIGTERM and wait; resolves with the exit code. */
-  stop: () => Promise<number | null>;
-}
-
-/** Starts `silo agent --config <file>` as a child process and waits for its API. */
+/** Starts `silo agent --config <file>` as a child process (log level warn) and waits for its API. */
 export async function startAgentProcess(configFile: string, socketPath: string): Promise<AgentProcess> {
-  const child = spawn(process.execPath, [BIN, 'agent', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const agent = spawnAgentProcess({
+    configFile,
+    socketPath,
     env: { ...process.env, SILO_LOG_LEVEL: 'warn' },
   });
-  let log = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    log += chunk.toString();
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    log += chunk.toString();
-  });
-  let exitCode: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      exitCode = code;
-      resolve(code);
-    }),
-  );
-  const client = new ApiClient({ socketPath });
-  const agent: AgentProcess = {
-    child,
-    socketPath,
-    client,
-    log: () => log,
-    stop: async () => {
-      if (exitCode === undefined) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (exitCode !== undefined) throw new Error(`agent exited with ${exitCode}:\n${log}`);
-    try {
-      await client.request('GET', '/v1/status', { timeoutMs: 2000 });
-      return agent;
-    } catch {
-      if (Date.now() > deadline) {
-        await agent.stop();
-        throw new Error(`agent API did not come up:\n${log}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
+  await waitForAgentApi(agent);
+  return agent;
 }
 
 export function agentToml(config: Record<string, unknown>): string {

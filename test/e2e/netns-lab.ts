@@ -1,16 +1,16 @@
 import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { NodeRow } from '../../src/agent/api/views.js';
-import { ApiClient } from '../../src/cli/api-client.js';
 import type { ConnectionInfo } from '../../src/gossip/index.js';
 import { ExecaRunner } from '../../src/overlay/exec.js';
 import { Wg, type WgDump } from '../../src/overlay/wg.js';
-import { agentToml, BIN, silo, waitFor } from '../cli/helpers.js';
+import { agentToml, silo, waitFor } from '../cli/helpers.js';
+import { type AgentProcess, spawnAgentProcess, waitForAgentApi } from '../helpers/agent-process.js';
 
 /**
  * A lab of `silo agent` processes for end-to-end tests, each in its own
@@ -28,7 +28,6 @@ export const BRIDGE = 'br0';
 export const UNDERLAY = (index: number): string => `10.231.30.${index}`;
 export const WG_PORT = 51820;
 export const GOSSIP_PORT = 7946;
-const LOG_LIMIT = 256 * 1024;
 
 export const runner = new ExecaRunner();
 export const wg = new Wg({ runner });
@@ -43,17 +42,8 @@ export interface Status {
   revoked: { revokedAt: number; reason: string } | null;
 }
 
-export interface AgentProc {
-  ns: string;
-  client: ApiClient;
-  child: ChildProcess;
-  exited: Promise<void>;
-  /** undefined while running; -1 when killed by a signal. */
-  exitCode: () => number | null | undefined;
-  log: () => string;
-  /** SIGTERM, SIGKILL after a grace period; resolves once the process is gone. */
-  stop: () => Promise<void>;
-}
+/** An agent process in a namespace. */
+export type AgentProc = AgentProcess & { ns: string };
 
 export interface ClusterNode {
   id: string;
@@ -226,75 +216,24 @@ export async function siloJson<T>(args: string[]): Promise<T> {
  * agent a private mount namespace, in which the `ip netns add` of its service
  * namespaces (src/overlay/service-netns.ts) binds them where nothing else
  * sees them; a systemd unit runs the agent in the host's mount namespace too.
+ * nsenter execs the agent (no --fork), so the child's pid is the agent's.
  */
 export function spawnAgent(ns: string, configFile: string, socket: string): AgentProc {
   const env: NodeJS.ProcessEnv = {};
   // The agent's config must be what the test wrote, not whatever SILO_* the runner's shell has.
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('SILO_')) env[key] = value;
-  const child = spawn(
-    'nsenter',
-    [`--net=/run/netns/${ns}`, '--', process.execPath, BIN, 'agent', '--config', configFile],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env,
-    },
-  );
-  let log = '';
-  const append = (chunk: Buffer): void => {
-    log += chunk.toString();
-    if (log.length > LOG_LIMIT) log = log.slice(-LOG_LIMIT / 2);
-  };
-  child.stdout?.on('data', append);
-  child.stderr?.on('data', append);
-  let exitCode: number | null | undefined;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exitCode = code ?? (signal ? -1 : null);
-      resolve();
-    });
+  const agent = spawnAgentProcess({
+    configFile,
+    socketPath: socket,
+    wrapper: ['nsenter', `--net=/run/netns/${ns}`, '--'],
+    env,
   });
-  const client = new ApiClient({ socketPath: socket });
-  let stopping: Promise<void> | null = null;
-  const agent: AgentProc = {
-    ns,
-    client,
-    child,
-    exited,
-    exitCode: () => exitCode,
-    log: () => log,
-    stop: () => {
-      stopping ??= (async () => {
-        if (exitCode !== undefined) return;
-        // nsenter execs the command (no --fork): this pid is the agent itself.
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(timer);
-      })();
-      return stopping;
-    },
-  };
-  return agent;
+  return { ...agent, ns };
 }
 
 /** Waits for the agent's control API; stops the agent when it does not come up. */
-export async function waitForApi(agent: AgentProc): Promise<void> {
-  const { ns, client } = agent;
-  try {
-    await waitFor(
-      `the agent in ${ns} to serve its API`,
-      async () => {
-        const code = agent.exitCode();
-        if (code !== undefined) throw new Error(`agent exited with ${code}`);
-        await client.request('GET', '/v1/status', { timeoutMs: 2000 });
-        return true;
-      },
-      60_000,
-    );
-  } catch (err) {
-    await agent.stop();
-    throw new Error(`${(err as Error).message}\n${agent.log().split('\n').slice(-30).join('\n')}`);
-  }
+export function waitForApi(agent: AgentProc): Promise<void> {
+  return waitForAgentApi(agent, `the agent in ${agent.ns}`);
 }
 
 export function status(node: { agent: AgentProc }): Promise<Status> {
