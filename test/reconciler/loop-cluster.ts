@@ -117,6 +117,21 @@ export class LoopCluster extends EnrolledCluster {
     return { first, seed };
   }
 
+  /**
+   * The usual start of a loop test: every node of `ids` enrolled and started
+   * in this process around the first, all hearing each other, and the
+   * counter image imported on the first (others fetch it from there).
+   */
+  async startMesh(ids: readonly string[], nodes: Map<string, EnrolledNode>): Promise<NodeAgent> {
+    const { first, seed } = await this.enrollAround(ids, nodes);
+    for (const id of ids.slice(1)) await this.startAgent(nodes.get(id)!, [seed]);
+    await waitFor(`every agent hears the ${ids.length - 1} others`, () =>
+      [...this.agents.values()].every((a) => a.gossip.detector.nodesIn('alive').length === ids.length - 1),
+    );
+    await first.reconciler!.images.importFile((await this.counterImage()).tar);
+    return first;
+  }
+
   /** Starts `node` as an agent in a child process (so that it can be SIGKILLed like a real crash). */
   async startChild(node: EnrolledNode, bootstrap: string[]): Promise<{ addrs: string[] }> {
     const configFile = join(this.root, `${node.nodeId}-child.json`);

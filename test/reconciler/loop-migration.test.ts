@@ -17,16 +17,11 @@ describe('reconcile loop: planned moves', { timeout: 180_000 }, () => {
   const cluster = new LoopCluster();
   const nodes = new Map<string, EnrolledNode>();
   let first: NodeAgent;
-  const agents = () => [...cluster.agents.values()];
+  const _agents = () => [...cluster.agents.values()];
   const ids = ['node-a', 'node-b', 'node-c'];
 
   before(async () => {
-    first = (await cluster.enrollAround(ids, nodes)).first;
-    for (const id of ids.slice(1)) await cluster.startAgent(nodes.get(id)!, nodes.get(id)!.bundle.seedPeers);
-    await waitFor('every agent hears the two others', () =>
-      agents().every((agent) => agent.gossip.detector.nodesIn('alive').length === 2),
-    );
-    await first.reconciler!.images.importFile((await cluster.counterImage()).tar);
+    first = await cluster.startMesh(ids, nodes);
   });
   after(() => cluster.close());
 

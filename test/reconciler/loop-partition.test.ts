@@ -22,14 +22,7 @@ describe('reconcile loop: a partitioned holder', { timeout: 180_000 }, () => {
   const agent = (id: string) => cluster.agents.get(id)!;
 
   before(async () => {
-    const started = await cluster.enrollAround(ids, nodes);
-    first = started.first;
-    const seed = started.seed;
-    for (const id of ids.slice(1)) await cluster.startAgent(nodes.get(id)!, [seed]);
-    await waitFor('every agent hears the two others', () =>
-      [...cluster.agents.values()].every((a) => a.gossip.detector.nodesIn('alive').length === 2),
-    );
-    await first.reconciler!.images.importFile((await cluster.counterImage()).tar);
+    first = await cluster.startMesh(ids, nodes);
   });
   after(() => cluster.close());
 
