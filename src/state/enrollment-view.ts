@@ -1,5 +1,6 @@
 import { deepFreeze } from '../util/deep-freeze.js';
 import type { ClusterState } from './cluster-state.js';
+import { isTombstone } from './epochs/records.js';
 import { byKey, onMapsChange, RecordChecker, type ViewOptions } from './record-check.js';
 import {
   type DrainFlag,
@@ -77,12 +78,18 @@ export class EnrollmentView {
     this.state.onTransaction('enrollment', 'after', (tr) => {
       if (tr === null) this.cached = {};
     });
+    // The four maps of CA-signed records: a key's winner is its newest valid, verified record
+    // (SlottedMap `accepts`), never a deletion or a record the CA did not sign.
+    const signed = (name: EnrollmentMap, read: (key: string, value: unknown) => unknown) =>
+      new SlottedMap(this.state, 'enrollment', name, this.check, Date.now, (key, record) =>
+        isTombstone(record) ? false : read(key, record.value) !== undefined,
+      );
     this.maps = {
-      nodes: new SlottedMap(this.state, 'enrollment', 'nodes', this.check),
-      revocations: new SlottedMap(this.state, 'enrollment', 'revocations', this.check),
+      nodes: signed('nodes', (key, value) => this.readNode(key, value)),
+      revocations: signed('revocations', (key, value) => this.readRevocation(key, value)),
       draining: new SlottedMap(this.state, 'enrollment', 'draining', this.check),
-      witnesses: new SlottedMap(this.state, 'enrollment', 'witnesses', this.check),
-      scratchKeys: new SlottedMap(this.state, 'enrollment', 'scratchKeys', this.check),
+      witnesses: signed('witnesses', (key, value) => this.readWitnessConfig(key, value)),
+      scratchKeys: signed('scratchKeys', (key, value) => this.readScratchKey(key, value)),
     };
   }
 
@@ -144,11 +151,8 @@ export class EnrollmentView {
     if (this.cached.witnesses !== undefined && this.cacheable()) return this.cached.witnesses;
     let best: WitnessConfigRecord | null = null;
     for (const [key, value] of this.map('witnesses').entries()) {
-      const record = this.check.parse('witnesses', key, value, WitnessConfigRecordSchema, (r) =>
-        key === `v${r.version}` ? null : `witness configuration v${r.version} stored under key ${key}`,
-      );
-      if (!record || !this.check.verified('witnesses', key, value, record, this.options.verifyWitnessConfig))
-        continue;
+      const record = this.readWitnessConfig(key, value);
+      if (!record) continue;
       if (new Set(record.witnesses).size !== record.witnesses.length) continue;
       if (best === null || record.version > best.version) best = record;
     }
@@ -245,11 +249,8 @@ export class EnrollmentView {
     const prefix = `${nodeId}/`;
     for (const [key, value] of this.map('scratchKeys').entries()) {
       if (!key.startsWith(prefix)) continue;
-      const envelope = this.check.parse('scratchKeys', key, value, SignedScratchSecretSchema, (e) =>
-        scratchKeyOf(e) === key ? null : `scratch key of ${scratchKeyOf(e)} stored under key ${key}`,
-      );
-      if (envelope && this.check.verified('scratchKeys', key, value, envelope, this.options.verifyScratchKey))
-        out.push(envelope);
+      const envelope = this.readScratchKey(key, value);
+      if (envelope) out.push(envelope);
     }
     return out.sort((a, b) => a.generation - b.generation);
   }
@@ -271,6 +272,24 @@ export class EnrollmentView {
     );
     if (!record || !this.check.verified('nodes', key, value, record, this.verify)) return undefined;
     return record;
+  }
+
+  private readWitnessConfig(key: string, value: unknown): WitnessConfigRecord | undefined {
+    const record = this.check.parse('witnesses', key, value, WitnessConfigRecordSchema, (r) =>
+      key === `v${r.version}` ? null : `witness configuration v${r.version} stored under key ${key}`,
+    );
+    if (!record || !this.check.verified('witnesses', key, value, record, this.options.verifyWitnessConfig))
+      return undefined;
+    return record;
+  }
+
+  private readScratchKey(key: string, value: unknown): SignedScratchSecret | undefined {
+    const envelope = this.check.parse('scratchKeys', key, value, SignedScratchSecretSchema, (e) =>
+      scratchKeyOf(e) === key ? null : `scratch key of ${scratchKeyOf(e)} stored under key ${key}`,
+    );
+    if (!envelope || !this.check.verified('scratchKeys', key, value, envelope, this.options.verifyScratchKey))
+      return undefined;
+    return envelope;
   }
 
   private readRevocation(key: string, value: unknown): Revocation | undefined {

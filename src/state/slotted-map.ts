@@ -39,12 +39,20 @@ interface Resolved {
 export class SlottedMap {
   private cache: Resolved | null = null;
 
+  /**
+   * `accepts`: which records may win. By default every well-formed one (a
+   * deletion too). A map of CA-signed records passes a check that refuses
+   * what the CA did not sign (deletions included: nobody can sign one), so
+   * that an enrolled node writing garbage with a later stamp cannot hide a
+   * signed record; the newest acceptable record of a key wins.
+   */
   constructor(
     private readonly state: ClusterState,
     private readonly doc: DocName,
     readonly name: string,
     private readonly check: RecordChecker,
     private readonly now: () => number = Date.now,
+    private readonly accepts: (key: string, record: LwwRecord<unknown>) => boolean = () => true,
   ) {
     state.onTransaction(doc, 'after', (tr) => this.afterTransaction(tr));
   }
@@ -96,9 +104,11 @@ export class SlottedMap {
     // Above everything this node has seen of the key: a rewrite always wins over what it replaces.
     if (current !== undefined) this.state.clock.observe(current.stamp);
     const record = make(this.state.clock.next(this.now()));
-    this.yMap().set(slotKey(key, this.state.nodeId), encodeRecord(record));
-    resolved.records.set(key, record);
+    const map = this.yMap();
+    map.set(slotKey(key, this.state.nodeId), encodeRecord(record));
     ownersOf(resolved, key).add(this.state.nodeId);
+    // Not simply `record`: one `accepts` refuses (an unsigned record in a signed map) does not win here either.
+    this.recompute(resolved, map, key);
     resolved.clock = ownClock(resolved.doc);
   }
 
@@ -152,7 +162,7 @@ export class SlottedMap {
     return fresh;
   }
 
-  /** Sets `key`'s winner from its slots (skipping and reporting malformed ones). */
+  /** Sets `key`'s winner from its slots (skipping and reporting malformed ones, skipping refused ones). */
   private recompute(resolved: Resolved, map: Y.Map<unknown>, key: string): void {
     let best: LwwRecord<unknown> | undefined;
     for (const owner of resolved.owners.get(key) ?? []) {
@@ -163,6 +173,7 @@ export class SlottedMap {
         this.check.report(this.name, slot, value, record, 'invalid');
         continue;
       }
+      if (!this.accepts(key, record)) continue;
       best = best === undefined ? record : newerRecord(best, record);
     }
     if (best === undefined) resolved.records.delete(key);

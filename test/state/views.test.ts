@@ -205,6 +205,48 @@ describe('EnrollmentView', () => {
     ]);
   });
 
+  test('a later unsigned record, garbage or deletion from a peer does not hide a signed one', () => {
+    const good = 'Z29vZA==';
+    const { enrollment, state } = setup({ verify: (r) => (r.cert === good ? null : 'bad CA signature') });
+    enrollment.put({ ...enrollmentRecord('node-a'), cert: good });
+    enrollment.put({ ...enrollmentRecord('node-b'), cert: good });
+    enrollment.revoke({ nodeId: 'node-c', revokedAt: 5, reason: 'lost', cert: 'c2ln' });
+    // A peer's own slots, stamped a minute ahead of every record here.
+    const ahead = (d: Y.Doc, map: string, key: string, record: { v: unknown } | { d: true }) =>
+      d.getMap(map).set(slotKey(key, 'node-p'), { s: [Date.now() + 60_000, 0, 'node-p'], ...record });
+    fromPeer(state, 'enrollment', (d) => {
+      ahead(d, 'nodes', 'node-a', {
+        v: { ...enrollmentRecord('node-a'), labels: { evil: 'yes' }, cert: 'YmFk' },
+      });
+      ahead(d, 'nodes', 'node-b', { d: true });
+      ahead(d, 'revocations', 'node-c', { d: true });
+      ahead(d, 'nodes', 'node-d', { v: 42 });
+    });
+    assert.equal(enrollment.get('node-a')?.cert, good);
+    assert.equal(enrollment.get('node-a')?.labels.evil, undefined);
+    assert.deepEqual(
+      enrollment.list().map((r) => r.nodeId),
+      ['node-a', 'node-b'],
+    );
+    // computeActiveNodes reads the raw winners: they are the signed records too.
+    assert.deepEqual(
+      enrollment.rawEntries('nodes').map(([key, value]) => [key, (value as SignedEnrollment).cert]),
+      [
+        ['node-a', good],
+        ['node-b', good],
+      ],
+    );
+    // Without a verify hook (the simulator) the revocation still stands: a deletion never wins a signed map.
+    assert.equal(enrollment.isRevoked('node-c'), true);
+    // A newer signed record does win, from any slot.
+    fromPeer(state, 'enrollment', (d) =>
+      ahead(d, 'nodes', 'node-b', {
+        v: { ...enrollmentRecord('node-b'), labels: { zone: 'z' }, cert: good },
+      }),
+    );
+    assert.equal(enrollment.get('node-b')?.labels.zone, 'z');
+  });
+
   test('a throwing verifier counts as a rejection, not a crash', () => {
     const { enrollment, invalid } = setup({
       verify: () => {
