@@ -7,6 +7,7 @@ import { type DiffSlice, diffSlices, type SliceLimits } from './diff-slices.js';
 import { readDocSlots, writeDocSlot } from './epochs/doc-slots.js';
 import { carryOver, compareEpochs, type EpochInfo, GENESIS_EPOCH, startEpoch } from './epochs/epoch.js';
 import { slottedMapsOf } from './epochs/layout.js';
+import type { LwwRecord, Slots } from './epochs/records.js';
 import { HybridClock } from './epochs/stamp.js';
 import { DOC_NAMES, type DocName, Origin } from './names.js';
 import type { UpdateLog } from './update-log.js';
@@ -84,6 +85,8 @@ export class ClusterState {
   private readonly digests = new Map<DocName, string>();
   /** Each document's current epoch (docs/epochs.md); the genesis epoch until one is started or adopted. */
   private readonly epochs = {} as Record<DocName, EpochInfo>;
+  /** See acceptSlots; by `<doc>/<map>`. */
+  private readonly slotFilters = new Map<string, (key: string, record: LwwRecord<unknown>) => boolean>();
   private readonly epochListeners = new Listeners<[DocName, EpochInfo]>((err) =>
     this.logger.error({ err }, 'epoch listener failed'),
   );
@@ -272,7 +275,7 @@ export class ClusterState {
    */
   epochSavings(name: DocName): { currentBytes: number; freshBytes: number } {
     const maps = this.requireSlotted(name);
-    const started = startEpoch(this.epochs[name], readDocSlots(this.docs[name], maps), {
+    const started = startEpoch(this.epochs[name], this.slotsOf(name, this.docs[name], maps), {
       starter: this.nodeId,
       stamp: { at: 0, seq: 0, writer: this.nodeId },
     });
@@ -289,7 +292,7 @@ export class ClusterState {
    */
   startEpoch(name: DocName): EpochInfo {
     const maps = this.requireSlotted(name);
-    const started = startEpoch(this.epochs[name], readDocSlots(this.docs[name], maps), {
+    const started = startEpoch(this.epochs[name], this.slotsOf(name, this.docs[name], maps), {
       starter: this.nodeId,
       stamp: this.clock.next(Date.now()),
     });
@@ -318,7 +321,7 @@ export class ClusterState {
     this.validateUpdate(name, update, this.maxSyncUpdateBytes);
     const doc = new Y.Doc({ gc: true });
     Y.applyUpdate(doc, update, origin);
-    const carried = carryOver(readDocSlots(this.docs[name], maps), readDocSlots(doc, maps));
+    const carried = carryOver(this.slotsOf(name, this.docs[name], maps), this.slotsOf(name, doc, maps));
     let carriedUpdate: Uint8Array | undefined;
     if (carried.length > 0) {
       const capture = (bytes: Uint8Array): void => {
@@ -335,13 +338,35 @@ export class ClusterState {
     if (carriedUpdate !== undefined) this.listeners.emit(name, carriedUpdate, Origin.local);
   }
 
+  /**
+   * Only records `accepts` takes count in `map` of `name` when an epoch is
+   * started or adopted (SlottedMap's rule for maps of signed records): a
+   * refused record is not carried into a new epoch, and it does not stop a
+   * valid one from being carried over. The rule must be the same on every node.
+   */
+  acceptSlots(
+    name: DocName,
+    map: string,
+    accepts: (key: string, record: LwwRecord<unknown>) => boolean,
+  ): void {
+    this.slotFilters.set(`${name}/${map}`, accepts);
+  }
+
+  private slotsOf(name: DocName, doc: Y.Doc, maps: readonly string[]): Slots<unknown> {
+    return readDocSlots(
+      doc,
+      maps,
+      (map, key, record) => this.slotFilters.get(`${name}/${map}`)?.(key, record) ?? true,
+    );
+  }
+
   private requireSlotted(name: DocName): readonly string[] {
     const maps = slottedMapsOf(name);
     if (maps === undefined) throw new InvalidUpdateError(name, 'this document has no epochs');
     return maps;
   }
 
-  private freshDoc(slots: ReturnType<typeof readDocSlots>): Y.Doc {
+  private freshDoc(slots: Slots<unknown>): Y.Doc {
     const doc = new Y.Doc({ gc: true });
     doc.transact(() => {
       for (const [key, owners] of slots) {

@@ -54,6 +54,8 @@ export class SlottedMap {
     private readonly now: () => number = Date.now,
     private readonly accepts: (key: string, record: LwwRecord<unknown>) => boolean = () => true,
   ) {
+    // The same rule where an epoch is started or adopted, so that a switch keeps what this map reads.
+    state.acceptSlots(doc, name, accepts);
     state.onTransaction(doc, 'after', (tr) => this.afterTransaction(tr));
   }
 

@@ -247,6 +247,35 @@ describe('EnrollmentView', () => {
     assert.equal(enrollment.get('node-b')?.labels.zone, 'z');
   });
 
+  test('epochs keep the signed record: garbage with a later stamp is neither carried into nor kept out by an epoch', () => {
+    const good = 'Z29vZA==';
+    const verify = (r: SignedEnrollment) => (r.cert === good ? null : 'bad CA signature');
+    const garbage = (d: Y.Doc) =>
+      d.getMap('nodes').set(slotKey('node-a', 'node-p'), {
+        s: [Date.now() + 60_000, 0, 'node-p'],
+        v: { ...enrollmentRecord('node-a'), cert: 'YmFk' },
+      });
+    // Started here: the new epoch holds the signed record, not the later garbage.
+    const here = setup({ verify });
+    here.enrollment.put({ ...enrollmentRecord('node-a'), cert: good });
+    fromPeer(here.state, 'enrollment', garbage);
+    here.state.startEpoch('enrollment');
+    assert.equal(here.enrollment.get('node-a')?.cert, good);
+    // Started by a node that keeps garbage (no views, so no rule): adopting it carries the signed record over.
+    const careless = new ClusterState({ logger: quietLogger, nodeId: 'node-q' });
+    careless.applyRemote('enrollment', here.state.encodeDiff('enrollment'));
+    fromPeer(careless, 'enrollment', (d) => {
+      d.getMap('nodes').delete(slotKey('node-a', 'local'));
+      garbage(d);
+    });
+    const epoch = careless.startEpoch('enrollment');
+    const other = setup({ verify });
+    other.enrollment.put({ ...enrollmentRecord('node-a'), cert: good });
+    other.state.adoptEpoch('enrollment', epoch, careless.encodeDiff('enrollment'));
+    assert.deepEqual(other.state.epoch('enrollment'), epoch);
+    assert.equal(other.enrollment.get('node-a')?.cert, good);
+  });
+
   test('a throwing verifier counts as a rejection, not a crash', () => {
     const { enrollment, invalid } = setup({
       verify: () => {

@@ -10,11 +10,19 @@ import { encodeRecord, readSlots, slotKey } from './slot-codec.js';
  */
 const MAP_SEPARATOR = '\u0000';
 
-export function readDocSlots(doc: Y.Doc, maps: readonly string[]): Slots<unknown> {
+/** Which records of a map count (see SlottedMap's `accepts`); the others are left out like malformed slots. */
+export type SlotFilter = (map: string, key: string, record: LwwRecord<unknown>) => boolean;
+
+export function readDocSlots(doc: Y.Doc, maps: readonly string[], accepts?: SlotFilter): Slots<unknown> {
   const out = new Map<string, ReadonlyMap<string, LwwRecord<unknown>>>();
   for (const map of maps) {
-    for (const [key, owners] of readSlots(doc.getMap(map)).slots)
-      out.set(`${map}${MAP_SEPARATOR}${key}`, owners);
+    for (const [key, owners] of readSlots(doc.getMap(map)).slots) {
+      const kept =
+        accepts === undefined
+          ? owners
+          : new Map([...owners].filter(([, record]) => accepts(map, key, record)));
+      if (kept.size > 0) out.set(`${map}${MAP_SEPARATOR}${key}`, kept);
+    }
   }
   return out;
 }
