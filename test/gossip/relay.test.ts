@@ -85,7 +85,9 @@ describe('relay of what a catch-up brought', () => {
       'A counted the relay it skipped',
       async () => (await metricValue(a, 'silo_gossip_relays_total', { result: 'too-large' })) >= 1,
     );
-    await sleep(500);
+    // Barrier: a write of A's own after the skip reaches B by gossip; a relay queued before it would have too.
+    writeSpec(a, 'sentinel', 1);
+    await waitFor('B has A’s later write', () => readSpec(b, 'sentinel') === 1);
     assert.equal(readSpec(b, 'big'), undefined, 'not relayed');
     assert.equal(await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' }), 0);
 
@@ -112,7 +114,10 @@ describe('relay of what a catch-up brought', () => {
       'A relayed the first slices',
       async () => (await metricValue(a, 'silo_gossip_relays_total', { result: 'relayed' })) >= 1,
     );
-    await sleep(500);
+    // Barrier: A's catch-up is applied (every relay decided); a write of A's own after it reaches B
+    // by gossip, behind anything A relayed.
+    writeSpec(a, 'sentinel', 1);
+    await waitFor('B has A’s later write', () => readSpec(b, 'sentinel') === 1);
     assert.equal(readSpec(b, 'c-299'), undefined, 'the slices past half the limit were not relayed');
 
     join(b, c);
@@ -164,7 +169,9 @@ describe('relay of what a catch-up brought', () => {
     })) as [TestNode];
     t.after(() => stopAll([c]));
     await waitFor('the newcomer synced', () => readSpec(c, 'old-19') === 19);
-    await sleep(300);
+    // Barrier: a session with each peer (joining any still running) has ended, so everything the
+    // first sessions brought has been applied and its relay decided.
+    for (const peer of [a, b]) await c.gossip.syncWith(peer.gossip.peerId);
     // Everything it learned was old news to the others: relaying it would flood them.
     assert.equal(await metricValue(c, 'silo_gossip_relays_total'), 0);
   });
