@@ -35,9 +35,16 @@ describe('mesh repair', () => {
       }
       return total > nodes.length;
     });
-    // One event per episode, not one per check.
+    // One event per episode, not one per check. Barrier: a later repair sync of the same episode
+    // (the checker resyncs a still-empty mesh every 5 s; nothing else makes node 0 open a session here).
     const events = await metricValue(nodes[0]!, 'silo_gossip_meshless_events_total', { topic: 'workloads' });
-    await new Promise((r) => setTimeout(r, 500));
+    const outbound = () => metricValue(nodes[0]!, 'silo_sync_sessions_total', { direction: 'outbound' });
+    const sessionsBefore = await outbound();
+    await waitFor(
+      'a later repair sync of the same episode',
+      async () => (await outbound()) > sessionsBefore,
+      30_000,
+    );
     assert.equal(
       await metricValue(nodes[0]!, 'silo_gossip_meshless_events_total', { topic: 'workloads' }),
       events,
@@ -49,7 +56,15 @@ describe('mesh repair', () => {
     t.after(() => stopAll(nodes));
     const topic = docTopic(ORG, 'workloads');
     await waitFor('a full mesh', () => nodes.every((n) => n.gossip.meshPeers(topic).length === 2));
+    // A wait for the checker, not an absence proof: a thin topic shows only once it outlasts the
+    // grace (1.5 gossip heartbeats, 300 ms here), checked every 100 ms; a second is several of both.
     await new Promise((r) => setTimeout(r, 1000));
     for (const node of nodes) assert.deepEqual(node.gossip.thinTopics(), []);
+    for (const node of nodes)
+      assert.equal(
+        await metricValue(node, 'silo_gossip_meshless_events_total'),
+        0,
+        'no meshless event counted',
+      );
   });
 });
