@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import { LinkModel } from '../../sim/net/link-model.js';
 import { Prng } from '../../sim/net/prng.js';
 import { SimNetwork } from '../../sim/net/sim-network.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Sends `count` items at once on a fresh channel and resolves with each item's delivery delay in ms. */
 function burst(model: LinkModel, count: number, from = 'a', to = 'b'): Promise<number[]> {
@@ -165,20 +166,28 @@ describe('LinkModel', () => {
     const model = new LinkModel({ seed: 1, defaultLatencyMs: 10 });
     const got: string[] = [];
     const channel = model.openChannel<string>('a', 'b', (item) => got.push(item));
+    // Barrier: a probe on another link of the same latency (no jitter), sent after; once it arrived,
+    // anything the held or closed channel had delivered would have arrived too.
+    const probed: string[] = [];
+    const probe = model.openChannel<string>('a', 'c', (item) => probed.push(item));
+    const probeArrives = async (label: string) => {
+      probe.send(label);
+      await waitFor(`probe ${label}`, () => probed.includes(label));
+    };
     channel.send('in-flight');
     channel.hold();
     channel.send('sent-while-held');
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await probeArrives('while held');
     assert.deepEqual(got, []);
     assert.equal(channel.pending, 2);
     channel.release();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await waitFor('the held items', () => got.length === 2);
     assert.deepEqual(got, ['in-flight', 'sent-while-held']);
 
     channel.send('dropped');
     channel.close();
     channel.send('after-close');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await probeArrives('after close');
     assert.deepEqual(got, ['in-flight', 'sent-while-held']);
   });
 });

@@ -54,8 +54,21 @@ function openWriter(stream: Stream) {
   return { write: (text: string) => out.push(new TextEncoder().encode(text)), echoed };
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * Barrier for absence proofs: a probe node on a link of the same latency,
+ * written to from `from` after the thing that must not arrive. Sim delays
+ * are timers, which fire in order of their due time, so once the probe
+ * arrived anything deliverable sent before it would have arrived too.
+ */
+async function probeFrom(net: SimNetwork, nodes: Libp2p[], from: Libp2p) {
+  const probe = await startPingNode(net, 'probe');
+  nodes.push(probe);
+  const received = await recordAndEcho(probe);
+  const writer = openWriter(await (await dial(net, from, 'probe', probe)).newStream(PROTOCOL));
+  return async (label: string) => {
+    writer.write(label);
+    await waitFor(() => received.some((r) => r.text.includes(label)), `probe ${label}`);
+  };
 }
 
 describe('SimNetwork with real libp2p nodes', () => {
@@ -160,6 +173,7 @@ describe('SimNetwork with real libp2p nodes', () => {
     nodes.push(a);
     const b = await startPingNode(net, 'b');
     nodes.push(b);
+    await recordAndEcho(b);
     await Promise.all([dial(net, a, 'b', b), dial(net, b, 'a', a)]);
     await waitFor(
       () => a.getConnections(b.peerId).length === 2 && b.getConnections(a.peerId).length === 2,
@@ -169,7 +183,12 @@ describe('SimNetwork with real libp2p nodes', () => {
     // connection"), which under load killed crossing dials; the inbound end must look different.
     const [first, second] = a.getConnections(b.peerId);
     assert.notEqual(first?.remoteAddr.toString(), second?.remoteAddr.toString());
-    await sleep(100);
+    // Barrier: a round trip on each connection, so both are upgraded and carry streams.
+    for (const connection of [first, second]) {
+      const writer = openWriter(await connection!.newStream(PROTOCOL));
+      writer.write('both-live');
+      await waitFor(() => writer.echoed.includes('both-live'), 'an echo on each connection');
+    }
     assert.equal(net.stats().connections.open, 2, 'libp2p must not abort either as a duplicate');
   });
 
@@ -219,13 +238,14 @@ describe('SimNetwork with real libp2p nodes', () => {
     nodes.push(b);
     const received = await recordAndEcho(b);
     const writer = openWriter(await (await dial(net, a, 'b', b)).newStream(PROTOCOL));
+    const probe = await probeFrom(net, nodes, a);
 
-    net.partition([['a'], ['b']], { mode: 'stall' });
+    net.partition([['a', 'probe'], ['b']], { mode: 'stall' });
     writer.write('during-partition');
-    await sleep(200);
+    await probe('after-the-write');
     assert.equal(received.length, 0);
-    assert.equal(a.getConnections().length, 1, 'the connection stalls, it does not close');
-    assert.deepEqual(net.liveConnections()[0]?.held.sort(), ['a->b', 'b->a']);
+    assert.equal(a.getConnections(b.peerId).length, 1, 'the connection stalls, it does not close');
+    assert.deepEqual(net.liveConnections().find((c) => c.listener === 'b')?.held.sort(), ['a->b', 'b->a']);
     assert.equal(net.shortestPathLatencyMs('a').has('b'), false);
 
     net.heal();
@@ -247,6 +267,7 @@ describe('SimNetwork with real libp2p nodes', () => {
     nodes.push(b);
     const atA = await recordAndEcho(a);
     const atB = await recordAndEcho(b);
+    const probe = await probeFrom(net, nodes, a);
     const connection = await dial(net, a, 'b', b);
     const aToB = openWriter(await connection.newStream(PROTOCOL));
     await waitFor(() => b.getConnections(a.peerId).length === 1, 'b to see the connection');
@@ -261,10 +282,10 @@ describe('SimNetwork with real libp2p nodes', () => {
     bToA.write('flows');
     await waitFor(() => atA.length === 1, 'b -> a to keep flowing');
     assert.equal(atA[0]?.text, 'flows');
-    await sleep(150);
+    await probe('after-held');
     assert.equal(atB.length, 1, 'a -> b must be held');
     assert.equal(bToA.echoed.length, 0, "a's echo back to b crosses the cut too");
-    assert.equal(a.getConnections().length, 1, 'the connection stalls, it does not close');
+    assert.equal(a.getConnections(b.peerId).length, 1, 'the connection stalls, it does not close');
     // force: libp2p would otherwise hand back the existing (stalled) connection.
     await assert.rejects(dial(net, b, 'a', a, true), /path is cut/);
     await assert.rejects(dial(net, a, 'b', b, true), /path is cut/);
