@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { isSameProcessAlive, processGroupMembers } from '../../src/reconciler/proc.js';
 import { ObservedStatusSchema } from '../../src/state/schemas.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeHarness, readLines, waitForFile, waitForStatus } from './helpers.js';
 
 describe('supervisor (plain processes)', () => {
@@ -96,8 +97,13 @@ describe('supervisor (plain processes)', () => {
     const failed = await waitForStatus(h.runtime, 'permanent', (s) => s.phase === 'failed', 'failed');
     assert.match(failed.reason ?? '', /exit code 125: permanent failure, not restarted/);
     assert.equal(failed.restarts, 0);
-    // Give a (wrong) restart every chance to happen before counting runs.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Barrier: a service that fails afterwards with a restartable code is restarted twice (by the
+    // same backoff timers, due later than a wrong restart of 'permanent' would be).
+    await h.runtime.ensureRunning(h.spec({ name: 'probe', command: 'bin/crash.sh', args: ['1'] }));
+    await waitFor('the probe restarted twice', async () => {
+      const runs = await readLines(join(h.serviceDir('probe', 'state'), 'runs')).catch(() => []);
+      return runs.length >= 3;
+    });
     assert.equal((await readLines(join(h.serviceDir('permanent', 'state'), 'runs'))).length, 1);
   });
 
