@@ -582,6 +582,8 @@ describe('silo CLI against running agents', () => {
     assert.equal((JSON.parse(json.stdout) as { peers: number }).peers, 0, 'n2 has no connection left');
     // Writes elsewhere still work; n1 did not take n2's refused drain.
     assert.equal((await silo(['nodes', '--json', ...sock()])).code, 0);
+    // No barrier reaches a revoked node (every member refuses it), so this waits several redial and
+    // sync intervals of these agents for a retry to show in the log.
     await new Promise((resolve) => setTimeout(resolve, 3000));
     const log = n(1).agent!.log();
     assert.equal(log.match(/this node was revoked by the org CA/g)?.length, 1, log);

@@ -51,6 +51,7 @@ test('extra connections with a member key, opened and closed, never stop deliver
     );
     // The lost streams are found and the connection renewed within a few
     // check intervals (a blip of about a second); from then on delivery holds.
+    // A wait for the repair to settle, not an absence proof (the loop below watches liveness).
     await new Promise((resolve) => setTimeout(resolve, 3000));
     await waitFor(`a and b hear each other again after a ${holdMs} ms duplicate`, () =>
       [a, b].every((n) => n.gossip.detector.nodesIn('alive').length === 1),

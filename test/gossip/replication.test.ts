@@ -70,7 +70,8 @@ describe('replication over real libp2p (loopback TCP)', () => {
     for (let k = 0; k < 50; k++) writeSpec(rest[k % 3]!, `during-${k}`, k);
     writeSpec(isolated, 'isolated-write', true);
     await waitFor('the majority converges', () => digestsEqual(rest));
-    // Held for a while: the isolated node must not get the writes somehow.
+    // Held for a while: the isolated node must not get the writes somehow. No barrier can cross a
+    // partition, so this waits: several redial and mesh-check intervals (FAST: 200 and 300 ms).
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(readSpec(isolated, 'during-0'), undefined);
     assert.equal(readSpec(rest[0]!, 'isolated-write'), undefined);

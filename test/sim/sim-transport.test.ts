@@ -245,7 +245,13 @@ describe('SimNetwork with real libp2p nodes', () => {
     await probe('after-the-write');
     assert.equal(received.length, 0);
     assert.equal(a.getConnections(b.peerId).length, 1, 'the connection stalls, it does not close');
-    assert.deepEqual(net.liveConnections().find((c) => c.listener === 'b')?.held.sort(), ['a->b', 'b->a']);
+    assert.deepEqual(
+      net
+        .liveConnections()
+        .find((c) => c.listener === 'b')
+        ?.held.sort(),
+      ['a->b', 'b->a'],
+    );
     assert.equal(net.shortestPathLatencyMs('a').has('b'), false);
 
     net.heal();
