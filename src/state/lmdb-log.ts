@@ -16,7 +16,7 @@ import {
   snapshotKey,
   tailKey,
 } from './log-frame.js';
-import { DOC_NAMES, type DocName } from './names.js';
+import { DOC_NAMES, type DocName, isDocName } from './names.js';
 import type { UpdateLog } from './update-log.js';
 
 /** Version of the byte layout in docs/protocol.md, "Durable storage (lmdb)". Bump on any change. */
@@ -48,6 +48,24 @@ export class StoreOpenError extends SiloError<'store_failed'> {
     options?: ErrorOptions,
   ) {
     super('store_failed', `cannot open silo store at ${path}: ${reason}`, options);
+  }
+}
+
+/** A write the store did not take (lmdb failed it): nothing of it was written. */
+export class StoreWriteError extends SiloError<'store_failed'> {
+  constructor(path: string, what: string, cause: unknown) {
+    super('store_failed', `silo store ${path}: ${what} failed: ${messageOf(cause)}`, { cause });
+  }
+}
+
+/**
+ * A caller's mistake: a closed store, a document silo does not have, an
+ * update that is no bytes. A bug in the caller, never the store's state, so
+ * it is thrown before anything is written.
+ */
+export class UpdateLogUsageError extends SiloError<'internal'> {
+  constructor(path: string, message: string) {
+    super('internal', `silo store ${path}: ${message}`);
   }
 }
 
@@ -142,7 +160,10 @@ export class LmdbUpdateLog implements UpdateLog {
     this.path = options.path;
     this.durability = options.durability ?? 'sync';
     if (this.durability !== 'sync' && this.durability !== 'nosync') {
-      throw new TypeError(`durability must be "sync" or "nosync", got ${JSON.stringify(options.durability)}`);
+      throw new UpdateLogUsageError(
+        options.path,
+        `durability must be "sync" or "nosync", got ${JSON.stringify(options.durability)}`,
+      );
     }
     this.logger = options.logger.child({ component: 'lmdb-log' });
     this.metrics = createMetrics(options.registry);
@@ -176,7 +197,7 @@ export class LmdbUpdateLog implements UpdateLog {
   }
 
   load(doc: DocName): Uint8Array[] {
-    this.ensureOpen();
+    const cursor = this.cursorOf(doc);
     const end = this.metrics.loadSeconds.startTimer({ doc });
     const updates: Uint8Array[] = [];
     const bad: BadEntry[] = [];
@@ -187,7 +208,7 @@ export class LmdbUpdateLog implements UpdateLog {
       if (frame.ok) {
         updates.push(frame.payload);
         covered = frame.seq;
-        this.cursors[doc].snapshotBytes = frame.payload.byteLength;
+        cursor.snapshotBytes = frame.payload.byteLength;
       } else {
         bad.push({
           db: this.snapshots,
@@ -229,8 +250,8 @@ export class LmdbUpdateLog implements UpdateLog {
         tailBytes += frame.payload.byteLength;
       }
     }
-    this.cursors[doc].tailCount = tailCount;
-    this.cursors[doc].tailBytes = tailBytes;
+    cursor.tailCount = tailCount;
+    cursor.tailBytes = tailBytes;
     if (bad.length > 0) this.quarantineEntries(doc, bad);
     if (stale.length > 0) this.dropStale(doc, stale);
     end();
@@ -238,9 +259,8 @@ export class LmdbUpdateLog implements UpdateLog {
   }
 
   append(doc: DocName, update: Uint8Array): void {
-    this.ensureOpen();
-    if (!(update instanceof Uint8Array)) throw new TypeError(`append to ${doc}: update must be a Uint8Array`);
-    const cursor = this.cursors[doc];
+    const cursor = this.cursorOf(doc);
+    this.checkPayload(`append to ${doc}`, 'update', update);
     const frame = encodeFrame(cursor.nextSeq, update);
     const end = this.metrics.appendSeconds.startTimer({ durability: this.durability });
     try {
@@ -248,7 +268,7 @@ export class LmdbUpdateLog implements UpdateLog {
         this.tail.putSync(tailKey(doc, cursor.nextSeq), frame);
       });
     } catch (err) {
-      throw new Error(`silo store ${this.path}: append to ${doc} failed: ${messageOf(err)}`, { cause: err });
+      throw new StoreWriteError(this.path, `append to ${doc}`, err);
     }
     end();
     cursor.nextSeq++;
@@ -259,15 +279,15 @@ export class LmdbUpdateLog implements UpdateLog {
   }
 
   tailLength(doc: DocName): number {
-    return this.cursors[doc].tailCount;
+    return this.cursorOf(doc).tailCount;
   }
 
   tailBytes(doc: DocName): number {
-    return this.cursors[doc].tailBytes;
+    return this.cursorOf(doc).tailBytes;
   }
 
   snapshotBytes(doc: DocName): number {
-    return this.cursors[doc].snapshotBytes;
+    return this.cursorOf(doc).snapshotBytes;
   }
 
   /**
@@ -277,10 +297,9 @@ export class LmdbUpdateLog implements UpdateLog {
    * old snapshot with its tail or the new snapshot alone.
    */
   compact(doc: DocName, snapshot: Uint8Array): void {
-    this.ensureOpen();
-    if (!(snapshot instanceof Uint8Array))
-      throw new TypeError(`compact ${doc}: snapshot must be a Uint8Array`);
-    const covered = this.cursors[doc].nextSeq - 1;
+    const cursor = this.cursorOf(doc);
+    this.checkPayload(`compact ${doc}`, 'snapshot', snapshot);
+    const covered = cursor.nextSeq - 1;
     const frame = encodeFrame(covered, snapshot);
     let removed = 0;
     try {
@@ -295,19 +314,17 @@ export class LmdbUpdateLog implements UpdateLog {
         removed = keys.length;
       });
     } catch (err) {
-      throw new Error(`silo store ${this.path}: compaction of ${doc} failed: ${messageOf(err)}`, {
-        cause: err,
-      });
+      throw new StoreWriteError(this.path, `compaction of ${doc}`, err);
     }
-    this.cursors[doc].tailCount = 0;
-    this.cursors[doc].tailBytes = 0;
-    this.cursors[doc].snapshotBytes = snapshot.byteLength;
+    cursor.tailCount = 0;
+    cursor.tailBytes = 0;
+    cursor.snapshotBytes = snapshot.byteLength;
     this.metrics.compactions.inc({ doc });
     this.logger.debug({ doc, removed, snapshotBytes: snapshot.byteLength, covered }, 'compacted');
   }
 
   epoch(doc: DocName): EpochInfo {
-    this.ensureOpen();
+    this.cursorOf(doc);
     const stored = this.meta.get(epochKey(doc));
     if (stored === undefined) return GENESIS_EPOCH;
     const epoch = decodeEpoch(stored);
@@ -324,10 +341,9 @@ export class LmdbUpdateLog implements UpdateLog {
    * tail, in one transaction (see UpdateLog.switchEpoch).
    */
   switchEpoch(doc: DocName, epoch: EpochInfo, snapshot: Uint8Array): void {
-    this.ensureOpen();
-    if (!(snapshot instanceof Uint8Array))
-      throw new TypeError(`switchEpoch ${doc}: snapshot must be a Uint8Array`);
-    const covered = this.cursors[doc].nextSeq - 1;
+    const cursor = this.cursorOf(doc);
+    this.checkPayload(`switchEpoch ${doc}`, 'snapshot', snapshot);
+    const covered = cursor.nextSeq - 1;
     const frame = encodeFrame(covered, snapshot);
     try {
       this.root.transactionSync(() => {
@@ -337,20 +353,19 @@ export class LmdbUpdateLog implements UpdateLog {
         for (const key of keys) this.tail.removeSync(key);
       });
     } catch (err) {
-      throw new Error(`silo store ${this.path}: epoch switch of ${doc} failed: ${messageOf(err)}`, {
-        cause: err,
-      });
+      throw new StoreWriteError(this.path, `epoch switch of ${doc}`, err);
     }
-    this.cursors[doc].tailCount = 0;
-    this.cursors[doc].tailBytes = 0;
-    this.cursors[doc].snapshotBytes = snapshot.byteLength;
+    cursor.tailCount = 0;
+    cursor.tailBytes = 0;
+    cursor.snapshotBytes = snapshot.byteLength;
     this.metrics.compactions.inc({ doc });
     this.logger.debug({ doc, epoch, snapshotBytes: snapshot.byteLength }, 'switched epoch');
   }
 
   /** Entries moved aside by `load` because they failed verification (for operators and tests). */
   quarantined(doc?: DocName): { key: Uint8Array; value: Uint8Array }[] {
-    this.ensureOpen();
+    if (doc === undefined) this.ensureOpen();
+    else this.cursorOf(doc);
     const range = doc ? docRange(doc) : {};
     return Array.from(this.quarantine.getRange(range), ({ key, value }) => ({
       key: new Uint8Array(key),
@@ -365,7 +380,29 @@ export class LmdbUpdateLog implements UpdateLog {
   }
 
   private ensureOpen(): void {
-    if (this.closed) throw new Error(`silo store ${this.path} is closed`);
+    if (this.closed) throw new UpdateLogUsageError(this.path, 'it is closed');
+  }
+
+  /** The open store's cursor of `doc`; a clear error for a closed store or a name that is no document. */
+  private cursorOf(doc: DocName): DocCursor {
+    this.ensureOpen();
+    if (!isDocName(doc)) {
+      throw new UpdateLogUsageError(
+        this.path,
+        `no document ${JSON.stringify(doc)} (documents: ${DOC_NAMES.join(', ')})`,
+      );
+    }
+    return this.cursors[doc];
+  }
+
+  /**
+   * Updates and snapshots are Yjs updates, never empty (an empty document
+   * still encodes to two bytes): zero bytes would only fail at the next load.
+   */
+  private checkPayload(what: string, name: string, value: unknown): asserts value is Uint8Array {
+    if (!(value instanceof Uint8Array) || value.byteLength === 0) {
+      throw new UpdateLogUsageError(this.path, `${what}: ${name} must be a non-empty Uint8Array`);
+    }
   }
 
   private checkFormatVersion(): void {

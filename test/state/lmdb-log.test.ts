@@ -7,7 +7,12 @@ import { describe, test } from 'node:test';
 import { type Database, open, type RootDatabase } from 'lmdb';
 import { Registry } from 'prom-client';
 import * as Y from 'yjs';
-import { LmdbUpdateLog, STORE_FORMAT_VERSION, StoreOpenError } from '../../src/state/lmdb-log.js';
+import {
+  LmdbUpdateLog,
+  STORE_FORMAT_VERSION,
+  StoreOpenError,
+  UpdateLogUsageError,
+} from '../../src/state/lmdb-log.js';
 import {
   decodeFrame,
   decodeQuarantined,
@@ -211,12 +216,19 @@ describe('LmdbUpdateLog', () => {
           registry: new Registry(),
           durability: 'fast' as 'sync',
         }),
-      /durability must be "sync" or "nosync"/,
+      (err: unknown) =>
+        err instanceof UpdateLogUsageError && /durability must be "sync" or "nosync"/.test(err.message),
     );
     const log = new LmdbUpdateLog({ path: join(dir, 's'), logger: quietLogger, registry: new Registry() });
-    assert.throws(() => log.append('workloads', 'text' as unknown as Uint8Array), /must be a Uint8Array/);
+    const usage = (message: RegExp) => (err: unknown) =>
+      err instanceof UpdateLogUsageError && err.code === 'internal' && message.test(err.message);
+    assert.throws(
+      () => log.append('workloads', 'text' as unknown as Uint8Array),
+      usage(/append to workloads: update must be a non-empty Uint8Array/),
+    );
+    assert.throws(() => log.load('nodes' as DocName), usage(/no document "nodes" \(documents: enrollment, /));
     await log.close();
-    assert.throws(() => log.append('workloads', new Uint8Array([0, 0])), /is closed/);
+    assert.throws(() => log.append('workloads', new Uint8Array([0, 0])), usage(/is closed/));
   });
 
   describe('corruption', () => {

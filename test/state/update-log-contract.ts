@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GENESIS_EPOCH } from '../../src/state/epochs/epoch.js';
-import { DOC_NAMES } from '../../src/state/names.js';
+import { DOC_NAMES, type DocName } from '../../src/state/names.js';
 import type { UpdateLog } from '../../src/state/update-log.js';
 import { tempDir } from '../fixtures/state-store.js';
 
@@ -116,19 +116,41 @@ export async function checkEpochSwitch(open: OpenLog): Promise<void> {
   });
 }
 
-/** Bad arguments and use after close throw, and write nothing. */
+/**
+ * Bad arguments and use after close throw an error that says what was wrong,
+ * and write nothing: not a thing that is no bytes, nor zero bytes (no Yjs
+ * update is empty, and one would only fail the next load), nor a document
+ * silo does not have.
+ */
 export async function checkMisuse(open: OpenLog): Promise<void> {
   await withStore(async (path) => {
     const log = open(path);
     log.append('workloads', bytes(1));
-    for (const bad of [undefined, 'text', [1, 2], null]) {
-      assert.throws(() => log.append('workloads', bad as unknown as Uint8Array), TypeError);
-      assert.throws(() => log.compact('workloads', bad as unknown as Uint8Array), TypeError);
+    for (const bad of [undefined, 'text', [1, 2], null, new Uint8Array(0)]) {
+      const named = (what: string) => (err: unknown) =>
+        err instanceof Error && err.message.includes(what) && /Uint8Array/.test(err.message);
+      assert.throws(() => log.append('workloads', bad as Uint8Array), named('append to workloads'));
+      assert.throws(() => log.compact('workloads', bad as Uint8Array), named('compact workloads'));
+      assert.throws(
+        () => log.switchEpoch('workloads', { number: 1, id: 'x' }, bad as Uint8Array),
+        named('switchEpoch workloads'),
+      );
     }
+    const unknown = 'users' as DocName;
+    const namesIt = (err: unknown) => err instanceof Error && err.message.includes('"users"');
+    assert.throws(() => log.append(unknown, bytes(2)), namesIt);
+    assert.throws(() => log.load(unknown), namesIt);
+    assert.throws(() => log.tailLength(unknown), namesIt);
+    assert.throws(() => log.epoch(unknown), namesIt);
     assert.deepEqual(plain(log.load('workloads')), [[1]], 'nothing written by the bad calls');
+    assert.equal(log.tailLength('workloads'), 1);
+    assert.deepEqual(log.epoch('workloads'), GENESIS_EPOCH);
     await log.close();
-    assert.throws(() => log.append('workloads', bytes(2)));
-    assert.throws(() => log.load('workloads'));
+    const closed = (err: unknown) => err instanceof Error && /closed/.test(err.message);
+    assert.throws(() => log.append('workloads', bytes(2)), closed);
+    assert.throws(() => log.load('workloads'), closed);
+    assert.throws(() => log.tailLength('workloads'), closed, 'counters too: they would be stale');
+    assert.throws(() => log.snapshotBytes('workloads'), closed);
     const again = open(path);
     assert.deepEqual(plain(again.load('workloads')), [[1]]);
     await again.close();
