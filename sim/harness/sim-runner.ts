@@ -19,6 +19,7 @@ import { ownershipClass } from '../../src/reconciler/placement/index.js';
 import { serviceDirs } from '../../src/reconciler/scratch.js';
 import type { EnsureOptions, RunnerStatus, ServiceRunner } from '../../src/reconciler/service-runner.js';
 import { type Phase, type WorkloadSpec, WorkloadSpecSchema } from '../../src/state/schemas.js';
+import { KeyedLock } from '../../src/util/keyed-lock.js';
 import type { RunningRegistry } from './running-registry.js';
 import { digestTree } from './state-digest.js';
 
@@ -83,7 +84,7 @@ export class SimRunner implements ServiceRunner {
   private readonly leaked: SimProcess[] = [];
   private readonly listeners = new Set<(status: RunnerStatus) => void>();
   /** One operation per workload at a time (ensureRunning and stop never interleave). */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly perWorkload = new KeyedLock();
   /** Pending sleeps; kill() wakes them so that every operation in flight ends (with "node is down"). */
   private readonly sleepers = new Map<NodeJS.Timeout, () => void>();
   private dead = false;
@@ -106,11 +107,11 @@ export class SimRunner implements ServiceRunner {
     if (!parsed.success) {
       return Promise.reject(new Error(`invalid spec: ${parsed.error.issues[0]?.message ?? 'unknown'}`));
     }
-    return this.serial(spec.name, () => this.ensureOnce(parsed.data, options.reason ?? null));
+    return this.perWorkload.run(spec.name, () => this.ensureOnce(parsed.data, options.reason ?? null));
   }
 
   stop(name: string, options: { reason: string }): Promise<RunnerStatus | null> {
-    return this.serial(name, async () => {
+    return this.perWorkload.run(name, async () => {
       const proc = this.procs.get(name);
       if (proc === undefined) return null;
       if (ACTIVE.has(proc.phase)) await this.stopProcess(proc, options.reason);
@@ -263,10 +264,12 @@ export class SimRunner implements ServiceRunner {
     proc.restarts++;
     this.setPhase(proc, 'starting', 'restarting after an exit by SIGKILL');
     // Queued like any operation on it: a stop or a new revision asked meanwhile waits for the restart.
-    void this.serial(name, async () => {
-      if (proc.phase === 'starting' && proc.pid === null && this.procs.get(name) === proc)
-        await this.launch(proc);
-    }).catch((err: unknown) => this.logger.debug({ err, workload: name }, 'sim restart after exit ended'));
+    void this.perWorkload
+      .run(name, async () => {
+        if (proc.phase === 'starting' && proc.pid === null && this.procs.get(name) === proc)
+          await this.launch(proc);
+      })
+      .catch((err: unknown) => this.logger.debug({ err, workload: name }, 'sim restart after exit ended'));
     return true;
   }
 
@@ -348,17 +351,6 @@ export class SimRunner implements ServiceRunner {
       sandbox: 'none',
       scratchUsedMb: null,
     };
-  }
-
-  private serial<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.queues.get(name) ?? Promise.resolve();
-    const next = previous.then(work, work);
-    const settled = next.catch(() => undefined);
-    this.queues.set(name, settled);
-    void settled.then(() => {
-      if (this.queues.get(name) === settled) this.queues.delete(name);
-    });
-    return next;
   }
 
   private sleep(ms: number): Promise<void> {

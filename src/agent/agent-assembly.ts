@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { enrollmentGater } from '../gossip/gater.js';
 import { GossipLayer, type GossipLayerOptions, peerIdOf } from '../gossip/index.js';
@@ -11,7 +10,7 @@ import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr
 import { isClient, ownershipMembers } from '../identity/role.js';
 import { ServiceDnsServer } from '../overlay/dns-server.js';
 import { serviceZone } from '../overlay/service-dns.js';
-import { Reconciler, type ReconcilerOptions } from '../reconciler/reconciler.js';
+import { Reconciler, type ReconcilerDeps, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
 import { EnrollmentView } from '../state/enrollment-view.js';
 import { EpochStarter } from '../state/epoch-starter.js';
@@ -229,21 +228,18 @@ export async function assembleAgent<T>(
   }
 }
 
-/** The agent's parts the reconciler is built over (see assembleAgent). */
-interface ReconcilerParts {
-  logger: Logger;
-  registry: Registry;
-  gossip: GossipLayer;
-  workloads: WorkloadsView;
-  observed: ObservedView;
-  enrollment: EnrollmentView;
+/** The agent's parts the reconciler is built over (see assembleAgent): views as they are, and its inputs. */
+type ReconcilerParts = Pick<
+  ReconcilerDeps,
+  'logger' | 'registry' | 'gossip' | 'workloads' | 'observed' | 'enrollment'
+> & {
   /** The nodes that count for ownership (clients excluded). */
   memberNodes: () => readonly SignedEnrollment[];
   clientIds: () => ReadonlySet<string>;
   trust: EnrollmentTrust | undefined;
   swim: SwimMembership | undefined;
   serviceNetwork: ServiceNetwork | undefined;
-}
+};
 
 /**
  * The reconciler, with service namespaces, their traffic filter and their
@@ -255,30 +251,13 @@ function reconcilerFor(
   parts: ReconcilerParts,
 ): Reconciler {
   if (!options.dataDir) throw new Error('the reconciler needs a data directory (dataDir)');
-  const {
-    logger,
-    registry,
-    gossip,
-    workloads,
-    observed,
-    enrollment,
-    memberNodes,
-    clientIds,
-    trust,
-    swim,
-    serviceNetwork,
-  } = parts;
+  const { memberNodes, clientIds, trust, swim, serviceNetwork, ...views } = parts;
   const bundle = options.trust?.bundle;
   return new Reconciler(
     {
       nodeId: options.nodeId,
       dataDir: options.dataDir,
-      logger,
-      registry,
-      gossip,
-      workloads,
-      observed,
-      enrollment,
+      ...views,
       activeNodes: memberNodes,
       isClient: (nodeId: string) => clientIds().has(nodeId),
       ...(trust ? { onActiveNodesChange: (listener: () => void) => trust.onActiveChange(listener) } : {}),

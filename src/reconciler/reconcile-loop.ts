@@ -21,7 +21,6 @@ import {
   type ViewEvaluation,
 } from './placement/index.js';
 import type { RunnerStatus } from './service-runner.js';
-import type { Slot } from './slot.js';
 import type { SlotActions } from './slot-actions.js';
 import type { SlotBook } from './slot-book.js';
 import type { SlotLeases } from './slot-leases.js';
@@ -336,27 +335,9 @@ export class ReconcileLoop {
       return; // decided again on the pass after the task ends
     }
     if (!urgent && this.now() < slot.retryAt) return;
-    this.run(slot, action.kind, urgent, (signal) => this.execute(slot, action, spec, view, signal));
-  }
-
-  private run(slot: Slot, kind: string, urgent: boolean, work: (signal: AbortSignal) => Promise<void>): void {
-    this.tasks.run(slot, kind, urgent, work);
-  }
-
-  private execute(
-    slot: Slot,
-    action: LocalAction,
-    spec: WorkloadSpec | undefined,
-    view: LocalView,
-    signal: AbortSignal,
-  ): Promise<void> {
-    return executeAction(
-      { actions: this.actions, metrics: this.metrics, logger: this.logger },
-      slot,
-      action,
-      spec,
-      view,
-      signal,
+    const execution = { actions: this.actions, metrics: this.metrics, logger: this.logger };
+    this.tasks.run(slot, action.kind, urgent, (signal) =>
+      executeAction(execution, slot, action, spec, view, signal),
     );
   }
 
@@ -365,7 +346,7 @@ export class ReconcileLoop {
   private resumeReleases(now: number): void {
     for (const slot of this.book.all()) {
       if (slot.release === null || slot.task !== null || now < slot.retryAt) continue;
-      this.run(slot, 'release', true, () => this.actions.release(slot));
+      this.tasks.run(slot, 'release', true, () => this.actions.release(slot));
     }
   }
 
@@ -378,7 +359,7 @@ export class ReconcileLoop {
       if (this.options.runner.status(slot.name)?.phase !== 'running') continue;
       const since = slot.lastCheckpointAt ?? slot.mirrored?.since ?? now;
       if (now - since < interval) continue;
-      this.run(slot, 'checkpoint', false, (signal) =>
+      this.tasks.run(slot, 'checkpoint', false, (signal) =>
         this.actions.checkpoint(slot, signal).catch((err: unknown) => {
           this.metrics.checkpoints.inc({ result: 'error' });
           slot.lastCheckpointAt = this.now();

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { Registry } from 'prom-client';
 import { LmdbUpdateLog } from '../../src/state/lmdb-log.js';
 import type { DocName } from '../../src/state/names.js';
-import type { UpdateLog } from '../../src/state/update-log.js';
+import { DelegatingLog } from '../fixtures/delegating-log.js';
 import { quietLogger } from '../fixtures/state-store.js';
 import { checkCompactDropsCoveredTail, type OpenLog, updateLogContract } from './update-log-contract.js';
 
@@ -19,36 +19,17 @@ updateLogContract('LmdbUpdateLog, durability sync', lmdb('sync'));
 updateLogContract('LmdbUpdateLog, durability nosync', lmdb('nosync'));
 
 /** A log whose compaction writes the snapshot but forgets to drop the tail it covers. */
-class ForgetfulCompaction implements UpdateLog {
+class ForgetfulCompaction extends DelegatingLog {
   private readonly snapshots = new Map<DocName, Uint8Array>();
-  constructor(private readonly inner: UpdateLog) {}
-  load(doc: DocName): Uint8Array[] {
+  override load(doc: DocName): Uint8Array[] {
     const snapshot = this.snapshots.get(doc);
-    return snapshot === undefined ? this.inner.load(doc) : [snapshot, ...this.inner.load(doc)];
+    return snapshot === undefined ? super.load(doc) : [snapshot, ...super.load(doc)];
   }
-  append(doc: DocName, update: Uint8Array): void {
-    this.inner.append(doc, update);
-  }
-  tailLength(doc: DocName): number {
-    return this.inner.tailLength(doc);
-  }
-  tailBytes(doc: DocName): number {
-    return this.inner.tailBytes(doc);
-  }
-  snapshotBytes(doc: DocName): number {
+  override snapshotBytes(doc: DocName): number {
     return this.snapshots.get(doc)?.byteLength ?? 0;
   }
-  compact(doc: DocName, snapshot: Uint8Array): void {
+  override compact(doc: DocName, snapshot: Uint8Array): void {
     this.snapshots.set(doc, snapshot);
-  }
-  epoch(doc: DocName) {
-    return this.inner.epoch(doc);
-  }
-  switchEpoch(...args: Parameters<UpdateLog['switchEpoch']>): void {
-    this.inner.switchEpoch(...args);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 

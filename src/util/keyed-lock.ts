@@ -1,8 +1,8 @@
 /**
  * Runs tasks one at a time per key, in call order, whatever happened to the
  * one before (a rejection does not stall the queue). The service runtime
- * serialises everything it does to one service this way: a stop never
- * races the start it follows.
+ * (and the simulator's runner) serialise everything they do to one service
+ * this way: a stop never races the start it follows.
  */
 export class KeyedLock {
   private readonly tails = new Map<string, Promise<unknown>>();
