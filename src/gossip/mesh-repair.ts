@@ -46,6 +46,8 @@ export class MeshRepair {
   private readonly graceMs: number;
   private readonly resyncMs: number;
   private readonly meshless: Counter<'topic' | 'kind'>;
+  private readonly checks: Counter;
+  private readonly repairSyncs: Counter;
   private readonly thin = new Map<string, ThinTopic>();
   private readonly pendingChecks = new Set<NodeJS.Timeout>();
   private timer: NodeJS.Timeout | undefined;
@@ -64,6 +66,14 @@ export class MeshRepair {
       name: 'silo_gossip_meshless_events_total',
       help: 'Episodes of a topic mesh staying empty or thin beyond the grace while subscribed peers are connected',
       labelNames: ['topic', 'kind'],
+    });
+    this.checks = counterIn(options.registry, {
+      name: 'silo_gossip_mesh_checks_total',
+      help: 'Mesh checks run (each compares every topic mesh with its target)',
+    });
+    this.repairSyncs = counterIn(options.registry, {
+      name: 'silo_gossip_mesh_repair_syncs_total',
+      help: 'Anti-entropy sessions requested because a topic mesh stayed empty or thin',
     });
     const pubsub = this.node.services.pubsub;
     const topics = this.topics;
@@ -145,7 +155,11 @@ export class MeshRepair {
     }
     // One session covers every document, so one per check is enough.
     const pool = [...(outside.size > 0 ? outside : anySubscriber)];
-    if (pool.length > 0) this.requestSync(pool[Math.floor(Math.random() * pool.length)]!);
+    if (pool.length > 0) {
+      this.repairSyncs.inc();
+      this.requestSync(pool[Math.floor(Math.random() * pool.length)]!);
+    }
+    this.checks.inc();
   }
 
   private readonly onConnect = (): void => {

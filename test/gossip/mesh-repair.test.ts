@@ -36,13 +36,14 @@ describe('mesh repair', () => {
       return total > nodes.length;
     });
     // One event per episode, not one per check. Barrier: a later repair sync of the same episode
-    // (the checker resyncs a still-empty mesh every 5 s; nothing else makes node 0 open a session here).
+    // (the checker resyncs a still-empty mesh every 5 s), counted by the checker itself.
     const events = await metricValue(nodes[0]!, 'silo_gossip_meshless_events_total', { topic: 'workloads' });
-    const outbound = () => metricValue(nodes[0]!, 'silo_sync_sessions_total', { direction: 'outbound' });
-    const sessionsBefore = await outbound();
+    const repairs = () => metricValue(nodes[0]!, 'silo_gossip_mesh_repair_syncs_total');
+    const repairsBefore = await repairs();
+    assert.ok(repairsBefore >= 1, 'the first repair sync is counted');
     await waitFor(
       'a later repair sync of the same episode',
-      async () => (await outbound()) > sessionsBefore,
+      async () => (await repairs()) > repairsBefore,
       30_000,
     );
     assert.equal(
@@ -56,9 +57,13 @@ describe('mesh repair', () => {
     t.after(() => stopAll(nodes));
     const topic = docTopic(ORG, 'workloads');
     await waitFor('a full mesh', () => nodes.every((n) => n.gossip.meshPeers(topic).length === 2));
-    // A wait for the checker, not an absence proof: a thin topic shows only once it outlasts the
-    // grace (1.5 gossip heartbeats, 300 ms here), checked every 100 ms; a second is several of both.
-    await new Promise((r) => setTimeout(r, 1000));
+    // Barrier: a thin topic counts once it outlasts the grace (1.5 gossip heartbeats, 300 ms),
+    // checked every 100 ms, so eight more checks on every node would have counted one.
+    const checks = (node: (typeof nodes)[number]) => metricValue(node, 'silo_gossip_mesh_checks_total');
+    const before = await Promise.all(nodes.map(checks));
+    await waitFor('eight more mesh checks on every node', async () =>
+      (await Promise.all(nodes.map(checks))).every((n, i) => n >= before[i]! + 8),
+    );
     for (const node of nodes) assert.deepEqual(node.gossip.thinTopics(), []);
     for (const node of nodes)
       assert.equal(
@@ -66,5 +71,6 @@ describe('mesh repair', () => {
         0,
         'no meshless event counted',
       );
+    for (const node of nodes) assert.equal(await metricValue(node, 'silo_gossip_mesh_repair_syncs_total'), 0);
   });
 });
