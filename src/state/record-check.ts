@@ -69,6 +69,15 @@ export class RecordChecker {
    * anew.
    */
   private readonly reported = new Map<string, unknown>();
+  /**
+   * Verify verdicts per map, by stored value. A winner is verified when it is
+   * chosen (SlottedMap `accepts`) and again by every read of it, and an
+   * Ed25519 check costs far more than the rest of a read. Sound because a
+   * view's hooks are fixed at construction (the org's CA key) and a stored
+   * value is never mutated in place (Yjs replaces it; parse hands out
+   * copies); weak, so a value replaced in the document takes its verdict with it.
+   */
+  private readonly verdicts = new Map<string, WeakMap<object, string | null>>();
 
   constructor(
     readonly doc: DocName,
@@ -142,15 +151,31 @@ export class RecordChecker {
     verify?: (record: T) => string | null,
   ): boolean {
     if (!verify) return true;
-    let reason: string | null;
-    try {
-      reason = verify(record);
-    } catch (err) {
-      reason = `verifier threw: ${err instanceof Error ? err.message : String(err)}`;
-    }
+    const reason = this.verdictOf(map, value, () => {
+      try {
+        return verify(record);
+      } catch (err) {
+        return `verifier threw: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    });
     if (reason === null) return true;
     this.report(map, key, value, reason, 'unverified');
     return false;
+  }
+
+  /** The verdict on `value` in `map`, computed once per stored object (see `verdicts`). */
+  private verdictOf(map: string, value: unknown, compute: () => string | null): string | null {
+    if (typeof value !== 'object' || value === null) return compute();
+    let byValue = this.verdicts.get(map);
+    if (byValue === undefined) {
+      byValue = new WeakMap();
+      this.verdicts.set(map, byValue);
+    }
+    const known = byValue.get(value);
+    if (known !== undefined) return known;
+    const verdict = compute();
+    byValue.set(value, verdict);
+    return verdict;
   }
 
   report(map: string, key: string, value: unknown, reason: string, kind: InvalidRecord['kind']): void {

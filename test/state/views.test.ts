@@ -276,6 +276,43 @@ describe('EnrollmentView', () => {
     assert.equal(other.enrollment.get('node-a')?.cert, good);
   });
 
+  test('each stored record is verified once, however often it is chosen and read; a new one again', () => {
+    const good = 'Z29vZA==';
+    const checked: string[] = [];
+    const { enrollment, state } = setup({
+      verify: (r) => {
+        checked.push(`${r.nodeId} ${r.cert}`);
+        return r.cert === good ? null : 'bad CA signature';
+      },
+    });
+    enrollment.put({ ...enrollmentRecord('node-a'), cert: good });
+    enrollment.put({ ...enrollmentRecord('node-b'), cert: 'YmFk' });
+    for (let i = 0; i < 5; i++) {
+      assert.equal(enrollment.get('node-a')?.cert, good);
+      assert.equal(enrollment.get('node-b'), undefined);
+      assert.deepEqual(
+        enrollment.list().map((r) => r.nodeId),
+        ['node-a'],
+      );
+      // Other transactions drop the view's list cache; the verdicts stay.
+      enrollment.setDraining('node-a', drainFlag(i, i % 2 === 0));
+    }
+    assert.deepEqual(checked.sort(), [`node-a ${good}`, 'node-b YmFk']);
+    // A rewrite is another stored value: verified (and accepted) anew.
+    enrollment.put({ ...enrollmentRecord('node-b'), cert: good });
+    assert.equal(enrollment.get('node-b')?.cert, good);
+    assert.deepEqual(checked.sort(), [`node-a ${good}`, 'node-b YmFk', `node-b ${good}`]);
+    // So is the same record as delivered by a peer (a different object).
+    fromPeer(state, 'enrollment', (d) =>
+      d.getMap('nodes').set(slotKey('node-a', 'node-p'), {
+        s: [Date.now() + 60_000, 0, 'node-p'],
+        v: { ...enrollmentRecord('node-a'), labels: { zone: 'z' }, cert: good },
+      }),
+    );
+    assert.equal(enrollment.get('node-a')?.labels.zone, 'z');
+    assert.equal(checked.filter((c) => c === `node-a ${good}`).length, 2);
+  });
+
   test('a throwing verifier counts as a rejection, not a crash', () => {
     const { enrollment, invalid } = setup({
       verify: () => {
