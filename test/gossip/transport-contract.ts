@@ -131,6 +131,41 @@ export async function checkAbortedDial(factory: TransportWorldFactory): Promise<
   });
 }
 
+/**
+ * A dial aborted as libp2p hands it to the transport (its
+ * `transport-manager:selected-transport` progress event, after libp2p's own
+ * last look at the signal) rejects, and leaves nothing half-open at either
+ * end. Either the transport or the upgrader it hands the raw connection to
+ * (which takes the same signal) may be the one that rejects: a SimTransport
+ * that ignores the signal still passes, because the upgrader aborts the
+ * handshake and closes the raw connection. What silo relies on is the pair.
+ */
+export async function checkAbortAtTransport(factory: TransportWorldFactory): Promise<void> {
+  await withWorld(factory, async (world) => {
+    const a = await world.node('a');
+    const b = await world.node('b');
+    const controller = new AbortController();
+    let reached = false;
+    const dial = a.dial(addressOf(b), {
+      signal: controller.signal,
+      onProgress: (event: { type: string }) => {
+        if (event.type !== 'transport-manager:selected-transport') return;
+        reached = true;
+        controller.abort(new Error('aborted by the test'));
+      },
+    } as Parameters<Libp2p['dial']>[1]);
+    await assert.rejects(dial);
+    assert.ok(reached, 'the dial reached the transport before it was aborted');
+    assert.equal(a.getConnections(b.peerId).length, 0, 'no connection at the dialer');
+    // A later dial works and is the only connection, at both ends (a half-open inbound from the
+    // aborted dial would show as a second one at b until it timed out).
+    await a.dial(addressOf(b));
+    await waitFor('one connection each way', () => b.getConnections(a.peerId).length >= 1, WAIT_MS);
+    assert.equal(a.getConnections(b.peerId).length, 1);
+    assert.equal(b.getConnections(a.peerId).length, 1);
+  });
+}
+
 export function transportContract(name: string, factory: TransportWorldFactory): void {
   describe(`transport contract: ${name}`, { timeout: 120_000 }, () => {
     test('a dial connects both ends to the right peer', () => checkConnect(factory));
@@ -138,5 +173,7 @@ export function transportContract(name: string, factory: TransportWorldFactory):
     test('a hang-up closes the connection at both ends', () => checkHangUp(factory));
     test('dials to nobody, or to a stopped node, fail instead of hanging', () => checkDeadDials(factory));
     test('an aborted dial rejects and leaves nothing half-open', () => checkAbortedDial(factory));
+    test('a dial aborted as it reaches the transport rejects and leaves nothing half-open', () =>
+      checkAbortAtTransport(factory));
   });
 }
