@@ -57,10 +57,16 @@ export function byKey<T>(a: [string, T], b: [string, T]): number {
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
 }
 
+/** How far ahead of this node's clock a record's stamp may be before it is reported (clock skew, not a bug). */
+export const FUTURE_STAMP_MS = 5 * 60_000;
+
 export class RecordChecker {
   private readonly logger: Logger;
   private readonly invalidTotal: Counter<'doc' | 'map'>;
   private readonly unverifiedTotal: Counter<'doc' | 'map'>;
+  private readonly aheadTotal: Counter<'doc' | 'map'>;
+  /** Slots already reported as stamped ahead of our clock, with the stamp time reported. */
+  private readonly reportedAhead = new Map<string, number>();
   private readonly onInvalid: InvalidRecordHandler | undefined;
   /**
    * Last bad value reported per map/key. Level-triggered readers list the
@@ -95,6 +101,29 @@ export class RecordChecker {
       help: 'Distinct schema-valid records rejected by a verify hook (e.g. a bad CA signature) and skipped',
       labelNames: ['doc', 'map'],
     });
+    this.aheadTotal = counterIn(options.registry, {
+      name: 'silo_state_future_stamps_total',
+      help: "Distinct records whose stamp is more than FUTURE_STAMP_MS ahead of this node's clock (a writer with a wrong clock)",
+      labelNames: ['doc', 'map'],
+    });
+  }
+
+  /**
+   * Notes a record stamped well ahead of this node's clock: kept (the stamp
+   * order is what every node agrees on), but its writer's clock is wrong and
+   * it wins every concurrent write of its key until real time catches up
+   * (docs/epochs.md, "Clock skew"). Counted and logged once per slot and stamp.
+   */
+  stampAhead(map: string, slot: string, writer: string, at: number, now: number): void {
+    if (at - now <= FUTURE_STAMP_MS) return;
+    const id = `${map}\u0000${slot}`;
+    if (this.reportedAhead.get(id) === at) return;
+    this.reportedAhead.set(id, at);
+    this.aheadTotal.inc({ doc: this.doc, map });
+    this.logger.warn(
+      { doc: this.doc, map, slot, writer, aheadMs: at - now },
+      "record stamped ahead of this clock: its writer's clock is wrong",
+    );
   }
 
   /**

@@ -176,6 +176,7 @@ export class SlottedMap {
         continue;
       }
       if (!this.accepts(key, record)) continue;
+      this.check.stampAhead(this.name, slot, record.stamp.writer, record.stamp.at, this.now());
       best = best === undefined ? record : newerRecord(best, record);
     }
     if (best === undefined) resolved.records.delete(key);

@@ -326,6 +326,28 @@ describe('EnrollmentView', () => {
 });
 
 describe('WorkloadsView', () => {
+  test('a record stamped far ahead of this clock is kept, counted once and still outranked by a rewrite', async () => {
+    const { workloads, state, registry } = setup();
+    const ahead = (minutes: number, spec: ReturnType<typeof workloadSpec>) =>
+      fromPeer(state, 'workloads', (d) =>
+        d.getMap('specs').set(slotKey(spec.name, 'node-p'), {
+          s: [Date.now() + minutes * 60_000, 0, 'node-p'],
+          v: { ...spec, revision: 1 },
+        }),
+      );
+    const future = () => metricValue(registry, 'silo_state_future_stamps_total', { map: 'specs' });
+    ahead(1, workloadSpec('near'));
+    assert.equal(workloads.get('near')?.name, 'near');
+    assert.equal(await future(), 0, 'a minute ahead is ordinary skew');
+    ahead(60 * 24, workloadSpec('far', { cpus: 2 }));
+    for (let i = 0; i < 3; i++) assert.equal(workloads.get('far')?.cpus, 2);
+    workloads.put(workloadSpec('other'));
+    assert.equal(await future(), 1, 'counted once, however often the map is read');
+    // Our rewrite observes the far stamp first, so it wins (our clock is dragged along, not ignored).
+    workloads.put(workloadSpec('far', { cpus: 3 }));
+    assert.equal(workloads.get('far')?.cpus, 3);
+  });
+
   test('put bumps the revision on change only; get, list, delete', () => {
     const { workloads } = setup();
     assert.equal(workloads.put(workloadSpec('web')).revision, 1);
