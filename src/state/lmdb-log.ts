@@ -2,7 +2,6 @@ import { type Database, open, type RootDatabase } from 'lmdb';
 import type { Logger } from 'pino';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import { counterIn, histogramIn } from '../util/metrics.js';
-import { SiloError } from '../util/silo-error.js';
 import { type EpochInfo, GENESIS_EPOCH } from './epochs/epoch.js';
 import { storePathProblem } from './lmdb-preflight.js';
 import {
@@ -17,7 +16,10 @@ import {
   tailKey,
 } from './log-frame.js';
 import { DOC_NAMES, type DocName, isDocName } from './names.js';
+import { messageOf, StoreOpenError, StoreWriteError, UpdateLogUsageError } from './store-errors.js';
 import type { UpdateLog } from './update-log.js';
+
+export { StoreOpenError, StoreWriteError, UpdateLogUsageError } from './store-errors.js';
 
 /** Version of the byte layout in docs/protocol.md, "Durable storage (lmdb)". Bump on any change. */
 export const STORE_FORMAT_VERSION = 1;
@@ -38,35 +40,6 @@ export interface LmdbUpdateLogOptions {
   logger: Logger;
   registry: Registry;
   durability?: Durability;
-}
-
-/** The store could not be opened; names the path and why. */
-export class StoreOpenError extends SiloError<'store_failed'> {
-  constructor(
-    readonly path: string,
-    reason: string,
-    options?: ErrorOptions,
-  ) {
-    super('store_failed', `cannot open silo store at ${path}: ${reason}`, options);
-  }
-}
-
-/** A write the store did not take (lmdb failed it): nothing of it was written. */
-export class StoreWriteError extends SiloError<'store_failed'> {
-  constructor(path: string, what: string, cause: unknown) {
-    super('store_failed', `silo store ${path}: ${what} failed: ${messageOf(cause)}`, { cause });
-  }
-}
-
-/**
- * A caller's mistake: a closed store, a document silo does not have, an
- * update that is no bytes. A bug in the caller, never the store's state, so
- * it is thrown before anything is written.
- */
-export class UpdateLogUsageError extends SiloError<'internal'> {
-  constructor(path: string, message: string) {
-    super('internal', `silo store ${path}: ${message}`);
-  }
 }
 
 type Bytes = Uint8Array;
@@ -542,8 +515,4 @@ function checkNoForeignDatabases(root: RootDatabase<Bytes, Bytes>, path: string)
       );
     }
   }
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
