@@ -507,7 +507,7 @@ export class SimCluster {
         : Array.from({ length: Math.min(option ?? 3, this.options.nodes) }, (_, i) => `n${i + 1}`),
     );
     this.witnessIssuer.writeTo(agent);
-    enrollSelf(agent, node, this.capacity());
+    enrollSelf(agent, node, this.capacity(), this.net.address(node.name).toString());
   }
 
   private async teardown(node: SimNode): Promise<void> {

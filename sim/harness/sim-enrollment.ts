@@ -47,15 +47,17 @@ export function enrollSelf(
   agent: NodeAgent,
   node: { name: string; index: number; peerId: string },
   capacity: Capacity,
+  /** Its libp2p listen address on the simulated network: peers dial it from the record. */
+  address: string,
 ): void {
   const existing = agent.enrollment.get(node.name);
-  if (existing?.peerId === node.peerId) return;
+  if (existing?.peerId === node.peerId && existing.endpoints.includes(address)) return;
   agent.enrollment.put({
     nodeId: node.name,
     peerId: node.peerId,
     wgPublicKey: Buffer.alloc(32, node.index % 256).toString('base64'),
     overlayIp: `10.${(node.index >> 16) & 255}.${(node.index >> 8) & 255}.${node.index & 255}`,
-    endpoints: [],
+    endpoints: [address],
     capacity,
     labels: { sim: 'true' },
     issuedAt: Date.now(),

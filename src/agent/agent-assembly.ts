@@ -9,6 +9,7 @@ import { signatureHooks } from '../identity/enrollment-verifier.js';
 import { isHostInCidr, parseIpv4, parseOverlayCidr } from '../identity/ipv4-cidr.js';
 import { isClient, ownershipMembers } from '../identity/role.js';
 import { ServiceDnsServer } from '../overlay/dns-server.js';
+import { libp2pAddressesOf } from '../overlay/endpoints.js';
 import { serviceZone } from '../overlay/service-dns.js';
 import { Reconciler, type ReconcilerDeps, type ReconcilerOptions } from '../reconciler/reconciler.js';
 import { ClusterState } from '../state/cluster-state.js';
@@ -116,6 +117,16 @@ export async function assembleAgent<T>(
             isSenderAllowed: trust.isSenderAllowed,
           }
         : {}),
+      // Every active enrolled node is dialable where its record says it listens.
+      addressBook: {
+        entries: () => {
+          const records = trust
+            ? trust.active().byPeerId.values()
+            : enrollment.list().filter((r) => !enrollment.isRevoked(r.nodeId));
+          return [...records].map((r) => ({ peerId: r.peerId, addrs: libp2pAddressesOf(r) }));
+        },
+        onChange: (listener) => (trust ? trust.onActiveChange(listener) : enrollment.onChange(listener)),
+      },
       // `/silo/logs/1`: this node's service logs, to active enrolled nodes only.
       logs: {
         ...(options.dataDir ? { read: logReader(options.dataDir) } : {}),

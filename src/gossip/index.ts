@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { multiaddr } from '@multiformats/multiaddr';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
@@ -116,6 +116,19 @@ export interface GossipLayerOptions {
   logs?: { read?: LogReader; isPeerAllowed?: (peerId: string) => boolean; limits?: Partial<LogLimits> };
   /** libp2p's own metrics into `registry` (the real agent; off where many nodes share a process). */
   libp2pMetrics?: boolean;
+  /**
+   * Where enrolled peers say they listen (their records' libp2p endpoints):
+   * learned at start and on every change, so that any enrolled peer can be
+   * dialed (a witness, a sync partner) even when no connected peer ever
+   * relayed its heartbeat (docs/protocol.md, "Enrollment records").
+   */
+  addressBook?: PeerAddressBook;
+}
+
+/** Peers and the multiaddrs they published (without or with their own `/p2p/<id>`). */
+export interface PeerAddressBook {
+  entries(): readonly { peerId: string; addrs: readonly string[] }[];
+  onChange(listener: () => void): () => void;
 }
 
 /** Multiaddr protocol code of `/p2p/<peer id>`. */
@@ -140,6 +153,7 @@ export class GossipLayer {
   /** `/silo/logs/1`: serves this node's service logs, reads other nodes'. */
   readonly logs: LogExchange;
   private readonly logger: Logger;
+  private readonly addressBook: PeerAddressBook | undefined;
   private readonly revocationNotices: RevocationNotices;
   private readonly replicator: Replicator;
   private readonly sync: AntiEntropy;
@@ -164,6 +178,7 @@ export class GossipLayer {
     this.state = options.state;
     this.now = options.now ?? Date.now;
     this.logger = options.logger.child({ component: 'gossip', peer: node.peerId.toString() });
+    this.addressBook = options.addressBook;
     const common = { node, logger: this.logger, registry: options.registry };
     this.logs = new LogExchange({ ...common, ...options.logs });
     this.revocationNotices = new RevocationNotices(common);
@@ -209,20 +224,7 @@ export class GossipLayer {
       acks: options.heartbeatAcks,
       incarnation: options.incarnation,
       isSenderAllowed: options.isSenderAllowed,
-      onPeerAddrs: (peerId, addrs) => {
-        let learned = false;
-        for (const addr of addrs) learned = this.redial.addAddress(addr) || learned;
-        if (!learned) return;
-        // Into the peer store too, so that a digest-triggered sync can dial a
-        // peer we only heard through the mesh.
-        node.peerStore
-          .merge(peerIdFromString(peerId), { multiaddrs: addrs.map((a) => a.decapsulateCode(P2P_CODE)) })
-          .catch((err: unknown) =>
-            this.logger.debug({ err, peer: peerId }, 'could not store peer addresses'),
-          );
-        // A peer (or address) heard of for the first time is dialed now if we are below target.
-        this.redial.check();
-      },
+      onPeerAddrs: (peerId, addrs) => this.learnAddresses(peerId, addrs),
     });
     this.digestWatch = new DigestWatch({
       state: options.state,
@@ -325,6 +327,45 @@ export class GossipLayer {
     return this.liveness.ledger;
   }
 
+  /**
+   * Remembers where `peerId` listens, for redial and for every dial by peer
+   * id (a sync, a lease batch). Addresses of another peer are skipped, as
+   * are ones this libp2p cannot parse. Returns true when one was new.
+   */
+  learnAddresses(peerId: string, addrs: readonly (string | Multiaddr)[]): boolean {
+    const usable: Multiaddr[] = [];
+    for (const addr of addrs) {
+      try {
+        const ma = typeof addr === 'string' ? multiaddr(addr) : addr;
+        // Somewhere to dial: not an empty address, nor only a peer id.
+        if (ma.decapsulateCode(P2P_CODE).protoCodes().length === 0) continue;
+        const owner = ma.getPeerId();
+        if (owner === null) usable.push(ma.encapsulate(`/p2p/${peerId}`));
+        else if (owner === peerId) usable.push(ma);
+      } catch {
+        // Not a multiaddr this version parses: skipped, like any unusable address.
+      }
+    }
+    let learned = false;
+    for (const ma of usable) learned = this.redial.addAddress(ma) || learned;
+    if (!learned) return false;
+    // Into the peer store too, so that a dial by peer id (a digest-triggered sync, a lease
+    // batch to a witness) finds a peer we only heard of.
+    this.node.peerStore
+      .merge(peerIdFromString(peerId), { multiaddrs: usable.map((a) => a.decapsulateCode(P2P_CODE)) })
+      .catch((err: unknown) => this.logger.debug({ err, peer: peerId }, 'could not store peer addresses'));
+    // A peer (or address) heard of for the first time is dialed now if we are below target.
+    this.redial.check();
+    return true;
+  }
+
+  private learnFromBook(book: PeerAddressBook): void {
+    const self = this.peerId;
+    for (const { peerId, addrs } of book.entries()) {
+      if (peerId !== self && addrs.length > 0) this.learnAddresses(peerId, addrs);
+    }
+  }
+
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
@@ -341,7 +382,10 @@ export class GossipLayer {
     this.meshRepair.start();
     this.streamRepair.start();
     this.redial.start();
+    const book = this.addressBook;
+    if (book) this.learnFromBook(book);
     this.offReturned = [
+      ...(book ? [book.onChange(() => this.learnFromBook(book))] : []),
       // Called after the detector saw the same heartbeat, so a return is caught on its first heartbeat.
       this.liveness.onHeartbeat((heartbeat, signer) =>
         this.observePeerDigests({

@@ -1,5 +1,4 @@
 import { type Message, TopicValidatorResult } from '@libp2p/interface';
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import type { Counter, Gauge, Registry } from 'prom-client';
 import type { ClusterState } from '../state/cluster-state.js';
@@ -61,8 +60,12 @@ export interface LivenessOptions {
    */
   incarnation?: number;
   isSenderAllowed?: SenderCheck;
-  /** Called with the dialable addresses (each ending in `/p2p/<signer>`) a fresh heartbeat advertised. */
-  onPeerAddrs?: (peerId: string, addrs: Multiaddr[]) => void;
+  /**
+   * Called with the addresses a fresh heartbeat advertised, as sent: the
+   * callee keeps only its signer's own (GossipLayer.learnAddresses), so a
+   * heartbeat cannot point us at someone else.
+   */
+  onPeerAddrs?: (peerId: string, addrs: readonly string[]) => void;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
@@ -129,7 +132,7 @@ export class LivenessService {
   private readonly spread: { members: () => number; perInterval: number } | undefined;
   private readonly sendAcks: boolean;
   private readonly isSenderAllowed: SenderCheck;
-  private readonly onPeerAddrs: ((peerId: string, addrs: Multiaddr[]) => void) | undefined;
+  private readonly onPeerAddrs: ((peerId: string, addrs: readonly string[]) => void) | undefined;
   private readonly topic: string;
   /** nodeId → libp2p peer id that signed its latest heartbeat. */
   private readonly peerIds = new Map<string, string>();
@@ -317,7 +320,7 @@ export class LivenessService {
     this.metrics.received.inc();
     this.ledger.record(heartbeat);
     this.peerIds.set(heartbeat.nodeId, signer);
-    this.learnAddrs(heartbeat, signer);
+    if (heartbeat.addrs.length > 0) this.onPeerAddrs?.(signer, heartbeat.addrs);
     this.heartbeatListeners.emit(heartbeat, signer);
     return TopicValidatorResult.Accept;
   }
@@ -325,23 +328,6 @@ export class LivenessService {
   /** Called with every fresh heartbeat that passed validation (sender enrolled, newer than the last) and its signer. */
   onHeartbeat(listener: (heartbeat: Heartbeat, signer: string) => void): () => void {
     return this.heartbeatListeners.add(listener);
-  }
-
-  private learnAddrs(heartbeat: Heartbeat, signer: string): void {
-    if (!this.onPeerAddrs || heartbeat.addrs.length === 0) return;
-    const usable: Multiaddr[] = [];
-    for (const text of heartbeat.addrs) {
-      try {
-        const ma = multiaddr(text);
-        const owner = ma.getPeerId();
-        // Only addresses of the signer itself: a heartbeat cannot point us at someone else.
-        if (owner === null) usable.push(ma.encapsulate(`/p2p/${signer}`));
-        else if (owner === signer) usable.push(ma);
-      } catch {
-        // An address this libp2p version cannot parse is skipped, not fatal.
-      }
-    }
-    if (usable.length > 0) this.onPeerAddrs(signer, usable);
   }
 
   private reject(reason: HeartbeatReject, signer: string | undefined, detail: string): TopicValidatorResult {
