@@ -118,9 +118,9 @@ export interface GossipLayerOptions {
   libp2pMetrics?: boolean;
   /**
    * Where enrolled peers say they listen (their records' libp2p endpoints):
-   * learned at start and on every change, so that any enrolled peer can be
-   * dialed (a witness, a sync partner) even when no connected peer ever
-   * relayed its heartbeat (docs/protocol.md, "Enrollment records").
+   * stored at start and on every change, so that any enrolled peer can be
+   * dialed by peer id (a witness, a sync partner) even when no connected
+   * peer ever relayed its heartbeat (docs/protocol.md, "Peer discovery").
    */
   addressBook?: PeerAddressBook;
 }
@@ -129,6 +129,28 @@ export interface GossipLayerOptions {
 export interface PeerAddressBook {
   entries(): readonly { peerId: string; addrs: readonly string[] }[];
   onChange(listener: () => void): () => void;
+}
+
+/**
+ * The addresses of `peerId` among `addrs`, each ending in its `/p2p/<id>`:
+ * an address of another peer is skipped (a heartbeat or a record cannot
+ * point us at someone else), as are ones this libp2p cannot parse and ones
+ * with nowhere to dial (empty, or only a peer id).
+ */
+function usableAddresses(peerId: string, addrs: readonly (string | Multiaddr)[]): Multiaddr[] {
+  const usable: Multiaddr[] = [];
+  for (const addr of addrs) {
+    try {
+      const ma = typeof addr === 'string' ? multiaddr(addr) : addr;
+      if (ma.decapsulateCode(P2P_CODE).protoCodes().length === 0) continue;
+      const owner = ma.getPeerId();
+      if (owner === null) usable.push(ma.encapsulate(`/p2p/${peerId}`));
+      else if (owner === peerId) usable.push(ma);
+    } catch {
+      // Not a multiaddr this version parses: skipped, like any unusable address.
+    }
+  }
+  return usable;
 }
 
 /** Multiaddr protocol code of `/p2p/<peer id>`. */
@@ -154,6 +176,8 @@ export class GossipLayer {
   readonly logs: LogExchange;
   private readonly logger: Logger;
   private readonly addressBook: PeerAddressBook | undefined;
+  /** Per peer, the book's addresses as last learned (see learnFromBook). */
+  private readonly bookSeen = new Map<string, string>();
   private readonly revocationNotices: RevocationNotices;
   private readonly replicator: Replicator;
   private readonly sync: AntiEntropy;
@@ -329,41 +353,45 @@ export class GossipLayer {
 
   /**
    * Remembers where `peerId` listens, for redial and for every dial by peer
-   * id (a sync, a lease batch). Addresses of another peer are skipped, as
-   * are ones this libp2p cannot parse. Returns true when one was new.
+   * id (a sync, a lease batch), and dials it now if we are below target.
+   * Returns true when an address was new.
    */
   learnAddresses(peerId: string, addrs: readonly (string | Multiaddr)[]): boolean {
-    const usable: Multiaddr[] = [];
-    for (const addr of addrs) {
-      try {
-        const ma = typeof addr === 'string' ? multiaddr(addr) : addr;
-        // Somewhere to dial: not an empty address, nor only a peer id.
-        if (ma.decapsulateCode(P2P_CODE).protoCodes().length === 0) continue;
-        const owner = ma.getPeerId();
-        if (owner === null) usable.push(ma.encapsulate(`/p2p/${peerId}`));
-        else if (owner === peerId) usable.push(ma);
-      } catch {
-        // Not a multiaddr this version parses: skipped, like any unusable address.
-      }
-    }
+    const usable = usableAddresses(peerId, addrs);
     let learned = false;
     for (const ma of usable) learned = this.redial.addAddress(ma) || learned;
     if (!learned) return false;
-    // Into the peer store too, so that a dial by peer id (a digest-triggered sync, a lease
-    // batch to a witness) finds a peer we only heard of.
-    this.node.peerStore
-      .merge(peerIdFromString(peerId), { multiaddrs: usable.map((a) => a.decapsulateCode(P2P_CODE)) })
-      .catch((err: unknown) => this.logger.debug({ err, peer: peerId }, 'could not store peer addresses'));
+    this.storeAddresses(peerId, usable);
     // A peer (or address) heard of for the first time is dialed now if we are below target.
     this.redial.check();
     return true;
   }
 
+  /**
+   * The book's addresses go into the peer store only, not to redial: what
+   * they are for is a dial by peer id to a node no connected peer told us
+   * about (a lease batch to a witness, a sync). Handing them to redial too
+   * made every node dial its whole book at start, together with every other
+   * node (a 20-agent simulator start took 15-19 s instead of 14 s); once
+   * such a dial connects, identify and heartbeats teach redial as before.
+   */
   private learnFromBook(book: PeerAddressBook): void {
     const self = this.peerId;
     for (const { peerId, addrs } of book.entries()) {
-      if (peerId !== self && addrs.length > 0) this.learnAddresses(peerId, addrs);
+      if (peerId === self || addrs.length === 0) continue;
+      // Every change lists the whole book; only a peer whose addresses changed is stored again.
+      const seen = addrs.join(' ');
+      if (this.bookSeen.get(peerId) === seen) continue;
+      this.bookSeen.set(peerId, seen);
+      const usable = usableAddresses(peerId, addrs);
+      if (usable.length > 0) this.storeAddresses(peerId, usable);
     }
+  }
+
+  private storeAddresses(peerId: string, addrs: readonly Multiaddr[]): void {
+    this.node.peerStore
+      .merge(peerIdFromString(peerId), { multiaddrs: addrs.map((a) => a.decapsulateCode(P2P_CODE)) })
+      .catch((err: unknown) => this.logger.debug({ err, peer: peerId }, 'could not store peer addresses'));
   }
 
   async start(): Promise<void> {

@@ -2,7 +2,7 @@ import '../../src/util/polyfill.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { PeerAddressBook } from '../../src/gossip/index.js';
-import { startNode, stopAll, type TestNode, waitFor } from './helpers.js';
+import { readSpec, startNode, stopAll, type TestNode, waitFor, writeSpec } from './helpers.js';
 
 /** An address book the test fills: what an agent derives from its enrolled records' endpoints. */
 class TestBook implements PeerAddressBook {
@@ -25,23 +25,29 @@ class TestBook implements PeerAddressBook {
 const bare = (node: TestNode) => node.gossip.multiaddrs()[0]!.replace(/\/p2p\/[^/]+$/, '');
 
 describe('peer address book', () => {
-  test('a peer known only from the book is dialed, at start and after a change', async (t) => {
+  test('a peer known only from the book can be dialed by peer id, at start and after a change', async (t) => {
     const nodes: TestNode[] = [];
     t.after(() => stopAll(nodes));
     // b and c know nobody and nobody knows them: no bootstrap, no heartbeat can reach a.
     const b = await startNode('node-b');
     const c = await startNode('node-c');
     nodes.push(b, c);
+    writeSpec(b, 'from-b', 1);
+    writeSpec(c, 'from-c', 2);
     const book = new TestBook();
     book.add(b.gossip.peerId, [bare(b)]);
     const a = await startNode('node-a', { addressBook: book });
     nodes.push(a);
-    await waitFor('a connected to b from the book', () => a.gossip.peers().includes(b.gossip.peerId));
-    assert.equal(a.gossip.peers().includes(c.gossip.peerId), false, 'c is in no book yet');
+    // What a lease batch or a sync does: dial by peer id alone.
+    const first = await a.gossip.syncWith(b.gossip.peerId);
+    assert.equal(first, 'ok');
+    assert.equal(readSpec(a, 'from-b'), 1);
+    const before = await a.gossip.syncWith(c.gossip.peerId);
+    assert.equal(before, 'error', 'c is in no book yet: nowhere to dial');
     // A record arriving later (the change listener), with its own /p2p suffix this time.
     book.add(c.gossip.peerId, [c.gossip.multiaddrs()[0]!]);
-    await waitFor('a connected to c after the change', () => a.gossip.peers().includes(c.gossip.peerId));
-    // Once a has c, a dial by peer id alone works (the peer store has the address too).
+    await waitFor('a sync with c', async () => (await a.gossip.syncWith(c.gossip.peerId)) === 'ok');
+    assert.equal(readSpec(a, 'from-c'), 2);
     assert.equal(book.listeners.size, 1);
   });
 
